@@ -1,0 +1,50 @@
+"""Device and dtype selection, shared by generation, scoring and training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Runtime:
+    """Where and in what precision models run, and how many items go in one batch.
+
+    ``auto`` picks cuda > mps > cpu and, for dtype, fp16 on cuda (bf16 when the
+    card supports it) and fp32 elsewhere: CPU half precision is slow and the
+    SDXL VAE is unstable in fp16, so generators may upcast parts on their own.
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.device == "auto":
+            if torch.cuda.is_available():
+                self.device = "cuda"
+            elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                self.device = "mps"
+            else:
+                self.device = "cpu"
+        if self.dtype == "auto":
+            if self.device == "cuda":
+                self.dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                self.dtype = "fp32"
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}: choose one of fp32, fp16, bf16, auto")
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
