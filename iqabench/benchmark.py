@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .generators import WorkItem
 from .registry import BENCHMARKS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from .generators import WorkItem
     from .specs import RunSpec
     from .store import Store
 
@@ -52,13 +52,40 @@ class Result:
     notes: list[str] = field(default_factory=list)  # caveats shown verbatim in the report
 
 
+@dataclass
+class AnalysisContext:
+    """What a benchmark's ``analyze`` may read: the plan, each item's image key, and cached scores."""
+
+    store: Store
+    spec: RunSpec
+    plan: list[PlannedItem]
+    image_keys: list[str]  # aligned with ``plan``
+    metric_fingerprints: dict[str, str]  # metric name -> fingerprint used in the score cache
+    baselines: dict[str, str | None] = field(default_factory=dict)  # generator spec -> its baseline spec
+
+    def scores(self, metric: str) -> dict[str, float | None]:
+        """image key -> score (None where scoring failed) for every planned image scored with ``metric``."""
+        return self.store.get_scores(set(self.image_keys), metric, self.metric_fingerprints[metric])
+
+    def score_errors(self, metric: str) -> dict[str, str]:
+        return self.store.get_score_errors(set(self.image_keys), metric, self.metric_fingerprints[metric])
+
+    def failures(self) -> dict[str, str]:
+        return self.store.failures(self.image_keys)
+
+
 class Benchmark(Protocol):
     name: str
     description: str
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]: ...
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        """Which images this benchmark needs, from which generators."""
 
-    def analyze(self, store: Store, spec: RunSpec, plan: list[PlannedItem]) -> Result: ...
+    def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
+        """Metric name -> indices into ``plan`` to score with it (the core scores, caches and resumes)."""
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        """Tables, figures and grids from what the Store holds."""
 
 
 def register_benchmark(name: str, *, description: str = "", overwrite: bool = False):
@@ -71,3 +98,29 @@ def build_benchmark(name: str) -> Benchmark:
     bench = entry.factory()
     bench.name = name
     return bench
+
+
+class BaseBenchmark:
+    """Defaults most benchmarks share: prompts x seeds work items and every NR metric on every image."""
+
+    name = ""
+    description = ""
+
+    def work_items(self, spec: RunSpec, params: dict[str, Any] | None = None) -> list[WorkItem]:
+        from .generators import WorkItem
+        from .prompts import load_prompts
+
+        prompts = load_prompts(spec.prompts, limit=spec.limit, column=spec.options.get("prompt_column"))
+        return [WorkItem(p.prompt_id, p.text, seed, dict(params or {})) for p in prompts for seed in spec.seeds]
+
+    def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
+        from .metrics import metric_info, parse_metric_list
+
+        names = parse_metric_list(spec.metrics)
+        full_reference = [n for n in names if metric_info(n).mode == "FR"]
+        if full_reference:
+            raise ValueError(
+                f"benchmark {self.name!r} scores single images, but {', '.join(full_reference)} "
+                "is full-reference; use no-reference metrics (e.g. piqe, entropy) or the fr-distances benchmark"
+            )
+        return {n: list(range(len(plan))) for n in names}

@@ -1,0 +1,149 @@
+"""RelGain: how much a generator improves IQA scores over its baseline on the same prompts and seeds.
+
+RelGain_m = mean over items of (f_m(x') - f_m(x)) / f_m(x) * 100, the sign
+flipped for lower-is-better metrics so positive always means better
+(IQA-Adapter paper, Sec. 4.2 and Fig. 3a). Several generators give the
+generators x metrics matrix of Fig. 3(a).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.generators import build_generator
+from iqabench.metrics import metric_info
+from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.stats import RELGAIN_EPS, bootstrap_ci, relative_gains
+
+GRID_ITEMS = 8
+
+
+def resolve_baseline(generator: str, spec: RunSpec) -> str:
+    """``--baseline`` wins; otherwise the generator names its own (e.g. IQA-Adapter -> its base model)."""
+    if spec.baseline:
+        return str(GeneratorSpec.parse(spec.baseline))
+    baseline = build_generator(generator).baseline()
+    if baseline is None:
+        raise ValueError(
+            f"generator {generator!r} names no baseline to compare against; pass --baseline SPEC "
+            "(e.g. --baseline tiny-sd[guidance_scale=1.0])"
+        )
+    return str(GeneratorSpec.parse(baseline))
+
+
+@register_benchmark("relgain", description="Relative IQA gain of each generator over its baseline (paper Fig. 3a)")
+class RelGain(BaseBenchmark):
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        items = self.work_items(spec)
+        plan: list[PlannedItem] = []
+        for generator in dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators):
+            baseline = resolve_baseline(generator, spec)
+            if baseline == generator:
+                raise ValueError(f"generator {generator!r} is its own baseline; pass a different --baseline")
+            plan += [PlannedItem(baseline, item) for item in items]
+            plan += [PlannedItem(generator, item) for item in items]
+        return plan
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        spec = ctx.spec
+        key_of = {(p.generator, p.item.prompt_id, p.item.seed): k
+                  for p, k in zip(ctx.plan, ctx.image_keys, strict=True)}
+        items = [p.item for p in ctx.plan]
+        items = list({(i.prompt_id, i.seed): i for i in items}.values())
+        generators = list(dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators))
+        baselines = {g: resolve_baseline(g, spec) for g in generators}
+        metrics = list(ctx.metric_fingerprints)
+        scores = {m: ctx.scores(m) for m in metrics}
+
+        per_item_rows, summary_rows, notes = [], [], []
+        for g in generators:
+            b = baselines[g]
+            for m in metrics:
+                info = metric_info(m)
+                base_keys = [key_of[(b, i.prompt_id, i.seed)] for i in items]
+                gen_keys = [key_of[(g, i.prompt_id, i.seed)] for i in items]
+                base = np.array([_value(scores[m].get(k)) for k in base_keys])
+                method = np.array([_value(scores[m].get(k)) for k in gen_keys])
+                gains = relative_gains(base, method, info.lower_better)
+                for i, item in enumerate(items):
+                    per_item_rows.append({
+                        "generator": g, "baseline": b, "metric": m, "prompt_id": item.prompt_id,
+                        "prompt": item.prompt, "seed": item.seed, "baseline_score": base[i],
+                        "generator_score": method[i], "relgain": gains.gains[i],
+                        "status": _status(base[i], method[i], gains.usable[i]),
+                    })
+                usable = gains.gains[gains.usable]
+                low, high = bootstrap_ci(usable, seed=0)
+                n_missing = int((~np.isfinite(base) | ~np.isfinite(method)).sum())
+                summary_rows.append({
+                    "generator": g, "baseline": b, "metric": m,
+                    "direction": "lower is better" if info.lower_better else "higher is better",
+                    "relgain": float(np.mean(usable)) if usable.size else float("nan"),
+                    "relgain_ci_low": low, "relgain_ci_high": high,
+                    "n": int(usable.size), "n_near_zero_excluded": gains.n_near_zero,
+                    "n_negative_baseline": gains.n_negative_base, "n_missing": n_missing,
+                    "baseline_mean": float(np.nanmean(base)) if np.isfinite(base).any() else float("nan"),
+                    "generator_mean": float(np.nanmean(method)) if np.isfinite(method).any() else float("nan"),
+                    "improved_share": float(np.mean(usable > 0)) if usable.size else float("nan"),
+                })
+                if gains.n_near_zero:
+                    notes.append(f"{g} / {m}: {gains.n_near_zero} item(s) had a baseline score within "
+                                 f"{RELGAIN_EPS:g} of zero; their relative gain is undefined and they were excluded.")
+                if gains.n_negative_base:
+                    notes.append(f"{g} / {m}: {gains.n_negative_base} item(s) had a negative baseline score; "
+                                 "the gain was divided by |f(x)| so that an improvement stays positive.")
+                if n_missing:
+                    notes.append(f"{g} / {m}: {n_missing} item(s) lack a score (generation or scoring failed) "
+                                 "and were left out; see the failures table.")
+        notes.insert(0, "RelGain = mean over items of (f(x') - f(x)) / |f(x)| x 100, sign flipped for "
+                        "lower-is-better metrics, so positive means better. Items whose baseline score is within "
+                        f"{RELGAIN_EPS:g} of zero are excluded (division by ~0); negative baseline scores are divided "
+                        "by their absolute value. Brackets: 95% percentile-bootstrap CI (2000 resamples).")
+
+        summary = pd.DataFrame(summary_rows)
+        matrix = summary.pivot(index="generator", columns="metric", values="relgain").reindex(
+            index=generators, columns=metrics)
+        result = Result(self.name, notes=notes)
+        result.tables["relgain"] = summary
+        result.tables["relgain_per_item"] = pd.DataFrame(per_item_rows)
+        failures = ctx.failures()
+        errors = [{"image_key": k, "metric": m, "error": e} for m in metrics for k, e in ctx.score_errors(m).items()]
+        if failures or errors:
+            rows = [{"image_key": k, "metric": "", "error": v} for k, v in failures.items()] + errors
+            result.tables["failures"] = pd.DataFrame(rows)
+        from iqabench.reports import heatmap_figure
+
+        result.figures["relgain_matrix"] = heatmap_figure(matrix, "RelGain, % (generators x metrics)")
+        result.grids["baseline_vs_generator"] = self._grid(ctx, generators, baselines, items, key_of, scores)
+        result.summary = {
+            "generators": generators, "baselines": baselines, "metrics": metrics,
+            "n_items": len(items), "n_images": len(set(ctx.image_keys)), "n_failures": len(failures),
+            "n_score_errors": len(errors),
+            "relgain": {f"{r['generator']} | {r['metric']}": r["relgain"] for r in summary_rows},
+        }
+        return result
+
+    def _grid(self, ctx, generators, baselines, items, key_of, scores) -> list[ImageRef]:
+        refs = []
+        for item in items[:GRID_ITEMS]:
+            caption = f"{item.prompt} (seed {item.seed})"
+            columns = list(dict.fromkeys([baselines[g] for g in generators] + generators))
+            for column in columns:
+                key = key_of[(column, item.prompt_id, item.seed)]
+                if not ctx.store.has_image(key):
+                    continue
+                shown = {m: v for m in scores if (v := scores[m].get(key)) is not None}
+                refs.append(ImageRef(key, caption, shown, group=column))
+        return refs
+
+
+def _value(score: float | None) -> float:
+    return float("nan") if score is None else float(score)
+
+
+def _status(base: float, method: float, usable: bool) -> str:
+    if not (np.isfinite(base) and np.isfinite(method)):
+        return "missing score"
+    return "ok" if usable else "baseline near zero: excluded"

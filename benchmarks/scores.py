@@ -1,0 +1,54 @@
+"""Scores: mean IQA score of each generator with a bootstrap CI; no baseline needed.
+
+The plain leaderboard a researcher looks at before asking for relative gains;
+it shares the image cache with RelGain, so running both generates nothing twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.metrics import metric_info
+from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.stats import bootstrap_ci
+
+
+@register_benchmark("scores", description="Mean IQA score per generator and metric, with 95% bootstrap CIs")
+class Scores(BaseBenchmark):
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        items = self.work_items(spec)
+        generators = dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators)
+        return [PlannedItem(g, item) for g in generators for item in items]
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        metrics = list(ctx.metric_fingerprints)
+        scores = {m: ctx.scores(m) for m in metrics}
+        rows, per_item = [], []
+        generators = list(dict.fromkeys(p.generator for p in ctx.plan))
+        for g in generators:
+            keys = [k for p, k in zip(ctx.plan, ctx.image_keys, strict=True) if p.generator == g]
+            for m in metrics:
+                values = np.array([np.nan if scores[m].get(k) is None else scores[m][k] for k in keys], dtype=float)
+                finite = values[np.isfinite(values)]
+                low, high = bootstrap_ci(finite)
+                rows.append({"generator": g, "metric": m,
+                             "direction": "lower is better" if metric_info(m).lower_better else "higher is better",
+                             "score": float(finite.mean()) if finite.size else float("nan"),
+                             "score_ci_low": low, "score_ci_high": high, "n": int(finite.size),
+                             "n_missing": int(values.size - finite.size)})
+        for p, k in zip(ctx.plan, ctx.image_keys, strict=True):
+            per_item.append({"generator": p.generator, "prompt_id": p.item.prompt_id, "prompt": p.item.prompt,
+                             "seed": p.item.seed, **{m: scores[m].get(k) for m in metrics}})
+        result = Result(self.name, notes=["Brackets: 95% percentile-bootstrap CI over images (2000 resamples)."])
+        result.tables["scores"] = pd.DataFrame(rows)
+        result.tables["scores_per_item"] = pd.DataFrame(per_item)
+        result.grids["samples"] = [
+            ImageRef(k, f"{p.item.prompt} (seed {p.item.seed})",
+                     {m: v for m in metrics if (v := scores[m].get(k)) is not None}, group=p.generator)
+            for p, k in zip(ctx.plan, ctx.image_keys, strict=True) if ctx.store.has_image(k)
+        ][: 8 * len(generators)]
+        result.summary = {"generators": generators, "metrics": metrics, "n_images": len(set(ctx.image_keys)),
+                          "mean_score": {f"{r['generator']} | {r['metric']}": r["score"] for r in rows}}
+        return result

@@ -1,0 +1,238 @@
+"""The ``iqabench`` command line: parses, prints, and calls the Python API (runner, reports, registries)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .registry import BENCHMARKS, GENERATORS, METRICS, RegistryError, UnknownNameError, load_plugin
+
+app = typer.Typer(
+    name="iqabench",
+    help="Quality-aware text-to-image generation and IQA robustness benchmarks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+DEFAULT_OUT = os.environ.get("IQABENCH_OUT", "iqabench_out")
+OutOption = Annotated[Path, typer.Option("--out", help="Store folder: image cache, scores, runs.")]
+PluginOption = Annotated[
+    list[str] | None, typer.Option("--plugin", help="A .py file or module that registers things (repeatable).")
+]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .generators import WeightsMissingError
+    from .metrics import MetricUnavailableError
+    from .prompts import PromptFileError
+    from .specs import SpecError
+
+    return (UnknownNameError, RegistryError, WeightsMissingError, MetricUnavailableError, PromptFileError,
+            SpecError, ValueError, FileNotFoundError, ImportError)
+
+
+def _fail(exc: BaseException) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+class _RichProgress:
+    """Adapts rich's Progress to the runner's ``progress(description, total)`` factory."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def __call__(self, description: str, total: int):
+        task_id = self.progress.add_task(description, total=total)
+        progress = self.progress
+
+        class _Task:
+            def advance(self, n: int = 1) -> None:
+                progress.advance(task_id, n)
+
+            def close(self) -> None:
+                progress.update(task_id, visible=True)
+
+        return _Task()
+
+
+def _load_plugins(plugins: list[str] | None) -> None:
+    for plugin in plugins or []:
+        load_plugin(plugin)
+
+
+@app.command("run")
+def run_command(
+    benchmark: Annotated[str, typer.Argument(help="Benchmark name, e.g. relgain (see `iqabench list benchmarks`).")],
+    generator: Annotated[list[str], typer.Option("--generator", "-g", help="Generator spec (repeatable).")],
+    metrics: Annotated[str, typer.Option(help="Comma-separated metric names.")] = "piqe,entropy",
+    baseline: Annotated[str | None, typer.Option(help="Override the generators' own baseline.")] = None,
+    prompts: Annotated[str, typer.Option(help="Built-in set (smoke, parti, geneval) or a .txt/.csv/.tsv/.jsonl file.")]
+    = "smoke",
+    prompt_column: Annotated[str | None, typer.Option(help="Column holding prompts in CSV/TSV/JSONL.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds, e.g. '0-3' or '0,7,42'.")] = "0",
+    device: Annotated[str, typer.Option(help="cuda, mps, cpu or auto.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32, fp16, bf16 or auto.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per generation/scoring batch.")] = 4,
+    out: OutOption = Path(DEFAULT_OUT),
+    run_id: Annotated[str | None, typer.Option(help="Run folder name (default: derived from the spec).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Benchmark option key=value (repeatable).")]
+    = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (images to make, cached) and stop.")]
+    = False,
+    plugin: PluginOption = None,
+) -> None:
+    """Generate, score and analyse a benchmark; writes runs/<id>/report.html."""
+    from .metrics import parse_metric_list
+    from .runner import Runner
+    from .specs import RunSpec, _parse_value, parse_seeds
+
+    try:
+        _load_plugins(plugin)
+        options = {}
+        for pair in option or []:
+            if "=" not in pair:
+                raise ValueError(f"--option {pair!r} is not of the form key=value")
+            key, value = pair.split("=", 1)
+            options[key.strip()] = _parse_value(value)
+        if prompt_column:
+            options["prompt_column"] = prompt_column
+        spec = RunSpec(benchmark=benchmark, generators=list(generator), metrics=parse_metric_list(metrics),
+                       prompts=prompts, seeds=parse_seeds(seeds), limit=limit, baseline=baseline, options=options,
+                       device=device, dtype=dtype, batch_size=batch_size, plugins=list(plugin or []))
+        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+        plan = runner.summarize_plan()
+        for line in plan.lines():
+            console.print(line, highlight=False)
+        if dry_run:
+            return
+        columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=not console.is_terminal and "CI" in os.environ) as bar:
+            runner.progress = _RichProgress(bar)
+            outcome = runner.execute()
+    except _user_errors() as exc:
+        _fail(exc)
+        return
+    if outcome.failures:
+        console.print(f"[yellow]{len(outcome.failures)} image(s) failed; see the report's failures table.[/]")
+    _print_summary(outcome.result)
+    out_console.print(f"report: {outcome.report}", highlight=False)
+
+
+def _print_summary(result) -> None:
+    if result is None:
+        return
+    for name, table in result.tables.items():
+        if name.endswith("per_item") or name == "failures" or table.empty:
+            continue
+        shown = Table(title=name, show_lines=False)
+        columns = [c for c in table.columns if not c.endswith(("_ci_low", "_ci_high"))][:9]
+        for column in columns:
+            shown.add_column(str(column))
+        for _, row in table.head(30).iterrows():
+            cells = []
+            for column in columns:
+                value = row[column]
+                if isinstance(value, float):
+                    low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+                    has_ci = low is not None and high is not None
+                    cell = f"{value:.3g}" + (f" [{low:.3g}, {high:.3g}]" if has_ci else "")
+                else:
+                    cell = str(value)
+                cells.append(cell)
+            shown.add_row(*cells)
+        out_console.print(shown)
+
+
+@app.command("report")
+def report_command(
+    runs: Annotated[list[str], typer.Argument(help="Run ids (folders under <out>/runs).")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write.")] = None,
+    out: OutOption = Path(DEFAULT_OUT),
+) -> None:
+    """Combine one or more finished runs into one self-contained HTML report."""
+    from .reports import render_report
+    from .store import Store
+
+    try:
+        store = Store(out)
+        for run_id in runs:
+            store.read_run_json(run_id)
+        path = render_report(store, list(runs), output)
+    except _user_errors() as exc:
+        _fail(exc)
+        return
+    out_console.print(f"report: {path}", highlight=False)
+
+
+@app.command("list")
+def list_command(
+    what: Annotated[str, typer.Argument(help="generators, metrics, benchmarks or prompts")],
+    plugin: PluginOption = None,
+) -> None:
+    """Show what is available, with a one-line description and whether weights are present locally."""
+    from .prompts import BUILTIN_SETS
+
+    try:
+        _load_plugins(plugin)
+    except _user_errors() as exc:
+        _fail(exc)
+    registries = {"generators": GENERATORS, "metrics": METRICS, "benchmarks": BENCHMARKS}
+    if what == "prompts":
+        table = Table("name", "description")
+        for name, (description, _) in BUILTIN_SETS.items():
+            table.add_row(name, description)
+        out_console.print(table)
+        return
+    if what not in registries:
+        from .registry import unknown_name_message
+
+        _fail(ValueError(unknown_name_message("list", what, [*registries, "prompts"]).split(" Run")[0]))
+    registry = registries[what]
+    table = Table("name", "description", *(["weights"] if what != "benchmarks" else []))
+    for entry in registry:
+        row = [entry.name, entry.description]
+        if what != "benchmarks":
+            row.append(entry.weights_status())
+        table.add_row(*row)
+    out_console.print(table)
+
+
+def _mount_optional_commands() -> None:
+    """Sub-commands contributed by generator packages (training, dataset scoring)."""
+    try:
+        from .adapters.iqa_adapter.cli import app as iqa_adapter_app
+    except ImportError:
+        return
+    for command in iqa_adapter_app.registered_commands:
+        if command.name == "score-dataset":
+            app.registered_commands.append(command)
+    train_app.add_typer(iqa_adapter_app, name="iqa-adapter-tools", hidden=True)
+
+
+train_app = typer.Typer(help="Train generators: IQA-Adapter, ACPO LoRA.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted; re-run the same command to resume from the cache")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

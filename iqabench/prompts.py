@@ -1,0 +1,147 @@
+"""Prompt sets: built-ins shipped with the package and user files (.txt, .csv, .tsv, .jsonl).
+
+Each prompt gets a stable id: ``<set>:<row index>`` for built-ins and files, so
+caching and per-item tables line up across runs that use the same file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .registry import unknown_name_message
+
+SMOKE_PROMPTS = [
+    "a photo of a red apple on a wooden table",
+    "a portrait of an old fisherman, dramatic lighting",
+    "a mountain lake at sunrise, mist over the water",
+    "a city street at night in the rain, neon reflections",
+    "a bowl of ramen, top view, studio photo",
+    "a golden retriever puppy running on the beach",
+    "an astronaut riding a horse, oil painting",
+    "a cozy living room with plants and a reading chair",
+]
+
+_COLUMN_CANDIDATES = ("prompt", "Prompt", "caption", "Caption", "text", "Text")
+
+
+class PromptFileError(ValueError):
+    """A prompt file or set that cannot be read; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str
+    text: str
+
+
+def _builtin_partiprompts() -> list[str]:
+    data = resources.files("iqabench").joinpath("data/PartiPrompts.tsv").read_text("utf-8")
+    return [row["Prompt"] for row in csv.DictReader(io.StringIO(data), delimiter="\t") if row["Prompt"].strip()]
+
+
+def _builtin_geneval() -> list[str]:
+    data = resources.files("iqabench").joinpath("data/geneval_evaluation_metadata.jsonl").read_text("utf-8")
+    return [json.loads(line)["prompt"] for line in data.splitlines() if line.strip()]
+
+
+BUILTIN_SETS = {
+    "smoke": ("8 varied prompts for quick checks", lambda: list(SMOKE_PROMPTS)),
+    "parti": ("PartiPrompts, 1,632 prompts (google-research/parti, Apache-2.0)", _builtin_partiprompts),
+    "geneval": ("GenEval's 553 prompts (djghosh13/geneval, MIT)", _builtin_geneval),
+}
+
+
+def load_prompts(source: str, *, limit: int | None = None, column: str | None = None) -> list[Prompt]:
+    """A built-in set name or a path; ``limit`` keeps the first N prompts."""
+    if source in BUILTIN_SETS:
+        texts = BUILTIN_SETS[source][1]()
+        prompts = [Prompt(f"{source}:{i}", t) for i, t in enumerate(texts)]
+    else:
+        path = Path(source)
+        if not path.exists():
+            if "/" not in source and "." not in source:
+                raise PromptFileError(unknown_name_message("prompt set", source, BUILTIN_SETS).replace(
+                    "iqabench list prompt sets", "iqabench list prompts"))
+            raise PromptFileError(f"prompt file {source!r} does not exist")
+        prompts = _read_prompt_file(path, column)
+    if limit is not None:
+        if limit < 1:
+            raise PromptFileError("--limit must be at least 1")
+        prompts = prompts[:limit]
+    return prompts
+
+
+def _read_prompt_file(path: Path, column: str | None) -> list[Prompt]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PromptFileError(
+            f"prompt file {str(path)!r} is not valid UTF-8 (bad byte at line {line}); re-save it as UTF-8"
+        ) from None
+    suffix = path.suffix.lower()
+    stem = path.name
+    if suffix in (".csv", ".tsv"):
+        texts = _read_table(text, "\t" if suffix == ".tsv" else ",", column, path)
+    elif suffix == ".jsonl":
+        texts = _read_jsonl(text, column, path)
+    else:
+        texts = [line.strip() for line in text.splitlines()]
+        texts = [t for t in texts if t and not t.startswith("#")]
+    texts = [t.strip() for t in texts]
+    if not any(texts):
+        raise PromptFileError(f"prompt file {str(path)!r} holds no prompts")
+    prompts = []
+    for i, t in enumerate(texts):
+        if not t:
+            raise PromptFileError(f"prompt file {str(path)!r}: prompt {i + 1} is empty")
+        prompts.append(Prompt(f"{stem}:{i}", t))
+    return prompts
+
+
+def _pick_column(fields: list[str], column: str | None, path: Path) -> str:
+    if column:
+        if column not in fields:
+            raise PromptFileError(f"prompt file {str(path)!r} has no column {column!r} (columns: {', '.join(fields)})")
+        return column
+    for candidate in _COLUMN_CANDIDATES:
+        if candidate in fields:
+            return candidate
+    raise PromptFileError(
+        f"prompt file {str(path)!r} has no prompt column: expected one of {', '.join(_COLUMN_CANDIDATES[::2])} "
+        f"(found {', '.join(fields) or 'no header'}); name it with --prompt-column"
+    )
+
+
+def _read_table(text: str, delimiter: str, column: str | None, path: Path) -> list[str]:
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    fields = [f for f in (reader.fieldnames or []) if f is not None]
+    if not fields:
+        raise PromptFileError(f"prompt file {str(path)!r} is empty")
+    name = _pick_column(fields, column, path)
+    return [(row.get(name) or "") for row in reader]
+
+
+def _read_jsonl(text: str, column: str | None, path: Path) -> list[str]:
+    texts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PromptFileError(f"prompt file {str(path)!r}, line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise PromptFileError(f"prompt file {str(path)!r}, line {number}: expected a JSON object")
+        name = _pick_column(list(record), column, path)
+        value = record[name]
+        if not isinstance(value, str):
+            raise PromptFileError(f"prompt file {str(path)!r}, line {number}: {name!r} is not a string")
+        texts.append(value)
+    return texts

@@ -1,0 +1,324 @@
+"""The run pipeline: plan -> generate -> score -> analyze -> report, each stage resumable from the Store.
+
+This is the Python API behind ``iqabench run`` (the CLI only parses and
+prints). Every stage reads only what the stage before it wrote to the Store:
+images are keyed by content, scores by (image, metric, metric fingerprint), so
+re-running an interrupted run skips what is done, and two benchmarks over the
+same generator, prompts and seeds generate each image once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark
+from .generators import Generator, build_generator
+from .metrics import Metric, build_metric, metric_fingerprint
+from .registry import load_plugin
+from .runtime import Runtime
+from .specs import RunSpec
+from .store import Store, content_key, image_key
+
+ProgressFactory = Callable[[str, int], "ProgressTask"]
+
+
+class ProgressTask:
+    """Minimal progress interface; the CLI plugs rich in, the API default prints nothing."""
+
+    def advance(self, n: int = 1) -> None:  # pragma: no cover - trivial
+        pass
+
+    def close(self) -> None:  # pragma: no cover - trivial
+        pass
+
+
+def _silent(_: str, __: int) -> ProgressTask:
+    return ProgressTask()
+
+
+@dataclass
+class PlanSummary:
+    n_items: int
+    n_unique_images: int
+    n_cached_images: int
+    n_to_generate: int
+    per_generator: dict[str, dict[str, int]]
+    n_scores_needed: int
+    n_scores_cached: int
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.n_items} planned items -> {self.n_unique_images} unique images: "
+            f"{self.n_cached_images} cached, {self.n_to_generate} to generate",
+            f"{self.n_scores_needed} scores needed: {self.n_scores_cached} cached, "
+            f"{self.n_scores_needed - self.n_scores_cached} to compute",
+        ]
+        for gen, counts in self.per_generator.items():
+            out.append(f"  {gen}: {counts['images']} images, {counts['cached']} cached")
+        return out
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    plan: PlanSummary
+    result: Result | None = None
+    report: Path | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def default_run_id(spec: RunSpec) -> str:
+    """Same spec -> same run id, so re-running a killed command resumes into the same folder."""
+    return f"{spec.benchmark}-{content_key('run/v1', spec.to_dict())[:10]}"
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for package in ("iqabench", "torch", "diffusers", "transformers", "pyiqa", "accelerate", "peft", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def environment(runtime: Runtime) -> dict[str, Any]:
+    env = {"platform": platform.platform(), "device": runtime.device, "dtype": runtime.dtype,
+           "batch_size": runtime.batch_size, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if runtime.device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+class Runner:
+    """Executes one RunSpec against one Store."""
+
+    def __init__(self, spec: RunSpec, store: Store | str | os.PathLike[str], *, run_id: str | None = None,
+                 progress: ProgressFactory = _silent, log: Callable[[str], None] = lambda _: None,
+                 shard: tuple[int, int] = (0, 1)):
+        self.spec = spec
+        self.store = store if isinstance(store, Store) else Store(store)
+        for plugin in spec.plugins:
+            load_plugin(plugin)
+        self.runtime = Runtime(spec.device, spec.dtype, spec.batch_size)
+        self.run_id = run_id or default_run_id(spec)
+        self.progress = progress
+        self.log = log
+        self.shard = shard
+        self.benchmark = build_benchmark(spec.benchmark)
+        self.plan: list[PlannedItem] = self.benchmark.plan(spec)
+        if not self.plan:
+            raise ValueError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and --seeds")
+        # Building generators validates specs and weights; nothing heavy is loaded yet.
+        self.generators: dict[str, Generator] = {}
+        for planned in self.plan:
+            if planned.generator not in self.generators:
+                self.generators[planned.generator] = build_generator(planned.generator, self.runtime)
+        fingerprints = {name: gen.fingerprint() for name, gen in self.generators.items()}
+        self.image_keys = [image_key(fingerprints[p.generator], p.item.key_fields()) for p in self.plan]
+        self.metric_plan = self.benchmark.metrics_for(spec, self.plan)
+        self.metric_fps = {name: metric_fingerprint(name) for name in self.metric_plan}
+
+    # -- plan ------------------------------------------------------------------------------
+    def _unique(self) -> dict[str, PlannedItem]:
+        unique: dict[str, PlannedItem] = {}
+        for key, planned in zip(self.image_keys, self.plan, strict=True):
+            unique.setdefault(key, planned)
+        return unique
+
+    def _mine(self, keys: Sequence[str]) -> list[str]:
+        """This process's share of a key list (multi-process runs split work by sorted key index)."""
+        index, count = self.shard
+        return [k for i, k in enumerate(sorted(keys)) if i % count == index]
+
+    def _score_targets(self) -> dict[str, list[str]]:
+        return {m: sorted({self.image_keys[i] for i in idx}) for m, idx in self.metric_plan.items()}
+
+    def summarize_plan(self) -> PlanSummary:
+        unique = self._unique()
+        cached = {k for k in unique if self.store.has_image(k)}
+        per_gen: dict[str, dict[str, int]] = defaultdict(lambda: {"images": 0, "cached": 0})
+        for key, planned in unique.items():
+            per_gen[planned.generator]["images"] += 1
+            per_gen[planned.generator]["cached"] += key in cached
+        needed = cached_scores = 0
+        for metric, keys in self._score_targets().items():
+            needed += len(keys)
+            cached_scores += len(self.store.get_scores(keys, metric, self.metric_fps[metric]))
+        return PlanSummary(len(self.plan), len(unique), len(cached), len(unique) - len(cached), dict(per_gen),
+                           needed, cached_scores)
+
+    # -- stages ----------------------------------------------------------------------------
+    def generate(self) -> None:
+        unique = self._unique()
+        todo = [k for k in self._mine(list(unique)) if not self.store.has_image(k)]
+        if not todo:
+            return
+        by_generator: dict[str, list[str]] = defaultdict(list)
+        for key in todo:
+            by_generator[unique[key].generator].append(key)
+        task = self.progress("generating", len(todo))
+        try:
+            for gen_name, keys in by_generator.items():
+                generator = self.generators[gen_name]
+                for start in range(0, len(keys), self.runtime.batch_size):
+                    batch = keys[start : start + self.runtime.batch_size]
+                    self._generate_batch(generator, batch, unique)
+                    task.advance(len(batch))
+        finally:
+            task.close()
+
+    def _generate_batch(self, generator: Generator, keys: list[str], unique: dict[str, PlannedItem]) -> None:
+        items = [unique[k].item for k in keys]
+        try:
+            images = generator.generate(items)
+        except Exception as exc:
+            if len(keys) == 1:
+                self.store.record_failure(keys[0], "generate", _one_line(exc))
+                self.log(f"generation failed for {items[0].prompt_id} seed {items[0].seed}: {_one_line(exc)}")
+                return
+            for key in keys:  # isolate the failing item(s); the rest of the batch still lands
+                self._generate_batch(generator, [key], unique)
+            return
+        if len(images) != len(items):
+            raise RuntimeError(f"generator {generator.name!r} returned {len(images)} images for {len(items)} items")
+        for key, image in zip(keys, images, strict=True):
+            self.store.put_image(key, image)
+
+    def score(self) -> None:
+        targets = self._score_targets()
+        needed: dict[str, list[str]] = defaultdict(list)  # image key -> metrics still to compute
+        for metric, keys in targets.items():
+            present = self.store.get_scores(keys, metric, self.metric_fps[metric])
+            for key in self._mine(keys):
+                if key not in present and self.store.has_image(key):
+                    needed[key].append(metric)
+        if not needed:
+            return
+        metrics: dict[str, Metric] = {}
+        task = self.progress("scoring", len(needed))
+        try:
+            keys = sorted(needed)
+            for start in range(0, len(keys), self.runtime.batch_size):
+                batch = keys[start : start + self.runtime.batch_size]
+                self._score_batch(batch, needed, metrics)
+                task.advance(len(batch))
+        finally:
+            task.close()
+
+    def _score_batch(self, keys: list[str], needed: dict[str, list[str]], metrics: dict[str, Metric]) -> None:
+        # Decode each image once for all the metrics that need it; group by size so batches stack.
+        by_size: dict[tuple[int, int], list[tuple[str, torch.Tensor]]] = defaultdict(list)
+        for key in keys:
+            try:
+                tensor = _to_tensor(self.store.load_image(key))
+            except Exception as exc:
+                rows = [(key, m, self.metric_fps[m], None, f"unreadable image: {_one_line(exc)}") for m in needed[key]]
+                self.store.put_scores(rows)
+                continue
+            by_size[tuple(tensor.shape[-2:])].append((key, tensor))
+        for group in by_size.values():
+            metric_names = sorted({m for key, _ in group for m in needed[key]})
+            for name in metric_names:
+                members = [(k, t) for k, t in group if name in needed[k]]
+                if name not in metrics:
+                    metrics[name] = build_metric(name, self.runtime)
+                self.store.put_scores(self._score_with(metrics[name], members))
+
+    def _score_with(self, metric: Metric, members: list[tuple[str, torch.Tensor]]) -> list[tuple]:
+        fp = self.metric_fps[metric.name]
+        batch = torch.stack([t for _, t in members])
+        try:
+            values = metric.score(batch).tolist()
+            return [(k, metric.name, fp, _finite_or_none(v), None if np.isfinite(v) else "non-finite score")
+                    for (k, _), v in zip(members, values, strict=True)]
+        except Exception:
+            if len(members) == 1:
+                key = members[0][0]
+                return [(key, metric.name, fp, None, _one_line_tb())]
+        rows = []
+        for member in members:  # find which image breaks the metric; score the others
+            rows.extend(self._score_with(metric, [member]))
+        return rows
+
+    def analyze(self) -> Result:
+        baselines = {name: gen.baseline() for name, gen in self.generators.items()}
+        ctx = AnalysisContext(self.store, self.spec, self.plan, self.image_keys, self.metric_fps, baselines)
+        return self.benchmark.analyze(ctx)
+
+    # -- whole run -------------------------------------------------------------------------
+    def manifest(self, status: str, plan: PlanSummary | None = None, **extra: Any) -> dict[str, Any]:
+        data = {
+            "run_id": self.run_id, "benchmark": self.spec.benchmark, "status": status,
+            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "spec": self.spec.to_dict(), "versions": versions(), "environment": environment(self.runtime),
+            "generators": {name: {"fingerprint": gen.fingerprint(), "baseline": gen.baseline()}
+                           for name, gen in self.generators.items()},
+            "metrics": self.metric_fps,
+        }
+        if plan is not None:
+            data["plan"] = plan.__dict__
+        data.update(extra)
+        return data
+
+    def execute(self, *, dry_run: bool = False, report: bool = True) -> RunOutcome:
+        plan = self.summarize_plan()
+        outcome = RunOutcome(self.run_id, self.store.run_dir(self.run_id), plan)
+        if dry_run:
+            return outcome
+        self.store.write_run_json(self.run_id, self.manifest("running", plan))
+        self.generate()
+        self.score()
+        if self.shard[1] > 1 and self.shard[0] != 0:
+            return outcome  # workers stop here; the main process analyses once all shards are in
+        result = self.analyze()
+        outcome.result = result
+        outcome.failures = self.store.failures(self.image_keys)
+        from .reports import render_report, save_result
+
+        save_result(self.store, self.run_id, result)
+        self.store.write_run_json(self.run_id, self.manifest("complete", plan, failures=outcome.failures))
+        if report:
+            outcome.report = render_report(self.store, [self.run_id])
+        return outcome
+
+
+def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: Any) -> RunOutcome:
+    """One call does what ``iqabench run`` does: ``run(RunSpec("relgain", ["tiny-sd"]), out="out")``."""
+    dry_run = kwargs.pop("dry_run", False)
+    report = kwargs.pop("report", True)
+    return Runner(spec, out, **kwargs).execute(dry_run=dry_run, report=report)
+
+
+def _to_tensor(image) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _one_line_tb() -> str:
+    exc = sys.exc_info()[1]
+    return _one_line(exc) if exc is not None else traceback.format_exc(limit=1)[:500]

@@ -1,0 +1,17 @@
+import os
+
+import pytest
+
+# No network anywhere in the suite: fail fast instead of retrying downloads.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("IQABENCH_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def store(tmp_path):
+    from iqabench.store import Store
+
+    s = Store(tmp_path / "store")
+    yield s
+    s.close()

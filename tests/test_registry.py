@@ -1,0 +1,80 @@
+import textwrap
+
+import pytest
+
+from iqabench.registry import GENERATORS, METRICS, Entry, Registry, RegistryError, UnknownNameError, load_plugin
+
+
+def test_unknown_generator_suggests_close_match():
+    with pytest.raises(UnknownNameError) as info:
+        GENERATORS.get("tiny-sdd")
+    message = str(info.value)
+    assert "unknown generator 'tiny-sdd'" in message
+    assert "'tiny-sd'" in message
+    assert "iqabench list generators" in message
+
+
+def test_unknown_metric_suggests_pyiqa_name():
+    with pytest.raises(UnknownNameError, match="Did you mean 'piqe'"):
+        METRICS.get("piqee")
+
+
+def test_duplicate_registration_is_refused():
+    registry = Registry("thing", (), "iqabench.none")
+    registry.add(Entry("a", lambda: 1))
+    with pytest.raises(RegistryError, match="already registered"):
+        registry.add(Entry("a", lambda: 2))
+    registry.add(Entry("a", lambda: 3), overwrite=True)
+    assert registry.get("a").factory() == 3
+
+
+def test_bad_names_are_refused():
+    registry = Registry("thing", (), "iqabench.none")
+    for bad in ["", " a", "a[b]", "a,b"]:
+        with pytest.raises(RegistryError):
+            registry.add(Entry(bad, lambda: 1))
+
+
+def test_plugin_file_registers_a_benchmark(tmp_path):
+    plugin = tmp_path / "my_plugin.py"
+    plugin.write_text(textwrap.dedent('''
+        from iqabench.benchmark import BaseBenchmark, register_benchmark
+
+        @register_benchmark("plugin-bench-test", description="from a user file")
+        class PluginBench(BaseBenchmark):
+            def plan(self, spec):
+                return []
+    '''))
+    from iqabench.registry import BENCHMARKS
+
+    load_plugin(str(plugin))
+    try:
+        assert BENCHMARKS.get("plugin-bench-test").description == "from a user file"
+    finally:
+        BENCHMARKS.remove("plugin-bench-test")
+
+
+def test_plugin_module_that_does_not_exist_is_a_clear_error():
+    with pytest.raises(ImportError, match="neither a .py file nor an importable module"):
+        load_plugin("no_such_module_xyz")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_plugin("missing_plugin.py")
+
+
+def test_entry_point_plugins_are_loaded(monkeypatch):
+    import importlib.metadata as md
+
+    def factory():
+        """An entry-point benchmark."""
+
+    class FakeEntryPoint:
+        name = "ep-bench"
+        value = "x:y"
+
+        def load(self):
+            return factory
+
+    registry = Registry("benchmark", (), "iqabench.benchmarks")
+    monkeypatch.setattr(md, "entry_points", lambda group: [FakeEntryPoint()] if group == "iqabench.benchmarks" else [])
+    assert registry.get("ep-bench").factory is factory
+    assert registry.get("ep-bench").description == "An entry-point benchmark."
