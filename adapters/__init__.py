@@ -1,0 +1,11 @@
+"""Built-in generator implementations (import name ``iqabench.adapters``).
+
+Importing this package registers every built-in generator family with
+``iqabench.generators.register_generator``; the registry imports it lazily on
+the first lookup. Add one import line per adapter module below.
+"""
+
+from . import (
+    diffusers_base,  # noqa: F401  (sdxl, sd15, sd21, diffusers:<id>, tiny-sd, tiny-sdxl)
+    iqa_adapter,  # noqa: F401
+)

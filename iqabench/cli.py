@@ -210,20 +210,19 @@ def list_command(
     out_console.print(table)
 
 
-def _mount_optional_commands() -> None:
-    """Sub-commands contributed by generator packages (training, dataset scoring)."""
-    try:
-        from .adapters.iqa_adapter.cli import app as iqa_adapter_app
-    except ImportError:
-        return
-    for command in iqa_adapter_app.registered_commands:
-        if command.name == "score-dataset":
-            app.registered_commands.append(command)
-    train_app.add_typer(iqa_adapter_app, name="iqa-adapter-tools", hidden=True)
-
-
-train_app = typer.Typer(help="Train generators: IQA-Adapter, ACPO LoRA.", no_args_is_help=True)
+train_app = typer.Typer(help="Train generators: iqa-adapter.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+
+
+def _mount_generator_commands() -> None:
+    """Commands contributed by generator packages: `score-dataset` and `train iqa-adapter`."""
+    from .adapters.iqa_adapter.cli import score_dataset_cmd, train_cmd
+
+    app.command("score-dataset")(score_dataset_cmd)
+    train_app.command("iqa-adapter")(train_cmd)
+
+
+_mount_generator_commands()
 
 
 def main() -> None:

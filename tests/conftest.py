@@ -1,6 +1,10 @@
 import os
 
 import pytest
+import torch
+
+# Tiny models are faster on one thread, and the suite's subprocess tests then do not fight the main process.
+torch.set_num_threads(1)
 
 # No network anywhere in the suite: fail fast instead of retrying downloads.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
