@@ -54,7 +54,6 @@ def plain_loop(generator_spec: str, prompts: list[str], seeds: list[int], metric
 def toolkit_run(generator_spec: str, prompts: str, limit: int, seeds: list[int], metrics: list[str], batch_size: int,
                 device: str, root: Path) -> dict[str, float]:
     from iqabench.reports import render_report, save_result
-
     from iqabench.runner import Runner
     from iqabench.specs import RunSpec
 

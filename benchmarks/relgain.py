@@ -15,7 +15,7 @@ from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, Planned
 from iqabench.generators import build_generator
 from iqabench.metrics import metric_info
 from iqabench.specs import GeneratorSpec, RunSpec
-from iqabench.stats import RELGAIN_EPS, bootstrap_ci, relative_gains
+from iqabench.stats import RELGAIN_EPS, bootstrap_ci, paired_statistics, relative_gains
 
 GRID_ITEMS = 8
 
@@ -57,7 +57,7 @@ class RelGain(BaseBenchmark):
         metrics = list(ctx.metric_fingerprints)
         scores = {m: ctx.scores(m) for m in metrics}
 
-        per_item_rows, summary_rows, notes = [], [], []
+        per_item_rows, summary_rows, paired_rows, notes = [], [], [], []
         for g in generators:
             b = baselines[g]
             for m in metrics:
@@ -67,6 +67,8 @@ class RelGain(BaseBenchmark):
                 base = np.array([_value(scores[m].get(k)) for k in base_keys])
                 method = np.array([_value(scores[m].get(k)) for k in gen_keys])
                 gains = relative_gains(base, method, info.lower_better)
+                paired_rows.append({"generator": g, "baseline": b, "metric": m,
+                                    **paired_statistics(base, method, info.lower_better)})
                 for i, item in enumerate(items):
                     per_item_rows.append({
                         "generator": g, "baseline": b, "metric": m, "prompt_id": item.prompt_id,
@@ -100,13 +102,16 @@ class RelGain(BaseBenchmark):
         notes.insert(0, "RelGain = mean over items of (f(x') - f(x)) / |f(x)| x 100, sign flipped for "
                         "lower-is-better metrics, so positive means better. Items whose baseline score is within "
                         f"{RELGAIN_EPS:g} of zero are excluded (division by ~0); negative baseline scores are divided "
-                        "by their absolute value. Brackets: 95% percentile-bootstrap CI (2000 resamples).")
+                        "by their absolute value. Brackets: 95% percentile-bootstrap CI (2000 resamples). "
+                        "Paired statistics (ACPO, Table 2): improvement = mean signed difference (positive = better), "
+                        "two-sided paired t-test, win rate = share of items improved (ties count half).")
 
         summary = pd.DataFrame(summary_rows)
         matrix = summary.pivot(index="generator", columns="metric", values="relgain").reindex(
             index=generators, columns=metrics)
         result = Result(self.name, notes=notes)
         result.tables["relgain"] = summary
+        result.tables["paired_statistics"] = pd.DataFrame(paired_rows)
         result.tables["relgain_per_item"] = pd.DataFrame(per_item_rows)
         failures = ctx.failures()
         errors = [{"image_key": k, "metric": m, "error": e} for m in metrics for k, e in ctx.score_errors(m).items()]

@@ -54,3 +54,33 @@ def bootstrap_ci(values: np.ndarray, *, n_resamples: int = 2000, confidence: flo
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def paired_statistics(base: np.ndarray, method: np.ndarray, lower_better: bool) -> dict[str, float]:
+    """The paired comparison of ACPO's Table 2: means, improvement, its std, paired t, p-value and win rate.
+
+    ``improvement`` is mean(method - base), negated for lower-is-better metrics
+    so positive means better; the t-test (scipy's ``ttest_rel``) is two-sided on
+    the same signed differences; ``win_rate`` is the share of items improved
+    (ties count as half a win). Pairs with a missing score are dropped.
+    """
+    from scipy import stats
+
+    base = np.asarray(base, dtype=np.float64)
+    method = np.asarray(method, dtype=np.float64)
+    keep = np.isfinite(base) & np.isfinite(method)
+    base, method = base[keep], method[keep]
+    diff = method - base
+    if lower_better:
+        diff = -diff
+    n = int(diff.size)
+    out = {"n_pairs": n, "baseline_mean": float(base.mean()) if n else float("nan"),
+           "generator_mean": float(method.mean()) if n else float("nan"),
+           "improvement": float(diff.mean()) if n else float("nan"),
+           "improvement_std": float(diff.std(ddof=1)) if n > 1 else float("nan"),
+           "t_statistic": float("nan"), "p_value": float("nan"),
+           "win_rate": float(((diff > 0) + 0.5 * (diff == 0)).mean()) if n else float("nan")}
+    if n > 1 and np.any(diff != diff[0]):
+        test = stats.ttest_rel(method, base) if not lower_better else stats.ttest_rel(base, method)
+        out["t_statistic"], out["p_value"] = float(test.statistic), float(test.pvalue)
+    return out

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from iqabench.adapters.diffusers_base import DiffusersGenerator, find_weights
 
+from iqabench.adapters.diffusers_base import DiffusersGenerator, find_weights
 from iqabench.generators import Generator, WeightsMissingError, WorkItem, build_generator
 from iqabench.registry import GENERATORS
 from iqabench.runtime import Runtime

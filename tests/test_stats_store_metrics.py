@@ -158,3 +158,25 @@ def test_user_metric_must_return_a_module():
 def test_unknown_metric_in_list():
     with pytest.raises(UnknownNameError, match="Did you mean 'entropy'"):
         parse_metric_list("piqe,entropi")
+
+
+def test_paired_statistics_by_hand():
+    from scipy import stats as sps
+
+    from iqabench.stats import paired_statistics
+
+    base = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
+    method = np.array([1.5, 2.0, 3.5, 3.0, 9.0])
+    out = paired_statistics(base, method, lower_better=False)
+    diff = np.array([0.5, 0.0, 0.5, -1.0])
+    assert out["n_pairs"] == 4
+    assert out["improvement"] == pytest.approx(diff.mean())
+    assert out["improvement_std"] == pytest.approx(diff.std(ddof=1))
+    assert out["win_rate"] == pytest.approx((2 + 0.5) / 4)
+    reference = sps.ttest_rel(method[:4], base[:4])
+    assert out["t_statistic"] == pytest.approx(reference.statistic)
+    assert out["p_value"] == pytest.approx(reference.pvalue)
+    lower = paired_statistics(base, method, lower_better=True)
+    assert lower["improvement"] == pytest.approx(-diff.mean())
+    assert lower["t_statistic"] == pytest.approx(-reference.statistic)
+    assert lower["win_rate"] == pytest.approx((1 + 0.5) / 4)

@@ -1,0 +1,205 @@
+"""The persisted form of a benchmark Result under ``runs/<run-id>/results/``.
+
+Layout (format ``iqabench-result/v1``)::
+
+    results/result.json     benchmark, summary, notes, grids (ImageRef dicts), table and figure index
+    results/<table>.csv     one CSV per table (index columns first when the index is meaningful)
+    results/<figure>.svg    one matplotlib SVG per figure
+
+Why SVG and CSV: both are plain text that diff, archive and inline into the
+HTML report without any decoding step, and neither can carry code that runs on
+load (no pickles). Table and figure names come from plugin code, so every file
+name goes through ``safe_child``: a name such as ``../evil`` is refused before
+anything is written. ``result.json`` is written last, so a reader that finds it
+finds every file it lists.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import pandas as pd
+
+from iqabench.benchmark import ImageRef, Result
+from iqabench.store import atomic_write_text, safe_child
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from iqabench.store import Store
+
+RESULT_FORMAT = "iqabench-result/v1"
+RESULT_FILE = "result.json"
+
+# Markup that could run code if an SVG were inlined into the report. Matplotlib never writes it
+# (text is XML-escaped), so finding it means the file was not written by save_result.
+_ACTIVE_SVG = re.compile(r"<script|<foreignObject|<[^>]*\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+
+
+@dataclass
+class SavedResult:
+    """A Result read back from disk; figures are SVG text (ready to inline), not matplotlib objects."""
+
+    benchmark: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, str] = field(default_factory=dict)
+    grids: dict[str, list[ImageRef]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def results_dir(store: Store, run_id: str) -> Path:
+    return store.run_dir(run_id) / "results"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars become Python numbers, NaN/inf become null (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _table_frame(name: str, table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The frame as written (index moved into columns when it carries labels) and its index depth."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table {name!r} is a {type(table).__name__}, not a pandas DataFrame")
+    frame = table.copy()
+    if isinstance(frame.columns, pd.MultiIndex):
+        # CSV has one header row here; "a / b" keeps both levels readable in the report.
+        frame.columns = [" / ".join(str(part) for part in col) for col in frame.columns]
+    default_index = isinstance(frame.index, pd.RangeIndex) and frame.index.name is None
+    if default_index:
+        return frame, 0
+    levels = frame.index.nlevels
+    names = [
+        n if n is not None else ("index" if levels == 1 else f"index_{i}") for i, n in enumerate(frame.index.names)
+    ]
+    frame.index = frame.index.set_names(names)
+    return frame.reset_index(), levels
+
+
+def figure_svg(fig: Figure, salt: str) -> str:
+    """Matplotlib SVG with text kept as <text> (small, selectable) and ids salted per figure.
+
+    The salt matters because several SVGs are inlined into one HTML page, where
+    clip-path ids share one namespace; matplotlib otherwise salts with a random
+    uuid, which is unique but makes every save differ byte-wise.
+    """
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def save_result(store: Store, run_id: str, result: Result) -> None:
+    """Write ``result`` under ``runs/<run_id>/results/``; figures are closed once written."""
+    folder = results_dir(store, run_id)
+    # Resolve every name first so a bad one refuses the whole result before any file is written.
+    table_paths = {name: safe_child(folder, f"{name}.csv") for name in result.tables}
+    figure_paths = {name: safe_child(folder, f"{name}.svg") for name in result.figures}
+    for grid, refs in result.grids.items():
+        if not isinstance(grid, str) or not grid:
+            raise ValueError(f"grid name {grid!r} must be a non-empty string")
+        for ref in refs:
+            if not isinstance(ref, ImageRef):
+                raise TypeError(f"grid {grid!r} holds a {type(ref).__name__}; expected iqabench ImageRef")
+
+    tables_index = []
+    for name, table in result.tables.items():
+        frame, levels = _table_frame(name, table)
+        atomic_write_text(table_paths[name], frame.to_csv(index=False))
+        tables_index.append({"name": name, "file": table_paths[name].name, "index_levels": levels})
+
+    import matplotlib.pyplot as plt  # only to release pyplot-managed figures; no-op for bare Figures
+
+    figures_index = []
+    for name, fig in result.figures.items():
+        svg = figure_svg(fig, salt=f"{run_id}/{name}")
+        atomic_write_text(figure_paths[name], svg)
+        plt.close(fig)
+        figures_index.append({"name": name, "file": figure_paths[name].name})
+
+    document = {
+        "format": RESULT_FORMAT,
+        "benchmark": result.benchmark,
+        "summary": _jsonable(result.summary),
+        "notes": [str(note) for note in result.notes],
+        "grids": {name: [_jsonable(asdict(ref)) for ref in refs] for name, refs in result.grids.items()},
+        "tables": tables_index,
+        "figures": figures_index,
+    }
+    atomic_write_text(folder / RESULT_FILE, json.dumps(document, indent=2, allow_nan=False))
+
+
+def _svg_body(name: str, text: str) -> str:
+    """The <svg> element alone (no XML prolog or DOCTYPE, which are invalid inside HTML)."""
+    start = text.find("<svg")
+    if start < 0:
+        raise ValueError(f"figure {name!r} is not an SVG document")
+    body = text[start:]
+    if _ACTIVE_SVG.search(body):
+        raise ValueError(f"figure {name!r} contains scripting markup; refusing to inline it in a report")
+    return body
+
+
+def _image_ref(grid: str, data: Any) -> ImageRef:
+    if not isinstance(data, dict) or "image_key" not in data:
+        raise ValueError(f"grid {grid!r} in {RESULT_FILE} holds an entry without an image_key")
+    scores = {str(k): (float("nan") if v is None else float(v)) for k, v in (data.get("scores") or {}).items()}
+    return ImageRef(
+        image_key=str(data["image_key"]),
+        caption=str(data.get("caption", "")),
+        scores=scores,
+        group=str(data.get("group", "")),
+    )
+
+
+def load_result(store: Store, run_id: str) -> SavedResult:
+    """Read what ``save_result`` wrote; raises FileNotFoundError when the run has no saved result."""
+    folder = results_dir(store, run_id)
+    path = folder / RESULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"run {run_id!r} has no saved result ({path} is missing); analyse the run first")
+    document = json.loads(path.read_text("utf-8"))
+    if document.get("format") != RESULT_FORMAT:
+        raise ValueError(f"{path} has format {document.get('format')!r}; this version reads {RESULT_FORMAT!r}")
+
+    tables: dict[str, pd.DataFrame] = {}
+    for entry in document.get("tables", []):
+        name = entry["name"]
+        csv_path = safe_child(folder, f"{name}.csv")
+        levels = int(entry.get("index_levels", 0))
+        frame = pd.read_csv(csv_path, keep_default_na=True)
+        if levels:
+            frame = frame.set_index(list(frame.columns[:levels]))
+        tables[name] = frame
+
+    figures = {}
+    for entry in document.get("figures", []):
+        name = entry["name"]
+        figures[name] = _svg_body(name, safe_child(folder, f"{name}.svg").read_text("utf-8"))
+
+    grids = {name: [_image_ref(name, ref) for ref in refs] for name, refs in document.get("grids", {}).items()}
+    return SavedResult(
+        benchmark=str(document.get("benchmark", "")),
+        tables=tables,
+        figures=figures,
+        grids=grids,
+        summary=dict(document.get("summary") or {}),
+        notes=[str(n) for n in document.get("notes", [])],
+    )

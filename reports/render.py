@@ -1,0 +1,290 @@
+"""Render one or more saved runs into a single self-contained HTML file.
+
+Self-contained means: it opens from disk with no server and loads nothing from
+anywhere. CSS is inline, figures are inline SVG, thumbnails are base64 PNG data
+URIs, and a Content-Security-Policy in the page forbids every other source, so
+even a bug that let markup through could not fetch or run anything; the one
+inline script (table sorting, optional) is allowed by its sha256 hash only.
+Prompts and captions are untrusted text: Jinja2 autoescapes every value, and the
+only values marked safe are the SVGs (checked for scripting on load) and the
+script constant below.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from markupsafe import Markup
+from PIL import Image
+
+from iqabench.store import atomic_write_text
+
+from .persist import SavedResult, load_result
+from .tables import MISSING, Cell, TableView, format_number, table_view
+
+if TYPE_CHECKING:  # pragma: no cover
+    from iqabench.benchmark import ImageRef
+    from iqabench.store import Store
+
+THUMBNAIL_PX = 160
+REPORT_FILE = "report.html"
+# summary keys with a meaning of their own; every other numeric summary value is a headline number
+N_IMAGES_KEY, FAILURES_KEY = "n_images", "failures"
+_PLAN_COUNT_KEYS = ("n_unique_images", "n_images", "images", "items", "total")
+
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var buttons = table.querySelectorAll("thead button.sort");
+  buttons.forEach(function (button, col) {
+    button.addEventListener("click", function () {
+      var asc = button.getAttribute("data-order") !== "asc";
+      buttons.forEach(function (b) {
+        b.removeAttribute("data-order");
+        b.parentNode.removeAttribute("aria-sort");
+      });
+      button.setAttribute("data-order", asc ? "asc" : "desc");
+      button.parentNode.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute("data-sort"), y = b.cells[col].getAttribute("data-sort");
+        var nx = Number(x), ny = Number(y);
+        var cmp = (x !== "" && y !== "" && !isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return asc ? cmp : -cmp;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def _csp(script: str) -> str:
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+    )
+
+
+@dataclass
+class Thumb:
+    uri: str | None
+    caption: str
+    scores: list[tuple[str, str]]
+    error: str | None = None
+
+
+@dataclass
+class GridView:
+    name: str
+    groups: list[str]
+    rows: list[tuple[str, list[Thumb | None]]]
+
+
+@dataclass
+class RunView:
+    run_id: str
+    benchmark: str
+    status: str
+    created: str
+    generators: list[str]
+    metrics: list[str]
+    n_images: str
+    headline: dict[str, Any]
+    summary: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tables: list[tuple[str, TableView]] = field(default_factory=list)
+    figures: list[tuple[str, Markup]] = field(default_factory=list)
+    grids: list[GridView] = field(default_factory=list)
+    provenance: str = ""
+    missing: str | None = None
+
+
+class _Thumbnails:
+    """Base64 PNG thumbnails, made once per image key per report (grids often repeat images)."""
+
+    def __init__(self, store: Store, max_px: int = THUMBNAIL_PX):
+        self.store, self.max_px, self._cache = store, max_px, {}
+
+    def __call__(self, key: str) -> tuple[str | None, str | None]:
+        if key not in self._cache:
+            self._cache[key] = self._make(key)
+        return self._cache[key]
+
+    def _make(self, key: str) -> tuple[str | None, str | None]:
+        try:
+            image = self.store.load_image(key)
+        except ValueError:
+            return None, "invalid image key"
+        except FileNotFoundError:
+            return None, "image not in the cache"
+        image.thumbnail((self.max_px, self.max_px), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), None
+
+
+def _grid_view(name: str, refs: list[ImageRef], thumbs: _Thumbnails) -> GridView:
+    """Columns are ImageRef.group (order of first appearance); rows line up the same caption across groups."""
+    groups = list(dict.fromkeys(ref.group for ref in refs))
+    rows: dict[tuple[str, int], list[Thumb | None]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for ref in refs:
+        occurrence = seen.get((ref.group, ref.caption), 0)
+        seen[(ref.group, ref.caption)] = occurrence + 1
+        row = rows.setdefault((ref.caption, occurrence), [None] * len(groups))
+        uri, error = thumbs(ref.image_key)
+        scores = [(metric, format_number(value)) for metric, value in ref.scores.items()]
+        row[groups.index(ref.group)] = Thumb(uri, ref.caption, scores, error)
+    return GridView(name, groups, [(caption, cells) for (caption, _), cells in rows.items()])
+
+
+def _failures(value: Any) -> list[str]:
+    if value is None or value == 0 or value == [] or value == {}:
+        return []
+    if isinstance(value, dict):
+        return [f"{k}: {v}" for k, v in value.items()]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return [f"{format_number(value)} item(s) failed (see the run's log for details)"]
+    return [str(value)]
+
+
+def _n_images(summary: dict[str, Any], manifest: dict[str, Any]) -> str:
+    if summary.get(N_IMAGES_KEY) is not None:
+        return format_number(summary[N_IMAGES_KEY])
+    plan = manifest.get("plan")
+    if isinstance(plan, dict):
+        for key in _PLAN_COUNT_KEYS:
+            if isinstance(plan.get(key), numbers.Real):
+                return format_number(plan[key])
+    return MISSING
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+
+
+def _headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """Numeric summary values for the Runs table; a dict of numbers contributes one column per entry."""
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        if key in (N_IMAGES_KEY, FAILURES_KEY):
+            continue
+        if _is_number(value):
+            out[key] = value
+        elif isinstance(value, dict) and value and all(_is_number(v) for v in value.values()):
+            out.update({f"{key}: {sub}": v for sub, v in value.items()})
+    return out
+
+
+def _summary_text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, indent=1, sort_keys=True, default=str)
+    return format_number(value)
+
+
+def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
+    run_json = store.run_dir(run_id) / "run.json"
+    manifest = store.read_run_json(run_id) if run_json.is_file() else {}
+    try:
+        result: SavedResult | None = load_result(store, run_id)
+    except FileNotFoundError:
+        if not manifest:
+            raise FileNotFoundError(
+                f"run {run_id!r} has neither a run.json nor saved results under {store.run_dir(run_id)}"
+            ) from None
+        result = None
+    spec = manifest.get("spec") or {}
+    summary = result.summary if result else {}
+    view = RunView(
+        run_id=run_id,
+        benchmark=(result.benchmark if result else "") or str(spec.get("benchmark", "")),
+        status=str(manifest.get("status", "")),
+        created=str(manifest.get("created") or manifest.get("updated") or ""),
+        generators=[str(g) for g in spec.get("generators", [])],
+        metrics=[str(m) for m in spec.get("metrics", [])],
+        n_images=_n_images(summary, manifest),
+        headline=_headline(summary),
+        provenance=json.dumps(manifest, indent=2, sort_keys=True, default=str),
+    )
+    if result is None:
+        view.missing = "This run has no saved results yet (was it analysed?)."
+        return view
+    view.summary = [(k, _summary_text(v)) for k, v in summary.items() if k != FAILURES_KEY]
+    # the benchmark's own list wins; else what the runner recorded in run.json (image key -> "stage: detail")
+    view.failures = _failures(summary.get(FAILURES_KEY)) or _failures(manifest.get(FAILURES_KEY))
+    view.notes = result.notes
+    view.tables = [(name, table_view(frame)) for name, frame in result.tables.items()]
+    view.figures = [(name, Markup(svg)) for name, svg in result.figures.items()]
+    view.grids = [_grid_view(name, refs, thumbs) for name, refs in result.grids.items()]
+    return view
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("iqabench.reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(store: Store, run_ids: list[str]) -> str:
+    """The report as a string (``render_report`` writes it)."""
+    if isinstance(run_ids, str):
+        raise TypeError("run_ids must be a list of run ids, not one string")
+    if not run_ids:
+        raise ValueError("render_report needs at least one run id")
+    run_ids = list(dict.fromkeys(run_ids))
+    thumbs = _Thumbnails(store)
+    runs = [_run_view(store, run_id, thumbs) for run_id in run_ids]
+    headline_keys = list(dict.fromkeys(key for run in runs for key in run.headline))
+    overview = TableView(
+        ["run", "benchmark", "generators", "metrics", "n images", *headline_keys],
+        [],
+    )
+    for run in runs:
+        texts = [run.run_id, run.benchmark, ", ".join(run.generators), ", ".join(run.metrics), run.n_images]
+        cells = [Cell(t, t, False, header=i == 0) for i, t in enumerate(texts)]
+        for key in headline_keys:
+            value = run.headline.get(key)
+            numeric = isinstance(value, numbers.Real)
+            cells.append(Cell(format_number(value), repr(float(value)) if numeric else MISSING, numeric))
+        overview.rows.append(cells)
+    title = (
+        f"iqabench report: {runs[0].benchmark or 'run'} {runs[0].run_id}"
+        if len(runs) == 1
+        else f"iqabench report: {len(runs)} runs"
+    )
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        title=title,
+        runs=runs,
+        overview=overview,
+        sort_script=Markup(SORT_SCRIPT),
+        csp=_csp(SORT_SCRIPT),
+    )
+
+
+def render_report(store: Store, run_ids: list[str], out: Path | None = None) -> Path:
+    """Write the HTML report for ``run_ids``, side by side when several.
+
+    The default ``out`` is ``runs/<first run id>/report.html``; the file is written atomically.
+    """
+    html = render_html(store, run_ids)
+    path = Path(out) if out is not None else store.run_dir(run_ids[0]) / REPORT_FILE
+    atomic_write_text(path, html)
+    return path

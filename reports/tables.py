@@ -1,0 +1,114 @@
+"""Turning DataFrames and summary values into report cells.
+
+Every number in the report goes through ``format_number`` so the same value
+reads the same everywhere. A confidence interval is shown next to its point
+estimate: columns ``X``, ``X_ci_low``, ``X_ci_high`` become one column
+``X`` reading ``X [low, high]``, with low and high printed to the estimate's
+precision so the bounds line up with it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
+MISSING = "–"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    sort_key: str  # numeric text for numbers (sorted as numbers by the page script), else the text
+    numeric: bool
+    header: bool = False  # a row label (index column)
+
+
+@dataclass(frozen=True)
+class TableView:
+    columns: list[str]
+    rows: list[list[Cell]]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _decimals(value: float) -> int:
+    """Decimals that show about four significant digits for values in [1e-3, 1e5)."""
+    magnitude = math.floor(math.log10(abs(value))) if value else 0
+    return max(0, 3 - magnitude)
+
+
+def format_number(value: Any, decimals: int | None = None) -> str:
+    """Human-readable number: ints as is, floats to ~4 significant digits, NaN as a dash."""
+    if value is None:
+        return MISSING
+    if not _is_number(value):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    value = float(value)
+    if math.isnan(value):
+        return MISSING
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    if decimals is None:
+        if value != 0 and not 1e-3 <= abs(value) < 1e5:
+            return f"{value:.3e}"
+        decimals = _decimals(value)
+    return f"{value:.{decimals}f}"
+
+
+def _cell(value: Any, header: bool = False) -> Cell:
+    if _is_number(value) and not (isinstance(value, float) and math.isnan(value)):
+        return Cell(format_number(value), repr(float(value)), True, header)
+    text = format_number(value) if value is None or _is_number(value) else str(value)
+    return Cell(text, text, False, header)
+
+
+def _ci_cell(value: Any, low: Any, high: Any) -> Cell:
+    if not _is_number(value) or math.isnan(float(value)):
+        return _cell(value)
+    value = float(value)
+    decimals = None if (value != 0 and not 1e-3 <= abs(value) < 1e5) else _decimals(value)
+    point = format_number(value, decimals)
+    if any(not _is_number(b) or math.isnan(float(b)) for b in (low, high)):
+        return Cell(point, repr(value), True)
+    return Cell(f"{point} [{format_number(low, decimals)}, {format_number(high, decimals)}]", repr(value), True)
+
+
+def ci_columns(columns: list[str]) -> dict[str, tuple[str, str]]:
+    """Map each column that has both CI companions to (low column, high column)."""
+    present = set(columns)
+    return {
+        col: (col + CI_LOW, col + CI_HIGH) for col in columns if col + CI_LOW in present and col + CI_HIGH in present
+    }
+
+
+def table_view(frame: pd.DataFrame) -> TableView:
+    """Rows of formatted cells; a labelled index becomes leading row-header columns."""
+    index_levels = 0
+    if not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None):
+        index_levels = frame.index.nlevels
+        frame = frame.reset_index()
+    columns = [str(c) for c in frame.columns]
+    frame = frame.set_axis(columns, axis=1)
+    cis = ci_columns(columns)
+    hidden = {c for pair in cis.values() for c in pair}
+    shown = [c for c in columns if c not in hidden]
+    rows = []
+    for record in frame.to_dict("records"):
+        row = []
+        for position, col in enumerate(shown):
+            if col in cis:
+                low, high = cis[col]
+                row.append(_ci_cell(record[col], record[low], record[high]))
+            else:
+                row.append(_cell(record[col], header=position < index_levels))
+        rows.append(row)
+    return TableView(shown, rows)

@@ -1,0 +1,289 @@
+"""Report persistence and HTML rendering, on a hand-built Result in a temporary Store."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html as htmllib
+import io
+import json
+import re
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from iqabench.benchmark import ImageRef, Result
+from iqabench.reports import (
+    heatmap_figure,
+    load_result,
+    render_html,
+    render_report,
+    save_result,
+    table_view,
+)
+from iqabench.store import Store, content_key
+
+EVIL_PROMPT = "<script>alert(1)</script> a cat"
+BIG, SMALL = content_key("big image"), content_key("small image")
+
+
+@pytest.fixture()
+def store(tmp_path) -> Store:
+    store = Store(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    store.put_image(BIG, Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)))
+    store.put_image(SMALL, Image.fromarray(np.full((64, 48, 3), 200, dtype=np.uint8)))
+    for run_id, generators in (("run-a", ["tiny-sd", "iqa-adapter:topiq"]), ("run-b", ["sd15"])):
+        store.write_run_json(
+            run_id,
+            {
+                "run_id": run_id,
+                "spec": {"benchmark": "relgain", "generators": generators, "metrics": ["piqe", "entropy"]},
+                "versions": {"torch": "2.14.1", "iqabench": "0.1.0"},
+                "environment": {"device": "cpu", "host": "test-host"},
+                "status": "complete",
+                "created": "2025-01-01T00:00:00Z",
+                "plan": {"items": 2},
+            },
+        )
+    return store
+
+
+def relgain_matrix() -> pd.DataFrame:
+    return pd.DataFrame(
+        [[12.5, -3.25], [0.0, np.nan]],
+        index=pd.Index(["iqa-adapter:topiq", "guidance:topiq_nr"], name="generator"),
+        columns=pd.Index(["piqe", "entropy"], name="metric"),
+    )
+
+
+def make_result(headline: float = 4.25) -> Result:
+    scores = pd.DataFrame(
+        {
+            "generator": ["tiny-sd", "iqa-adapter:topiq"],
+            "piqe": [41.23456, 35.5],
+            "piqe_ci_low": [39.0, 33.25],
+            "piqe_ci_high": [43.5, 37.75],
+            "n": [2, 2],
+        }
+    )
+    grid = [
+        ImageRef(BIG, f"{EVIL_PROMPT} / seed 0", {"piqe": 41.23456}, "tiny-sd"),
+        ImageRef(SMALL, f"{EVIL_PROMPT} / seed 0", {"piqe": 35.5}, "iqa-adapter:topiq"),
+    ]
+    return Result(
+        benchmark="relgain",
+        tables={"scores": scores, "relgain": relgain_matrix()},
+        figures={"relgain_heatmap": heatmap_figure(relgain_matrix(), "RelGain (%)")},
+        grids={"samples": grid},
+        summary={"relgain_mean": headline, "n_images": 2, "failures": ["img 3: <NaN score> from piqe"]},
+        notes=["PIQE is lower-better; RelGain signs are flipped for it & similar metrics."],
+    )
+
+
+def test_save_writes_csv_svg_and_result_json(store):
+    save_result(store, "run-a", make_result())
+    folder = store.run_dir("run-a") / "results"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "relgain.csv",
+        "relgain_heatmap.svg",
+        "result.json",
+        "scores.csv",
+    ]
+    document = json.loads((folder / "result.json").read_text())
+    assert [t["name"] for t in document["tables"]] == ["scores", "relgain"]
+    assert [f["name"] for f in document["figures"]] == ["relgain_heatmap"]
+    assert document["grids"]["samples"][1] == {
+        "image_key": SMALL,
+        "caption": f"{EVIL_PROMPT} / seed 0",
+        "scores": {"piqe": 35.5},
+        "group": "iqa-adapter:topiq",
+    }
+    assert (folder / "relgain_heatmap.svg").read_text().lstrip().startswith("<?xml")
+    assert "generator,piqe,entropy" in (folder / "relgain.csv").read_text()
+
+
+def test_save_closes_pyplot_figures(store):
+    fig = plt.figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    save_result(store, "run-a", Result("relgain", figures={"line": fig}))
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_round_trip_keeps_tables_grids_summary_and_notes(store):
+    original = make_result()
+    save_result(store, "run-a", original)
+    loaded = load_result(store, "run-a")
+    assert loaded.benchmark == "relgain"
+    pd.testing.assert_frame_equal(loaded.tables["scores"], original.tables["scores"])
+    # the labelled index comes back as the index; the columns' axis name is not kept by CSV
+    pd.testing.assert_frame_equal(loaded.tables["relgain"], relgain_matrix(), check_names=False)
+    assert loaded.tables["relgain"].index.name == "generator"
+    assert loaded.figures["relgain_heatmap"].startswith("<svg")
+    assert loaded.grids == original.grids
+    assert loaded.summary == original.summary
+    assert loaded.notes == original.notes
+
+
+def test_nan_in_summary_is_written_as_strict_json_null(store):
+    save_result(store, "run-a", Result("relgain", summary={"gain": float("nan"), "n": np.int64(3)}))
+    text = (store.run_dir("run-a") / "results" / "result.json").read_text()
+    assert "NaN" not in text
+    assert load_result(store, "run-a").summary == {"gain": None, "n": 3}
+
+
+@pytest.mark.parametrize("kind", ["tables", "figures"])
+@pytest.mark.parametrize("name", ["../evil", "sub/evil", ".hidden", ""])
+def test_unsafe_table_or_figure_name_is_refused_before_writing(store, kind, name):
+    value = pd.DataFrame({"a": [1]}) if kind == "tables" else heatmap_figure(relgain_matrix(), "x")
+    result = make_result()
+    getattr(result, kind)[name] = value
+    with pytest.raises(ValueError, match="not allowed"):
+        save_result(store, "run-a", result)
+    assert not (store.run_dir("run-a") / "results").exists()
+    assert not (store.runs_dir / "evil.csv").exists() and not (store.runs_dir / "evil.svg").exists()
+
+
+def test_table_view_merges_confidence_intervals_and_formats_numbers():
+    view = table_view(make_result().tables["scores"])
+    assert view.columns == ["generator", "piqe", "n"]
+    assert [cell.text for cell in view.rows[0]] == ["tiny-sd", "41.23 [39.00, 43.50]", "2"]
+    assert view.rows[1][1].text == "35.50 [33.25, 37.75]"
+    assert view.rows[0][1].sort_key == repr(41.23456)
+    matrix = table_view(relgain_matrix())
+    assert matrix.columns == ["generator", "piqe", "entropy"]
+    assert matrix.rows[0][0].header and not matrix.rows[0][1].header
+    assert [cell.text for cell in matrix.rows[1]] == ["guidance:topiq_nr", "0.000", "–"]
+
+
+def test_render_shows_tables_figures_thumbnails_and_escapes_prompts(store):
+    save_result(store, "run-a", make_result())
+    path = render_report(store, ["run-a"])
+    assert path == store.run_dir("run-a") / "report.html"
+    html = path.read_text("utf-8")
+    assert "41.23 [39.00, 43.50]" in html and "-3.250" in html
+    assert html.count("<svg") == 1 and "<?xml" not in html
+    assert html.count('src="data:image/png;base64,') == 2
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; a cat / seed 0" in html
+    assert "<script>alert" not in html
+    assert "RelGain signs are flipped for it &amp; similar metrics." in html
+    assert "img 3: &lt;NaN score&gt; from piqe" in html
+    assert "<details" in html and "test-host" in html and "2.14.1" in html
+
+
+def test_thumbnails_are_downscaled_pngs(store):
+    save_result(store, "run-a", make_result())
+    html = render_html(store, ["run-a"])
+    sizes = [
+        Image.open(io.BytesIO(base64.b64decode(data))).size
+        for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    ]
+    assert sizes == [(160, 120), (48, 64)]  # 640x480 shrunk to 160 px wide; small images are not enlarged
+
+
+def test_report_loads_nothing_from_outside_and_allows_only_its_own_script(store):
+    save_result(store, "run-a", make_result())
+    html = render_html(store, ["run-a"])
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:|//)""", html, re.IGNORECASE)
+    assert not re.search(r"url\(\s*['\"]?(?:https?:|//)", html, re.IGNORECASE)
+    assert "<link" not in html
+    scripts = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    csp = htmllib.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1))
+    assert f"script-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
+
+
+def test_two_runs_render_side_by_side_with_a_combined_summary(store):
+    save_result(store, "run-a", make_result(headline=4.25))
+    second = make_result(headline=-1.5)
+    second.summary = {"relgain_mean": -1.5, "fid_topk": 12.0}
+    save_result(store, "run-b", second)
+    out = store.root / "combined.html"
+    assert render_report(store, ["run-a", "run-b"], out=out) == out
+    html = out.read_text("utf-8")
+    overview = html.split('<section class="run"')[0]
+    for text in (
+        "run-a",
+        "run-b",
+        "relgain_mean",
+        "fid_topk",
+        "4.250",
+        "-1.500",
+        "12.00",
+        "tiny-sd, iqa-adapter:topiq",
+        "sd15",
+        "piqe, entropy",
+    ):
+        assert text in overview, text
+    assert 'id="run-run-a"' in html and 'id="run-run-b"' in html
+    assert html.index('id="run-run-a"') < html.index('id="run-run-b"')
+
+
+def test_run_without_results_renders_its_status(store):
+    html = render_html(store, ["run-b"])
+    assert "no saved results yet" in html and "complete" in html
+
+
+def test_unknown_run_and_empty_list_are_clear_errors(store):
+    with pytest.raises(FileNotFoundError, match="run 'nope' has neither a run.json nor saved results"):
+        render_report(store, ["nope"])
+    with pytest.raises(ValueError, match="at least one run id"):
+        render_report(store, [])
+
+
+def test_missing_cached_image_renders_a_placeholder(store):
+    result = make_result()
+    result.grids["samples"].append(ImageRef(content_key("never generated"), "lost", {}, "tiny-sd"))
+    save_result(store, "run-a", result)
+    html = render_html(store, ["run-a"])
+    assert "image not in the cache" in html
+    assert html.count('src="data:image/png;base64,') == 2
+
+
+def test_tampered_svg_with_script_is_refused_on_load(store):
+    save_result(store, "run-a", make_result())
+    svg = store.run_dir("run-a") / "results" / "relgain_heatmap.svg"
+    svg.write_text(svg.read_text().replace("</svg>", '<script>alert("x")</script></svg>'))
+    with pytest.raises(ValueError, match="scripting markup"):
+        load_result(store, "run-a")
+
+
+def test_heatmap_is_diverging_centred_and_annotated():
+    fig = heatmap_figure(relgain_matrix(), "RelGain (%)", center=0.0, fmt=".1f")
+    ax = fig.axes[0]
+    mesh = ax.collections[0]
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (-12.5, 12.5)
+    low, mid, high = (mesh.cmap(x) for x in (0.0, 0.5, 1.0))
+    assert low[0] > low[2] and high[2] > high[0]  # losses red, gains blue
+    assert min(mid[:3]) > 0.9  # no change is (near) white
+    assert sorted(t.get_text() for t in ax.texts) == ["-3.2", "0.0", "12.5"]  # NaN cell left blank
+    assert ax.get_title() == "RelGain (%)"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["iqa-adapter:topiq", "guidance:topiq_nr"]
+
+
+def test_heatmap_rejects_bad_input():
+    with pytest.raises(ValueError, match="non-empty"):
+        heatmap_figure(pd.DataFrame(), "empty")
+    with pytest.raises(ValueError, match="numeric"):
+        heatmap_figure(pd.DataFrame({"a": ["x"]}), "text")
+    with pytest.raises(ValueError, match="number format"):
+        heatmap_figure(relgain_matrix(), "t", fmt="q")
+
+
+def test_runs_table_flattens_numeric_dicts_and_runner_failures_are_shown(store):
+    manifest = store.read_run_json("run-b")
+    store.write_run_json("run-b", manifest | {"failures": {"abc123": "generate: CUDA out of memory"}})
+    summary = {"relgain": {"sd15 | piqe": 2.5, "sd15 | entropy": -0.75}, "generators": ["sd15"], "n_items": 3}
+    save_result(store, "run-b", Result("relgain", summary=summary))
+    html = render_html(store, ["run-b"])
+    overview = html.split('<section class="run"')[0]
+    for text in ("relgain: sd15 | piqe", "2.500", "relgain: sd15 | entropy", "-0.7500", "n_items"):
+        assert text in overview, text
+    headers = re.findall(r'<button type="button" class="sort"[^>]*>([^<]*)</button>', overview)
+    fixed = ["run", "benchmark", "generators", "metrics", "n images"]
+    assert headers == fixed + ["relgain: sd15 | piqe", "relgain: sd15 | entropy", "n_items"]  # lists are not headlines
+    assert "abc123: generate: CUDA out of memory" in html

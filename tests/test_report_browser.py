@@ -1,0 +1,92 @@
+"""The rendered report in headless Chromium: loads from disk with no console errors and shows its tables.
+
+Needs the Debian packages ``chromium`` and ``chromium-driver`` and the Python
+package ``selenium``; without them these tests FAIL with the install command.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from browser import chromium  # noqa: F401  (pytest fixture)
+from PIL import Image
+
+from iqabench.benchmark import ImageRef, Result
+from iqabench.reports import heatmap_figure, render_report, save_result
+from iqabench.store import Store, content_key
+
+# markup that would set window.__pwned if the report failed to escape it (and CSP let it through)
+HOSTILE_PROMPT = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+
+
+@pytest.fixture()
+def report(tmp_path):
+    store = Store(tmp_path / "store")
+    key = content_key("img")
+    store.put_image(key, Image.fromarray(np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)))
+    store.write_run_json("r1", {"spec": {"benchmark": "relgain", "generators": ["tiny-sd"]}, "status": "complete"})
+    scores = pd.DataFrame(
+        {
+            "generator": ["b-gen", "a-gen", "c-gen"],
+            "piqe": [20.0, 35.5, 10.25],
+            "piqe_ci_low": [18.0, 33.0, 9.0],
+            "piqe_ci_high": [22.0, 38.0, 11.5],
+        }
+    )
+    matrix = pd.DataFrame([[1.5, -2.0]], index=pd.Index(["tiny-sd"], name="generator"), columns=["piqe", "entropy"])
+    result = Result(
+        "relgain",
+        tables={"scores": scores},
+        figures={"relgain": heatmap_figure(matrix, "RelGain (%)")},
+        grids={"samples": [ImageRef(key, HOSTILE_PROMPT, {"piqe": 20.0}, "tiny-sd")]},
+        summary={"relgain_mean": -0.25},
+        notes=["a caveat"],
+    )
+    save_result(store, "r1", result)
+    return render_report(store, ["r1"])
+
+
+def _column(chromium, table_css: str, index: int) -> list[str]:  # noqa: F811
+    rows = chromium.find_all(f"{table_css} tbody tr")
+    return [row.find_elements("css selector", "th, td")[index].text for row in rows]
+
+
+def test_report_opens_without_console_errors_and_shows_the_table(chromium, report):  # noqa: F811
+    page = chromium.open(report)
+    assert page.console_errors() == []
+    assert chromium.driver.title == "iqabench report: relgain r1"
+    assert chromium.find_xpath("//td[normalize-space()='35.50 [33.00, 38.00]']").is_displayed()
+    assert chromium.find("figure.plot svg").is_displayed()
+    thumb = chromium.find("figure.thumb img")
+    assert chromium.run_js("return arguments[0].complete && arguments[0].naturalWidth", thumb) == 96
+    assert chromium.run_js("return window.__pwned === undefined") is True
+    assert HOSTILE_PROMPT in chromium.find("table.grid th.caption").text
+
+
+def test_sort_buttons_reorder_rows_without_errors(chromium, report):  # noqa: F811
+    page = chromium.open(report)
+    table = "section.run table.sortable"
+    assert _column(chromium, table, 0) == ["b-gen", "a-gen", "c-gen"]
+    piqe = chromium.find_all(f"{table} thead button.sort")[1]
+    piqe.click()
+    assert _column(chromium, table, 0) == ["c-gen", "b-gen", "a-gen"]  # numeric ascending: 10.25, 20, 35.5
+    piqe.click()
+    assert _column(chromium, table, 0) == ["a-gen", "b-gen", "c-gen"]
+    assert page.console_errors() == []
+
+
+def test_console_error_detection_catches_a_broken_page(chromium, tmp_path):  # noqa: F811
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        "<!DOCTYPE html><html><head><title>broken</title></head><body><p>hi</p>"
+        "<script>console.error('deliberate console error');</script>"
+        "<script>definitelyNotDefined();</script></body></html>"
+    )
+    errors = chromium.open(broken).console_errors()
+    assert any("deliberate console error" in e for e in errors), errors
+    assert any("definitelyNotDefined" in e for e in errors), errors
+    # the next page starts with a clean log
+    clean = tmp_path / "clean.html"
+    clean.write_text("<!DOCTYPE html><html><head><title>ok</title></head><body>ok</body></html>")
+    assert chromium.open(clean).console_errors() == []
