@@ -1,0 +1,236 @@
+"""The ``iqa-adapter`` generator: a base diffusers pipeline plus a quality adapter.
+
+Specs::
+
+    iqa-adapter:topiq                     released preset (SDXL, topiq_nr, CC3M stats)
+    iqa-adapter:hyperiqa
+    iqa-adapter:topiq+laion_aes
+    iqa-adapter:/path/adapter.safetensors any file; ours carry metrics/stats/base in their metadata
+    iqa-adapter:/path/released.bin[metrics=topiq_nr+laion_aes,base=sdxl]
+
+Spec options: the base model's (``steps``, ``guidance_scale``, ``height``,
+``width``, ``negative_prompt``; ``seed`` for tiny bases, ``path``/``revision``/
+``variant`` for hub bases), plus ``base`` (``sdxl``, ``sd15``, ``tiny-sd``, ...),
+``weights_dir``, ``file``, ``metrics``, ``stats`` (a stats CSV) and the
+defaults of the item params ``target`` (default ``p99``), ``scale`` (lambda,
+default 1.0) and ``neg_k`` (negative quality guidance, default 0: the
+unconditional branch gets the zero input; the paper's Sec. 8 uses 1, the
+released code's switch 0.5).
+
+Items may differ in ``target``, ``scale`` and ``neg_k`` inside one pipeline
+call: quality tokens and lambda are per sample. Items whose scale is 0 for a
+whole call run on the base model's own processors, so lambda = 0 reproduces
+the base model bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from safetensors import safe_open
+
+from iqabench.generators import WorkItem, build_generator, register_generator
+from iqabench.runtime import Runtime
+from iqabench.specs import GeneratorSpec, SpecError
+
+from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator
+from .adapter import IQAAdapter
+from .checkpoint import METADATA_KEY, PRESETS, file_sha256, load_adapter, preset_file
+from .conditioning import TargetError, load_stats, resolve_target, select_stats
+from .sampling import quality_pipeline_kwargs, quality_scale, uses_cfg
+
+QUALITY_PARAMS = ("target", "scale", "neg_k")
+ADAPTER_OPTIONS = {"base": None, "weights_dir": None, "file": None, "metrics": None, "stats": None,
+                   "target": "p99", "scale": 1.0, "neg_k": 0.0}
+
+
+def _metrics_option(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(m.strip() for m in str(value).replace("/", "+").split("+") if m.strip())
+    if not names:
+        raise SpecError(f"metrics={value!r} names no metric; write e.g. metrics=topiq_nr+laion_aes")
+    return names
+
+
+def _stored_config_json(path: Path) -> dict[str, Any] | None:
+    """Our metadata from a safetensors header (cheap: no tensor is read)."""
+    if path.suffix != ".safetensors":
+        return None
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        text = (handle.metadata() or {}).get(METADATA_KEY)
+    return json.loads(text) if text else None
+
+
+class IQAAdapterGenerator(DiffusersGenerator):
+    """:class:`DiffusersGenerator` of the base model, with quality tokens appended to both CFG branches."""
+
+    item_params = frozenset(GENERATION_OPTIONS) | frozenset(QUALITY_PARAMS)
+
+    def __init__(self, spec: GeneratorSpec, runtime: Runtime):
+        if not spec.variant:
+            raise SpecError("generator 'iqa-adapter' needs a preset or a file: iqa-adapter:topiq, "
+                            f"iqa-adapter:/path/adapter.safetensors (presets: {', '.join(PRESETS)})")
+        own = {k: v for k, v in spec.options if k in ADAPTER_OPTIONS}
+        preset = PRESETS.get(spec.variant)
+        if preset is not None:
+            self.checkpoint = preset_file(spec.variant, own.get("weights_dir"), own.get("file"))
+            stored = None
+            metrics = _metrics_option(own.get("metrics")) or preset.metrics
+            base = own.get("base") or preset.base
+        else:
+            self.checkpoint = Path(spec.variant).expanduser()
+            if not self.checkpoint.is_file():
+                raise SpecError(f"iqa-adapter: {spec.variant!r} is neither a preset ({', '.join(PRESETS)}) "
+                                "nor an existing checkpoint file")
+            stored = _stored_config_json(self.checkpoint)
+            metrics = _metrics_option(own.get("metrics")) or (tuple(stored["metrics"]) if stored else None)
+            base = own.get("base") or (stored or {}).get("base") or "sdxl"
+            if not metrics:
+                raise SpecError(f"{self.checkpoint} does not say which metrics it was trained with; add "
+                                "[metrics=name1+name2] in the adapter's input order")
+        self.metrics = metrics
+        base_options = {k: v for k, v in spec.options if k not in ADAPTER_OPTIONS}
+        self.base_spec = GeneratorSpec.parse(str(base))
+        if self.base_spec.family == "iqa-adapter":
+            raise SpecError("an IQA-Adapter's base cannot itself be an IQA-Adapter")
+        base_gen = build_generator(self.base_spec.with_options(**base_options), runtime)
+        if not isinstance(base_gen, DiffusersGenerator):
+            raise SpecError(f"base {base!r} is not a diffusers pipeline generator")
+        defaults = {**base_gen.options, **ADAPTER_OPTIONS}
+        super().__init__(spec, runtime, source=base_gen.source, defaults=defaults,
+                         tiny_builder=base_gen.tiny_builder)
+        self._base_gen = base_gen
+        self.options["base"] = str(self.base_spec)
+        if stored is not None and own.get("stats") is None:
+            self.stats = [_from_stored(stored, m) for m in metrics]
+        else:
+            self.stats = select_stats(metrics, load_stats(own.get("stats")))
+        self.adapter: IQAAdapter | None = None
+        self._sha256: str | None = None
+        self._opts: Mapping[str, Any] = {}
+        self._check_quality_params({})  # validate the spec-level defaults now
+
+    # -- params -------------------------------------------------------------------------------------
+    def _check_quality_params(self, params: Mapping[str, Any]) -> tuple[Any, float, float]:
+        target = params.get("target", self.options["target"])
+        try:
+            resolve_target(target, self.stats)
+            scale = float(params.get("scale", self.options["scale"]))
+            neg_k = float(params.get("neg_k", self.options["neg_k"]))
+        except (TypeError, ValueError) as exc:
+            raise TargetError(f"generator {self.name!r}: {exc}") from exc
+        if scale < 0 or neg_k < 0:
+            raise TargetError(f"generator {self.name!r}: scale and neg_k must be >= 0 (got {scale}, {neg_k})")
+        return target, scale, neg_k
+
+    # -- protocol -------------------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """The base model's fingerprint plus the adapter file's sha256 and every quality default."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.checkpoint)
+        fp = dict(self._base_gen.fingerprint())
+        for key in ("steps", "guidance_scale", "height", "width", "negative_prompt"):
+            fp[key] = self.options.get(key)
+        fp.update({
+            "class": "iqa-adapter/v1",
+            "base": str(self.base_spec),
+            "adapter_sha256": self._sha256,
+            "metrics": list(self.metrics),
+            "stats": {s.name: s.to_dict() for s in self.stats},
+            "target": self.options["target"],
+            "scale": float(self.options["scale"]),
+            "neg_k": float(self.options["neg_k"]),
+        })
+        return fp
+
+    def baseline(self) -> str | None:
+        """The base model with the same steps, CFG, size and negative prompt."""
+        keep = {k: v for k, v in self.options.items()
+                if k in self._base_gen.options and k not in ADAPTER_OPTIONS and v is not None}
+        return str(GeneratorSpec(self.base_spec.family, self.base_spec.variant, tuple(sorted(keep.items()))))
+
+    def load_pipeline(self):
+        pipe = super().load_pipeline()
+        self.adapter = load_adapter(self.checkpoint, pipe.unet, metrics=self.metrics,
+                                    stats={s.name: s for s in self.stats})
+        return pipe
+
+    def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
+        """Group items only by what changes the pipeline call (steps, size, CFG, negative prompt).
+
+        target / scale / neg_k differ freely within one call, except that a call
+        whose items all have scale 0 runs the base model's own processors.
+        """
+        items = list(items)
+        groups: dict[tuple, list[int]] = {}
+        for index, item in enumerate(items):
+            scale = self._check_quality_params(item.params)[1]
+            gen_params = tuple(sorted((k, str(v)) for k, v in item.params.items() if k in GENERATION_OPTIONS))
+            groups.setdefault((gen_params, scale == 0), []).append(index)
+        size = self.runtime.batch_size
+        images: list[Image.Image | None] = [None] * len(items)
+        for indices in groups.values():
+            opts = self.generation_options(items[indices[0]].params)
+            for start in range(0, len(indices), size):
+                chunk = indices[start:start + size]
+                batch = [items[i] for i in chunk]
+                batch += [batch[-1]] * (size - len(batch))  # the base's fixed call shape (batch invariance)
+                for i, image in zip(chunk, self._call(batch, opts), strict=False):
+                    images[i] = image
+        return images  # type: ignore[return-value]
+
+    def generation_options(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        generation = {k: v for k, v in params.items() if k not in QUALITY_PARAMS}
+        self._opts = super().generation_options(generation)
+        return self._opts
+
+    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> list[Image.Image]:
+        pipe = self.pipeline
+        assert self.adapter is not None
+        param = pipe.unet.dtype
+        self.adapter.projection.to(device=pipe.unet.device, dtype=param)
+        scales = [self._check_quality_params(item.params)[1] for item in batch]
+        if all(s == 0 for s in scales):
+            self._quality_batch = None
+            with self.adapter.bypassed():
+                return super()._call(batch, opts)
+        self._quality_batch = batch
+        try:
+            with quality_scale(self.adapter, scales):
+                return super()._call(batch, opts)
+        finally:
+            self._quality_batch = None
+
+    def pipeline_kwargs(self, items: Sequence[WorkItem]) -> dict[str, Any]:
+        if getattr(self, "_quality_batch", None) is None:
+            return {}
+        assert self.adapter is not None
+        parsed = [self._check_quality_params(item.params) for item in items]
+        guidance = self._opts.get("guidance_scale")
+        guidance = 7.5 if guidance is None else float(guidance)  # diffusers' SD/SDXL default
+        kwargs = quality_pipeline_kwargs(
+            self.pipeline, self.adapter, [item.prompt for item in items],
+            targets=[p[0] for p in parsed], neg_ks=[p[2] for p in parsed], guidance_scale=guidance,
+            negative_prompt=self._opts.get("negative_prompt") if uses_cfg(self.pipeline, guidance) else None)
+        return {"prompt": None, "negative_prompt": None, **kwargs}
+
+
+def _from_stored(stored: Mapping[str, Any], metric: str):
+    from .conditioning import MetricStats
+
+    data = stored.get("stats", {})
+    if metric not in data:
+        return select_stats([metric], load_stats())[0]
+    return MetricStats.from_dict(metric, data[metric])
+
+
+@register_generator("iqa-adapter", description="IQA-Adapter: quality-conditioned generation "
+                    "(iqa-adapter:topiq, :hyperiqa, :topiq+laion_aes, or :<checkpoint file>)")
+def build_iqa_adapter(spec: GeneratorSpec, runtime: Runtime) -> IQAAdapterGenerator:
+    """Build the generator; checks the weights file exists, loads nothing heavy."""
+    return IQAAdapterGenerator(spec, runtime)
