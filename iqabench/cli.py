@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -42,7 +43,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -111,10 +112,10 @@ def run_command(
         spec = RunSpec(benchmark=benchmark, generators=list(generator), metrics=parse_metric_list(metrics),
                        prompts=prompts, seeds=parse_seeds(seeds), limit=limit, baseline=baseline, options=options,
                        device=device, dtype=dtype, batch_size=batch_size, plugins=list(plugin or []))
-        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
         plan = runner.summarize_plan()
         for line in plan.lines():
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
         if dry_run:
             return
         columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -132,28 +133,32 @@ def run_command(
 
 
 def _print_summary(result) -> None:
-    if result is None:
+    """The benchmark's first table, trimmed to fit a terminal; the report has everything."""
+    if result is None or not result.tables:
         return
-    for name, table in result.tables.items():
-        if name.endswith("per_item") or name == "failures" or table.empty:
-            continue
-        shown = Table(title=name, show_lines=False)
-        columns = [c for c in table.columns if not c.endswith(("_ci_low", "_ci_high"))][:9]
-        for column in columns:
-            shown.add_column(str(column))
-        for _, row in table.head(30).iterrows():
-            cells = []
-            for column in columns:
-                value = row[column]
-                if isinstance(value, float):
-                    low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
-                    has_ci = low is not None and high is not None
-                    cell = f"{value:.3g}" + (f" [{low:.3g}, {high:.3g}]" if has_ci else "")
-                else:
-                    cell = str(value)
-                cells.append(cell)
-            shown.add_row(*cells)
-        out_console.print(shown)
+    name, table = next(iter(result.tables.items()))
+    if table.empty:
+        return
+    from pandas.api.types import is_numeric_dtype
+
+    labels = [c for c in table.columns if not is_numeric_dtype(table[c]) and c not in ("direction", "baseline")][:3]
+    numbers = [c for c in table.columns if is_numeric_dtype(table[c]) and not c.endswith(("_ci_low", "_ci_high"))
+               and not c.startswith("n_")][:4]
+    shown = Table(title=f"{name} (full tables in the report)")
+    for column in labels:
+        shown.add_column(escape(str(column)), overflow="fold")
+    for column in numbers:
+        shown.add_column(escape(str(column)), justify="right")
+    for _, row in table.head(30).iterrows():
+        cells = [escape(str(row[c])) for c in labels]
+        for column in numbers:
+            value, low, high = row[column], row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            if low is not None and high is not None:
+                text += f" [{low:.3g}, {high:.3g}]"
+            cells.append(escape(text))
+        shown.add_row(*cells)
+    out_console.print(shown)
 
 
 @app.command("report")

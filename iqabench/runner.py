@@ -287,6 +287,11 @@ class Runner:
         if self.shard[1] > 1 and self.shard[0] != 0:
             return outcome  # workers stop here; the main process analyses once all shards are in
         result = self.analyze()
+        random_weights = [name for name, gen in self.generators.items() if getattr(gen, "tiny_builder", None)]
+        if random_weights:
+            result.notes.insert(0, f"Smoke run: {', '.join(random_weights)} use randomly initialised tiny models "
+                                   "built in-process; the run exercises every code path, but its numbers say "
+                                   "nothing about real models.")
         outcome.result = result
         outcome.failures = self.store.failures(self.image_keys)
         from .reports import render_report, save_result
