@@ -271,6 +271,11 @@ class DiffusersGenerator:
                 pipe = pipe.to(dtype=self.runtime.torch_dtype)
             pipe = pipe.to(self.runtime.torch_device)
             pipe.set_progress_bar_config(disable=True)  # the runner shows one bar over images
+            if self.runtime.attention_slicing:
+                pipe.enable_attention_slicing()
+            denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+            if self.runtime.compile and denoiser is not None:
+                denoiser.compile()  # in place: processors and adapters set later still apply
             self._pipeline = pipe
         return self._pipeline
 

@@ -85,7 +85,13 @@ def run_command(
     seeds: Annotated[str, typer.Option(help="Seeds, e.g. '0-3' or '0,7,42'.")] = "0",
     device: Annotated[str, typer.Option(help="cuda, mps, cpu or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, fp16, bf16 or auto.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per generation/scoring batch.")] = 4,
+    batch_size: Annotated[str, typer.Option(help="Images per batch, or 'auto' (16 on GPUs, 4 on CPU; halves "
+                                                 "on out-of-memory either way).")] = "4",
+    num_processes: Annotated[int, typer.Option(help="Shortcut: relaunch through accelerate (GPUs) or torchrun "
+                                                    "(CPU) with N processes sharing the work.")] = 1,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser.")] = False,
+    attention_slicing: Annotated[bool, typer.Option("--attention-slicing", help="Sliced attention: less memory.")]
+    = False,
     out: OutOption = Path(DEFAULT_OUT),
     run_id: Annotated[str | None, typer.Option(help="Run folder name (default: derived from the spec).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", help="Benchmark option key=value (repeatable).")]
@@ -99,9 +105,13 @@ def run_command(
     from .runner import Runner
     from .specs import RunSpec, _parse_value, parse_seeds
 
+    if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise typer.Exit(_relaunch(num_processes))
     try:
         _load_plugins(plugin)
-        options = {}
+        options = {"compile": True} if compile else {}
+        if attention_slicing:
+            options["attention_slicing"] = True
         for pair in option or []:
             if "=" not in pair:
                 raise ValueError(f"--option {pair!r} is not of the form key=value")
@@ -111,10 +121,11 @@ def run_command(
             options["prompt_column"] = prompt_column
         spec = RunSpec(benchmark=benchmark, generators=list(generator), metrics=parse_metric_list(metrics),
                        prompts=prompts, seeds=parse_seeds(seeds), limit=limit, baseline=baseline, options=options,
-                       device=device, dtype=dtype, batch_size=batch_size, plugins=list(plugin or []))
+                       device=device, dtype=dtype, batch_size=_batch_size(batch_size, device),
+                       plugins=list(plugin or []))
         runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
         plan = runner.summarize_plan()
-        for line in plan.lines():
+        for line in plan.lines() if runner.is_main_process else []:
             console.print(line, highlight=False, markup=False)
         if dry_run:
             return
@@ -126,10 +137,45 @@ def run_command(
     except _user_errors() as exc:
         _fail(exc)
         return
+    if not runner.is_main_process:
+        return
     if outcome.failures:
         console.print(f"[yellow]{len(outcome.failures)} image(s) failed; see the report's failures table.[/]")
     _print_summary(outcome.result)
     out_console.print(f"report: {outcome.report}", highlight=False)
+
+
+def _batch_size(text: str, device: str) -> int:
+    if text == "auto":
+        import torch
+
+        return 16 if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else 4
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--batch-size must be a number or 'auto', not {text!r}") from None
+
+
+def _relaunch(num_processes: int) -> int:
+    """Run this same command under N processes: accelerate on GPUs, torchrun (gloo) on CPU."""
+    import subprocess
+
+    import torch
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--num-processes":
+            skip = True
+        elif not arg.startswith("--num-processes="):
+            argv.append(arg)
+    if torch.cuda.is_available():
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                    "--num_processes", str(num_processes)]
+    else:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes)]
+    return subprocess.call([*launcher, "-m", "iqabench", *argv])
 
 
 def _print_summary(result) -> None:

@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,16 +111,23 @@ class Runner:
 
     def __init__(self, spec: RunSpec, store: Store | str | os.PathLike[str], *, run_id: str | None = None,
                  progress: ProgressFactory = _silent, log: Callable[[str], None] = lambda _: None,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] | None = None):
         self.spec = spec
         self.store = store if isinstance(store, Store) else Store(store)
         for plugin in spec.plugins:
             load_plugin(plugin)
-        self.runtime = Runtime(spec.device, spec.dtype, spec.batch_size)
-        self.run_id = run_id or default_run_id(spec)
-        self.progress = progress
-        self.log = log
+        self._distributed = None
+        if shard is None:
+            self._distributed, shard = distributed_shard()
         self.shard = shard
+        device = spec.device
+        if self._distributed is not None and device in ("auto", "cuda") and torch.cuda.is_available():
+            device = f"cuda:{self._distributed.local_process_index}"  # one GPU per process
+        self.runtime = Runtime(device, spec.dtype, spec.batch_size, compile=bool(spec.options.get("compile", False)),
+                               attention_slicing=bool(spec.options.get("attention_slicing", False)))
+        self.run_id = run_id or default_run_id(spec)
+        self.progress = progress if self.is_main_process else _silent
+        self.log = log
         self.benchmark = build_benchmark(spec.benchmark)
         self.plan: list[PlannedItem] = self.benchmark.plan(spec)
         if not self.plan:
@@ -142,9 +150,14 @@ class Runner:
         return unique
 
     def _mine(self, keys: Sequence[str]) -> list[str]:
-        """This process's share of a key list (multi-process runs split work by sorted key index)."""
+        """This process's share of a key list: a key belongs to process ``int(key) % count``.
+
+        Deciding by the key itself (not its position in a list) gives every
+        stage the same split, so the process that generated an image also scores
+        it, and a re-run with another plan still agrees on who owns what.
+        """
         index, count = self.shard
-        return [k for i, k in enumerate(sorted(keys)) if i % count == index]
+        return sorted(k for k in keys if int(k[:12], 16) % count == index)
 
     def _score_targets(self) -> dict[str, list[str]]:
         return {m: sorted({self.image_keys[i] for i in idx}) for m, idx in self.metric_plan.items()}
@@ -164,6 +177,10 @@ class Runner:
                            needed, cached_scores)
 
     # -- stages ----------------------------------------------------------------------------
+    @property
+    def is_main_process(self) -> bool:
+        return self.shard[0] == 0
+
     def generate(self) -> None:
         unique = self._unique()
         todo = [k for k in self._mine(list(unique)) if not self.store.has_image(k)]
@@ -173,32 +190,56 @@ class Runner:
         for key in todo:
             by_generator[unique[key].generator].append(key)
         task = self.progress("generating", len(todo))
-        try:
-            for gen_name, keys in by_generator.items():
-                generator = self.generators[gen_name]
-                for start in range(0, len(keys), self.runtime.batch_size):
-                    batch = keys[start : start + self.runtime.batch_size]
-                    self._generate_batch(generator, batch, unique)
-                    task.advance(len(batch))
-        finally:
-            task.close()
+        # PNG encoding and the atomic write run on a background thread, off the generation loop.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqabench-writer") as writer:
+            pending: list[Future] = []
+            try:
+                for gen_name, keys in by_generator.items():
+                    generator = self.generators[gen_name]
+                    start = 0
+                    while start < len(keys):
+                        batch = keys[start : start + self.runtime.batch_size]
+                        done = self._generate_batch(generator, batch, unique, writer, pending)
+                        start += done
+                        task.advance(done)
+                    self._drain(pending, block=False)
+                self._drain(pending, block=True)
+            finally:
+                task.close()
 
-    def _generate_batch(self, generator: Generator, keys: list[str], unique: dict[str, PlannedItem]) -> None:
+    @staticmethod
+    def _drain(pending: list[Future], *, block: bool) -> None:
+        """Surface write errors; keep at most a few encoded images in flight."""
+        while pending and (block or pending[0].done() or len(pending) > 8):
+            pending.pop(0).result()
+
+    def _generate_batch(self, generator: Generator, keys: list[str], unique: dict[str, PlannedItem],
+                        writer: ThreadPoolExecutor, pending: list[Future]) -> int:
+        """Generate ``keys``; returns how many were handled (fewer after an out-of-memory back-off)."""
         items = [unique[k].item for k in keys]
         try:
             images = generator.generate(items)
         except Exception as exc:
+            if is_out_of_memory(exc) and self.runtime.batch_size > 1:
+                self.runtime.batch_size = max(1, self.runtime.batch_size // 2)
+                self.log(f"out of memory with {len(keys)} images per batch; retrying with "
+                         f"{self.runtime.batch_size} (pass --batch-size {self.runtime.batch_size} next time)")
+                _free_accelerator_memory()
+                return 0
             if len(keys) == 1:
                 self.store.record_failure(keys[0], "generate", _one_line(exc))
                 self.log(f"generation failed for {items[0].prompt_id} seed {items[0].seed}: {_one_line(exc)}")
-                return
-            for key in keys:  # isolate the failing item(s); the rest of the batch still lands
-                self._generate_batch(generator, [key], unique)
-            return
+                return 1
+            handled = 0
+            while handled < len(keys):  # isolate the failing item(s); the rest of the batch still lands
+                handled += max(1, self._generate_batch(generator, [keys[handled]], unique, writer, pending))
+            return len(keys)
         if len(images) != len(items):
             raise RuntimeError(f"generator {generator.name!r} returned {len(images)} images for {len(items)} items")
         for key, image in zip(keys, images, strict=True):
-            self.store.put_image(key, image)
+            pending.append(writer.submit(self.store.put_image, key, image))
+        self._drain(pending, block=False)
+        return len(keys)
 
     def score(self) -> None:
         targets = self._score_targets()
@@ -247,7 +288,9 @@ class Runner:
             values = metric.score(batch).tolist()
             return [(k, metric.name, fp, _finite_or_none(v), None if np.isfinite(v) else "non-finite score")
                     for (k, _), v in zip(members, values, strict=True)]
-        except Exception:
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                _free_accelerator_memory()
             if len(members) == 1:
                 key = members[0][0]
                 return [(key, metric.name, fp, None, _one_line_tb())]
@@ -255,6 +298,10 @@ class Runner:
         for member in members:  # find which image breaks the metric; score the others
             rows.extend(self._score_with(metric, [member]))
         return rows
+
+    def _wait_for_everyone(self) -> None:
+        if self._distributed is not None:
+            self._distributed.wait_for_everyone()
 
     def analyze(self) -> Result:
         baselines = {name: gen.baseline() for name, gen in self.generators.items()}
@@ -281,10 +328,14 @@ class Runner:
         outcome = RunOutcome(self.run_id, self.store.run_dir(self.run_id), plan)
         if dry_run:
             return outcome
-        self.store.write_run_json(self.run_id, self.manifest("running", plan))
+        self.store.sweep_temp_files()
+        if self.is_main_process:
+            self.store.write_run_json(self.run_id, self.manifest("running", plan))
         self.generate()
+        self._wait_for_everyone()  # every image exists before anyone scores
         self.score()
-        if self.shard[1] > 1 and self.shard[0] != 0:
+        self._wait_for_everyone()
+        if not self.is_main_process:
             return outcome  # workers stop here; the main process analyses once all shards are in
         result = self.analyze()
         random_weights = [name for name, gen in self.generators.items() if getattr(gen, "tiny_builder", None)]
@@ -308,6 +359,33 @@ def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: A
     dry_run = kwargs.pop("dry_run", False)
     report = kwargs.pop("report", True)
     return Runner(spec, out, **kwargs).execute(dry_run=dry_run, report=report)
+
+
+def distributed_shard():
+    """(accelerate state, (index, count)) under ``accelerate launch`` or ``torchrun``; else (None, (0, 1)).
+
+    Uses accelerate's PartialState, which sets up torch.distributed (NCCL on
+    GPUs, gloo on CPUs) from the launcher's environment; the runner only needs
+    its index, count and barrier.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None, (0, 1)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state, (state.process_index, state.num_processes)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _to_tensor(image) -> torch.Tensor:

@@ -22,6 +22,8 @@ class Runtime:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 4
+    compile: bool = False  # torch.compile the denoiser (worth it for long runs on GPUs)
+    attention_slicing: bool = False  # diffusers' sliced attention: less memory, slower
 
     def __post_init__(self) -> None:
         if self.device == "auto":

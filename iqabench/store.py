@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import socket
 import sqlite3
 import threading
 import uuid
@@ -49,9 +50,24 @@ def image_key(generator_fingerprint: Mapping[str, Any], item_fields: Mapping[str
     return content_key("image/v1", dict(generator_fingerprint), dict(item_fields))
 
 
+# Temporary names carry host and pid so a later run can tell a dead writer's leftovers from a live one's.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_RE = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -131,6 +147,20 @@ class Store:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def sweep_temp_files(self) -> int:
+        """Delete half-written temporary files left by killed writers on this host; returns how many.
+
+        Files of live processes and of other hosts (a shared file system) are
+        left alone, so this is safe while other processes write.
+        """
+        removed = 0
+        for path in self.root.glob("**/.*.tmp"):
+            match = _TMP_RE.match(path.name)
+            if match and match["host"] == _HOST and not _pid_alive(int(match["pid"])):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     # -- images ----------------------------------------------------------------------
     def image_path(self, key: str) -> Path:

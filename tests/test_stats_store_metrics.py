@@ -1,4 +1,5 @@
 import multiprocessing as mp
+import os
 
 import numpy as np
 import pytest
@@ -180,3 +181,17 @@ def test_paired_statistics_by_hand():
     assert lower["improvement"] == pytest.approx(-diff.mean())
     assert lower["t_statistic"] == pytest.approx(-reference.statistic)
     assert lower["win_rate"] == pytest.approx((1 + 0.5) / 4)
+
+
+def test_sweep_removes_only_dead_writers_temp_files(store):
+    from iqabench.store import _HOST
+
+    folder = store.images_dir / "ab"
+    folder.mkdir(parents=True)
+    dead = folder / f".x.png.{_HOST}.999999999.0123abcd.tmp"
+    alive = folder / f".y.png.{_HOST}.{os.getpid()}.0123abcd.tmp"
+    other_host = folder / ".z.png.ffffffff.999999999.0123abcd.tmp"
+    for path in (dead, alive, other_host):
+        path.write_bytes(b"half")
+    assert store.sweep_temp_files() == 1
+    assert not dead.exists() and alive.exists() and other_host.exists()
