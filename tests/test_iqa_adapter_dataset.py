@@ -81,3 +81,17 @@ def test_cli_score_dataset(tmp_path):
                                       str(tmp_path / "o"), "--resolution", "32", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "stats.csv").is_file()
+
+
+def test_score_dataset_reports_broken_images_and_shards(tmp_path):
+    folder = write_images(tmp_path / "imgs", 5)
+    (folder / "img2.png").write_bytes(b"not a png")
+    out = tmp_path / "scored"
+    # Two shards scored one after the other, as two processes would; the main process merges.
+    score_dataset(folder, ["entropy"], out, batch_size=2, resolution=32, progress=False, shard=(1, 2))
+    table, _ = score_dataset(folder, ["entropy"], out, batch_size=2, resolution=32, progress=False, shard=(0, 2))
+    frame = pd.read_parquet(table)
+    assert sorted(frame["id"]) == ["img0.png", "img1.png", "img3.png", "img4.png"]
+    failures = pd.read_csv(out / "failures.csv")
+    assert failures["id"].tolist() == ["img2.png"] and "unreadable" in failures["error"][0]
+    assert {p.name.split("-")[1] for p in (out / "parts").glob("part-*.parquet")} <= {"r0", "r1"}

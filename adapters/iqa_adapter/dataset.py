@@ -122,17 +122,25 @@ def _batches(items: Sequence[Record], size: int) -> Iterator[Sequence[Record]]:
 
 def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Path, *, runtime: Any = None,
                   batch_size: int = 16, resolution: int | None = 512, part_rows: int = 1024,
-                  progress: bool = True) -> tuple[Path, Path]:
+                  progress: bool = True, shard: tuple[int, int] | None = None) -> tuple[Path, Path]:
     """Score every image with every metric; write ``scores.parquet`` and ``stats.csv`` under ``out_dir``.
 
     Images are center-cropped to ``resolution`` (None keeps sizes; then batch
-    size 1 is used) so that scores describe what training will see.
+    size 1 is used) so that scores describe what training will see. Under
+    ``accelerate launch`` / ``torchrun`` each process scores the records whose
+    id hashes to it, into its own part files; the main process merges them.
+    Images that cannot be read or scored are listed in ``failures.csv``.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
     from iqabench.metrics import build_metric
+    from iqabench.runner import distributed_shard
 
+    state = None
+    if shard is None:
+        state, shard = distributed_shard()
+    rank, world = shard
     out = Path(out_dir)
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -144,33 +152,69 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
         if missing:
             raise ValueError(f"{part} was scored with other metrics (lacks {missing}); use a new out_dir")
         done.update(frame["id"].astype(str))
-    todo = [r for r in records if r.id not in done]
+    mine = [r for r in records if _owner(r.id, world) == rank]
+    todo = [r for r in mine if r.id not in done]
     built = [build_metric(m, runtime) for m in metrics]
     step = batch_size if resolution is not None else 1
     rows: list[dict[str, Any]] = []
-    index = len(list(parts.glob("part-*.parquet")))
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress, desc="score-dataset")
+    failures: list[dict[str, str]] = []
+    index = len(list(parts.glob(f"part-r{rank}-*.parquet")))
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress or rank != 0,
+               desc="score-dataset")
     for chunk in _batches(todo, step):
-        images = torch.stack([_to_tensor(r.open(), resolution) for r in chunk])
-        scores = {m.name: m.score(images).tolist() for m in built}
-        for j, r in enumerate(chunk):
-            rows.append({"id": r.id, "image": r.image or "", "caption": r.caption,
-                         **{name: float(values[j]) for name, values in scores.items()}})
+        readable, tensors = [], []
+        for record in chunk:
+            try:
+                tensors.append(_to_tensor(record.open(), resolution))
+                readable.append(record)
+            except Exception as exc:  # a broken file is reported, not silently dropped
+                failures.append({"id": record.id, "image": record.image or "", "error": f"unreadable: {exc}"})
+        if readable:
+            try:
+                images = torch.stack(tensors)
+                scores = {m.name: m.score(images).tolist() for m in built}
+            except Exception as exc:
+                failures += [{"id": r.id, "image": r.image or "", "error": f"scoring failed: {exc}"}
+                             for r in readable]
+                readable = []
+            for j, r in enumerate(readable):
+                rows.append({"id": r.id, "image": r.image or "", "caption": r.caption,
+                             **{name: float(values[j]) for name, values in scores.items()}})
         bar.update(len(chunk))
         if len(rows) >= part_rows:
-            _write_part(pd.DataFrame(rows), parts / f"part-{index:05d}.parquet")
+            _write_part(pd.DataFrame(rows), parts / f"part-r{rank}-{index:05d}.parquet")
             rows, index = [], index + 1
     if rows:
-        _write_part(pd.DataFrame(rows), parts / f"part-{index:05d}.parquet")
+        _write_part(pd.DataFrame(rows), parts / f"part-r{rank}-{index:05d}.parquet")
     bar.close()
+    if failures:
+        _write_part(pd.DataFrame(failures), parts / f"failures-r{rank}.parquet")
+    if state is not None:
+        state.wait_for_everyone()
+    table, stats_path = out / "scores.parquet", out / "stats.csv"
+    if rank != 0:
+        return table, stats_path
     frame = pd.concat([pd.read_parquet(p) for p in sorted(parts.glob("part-*.parquet"))], ignore_index=True)
-    table = out / "scores.parquet"
+    frame = frame.drop_duplicates("id", keep="last").reset_index(drop=True)
     _write_part(frame, table)
-    stats_path = out / "stats.csv"
+    failed = [pd.read_parquet(p) for p in sorted(parts.glob("failures-r*.parquet"))]
+    failed_frame = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame(columns=["id", "image", "error"])
+    failed_frame = failed_frame[~failed_frame["id"].astype(str).isin(set(frame["id"].astype(str)))]
+    tmp = out / f".failures.{os.getpid()}.tmp"
+    failed_frame.to_csv(tmp, index=False)
+    os.replace(tmp, out / "failures.csv")
+    if len(failed_frame):
+        print(f"score-dataset: {len(failed_frame)} image(s) could not be scored; see {out / 'failures.csv'}")
     tmp = stats_path.with_name(f".stats.{os.getpid()}.tmp")
     tmp.write_text(write_stats_csv(compute_stats(frame, metrics)), encoding="utf-8")
     os.replace(tmp, stats_path)
     return table, stats_path
+
+
+def _owner(record_id: str, world: int) -> int:
+    import hashlib
+
+    return int(hashlib.sha256(record_id.encode()).hexdigest()[:12], 16) % world
 
 
 def _write_part(frame, path: Path) -> None:
