@@ -1,0 +1,81 @@
+"""Items per second for 1 and N processes on the same plan (torchrun/gloo on CPU, accelerate on GPUs).
+
+Each configuration runs `iqabench run scores` from scratch into its own store
+(generation + scoring + report, process start-up included) and is checked for
+correctness: every configuration must produce the same set of images with the
+same pixels as the 1-process run.
+
+Usage: python bench/scaling.py [--images 48] [--processes 1,2] [--generator tiny-sd] [--batch-size 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def run_once(n_processes: int, out: Path, limit: int, seeds: str, generator: str, batch_size: int) -> float:
+    args = ["-m", "iqabench", "run", "scores", "--generator", generator, "--metrics", "piqe,entropy",
+            "--prompts", "parti", "--limit", str(limit), "--seeds", seeds, "--batch-size", str(batch_size),
+            "--out", str(out)]
+    if n_processes == 1:
+        cmd = [sys.executable, *args]
+    elif torch.cuda.is_available():
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+               str(n_processes), *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n_processes), *args]
+    threads = max(1, (os.cpu_count() or 1) // n_processes)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CI": "1"}
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def image_digests(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "cache" / "images").rglob("*.png")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--generator", default="tiny-sd")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    seeds = "0-1"
+    limit = max(1, args.images // 2)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = None
+        for n in [int(p) for p in args.processes.split(",")]:
+            times = []
+            for r in range(args.repeats):
+                out = Path(tmp) / f"p{n}-r{r}"
+                times.append(run_once(n, out, limit, seeds, args.generator, args.batch_size))
+                digests = image_digests(out)
+                reference = reference or digests
+                correct = digests == reference
+            best = min(times)
+            rows.append((n, best, 2 * limit / best, correct, len(digests)))
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    print(f"\n{2 * limit} images ({args.generator}, batch {args.batch_size}) per run, best of {args.repeats}, "
+          f"{device}; wall time includes process start-up and imports\n")
+    print("| processes | seconds | images/s | speed-up | same images as 1 process |")
+    print("| --- | --- | --- | --- | --- |")
+    for n, seconds, rate, correct, count in rows:
+        print(f"| {n} | {seconds:.1f} | {rate:.2f} | {rows[0][1] / seconds:.2f}x | "
+              f"{'yes' if correct else 'NO'} ({count} images) |")
+
+
+if __name__ == "__main__":
+    main()
