@@ -1,9 +1,10 @@
-"""Feature cache benchmark for fid-topk: a second run over the same reference re-extracts only the generated side.
+"""Feature cache benchmark for fid-topk: a repeated run re-extracts nothing, another generator only its own images.
 
-Builds a synthetic reference set (seeded noise images with captions), runs ``fid-topk`` with a generator, again
-with the same spec, then with another generator into the same Store, and reports each run's Inception feature-extraction time (measured around
-``InceptionFeatures.features``) and how many images each extracted. Random Inception/CLIP weights
-(``weights=random``): the timing is what matters here, the FID values mean nothing.
+Builds a synthetic reference set (seeded noise images with captions) and runs ``fid-topk`` three times into one
+Store: a generator (cold cache), the same spec again, then another generator over the same reference. Reports
+each run's Inception feature-extraction time (measured around ``InceptionFeatures.features``) and how many images
+it ran through the network. Random Inception/CLIP weights (``weights=random``): the timing is what matters here,
+the FID values mean nothing.
 
     python bench/fid_cache.py --n 16
 """

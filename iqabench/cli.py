@@ -261,19 +261,35 @@ def list_command(
     out_console.print(table)
 
 
-train_app = typer.Typer(help="Train generators: iqa-adapter.", no_args_is_help=True)
+train_app = typer.Typer(help="Train generators: iqa-adapter, acpo.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
 
 def _mount_generator_commands() -> None:
-    """Commands contributed by generator packages: `score-dataset` and `train iqa-adapter`."""
+    """Commands contributed by generator packages: `score-dataset`, `train iqa-adapter`, `train acpo`."""
+    from .adapters.acpo.cli import train_acpo_cmd
     from .adapters.iqa_adapter.cli import score_dataset_cmd, train_cmd
 
     app.command("score-dataset")(score_dataset_cmd)
     train_app.command("iqa-adapter")(train_cmd)
+    train_app.command("acpo")(train_acpo_cmd)
 
 
 _mount_generator_commands()
+
+study_app = typer.Typer(help="Subjective study kit: export pair-voting pages, analyse the votes.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+def _mount_study_commands() -> None:
+    from .benchmarks.study.cli import study_analyze_cmd, study_export_cmd
+
+    study_app.command("export")(study_export_cmd)
+    study_app.command("analyze")(study_analyze_cmd)
+
+
+_mount_study_commands()
 
 
 def main() -> None:

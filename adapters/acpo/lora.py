@@ -1,0 +1,121 @@
+"""LoRA on a diffusion UNet through peft, saved and loaded as safetensors.
+
+Text-to-image UNets (``UNet2DConditionModel``) carry diffusers' ``PeftAdapterMixin``:
+we use ``unet.add_adapter(LoraConfig(...))``, ``save_lora_adapter`` /
+``load_lora_adapter`` and ``disable_adapters`` / ``enable_adapters``, as
+diffusers' own LoRA training scripts do. The unconditional ``UNet2DModel``
+(ACPO's DDPM experiments) lacks that mixin, so the same four operations go
+through peft's functions directly (``inject_adapter_in_model``,
+``get/set_peft_model_state_dict``, the tuner layers' ``enable_adapters``);
+the file has the same key layout either way.
+
+LoRA B starts at zero (peft's default), so a fresh adapter reproduces the base
+UNet exactly and the anchor term starts at 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+#: Attention projections (the issue's target); ``UNet2DModel`` attention uses the same names.
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+_META_KEY = "acpo_lora"
+
+
+def _has_mixin(unet: Any) -> bool:
+    return hasattr(unet, "add_adapter") and hasattr(unet, "save_lora_adapter")
+
+
+def lora_config(rank: int = 4, alpha: float | None = None, targets: Sequence[str] = DEFAULT_TARGETS):
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    return LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights="gaussian",
+                      target_modules=list(targets))
+
+
+def add_lora(unet: Any, rank: int = 4, alpha: float | None = None, targets: Sequence[str] = DEFAULT_TARGETS) -> None:
+    """Freeze ``unet`` and add a trainable LoRA adapter (named ``default``) on its attention projections."""
+    unet.requires_grad_(False)
+    config = lora_config(rank, alpha, targets)
+    if _has_mixin(unet):
+        unet.add_adapter(config)
+    else:
+        from peft import inject_adapter_in_model
+
+        inject_adapter_in_model(config, unet)
+    if not any(p.requires_grad for p in unet.parameters()):
+        raise ValueError(f"no module of {type(unet).__name__} matches the LoRA targets {list(targets)}")
+
+
+def lora_parameters(unet: Any) -> list[torch.nn.Parameter]:
+    return [p for n, p in unet.named_parameters() if "lora_" in n]
+
+
+def _tuner_layers(unet: Any) -> Iterator[Any]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return (m for m in unet.modules() if isinstance(m, BaseTunerLayer))
+
+
+def set_adapters_enabled(unet: Any, enabled: bool) -> None:
+    if _has_mixin(unet):
+        (unet.enable_adapters if enabled else unet.disable_adapters)()
+    else:
+        for layer in _tuner_layers(unet):
+            layer.enable_adapters(enabled)
+
+
+@contextmanager
+def adapters_disabled(unet: Any) -> Iterator[None]:
+    """The base UNet's prediction from the same module: LoRA off inside, back on afterwards (even on error)."""
+    set_adapters_enabled(unet, False)
+    try:
+        yield
+    finally:
+        set_adapters_enabled(unet, True)
+
+
+def save_lora(unet: Any, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/pytorch_lora_weights.safetensors`` (diffusers' layout) and ``lora.json`` (rank, targets)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if _has_mixin(unet):
+        unet.save_lora_adapter(str(folder), weight_name=LORA_FILE)
+    else:
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(unet).items()}
+        save_file(state, str(folder / LORA_FILE))
+    config = unet.peft_config["default"] if hasattr(unet, "peft_config") else None
+    info = {"rank": config.r, "alpha": config.lora_alpha, "targets": sorted(config.target_modules)} if config else {}
+    (folder / "lora.json").write_text(json.dumps({**info, **(metadata or {})}, indent=1, sort_keys=True))
+    return folder / LORA_FILE
+
+
+def load_lora(unet: Any, folder: str | Path) -> None:
+    """Put the LoRA saved by :func:`save_lora` on ``unet`` (safetensors only: nothing is unpickled)."""
+    folder = Path(folder)
+    file = folder / LORA_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"no LoRA weights at {file}; pass the folder `iqabench train acpo` wrote")
+    info = json.loads((folder / "lora.json").read_text()) if (folder / "lora.json").is_file() else {}
+    if _has_mixin(unet):
+        unet.load_lora_adapter(str(file), prefix=None, adapter_name="default")
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    add_lora(unet, int(info.get("rank", 4)), info.get("alpha"), info.get("targets", DEFAULT_TARGETS))
+    result = set_peft_model_state_dict(unet, load_file(str(file)))
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{file} does not fit this UNet (unexpected keys {result.unexpected_keys[:3]})")

@@ -1,0 +1,133 @@
+"""The ``guidance`` generator: a base diffusers pipeline whose scheduler steps with IQA-guided eps.
+
+Specs::
+
+    guidance:topiq_nr                           SDXL, alpha 30 (the paper's setting), variant z
+    guidance:topiq_nr[alpha=10,variant=x0]
+    guidance:my_metric[base=tiny-sd,alpha=200]  any registered differentiable NR metric, any base
+
+Spec options: ``alpha`` (default 30.0), ``variant`` (``z`` or ``x0``),
+``floor`` (safe-log floor, see :mod:`.guide`), ``metric_size`` (resize the
+decoded image to this side before f), ``base`` (default ``sdxl``; any diffusers
+generator spec, ``acpo:<path>`` included) and every option of the base model
+(``steps``, ``guidance_scale``, ``height``, ``width``, ...). Items may set
+``alpha`` in their params. The baseline is the base model with the same
+generation options; ``alpha=0`` generates exactly the base model's images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from PIL import Image
+
+from iqabench.generators import WorkItem, build_generator, register_generator
+from iqabench.metrics import metric_fingerprint, metric_info
+from iqabench.runtime import Runtime
+from iqabench.specs import GeneratorSpec, SpecError
+
+from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator
+from .guide import GuidanceConfig, IQAGuidance, guided_scheduler
+
+GUIDANCE_OPTIONS: dict[str, Any] = {"base": "sdxl", "alpha": 30.0, "variant": "z", "floor": 0.01,
+                                    "metric_size": None}
+
+
+def _guidance_config(options: Mapping[str, Any], where: str) -> GuidanceConfig:
+    try:
+        size = options.get("metric_size")
+        return GuidanceConfig(alpha=float(options["alpha"]), variant=str(options["variant"]),
+                              floor=float(options["floor"]), metric_size=None if size is None else int(size))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{where}: {exc}") from exc
+
+
+class GuidanceGenerator(DiffusersGenerator):
+    """:class:`DiffusersGenerator` of the base model with :func:`guided_scheduler` around every pipeline call."""
+
+    item_params = frozenset(GENERATION_OPTIONS) | {"alpha"}
+
+    def __init__(self, spec: GeneratorSpec, runtime: Runtime):
+        where = f"generator {str(spec)!r}"
+        if not spec.variant:
+            raise SpecError("generator 'guidance' needs a differentiable NR metric: guidance:<metric>, "
+                            "e.g. guidance:topiq_nr[alpha=30]")
+        info = metric_info(spec.variant)  # unknown names raise with suggestions
+        if not info.differentiable or info.mode != "NR":
+            raise SpecError(f"{where}: metric {spec.variant!r} is not a differentiable no-reference metric, so it "
+                            "cannot guide sampling (pick e.g. topiq_nr, or register a differentiable model)")
+        self.metric_name = spec.variant
+        own = {k: v for k, v in spec.options if k in GUIDANCE_OPTIONS}
+        base_options = {k: v for k, v in spec.options if k not in GUIDANCE_OPTIONS}
+        self.base_spec = GeneratorSpec.parse(str(own.get("base", GUIDANCE_OPTIONS["base"])))
+        if self.base_spec.family == "guidance":
+            raise SpecError(f"{where}: the base of IQA guidance cannot itself be a guidance generator")
+        base_gen = build_generator(self.base_spec.with_options(**base_options), runtime)
+        if not isinstance(base_gen, DiffusersGenerator):
+            raise SpecError(f"{where}: base {str(self.base_spec)!r} is not a diffusers pipeline generator")
+        super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **GUIDANCE_OPTIONS},
+                         tiny_builder=base_gen.tiny_builder)
+        self._base_gen = base_gen
+        self.options["base"] = str(self.base_spec)
+        self.config = _guidance_config(self.options, where)
+        self.metric = None
+        self._guidance: IQAGuidance | None = None
+
+    # -- protocol ---------------------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """The base model's fingerprint plus the metric (name and version) and every guidance setting."""
+        fp = dict(self._base_gen.fingerprint())
+        fp.update({
+            "class": "guidance/v1",
+            "base": str(self.base_spec),
+            "metric": self.metric_name,
+            "metric_fingerprint": metric_fingerprint(self.metric_name),
+            "alpha": self.config.alpha,
+            "variant": self.config.variant,
+            "floor": self.config.floor,
+            "metric_size": self.config.metric_size,
+            "omega": "linear-0-to-1",
+        })
+        return fp
+
+    def baseline(self) -> str | None:
+        """The base model with the same generation options (what RelGain compares against)."""
+        keep = {k: v for k, v in self.options.items()
+                if k in self._base_gen.options and k not in GUIDANCE_OPTIONS and v is not None}
+        return str(GeneratorSpec(self.base_spec.family, self.base_spec.variant, tuple(sorted(keep.items()))))
+
+    def load_pipeline(self):
+        """The base generator's pipeline (so an ``acpo:`` base comes with its LoRA)."""
+        return self._base_gen.load_pipeline()
+
+    def guidance(self) -> IQAGuidance:
+        """The guidance object (built on first use, after the pipeline has its device and dtype)."""
+        if self._guidance is None:
+            from iqabench.metrics import build_metric
+
+            pipe = self.pipeline
+            self.metric = build_metric(self.metric_name, self.runtime, as_loss=True)
+            if getattr(pipe.vae, "_supports_gradient_checkpointing", False):
+                pipe.vae.enable_gradient_checkpointing()  # only active under grad: the final decode is unchanged
+            self._guidance = IQAGuidance(self.metric, pipe.vae, self.config)
+        return self._guidance
+
+    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> list[Image.Image]:
+        alpha = batch[0].params.get("alpha", self.config.alpha)
+        config = _guidance_config({**self.options, "alpha": alpha}, f"generator {self.name!r}")
+        if config.alpha == 0:
+            return super()._call(batch, opts)  # exactly the base model: the scheduler is not even wrapped
+        guidance = self.guidance()
+        guidance.config = replace(guidance.config, alpha=config.alpha)
+        guidance.trace = []
+        with guided_scheduler(self.pipeline.scheduler, guidance):
+            return super()._call(batch, opts)
+
+
+@register_generator("guidance", description="Gradient IQA guidance (IQA-Adapter paper Sec. 3.1): "
+                    "guidance:<differentiable NR metric>[alpha=30,variant=z|x0,base=sdxl]")
+def build_guidance(spec: GeneratorSpec, runtime: Runtime) -> GuidanceGenerator:
+    """Validate the spec and the metric's metadata; nothing heavy is loaded."""
+    return GuidanceGenerator(spec, runtime)

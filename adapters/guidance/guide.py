@@ -1,0 +1,184 @@
+"""Gradient IQA guidance (IQA-Adapter paper, Sec. 3.1) as a wrapper around a scheduler's ``step``.
+
+**Sign.** The paper prints ``eps + alpha * omega(t) * grad log f(D(z_t))``. eps
+is the *noise* prediction and the sampler moves the latent against it, so adding
+the gradient would *lower* the score. Classifier guidance adds the gradient to
+the score function ``-eps / sigma_t``; in eps terms that is
+
+    eps_hat = eps(z_t | c) - alpha * omega(t) * sigma_t * grad_{z_t} log f(D(z_t))
+
+which is what :meth:`IQAGuidance.guided_output` computes (tested: guided images
+score higher, ``alpha < 0`` scores lower). With classifier-free guidance on,
+``eps`` is the CFG-combined prediction the pipeline hands to ``step``.
+
+**Seam.** :func:`guided_scheduler` replaces ``scheduler.step`` on the instance
+for the duration of a call and restores it afterwards. The scheduler object,
+its class (pipelines test ``isinstance``), its config (``pipe.scheduler = x``
+would rewrite the pipeline config) and the signature pipelines inspect for
+``eta`` / ``generator`` (kept through ``functools.wraps``) stay as they were,
+so one wrapper serves SD 1.5/2.1, SDXL and the tiny pipelines. With
+``alpha == 0`` (and at the first step, where omega is 0) no gradient is
+computed and eps is handed on untouched: bit-identical to the base model.
+
+**The UNet output is a constant**: ``model_output`` is detached, gradients flow
+through the VAE decoder and f only.
+
+**Variants.** ``z`` decodes the (VP) latent z_t itself, the paper's formula;
+``x0`` decodes the scheduler's predicted clean latent
+``(z_t - sqrt(1 - abar) eps) / sqrt(abar)``, which the VAE was trained on and
+so gives a better-conditioned gradient.
+
+**log of a non-positive score.** f may return zero or negative numbers (a
+lower-is-better metric, a z-score, an untrained net). We use the *safe log*
+
+    slog(s) = log(s)                              for s >= floor
+            = log(floor) + (s - floor) / floor    for s <  floor
+
+its first-order continuation below ``floor`` (default 1e-2): exact log for the
+positive scores the paper has in mind, continuous with a continuous slope,
+strictly increasing everywhere, so the gradient keeps its direction and stays
+finite. For a lower-is-better metric, f is read as 1/score: log f = -slog(score).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .schedule import noise_level, omega
+
+VARIANTS = ("z", "x0")
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """alpha: guidance strength (paper: 30 on SDXL); variant: ``z`` or ``x0``; floor: see :func:`safe_log`;
+    metric_size: side the decoded image is resized to (bilinear, inside the graph) before f, None keeps it."""
+
+    alpha: float = 30.0
+    variant: str = "z"
+    floor: float = 1e-2
+    metric_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"guidance variant {self.variant!r} is unknown: choose 'z' (decode z_t, the paper's "
+                             "formula) or 'x0' (decode the predicted clean latent)")
+        if not math.isfinite(self.alpha):
+            raise ValueError(f"guidance alpha must be a finite number, got {self.alpha!r}")
+        if not self.floor > 0:
+            raise ValueError(f"guidance floor must be > 0, got {self.floor!r}")
+        if self.metric_size is not None and self.metric_size < 8:
+            raise ValueError(f"metric_size must be at least 8 pixels, got {self.metric_size!r}")
+
+
+def safe_log(score: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
+    """log(score) above ``floor``, its tangent line below (continuous, C1, increasing; see module docstring)."""
+    floor_t = torch.as_tensor(floor, dtype=score.dtype, device=score.device)
+    linear = torch.log(floor_t) + (score - floor_t) / floor_t
+    above = score >= floor_t
+    # where(), not clamp(): clamp's gradient is 0 at exactly the floor, where the slope must be 1/floor
+    return torch.where(above, torch.log(torch.where(above, score, floor_t)), linear)
+
+
+def log_quality(score: torch.Tensor, lower_better: bool, floor: float = 1e-2) -> torch.Tensor:
+    """log f with f = score (higher is better) or 1/score (lower is better): increasing in quality either way."""
+    value = safe_log(score, floor)
+    return -value if lower_better else value
+
+
+@dataclass
+class StepRecord:
+    index: int
+    n: int
+    omega: float
+    sigma: float
+    log_quality: float | None  # batch mean of log f at this step, None when no gradient was computed
+    grad_norm: float | None
+
+
+@dataclass
+class IQAGuidance:
+    """Turns the scheduler's eps (or v) into the guided one. ``metric`` is an ``iqabench.metrics.Metric``
+    (or anything with ``raw(images)`` and ``lower_better``); ``vae`` decodes latents."""
+
+    metric: Any
+    vae: Any
+    config: GuidanceConfig = field(default_factory=GuidanceConfig)
+    trace: list[StepRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._decoder = self.vae
+        # The SDXL VAE gives NaNs in fp16 (its config says force_upcast): decode through an fp32 copy.
+        # Casting the shared VAE back and forth instead would break the pipeline's own final decode.
+        if self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
+            self._decoder = copy.deepcopy(self.vae).to(torch.float32)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent (scaled as the UNet sees it) -> image in [0, 1], differentiable, resized for f if asked."""
+        vae = self._decoder
+        cfg = vae.config
+        latent = latent / cfg.scaling_factor
+        if getattr(cfg, "shift_factor", None):
+            latent = latent + cfg.shift_factor
+        image = vae.decode(latent.to(vae.dtype)).sample.float()
+        image = (image / 2 + 0.5).clamp(0, 1)
+        if self.config.metric_size is not None and image.shape[-1] != self.config.metric_size:
+            image = F.interpolate(image, size=(self.config.metric_size,) * 2, mode="bilinear", align_corners=False)
+        return image
+
+    def guided_output(self, scheduler: Any, model_output: torch.Tensor, timestep: Any,
+                      sample: torch.Tensor) -> torch.Tensor:
+        """eps_hat (or the v that corresponds to it) for one ``scheduler.step`` call."""
+        level = noise_level(scheduler, timestep)
+        w = omega(level.index, level.n)
+        if self.config.alpha == 0 or w == 0:
+            self.trace.append(StepRecord(level.index, level.n, w, level.sigma, None, None))
+            return model_output
+        prediction = getattr(scheduler.config, "prediction_type", "epsilon")
+        if prediction not in ("epsilon", "v_prediction"):
+            raise ValueError(f"IQA guidance needs an epsilon or v_prediction model, not {prediction!r}")
+        ab = level.alpha_bar
+        sqrt_ab, sqrt_1mab = math.sqrt(ab), math.sqrt(1.0 - ab)
+        with torch.enable_grad():
+            z = sample.detach().float().requires_grad_(True)
+            vp = z * level.vp_scale
+            out = model_output.detach().float()
+            eps = out if prediction == "epsilon" else (sqrt_ab * out + sqrt_1mab * vp).detach()
+            latent = vp if self.config.variant == "z" else (vp - sqrt_1mab * eps) / sqrt_ab
+            logf = log_quality(self.metric.raw(self.decode(latent)).to(z.device), self.metric.lower_better,
+                               self.config.floor)
+            (grad,) = torch.autograd.grad(logf.sum(), z)
+        delta = -self.config.alpha * w * level.sigma * grad  # change of eps: against grad would lower quality
+        if prediction == "v_prediction":
+            delta = delta / sqrt_ab  # d v = d eps / sqrt(abar) at fixed z_t
+        self.trace.append(StepRecord(level.index, level.n, w, level.sigma, float(logf.detach().mean()),
+                                     float(grad.norm())))
+        return (out + delta).to(model_output.dtype)
+
+
+@contextmanager
+def guided_scheduler(scheduler: Any, guidance: IQAGuidance) -> Iterator[Any]:
+    """Within the block, ``scheduler.step(eps, t, sample, ...)`` steps with the guided eps (see module docstring)."""
+    if "step" in vars(scheduler):
+        raise RuntimeError("this scheduler's step is already wrapped; nested IQA guidance is not supported")
+    original = scheduler.step
+
+    @functools.wraps(original)  # keeps the signature pipelines inspect for eta / generator
+    def step(model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        guided = guidance.guided_output(scheduler, model_output, timestep, sample)
+        return original(guided, timestep, sample, *args, **kwargs)
+
+    scheduler.step = step
+    try:
+        yield scheduler
+    finally:
+        del scheduler.step

@@ -1,0 +1,276 @@
+"""Adversarial GradCAM: does guiding on an IQA metric improve images, or only fool that metric?
+
+IQA-Adapter paper Sec. 5.2 and supplementary Sec. 10.1, 19 (Figs. 5a, 9b, 20).
+For every target metric m the plan has the base model, gradient guidance on m
+(``guidance:m``, same base and options) and, optionally, IQA-Adapter
+generators (``--generator``). The analysis gives
+
+(a) the cross-metric transfer matrix: RelGain of every panel metric when
+    guiding on each target (Fig. 9b), and an *inflation index* per target =
+    gain on the target minus mean gain on the other panel metrics (large means
+    the target metric was exploited rather than quality improved);
+(b) Grad-CAM maps of the target IQA model on the base / guided / adapter images
+    (pytorch-grad-cam, a regression target on the scalar score, the target
+    layer per known architecture or set by the user, a reshape transform for
+    transformer token maps), overlaid side by side with scores;
+(c) how far the attention moved: 1 - Pearson correlation of the CAMs of the
+    base image and the method's image (0 = same map, up to 2 = inverted).
+
+Known target layers: only architectures checked here are listed (pyiqa's
+CNNIQA); any other nn.Module falls back to its last Conv2d, which the report
+states, and users register their own with :func:`register_cam_layer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.metrics import build_metric, metric_info, parse_metric_list
+from iqabench.registry import METRICS
+from iqabench.runtime import Runtime
+from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.stats import relative_gains
+
+from .sweeps import new_figure
+
+
+@dataclass(frozen=True)
+class CamLayer:
+    layer: str  # dotted submodule path inside the network
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def vit_reshape_transform(tokens: torch.Tensor, has_cls_token: bool = True) -> torch.Tensor:
+    """[N, (1+)H*W, C] transformer tokens -> [N, C, H, W] so Grad-CAM can weight channels (square grid assumed)."""
+    if has_cls_token:
+        tokens = tokens[:, 1:, :]
+    side = int(round(tokens.shape[1] ** 0.5))
+    if side * side != tokens.shape[1]:
+        raise ValueError(f"cannot reshape {tokens.shape[1]} tokens into a square grid; register a reshape transform")
+    return tokens.reshape(tokens.shape[0], side, side, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+# architecture class name -> target layer (checked offline on random-weight instances)
+KNOWN_CAM_LAYERS: dict[str, CamLayer] = {"CNNIQA": CamLayer("conv1")}
+
+
+def register_cam_layer(architecture: str, layer: str, reshape: Callable | None = None, *,
+                       overwrite: bool = False) -> None:
+    """Tell the CAM path which layer to use for an architecture (class name), e.g. a ViT block's norm."""
+    if architecture in KNOWN_CAM_LAYERS and not overwrite:
+        raise ValueError(f"architecture {architecture!r} already has a CAM layer; pass overwrite=True to replace it")
+    KNOWN_CAM_LAYERS[architecture] = CamLayer(layer, reshape)
+
+
+def network_of(module: nn.Module) -> nn.Module:
+    """The scoring network: pyiqa wraps it in an InferenceModel as ``.net``; user modules are themselves."""
+    return getattr(module, "net", module) if isinstance(getattr(module, "net", None), nn.Module) else module
+
+
+def resolve_cam_layer(network: nn.Module, layer: str | None = None) -> tuple[str, CamLayer, str]:
+    """(layer path, CamLayer, how it was chosen): the user's choice, the known one, or the last Conv2d."""
+    if layer:
+        return layer, CamLayer(layer), "set by the user"
+    known = KNOWN_CAM_LAYERS.get(type(network).__name__)
+    if known is not None:
+        return known.layer, known, f"known layer for {type(network).__name__}"
+    convs = [name for name, sub in network.named_modules() if isinstance(sub, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"no Grad-CAM target layer known for {type(network).__name__} and it has no Conv2d; pass "
+                         "--option cam_layer=<submodule path> (and register a reshape transform for token outputs)")
+    return convs[-1], CamLayer(convs[-1]), f"last Conv2d of {type(network).__name__} (fallback)"
+
+
+class ScoreTarget:
+    """Grad-CAM target for a scalar-output IQA model: the score itself, negated for lower-is-better metrics,
+    so highlighted regions are the ones that raise *quality* as the metric sees it."""
+
+    def __init__(self, lower_better: bool):
+        self.sign = -1.0 if lower_better else 1.0
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return self.sign * output.reshape(-1)[0]
+
+
+class _ScalarOutput(nn.Module):
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.network(x)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return out.reshape(x.shape[0], -1)[:, :1]
+
+
+def compute_cams(network: nn.Module, images: torch.Tensor, cam_layer: CamLayer, lower_better: bool) -> np.ndarray:
+    """Grad-CAM maps [N, H, W] in [0, 1] of ``network`` (scalar score) on ``images`` [N, 3, H, W] in [0, 1]."""
+    from pytorch_grad_cam import GradCAM
+
+    model = _ScalarOutput(network).eval()
+    layer = network.get_submodule(cam_layer.layer)
+    with torch.enable_grad():
+        inputs = images.detach().float().clone().requires_grad_(True)  # frozen weights: grads flow via the input
+        with GradCAM(model=model, target_layers=[layer], reshape_transform=cam_layer.reshape) as cam:
+            maps = cam(input_tensor=inputs, targets=[ScoreTarget(lower_better)] * images.shape[0])
+    return np.asarray(maps, dtype=np.float32)
+
+
+def cam_shift(base: np.ndarray, other: np.ndarray) -> float:
+    """1 - Pearson correlation of two CAMs (0: same attention; NaN when a map is constant)."""
+    a, b = np.asarray(base, float).ravel(), np.asarray(other, float).ravel()
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(1.0 - np.corrcoef(a, b)[0, 1])
+
+
+def inflation_index(transfer: pd.DataFrame) -> pd.Series:
+    """Per target metric (row): RelGain on the target minus the mean RelGain on the other panel metrics."""
+    out = {}
+    for target in transfer.index:
+        if target not in transfer.columns:
+            raise ValueError(f"target metric {target!r} is not in the panel {list(transfer.columns)}")
+        others = transfer.loc[target].drop(target)
+        out[target] = float(transfer.loc[target, target] - others.mean()) if others.notna().any() else np.nan
+    return pd.Series(out, name="inflation_index")
+
+
+def _guidance_spec(target: str, base: str, alpha: float) -> str:
+    parsed = GeneratorSpec.parse(base)
+    family = parsed.family + (f":{parsed.variant}" if parsed.variant else "")
+    return str(GeneratorSpec("guidance", target, tuple(sorted({**parsed.options_dict, "base": family,
+                                                                 "alpha": alpha}.items()))))
+
+
+@register_benchmark("adversarial-gradcam", description="Cross-metric transfer of IQA guidance, inflation index "
+                    "and Grad-CAM of the target model (paper Sec. 5.2, Figs. 5a, 9b, 20)")
+class AdversarialGradCAM(BaseBenchmark):
+    def _setup(self, spec: RunSpec) -> tuple[str, list[str], dict[str, str], list[str]]:
+        targets = parse_metric_list(str(spec.options.get("targets", "")).replace("/", ",")) \
+            if spec.options.get("targets") else []
+        if not targets:
+            raise ValueError("adversarial-gradcam needs the metrics to guide on: --option targets=m1/m2 "
+                             "(differentiable NR metrics, e.g. topiq_nr, or a registered model)")
+        adapters = [str(GeneratorSpec.parse(g)) for g in spec.generators if GeneratorSpec.parse(g).family != "guidance"]
+        base = spec.options.get("base") or spec.baseline
+        if not base:
+            if not adapters:
+                raise ValueError("adversarial-gradcam needs a base model: --option base=SPEC or an adapter generator")
+            from .relgain import resolve_baseline
+
+            base = resolve_baseline(adapters[0], spec)
+        base = str(GeneratorSpec.parse(str(base)))
+        adapters = [a for a in adapters if a != base]
+        alpha = float(spec.options.get("alpha", 30.0))
+        guided = {t: _guidance_spec(t, base, alpha) for t in targets}
+        return base, targets, guided, adapters
+
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        base, _, guided, adapters = self._setup(spec)
+        items = self.work_items(spec)
+        return [PlannedItem(g, i) for g in [base, *guided.values(), *adapters] for i in items]
+
+    def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
+        panel = super().metrics_for(spec, plan)
+        _, targets, _, _ = self._setup(spec)
+        return {**panel, **{t: list(range(len(plan))) for t in targets}}
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        spec = ctx.spec
+        base, targets, guided, adapters = self._setup(spec)
+        panel = list(dict.fromkeys([*parse_metric_list(spec.metrics), *targets]))
+        scores = {m: ctx.scores(m) for m in panel}
+        key_of = {(p.generator, p.item.prompt_id, p.item.seed): k for p, k in zip(ctx.plan, ctx.image_keys,
+                                                                                  strict=True)}
+        items = list({(p.item.prompt_id, p.item.seed): p.item for p in ctx.plan}.values())
+        methods = {f"guidance on {t}": g for t, g in guided.items()} | {a: a for a in adapters}
+        rows = []
+        for label, generator in methods.items():
+            for m in panel:
+                b = np.array([_v(scores[m].get(key_of[(base, i.prompt_id, i.seed)])) for i in items])
+                g = np.array([_v(scores[m].get(key_of[(generator, i.prompt_id, i.seed)])) for i in items])
+                gains = relative_gains(b, g, metric_info(m).lower_better).gains
+                rows.append({"method": label, "metric": m, "relgain": float(np.nanmean(gains))
+                             if np.isfinite(gains).any() else np.nan, "n": int(np.isfinite(gains).sum())})
+        long = pd.DataFrame(rows)
+        matrix = long.pivot(index="method", columns="metric", values="relgain").reindex(
+            index=list(methods), columns=panel)
+        transfer = matrix.loc[[f"guidance on {t}" for t in targets]].rename(index=lambda s: s[len("guidance on "):])
+        inflation = inflation_index(transfer)
+        from iqabench.reports import heatmap_figure
+
+        result = Result(self.name)
+        result.notes.append(f"Base model: {base}. RelGain (%) of every panel metric over the base on the same prompts "
+                            "and seeds; positive = better. Inflation index = gain on the guided metric minus the "
+                            "mean gain on the other panel metrics.")
+        result.tables["transfer_matrix"] = matrix.reset_index()
+        result.tables["inflation_index"] = inflation.rename_axis("target").reset_index()
+        result.figures["transfer_matrix"] = heatmap_figure(matrix, "RelGain, % (method x panel metric)")
+        self._cams(ctx, result, base, targets, guided, adapters, items, key_of, scores)
+        result.summary = {"base": base, "targets": targets, "panel": panel, "adapters": adapters,
+                          "inflation_index": inflation.to_dict(), "n_items": len(items)}
+        return result
+
+    def _cams(self, ctx, result, base, targets, guided, adapters, items, key_of, scores) -> None:
+        spec = ctx.spec
+        n_items = int(spec.options.get("cam_items", 2))
+        runtime = Runtime(spec.device, spec.dtype, spec.batch_size)
+        shift_rows = []
+        for target in targets:
+            try:
+                metric = build_metric(target, runtime)
+                network = network_of(metric.module)
+                layer_name, cam_layer, how = resolve_cam_layer(network, spec.options.get("cam_layer"))
+            except Exception as exc:  # a metric without a usable layer must not hide the transfer matrix
+                result.notes.append(f"Grad-CAM skipped for {target}: {exc}")
+                continue
+            entry = METRICS.get(target)
+            result.notes.append(f"Grad-CAM of {target}: {type(network).__name__}, target layer {layer_name!r} "
+                                f"({how}); model: {entry.description}.")
+            columns = {"base": base, f"guidance on {target}": guided[target]} | {a: a for a in adapters}
+            chosen = [i for i in items if all(ctx.store.has_image(key_of[(g, i.prompt_id, i.seed)])
+                                              for g in columns.values())][:n_items]
+            if not chosen:
+                result.notes.append(f"Grad-CAM of {target}: no item has all its images; nothing to show.")
+                continue
+            fig, axes = new_figure(len(chosen) * len(columns), width=2.6, height=2.8, max_cols=len(columns))
+            panels = iter(axes)
+            for item in chosen:
+                keys = [key_of[(g, item.prompt_id, item.seed)] for g in columns.values()]
+                arrays = [np.asarray(ctx.store.load_image(k), dtype=np.float32) / 255.0 for k in keys]
+                tensor = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(metric.device)
+                cams = compute_cams(network, tensor, cam_layer, metric.lower_better)
+                for (label, _), key, array, cam in zip(columns.items(), keys, arrays, cams, strict=True):
+                    ax = next(panels)
+                    ax.imshow(array)
+                    ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                    value = scores[target].get(key)
+                    ax.set_title(f"{label[:28]}\n{target} = {_fmt(value)}", fontsize=7)
+                    ax.axis("off")
+                    if label != "base":
+                        shift_rows.append({"target": target, "prompt_id": item.prompt_id, "seed": item.seed,
+                                           "method": label, "cam_shift": cam_shift(cams[0], cam)})
+            fig.tight_layout()
+            result.figures[f"gradcam_{target}"] = fig
+        if shift_rows:
+            shifts = pd.DataFrame(shift_rows)
+            result.tables["cam_shift"] = shifts
+            result.tables["cam_shift_mean"] = shifts.groupby(["target", "method"], sort=False).cam_shift.agg(
+                ["mean", "count"]).reset_index()
+            result.notes.append("cam_shift = 1 - Pearson correlation between the CAM of the base image and of the "
+                                "method's image (0: attention unchanged).")
+
+
+def _v(value: float | None) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"

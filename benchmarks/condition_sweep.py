@@ -1,0 +1,194 @@
+"""Quality-condition sweep: does asking for a higher target percentile give higher scores, on every metric?
+
+IQA-Adapter paper Sec. 4.3 and supplementary Sec. 12 (Figs. 4a, 10, 16): the
+adapter generates each prompt and seed at target percentiles of its training
+score distribution (default 1, 5, 10, 25, 50, 75, 90, 95, 99); a metric panel
+scores every image. We report per-target score distributions, mean curves with
+the baseline (unconditioned model) level, and the Spearman / Pearson
+correlation between target and score per metric (Fig. 16's heatmap has one row
+per adapter). Correlations are computed over individual images, not over the
+nine means, so their p-values mean something.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.metrics import metric_info
+from iqabench.specs import RunSpec
+
+from .sweeps import (
+    DEFAULT_TARGETS,
+    Slot,
+    grid_refs,
+    mean_with_ci,
+    new_figure,
+    parse_targets,
+    planned,
+    score_frame,
+    sweep_slots,
+    target_label,
+)
+
+
+def sweep_targets(spec: RunSpec) -> list[float]:
+    return parse_targets(spec.options.get("targets", list(DEFAULT_TARGETS)))
+
+
+def target_slots(spec: RunSpec, benchmark: str, targets: list[float], *, with_baseline: bool = True) -> list[Slot]:
+    """Baseline images plus one image per prompt x seed x target (shared with fr-distances)."""
+    return sweep_slots(spec, benchmark, [{"target": target_label(t)} for t in targets],
+                       with_baseline=with_baseline, param_names=("target",))
+
+
+def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame:
+    """Spearman and Pearson correlation of ``by`` vs score per (generator, metric), over individual images.
+
+    Over images the swept value is tied within each target, so even a perfectly
+    monotone sweep gives |rho| < 1 when seeds differ; ``spearman_of_means``
+    (over the per-target means) is 1 exactly for a monotone mean curve. The
+    ``aligned_*`` columns flip the sign for lower-is-better metrics, so +1
+    always means "a higher target gives a better score".
+    """
+    from scipy import stats
+
+    rows = []
+    data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))]
+    for (generator, metric), group in data.groupby(["generator", "metric"], sort=False):
+        x = group[by].to_numpy(float)
+        y = group.score.to_numpy(float)
+        row = {"generator": generator, "metric": metric, "n": int(x.size), "spearman": np.nan,
+               "spearman_p": np.nan, "pearson": np.nan, "pearson_p": np.nan}
+        if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            rho = stats.spearmanr(x, y)
+            r = stats.pearsonr(x, y)
+            row.update(spearman=float(rho.statistic), spearman_p=float(rho.pvalue),
+                       pearson=float(r.statistic), pearson_p=float(r.pvalue))
+        means = group.groupby(by).score.mean()
+        row["spearman_of_means"] = np.nan
+        if means.size >= 3 and np.ptp(means.to_numpy()) > 0:
+            row["spearman_of_means"] = float(stats.spearmanr(means.index.to_numpy(float), means.to_numpy()).statistic)
+        sign = -1.0 if _lower(metric) else 1.0
+        row["aligned_spearman"] = sign * row["spearman"]
+        row["aligned_spearman_of_means"] = sign * row["spearman_of_means"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def baseline_levels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean baseline score (with CI) per (generator, metric): the horizontal line of Figs. 4a and 13."""
+    return mean_with_ci(frame[frame.role == "baseline"], ["generator", "metric"])
+
+
+def curves_figure(means: pd.DataFrame, baselines: pd.DataFrame, metrics: list[str], x: str, xlabel: str,
+                  series: list[str] | None = None):
+    """Mean score vs ``x`` per metric, one line per series (generator, or generator+target), CI band and
+    each generator's baseline level as a dashed line."""
+    fig, axes = new_figure(len(metrics))
+    series = series or ["generator"]
+    for ax, metric in zip(axes, metrics, strict=True):
+        data = means[means.metric == metric]
+        for label, group in data.groupby(series, sort=False):
+            group = group.sort_values(x)
+            name = " | ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
+            line = ax.plot(group[x], group["mean"], marker="o", markersize=3, label=_short(name))[0]
+            ax.fill_between(group[x], group.ci_low, group.ci_high, color=line.get_color(), alpha=0.15)
+        for row in baselines[baselines.metric == metric].itertuples():
+            ax.axhline(row.mean, linestyle="--", color="grey", linewidth=1,
+                       label=_short(f"baseline of {row.generator}"))
+        direction = "lower is better" if _lower(metric) else "higher is better"
+        ax.set_title(f"{metric} ({direction})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mean score")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def distributions_figure(frame: pd.DataFrame, metrics: list[str]):
+    """Per-metric score distribution at every target (boxes), generators side by side (Fig. 10)."""
+    import seaborn as sns
+
+    fig, axes = new_figure(len(metrics))
+    data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))].copy()
+    data["target"] = data.target.map(target_label)
+    data["generator"] = data.generator.map(_short)
+    order = [target_label(t) for t in sorted(frame[frame.role == "generator"].target.unique())]
+    for ax, metric in zip(axes, metrics, strict=True):
+        subset = data[data.metric == metric]
+        if subset.empty:
+            ax.set_title(f"{metric}: no scores")
+            continue
+        sns.boxplot(data=subset, x="target", y="score", hue="generator", order=order, ax=ax, fliersize=1.5)
+        ax.set_title(metric)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """Checkpoint paths make long legend labels; keep the tail, which names the file."""
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def _lower(metric: str) -> bool:
+    try:
+        return metric_info(metric).lower_better
+    except Exception:
+        return False
+
+
+@register_benchmark("condition-sweep",
+                    description="Scores vs IQA-Adapter target percentile, with correlations (paper Figs. 4a, 10, 16)")
+class ConditionSweep(BaseBenchmark):
+    def _slots(self, spec: RunSpec) -> list[Slot]:
+        return target_slots(spec, self.name, sweep_targets(spec))
+
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        return planned(self._slots(spec))
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        from iqabench.reports import heatmap_figure
+
+        metrics = list(ctx.metric_fingerprints)
+        frame = score_frame(ctx, self._slots(ctx.spec), metrics)
+        generated = frame[frame.role == "generator"]
+        means = mean_with_ci(generated, ["generator", "metric", "target"])
+        baselines = baseline_levels(frame)
+        correlations = target_correlations(frame)
+        result = Result(self.name)
+        result.notes.append(
+            "Each prompt and seed is generated at every target percentile of the adapter's training-set score "
+            "distribution; the dashed line is the baseline model (same prompts and seeds, no adapter). Spearman and "
+            "Pearson correlations are over individual images (target percentile vs score); for lower-is-better "
+            "metrics a negative correlation means the condition works, aligned_spearman flips that sign. "
+            "spearman_of_means correlates the target with the per-target mean score (1 = monotone mean curve).")
+        n_missing = int(frame.score.isna().sum())
+        if n_missing:
+            result.notes.append(f"{n_missing} (image, metric) score(s) are missing (generation or scoring failed) "
+                                "and were left out.")
+        result.tables["scores_by_target"] = means
+        result.tables["baseline"] = baselines
+        result.tables["correlation"] = correlations
+        frame["condition"] = [target_label(t) if role == "generator" else "baseline"
+                              for role, t in zip(frame.role, frame.get("target", np.nan), strict=True)]
+        result.tables["per_image"] = frame.pivot_table(
+            index=["generator", "condition", "prompt_id", "seed"], columns="metric", values="score",
+            sort=False).reset_index()
+        result.figures["mean_score_vs_target"] = curves_figure(means, baselines, metrics, "target",
+                                                               "target percentile")
+        result.figures["score_distributions"] = distributions_figure(frame, metrics)
+        matrix = correlations.pivot(index="generator", columns="metric", values="spearman")
+        if matrix.notna().to_numpy().any():
+            matrix.index = [_short(i) for i in matrix.index]
+            result.figures["correlation_heatmap"] = heatmap_figure(
+                matrix.reindex(columns=metrics), "Spearman correlation, target vs score", fmt=".2f")
+        result.grids["targets"] = grid_refs(ctx, frame, "condition")
+        result.summary = {
+            "generators": list(dict.fromkeys(frame.generator)), "metrics": metrics,
+            "targets": [target_label(t) for t in sweep_targets(ctx.spec)], "n_images": len(set(ctx.image_keys)),
+            "spearman": {f"{r.generator} | {r.metric}": r.spearman for r in correlations.itertuples()},
+        }
+        return result

@@ -1,0 +1,199 @@
+"""The ``fid-topk`` benchmark: distribution fidelity against real images and their high-quality subsets (Table 5).
+
+Plan: the reference images (through the ``fid-reference`` generator, so the
+core caches and scores them) and, per generator, one image per reference caption
+(seed = first ``--seeds``). Metrics: the run's NR IQA metrics score the
+reference images only; their mean z-score ranks them for the top-k% subsets.
+Analyse: torch-fidelity Inception features (cached per image in the Store),
+FID against the full reference and each top-k% subset, Inception Score, KID,
+and CLIP-T / CLIP-I through open_clip.
+
+Options (``--option key=value``): ``reference`` (required: image folder or
+CSV/TSV/JSONL of caption,image pairs), ``topk`` (percents, ``25,10``), ``weights``
+(pretrained | random: random Inception and CLIP for a weights-free smoke run),
+``inception_weights`` (path), ``clip_arch`` (ViT-L-14), ``clip_pretrained``
+(openai), ``clip_weights`` (path), ``isc_splits`` (10), ``kid_subsets`` (100),
+``kid_subset_size`` (1000).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.generators import WorkItem
+from iqabench.metrics import metric_info
+from iqabench.specs import GeneratorSpec, RunSpec
+
+from ..geneval.benchmark import best_marked
+from ..geneval.clip import RANDOM
+from .features import InceptionFeatures, fid, inception_score, kid, split
+from .references import REFERENCE_GENERATOR, load_reference, reference_item
+from .topk import mean_z_scores, top_fraction
+
+SMOKE_NOTE = ("WEIGHTS-FREE SMOKE RUN: Inception and CLIP have random weights (--option weights=random). Every "
+              "FID, IS, KID and CLIP number in this report is meaningless; it only shows that the pipeline runs.")
+LOWER_BETTER = ("FID", "KID")
+
+
+def options(spec: RunSpec) -> dict[str, Any]:
+    o = spec.options
+    if "reference" not in o:
+        raise ValueError("fid-topk needs reference images: pass --option reference=<image folder or CSV/JSONL of "
+                         "caption,image pairs>")
+    weights = str(o.get("weights", "pretrained"))
+    if weights not in ("pretrained", RANDOM):
+        raise ValueError(f"--option weights={weights} is not understood; use weights=pretrained or weights=random "
+                         "(give files with inception_weights=PATH and clip_weights=PATH)")
+    topk = [float(p) for p in str(o.get("topk", "25,10")).split(",") if p.strip()]
+    for p in topk:
+        if not 0 < p <= 100:
+            raise ValueError(f"--option topk percents must be in (0, 100], got {p:g}")
+    return {
+        "reference": str(o["reference"]), "topk": topk, "weights": weights,
+        "inception_weights": RANDOM if weights == RANDOM else str(o.get("inception_weights", "pretrained")),
+        "clip_arch": str(o.get("clip_arch", "ViT-L-14")), "clip_pretrained": str(o.get("clip_pretrained", "openai")),
+        "clip_weights": RANDOM if weights == RANDOM else str(o.get("clip_weights", "pretrained")),
+        "isc_splits": int(o.get("isc_splits", 10)), "kid_subsets": int(o.get("kid_subsets", 100)),
+        "kid_subset_size": int(o.get("kid_subset_size", 1000)),
+    }
+
+
+@register_benchmark("fid-topk", description="FID vs real images and their top-k% IQA subsets, IS, KID, CLIP-T/I "
+                                            "(paper Table 5)")
+class FidTopK(BaseBenchmark):
+    def _prompts(self, spec: RunSpec, pairs) -> list[str]:
+        if all(p.caption is not None for p in pairs):
+            return [p.caption for p in pairs]
+        from iqabench.prompts import load_prompts
+
+        return [p.text for p in load_prompts(spec.prompts, limit=spec.limit, column=spec.options.get("prompt_column"))]
+
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        opts = options(spec)
+        pairs = load_reference(opts["reference"], spec.limit)
+        plan = [PlannedItem(REFERENCE_GENERATOR, reference_item(i, p)) for i, p in enumerate(pairs)]
+        prompts = self._prompts(spec, pairs)
+        for g in dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators):
+            if g == REFERENCE_GENERATOR:
+                raise ValueError(f"{REFERENCE_GENERATOR} is the reference set, not a generator to evaluate")
+            plan += [PlannedItem(g, WorkItem(f"reference:{i}", text, spec.seeds[0])) for i, text in enumerate(prompts)]
+        return plan
+
+    def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
+        everything = super().metrics_for(spec, plan)  # validates: NR metrics only
+        if not everything:
+            raise ValueError("fid-topk ranks reference images by IQA score: pass --metrics (e.g. piqe,entropy)")
+        refs = [i for i, p in enumerate(plan) if p.generator == REFERENCE_GENERATOR]
+        return {m: refs for m in everything}
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        spec = ctx.spec
+        opts = options(spec)
+        device = _device(spec)
+        present = [(p, k) for p, k in zip(ctx.plan, ctx.image_keys, strict=True) if ctx.store.has_image(k)]
+        missing = len(ctx.plan) - len(present)
+        ref = [(p, k) for p, k in present if p.generator == REFERENCE_GENERATOR]
+        generators = [g for g in dict.fromkeys(p.generator for p in ctx.plan) if g != REFERENCE_GENERATOR]
+        inception = InceptionFeatures(opts["inception_weights"], device, batch_size=max(1, spec.batch_size))
+        feats = inception.features(ctx.store, [k for _, k in present])
+        ref_keys = [k for _, k in ref]
+        metrics = list(ctx.metric_fingerprints)
+        scores = {m: ctx.scores(m) for m in metrics}
+        ranking = mean_z_scores(scores, {m: metric_info(m).lower_better for m in metrics}, ref_keys)
+        subsets = {p: top_fraction(ranking, p) for p in opts["topk"]}
+        ref_pool, _ = split(np.stack([feats[k] for k in ref_keys]))
+        sub_pools = {p: split(np.stack([feats[k] for k in keys]))[0] for p, keys in subsets.items()}
+
+        clip = _clip(opts, device)
+        ref_by_index = {p.item.prompt_id: k for p, k in ref}
+        ref_emb = dict(zip(ref_keys, clip.encode_images([ctx.store.load_image(k) for k in ref_keys]), strict=True))
+        paired = all(p.item.params.get("captioned") for p, _ in ref)  # CLIP-I needs real images of the same caption
+
+        rows = []
+        for g in generators:
+            mine = [(p, k) for p, k in present if p.generator == g]
+            if len(mine) < 2:
+                rows.append({"generator": g, "n_images": len(mine)})
+                continue
+            keys = [k for _, k in mine]
+            pool, logits = split(np.stack([feats[k] for k in keys]))
+            row: dict[str, Any] = {"generator": g, "FID": fid(pool, ref_pool)}
+            for p, sub in sub_pools.items():
+                row[f"FID top-{p:g}%"] = fid(pool, sub)
+            row["IS"], row["IS_std"] = inception_score(logits, opts["isc_splits"])
+            row["KID"], row["KID_std"] = kid(pool, ref_pool, opts["kid_subsets"], opts["kid_subset_size"])
+            images = [ctx.store.load_image(k) for k in keys]
+            img_emb = clip.encode_images(images)
+            txt_emb = clip.encode_texts([p.item.prompt for p, _ in mine])
+            row["CLIP-T"] = float((100 * (img_emb * txt_emb).sum(dim=1)).mean())
+            if paired:
+                pairs = [(i, ref_by_index[p.item.prompt_id]) for i, (p, _) in enumerate(mine)
+                         if p.item.prompt_id in ref_by_index]
+                ref_stack = torch.stack([ref_emb[r] for _, r in pairs])
+                row["CLIP-I"] = float((100 * (img_emb[[i for i, _ in pairs]] * ref_stack).sum(dim=1)).mean())
+            row["n_images"] = len(mine)
+            rows.append(row)
+        return self._result(ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip)
+
+    def _result(self, ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip) -> Result:
+        smoke = opts["weights"] == RANDOM
+        notes = [SMOKE_NOTE] if smoke else []
+        notes.append(
+            f"FID against {len(ranking)} reference images and their top-k% subsets "
+            + ", ".join(f"top-{p:g}% = {len(s)} images" for p, s in subsets.items())
+            + f" ranked by the mean z-score of {', '.join(ctx.metric_fingerprints)} (sign flipped where lower is "
+            "better). FID, IS and KID: torch-fidelity's Inception features and functions. CLIP-T = 100 x cosine "
+            "(image, caption); CLIP-I = 100 x cosine (generated, real image of the same caption); open_clip "
+            f"{clip.fingerprint}.")
+        if len(ranking) < 2048:
+            notes.append(f"Only {len(ranking)} reference images: with fewer than 2048 the 2048-d covariance is "
+                         "singular and FID is strongly biased upwards; compare numbers only at equal set sizes "
+                         "(the paper uses 10,000 MS-COCO pairs).")
+        if missing:
+            notes.append(f"{missing} planned image(s) are missing (generation or reading failed) and were left out.")
+        result = Result(self.name, notes=notes)
+        numeric = pd.DataFrame(rows).set_index("generator")
+        shown = [c for c in numeric.columns if not c.endswith("_std") and c != "n_images"]
+        display = best_marked(numeric[shown], lower_better=tuple(c for c in shown if c.startswith(LOWER_BETTER)))
+        for col in ("IS", "KID"):
+            if col in display:
+                display[col] = [f"{v} ± {s:.3g}" if isinstance(s, float) and np.isfinite(s) else v
+                                for v, s in zip(display[col], numeric[f"{col}_std"], strict=True)]
+        result.tables["fid_topk"] = display
+        result.tables["fid_topk_numeric"] = numeric
+        rank = sorted(ranking, key=lambda k: -ranking[k])
+        by_key = {k: p for p, k in ref}
+        result.tables["reference_ranking"] = pd.DataFrame([
+            {"rank": i + 1, "image": by_key[k].item.params["image"], "caption": by_key[k].item.prompt,
+             "mean_z": ranking[k], **{f"top-{p:g}%": k in set(s) for p, s in subsets.items()}}
+            for i, k in enumerate(rank)])
+        result.grids["reference_best_and_worst"] = (
+            [ImageRef(k, by_key[k].item.prompt, {"mean_z": ranking[k]}, group="best") for k in rank[:8]]
+            + [ImageRef(k, by_key[k].item.prompt, {"mean_z": ranking[k]}, group="worst") for k in rank[::-1][:8]])
+        result.grids["samples"] = [ImageRef(k, p.item.prompt, group=p.generator)
+                                   for p, k in zip(ctx.plan, ctx.image_keys, strict=True)
+                                   if p.generator in generators and ctx.store.has_image(k)][: 8 * len(generators)]
+        result.summary = {
+            "generators": generators, "smoke_run": smoke, "n_reference": len(ranking),
+            "topk_sizes": {f"{p:g}": len(s) for p, s in subsets.items()},
+            "features_extracted": inception.n_extracted, "inception": inception.fingerprint, "clip": clip.fingerprint,
+            "fid": {r["generator"]: r.get("FID") for r in rows},
+        }
+        return result
+
+
+def _device(spec: RunSpec) -> str:
+    from iqabench.runtime import Runtime
+
+    return Runtime(spec.device, spec.dtype, spec.batch_size).device
+
+
+def _clip(opts: dict[str, Any], device: str):
+    from ..geneval.clip import build_clip
+
+    return build_clip(opts["clip_arch"], opts["clip_pretrained"], opts["clip_weights"], device)

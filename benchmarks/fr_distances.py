@@ -1,0 +1,229 @@
+"""FR distances: how far apart are images of the same prompt and seed generated at different targets?
+
+IQA-Adapter paper, supplementary Sec. 13.2 / Fig. 11: the adapter should change
+quality-related detail, not the content; a full-reference metric between the
+p1 and p99 images of one prompt and seed measures how much actually moved. For
+each FR metric we build the targets x targets matrix of mean distances (the
+baseline model's image is one more row/column). Default panel: SSIM, LPIPS,
+DISTS, PieAPP; the last three need downloaded weights, so offline they are
+left out *with a note* and the report says which metrics were used.
+
+The core scores single images only, so pair scores are computed here from the
+cached images and cached in the score table under a composite key
+``content_key("fr-pair/v1", image_a, image_b)`` with the metric fingerprint:
+re-runs and overlapping runs compute each pair once.
+
+Distance convention: lower-is-better metrics (LPIPS, DISTS, PieAPP, GMSD, ...)
+are distances already; similarities bounded by 1 (SSIM, FSIM, VSI, ...) become
+``1 - value``; other similarities (PSNR) are shown as they are, and the report
+says so. Order matters for asymmetric metrics (the first image is the
+"distorted" one, the second the reference), so every ordered pair is computed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+import torch
+
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.metrics import Metric, MetricUnavailableError, build_metric, metric_info, parse_metric_list
+from iqabench.runtime import Runtime
+from iqabench.specs import RunSpec
+from iqabench.store import Store, content_key
+
+from .condition_sweep import sweep_targets, target_slots
+from .sweeps import Slot, new_figure, planned, target_label
+
+DEFAULT_FR_PANEL: tuple[str, ...] = ("ssim", "lpips", "dists", "pieapp")
+
+
+def fr_panel(spec: RunSpec) -> tuple[list[str], bool]:
+    """(metric names, explicit?): the FR metrics of ``--metrics``, else the default panel."""
+    names = parse_metric_list(spec.metrics)
+    full_reference = [n for n in names if metric_info(n).mode == "FR"]
+    no_reference = [n for n in names if metric_info(n).mode != "FR"]
+    if full_reference and no_reference:
+        raise ValueError(f"fr-distances compares image pairs with full-reference metrics; {', '.join(no_reference)} "
+                         "is no-reference: drop it from --metrics (e.g. --metrics ssim,lpips)")
+    return (full_reference, True) if full_reference else (list(DEFAULT_FR_PANEL), False)
+
+
+def distance_transform(name: str) -> str:
+    """How a metric's value becomes a distance: 'value', '1 - value' or 'similarity' (left as is)."""
+    info = metric_info(name)
+    if info.lower_better:
+        return "value"
+    upper = (info.score_range or "").split(",")[-1].strip().lstrip("~").strip()
+    try:
+        if float(upper) == 1.0:
+            return "1 - value"
+    except ValueError:
+        pass
+    return "similarity"
+
+
+def to_distance(values: np.ndarray, transform: str) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return 1.0 - values if transform == "1 - value" else values
+
+
+def pair_key(image_a: str, image_b: str) -> str:
+    """Score-cache key of the ordered pair (distorted = a, reference = b)."""
+    return content_key("fr-pair/v1", image_a, image_b)
+
+
+def image_tensor(store: Store, key: str) -> torch.Tensor:
+    array = np.asarray(store.load_image(key), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def pair_scores(store: Store, metric: Metric, pairs: list[tuple[str, str]], batch_size: int = 8
+                ) -> dict[tuple[str, str], float | None]:
+    """Metric value for each ordered (image, reference) pair, from the cache or computed and cached."""
+    fp = metric.fingerprint()
+    keys = {p: pair_key(*p) for p in dict.fromkeys(pairs)}
+    cached = store.get_scores(keys.values(), metric.name, fp)
+    todo = [p for p, k in keys.items() if k not in cached]
+    by_size: dict[tuple[int, int], list[tuple[tuple[str, str], torch.Tensor, torch.Tensor]]] = defaultdict(list)
+    for a, b in todo:
+        try:
+            ta, tb = image_tensor(store, a), image_tensor(store, b)
+        except (FileNotFoundError, OSError) as exc:
+            store.put_scores([(keys[(a, b)], metric.name, fp, None, f"unreadable image: {exc}")])
+            continue
+        if ta.shape != tb.shape:
+            store.put_scores([(keys[(a, b)], metric.name, fp, None, "images differ in size")])
+            continue
+        by_size[tuple(ta.shape)].append(((a, b), ta, tb))
+    for group in by_size.values():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            rows = []
+            try:
+                values = metric.score(torch.stack([c[1] for c in chunk]), torch.stack([c[2] for c in chunk])).tolist()
+                errors = [None] * len(chunk)
+            except Exception as exc:  # one bad batch must not lose the others; record why
+                values, errors = [None] * len(chunk), [f"{type(exc).__name__}: {exc}"[:500]] * len(chunk)
+            for (pair, _, _), value, error in zip(chunk, values, errors, strict=True):
+                finite = value is not None and np.isfinite(value)
+                rows.append((keys[pair], metric.name, fp, float(value) if finite else None,
+                             error or (None if finite else "non-finite value")))
+            store.put_scores(rows)
+    cached = store.get_scores(keys.values(), metric.name, fp)
+    return {p: cached.get(k) for p, k in keys.items()}
+
+
+def distance_matrix(pairs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Mean ``distance`` per (condition_a, condition_b) as a square matrix in ``order`` (rows: image,
+    columns: reference)."""
+    matrix = pairs.pivot_table(index="condition_a", columns="condition_b", values="distance", aggfunc="mean")
+    matrix = matrix.reindex(index=order, columns=order)
+    matrix.index.name, matrix.columns.name = "image", "reference"
+    return matrix
+
+
+def matrix_figure(matrices: dict[str, pd.DataFrame], title: str):
+    """One sequential-colour heatmap per generator (distances are >= 0, so no diverging scale)."""
+    import seaborn as sns
+
+    fig, axes = new_figure(len(matrices), width=5.0, height=4.2, max_cols=2)
+    for ax, (generator, matrix) in zip(axes, matrices.items(), strict=True):
+        sns.heatmap(matrix.astype(float), ax=ax, cmap="viridis", annot=matrix.shape[0] <= 10, fmt=".2f",
+                    annot_kws={"fontsize": 6}, cbar_kws={"shrink": 0.8})
+        ax.set_title(f"{title}\n{generator if len(generator) < 50 else '...' + generator[-47:]}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@register_benchmark("fr-distances",
+                    description="Targets x targets full-reference distance matrices per metric (paper Fig. 11)")
+class FRDistances(BaseBenchmark):
+    def _slots(self, spec: RunSpec) -> list[Slot]:
+        with_baseline = bool(spec.options.get("include_baseline", True))
+        return target_slots(spec, self.name, sweep_targets(spec), with_baseline=with_baseline)
+
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        fr_panel(spec)  # refuse a mixed NR/FR panel before anything is generated
+        return planned(self._slots(spec))
+
+    def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
+        return {}  # pair metrics are computed in analyze (the core's scoring stage is single-image)
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        spec = ctx.spec
+        slots = self._slots(spec)
+        names, explicit = fr_panel(spec)
+        result = Result(self.name)
+        if not explicit and set(parse_metric_list(spec.metrics)) - set(names):
+            result.notes.append("--metrics named no full-reference metric, so the default panel "
+                                f"({', '.join(DEFAULT_FR_PANEL)}) was tried.")
+        runtime = Runtime(spec.device, spec.dtype, spec.batch_size)
+        metrics: list[Metric] = []
+        for name in names:
+            try:
+                metrics.append(build_metric(name, runtime))
+            except MetricUnavailableError as exc:
+                if explicit:
+                    raise
+                result.notes.append(f"{name} left out of the default panel: {exc}")
+        if not metrics:
+            raise MetricUnavailableError("no full-reference metric of the panel could be built; pass offline ones "
+                                         "with --metrics (e.g. ssim,fsim,gmsd)")
+        used = [m.name for m in metrics]
+        result.notes.insert(0, f"Metrics used: {', '.join(used)}. Distances: " + "; ".join(
+            f"{n} = {distance_transform(n).replace('value', n)}" if distance_transform(n) != "similarity"
+            else f"{n} is a similarity (higher = closer), shown as is" for n in used) + ".")
+
+        condition = {id(s): ("baseline" if s.role == "baseline" else target_label(s.values["target"])) for s in slots}
+        groups: dict[tuple[str, str, int], dict[str, str]] = defaultdict(dict)
+        for slot, key in zip(slots, ctx.image_keys, strict=True):
+            if ctx.store.has_image(key):
+                groups[(slot.generator, slot.item.prompt_id, slot.item.seed)][condition[id(slot)]] = key
+        order = (["baseline"] if any(s.role == "baseline" for s in slots) else []) + \
+            [target_label(t) for t in sweep_targets(spec)]
+        all_pairs = [(ka, kb) for members in groups.values() for ka in members.values() for kb in members.values()]
+        rows = []
+        n_failed = 0
+        for metric in metrics:
+            values = pair_scores(ctx.store, metric, all_pairs, batch_size=spec.batch_size)
+            transform = distance_transform(metric.name)
+            for (generator, prompt_id, seed), members in groups.items():
+                for ca, ka in members.items():
+                    for cb, kb in members.items():
+                        value = values.get((ka, kb))
+                        n_failed += value is None
+                        value = np.nan if value is None else value
+                        rows.append({"metric": metric.name, "generator": generator, "prompt_id": prompt_id,
+                                     "seed": seed, "condition_a": ca, "condition_b": cb, "value": value,
+                                     "distance": float(to_distance(np.array([value]), transform)[0])})
+        pairs = pd.DataFrame(rows)
+        if n_failed:
+            result.notes.append(f"{n_failed} pair value(s) could not be computed (see the score errors) and were "
+                                "left out of the means.")
+        matrices_rows = []
+        for metric in used:
+            per_generator = {}
+            for generator, subset in pairs[pairs.metric == metric].groupby("generator", sort=False):
+                matrix = distance_matrix(subset, [c for c in order if c in set(subset.condition_a)])
+                per_generator[generator] = matrix
+                long = matrix.stack(future_stack=True).rename("mean_distance").reset_index()
+                matrices_rows.append(long.assign(metric=metric, generator=generator))
+            if per_generator:
+                what = "value" if distance_transform(metric) == "similarity" else "distance"
+                result.figures[f"fr_matrix_{_safe(metric)}"] = matrix_figure(per_generator, f"{metric}: mean {what}")
+        result.tables["fr_matrix"] = pd.concat(matrices_rows, ignore_index=True)[
+            ["generator", "metric", "image", "reference", "mean_distance"]] if matrices_rows else pd.DataFrame()
+        result.tables["fr_pairs"] = pairs
+        result.summary = {
+            "metrics_used": used, "metrics_requested": names, "conditions": order,
+            "n_groups": len(groups), "n_pairs": len(all_pairs), "n_images": len(set(ctx.image_keys)),
+        }
+        return result
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)

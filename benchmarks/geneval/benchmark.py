@@ -1,0 +1,272 @@
+"""The ``geneval`` benchmark: compositional fidelity on GenEval's 553 prompts (IQA-Adapter paper Tables 1, 4).
+
+Plan: every GenEval prompt x ``images_per_prompt`` seeds (4 by default, as the
+official protocol) for every generator; the core generates and caches. Analyse:
+detect objects, apply the official rules (:mod:`.rules`), cache each image's
+verdict in the Store (blob keyed by image key + detector + CLIP + rules config),
+and lay the numbers out as Table 1/4: rows generators, columns the six tasks
+and the overall score (mean of task accuracies), best per column starred.
+
+Options (``--option key=value``): ``images_per_prompt`` (4), ``per_task`` (keep the
+first N prompts of each task, for quick runs), ``weights`` (pretrained | random:
+random-weight detector and CLIP for a weights-free smoke run), ``detector``
+(mask2former | maskrcnn), ``detector_weights`` (path), ``clip_arch`` (ViT-L-14),
+``clip_pretrained`` (openai), ``clip_weights`` (path), the official
+``threshold`` / ``counting_threshold`` / ``max_objects`` / ``max_overlap`` /
+``position_threshold``, and ``export`` (folder: write the official layout and
+``results.jsonl`` per generator, to cross-check with the official scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.generators import WorkItem
+from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.store import content_key
+
+from .clip import RANDOM
+from .layout import load_metadata, write_official_folder, write_results_jsonl
+from .rules import TASKS, Detection, Thresholds, evaluate, filter_detections, result_row, summarize
+
+EVAL_VERSION = "geneval-eval/v1"
+SMOKE_NOTE = ("WEIGHTS-FREE SMOKE RUN: the detector and CLIP have random weights (--option weights=random). "
+              "Every number in this report is meaningless; it only shows that the pipeline runs end to end.")
+BEST = " ★"
+
+
+def reason_kind(line: str) -> str:
+    """A coarse category for one official failure line, for the failure-reason table."""
+    if re.match(r"^expected .+<\d+, found \d+$", line):
+        return "too many objects"
+    if line.startswith("no target for "):
+        return "position target missing"
+    if re.match(r"^expected .+ (left of|right of|above|below) target, found", line):
+        return "wrong position"
+    if "; and" in line:
+        return "wrong color"
+    if re.match(r"^expected .+>=\d+, found \d+$", line):
+        return "missing object"
+    return "other"
+
+
+def _options(spec: RunSpec) -> dict[str, Any]:
+    o = spec.options
+    weights = str(o.get("weights", "pretrained"))
+    if weights not in ("pretrained", RANDOM):
+        raise ValueError(f"--option weights={weights} is not understood; use weights=pretrained or weights=random "
+                         "(give files with detector_weights=PATH and clip_weights=PATH)")
+    detector = o.get("detector") or ("maskrcnn" if weights == RANDOM else "mask2former")
+    return {
+        "weights": weights,
+        "detector": str(detector),
+        "detector_weights": RANDOM if weights == RANDOM else str(o.get("detector_weights", "pretrained")),
+        "clip_arch": str(o.get("clip_arch", "ViT-L-14")),
+        "clip_pretrained": str(o.get("clip_pretrained", "openai")),
+        "clip_weights": RANDOM if weights == RANDOM else str(o.get("clip_weights", "pretrained")),
+        "thresholds": Thresholds(
+            threshold=float(o.get("threshold", 0.3)), counting_threshold=float(o.get("counting_threshold", 0.9)),
+            max_objects=int(o.get("max_objects", 16)), max_overlap=float(o.get("max_overlap", 1.0)),
+            position_threshold=float(o.get("position_threshold", 0.1))),
+    }
+
+
+def prompt_metadata(spec: RunSpec) -> list[tuple[int, dict[str, Any]]]:
+    """(official prompt index, metadata) of the prompts this run uses."""
+    if spec.prompts in ("smoke", "geneval"):
+        entries = list(enumerate(load_metadata()))
+    else:
+        path = Path(spec.prompts)
+        if not path.is_file():
+            raise FileNotFoundError(f"GenEval metadata file {path} does not exist (use --prompts geneval)")
+        entries = [(i, json.loads(line)) for i, line in enumerate(path.read_text("utf-8").splitlines()) if line.strip()]
+        bad = [i for i, m in entries if not isinstance(m, dict) or "tag" not in m or "prompt" not in m]
+        if bad:
+            raise ValueError(f"{path} line {bad[0] + 1} is not GenEval metadata (needs 'tag', 'prompt', 'include')")
+    per_task = spec.options.get("per_task")
+    if per_task is not None:
+        seen: Counter[str] = Counter()
+        kept = []
+        for index, meta in entries:
+            if seen[meta["tag"]] < int(per_task):
+                kept.append((index, meta))
+                seen[meta["tag"]] += 1
+        entries = kept
+    if spec.limit is not None:
+        entries = entries[: spec.limit]
+    return entries
+
+
+def seeds_for(spec: RunSpec) -> list[int]:
+    """``--seeds`` when several are given; else ``images_per_prompt`` consecutive seeds from the first."""
+    if len(spec.seeds) > 1:
+        return list(spec.seeds)
+    n = int(spec.options.get("images_per_prompt", 4))
+    if n < 1:
+        raise ValueError("--option images_per_prompt must be at least 1")
+    return [spec.seeds[0] + i for i in range(n)]
+
+
+@register_benchmark("geneval", description="GenEval compositional fidelity, official rules (paper Tables 1, 4)")
+class GenEval(BaseBenchmark):
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        _options(spec)  # validate early, before any generation
+        items = [WorkItem(f"geneval:{index}", meta["prompt"], seed)
+                 for index, meta in prompt_metadata(spec) for seed in seeds_for(spec)]
+        generators = dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators)
+        return [PlannedItem(g, item) for g in generators for item in items]
+
+    def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
+        return {}  # GenEval judges with a detector, not with IQA metrics
+
+    # -- analysis ------------------------------------------------------------------------
+    def _models(self, opts: dict[str, Any], device: str):
+        from .clip import build_clip
+        from .colors import ColorClassifier
+        from .detectors import build_detector
+
+        detector = build_detector(opts["detector"], opts["detector_weights"], device)
+        clip = build_clip(opts["clip_arch"], opts["clip_pretrained"], opts["clip_weights"], device)
+        return detector, ColorClassifier(clip)
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        spec = ctx.spec
+        opts = _options(spec)
+        thresholds: Thresholds = opts["thresholds"]
+        metadata = dict(prompt_metadata(spec))
+        seeds = seeds_for(spec)
+        config = {k: v for k, v in opts.items() if k != "thresholds"} | {"thresholds": thresholds.__dict__}
+        models = None
+        rows, missing = [], 0
+        for planned, key in zip(ctx.plan, ctx.image_keys, strict=True):
+            index = int(planned.item.prompt_id.split(":")[1])
+            meta = metadata[index]
+            if not ctx.store.has_image(key):
+                missing += 1
+                continue
+            blob_key = content_key(EVAL_VERSION, key, config, meta)
+            cached = ctx.store.get_blob(blob_key)
+            if cached is None:
+                if models is None:
+                    from iqabench.runtime import Runtime
+
+                    models = self._models(opts, Runtime(spec.device, spec.dtype, spec.batch_size).device)
+                verdict = judge_image(ctx.store.load_image(key), str(ctx.store.image_path(key)), meta, *models,
+                                      thresholds)
+                ctx.store.put_blob(blob_key, "geneval-eval", json.dumps(verdict).encode())
+            else:
+                verdict = json.loads(cached)
+            sample = seeds.index(planned.item.seed) if planned.item.seed in seeds else planned.item.seed
+            row = {"filename": f"{index:05d}/samples/{sample:05d}.png", "tag": meta["tag"], "prompt": meta["prompt"],
+                   "correct": verdict["correct"], "reason": verdict["reason"], "metadata": json.dumps(meta),
+                   "details": verdict["details"]}
+            rows.append({"generator": planned.generator, "prompt_index": index, "seed": planned.item.seed,
+                         "image_key": key, **row})
+        return self._result(ctx, rows, missing, opts)
+
+    def _result(self, ctx: AnalysisContext, rows: list[dict[str, Any]], missing: int, opts: dict[str, Any]) -> Result:
+        spec = ctx.spec
+        generators = list(dict.fromkeys(p.generator for p in ctx.plan))
+        smoke = opts["weights"] == RANDOM
+        notes = [SMOKE_NOTE] if smoke else []
+        if not smoke and opts["detector"] != "mask2former":
+            notes.append(f"Detector {opts['detector']} is not GenEval's official Mask2Former: these numbers are NOT "
+                         "comparable with published GenEval scores.")
+        notes.append("Official GenEval rules (djghosh13/geneval, MIT): confidence > 0.3 (> 0.9 for counting), at most "
+                     "16 objects per class, colour by CLIP zero-shot on masked crops over #999, position with a 0.1 "
+                     "size margin. Overall = mean of the six task accuracies; a prompt is correct if any of its "
+                     "images is.")
+        if missing:
+            notes.append(f"{missing} planned image(s) are missing (generation failed) and were left out.")
+        result = Result(self.name, notes=notes)
+        frame = pd.DataFrame(rows)
+        table_rows, summaries = [], {}
+        for g in generators:
+            mine = [r for r in rows if r["generator"] == g]
+            if not mine:
+                continue
+            s = summarize(mine)
+            summaries[g] = s
+            table_rows.append({"generator": g, **{t: s.tasks.get(t, np.nan) for t in TASKS}, "overall": s.overall,
+                               "correct_images": s.correct_images, "correct_prompts": s.correct_prompts,
+                               "n_images": s.n_images, "n_prompts": s.n_prompts})
+        numeric = pd.DataFrame(table_rows).set_index("generator") if table_rows else pd.DataFrame()
+        if not numeric.empty:
+            columns = [t for t in TASKS if numeric[t].notna().any()] + ["overall"]
+            result.tables["geneval"] = best_marked(numeric[columns])
+            result.tables["geneval_numeric"] = numeric
+            from iqabench.reports import heatmap_figure
+
+            result.figures["geneval_tasks"] = heatmap_figure(numeric[columns], "GenEval accuracy (generators x tasks)",
+                                                             center=0.5, fmt=".2f")
+        if rows:
+            reasons = []
+            for r in rows:
+                if not r["correct"]:
+                    for line in r["reason"].splitlines():
+                        reasons.append({"generator": r["generator"], "task": r["tag"], "kind": reason_kind(line)})
+            if reasons:
+                counts = pd.DataFrame(reasons).value_counts().rename("n").reset_index()
+                result.tables["failure_reasons"] = counts.sort_values(["generator", "task", "n"],
+                                                                      ascending=[True, True, False])
+            result.tables["geneval_per_image"] = frame.drop(columns=["metadata", "details"])
+            result.grids["failures"] = [
+                ImageRef(r["image_key"], f"{r['prompt']} — {r['reason'].splitlines()[0] if r['reason'] else ''}",
+                         group=r["generator"])
+                for g in generators for r in [x for x in rows if x["generator"] == g and not x["correct"]][:8]]
+        export = spec.options.get("export")
+        if export:
+            self._export(ctx, Path(str(export)), rows, generators)
+            notes.append(f"Official layout and results.jsonl written under {export}.")
+        result.summary = {
+            "generators": generators, "smoke_run": smoke, "detector": opts["detector"],
+            "comparable_with_published": (not smoke) and opts["detector"] == "mask2former",
+            "n_images": len(rows), "n_missing": missing,
+            "overall": {g: s.overall for g, s in summaries.items()},
+            "correct_prompts": {g: s.correct_prompts for g, s in summaries.items()},
+        }
+        return result
+
+    def _export(self, ctx: AnalysisContext, root: Path, rows: list[dict[str, Any]], generators: list[str]) -> None:
+        for g in generators:
+            folder = root / re.sub(r"[^A-Za-z0-9_.\-]+", "_", g)
+            mine = [r for r in rows if r["generator"] == g]
+            by_index: dict[int, list[dict[str, Any]]] = {}
+            for r in mine:
+                by_index.setdefault(r["prompt_index"], []).append(r)
+            write_official_folder(folder, ((i, json.loads(rs[0]["metadata"]),
+                                            [ctx.store.load_image(r["image_key"]) for r in rs])
+                                           for i, rs in by_index.items()))
+            write_results_jsonl(folder / "results.jsonl", mine)
+
+
+def judge_image(image, path: str | None, metadata: dict[str, Any], detector, colors, thresholds: Thresholds
+                ) -> dict[str, Any]:
+    """Detect, filter, evaluate one image: {correct, reason, details} (details as the official JSON text)."""
+    raw = detector.detect(image, path)
+    detected: dict[str, list[Detection]] = filter_detections(raw, metadata["tag"], thresholds)
+    correct, reason = evaluate(detected, metadata, colors.for_image(image), thresholds.position_threshold)
+    row = result_row("", metadata, detected, correct, reason)
+    return {"correct": correct, "reason": reason, "details": row["details"]}
+
+
+def best_marked(numeric: pd.DataFrame, lower_better: tuple[str, ...] = (), decimals: int = 3) -> pd.DataFrame:
+    """The table as text with the best value of each column starred (as bold in the paper's tables).
+
+    Highest is best unless the column is in ``lower_better`` (FID, KID). With one row nothing is starred.
+    """
+    shown = numeric.copy().astype(object)
+    for column in numeric.columns:
+        values = numeric[column].astype(float)
+        best = (values.min() if column in lower_better else values.max()) if values.notna().any() else np.nan
+        shown[column] = [("–" if np.isnan(v) else f"{v:.{decimals}f}" + (BEST if len(values) > 1 and v == best else ""))
+                         for v in values]
+    return shown

@@ -1,0 +1,112 @@
+"""Adapter-scale sweep: how the quality branch's weight lambda trades condition strength against the base model.
+
+IQA-Adapter paper, supplementary Sec. 16 / Fig. 13: lambda in the decoupled
+cross-attention ``out = Attn(Q,K,V) + lambda * Attn(Q,K',V')`` is swept from
+0.05 to 1.0 (9 values) at a low and a high target; mean metric scores vs lambda
+are drawn against the baseline level. With lambda -> 0 both curves must meet
+the baseline (lambda = 0 *is* the base model), and the gap between the low- and
+high-target curves should widen with lambda.
+
+Items whose (target, lambda) equal the generator's defaults are planned without
+those params, so they reuse images of condition-sweep and relgain runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.specs import RunSpec
+
+from .condition_sweep import baseline_levels, curves_figure, target_correlations
+from .sweeps import (
+    Slot,
+    grid_refs,
+    mean_with_ci,
+    parse_number_list,
+    parse_targets,
+    planned,
+    score_frame,
+    sweep_slots,
+    target_label,
+)
+
+# Nine lambdas from 0.05 to 1.0 (paper Fig. 13 spans this range with 9 points; the exact inner values are ours).
+DEFAULT_SCALES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+DEFAULT_SCALE_TARGETS: tuple[float, ...] = (5, 99)
+
+
+def sweep_scales(spec: RunSpec) -> list[float]:
+    return parse_number_list(spec.options.get("scales", list(DEFAULT_SCALES)), name="scales", low=0.0, high=10.0)
+
+
+def scale_targets(spec: RunSpec) -> list[float]:
+    return parse_targets(spec.options.get("scale_targets", list(DEFAULT_SCALE_TARGETS)), name="scale_targets")
+
+
+def scale_gap(means: pd.DataFrame) -> pd.DataFrame:
+    """Per (generator, metric, lambda): mean score at the highest target minus at the lowest (the spread
+    the condition buys at that lambda; it should grow with lambda)."""
+    rows = []
+    for (generator, metric, scale), group in means.groupby(["generator", "metric", "scale"], sort=False):
+        group = group.sort_values("target")
+        if len(group) < 2:
+            continue
+        rows.append({"generator": generator, "metric": metric, "scale": scale,
+                     "low_target": target_label(group.target.iloc[0]),
+                     "high_target": target_label(group.target.iloc[-1]),
+                     "gap": float(group["mean"].iloc[-1] - group["mean"].iloc[0])})
+    return pd.DataFrame(rows)
+
+
+@register_benchmark("scale-sweep",
+                    description="Mean scores vs adapter scale lambda at a low and a high target (paper Fig. 13)")
+class ScaleSweep(BaseBenchmark):
+    def _slots(self, spec: RunSpec) -> list[Slot]:
+        points = [{"target": target_label(t), "scale": s} for t in scale_targets(spec) for s in sweep_scales(spec)]
+        return sweep_slots(spec, self.name, points, param_names=("target", "scale"))
+
+    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+        return planned(self._slots(spec))
+
+    def analyze(self, ctx: AnalysisContext) -> Result:
+        metrics = list(ctx.metric_fingerprints)
+        frame = score_frame(ctx, self._slots(ctx.spec), metrics)
+        generated = frame[frame.role == "generator"]
+        means = mean_with_ci(generated, ["generator", "metric", "target", "scale"])
+        baselines = baseline_levels(frame)
+        trend = pd.concat([target_correlations(generated[generated.target == t], by="scale").assign(
+            target=target_label(t)) for t in sorted(generated.target.unique())], ignore_index=True)
+        result = Result(self.name)
+        result.notes.append(
+            "lambda weighs the quality branch of the decoupled cross-attention (lambda = 0 is the base model). "
+            "Lines: mean score per lambda at each target with a 95% bootstrap band; dashed: the baseline model. "
+            "gap = mean at the highest target minus mean at the lowest, per lambda. Spearman of lambda vs score is "
+            "over individual images, per target.")
+        n_missing = int(frame.score.isna().sum())
+        if n_missing:
+            result.notes.append(f"{n_missing} (image, metric) score(s) are missing and were left out.")
+        frame["condition"] = [f"{target_label(t)}, lambda={s:g}" if role == "generator" else "baseline"
+                              for role, t, s in zip(frame.role, frame.target, frame.scale, strict=True)]
+        result.tables["scores_by_scale"] = means.assign(target=means.target.map(target_label))
+        result.tables["baseline"] = baselines
+        result.tables["target_gap"] = scale_gap(means)
+        result.tables["scale_correlation"] = trend
+        result.tables["per_image"] = frame.pivot_table(
+            index=["generator", "condition", "prompt_id", "seed"], columns="metric", values="score",
+            sort=False).reset_index()
+        labelled = means.assign(target=means.target.map(target_label))
+        result.figures["mean_score_vs_scale"] = curves_figure(labelled, baselines, metrics, "scale", "lambda",
+                                                              series=["generator", "target"])
+        result.grids["scales"] = grid_refs(ctx, frame, "condition", max_rows=2)
+        result.summary = {
+            "generators": list(dict.fromkeys(frame.generator)), "metrics": metrics,
+            "scales": sweep_scales(ctx.spec), "targets": [target_label(t) for t in scale_targets(ctx.spec)],
+            "n_images": len(set(ctx.image_keys)),
+            "gap_at_max_scale": {f"{r.generator} | {r.metric}": r.gap
+                                 for r in scale_gap(means).itertuples() if r.scale == max(sweep_scales(ctx.spec))},
+        }
+        if not np.isfinite(means["mean"].to_numpy(float)).any():
+            result.notes.append("No image could be scored; see the failures in the run folder.")
+        return result

@@ -1,0 +1,332 @@
+"""Analyse the votes of a pair-voting study: exclusion, win rates, pairwise matrix, vote shares, Bradley-Terry.
+
+Conventions (paper Sec. 4.3.1 / Fig. 3b-c):
+
+* a tie ("equal") counts as half a win for each side in win rates, in the
+  pairwise matrix and in Bradley-Terry (the usual Rao-Kupper-free shortcut);
+* a participant who answers a verification pair wrongly (the degraded image,
+  or "equal") more than ``max_failed_checks`` times is excluded entirely;
+* Bradley-Terry strengths are fitted with Hunter's (2004) MM algorithm and
+  reported as log-strengths centred to mean 0 (a difference of ln 3 means
+  "preferred 3 to 1"); 95% CIs come from a bootstrap over participants (votes
+  of one person are not independent), or over votes when there is one person.
+  The maximum-likelihood fit exists only when the comparison graph is strongly
+  connected (every condition both wins and loses against the rest); otherwise a
+  prior of 0.5 pseudo-wins per compared pair and direction is added and a note
+  says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iqabench.benchmark import Result
+from iqabench.stats import bootstrap_ci
+
+CHOICES = ("left", "right", "equal")
+BT_PRIOR_WHEN_DEGENERATE = 0.5
+
+
+def load_manifest(study: str | os.PathLike[str]) -> dict[str, Any]:
+    """``study.json`` from a study folder (or the file itself)."""
+    path = Path(study)
+    path = path / "study.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no study manifest at {path}: pass the folder `iqabench study export` wrote")
+    manifest = json.loads(path.read_text("utf-8"))
+    if manifest.get("format") != "iqabench-study/v1":
+        raise ValueError(f"{path} is not an iqabench study manifest (format {manifest.get('format')!r})")
+    return manifest
+
+
+def _rows_from_json(data: Any, source: str) -> list[dict[str, Any]]:
+    if isinstance(data, list):
+        return [row for entry in data for row in _rows_from_json(entry, source)]
+    if isinstance(data, dict) and "votes" in data:
+        participant = data.get("participant")
+        return [{"participant": v.get("participant", participant), "pair_id": v.get("pair_id"),
+                 "choice": v.get("choice"), "study_id": data.get("study_id")} for v in data["votes"]]
+    if isinstance(data, dict) and "pair_id" in data:
+        return [data]
+    raise ValueError(f"{source}: expected the page's votes file ({{'participant', 'votes': [...]}}), a list of "
+                     "them, or a list of {participant, pair_id, choice} rows")
+
+
+def load_votes(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """Votes from the page's JSON downloads and/or CSV files with columns participant, pair_id, choice."""
+    rows: list[dict[str, Any]] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"no votes file at {path}")
+        text = path.read_text("utf-8")
+        if path.suffix.lower() == ".csv":
+            reader = csv.DictReader(io.StringIO(text))
+            missing = {"participant", "pair_id", "choice"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{path}: CSV lacks column(s) {', '.join(sorted(missing))} "
+                                 "(need participant, pair_id, choice)")
+            rows += [dict(r) for r in reader]
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} is neither CSV (by extension) nor valid JSON: {exc}") from None
+            rows += _rows_from_json(data, str(path))
+    votes = pd.DataFrame(rows, columns=sorted({"participant", "pair_id", "choice", "study_id"} |
+                                              {k for r in rows for k in r}))
+    if votes.empty:
+        raise ValueError("the votes files hold no vote")
+    if votes.participant.isna().any() or (votes.participant.astype(str).str.strip() == "").any():
+        raise ValueError("some votes have no participant id")
+    votes["participant"] = votes.participant.astype(str).str.strip()
+    votes["choice"] = votes.choice.astype(str).str.strip().str.lower()
+    bad = sorted(set(votes.choice) - set(CHOICES))
+    if bad:
+        raise ValueError(f"unknown choice(s) {', '.join(map(repr, bad))}: each vote must be left, right or equal")
+    # a participant who voted twice on a pair (e.g. two downloads) counts once: the last vote wins
+    return votes.drop_duplicates(["participant", "pair_id"], keep="last").reset_index(drop=True)
+
+
+def _check_votes(manifest: dict[str, Any], votes: pd.DataFrame) -> None:
+    known = {p["pair_id"] for p in manifest["pairs"]}
+    unknown = sorted(set(votes.pair_id) - known)
+    if unknown:
+        raise ValueError(f"{len(unknown)} vote(s) name pairs not in this study (e.g. {unknown[0]!r}): "
+                         "are the votes from another study export?")
+    if "study_id" in votes:
+        other = sorted({s for s in votes.study_id.dropna() if s != manifest["study_id"]})
+        if other:
+            raise ValueError(f"votes are from study {other[0]!r}, but this study is {manifest['study_id']!r}")
+
+
+def verification_report(manifest: dict[str, Any], votes: pd.DataFrame, max_failed_checks: int = 0) -> pd.DataFrame:
+    """Per participant: votes, verification pairs answered and failed, and whether they are excluded."""
+    _check_votes(manifest, votes)
+    expected = {p["pair_id"]: p["expected"] for p in manifest["pairs"] if p.get("verification")}
+    rows = []
+    for participant, group in votes.groupby("participant", sort=True):
+        checks = group[group.pair_id.isin(expected)]
+        failed = int((checks.choice != checks.pair_id.map(expected)).sum())
+        rows.append({"participant": participant, "n_votes": int(len(group) - len(checks)),
+                     "n_checks": int(len(checks)), "n_failed_checks": failed,
+                     "excluded": failed > max_failed_checks})
+    return pd.DataFrame(rows)
+
+
+def vote_outcomes(manifest: dict[str, Any], votes: pd.DataFrame) -> pd.DataFrame:
+    """Study votes (verification pairs dropped) as (participant, pair_id, a, b, score_a) with a, b the
+    conditions in sorted order and score_a = 1 (a preferred), 0.5 (equal) or 0 (b preferred)."""
+    _check_votes(manifest, votes)
+    pairs = {p["pair_id"]: p for p in manifest["pairs"] if not p.get("verification")}
+    rows = []
+    for vote in votes.itertuples(index=False):
+        pair = pairs.get(vote.pair_id)
+        if pair is None:
+            continue
+        left, right = pair["left"], pair["right"]
+        left_score = {"left": 1.0, "right": 0.0, "equal": 0.5}[vote.choice]
+        a, b = sorted((left, right))
+        rows.append({"participant": vote.participant, "pair_id": vote.pair_id, "a": a, "b": b,
+                     "score_a": left_score if a == left else 1.0 - left_score, "choice": vote.choice})
+    return pd.DataFrame(rows, columns=["participant", "pair_id", "a", "b", "score_a", "choice"])
+
+
+def _per_condition_scores(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Each vote twice, once from each side: (participant, condition, opponent, score)."""
+    a_side = outcomes.assign(condition=outcomes.a, opponent=outcomes.b, score=outcomes.score_a)
+    b_side = outcomes.assign(condition=outcomes.b, opponent=outcomes.a, score=1.0 - outcomes.score_a)
+    return pd.concat([a_side, b_side], ignore_index=True)[["participant", "condition", "opponent", "score"]]
+
+
+def win_rates(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Overall win rate per condition over all its comparisons (ties = half), with a 95% bootstrap CI."""
+    sides = _per_condition_scores(outcomes)
+    rows = []
+    for condition, group in sides.groupby("condition", sort=True):
+        scores = group.score.to_numpy(float)
+        low, high = bootstrap_ci(scores)
+        rows.append({"condition": condition, "n": int(scores.size), "wins": int((scores == 1).sum()),
+                     "ties": int((scores == 0.5).sum()), "losses": int((scores == 0).sum()),
+                     "win_rate": float(scores.mean()), "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows).sort_values("win_rate", ascending=False, ignore_index=True)
+
+
+def pairwise_matrix(outcomes: pd.DataFrame, conditions: Sequence[str] | None = None) -> pd.DataFrame:
+    """M[row, col] = share of row-vs-col votes won by row (ties half); NaN where never compared."""
+    sides = _per_condition_scores(outcomes)
+    conditions = list(conditions or sorted(set(sides.condition)))
+    matrix = sides.pivot_table(index="condition", columns="opponent", values="score", aggfunc="mean")
+    matrix = matrix.reindex(index=conditions, columns=conditions)
+    matrix.index.name, matrix.columns.name = "condition", "opponent"
+    return matrix
+
+
+def vote_shares(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Per compared pair (a, b): share of votes for a, for b, and 'equal' (Fig. 3c)."""
+    rows = []
+    for (a, b), group in outcomes.groupby(["a", "b"], sort=True):
+        s = group.score_a.to_numpy(float)
+        rows.append({"a": a, "b": b, "n": int(s.size), "share_a": float((s == 1).mean()),
+                     "share_equal": float((s == 0.5).mean()), "share_b": float((s == 0).mean())})
+    return pd.DataFrame(rows)
+
+
+def _win_matrix(outcomes: pd.DataFrame, conditions: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(conditions)}
+    wins = np.zeros((len(conditions), len(conditions)))
+    for a, b, s in zip(outcomes.a, outcomes.b, outcomes.score_a, strict=True):
+        wins[index[a], index[b]] += s
+        wins[index[b], index[a]] += 1.0 - s
+    return wins
+
+
+def _strongly_connected(wins: np.ndarray) -> bool:
+    n = wins.shape[0]
+    adjacency = wins > 0
+    for graph in (adjacency, adjacency.T):
+        seen, stack = {0}, [0]
+        while stack:
+            node = stack.pop()
+            for nxt in np.flatnonzero(graph[node]):
+                if nxt not in seen:
+                    seen.add(int(nxt))
+                    stack.append(int(nxt))
+        if len(seen) != n:
+            return False
+    return True
+
+
+def fit_bradley_terry(wins: np.ndarray, prior: float = 0.0, tol: float = 1e-10, max_iter: int = 10000) -> np.ndarray:
+    """Log-strengths (mean 0) maximising sum_ij W_ij log(p_i / (p_i + p_j)); Hunter's MM updates.
+
+    ``prior`` adds that many pseudo-wins in both directions to every pair that
+    was compared at least once (a symmetric Beta-like shrinkage toward equality).
+    """
+    wins = np.asarray(wins, dtype=float).copy()
+    compared = (wins + wins.T) > 0
+    np.fill_diagonal(compared, False)
+    wins += prior * compared
+    games = wins + wins.T
+    total_wins = wins.sum(axis=1)
+    strength = np.ones(wins.shape[0])
+    for _ in range(max_iter):
+        denom = (games / (strength[:, None] + strength[None, :])).sum(axis=1)
+        updated = np.where(denom > 0, total_wins / np.where(denom > 0, denom, 1.0), strength)
+        updated = updated / np.exp(np.mean(np.log(np.maximum(updated, 1e-300))))
+        if np.max(np.abs(np.log(np.maximum(updated, 1e-300)) - np.log(strength))) < tol:
+            strength = updated
+            break
+        strength = updated
+    scores = np.log(np.maximum(strength, 1e-300))
+    return scores - scores.mean()
+
+
+def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = None, *, n_boot: int = 500,
+                  seed: int = 0, prior: float | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Bradley-Terry log-strengths per condition with 95% bootstrap CIs, and notes on how they were fitted."""
+    conditions = list(conditions or sorted(set(outcomes.a) | set(outcomes.b)))
+    if len(conditions) < 2 or outcomes.empty:
+        raise ValueError("Bradley-Terry needs votes on at least two conditions")
+    notes = []
+    wins = _win_matrix(outcomes, conditions)
+    if prior is None:
+        prior = 0.0
+        if not _strongly_connected(wins):
+            prior = BT_PRIOR_WHEN_DEGENERATE
+            notes.append("Bradley-Terry: some condition never won or never lost, so the maximum-likelihood fit does "
+                         f"not exist; {prior:g} pseudo-wins per compared pair and direction were added.")
+    scores = fit_bradley_terry(wins, prior)
+    rng = np.random.default_rng(seed)
+    participants = outcomes.participant.unique()
+    by_participant = participants.size > 1
+    units = [outcomes[outcomes.participant == p] for p in participants] if by_participant else None
+    samples = []
+    for _ in range(n_boot):
+        if by_participant:
+            picked = rng.integers(0, len(units), len(units))
+            sample = pd.concat([units[i] for i in picked], ignore_index=True)
+        else:
+            sample = outcomes.iloc[rng.integers(0, len(outcomes), len(outcomes))]
+        boot_wins = _win_matrix(sample, conditions)
+        # a resample may lose connectivity; the same small prior keeps it finite
+        boot_prior = prior if prior > 0 or _strongly_connected(boot_wins) else BT_PRIOR_WHEN_DEGENERATE
+        samples.append(fit_bradley_terry(boot_wins, boot_prior, tol=1e-8))
+    samples = np.array(samples)
+    low, high = np.quantile(samples, [0.025, 0.975], axis=0)
+    notes.append(f"Bradley-Terry CIs: 95% percentile bootstrap ({n_boot} resamples of "
+                 f"{'participants' if by_participant else 'votes (one participant)'}).")
+    table = pd.DataFrame({"condition": conditions, "bt_score": scores, "ci_low": low, "ci_high": high,
+                          "preference_vs_mean": 1.0 / (1.0 + np.exp(-scores))})
+    return table.sort_values("bt_score", ascending=False, ignore_index=True), notes
+
+
+def analyze_study(study: str | os.PathLike[str], votes_paths: Sequence[str | os.PathLike[str]], *,
+                  max_failed_checks: int = 0, n_boot: int = 500, seed: int = 0) -> Result:
+    """Everything ``iqabench study analyze`` reports, as a Result the HTML report renders."""
+    from iqabench.reports import heatmap_figure
+
+    manifest = load_manifest(study)
+    votes = load_votes(votes_paths)
+    participants = verification_report(manifest, votes, max_failed_checks)
+    kept = set(participants.participant[~participants.excluded])
+    outcomes = vote_outcomes(manifest, votes[votes.participant.isin(kept)])
+    result = Result("study")
+    n_excluded = int(participants.excluded.sum())
+    result.notes.append(
+        f"{len(participants)} participant(s); {n_excluded} excluded for failing more than {max_failed_checks} "
+        "verification pair(s) (choosing the degraded image or 'equal'). Ties count as half a win.")
+    result.tables["participants"] = participants
+    if outcomes.empty:
+        result.notes.append("No vote is left after exclusion; nothing to analyse.")
+        result.summary = {"study_id": manifest["study_id"], "n_participants": len(participants),
+                          "n_excluded": n_excluded, "n_votes": 0}
+        return result
+    conditions = sorted(set(outcomes.a) | set(outcomes.b))
+    rates = win_rates(outcomes)
+    matrix = pairwise_matrix(outcomes, conditions)
+    bt, bt_notes = bradley_terry(outcomes, conditions, n_boot=n_boot, seed=seed)
+    result.notes += bt_notes
+    result.tables["win_rates"] = rates
+    result.tables["pairwise_win_rate"] = matrix
+    result.tables["vote_shares"] = vote_shares(outcomes)
+    result.tables["bradley_terry"] = bt
+    result.tables["votes"] = outcomes
+    result.figures["pairwise_win_rate"] = heatmap_figure(matrix, "Win rate of row over column", center=0.5,
+                                                         fmt=".2f")
+    result.figures["bradley_terry"] = _bt_figure(bt)
+    result.summary = {
+        "study_id": manifest["study_id"], "n_participants": len(participants), "n_excluded": n_excluded,
+        "n_votes": int(len(outcomes)), "conditions": conditions,
+        "win_rate": dict(zip(rates.condition, rates.win_rate, strict=True)),
+        "bt_score": dict(zip(bt.condition, bt.bt_score, strict=True)),
+    }
+    return result
+
+
+def _bt_figure(bt: pd.DataFrame):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 0.45 * len(bt) + 1.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    order = bt.iloc[::-1]
+    y = np.arange(len(order))
+    # with few participants a percentile interval need not contain the point estimate; draw what it covers
+    below = np.maximum(order.bt_score - order.ci_low, 0.0)
+    above = np.maximum(order.ci_high - order.bt_score, 0.0)
+    ax.errorbar(order.bt_score, y, xerr=[below, above], fmt="o", capsize=3)
+    ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(y, [c if len(c) <= 45 else "..." + c[-42:] for c in order.condition], fontsize=7)
+    ax.set_xlabel("Bradley-Terry log-strength (95% CI)")
+    fig.tight_layout()
+    return fig

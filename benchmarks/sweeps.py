@@ -1,0 +1,231 @@
+"""Shared pieces of the sweep benchmarks (seed-consistency, condition-sweep, scale-sweep, fr-distances).
+
+Not a benchmark itself. The important rule lives in :func:`canonical_params`:
+a sweep item whose parameter equals the generator's own default is planned
+*without* that parameter, so its image key is the key another benchmark (or a
+plain ``relgain`` run) already produced. Without it, ``{"target": "p99"}`` and
+``{}`` on an adapter whose default target is p99 would be two cache entries of
+one identical image, and condition-sweep -> scale-sweep would regenerate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from iqabench.benchmark import AnalysisContext, PlannedItem
+from iqabench.generators import Generator, WorkItem, build_generator
+from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.stats import bootstrap_ci
+
+# IQA-Adapter paper Sec. 4.3 / Fig. 4a: the training-set percentiles the adapter is conditioned on.
+DEFAULT_TARGETS: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What one planned image is in a sweep: its generator, role and the swept values."""
+
+    generator: str  # the swept generator (for baseline slots: the generator it is the baseline of)
+    role: str  # "baseline" or "generator"
+    item: WorkItem
+    values: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"target": 99.0, "scale": 0.5}
+    source: str = ""  # the generator spec that makes the image (the baseline's spec for baseline slots)
+
+    def planned(self) -> PlannedItem:
+        return PlannedItem(self.source or self.generator, self.item)
+
+
+def generator_specs(spec: RunSpec) -> list[str]:
+    """The run's generators in canonical spelling, duplicates dropped, order kept."""
+    if not spec.generators:
+        raise ValueError("no generator given: pass --generator SPEC (e.g. iqa-adapter:/path/adapter.safetensors)")
+    return list(dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators))
+
+
+def parse_number_list(value: Any, *, name: str, low: float, high: float, prefix: str = "") -> list[float]:
+    """``"1,5,p99"`` or ``[1, 5, 99]`` -> ``[1.0, 5.0, 99.0]``, each checked to lie in [low, high]."""
+    if value is None:
+        raise ValueError(f"option {name!r} is empty")
+    parts: Iterable[Any]
+    if isinstance(value, (int, float)):
+        parts = [value]
+    elif isinstance(value, str):
+        parts = [p for p in value.replace(";", ",").replace("/", ",").split(",") if p.strip()]
+    else:
+        parts = list(value)
+    numbers: list[float] = []
+    for part in parts:
+        text = str(part).strip()
+        if prefix and text.lower().startswith(prefix):
+            text = text[len(prefix):]
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"option {name!r}: {part!r} is not a number (write e.g. {name}=1,5,50,99)") from None
+        if not (low <= number <= high) or math.isnan(number):
+            raise ValueError(f"option {name!r}: {number:g} is outside [{low:g}, {high:g}]")
+        numbers.append(number)
+    if not numbers:
+        raise ValueError(f"option {name!r} names no value (write e.g. {name}=1,5,50,99)")
+    return list(dict.fromkeys(numbers))
+
+
+def parse_targets(value: Any, name: str = "targets") -> list[float]:
+    """Target percentiles of the adapter's training-set score distribution (``p`` prefix optional)."""
+    return parse_number_list(value, name=name, low=0.0, high=100.0, prefix="p")
+
+
+def target_label(percentile: float) -> str:
+    """50.0 -> ``"p50"``: the spelling the IQA-Adapter generator takes as ``target``."""
+    return f"p{percentile:g}"
+
+
+def canonical_params(generator: Generator, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop params equal to the generator's own default so equal images get equal cache keys."""
+    defaults = getattr(generator, "options", {}) or {}
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        default = defaults.get(key, _MISSING)
+        if default is not _MISSING and _same(value, default):
+            continue
+        out[key] = value
+    return out
+
+
+_MISSING = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def require_item_params(generator: Generator, names: Sequence[str], benchmark: str) -> None:
+    """Refuse at plan time a generator that cannot take the swept params (instead of N failed images)."""
+    accepted = getattr(generator, "item_params", None)
+    if accepted is None:
+        return
+    missing = [n for n in names if n not in accepted]
+    if missing:
+        raise ValueError(
+            f"benchmark {benchmark!r} sweeps {', '.join(missing)}, which generator {generator.name!r} does not take; "
+            "use a quality-conditioned generator such as iqa-adapter:/path/adapter.safetensors"
+        )
+
+
+def baseline_of(generator: str, spec: RunSpec) -> str:
+    from .relgain import resolve_baseline
+
+    baseline = resolve_baseline(generator, spec)
+    if baseline == generator:
+        raise ValueError(f"generator {generator!r} is its own baseline; pass a different --baseline")
+    return baseline
+
+
+def sweep_slots(spec: RunSpec, benchmark: str, swept: list[dict[str, Any]], *, with_baseline: bool = True,
+                param_names: Sequence[str] = ()) -> list[Slot]:
+    """Baseline images (no params) then one image per item x swept point, for every generator.
+
+    ``swept`` holds dicts of the swept values in the generator's own spelling, e.g.
+    ``{"target": "p99", "scale": 0.5}``; the Slot keeps the numeric values.
+    """
+    from iqabench.benchmark import BaseBenchmark
+
+    items = BaseBenchmark().work_items(spec)
+    slots: list[Slot] = []
+    for name in generator_specs(spec):
+        generator = build_generator(name)
+        if param_names:
+            require_item_params(generator, param_names, benchmark)
+        if with_baseline:
+            baseline = baseline_of(name, spec)
+            slots += [Slot(name, "baseline", WorkItem(i.prompt_id, i.prompt, i.seed, {}), {}, baseline)
+                      for i in items]
+        for point in swept:
+            params = canonical_params(generator, point)
+            values = {k: _numeric(v) for k, v in point.items()}
+            slots += [Slot(name, "generator", WorkItem(i.prompt_id, i.prompt, i.seed, params), values, name)
+                      for i in items]
+    return slots
+
+
+def _numeric(value: Any) -> Any:
+    if isinstance(value, str) and value[:1].lower() == "p":
+        try:
+            return float(value[1:])
+        except ValueError:
+            return value
+    return value
+
+
+def planned(slots: list[Slot]) -> list[PlannedItem]:
+    return [s.planned() for s in slots]
+
+
+def score_frame(ctx: AnalysisContext, slots: list[Slot], metrics: Sequence[str]) -> pd.DataFrame:
+    """Long table: one row per (planned image, metric) with the slot's swept values and the cached score."""
+    if len(slots) != len(ctx.image_keys):
+        raise RuntimeError("the plan changed between planning and analysis; re-run the benchmark")
+    scores = {m: ctx.scores(m) for m in metrics}
+    rows = []
+    for slot, key in zip(slots, ctx.image_keys, strict=True):
+        base = {"generator": slot.generator, "role": slot.role, "source": slot.source or slot.generator,
+                "prompt_id": slot.item.prompt_id, "prompt": slot.item.prompt, "seed": slot.item.seed,
+                "image_key": key, **slot.values}
+        for m in metrics:
+            value = scores[m].get(key)
+            rows.append({**base, "metric": m, "score": np.nan if value is None else float(value)})
+    return pd.DataFrame(rows)
+
+
+def mean_with_ci(frame: pd.DataFrame, by: list[str], value: str = "score") -> pd.DataFrame:
+    """Mean, 95% bootstrap CI and count of ``value`` per group (NaNs dropped and counted)."""
+    rows = []
+    for keys, group in frame.groupby(by, sort=False, dropna=False):
+        values = group[value].to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        low, high = bootstrap_ci(finite)
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        rows.append({**dict(zip(by, keys, strict=True)), "mean": float(finite.mean()) if finite.size else np.nan,
+                     "ci_low": low, "ci_high": high, "n": int(finite.size),
+                     "n_missing": int(values.size - finite.size)})
+    return pd.DataFrame(rows)
+
+
+def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.3, max_cols: int = 3) -> tuple[Figure, list]:
+    """A bare Agg figure with one axis per panel (no pyplot state; see reports/figures.py)."""
+    n_panels = max(1, n_panels)
+    cols = min(max_cols, n_panels)
+    rows = math.ceil(n_panels / cols)
+    fig = Figure(figsize=(width * cols, height * rows))
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
+    return fig, axes
+
+
+def grid_refs(ctx: AnalysisContext, frame: pd.DataFrame, group_col: str, max_rows: int = 4):
+    """Thumbnails: first ``max_rows`` (prompt, seed) pairs, one column per value of ``group_col``."""
+    from iqabench.benchmark import ImageRef
+
+    wide = frame.pivot_table(index="image_key", columns="metric", values="score", aggfunc="first")
+    first = frame.drop_duplicates("image_key")
+    refs: list[ImageRef] = []
+    pairs = list(dict.fromkeys(zip(first.prompt_id, first.seed, strict=True)))[:max_rows]
+    for prompt_id, seed in pairs:
+        rows = first[(first.prompt_id == prompt_id) & (first.seed == seed)]
+        for _, row in rows.iterrows():
+            if not ctx.store.has_image(row.image_key):
+                continue
+            shown = {m: float(v) for m, v in wide.loc[row.image_key].items() if np.isfinite(v)}
+            refs.append(ImageRef(row.image_key, f"{row.prompt} (seed {seed})", shown, group=str(row[group_col])))
+    return refs

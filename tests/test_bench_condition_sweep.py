@@ -1,0 +1,102 @@
+"""condition-sweep: target parsing, target-vs-score correlations, an offline sweep, and image reuse by the
+fr-distances and scale-sweep benchmarks that follow it on the same adapter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_iqa_adapter_generator import tiny_checkpoint
+
+from iqabench.benchmarks.condition_sweep import target_correlations
+from iqabench.benchmarks.sweeps import parse_targets, target_label
+from iqabench.runner import Runner, run
+from iqabench.specs import RunSpec
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    path = tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    return f"iqa-adapter:{path}[steps=2]"
+
+
+def _sweep_frame(metric: str, fn) -> pd.DataFrame:
+    rows = []
+    for target in (1, 5, 50, 99):
+        for seed in range(3):
+            rows.append({"generator": "G", "role": "generator", "metric": metric, "target": float(target),
+                         "prompt_id": "p", "seed": seed, "score": fn(target, seed)})
+    rows.append({"generator": "G", "role": "baseline", "metric": metric, "target": np.nan, "prompt_id": "p",
+                 "seed": 0, "score": 1e6})  # baselines must not enter the correlation
+    return pd.DataFrame(rows)
+
+
+def test_monotone_sweep_has_spearman_one():
+    table = target_correlations(_sweep_frame("entropy", lambda t, s: t**2 + 1e-3 * s))
+    row = table.iloc[0]
+    assert row.n == 12
+    assert row.spearman_of_means == pytest.approx(1.0)
+    assert row.aligned_spearman_of_means == pytest.approx(1.0)
+    # over images the target is tied across seeds, so rho < 1 even for a monotone sweep; pearson < 1: not linear
+    assert 0.95 < row.spearman < 1.0 and 0.9 < row.pearson < 1.0
+
+
+def test_lower_is_better_metric_is_aligned_and_flat_scores_give_nan():
+    falling = target_correlations(_sweep_frame("piqe", lambda t, s: 100 - t - 0.01 * s)).iloc[0]
+    assert falling.spearman_of_means == pytest.approx(-1.0)
+    assert falling.aligned_spearman_of_means == pytest.approx(1.0)
+    assert falling.aligned_spearman == pytest.approx(-falling.spearman) and falling.spearman < -0.95
+    assert falling.pearson == pytest.approx(-1.0, abs=1e-4)
+    flat = target_correlations(_sweep_frame("entropy", lambda t, s: 3.0)).iloc[0]
+    assert np.isnan(flat.spearman) and np.isnan(flat.pearson)
+
+
+def test_target_parsing():
+    assert parse_targets("p1, 5,p99") == [1.0, 5.0, 99.0]
+    assert parse_targets([25, 75]) == [25.0, 75.0]
+    assert target_label(99.0) == "p99" and target_label(2.5) == "p2.5"
+    with pytest.raises(ValueError, match="outside"):
+        parse_targets("101")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_targets("p1,high")
+
+
+def test_generator_without_a_target_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="does not take"):
+        Runner(RunSpec("condition-sweep", ["tiny-sd"]), tmp_path)
+
+
+def test_sweep_then_fr_distances_and_scale_sweep_reuse_every_cached_image(adapter, tmp_path):
+    common = dict(generators=[adapter], metrics=["piqe", "entropy"], limit=2, seeds=[0], batch_size=4)
+    sweep = run(RunSpec("condition-sweep", options={"targets": "1,50,99"}, **common), out=tmp_path)
+    assert sweep.plan.n_unique_images == 2 * 4  # prompts x (baseline + 3 targets)
+    result = sweep.result
+    means = result.tables["scores_by_target"]
+    assert sorted(means.target.unique()) == [1.0, 50.0, 99.0] and (means.n == 2).all()
+    per_image = result.tables["per_image"]
+    p99 = per_image[per_image.condition == "p99"].piqe
+    assert means[(means.metric == "piqe") & (means.target == 99.0)]["mean"].iloc[0] == pytest.approx(p99.mean())
+    baseline = result.tables["baseline"].set_index("metric")
+    assert baseline.loc["piqe", "mean"] == pytest.approx(per_image[per_image.condition == "baseline"].piqe.mean())
+    assert set(result.tables["correlation"].metric) == {"piqe", "entropy"}
+    assert {"mean_score_vs_target", "score_distributions", "correlation_heatmap"} <= set(result.figures)
+    assert {ref.group for ref in result.grids["targets"]} == {"baseline", "p1", "p50", "p99"}
+
+    fr = Runner(RunSpec("fr-distances", options={"targets": "1,50,99"}, **{**common, "metrics": ["ssim"]}),
+                tmp_path).summarize_plan()
+    assert fr.n_unique_images == 8 and fr.n_cached_images == 8 and fr.n_to_generate == 0
+
+    scale_spec = RunSpec("scale-sweep", options={"scales": "0.5,1.0", "scale_targets": "1,99"}, **common)
+    scale = Runner(scale_spec, tmp_path).summarize_plan()
+    # baseline + (p1, p99) at lambda 1.0 are the condition sweep's images; only lambda 0.5 is new.
+    assert scale.n_unique_images == 2 * 5 and scale.n_cached_images == 2 * 3 and scale.n_to_generate == 2 * 2
+    assert scale.n_scores_cached == 2 * 3 * 2

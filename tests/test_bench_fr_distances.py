@@ -1,0 +1,105 @@
+"""fr-distances: distance conventions, symmetric zero-diagonal matrices, pair caching, panel fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from test_iqa_adapter_generator import tiny_checkpoint
+
+from iqabench.benchmarks.fr_distances import distance_matrix, distance_transform, fr_panel, pair_scores, to_distance
+from iqabench.metrics import MetricUnavailableError, build_metric
+from iqabench.runner import run
+from iqabench.specs import RunSpec
+from iqabench.store import content_key
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _images(store, n=3, size=48):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (size, size, 3))
+    keys = []
+    for i in range(n):  # increasingly noisy versions of one image
+        noisy = np.clip(base + rng.normal(0, 25 * i, base.shape), 0, 255).astype(np.uint8)
+        key = content_key("test-image", i)
+        store.put_image(key, Image.fromarray(noisy))
+        keys.append(key)
+    return keys
+
+
+def _matrix(store, metric, keys):
+    values = pair_scores(store, metric, [(a, b) for a in keys for b in keys])
+    transform = distance_transform(metric.name)
+    rows = [{"condition_a": f"c{i}", "condition_b": f"c{j}",
+             "distance": float(to_distance(np.array([values[(a, b)]]), transform)[0])}
+            for i, a in enumerate(keys) for j, b in enumerate(keys)]
+    return distance_matrix(pd.DataFrame(rows), [f"c{i}" for i in range(len(keys))])
+
+
+def test_distance_conventions():
+    assert distance_transform("ssim") == "1 - value"
+    assert distance_transform("gmsd") == "value" and distance_transform("lpips") == "value"
+    assert distance_transform("psnr") == "similarity"
+    assert to_distance(np.array([1.0, 0.25]), "1 - value").tolist() == [0.0, 0.75]
+
+
+@pytest.mark.parametrize("name", ["ssim", "gmsd"])
+def test_matrix_is_symmetric_with_zero_diagonal_for_symmetric_metrics(store, name):
+    keys = _images(store)
+    matrix = _matrix(store, build_metric(name), keys).to_numpy()
+    assert matrix.shape == (3, 3)
+    assert np.allclose(np.diag(matrix), 0.0, atol=1e-5)
+    assert np.allclose(matrix, matrix.T, atol=1e-5)
+    assert matrix[0, 2] > matrix[0, 1] > 0.01  # more noise, farther away
+
+
+def test_pairs_are_cached_under_the_metric_fingerprint(store):
+    keys = _images(store, n=2)
+    metric = build_metric("ssim")
+    calls = []
+    original = metric.score
+    metric.score = lambda images, refs=None: calls.append(len(images)) or original(images, refs)
+    first = pair_scores(store, metric, [(keys[0], keys[1]), (keys[1], keys[0])])
+    assert sum(calls) == 2
+    again = pair_scores(store, metric, [(keys[1], keys[0]), (keys[0], keys[1]), (keys[0], keys[0])])
+    assert sum(calls) == 3  # only the new (a, a) pair was computed
+    assert again[(keys[0], keys[1])] == first[(keys[0], keys[1])]
+    assert again[(keys[0], keys[0])] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_panel_rules():
+    assert fr_panel(RunSpec("fr-distances", ["x"], metrics=["ssim", "psnr"])) == (["ssim", "psnr"], True)
+    assert fr_panel(RunSpec("fr-distances", ["x"]))[0] == ["ssim", "lpips", "dists", "pieapp"]
+    with pytest.raises(ValueError, match="piqe is no-reference"):
+        fr_panel(RunSpec("fr-distances", ["x"], metrics=["ssim", "piqe"]))
+
+
+def test_offline_run_default_panel_falls_back_with_a_note(tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    spec = RunSpec("fr-distances", [f"iqa-adapter:{checkpoint}[steps=2]"], limit=1, seeds=[0, 1], batch_size=4,
+                   options={"targets": "1,99"})
+    outcome = run(spec, out=tmp_path / "out")
+    result = outcome.result
+    assert result.summary["metrics_used"] == ["ssim"]
+    notes = " ".join(result.notes)
+    assert "Metrics used: ssim" in notes and "lpips left out of the default panel" in notes
+    table = result.tables["fr_matrix"]
+    matrix = table.pivot(index="image", columns="reference", values="mean_distance")
+    assert list(matrix.index) == ["baseline", "p1", "p99"] == sorted(matrix.columns)
+    assert np.allclose(np.diag(matrix.to_numpy()), 0.0, atol=1e-5)
+    assert np.allclose(matrix.to_numpy(), matrix.to_numpy().T, atol=1e-5)
+    pairs = result.tables["fr_pairs"]
+    one = pairs[(pairs.condition_a == "p1") & (pairs.condition_b == "p99")].distance
+    assert matrix.loc["p1", "p99"] == pytest.approx(one.mean()) and len(one) == 2  # mean over the 2 seeds
+    assert "fr_matrix_ssim" in result.figures
+    with pytest.raises(MetricUnavailableError, match="lpips"):
+        run(RunSpec(**{**spec.to_dict(), "metrics": ["lpips"]}), out=tmp_path / "out")

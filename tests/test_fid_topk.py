@@ -1,0 +1,152 @@
+"""FID top-k: torch-fidelity maths on features, the Store feature cache, top-k subsets, and an offline smoke run."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import linalg
+
+from iqabench.benchmarks.fid_topk.features import InceptionFeatures, fid, inception_score, kid, split
+from iqabench.benchmarks.fid_topk.references import load_reference
+from iqabench.benchmarks.fid_topk.topk import mean_z_scores, top_fraction
+from iqabench.benchmarks.geneval.clip import WeightsUnavailableError
+from iqabench.runner import run
+from iqabench.specs import RunSpec
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _images(n, seed, size=(48, 40)):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.normal(size=(40, 16)).astype(np.float32))
+    b = torch.from_numpy((rng.normal(size=(40, 16)) * 1.5 + 0.3).astype(np.float32))
+    assert abs(fid(a, a)) < 1e-6
+    # Closed form with scipy's matrix square root (what pytorch-fid does) on the same features.
+    mu_a, mu_b = a.numpy().mean(0), b.numpy().mean(0)
+    s_a, s_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    expected = ((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * linalg.sqrtm(s_a @ s_b).real)
+    assert fid(a, b) == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        fid(a[:1], b)
+
+
+def test_is_and_kid_come_from_torch_fidelity():
+    rng = np.random.default_rng(1)
+    uniform = torch.zeros(20, 1008)
+    assert inception_score(uniform, splits=2) == pytest.approx((1.0, 0.0))  # identical flat predictions: IS = 1
+    peaked = torch.from_numpy(rng.normal(size=(20, 1008)).astype(np.float32)) * 50
+    assert inception_score(peaked, splits=2)[0] > 5
+    f = torch.from_numpy(rng.normal(size=(30, 8)).astype(np.float32))
+    mean, _ = kid(f, f + 3, subsets=5, subset_size=10)
+    assert mean > 100 and abs(kid(f, f, subsets=5, subset_size=10)[0]) < mean / 100  # unbiased MMD: ~0 on one set
+
+
+def test_features_are_cached_in_the_store_and_self_fid_is_zero(store):
+    keys = [f"{i:064x}" for i in range(4)]
+    images = dict(zip(keys, _images(4, 0), strict=True))
+    extractor = InceptionFeatures("random", batch_size=4)
+    first = extractor.features(store, keys, load=images.__getitem__)
+    assert extractor.n_extracted == 4 and first[keys[0]].shape == (2048 + 1008,)
+    again = InceptionFeatures("random")
+    second = again.features(store, keys, load=lambda k: (_ for _ in ()).throw(AssertionError("re-extracted")))
+    assert again.n_extracted == 0
+    assert all(np.array_equal(first[k], second[k]) for k in keys)
+    pool, _ = split(np.stack([first[k] for k in keys]))
+    assert abs(fid(pool, pool)) < 1e-3
+    assert pool.std(dim=0).mean() > 1e-3  # the random extractor is not degenerate, so FIDs differ between sets
+    other, _ = split(again._extract([Image.new("RGB", (40, 40), (60 * i, 100, 50)) for i in range(4)]))
+    assert fid(pool, other) > 1.0
+
+
+def test_inception_weights_load_safely_into_torch_fidelity(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    random = InceptionFeatures("random")
+    path = tmp_path / "inception.safetensors"
+    save_file({k: v.contiguous() for k, v in random.model().state_dict().items()}, str(path))
+    loaded = InceptionFeatures(str(path))
+    images = _images(2, 3)
+    assert np.allclose(random._extract(images), loaded._extract(images), atol=1e-5)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsUnavailableError, match=r"weights-inception-2015-12-05-6726825d\.pth not found at "):
+        InceptionFeatures()
+
+
+def test_top_k_subsets_are_the_right_images():
+    keys = ["a", "b", "c", "d", "e"]
+    scores = {"sharp": dict(zip(keys, [1.0, 2.0, 3.0, 4.0, 5.0], strict=True)),  # higher is better
+              "noise": dict(zip(keys, [50.0, 40.0, 30.0, 100.0, 10.0], strict=True))}  # lower is better
+    ranking = mean_z_scores(scores, {"sharp": False, "noise": True}, keys)
+    z_sharp = (np.arange(1, 6) - 3) / np.std(np.arange(1, 6))
+    noise = np.array([50, 40, 30, 100, 10.0])
+    z_noise = -(noise - noise.mean()) / noise.std()
+    assert ranking == pytest.approx(dict(zip(keys, (z_sharp + z_noise) / 2, strict=True)))
+    assert top_fraction(ranking, 40) == ["e", "c"]  # ceil(5 x 0.4) = 2
+    assert top_fraction(ranking, 60) == ["e", "c", "b"]
+    assert top_fraction(ranking, 10) == ["e", "c"]  # never fewer than 2 (FID needs a covariance)
+    scores["noise"]["a"] = None
+    assert "a" not in mean_z_scores(scores, {"sharp": False, "noise": True}, keys)
+    with pytest.raises(ValueError, match=r"in \(0, 100\]"):
+        top_fraction(ranking, 0)
+
+
+def _reference(tmp_path, n=6):
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    rows = []
+    for i, image in enumerate(_images(n, 7, size=(64, 64))):
+        image.save(folder / f"{i}.png")
+        rows.append({"caption": f"a photo of object {i}", "image": f"{i}.png"})
+    with open(folder / "pairs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["caption", "image"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def test_reference_loading(tmp_path):
+    folder = _reference(tmp_path, 3)
+    pairs = load_reference(folder / "pairs.csv")
+    assert [p.caption for p in pairs] == [f"a photo of object {i}" for i in range(3)]
+    assert [p.caption for p in load_reference(folder)] == [None] * 3  # a plain folder has no captions
+    assert len(load_reference(folder / "pairs.csv", limit=2)) == 2
+    (folder / "bad.csv").write_text("caption,image\nx,missing.png\ny,0.png\n")
+    with pytest.raises(FileNotFoundError, match="missing.png does not exist"):
+        load_reference(folder / "bad.csv")
+
+
+def test_offline_smoke_runs_and_second_generator_reuses_reference_features(tmp_path):
+    folder = _reference(tmp_path, 4)
+    options = {"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50", "kid_subsets": 10}
+    spec = RunSpec("fid-topk", ["tiny-sd"], metrics=["piqe", "entropy"], options=options)
+    outcome = run(spec, out=tmp_path / "store")
+    result = outcome.result
+    numeric = result.tables["fid_topk_numeric"]
+    assert list(numeric.columns[:4]) == ["FID", "FID top-50%", "IS", "IS_std"]
+    assert {"KID", "CLIP-T", "CLIP-I"} <= set(numeric.columns)
+    values = numeric.loc["tiny-sd", ["FID", "FID top-50%", "IS", "KID", "CLIP-T", "CLIP-I"]].astype(float)
+    assert np.isfinite(values).all() and values["FID"] > 0
+    assert result.summary["features_extracted"] == 8 and result.summary["topk_sizes"] == {"50": 2}
+    assert any(n.startswith("WEIGHTS-FREE SMOKE RUN") for n in result.notes)
+    assert "WEIGHTS-FREE SMOKE RUN" in outcome.report.read_text("utf-8")
+    ranking = result.tables["reference_ranking"]
+    assert ranking["top-50%"].sum() == 2 and ranking["mean_z"].is_monotonic_decreasing
+    # A second generator over the same reference extracts only its own 4 images.
+    again = run(RunSpec("fid-topk", ["tiny-sd[guidance_scale=1.0]"], metrics=["piqe", "entropy"], options=options),
+                out=tmp_path / "store")
+    assert again.result.summary["features_extracted"] == 4
+
+
+def test_missing_reference_option_is_one_sentence(tmp_path):
+    with pytest.raises(ValueError, match="fid-topk needs reference images"):
+        run(RunSpec("fid-topk", ["tiny-sd"]), out=tmp_path)
