@@ -41,6 +41,8 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     spread = float(np.max(np.abs(finite - center))) if finite.size else 1.0
     spread = spread if spread > 0 else 1.0
 
+    # Generator specs can be long paths: shorten labels for the axes (the tables keep the full names).
+    values = values.rename(index=_short_label, columns=_short_label)
     n_rows, n_cols = values.shape
     fig = Figure(figsize=(max(4.0, 1.1 * n_cols + 2.5), max(2.5, 0.5 * n_rows + 1.5)))
     FigureCanvasAgg(fig)
@@ -68,3 +70,11 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     ax.tick_params(axis="y", labelrotation=0)
     fig.tight_layout()
     return fig
+
+
+def _short_label(label: object, limit: int = 36) -> str:
+    text = str(label)
+    if len(text) <= limit:
+        return text
+    keep = (limit - 1) // 2
+    return f"{text[:keep]}…{text[-keep:]}"
