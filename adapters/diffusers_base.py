@@ -44,7 +44,7 @@ import inspect
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -196,6 +196,18 @@ def _unknown_option_message(key: str, known: Sequence[str], where: str, what: st
 
 def _canonical_params(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(sorted(params.items())), sort_keys=True, default=str)
+
+
+def base_model_spec(base_spec: GeneratorSpec, options: Mapping[str, Any], base_options: Mapping[str, Any],
+                    own_options: Collection[str]) -> str:
+    """The base model's spec with the generation options it shares with a quality generator built on it.
+
+    IQA-Adapter, gradient guidance and ACPO compare against their base model run
+    with the same steps, CFG, size and negative prompt; their own options
+    (target, alpha, LoRA path, ...) stay behind.
+    """
+    keep = {k: v for k, v in options.items() if k in base_options and k not in own_options and v is not None}
+    return str(GeneratorSpec(base_spec.family, base_spec.variant, tuple(sorted(keep.items()))))
 
 
 # -- the generator ---------------------------------------------------------------------------------------

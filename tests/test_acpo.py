@@ -36,13 +36,6 @@ class Brightness(nn.Module):
 register_metric("test_acpo_bright", lower_better=False, overwrite=True)(lambda device: Brightness())
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def dataset(n: int = 4) -> list[dict]:
     g = torch.Generator().manual_seed(0)

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from iqabench.adapters.diffusers_base import DiffusersGenerator, find_weights
 from iqabench.generators import Generator, WeightsMissingError, WorkItem, build_generator
@@ -20,14 +19,6 @@ C = WorkItem("c", "an astronaut riding a horse", 13)
 D = WorkItem("d", "a bowl of fruit", 14)
 E = WorkItem("e", "a lighthouse at dusk", 15)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CPU is shared: two intra-op threads fighting other processes ran ~20x slower than one (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", params=["tiny-sd", "tiny-sdxl"])

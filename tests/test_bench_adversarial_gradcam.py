@@ -22,14 +22,6 @@ from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class BrightnessIQA(nn.Module):
     """Scores mean positive conv response (brightness): Grad-CAM must light up where the image is bright."""
 

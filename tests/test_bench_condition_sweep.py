@@ -6,21 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from test_iqa_adapter_generator import tiny_checkpoint
 
 from iqabench.benchmarks.condition_sweep import target_correlations
 from iqabench.benchmarks.sweeps import parse_targets, target_label
 from iqabench.runner import Runner, run
 from iqabench.specs import RunSpec
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

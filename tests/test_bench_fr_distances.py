@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from test_iqa_adapter_generator import tiny_checkpoint
 
@@ -14,14 +13,6 @@ from iqabench.metrics import MetricUnavailableError, build_metric
 from iqabench.runner import run
 from iqabench.specs import RunSpec
 from iqabench.store import content_key
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _images(store, n=3, size=48):

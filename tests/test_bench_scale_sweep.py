@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import torch
 from test_iqa_adapter_generator import tiny_checkpoint
 
 from iqabench.benchmarks.scale_sweep import DEFAULT_SCALES, scale_gap, sweep_scales
 from iqabench.runner import run
 from iqabench.specs import RunSpec
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_default_scales_are_nine_from_005_to_1():

@@ -5,19 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from iqabench.benchmarks.seed_consistency import per_generation_gains, seeded_spec, summarize_gains
 from iqabench.runner import Runner, run
 from iqabench.specs import RunSpec
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _frame(base: list[float], method: list[float], metric: str = "m") -> pd.DataFrame:

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import typer
 from browser import chromium  # noqa: F401  (pytest fixture)
 from typer.testing import CliRunner
@@ -29,14 +28,6 @@ from iqabench.benchmarks.study.analyze import fit_bradley_terry
 from iqabench.benchmarks.study.cli import study_analyze_cmd, study_export_cmd
 from iqabench.runner import run
 from iqabench.specs import RunSpec
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _manifest() -> dict:

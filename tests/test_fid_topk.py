@@ -16,11 +16,6 @@ from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def _images(n, seed, size=(48, 40)):
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]

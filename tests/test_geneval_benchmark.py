@@ -17,11 +17,6 @@ from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def random_clip():
     return build_clip(weights="random")

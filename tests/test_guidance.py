@@ -48,13 +48,6 @@ ITEMS = [WorkItem("p0", "a photo of a cat", 0), WorkItem("p1", "a red car at nig
 ALPHA = 20000  # the tiny random VAE has gradients ~1e-3 per latent; this moves brightness by ~1%
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def brightness(images) -> np.ndarray:
     return np.array([np.asarray(im, dtype=np.float64).mean() / 255 for im in images])

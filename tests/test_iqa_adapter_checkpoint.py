@@ -22,15 +22,6 @@ from iqabench.adapters.iqa_adapter.projection import CheckpointError
 from iqabench.generators import WeightsMissingError
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """2 shared cores: one intra-op thread is ~5x faster here than two fighting other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_unet(seed: int = 0, cross_dim: int = 32) -> UNet2DConditionModel:
     torch.manual_seed(seed)
     return UNet2DConditionModel(

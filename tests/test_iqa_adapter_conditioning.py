@@ -18,15 +18,6 @@ from iqabench.adapters.iqa_adapter.conditioning import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """2 shared cores: one intra-op thread is ~5x faster here than two fighting other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_vendored_cc3m_stats_have_the_released_metrics():
     stats = load_stats()
     for name in ("topiq_nr", "hyperiqa", "laion_aes"):

@@ -7,22 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from iqabench.adapters.iqa_adapter.cli import app
 from iqabench.adapters.iqa_adapter.conditioning import load_stats
 from iqabench.adapters.iqa_adapter.dataset import ScoredImageDataset, read_records, score_dataset
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """2 shared cores: one intra-op thread is ~5x faster here than two fighting other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_images(folder, n=6):

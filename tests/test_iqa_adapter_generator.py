@@ -17,14 +17,6 @@ from iqabench.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 RUNTIME = Runtime(device="cpu", dtype="fp32", batch_size=2)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """2 shared cores: one intra-op thread is ~5x faster here than two fighting other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_checkpoint(path, base: str = "tiny-sd", builder=tiny_sd_pipeline):
     """A random (but strong) adapter on the tiny base, saved with its metadata."""

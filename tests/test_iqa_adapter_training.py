@@ -25,14 +25,6 @@ from iqabench.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 STATS = {"blur": MetricStats("blur", 1.0, 1.0, {0: 0.0, 50: 1.0, 100: 2.0})}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """2 shared cores: one intra-op thread is ~5x faster here than two fighting other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def synthetic_dataset(n: int = 8) -> ScoredImageDataset:
     """Checkerboards blurred by a known radius; the "score" is the radius (what the adapter must learn)."""

@@ -10,14 +10,6 @@ from iqabench.testing import tiny_clip_tokenizer, tiny_sd_pipeline, tiny_sdxl_pi
 BUILDERS = [tiny_sd_pipeline, tiny_sdxl_pipeline]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CPU is shared: two intra-op threads fighting other processes ran ~20x slower than one (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}

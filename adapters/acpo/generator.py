@@ -22,7 +22,7 @@ from iqabench.generators import build_generator, register_generator
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
-from ..diffusers_base import DiffusersGenerator
+from ..diffusers_base import DiffusersGenerator, base_model_spec
 from .lora import LORA_FILE, load_lora
 
 ACPO_OPTIONS: dict[str, Any] = {"base": None}
@@ -67,9 +67,7 @@ class AcpoGenerator(DiffusersGenerator):
 
     def baseline(self) -> str | None:
         """The base model without the LoRA, same generation options."""
-        keep = {k: v for k, v in self.options.items()
-                if k in self._base_gen.options and k not in ACPO_OPTIONS and v is not None}
-        return str(GeneratorSpec(self.base_spec.family, self.base_spec.variant, tuple(sorted(keep.items()))))
+        return base_model_spec(self.base_spec, self.options, self._base_gen.options, ACPO_OPTIONS)
 
     def load_pipeline(self):
         pipe = self._base_gen.load_pipeline()

@@ -28,7 +28,7 @@ from iqabench.metrics import metric_fingerprint, metric_info
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
-from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator
+from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator, base_model_spec
 from .guide import GuidanceConfig, IQAGuidance, guided_scheduler
 
 GUIDANCE_OPTIONS: dict[str, Any] = {"base": "sdxl", "alpha": 30.0, "variant": "z", "floor": 0.01,
@@ -94,9 +94,7 @@ class GuidanceGenerator(DiffusersGenerator):
 
     def baseline(self) -> str | None:
         """The base model with the same generation options (what RelGain compares against)."""
-        keep = {k: v for k, v in self.options.items()
-                if k in self._base_gen.options and k not in GUIDANCE_OPTIONS and v is not None}
-        return str(GeneratorSpec(self.base_spec.family, self.base_spec.variant, tuple(sorted(keep.items()))))
+        return base_model_spec(self.base_spec, self.options, self._base_gen.options, GUIDANCE_OPTIONS)
 
     def load_pipeline(self):
         """The base generator's pipeline (so an ``acpo:`` base comes with its LoRA)."""

@@ -37,7 +37,7 @@ from iqabench.generators import WorkItem, build_generator, register_generator
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
-from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator
+from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator, base_model_spec
 from .adapter import IQAAdapter
 from .checkpoint import METADATA_KEY, PRESETS, file_sha256, load_adapter, preset_file
 from .conditioning import TargetError, load_stats, resolve_target, select_stats
@@ -150,9 +150,7 @@ class IQAAdapterGenerator(DiffusersGenerator):
 
     def baseline(self) -> str | None:
         """The base model with the same steps, CFG, size and negative prompt."""
-        keep = {k: v for k, v in self.options.items()
-                if k in self._base_gen.options and k not in ADAPTER_OPTIONS and v is not None}
-        return str(GeneratorSpec(self.base_spec.family, self.base_spec.variant, tuple(sorted(keep.items()))))
+        return base_model_spec(self.base_spec, self.options, self._base_gen.options, ADAPTER_OPTIONS)
 
     def load_pipeline(self):
         pipe = super().load_pipeline()
