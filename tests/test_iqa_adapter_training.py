@@ -117,3 +117,16 @@ def test_sdxl_micro_conditioning_trains(tmp_path):
 def test_bad_drop_probabilities_are_refused(tmp_path):
     with pytest.raises(ValueError, match="sum to at most 1"):
         TrainConfig(output_dir=str(tmp_path), quality_drop=0.6, text_drop=0.6)
+
+
+def test_bf16_mixed_precision_with_gradient_accumulation_trains(tmp_path):
+    pipe = tiny_sd_pipeline(0)
+    adapter = build_adapter_for_training(pipe, adapter_config())
+    before = {k: v.clone() for k, v in adapter.released_state_dict().items()}
+    result = train_adapter(pipe, adapter, synthetic_dataset(4),
+                           config_for(tmp_path, max_steps=2, save_every=2, mixed_precision="bf16",
+                                      gradient_accumulation_steps=2))
+    assert result.step == 2 and all(np.isfinite(result.losses))
+    after = adapter.released_state_dict()
+    assert all(after[k].dtype == torch.float32 for k in after)  # master weights stay fp32 under autocast
+    assert any(not torch.equal(after[k], before[k]) for k in before)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def test_a_killed_worker_leaves_a_resumable_shard(tmp_path, single_process_store
     while time.time() < deadline and len(list(images.rglob("*.png")) if images.exists() else []) < 2:
         time.sleep(0.05)
     # Kill one worker (the newest python child of the launcher), as an OOM killer or a node failure would.
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     assert workers, "torchrun should have started worker processes"
     os.kill(int(workers[-1]), signal.SIGKILL)
     proc.communicate(timeout=600)
