@@ -255,13 +255,7 @@ def _pyiqa_factory(name: str) -> Callable[[torch.device], nn.Module]:
     def build(device: torch.device, as_loss: bool = False) -> nn.Module:
         import pyiqa
 
-        present, detail = pyiqa_weights_status(name)
-        if not present and offline_mode():
-            raise MetricUnavailableError(
-                f"metric {name!r} needs weights that are not in pyiqa's cache ({detail}) and offline mode is on "
-                "(HF_HUB_OFFLINE/IQABENCH_OFFLINE); copy the file there or pick a metric that needs no download "
-                "(e.g. piqe, entropy)"
-            )
+        check_available(name)
         try:
             return pyiqa.create_metric(name, device=device, as_loss=as_loss, loss_reduction="none")
         except Exception as exc:
@@ -286,6 +280,19 @@ def metric_fingerprint(name: str) -> str:
     """The fingerprint ``build_metric(name).fingerprint()`` will have, without building the model."""
     entry = METRICS.get(name)
     return _fingerprint(entry.extra["info"], str(entry.extra.get("version", "")))
+
+
+def check_available(name: str) -> None:
+    """Fail before any work when a metric surely cannot be built here (pyiqa weights missing, offline mode on)."""
+    info = metric_info(name)
+    if info.source == "pyiqa" and offline_mode():
+        present, detail = pyiqa_weights_status(name)
+        if not present:
+            raise MetricUnavailableError(
+                f"metric {name!r} needs weights that are not in pyiqa's cache ({detail}) and offline mode is on "
+                "(HF_HUB_OFFLINE/IQABENCH_OFFLINE); copy the file there or pick a metric that needs no download "
+                "(e.g. piqe, entropy)"
+            )
 
 
 def metric_info(name: str) -> MetricInfo:

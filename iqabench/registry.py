@@ -39,8 +39,9 @@ class Entry:
     name: str
     factory: Callable[..., Any]
     description: str = ""
-    # Returns (present, detail), e.g. (False, "not in ~/.cache/huggingface"). None: needs no weights.
-    weights: Callable[[], tuple[bool, str]] | None = None
+    # Returns (present, detail), e.g. (False, "not in ~/.cache/huggingface"); present=None means "uses other
+    # entries' weights" (detail says whose). A None callable: needs no weights.
+    weights: Callable[[], tuple[bool | None, str]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def weights_status(self) -> str:
@@ -50,6 +51,8 @@ class Entry:
             present, detail = self.weights()
         except Exception as exc:  # a status probe must never break listing
             return f"unknown ({exc})"
+        if present is None:  # nothing of its own: it uses other entries' weights
+            return detail
         return ("present" if present else "missing") + (f": {detail}" if detail else "")
 
 

@@ -26,7 +26,7 @@ import torch
 
 from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark
 from .generators import Generator, build_generator
-from .metrics import Metric, build_metric, metric_fingerprint
+from .metrics import Metric, build_metric, check_available, metric_fingerprint
 from .registry import load_plugin
 from .runtime import Runtime
 from .specs import RunSpec
@@ -141,6 +141,8 @@ class Runner:
         self.image_keys = [image_key(fingerprints[p.generator], p.item.key_fields()) for p in self.plan]
         self.metric_plan = self.benchmark.metrics_for(spec, self.plan)
         self.metric_fps = {name: metric_fingerprint(name) for name in self.metric_plan}
+        for name in self.metric_plan:
+            check_available(name)  # a metric that cannot load fails now, not after hours of generation
 
     # -- plan ------------------------------------------------------------------------------
     def _unique(self) -> dict[str, PlannedItem]:

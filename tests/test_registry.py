@@ -78,3 +78,12 @@ def test_entry_point_plugins_are_loaded(monkeypatch):
     monkeypatch.setattr(md, "entry_points", lambda group: [FakeEntryPoint()] if group == "iqabench.benchmarks" else [])
     assert registry.get("ep-bench").factory is factory
     assert registry.get("ep-bench").description == "An entry-point benchmark."
+
+
+def test_weights_status_wording():
+    assert Entry("a", lambda: 1).weights_status() == "none needed"
+    assert Entry("a", lambda: 1, weights=lambda: (True, "in ~/x")).weights_status() == "present: in ~/x"
+    assert Entry("a", lambda: 1, weights=lambda: (False, "not in ~/x")).weights_status() == "missing: not in ~/x"
+    assert Entry("a", lambda: 1, weights=lambda: (None, "uses its base model's")).weights_status() == (
+        "uses its base model's")
+    assert GENERATORS.get("sdxl").weights_status().startswith(("present", "missing"))

@@ -169,3 +169,13 @@ def test_per_item_table_lines_up_with_prompts(tmp_path):
     per_item = outcome.result.tables["relgain_per_item"]
     assert isinstance(per_item, pd.DataFrame)
     assert sorted(per_item.prompt_id.unique()) == ["smoke:0", "smoke:1"] and set(per_item.seed) == {3}
+
+
+def test_metric_without_weights_fails_before_any_image_is_made(tmp_path, monkeypatch):
+    from iqabench import metrics
+    from iqabench.metrics import MetricUnavailableError
+
+    monkeypatch.setattr(metrics, "_pyiqa_cache_dir", lambda: tmp_path / "empty-cache")
+    with pytest.raises(MetricUnavailableError, match="topiq_nr"):
+        run(RunSpec(**{**SPEC, "metrics": ["piqe", "topiq_nr"]}), out=tmp_path / "out")
+    assert not list((tmp_path / "out" / "cache" / "images").rglob("*.png"))

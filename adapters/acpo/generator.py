@@ -75,7 +75,8 @@ class AcpoGenerator(DiffusersGenerator):
         return pipe
 
 
-@register_generator("acpo", description="ACPO LoRA fine-tune of a base model: acpo:<folder from train acpo>")
+@register_generator("acpo", description="ACPO LoRA fine-tune of a base model: acpo:<folder from train acpo>",
+                    weights=lambda: (None, "a LoRA folder you trained, plus its base model's weights (see its row)"))
 def build_acpo(spec: GeneratorSpec, runtime: Runtime) -> AcpoGenerator:
     """Checks the LoRA file and the base spec; loads nothing heavy."""
     return AcpoGenerator(spec, runtime)

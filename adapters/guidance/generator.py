@@ -125,7 +125,8 @@ class GuidanceGenerator(DiffusersGenerator):
 
 
 @register_generator("guidance", description="Gradient IQA guidance (IQA-Adapter paper Sec. 3.1): "
-                    "guidance:<differentiable NR metric>[alpha=30,variant=z|x0,base=sdxl]")
+                    "guidance:<differentiable NR metric>[alpha=30,variant=z|x0,base=sdxl]",
+                    weights=lambda: (None, "uses its base model's and its metric's weights (see their rows)"))
 def build_guidance(spec: GeneratorSpec, runtime: Runtime) -> GuidanceGenerator:
     """Validate the spec and the metric's metadata; nothing heavy is loaded."""
     return GuidanceGenerator(spec, runtime)

@@ -227,8 +227,24 @@ def _from_stored(stored: Mapping[str, Any], metric: str):
     return MetricStats.from_dict(metric, data[metric])
 
 
+def _preset_weights_status() -> tuple[bool, str]:
+    """Which released presets have their file in the adapter weights folder (the base model is listed apart)."""
+    from .checkpoint import PRESETS, preset_file, weights_dir
+
+    found = []
+    for name in PRESETS:
+        try:
+            preset_file(name)
+            found.append(name)
+        except Exception:
+            pass
+    detail = f"presets found in {weights_dir()}: {', '.join(found) or 'none'}; plus the base model (sdxl)"
+    return bool(found), detail
+
+
 @register_generator("iqa-adapter", description="IQA-Adapter: quality-conditioned generation "
-                    "(iqa-adapter:topiq, :hyperiqa, :topiq+laion_aes, or :<checkpoint file>)")
+                    "(iqa-adapter:topiq, :hyperiqa, :topiq+laion_aes, or :<checkpoint file>)",
+                    weights=_preset_weights_status)
 def build_iqa_adapter(spec: GeneratorSpec, runtime: Runtime) -> IQAAdapterGenerator:
     """Build the generator; checks the weights file exists, loads nothing heavy."""
     return IQAAdapterGenerator(spec, runtime)
