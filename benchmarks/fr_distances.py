@@ -143,7 +143,7 @@ def matrix_figure(matrices: dict[str, pd.DataFrame], title: str):
                     description="Targets x targets full-reference distance matrices per metric (paper Fig. 11)")
 class FRDistances(BaseBenchmark):
     def _slots(self, spec: RunSpec) -> list[Slot]:
-        with_baseline = bool(spec.options.get("include_baseline", True))
+        with_baseline = option_flag(spec.options.get("include_baseline", True), "include_baseline")
         return target_slots(spec, self.name, sweep_targets(spec), with_baseline=with_baseline)
 
     def plan(self, spec: RunSpec) -> list[PlannedItem]:
@@ -223,6 +223,18 @@ class FRDistances(BaseBenchmark):
             "n_groups": len(groups), "n_pairs": len(all_pairs), "n_images": len(set(ctx.image_keys)),
         }
         return result
+
+
+def option_flag(value: object, name: str) -> bool:
+    """A yes/no ``--option``: JSON true/false/1/0 arrive parsed, other spellings (False, no, off) as text."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise ValueError(f"option {name}={value!r} is not a yes/no value (write {name}=true or {name}=false)")
+    return bool(value)
 
 
 def _safe(name: str) -> str:

@@ -174,7 +174,9 @@ def _relaunch(num_processes: int) -> int:
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
                     "--num_processes", str(num_processes)]
     else:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes)]
+        # --standalone: a free local port per run, so two runs on one machine do not fight over 29500.
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                    str(num_processes)]
     return subprocess.call([*launcher, "-m", "iqabench", *argv])
 
 
@@ -261,6 +263,31 @@ def list_command(
     out_console.print(table)
 
 
+@app.command("geneval-summary")
+def geneval_summary_command(
+    results: Annotated[Path, typer.Argument(help="A results.jsonl from GenEval's evaluate_images.py or ours.")],
+) -> None:
+    """Summarise a GenEval results file as the official summary_scores.py does (task, overall, prompts)."""
+    from .benchmarks.geneval.layout import read_results_jsonl
+    from .benchmarks.geneval.rules import summarize
+
+    try:
+        if not results.is_file():
+            raise FileNotFoundError(f"no GenEval results file at {results}")
+        summary = summarize(read_results_jsonl(results))
+    except (*_user_errors(), KeyError, TypeError) as exc:
+        _fail(exc)
+        return
+    table = Table("task", "correct", "images", "accuracy", title=f"GenEval: {escape(str(results))}")
+    for tag, accuracy in summary.tasks.items():
+        correct, total = summary.task_counts[tag]
+        table.add_row(escape(tag), str(correct), str(total), f"{accuracy:.2%}")
+    out_console.print(table)
+    out_console.print(f"overall score (mean of task accuracies): {summary.overall:.5f}", highlight=False)
+    out_console.print(f"correct images: {summary.correct_images:.2%} of {summary.n_images}; correct prompts: "
+                      f"{summary.correct_prompts:.2%} of {summary.n_prompts}", highlight=False)
+
+
 train_app = typer.Typer(help="Train generators: iqa-adapter, acpo.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
@@ -294,7 +321,10 @@ _mount_study_commands()
 
 def main() -> None:
     try:
-        app()
+        app()  # usage errors are handled (and exit) inside; other exceptions come out here
+    except _user_errors() as exc:  # any command, mounted ones included: one sentence, no traceback
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume from the cache")
         sys.exit(130)

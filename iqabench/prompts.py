@@ -77,7 +77,12 @@ def load_prompts(source: str, *, limit: int | None = None, column: str | None = 
 
 
 def _read_prompt_file(path: Path, column: str | None) -> list[Prompt]:
-    raw = path.read_bytes()
+    if path.is_dir():
+        raise PromptFileError(f"prompt file {str(path)!r} is a folder; pass a .txt, .csv, .tsv or .jsonl file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PromptFileError(f"prompt file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

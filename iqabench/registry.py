@@ -11,6 +11,7 @@ and user files passed with ``--plugin``.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -143,13 +144,26 @@ def load_plugin(path_or_module: str) -> None:
     if path_or_module.endswith(".py") or candidate.is_file():
         if not candidate.is_file():
             raise FileNotFoundError(f"plugin file {path_or_module!r} does not exist")
-        module_name = f"iqabench_plugin_{abs(hash(str(candidate.resolve())))}"
+        digest = hashlib.sha256(str(candidate.resolve()).encode()).hexdigest()[:16]
+        module_name = f"iqabench_plugin_{digest}"
+        if module_name in sys.modules:
+            # Already imported (the CLI loads --plugin, then the Runner loads the spec's plugins): running the
+            # file again would register every name a second time and fail as a duplicate.
+            return
         spec = importlib.util.spec_from_file_location(module_name, candidate)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import plugin file {path_or_module!r}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as exc:
+            sys.modules.pop(module_name, None)
+            message = f"plugin file {path_or_module!r} has a syntax error at line {exc.lineno}: {exc.msg}"
+            raise ImportError(message) from exc
+        except BaseException:
+            sys.modules.pop(module_name, None)  # a fixed file can be loaded again
+            raise
         return
     try:
         importlib.import_module(path_or_module)

@@ -126,6 +126,7 @@ class Runner:
         self.runtime = Runtime(device, spec.dtype, spec.batch_size, compile=bool(spec.options.get("compile", False)),
                                attention_slicing=bool(spec.options.get("attention_slicing", False)))
         self.run_id = run_id or default_run_id(spec)
+        self.store.run_dir(self.run_id)  # a bad --run-id fails now (also under --dry-run), not after planning
         self.progress = progress if self.is_main_process else _silent
         self.log = log
         self.benchmark = build_benchmark(spec.benchmark)
@@ -174,7 +175,8 @@ class Runner:
         needed = cached_scores = 0
         for metric, keys in self._score_targets().items():
             needed += len(keys)
-            cached_scores += len(self.store.get_scores(keys, metric, self.metric_fps[metric]))
+            present = self.store.get_scores(keys, metric, self.metric_fps[metric])
+            cached_scores += sum(value is not None for value in present.values())  # errors are retried
         return PlanSummary(len(self.plan), len(unique), len(cached), len(unique) - len(cached), dict(per_gen),
                            needed, cached_scores)
 
@@ -234,7 +236,8 @@ class Runner:
                 return 1
             handled = 0
             while handled < len(keys):  # isolate the failing item(s); the rest of the batch still lands
-                handled += max(1, self._generate_batch(generator, [keys[handled]], unique, writer, pending))
+                # 0 means an out-of-memory back-off shrank the batch: retry the same item, do not skip it.
+                handled += self._generate_batch(generator, [keys[handled]], unique, writer, pending)
             return len(keys)
         if len(images) != len(items):
             raise RuntimeError(f"generator {generator.name!r} returned {len(images)} images for {len(items)} items")
@@ -249,7 +252,9 @@ class Runner:
         for metric, keys in targets.items():
             present = self.store.get_scores(keys, metric, self.metric_fps[metric])
             for key in self._mine(keys):
-                if key not in present and self.store.has_image(key):
+                # A cached error (None) is retried, as generation failures are: it may have been transient
+                # (out of memory, a driver hiccup) and would otherwise stick in the shared cache for good.
+                if present.get(key) is None and self.store.has_image(key):
                     needed[key].append(metric)
         if not needed:
             return

@@ -33,6 +33,14 @@ class Runtime:
                 self.device = "mps"
             else:
                 self.device = "cpu"
+        kind = str(self.device).split(":")[0]
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} was asked for, but torch sees no CUDA GPU here; "
+                             "use --device cpu (or auto)")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+            raise ValueError(f"device {self.device!r} was asked for, but MPS is not available here; "
+                             "use --device cpu (or auto)")
         if self.dtype == "auto":
             if self.device == "cuda":
                 self.dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -240,7 +240,10 @@ class Store:
     def failures(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         rows = self._connection().execute("SELECT image_key, stage, detail FROM failures").fetchall()
         wanted = None if keys is None else set(keys)
-        return {k: f"{s}: {d}" for k, s, d in rows if wanted is None or k in wanted}
+        # A generation failure whose image now exists is stale: a later run made the image and was killed
+        # between renaming the PNG into place and deleting the failure row (put_image).
+        return {k: f"{s}: {d}" for k, s, d in rows
+                if (wanted is None or k in wanted) and not (s == "generate" and _KEY_RE.match(k) and self.has_image(k))}
 
     # -- blobs (cached features and other arrays, as raw bytes; never pickles) --------
     def put_blob(self, key: str, kind: str, data: bytes) -> None:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from iqabench.store import Store
 
 THUMBNAIL_PX = 160
+# Rows of one table inlined in the HTML; longer tables (per-item tables of paper-scale runs) are cut, with a
+# pointer to the full CSV next to the report, so the page stays small enough to open.
+MAX_TABLE_ROWS = 2000
 REPORT_FILE = "report.html"
 # summary keys with a meaning of their own; every other numeric summary value is a headline number
 N_IMAGES_KEY, FAILURES_KEY = "n_images", "failures"
@@ -226,7 +229,7 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     # the benchmark's own list wins; else what the runner recorded in run.json (image key -> "stage: detail")
     view.failures = _failures(summary.get(FAILURES_KEY)) or _failures(manifest.get(FAILURES_KEY))
     view.notes = result.notes
-    view.tables = [(name, table_view(frame)) for name, frame in result.tables.items()]
+    view.tables = [(name, table_view(frame, MAX_TABLE_ROWS)) for name, frame in result.tables.items()]
     view.figures = [(name, Markup(svg)) for name, svg in result.figures.items()]
     view.grids = [_grid_view(name, refs, thumbs) for name, refs in result.grids.items()]
     return view

@@ -32,6 +32,7 @@ class Cell:
 class TableView:
     columns: list[str]
     rows: list[list[Cell]]
+    total_rows: int = 0  # rows in the full table when ``rows`` holds only the first ones (0: rows is all)
 
 
 def _is_number(value: Any) -> bool:
@@ -90,8 +91,15 @@ def ci_columns(columns: list[str]) -> dict[str, tuple[str, str]]:
     }
 
 
-def table_view(frame: pd.DataFrame) -> TableView:
-    """Rows of formatted cells; a labelled index becomes leading row-header columns."""
+def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
+    """Rows of formatted cells; a labelled index becomes leading row-header columns.
+
+    ``max_rows`` keeps only the first rows (a paper-scale per-item table has millions; the CSV keeps them all)
+    and records the full count in ``total_rows``.
+    """
+    total = len(frame)
+    if max_rows is not None and total > max_rows:
+        frame = frame.iloc[:max_rows]
     index_levels = 0
     if not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None):
         index_levels = frame.index.nlevels
@@ -111,4 +119,4 @@ def table_view(frame: pd.DataFrame) -> TableView:
             else:
                 row.append(_cell(record[col], header=position < index_levels))
         rows.append(row)
-    return TableView(shown, rows)
+    return TableView(shown, rows, total if total > len(rows) else 0)

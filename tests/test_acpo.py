@@ -132,6 +132,13 @@ def test_acpo_spec_errors_are_one_sentence(tmp_path):
         build_generator(f"acpo:{tmp_path}", RT)
     with pytest.raises(ValueError, match="x0_mode 'two-step' is unknown"):
         AcpoConfig(output_dir=str(tmp_path), x0_mode="two-step")
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    (tmp_path / "lora.json").write_text("{not json")
+    with pytest.raises(SpecError, match="lora.json is not valid JSON"):
+        build_generator(f"acpo:{tmp_path}", RT)
+    (tmp_path / "lora.json").write_text("[1, 2]")
+    with pytest.raises(SpecError, match="should hold a JSON object"):
+        build_generator(f"acpo:{tmp_path}", RT)
 
 
 def test_unconditional_ddpm_unet_trains_lora_only(tmp_path):
@@ -214,3 +221,25 @@ def test_train_acpo_command_writes_a_lora_the_generator_loads(tmp_path):
     assert build_generator(f"acpo:{out}", RT).baseline().startswith("tiny-sd[")
     bad = CliRunner().invoke(app, ["--data", str(folder), "--out", str(out), "--evaluator", "x", "--x0-mode", "nope"])
     assert bad.exit_code != 0 and "x0_mode 'nope' is unknown" in bad.output
+
+
+def test_resume_continues_from_the_last_checkpoint_as_the_uninterrupted_run(tmp_path):
+    straight = tiny_sd_pipeline(0)
+    train_acpo(straight, evaluator(), dataset(), config(tmp_path / "a", max_steps=4, save_every=2))
+    first = tiny_sd_pipeline(0)
+    train_acpo(first, evaluator(), dataset(), config(tmp_path / "b", max_steps=2, save_every=2))
+    resumed = tiny_sd_pipeline(0)
+    result = train_acpo(resumed, evaluator(), dataset(), config(tmp_path / "b", max_steps=4, save_every=2))
+    assert result.resumed_from == 2 and result.step == 4 and [r["step"] for r in result.history] == [3, 4]
+    want, got = lora_state(straight), lora_state(resumed)
+    assert set(want) == set(got)
+    assert all(torch.allclose(want[k], got[k], atol=1e-6, rtol=1e-5) for k in want)
+    halfway = lora_state(first)
+    assert not all(torch.allclose(want[k], halfway[k], atol=1e-6, rtol=1e-5) for k in want)  # steps 3-4 matter
+
+
+def test_cli_maps_the_metric_score_range_onto_q():
+    from iqabench.adapters.acpo.cli import score_range
+
+    assert score_range("topiq_nr") == (0.0, 1.0)  # pyiqa declares "~0, ~1"
+    assert score_range("piqe") == (0.0, 100.0)

@@ -67,6 +67,15 @@ def test_pairs_are_cached_under_the_metric_fingerprint(store):
     assert again[(keys[0], keys[0])] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_include_baseline_flag_spellings():
+    from iqabench.benchmarks.fr_distances import option_flag
+
+    assert [option_flag(v, "include_baseline") for v in (True, False, 0, "False", "no", "off", "Yes", "1")] == \
+        [True, False, False, False, False, False, True, True]
+    with pytest.raises(ValueError, match="not a yes/no value"):
+        option_flag("maybe", "include_baseline")
+
+
 def test_panel_rules():
     assert fr_panel(RunSpec("fr-distances", ["x"], metrics=["ssim", "psnr"])) == (["ssim", "psnr"], True)
     assert fr_panel(RunSpec("fr-distances", ["x"]))[0] == ["ssim", "lpips", "dists", "pieapp"]

@@ -101,3 +101,28 @@ def test_bad_weights_option_is_refused(tmp_path):
     spec = RunSpec("geneval", ["tiny-sd"], options={"weights": "maybe"})
     with pytest.raises(ValueError, match="weights=pretrained or weights=random"):
         run(spec, out=tmp_path)
+
+
+def test_mask2former_checkpoint_that_does_not_fit_is_refused(tmp_path, monkeypatch):
+    # mmdet is not installable offline: a stand-in module whose init_detector builds a small network.
+    import sys
+    import types
+
+    from safetensors.torch import save_file
+
+    mmdet = types.ModuleType("mmdet")
+    mmdet.__file__, mmdet.__version__ = str(tmp_path / "mmdet" / "__init__.py"), "0.0-fake"
+    apis = types.ModuleType("mmdet.apis")
+    apis.init_detector = lambda config, checkpoint, device="cpu": torch.nn.Sequential(torch.nn.Linear(2, 2),
+                                                                                      torch.nn.Linear(2, 2))
+    mmdet.apis = apis
+    monkeypatch.setitem(sys.modules, "mmdet", mmdet)
+    monkeypatch.setitem(sys.modules, "mmdet.apis", apis)
+    good = apis.init_detector(None, None).state_dict()
+    save_file({k: v.contiguous() for k, v in good.items()}, str(tmp_path / "good.safetensors"))
+    save_file({f"module.{k}": v.contiguous() for k, v in good.items()}, str(tmp_path / "prefixed.safetensors"))
+    detector = build_detector("mask2former", str(tmp_path / "good.safetensors"))
+    assert detector.comparable and detector.missing_keys == []
+    assert torch.equal(detector.model.state_dict()["0.weight"], good["0.weight"])
+    with pytest.raises(ValueError, match=r"prefixed\.safetensors does not fit the Mask2Former config.*4 of the "):
+        build_detector("mask2former", str(tmp_path / "prefixed.safetensors"))

@@ -259,3 +259,37 @@ def test_vendored_data():
                                         "color_attr"}
     names = set(load_object_names())
     assert all(r["class"] in names for m in metas for r in m["include"])
+
+
+def test_official_folder_keeps_sample_numbers_when_an_image_is_missing(tmp_path):
+    # Sample 1 failed to generate: sample 2 must stay 00002.png, as results.jsonl names it.
+    from types import SimpleNamespace
+
+    from iqabench.benchmarks.geneval.benchmark import GenEval
+
+    meta = load_metadata()[0]
+    images = {"k0": Image.new("RGB", (8, 8), (10, 0, 0)), "k2": Image.new("RGB", (8, 8), (30, 0, 0))}
+    rows = [result_row(f"00000/samples/{n:05d}.png", meta, {}, True, "") | {"generator": "g", "prompt_index": 0,
+                                                                            "image_key": k}
+            for n, k in ((0, "k0"), (2, "k2"))]
+    ctx = SimpleNamespace(store=SimpleNamespace(load_image=images.__getitem__))
+    GenEval()._export(ctx, tmp_path, rows, ["g"])
+    samples = read_official_folder(tmp_path / "g")
+    assert [s.sample for s in samples] == [0, 2]
+    assert Image.open(samples[1].path).getpixel((0, 0)) == (30, 0, 0)
+    assert [r["filename"] for r in read_results_jsonl(tmp_path / "g" / "results.jsonl")] == \
+        ["00000/samples/00000.png", "00000/samples/00002.png"]
+
+
+def test_geneval_summary_command_reads_an_official_results_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from iqabench.cli import app
+
+    path = write_results_jsonl(tmp_path / "results.jsonl", _rows())
+    done = CliRunner().invoke(app, ["geneval-summary", str(path)], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    assert "overall score (mean of task accuracies): 0.20833" in done.output
+    assert "correct prompts: 50.00% of 4" in done.output
+    missing = CliRunner().invoke(app, ["geneval-summary", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 2 and "no GenEval results file" in missing.output

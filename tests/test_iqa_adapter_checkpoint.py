@@ -155,3 +155,12 @@ def test_preset_missing_file_says_where_to_put_it(tmp_path, monkeypatch):
     other = tmp_path / "other"
     with pytest.raises(WeightsMissingError, match=str(other)):
         preset_file("topiq", other)  # the weights_dir= option wins over the env var
+
+
+@pytest.mark.parametrize("text", ["{oops", "[]", '{"n_tokens": 2}'])
+def test_unreadable_metadata_is_a_checkpoint_error(tmp_path, text):
+    tensors = {k: v.contiguous() for k, v in make_adapter().released_state_dict().items()}
+    path = tmp_path / "meta.safetensors"
+    save_file(tensors, str(path), metadata={"iqabench.adapter": text})
+    with pytest.raises(CheckpointError, match="unreadable 'iqabench.adapter' metadata"):
+        read_checkpoint(path)

@@ -111,3 +111,20 @@ def test_sdxl_base_scale_zero_is_exact_and_conditioning_moves_pixels(tmp_path):
     assert np.array_equal(pixels(gen.generate(work)), pixels(base.generate(items([{}, {}]))))
     moved = pixels(gen.generate(items([{"target": "p99"}, {"target": "p1"}])))
     assert np.abs(moved[0] - moved[1]).max() > 0
+
+
+def test_corrupt_or_foreign_safetensors_metadata_is_one_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    bad_json = tmp_path / "bad.safetensors"
+    save_file({"image_proj.norm.weight": torch.zeros(2)}, str(bad_json), metadata={"iqabench.adapter": "{oops"})
+    with pytest.raises(SpecError, match="not a readable IQA-Adapter safetensors file"):
+        build_generator(f"iqa-adapter:{bad_json}", RUNTIME)
+    no_metrics = tmp_path / "nometrics.safetensors"
+    save_file({"image_proj.norm.weight": torch.zeros(2)}, str(no_metrics), metadata={"iqabench.adapter": "[]"})
+    with pytest.raises(SpecError, match="without a metric list"):
+        build_generator(f"iqa-adapter:{no_metrics}", RUNTIME)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    with pytest.raises(SpecError, match="not a readable"):
+        build_generator(f"iqa-adapter:{garbage}", RUNTIME)

@@ -25,6 +25,16 @@ from iqabench.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 STATS = {"blur": MetricStats("blur", 1.0, 1.0, {0: 0.0, 50: 1.0, 100: 2.0})}
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state: a test that trains in bf16 after one in fp32 needs it reset."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 
 def synthetic_dataset(n: int = 8) -> ScoredImageDataset:
     """Checkerboards blurred by a known radius; the "score" is the radius (what the adapter must learn)."""
@@ -130,3 +140,10 @@ def test_bf16_mixed_precision_with_gradient_accumulation_trains(tmp_path):
     after = adapter.released_state_dict()
     assert all(after[k].dtype == torch.float32 for k in after)  # master weights stay fp32 under autocast
     assert any(not torch.equal(after[k], before[k]) for k in before)
+
+
+def test_dataset_smaller_than_one_batch_is_an_error_not_a_hang(tmp_path):
+    pipe = tiny_sd_pipeline(0)
+    adapter = build_adapter_for_training(pipe, adapter_config())
+    with pytest.raises(ValueError, match="fewer than one batch of 4"):
+        train_adapter(pipe, adapter, synthetic_dataset(3), config_for(tmp_path, max_steps=1))

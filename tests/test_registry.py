@@ -54,6 +54,51 @@ def test_plugin_file_registers_a_benchmark(tmp_path):
         BENCHMARKS.remove("plugin-bench-test")
 
 
+def test_plugin_file_loaded_twice_registers_once(tmp_path):
+    """`iqabench run --plugin f.py` loads the file in the CLI and again in the Runner (spec.plugins)."""
+    plugin = tmp_path / "twice_plugin.py"
+    plugin.write_text(textwrap.dedent('''
+        from iqabench.benchmark import BaseBenchmark, register_benchmark
+
+        @register_benchmark("plugin-twice-test")
+        class PluginBench(BaseBenchmark):
+            def plan(self, spec):
+                return []
+    '''))
+    from iqabench.registry import BENCHMARKS
+
+    try:
+        load_plugin(str(plugin))
+        load_plugin(str(plugin))  # used to raise RegistryError: already registered
+        assert "plugin-twice-test" in BENCHMARKS
+    finally:
+        BENCHMARKS.remove("plugin-twice-test")
+
+
+def test_readme_plugin_example_runs_from_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    plugin = tmp_path / "my_metrics.py"
+    plugin.write_text(textwrap.dedent('''
+        import torch
+        from iqabench import register_metric
+
+        @register_metric("sharpness", lower_better=False, differentiable=True, version="1")
+        def build(device):
+            """Mean gradient magnitude: a toy no-reference sharpness score."""
+            class Sharpness(torch.nn.Module):
+                def forward(self, x):
+                    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+            return Sharpness().to(device)
+    '''))
+    done = subprocess.run([sys.executable, "-m", "iqabench", "run", "relgain", "--plugin", str(plugin), "--generator",
+                           "tiny-sd", "--metrics", "sharpness,piqe", "--limit", "1", "--dry-run", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2 unique images" in done.stderr
+
+
 def test_plugin_module_that_does_not_exist_is_a_clear_error():
     with pytest.raises(ImportError, match="neither a .py file nor an importable module"):
         load_plugin("no_such_module_xyz")
@@ -87,3 +132,16 @@ def test_weights_status_wording():
     assert Entry("a", lambda: 1, weights=lambda: (None, "uses its base model's")).weights_status() == (
         "uses its base model's")
     assert GENERATORS.get("sdxl").weights_status().startswith(("present", "missing"))
+
+
+def test_plugin_with_a_syntax_error_is_one_sentence(tmp_path):
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken_plugin.py"
+    broken.write_text("def oops(:\n    pass\n")
+    with pytest.raises(ImportError, match="syntax error at line 1"):
+        load_plugin(str(broken))
+    done = subprocess.run([sys.executable, "-m", "iqabench", "list", "metrics", "--plugin", str(broken)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "syntax error at line 1" in done.stderr and "Traceback" not in done.stderr

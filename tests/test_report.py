@@ -287,3 +287,21 @@ def test_runs_table_flattens_numeric_dicts_and_runner_failures_are_shown(store):
     fixed = ["run", "benchmark", "generators", "metrics", "n images"]
     assert headers == fixed + ["relgain: sd15 | piqe", "relgain: sd15 | entropy", "n_items"]  # lists are not headlines
     assert "abc123: generate: CUDA out of memory" in html
+
+
+def test_long_tables_are_cut_in_the_html_with_a_pointer_to_the_full_csv(store, monkeypatch):
+    from iqabench.reports import render as render_module
+
+    monkeypatch.setattr(render_module, "MAX_TABLE_ROWS", 40)
+    result = Result("relgain", tables={"per_item": pd.DataFrame({"item": [f"row-{i}" for i in range(100)]})})
+    save_result(store, "run-long", result)
+    html = render_report(store, ["run-long"]).read_text("utf-8")
+    assert "row-39<" in html and "row-40<" not in html
+    assert "(100 rows; click to show)" in html
+    assert "Showing the first 40 of 100 rows" in html and "runs/run-long/results/per_item.csv" in html
+    assert len(pd.read_csv(store.run_dir("run-long") / "results" / "per_item.csv")) == 100  # nothing lost
+
+
+def test_short_tables_are_not_cut(store):
+    save_result(store, "run-short", Result("relgain", tables={"t": pd.DataFrame({"item": ["a", "b"]})}))
+    assert "Showing the first" not in render_report(store, ["run-short"]).read_text("utf-8")

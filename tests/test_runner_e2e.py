@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from iqabench.runner import Runner, run
@@ -133,6 +134,9 @@ def test_cli_dry_run_and_weights_missing(tmp_path):
     error_lines = [line for line in sdxl.stderr.strip().splitlines() if line.strip()]
     assert error_lines[0].startswith("error:") and "stabilityai/stable-diffusion-xl-base-1.0" in sdxl.stderr
     assert "Traceback" not in sdxl.stderr
+    escape = subprocess.run(base + ["--generator", "tiny-sd", "--run-id", "../elsewhere", "--dry-run"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert escape.returncode == 2 and "'../elsewhere' is not allowed" in escape.stderr  # refused even in a dry run
     bad = subprocess.run(base + ["--generator", "tiny-sdd"], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Did you mean 'tiny-sd'" in bad.stderr
 
@@ -179,3 +183,80 @@ def test_metric_without_weights_fails_before_any_image_is_made(tmp_path, monkeyp
     with pytest.raises(MetricUnavailableError, match="topiq_nr"):
         run(RunSpec(**{**SPEC, "metrics": ["piqe", "topiq_nr"]}), out=tmp_path / "out")
     assert not list((tmp_path / "out" / "cache" / "images").rglob("*.png"))
+
+
+def test_relgain_says_in_the_report_what_it_did_with_negative_and_zero_baselines(tmp_path):
+    """Issue: handle f(x) near 0 or negative explicitly and say what was done in the report."""
+    from iqabench.metrics import register_metric
+    from iqabench.registry import METRICS
+
+    @register_metric("negative_test", lower_better=False, overwrite=True)
+    def negative(device):
+        class Negative(torch.nn.Module):
+            def forward(self, x):
+                return -1.0 - x.mean(dim=(1, 2, 3))  # always < 0; higher (closer to 0) is better
+
+        return Negative()
+
+    @register_metric("zero_test", lower_better=False, overwrite=True)
+    def zero(device):
+        class Zero(torch.nn.Module):
+            def forward(self, x):
+                return x.mean(dim=(1, 2, 3)) * 0.0
+
+        return Zero()
+
+    try:
+        outcome = run(RunSpec(**{**SPEC, "metrics": ["negative_test", "zero_test"], "limit": 1}), out=tmp_path)
+    finally:
+        METRICS.remove("negative_test")
+        METRICS.remove("zero_test")
+    table = outcome.result.tables["relgain"].set_index("metric")
+    assert table.loc["negative_test", "n_negative_baseline"] == 2 and table.loc["negative_test", "n"] == 2
+    assert table.loc["zero_test", "n_near_zero_excluded"] == 2 and table.loc["zero_test", "n"] == 0
+    assert np.isnan(table.loc["zero_test", "relgain"])
+    per_item = outcome.result.tables["relgain_per_item"]
+    rows = per_item[per_item.metric == "negative_test"]
+    hand = (rows.generator_score - rows.baseline_score) / rows.baseline_score.abs() * 100
+    assert np.allclose(rows.relgain, hand)
+    html = outcome.report.read_text("utf-8")
+    assert "2 item(s) had a negative baseline score" in html
+    assert "2 item(s) had a baseline score within 1e-06 of zero" in html
+
+
+def test_metric_failing_on_one_image_records_it_and_a_rerun_retries_it(tmp_path):
+    """Issue: a metric that fails on one image records the failure for that image and the run goes on."""
+    from iqabench.metrics import register_metric
+    from iqabench.registry import METRICS
+
+    state = {"fail_above": None}
+
+    @register_metric("picky_test", lower_better=False, overwrite=True)
+    def picky(device):
+        class Picky(torch.nn.Module):
+            def forward(self, x):
+                means = x.mean(dim=(1, 2, 3))
+                if state["fail_above"] is not None and bool((means >= state["fail_above"]).any()):
+                    raise RuntimeError("picky metric refuses bright images")
+                return means
+
+        return Picky()
+
+    spec = RunSpec(**{**SPEC, "benchmark": "scores", "metrics": ["picky_test"], "limit": 2})  # 4 images, batch 2
+    try:
+        first = run(spec, out=tmp_path / "probe", report=False)  # learn the brightest image's mean
+        state["fail_above"] = float(first.result.tables["scores_per_item"]["picky_test"].max()) - 1e-6
+        failing = run(spec, out=tmp_path / "out")
+        table = failing.result.tables["scores"]
+        assert table["n"].tolist() == [3] and table["n_missing"].tolist() == [1]  # the others in its batch landed
+        rows = Store(tmp_path / "out")._connection().execute(
+            "SELECT COUNT(*) FROM scores WHERE error LIKE '%refuses bright images%'").fetchone()[0]
+        assert rows == 1
+        assert Runner(spec, tmp_path / "out").summarize_plan().n_scores_cached == 3
+        state["fail_above"] = None  # the failure was transient: the next run retries that one image
+        again = run(spec, out=tmp_path / "out", report=False)
+        assert again.plan.n_scores_cached == 3
+        assert again.result.tables["scores"]["n"].tolist() == [4]
+        assert Store(tmp_path / "out").count_scores() == 4
+    finally:
+        METRICS.remove("picky_test")

@@ -126,3 +126,57 @@ def test_out_of_memory_is_recognised():
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     assert is_out_of_memory(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: out of memory"))
     assert not is_out_of_memory(ValueError("bad prompt"))
+
+
+def test_out_of_memory_while_isolating_a_failed_batch_retries_the_item_instead_of_skipping_it(tmp_path):
+    """A batch fails (not OOM), so items are retried one by one; one of those single calls then runs out of
+    memory. The back-off must retry that item, not count it as handled with no image and no failure row."""
+    plugin = tmp_path / "moody.py"
+    plugin.write_text(textwrap.dedent('''
+        import torch
+        from iqabench.generators import register_generator
+        from iqabench.adapters.diffusers_base import DiffusersGenerator
+        from iqabench.testing import tiny_sd_pipeline
+
+        class Moody(DiffusersGenerator):
+            calls = 0
+
+            def generate(self, items):
+                Moody.calls += 1
+                if Moody.calls == 1:
+                    raise RuntimeError("transient driver hiccup")
+                if Moody.calls == 2:
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+                return super().generate(items)
+
+        @register_generator("moody-test", overwrite=True)
+        def build(spec, runtime):
+            return Moody(spec, runtime, source="tiny-sd", defaults={"guidance_scale": 1.0, "steps": 4},
+                         tiny_builder=tiny_sd_pipeline)
+    '''))
+    spec = RunSpec("scores", ["moody-test"], metrics=["piqe"], limit=2, seeds=[0], batch_size=2,
+                   plugins=[str(plugin)])
+    runner = Runner(spec, tmp_path / "out")
+    outcome = runner.execute(report=False)
+    assert runner.runtime.batch_size == 1
+    assert not outcome.failures
+    assert len(_pixels(tmp_path / "out")) == 2  # before the fix one image was silently left out
+
+
+def test_num_processes_shortcut_relaunches_the_command_on_n_processes(tmp_path):
+    """`iqabench run ... --num-processes 2` re-runs itself under a launcher: each worker sees its rank."""
+    plugin = tmp_path / "rank_probe.py"
+    plugin.write_text(textwrap.dedent(f'''
+        import os
+        from pathlib import Path
+
+        Path({str(tmp_path)!r}, "rank-" + os.environ.get("RANK", "none") + "-of-" + os.environ.get("WORLD_SIZE", "1")
+             ).touch()
+    '''))
+    cmd = [sys.executable, "-m", "iqabench", "run", *ARGS, "--dry-run", "--num-processes", "2", "--plugin",
+           str(plugin), "--out", str(tmp_path / "out")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0-of-2", "rank-1-of-2"]
+    assert done.stderr.count("unique images") == 1  # the plan is printed once, by process 0

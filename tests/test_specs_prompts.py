@@ -65,6 +65,12 @@ def test_non_utf8_prompt_file(tmp_path):
         load_prompts(str(path))
 
 
+def test_folder_as_prompt_file_is_a_clear_error(tmp_path):
+    (tmp_path / "prompts").mkdir()
+    with pytest.raises(PromptFileError, match="is a folder"):
+        load_prompts(str(tmp_path / "prompts"))
+
+
 def test_missing_column(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("id,description\n1,a cat\n", encoding="utf-8")

@@ -1,3 +1,4 @@
+import io
 import multiprocessing as mp
 import os
 
@@ -65,6 +66,20 @@ def test_store_scores_failures_and_replace(store):
     assert store.count_scores() == 2
 
 
+def test_generation_failure_is_stale_once_the_image_exists(store):
+    """Killed between the PNG rename and the failure-row delete in put_image: the image wins."""
+    from iqabench.store import atomic_write_bytes
+
+    key, other = "ab" * 32, "cd" * 32
+    store.record_failure(key, "generate", "RuntimeError: transient")
+    store.record_failure(other, "generate", "RuntimeError: still failing")
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    atomic_write_bytes(store.image_path(key), buffer.getvalue())  # the rename landed, the DELETE did not
+    assert store.failures() == {other: "generate: RuntimeError: still failing"}
+    assert store.failures([key]) == {}
+
+
 def _write_scores(root, worker):
     s = Store(root)
     for i in range(50):
@@ -89,6 +104,15 @@ def test_run_names_cannot_escape(store):
         with pytest.raises(ValueError):
             store.run_dir(bad)
     assert safe_child(store.runs_dir, "ok-run_1.2").parent == store.runs_dir
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_asking_for_a_missing_gpu_is_one_sentence_not_a_driver_traceback():
+    from iqabench.runtime import Runtime
+
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU here; use --device cpu"):
+            Runtime(device=device)
 
 
 def test_pyiqa_metadata():

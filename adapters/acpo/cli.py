@@ -27,6 +27,9 @@ def train_acpo_cmd(
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing/--no-gradient-checkpointing"),
     save_every: int = typer.Option(500, "--save-every"),
     seed: int = typer.Option(0, "--seed"),
+    score_low: float | None = typer.Option(None, "--score-low", help="metric score mapped to Q=0 (default: "
+                                           "the low end of the metric's range when it is known)"),
+    score_high: float | None = typer.Option(None, "--score-high", help="metric score mapped to Q=1"),
 ) -> None:
     """Fine-tune a LoRA with ACPO's late-window quality loss; resumes from the last checkpoint in --out."""
     from iqabench.generators import build_generator
@@ -48,5 +51,26 @@ def train_acpo_cmd(
         raise typer.BadParameter(str(exc)) from exc
     pipe = build_generator(base, runtime).load_pipeline()
     rows = ImageCaptionDataset(data, resolution=resolution)
-    result = train_acpo(pipe, MetricEvaluator(build_metric(evaluator, runtime, as_loss=True)), rows, config)
+    low, high = score_range(evaluator) if score_low is None and score_high is None else (score_low, score_high)
+    try:
+        quality = MetricEvaluator(build_metric(evaluator, runtime, as_loss=True), low, high)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    result = train_acpo(pipe, quality, rows, config)
     typer.echo(f"trained to step {result.step}; LoRA in {result.output}; use it as acpo:{out}")
+
+
+def score_range(metric: str) -> tuple[float | None, float | None]:
+    """(low, high) from the metric's declared range ("0, 100", "~0, ~1"), so Q = (s - low) / (high - low).
+
+    A metric with no usable range falls back to the evaluator's sigmoid squash.
+    """
+    from iqabench.metrics import metric_info
+
+    text = metric_info(metric).score_range or ""
+    parts = [p.strip().lstrip("~") for p in text.split(",")]
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        return None, None
+    return (low, high) if high > low else (None, None)

@@ -39,7 +39,12 @@ class AcpoGenerator(DiffusersGenerator):
             raise SpecError(f"acpo: {self.folder} holds no {LORA_FILE}; pass the output folder of "
                             "`iqabench train acpo` (or one of its checkpoint-N folders)")
         info_file = self.folder / "lora.json"
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        try:
+            info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SpecError(f"acpo: {info_file} is not valid JSON ({exc}); restore it or pass [base=...]") from exc
+        if not isinstance(info, dict):
+            raise SpecError(f"acpo: {info_file} should hold a JSON object (rank, alpha, targets, base)")
         own = {k: v for k, v in spec.options if k in ACPO_OPTIONS}
         base = own.get("base") or info.get("base")
         if not base:

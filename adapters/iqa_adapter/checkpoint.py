@@ -118,7 +118,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], AdapterC
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
             raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
-        config = AdapterConfig.from_json(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None
+        config = None
+        if METADATA_KEY in metadata:
+            try:
+                config = AdapterConfig.from_json(metadata[METADATA_KEY])
+            except CheckpointError:
+                raise
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise CheckpointError(f"{path} has unreadable {METADATA_KEY!r} metadata ({exc!r}); "
+                                      "rewrite it, or state the adapter's metrics on the spec") from exc
         return tensors, config
     try:
         payload = torch.load(str(path), map_location="cpu", weights_only=True)

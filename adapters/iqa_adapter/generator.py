@@ -61,9 +61,15 @@ def _stored_config_json(path: Path) -> dict[str, Any] | None:
     """Our metadata from a safetensors header (cheap: no tensor is read)."""
     if path.suffix != ".safetensors":
         return None
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        text = (handle.metadata() or {}).get(METADATA_KEY)
-    return json.loads(text) if text else None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            text = (handle.metadata() or {}).get(METADATA_KEY)
+        stored = json.loads(text) if text else None
+    except Exception as exc:  # safetensors' own error types for a corrupt header; JSONDecodeError
+        raise SpecError(f"iqa-adapter: {str(path)!r} is not a readable IQA-Adapter safetensors file ({exc})") from exc
+    if stored is not None and not (isinstance(stored, dict) and isinstance(stored.get("metrics"), list)):
+        raise SpecError(f"iqa-adapter: {str(path)!r} has {METADATA_KEY!r} metadata without a metric list")
+    return stored
 
 
 class IQAAdapterGenerator(DiffusersGenerator):

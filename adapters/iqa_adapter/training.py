@@ -185,7 +185,11 @@ def train_adapter(pipe: Any, adapter: IQAAdapter, dataset: torch.utils.data.Data
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
     n = len(dataset)
     per_process = config.batch_size * accelerator.num_processes
-    micro_per_epoch = max(1, n // per_process)
+    if n < per_process:  # every batch would be a ragged end, dropped: the loop would never take a step
+        raise ValueError(f"the training set has {n} example(s), fewer than one batch of {per_process} "
+                         f"(batch size {config.batch_size} x {accelerator.num_processes} process(es)); "
+                         "lower --batch-size or add data")
+    micro_per_epoch = n // per_process
     result = TrainResult(step=step, resumed_from=resumed_from)
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and accelerator.is_main_process),
                desc="train iqa-adapter")

@@ -242,8 +242,11 @@ class GenEval(BaseBenchmark):
             by_index: dict[int, list[dict[str, Any]]] = {}
             for r in mine:
                 by_index.setdefault(r["prompt_index"], []).append(r)
+            # Number samples as results.jsonl's filenames do (by seed), so a missing image leaves a gap
+            # instead of shifting the later images onto the wrong filenames.
             write_official_folder(folder, ((i, json.loads(rs[0]["metadata"]),
-                                            [ctx.store.load_image(r["image_key"]) for r in rs])
+                                            {int(Path(r["filename"]).stem): ctx.store.load_image(r["image_key"])
+                                             for r in rs})
                                            for i, rs in by_index.items()))
             write_results_jsonl(folder / "results.jsonl", mine)
 

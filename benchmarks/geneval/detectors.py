@@ -137,7 +137,16 @@ class MMDetMask2Former:
                 f"evaluation/download_models.sh into {default_dir} or pass --option detector_weights=PATH")
         config = config or str(Path(mmdet.__file__).parent.parent / MASK2FORMER_CONFIG)
         self.model = init_detector(config, None, device=str(device))
-        self.model.load_state_dict(_load_state_dict(path), strict=False)
+        # Non-strict as mmcv's load_checkpoint, but a checkpoint that fits no part of the model (another
+        # config, a key prefix) must not leave a randomly initialised detector reporting "comparable" numbers.
+        incompatible = self.model.load_state_dict(_load_state_dict(path), strict=False)
+        n_model = len(self.model.state_dict())
+        if n_model and len(incompatible.missing_keys) > n_model / 2:
+            raise ValueError(
+                f"{path.name} does not fit the Mask2Former config {config}: {len(incompatible.missing_keys)} of the "
+                f"model's {n_model} weights are missing from it (e.g. {incompatible.missing_keys[0]!r}); pass the "
+                "checkpoint GenEval's evaluation/download_models.sh fetches")
+        self.missing_keys = list(incompatible.missing_keys)
         self.names = load_object_names()
         self.name = "mask2former"
         self.fingerprint = f"mmdet-{mmdet.__version__}/{path.name}"

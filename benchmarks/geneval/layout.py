@@ -51,14 +51,20 @@ class Sample:
     metadata: dict[str, Any]
 
 
-def write_official_folder(root: str | Path, entries: Iterable[tuple[int, Mapping[str, Any], Sequence[Image.Image]]]
+def write_official_folder(root: str | Path, entries: Iterable[tuple[int, Mapping[str, Any],
+                                                                     Sequence[Image.Image] | Mapping[int, Image.Image]]]
                           ) -> Path:
-    """Write ``(prompt index, metadata, images)`` as ``root/<index:05d>/{metadata.jsonl, samples/<n:05d>.png}``."""
+    """Write ``(prompt index, metadata, images)`` as ``root/<index:05d>/{metadata.jsonl, samples/<n:05d>.png}``.
+
+    ``images`` is a sequence (numbered 0, 1, ...) or a mapping sample number -> image, so that a prompt with a
+    missing image keeps the other images' numbers (and ``results.jsonl``'s filenames stay true).
+    """
     root = Path(root)
     for index, metadata, images in entries:
         folder = root / f"{int(index):05d}"
         atomic_write_text(folder / "metadata.jsonl", json.dumps(dict(metadata)))
-        for n, image in enumerate(images):
+        numbered = images.items() if isinstance(images, Mapping) else enumerate(images)
+        for n, image in numbered:
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             atomic_write_bytes(folder / "samples" / f"{n:05d}.png", buffer.getvalue())
