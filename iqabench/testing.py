@@ -241,3 +241,19 @@ def tiny_sdxl_pipeline(seed: int = 0, *, fresh: bool = True) -> StableDiffusionX
     with _lock:
         components = _sdxl_components(seed) if fresh else _cached_sdxl(seed)
     return _finish(StableDiffusionXLPipeline(**components))
+
+
+def tiny_cross_attention_unet(seed: int = 0, cross_attention_dim: int = 32):
+    """A bare random UNet with cross-attention at 8x8 latents, for processor and checkpoint tests.
+
+    Smaller than the pipelines' UNets and with a settable cross-attention width,
+    so a test can build one of the "wrong" width for a mismatch check.
+    """
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8,
+    ).eval()

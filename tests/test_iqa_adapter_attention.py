@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
 from iqabench.adapters.iqa_adapter.attention import (
@@ -13,15 +12,11 @@ from iqabench.adapters.iqa_adapter.attention import (
     quality_processors,
     set_quality_scale,
 )
+from iqabench.testing import tiny_cross_attention_unet
 
 
-def tiny_unet(seed: int = 0, cross_dim: int = 32) -> UNet2DConditionModel:
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_dim, attention_head_dim=8, norm_num_groups=8,
-    ).eval()
+def tiny_unet(seed: int = 0, cross_dim: int = 32):
+    return tiny_cross_attention_unet(seed, cross_dim)
 
 
 def cross_attention(seed: int = 0) -> Attention:

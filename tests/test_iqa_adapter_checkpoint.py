@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 
 from iqabench.adapters.iqa_adapter.adapter import AdapterConfig, IQAAdapter
@@ -20,15 +19,11 @@ from iqabench.adapters.iqa_adapter.checkpoint import (
 from iqabench.adapters.iqa_adapter.conditioning import load_stats
 from iqabench.adapters.iqa_adapter.projection import CheckpointError
 from iqabench.generators import WeightsMissingError
+from iqabench.testing import tiny_cross_attention_unet
 
 
-def tiny_unet(seed: int = 0, cross_dim: int = 32) -> UNet2DConditionModel:
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_dim, attention_head_dim=8, norm_num_groups=8,
-    ).eval()
+def tiny_unet(seed: int = 0, cross_dim: int = 32):
+    return tiny_cross_attention_unet(seed, cross_dim)
 
 
 def make_adapter(seed: int = 0, **kw) -> IQAAdapter:
