@@ -44,7 +44,7 @@ import inspect
 import json
 import os
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -374,12 +374,16 @@ class DiffusersGenerator:
                 opts[key] = None if value is None else _check_value(key, value, where)
         return opts
 
+    def group_key(self, item: WorkItem) -> Hashable:
+        """Override point: items with equal keys may share one pipeline call (default: equal ``params``)."""
+        return _canonical_params(item.params)
+
     def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
         """One RGB image per item, in input order, independent of the other items (see module docstring)."""
         items = list(items)
-        groups: dict[str, list[int]] = {}
+        groups: dict[Hashable, list[int]] = {}
         for index, item in enumerate(items):
-            groups.setdefault(_canonical_params(item.params), []).append(index)
+            groups.setdefault(self.group_key(item), []).append(index)
         size = self.runtime.batch_size
         images: list[Image.Image | None] = [None] * len(items)
         for indices in groups.values():

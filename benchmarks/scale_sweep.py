@@ -89,14 +89,14 @@ class ScaleSweep(BaseBenchmark):
             result.notes.append(f"{n_missing} (image, metric) score(s) are missing and were left out.")
         frame["condition"] = [f"{target_label(t)}, lambda={s:g}" if role == "generator" else "baseline"
                               for role, t, s in zip(frame.role, frame.target, frame.scale, strict=True)]
-        result.tables["scores_by_scale"] = means.assign(target=means.target.map(target_label))
+        labelled = means.assign(target=means.target.map(target_label))
+        result.tables["scores_by_scale"] = labelled
         result.tables["baseline"] = baselines
         result.tables["target_gap"] = scale_gap(means)
         result.tables["scale_correlation"] = trend
         result.tables["per_image"] = frame.pivot_table(
             index=["generator", "condition", "prompt_id", "seed"], columns="metric", values="score",
             sort=False).reset_index()
-        labelled = means.assign(target=means.target.map(target_label))
         result.figures["mean_score_vs_scale"] = curves_figure(labelled, baselines, metrics, "scale", "lambda",
                                                               series=["generator", "target"])
         result.grids["scales"] = grid_refs(ctx, frame, "condition", max_rows=2)

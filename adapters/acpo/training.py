@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,11 +46,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from iqabench import checkpoints
+
 from .lora import LORA_FILE, adapters_disabled, add_lora, lora_parameters, save_lora
 
 X0_MODES = ("one-step", "rollout")
 TERMS = ("mse", "anchor", "quality", "total")
-_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 #: ``evaluator(images [N,3,H,W] in [0,1], prompts) -> [N]`` in [0, 1], differentiable in ``images``.
 Evaluator = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
@@ -99,12 +99,7 @@ class AcpoResult:
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir()
-             if (m := _CKPT_RE.match(p.name)) and (p / LORA_FILE).is_file() and (p / "state.json").is_file()]
-    return max(found)[1] if found else None
+    return checkpoints.latest_checkpoint(output_dir, (LORA_FILE, "state.json"))
 
 
 # -- the model pieces -------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ the base model bit for bit.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,29 +164,15 @@ class IQAAdapterGenerator(DiffusersGenerator):
                                     stats={s.name: s for s in self.stats})
         return pipe
 
-    def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
+    def group_key(self, item: WorkItem) -> Hashable:
         """Group items only by what changes the pipeline call (steps, size, CFG, negative prompt).
 
         target / scale / neg_k differ freely within one call, except that a call
         whose items all have scale 0 runs the base model's own processors.
         """
-        items = list(items)
-        groups: dict[tuple, list[int]] = {}
-        for index, item in enumerate(items):
-            scale = self._check_quality_params(item.params)[1]
-            gen_params = tuple(sorted((k, str(v)) for k, v in item.params.items() if k in GENERATION_OPTIONS))
-            groups.setdefault((gen_params, scale == 0), []).append(index)
-        size = self.runtime.batch_size
-        images: list[Image.Image | None] = [None] * len(items)
-        for indices in groups.values():
-            opts = self.generation_options(items[indices[0]].params)
-            for start in range(0, len(indices), size):
-                chunk = indices[start:start + size]
-                batch = [items[i] for i in chunk]
-                batch += [batch[-1]] * (size - len(batch))  # the base's fixed call shape (batch invariance)
-                for i, image in zip(chunk, self._call(batch, opts), strict=False):
-                    images[i] = image
-        return images  # type: ignore[return-value]
+        scale = self._check_quality_params(item.params)[1]
+        gen_params = tuple(sorted((k, str(v)) for k, v in item.params.items() if k in GENERATION_OPTIONS))
+        return gen_params, scale == 0
 
     def generation_options(self, params: Mapping[str, Any]) -> dict[str, Any]:
         generation = {k: v for k, v in params.items() if k not in QUALITY_PARAMS}

@@ -24,7 +24,6 @@ Checkpoints: ``checkpoint-N/adapter.safetensors`` (released layout + metadata),
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqabench import checkpoints
+
 from .adapter import AdapterConfig, IQAAdapter
 from .checkpoint import load_adapter, read_checkpoint, save_adapter
 from .sampling import encode_prompts, is_sdxl
-
-_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass
@@ -83,12 +82,7 @@ class TrainResult:
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_RE.match(p.name)) and
-             (p / "adapter.safetensors").is_file() and (p / "state.json").is_file()]
-    return max(found)[1] if found else None
+    return checkpoints.latest_checkpoint(output_dir, ("adapter.safetensors", "state.json"))
 
 
 class _Denoiser(nn.Module):
@@ -277,8 +271,7 @@ def _save(accelerator, adapter: IQAAdapter, optimizer, out: Path, step: int, con
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
         if config.keep_checkpoints:
-            olds = sorted((int(m.group(1)), p) for p in out.iterdir() if (m := _CKPT_RE.match(p.name)))
-            for _, old in olds[:-config.keep_checkpoints]:
+            for _, old in checkpoints.checkpoint_folders(out)[:-config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return folder
