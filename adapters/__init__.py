@@ -7,7 +7,7 @@ the first lookup. Add one import line per adapter module below.
 
 from . import (
     acpo,  # noqa: F401
-    diffusers_base,  # noqa: F401  (sdxl, sd15, sd21, diffusers:<id>, tiny-sd, tiny-sdxl)
     guidance,  # noqa: F401
     iqa_adapter,  # noqa: F401
+    presets,  # noqa: F401  (sdxl, sd15, sd21, diffusers:<id>, tiny-sd, tiny-sdxl)
 )

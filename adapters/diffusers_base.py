@@ -1,7 +1,8 @@
-"""Base text-to-image generators on diffusers pipelines: ``sdxl``, ``sd15``, ``sd21``, ``diffusers:<id>``,
-and the offline ``tiny-sd`` / ``tiny-sdxl``.
+""":class:`DiffusersGenerator`: a diffusers text-to-image pipeline behind the Generator protocol.
 
-:class:`DiffusersGenerator` is the class the quality-aware generators subclass
+The presets built on it (``sdxl``, ``sd15``, ``sd21``, ``diffusers:<id>``, ``tiny-sd``, ``tiny-sdxl``) are in
+:mod:`.presets`, the weights lookup in :mod:`.hub_cache`, option checking in :mod:`.generator_options`.
+It is the class the quality-aware generators subclass
 (IQA-Adapter, gradient guidance, ACPO): it owns option validation, the weights
 check, lazy loading, per-item seeding, grouping by per-item params and the
 fingerprint. Subclasses change the pipeline through ``load_pipeline`` and add
@@ -38,25 +39,26 @@ would silently corrupt every IQA score.
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import inspect
-import json
-import os
-import re
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
-from iqabench import testing
-from iqabench.generators import WeightsMissingError, WorkItem, register_generator
+from iqabench import tiny_models
+from iqabench.generators import WeightsMissingError, WorkItem
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
+
+from .generator_options import (
+    GENERATION_OPTIONS,
+    base_model_spec,
+    canonical_params,
+    check_value,
+    unknown_option_message,
+)
+from .hub_cache import HUB_ID, WeightsLocation, find_weights, hub_cache_dir, local_signature, weights_status
 
 if TYPE_CHECKING:  # pragma: no cover - diffusers is imported lazily
     from diffusers import DiffusionPipeline
@@ -64,150 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover - diffusers is imported lazily
 #: Bump when the way pixels become the returned PIL image changes (rounding, mode).
 IMAGE_FORMAT_VERSION = 1
 
-#: Options an item's ``params`` may override for its own pipeline call.
-GENERATION_OPTIONS = ("steps", "guidance_scale", "height", "width", "negative_prompt")
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-# -- where weights live --------------------------------------------------------------------------------
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment *now*.
-
-    ``huggingface_hub.constants`` freezes these paths at import time, so a test
-    or user changing ``HF_HUB_CACHE`` later would otherwise be ignored.
-    """
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    home = os.environ.get("HF_HOME")
-    if not home:
-        home = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache")), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-@dataclass(frozen=True)
-class WeightsLocation:
-    """Where a pipeline's files were found: a folder, plus the hub commit when it came from the cache."""
-
-    folder: Path
-    commit: str | None
-    model_index: dict[str, Any]
-
-
-def _missing_components(folder: Path, model_index: Mapping[str, Any], variant: str | None) -> list[str]:
-    """Components named in model_index.json without a folder, or a denoiser folder without weight files."""
-    missing = []
-    for name, value in model_index.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
-            continue
-        sub = folder / name
-        if not sub.is_dir():
-            missing.append(name)
-        elif name in ("unet", "transformer", "prior"):
-            files = [p.name for p in sub.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES)]
-            if variant:
-                files = [f for f in files if f".{variant}." in f]
-            if not files:
-                missing.append(f"{name} weights" + (f" ({variant})" if variant else ""))
-    return missing
-
-
-def find_weights(source: str, *, path: str | None = None, revision: str | None = None,
-                 variant: str | None = None) -> tuple[WeightsLocation | None, str]:
-    """Look for a pipeline's files without loading or downloading anything.
-
-    Returns ``(location, detail)``; ``location`` is None when the files are
-    missing, and ``detail`` then says what is missing and where it looked.
-    """
-    if path is not None:
-        folder = Path(path).expanduser().resolve()
-        index = folder / "model_index.json"
-        if not index.is_file():
-            return None, f"no model_index.json in {folder}"
-        where, commit = folder, None
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        cache = hub_cache_dir()
-        found = try_to_load_from_cache(source, "model_index.json", cache_dir=cache, revision=revision)
-        if not isinstance(found, str):
-            return None, f"{source} is not in the Hugging Face cache at {cache}"
-        index = Path(found)
-        where = index.parent
-        commit = where.name if re.fullmatch(r"[0-9a-f]{40}", where.name) else None
-    try:
-        model_index = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        return None, f"{index} is not readable JSON ({exc})"
-    missing = _missing_components(where, model_index, variant)
-    if missing:
-        return None, f"{where} lacks {', '.join(missing)}"
-    return WeightsLocation(where, commit, model_index), str(where)
-
-
-def weights_status(source: str, **kwargs: Any) -> tuple[bool, str]:
-    """``(present, detail)`` for ``iqabench list generators`` (the registry's ``weights=`` probe)."""
-    location, detail = find_weights(source, **kwargs)
-    return location is not None, detail
-
-
-def _local_signature(folder: Path) -> str:
-    """Hash of the weight/config files' names and sizes: a re-saved local folder gets a new fingerprint."""
-    digest = hashlib.sha256()
-    for file in sorted(folder.rglob("*")):
-        if file.is_file() and file.suffix in {".json", ".safetensors", ".bin", ".txt"}:
-            digest.update(f"{file.relative_to(folder).as_posix()}:{file.stat().st_size};".encode())
-    return digest.hexdigest()[:16]
-
-
-# -- option checking -----------------------------------------------------------------------------------
-def _check_value(key: str, value: Any, where: str) -> Any:
-    """Validate and normalise one option value (e.g. ``guidance_scale=7`` -> 7.0, so the fingerprint is stable)."""
-    def bad(expected: str) -> SpecError:
-        return SpecError(f"{where}: option {key}={value!r} is invalid, expected {expected}")
-
-    if key in ("steps", "seed"):
-        low = 1 if key == "steps" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise bad(f"an integer >= {low}")
-    elif key == "guidance_scale":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise bad("a number >= 0")
-        value = float(value)
-    elif key in ("height", "width"):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 8:
-            raise bad("a positive multiple of 8 (pixels)")
-    elif key == "negative_prompt":
-        if not isinstance(value, str):
-            raise bad("text")
-    elif key in ("path", "revision", "variant"):
-        if not isinstance(value, str) or not value:
-            raise bad("a non-empty string")
-    return value
-
-
-def _unknown_option_message(key: str, known: Sequence[str], where: str, what: str) -> str:
-    close = difflib.get_close_matches(key, known, n=2, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"{where}: unknown {what} {key!r}.{hint} Known: {', '.join(sorted(known))}."
-
-
-def _canonical_params(params: Mapping[str, Any]) -> str:
-    return json.dumps(dict(sorted(params.items())), sort_keys=True, default=str)
-
-
-def base_model_spec(base_spec: GeneratorSpec, options: Mapping[str, Any], base_options: Mapping[str, Any],
-                    own_options: Collection[str]) -> str:
-    """The base model's spec with the generation options it shares with a quality generator built on it.
-
-    IQA-Adapter, gradient guidance and ACPO compare against their base model run
-    with the same steps, CFG, size and negative prompt; their own options
-    (target, alpha, LoRA path, ...) stay behind.
-    """
-    keep = {k: v for k, v in options.items() if k in base_options and k not in own_options and v is not None}
-    return str(GeneratorSpec(base_spec.family, base_spec.variant, tuple(sorted(keep.items()))))
+__all__ = ["GENERATION_OPTIONS", "IMAGE_FORMAT_VERSION", "DiffusersGenerator", "WeightsLocation", "base_model_spec",
+           "find_weights", "hub_cache_dir", "weights_status"]
 
 
 # -- the generator ---------------------------------------------------------------------------------------
@@ -248,8 +108,8 @@ class DiffusersGenerator:
         options = dict(defaults)
         for key, value in spec.options:
             if key not in defaults:
-                raise SpecError(_unknown_option_message(key, list(defaults), f"generator {str(spec)!r}", "option"))
-            options[key] = None if value is None else _check_value(key, value, f"generator {str(spec)!r}")
+                raise SpecError(unknown_option_message(key, list(defaults), f"generator {str(spec)!r}", "option"))
+            options[key] = None if value is None else check_value(key, value, f"generator {str(spec)!r}")
         if options.get("path") is not None and options.get("revision") is not None:
             raise SpecError(f"generator {str(spec)!r}: revision= selects a hub commit and cannot go with path=")
         return options
@@ -262,7 +122,7 @@ class DiffusersGenerator:
         if location is not None:
             return location
         if path is not None:
-            download = f"`hf download {self.source} --local-dir DIR`" if _HUB_ID.match(self.source) else "hf download"
+            download = f"`hf download {self.source} --local-dir DIR`" if HUB_ID.match(self.source) else "hf download"
             raise WeightsMissingError(
                 f"generator {self.name!r} found no usable diffusers pipeline at {path} ({detail}); "
                 f"give a folder written by save_pretrained or by {download}"
@@ -334,7 +194,7 @@ class DiffusersGenerator:
         }
         if self.tiny_builder is not None:
             fp["tiny_seed"] = opts.get("seed", 0)
-            fp["tiny_zoo_version"] = testing.TINY_ZOO_VERSION
+            fp["tiny_zoo_version"] = tiny_models.TINY_ZOO_VERSION
         if self.location is not None:
             index = self.location.model_index
             fp["pipeline"] = index.get("_class_name")
@@ -345,7 +205,7 @@ class DiffusersGenerator:
                 fp["commit"] = self.location.commit
             else:
                 fp["source"] = str(self.location.folder)
-                fp["files"] = _local_signature(self.location.folder)
+                fp["files"] = local_signature(self.location.folder)
         return fp
 
     def baseline(self) -> str | None:
@@ -369,14 +229,14 @@ class DiffusersGenerator:
         where = f"generator {self.name!r}"
         for key, value in params.items():
             if key not in self.item_params:
-                raise ValueError(_unknown_option_message(key, sorted(self.item_params), where, "item param"))
+                raise ValueError(unknown_option_message(key, sorted(self.item_params), where, "item param"))
             if key in GENERATION_OPTIONS:
-                opts[key] = None if value is None else _check_value(key, value, where)
+                opts[key] = None if value is None else check_value(key, value, where)
         return opts
 
     def group_key(self, item: WorkItem) -> Hashable:
         """Override point: items with equal keys may share one pipeline call (default: equal ``params``)."""
-        return _canonical_params(item.params)
+        return canonical_params(item.params)
 
     def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
         """One RGB image per item, in input order, independent of the other items (see module docstring)."""
@@ -421,73 +281,3 @@ class DiffusersGenerator:
                 )
         output = pipe(**kwargs)
         return [image.convert("RGB") for image in output.images]
-
-
-# -- built-in generators -----------------------------------------------------------------------------------
-_COMMON = {"steps": None, "guidance_scale": None, "height": None, "width": None, "negative_prompt": None}
-_HUB = {**_COMMON, "path": None, "revision": None, "variant": None}
-
-
-def _no_variant(spec: GeneratorSpec) -> None:
-    if spec.variant is not None:
-        raise SpecError(
-            f"generator {spec.family!r} takes no ':{spec.variant}' part; set options in brackets, "
-            f"e.g. {spec.family}[steps=20]"
-        )
-
-
-def _hub_preset(family: str, source: str, description: str, **defaults: Any) -> None:
-    def factory(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
-        _no_variant(spec)
-        return DiffusersGenerator(spec, runtime, source=source, defaults={**_HUB, **defaults})
-
-    factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
-    register_generator(family, description=description, weights=partial(weights_status, source))(factory)
-
-
-def _tiny_preset(family: str, builder: Callable[[int], Any], description: str) -> None:
-    defaults = {**_COMMON, "steps": testing.TINY_STEPS, "guidance_scale": 7.5, "height": testing.TINY_IMAGE_SIZE,
-                "width": testing.TINY_IMAGE_SIZE, "seed": 0}
-
-    def factory(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
-        _no_variant(spec)
-        return DiffusersGenerator(spec, runtime, source=f"iqabench.testing.{builder.__name__}",
-                                  defaults=defaults, tiny_builder=builder)
-
-    factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
-    register_generator(family, description=description)(factory)
-
-
-_hub_preset("sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
-            "Stable Diffusion XL base 1.0 (35 steps, CFG 7.5, 1024 px, as in the IQA-Adapter paper)",
-            steps=35, guidance_scale=7.5, height=1024, width=1024)
-_hub_preset("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-            "Stable Diffusion 1.5 (50 steps, CFG 7.5, 512 px: diffusers' defaults)",
-            steps=50, guidance_scale=7.5, height=512, width=512)
-_hub_preset("sd21", "stabilityai/stable-diffusion-2-1",
-            "Stable Diffusion 2.1 (50 steps, CFG 7.5, 768 px)",
-            steps=50, guidance_scale=7.5, height=768, width=768)
-_tiny_preset("tiny-sd", testing.tiny_sd_pipeline,
-             "Tiny random SD-1.5-like pipeline for offline tests (64 px, 4 steps, CFG 7.5)")
-_tiny_preset("tiny-sdxl", testing.tiny_sdxl_pipeline,
-             "Tiny random SDXL-like pipeline for offline tests (64 px, 4 steps, CFG 7.5)")
-
-
-def _any_pipeline_status() -> tuple[bool, str]:
-    return True, "checked per spec: diffusers:<hub id> in the HF cache, or diffusers:<local folder>"
-
-
-@register_generator("diffusers", description="Any diffusers text-to-image pipeline: diffusers:<hub id or folder>",
-                    weights=_any_pipeline_status)
-def build_any_pipeline(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
-    """``diffusers:org/name`` (from the HF cache) or ``diffusers:/path/to/folder``; the pipeline's own defaults."""
-    target = spec.variant
-    if not target:
-        raise SpecError("generator 'diffusers' needs a hub id or a folder: diffusers:org/name or diffusers:/path/dir")
-    defaults = {**_HUB}
-    if _HUB_ID.match(target) and not Path(target).expanduser().exists():
-        return DiffusersGenerator(spec, runtime, source=target, defaults=defaults)
-    if "path" in spec.options_dict:
-        raise SpecError(f"generator {str(spec)!r} names its folder twice: use diffusers:/dir without path=")
-    folder = str(Path(target).expanduser().resolve())
-    return DiffusersGenerator(spec, runtime, source=folder, defaults={**defaults, "path": folder})

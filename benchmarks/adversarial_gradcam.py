@@ -204,7 +204,7 @@ class AdversarialGradCAM(BaseBenchmark):
             index=list(methods), columns=panel)
         transfer = matrix.loc[[f"guidance on {t}" for t in targets]].rename(index=lambda s: s[len("guidance on "):])
         inflation = inflation_index(transfer)
-        from iqabench.reports import heatmap_figure
+        from iqabench.plotting import heatmap_figure
 
         result = Result(self.name)
         result.notes.append(f"Base model: {base}. RelGain (%) of every panel metric over the base on the same prompts "

@@ -150,7 +150,7 @@ class ConditionSweep(BaseBenchmark):
         return planned(self._slots(spec))
 
     def analyze(self, ctx: AnalysisContext) -> Result:
-        from iqabench.reports import heatmap_figure
+        from iqabench.plotting import heatmap_figure
 
         metrics = list(ctx.metric_fingerprints)
         frame = score_frame(ctx, self._slots(ctx.spec), metrics)

@@ -118,7 +118,7 @@ class RelGain(BaseBenchmark):
         if failures or errors:
             rows = [{"image_key": k, "metric": "", "error": v} for k, v in failures.items()] + errors
             result.tables["failures"] = pd.DataFrame(rows)
-        from iqabench.reports import heatmap_figure
+        from iqabench.plotting import heatmap_figure
 
         result.figures["relgain_matrix"] = heatmap_figure(matrix, "RelGain, % (generators x metrics)")
         result.grids["baseline_vs_generator"] = self._grid(ctx, generators, baselines, items, key_of, scores)

@@ -203,7 +203,7 @@ def mean_with_ci(frame: pd.DataFrame, by: list[str], value: str = "score") -> pd
 
 
 def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.3, max_cols: int = 3) -> tuple[Figure, list]:
-    """A bare Agg figure with one axis per panel (no pyplot state; see reports/figures.py)."""
+    """A bare Agg figure with one axis per panel (no pyplot state; see iqabench/plotting.py)."""
     n_panels = max(1, n_panels)
     cols = min(max_cols, n_panels)
     rows = math.ceil(n_panels / cols)

@@ -6,10 +6,11 @@ The Python API mirrors the CLI: ``iqabench.run(RunSpec(...))`` does what
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .api import run
 from .benchmark import BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
 from .generators import WorkItem, build_generator, register_generator
 from .metrics import build_metric, register_metric
-from .runner import Runner, run
+from .runner import Runner
 from .runtime import Runtime
 from .specs import GeneratorSpec, RunSpec
 from .store import Store

@@ -1,4 +1,4 @@
-"""The benchmark plugin protocol and the Result it hands to the report.
+"""The benchmark plugin protocol: plan, metrics, analyze (the Result types live in :mod:`.results`).
 
 A benchmark states its plan (which images, from which generators) and its
 analysis (tables, figures, grids from what the Store holds). Generation,
@@ -13,11 +13,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .generators import WorkItem
 from .registry import BENCHMARKS
+from .results import ImageRef, Result
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-    from matplotlib.figure import Figure
-
     from .specs import RunSpec
     from .store import Store
 
@@ -28,28 +26,6 @@ class PlannedItem:
 
     generator: str
     item: WorkItem
-
-
-@dataclass
-class ImageRef:
-    """One thumbnail in a report grid: a cached image plus a caption and the scores shown under it."""
-
-    image_key: str
-    caption: str
-    scores: dict[str, float] = field(default_factory=dict)
-    group: str = ""  # column label in a grid, e.g. the generator spec
-
-
-@dataclass
-class Result:
-    """What a benchmark's analysis produced; the report renders every field."""
-
-    benchmark: str
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    figures: dict[str, Figure] = field(default_factory=dict)
-    grids: dict[str, list[ImageRef]] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # caveats shown verbatim in the report
 
 
 @dataclass
@@ -124,3 +100,7 @@ class BaseBenchmark:
                 "is full-reference; use no-reference metrics (e.g. piqe, entropy) or the fr-distances benchmark"
             )
         return {n: list(range(len(plan))) for n in names}
+
+
+__all__ = ["AnalysisContext", "BaseBenchmark", "Benchmark", "ImageRef", "PlannedItem", "Result", "build_benchmark",
+           "register_benchmark"]

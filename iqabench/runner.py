@@ -9,9 +9,7 @@ same generator, prompts and seeds generate each image once.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import platform
 import sys
 import traceback
 from collections import defaultdict
@@ -25,12 +23,15 @@ import numpy as np
 import torch
 
 from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark
+from .distributed import distributed_shard, owned_keys, wait_for_everyone
 from .generators import Generator, build_generator
+from .manifest import default_run_id, run_manifest
 from .metrics import Metric, build_metric, check_available, metric_fingerprint
+from .oom import free_accelerator_memory, is_out_of_memory
 from .registry import load_plugin
 from .runtime import Runtime
 from .specs import RunSpec
-from .store import Store, content_key, image_key
+from .store import Store, image_key
 
 ProgressFactory = Callable[[str, int], "ProgressTask"]
 
@@ -81,31 +82,6 @@ class RunOutcome:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def default_run_id(spec: RunSpec) -> str:
-    """Same spec -> same run id, so re-running a killed command resumes into the same folder."""
-    return f"{spec.benchmark}-{content_key('run/v1', spec.to_dict())[:10]}"
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for package in ("iqabench", "torch", "diffusers", "transformers", "pyiqa", "accelerate", "peft", "numpy"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
-
-
-def environment(runtime: Runtime) -> dict[str, Any]:
-    env = {"platform": platform.platform(), "device": runtime.device, "dtype": runtime.dtype,
-           "batch_size": runtime.batch_size, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    if runtime.device == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(0)
-    return env
-
-
 class Runner:
     """Executes one RunSpec against one Store."""
 
@@ -153,14 +129,8 @@ class Runner:
         return unique
 
     def _mine(self, keys: Sequence[str]) -> list[str]:
-        """This process's share of a key list: a key belongs to process ``int(key) % count``.
-
-        Deciding by the key itself (not its position in a list) gives every
-        stage the same split, so the process that generated an image also scores
-        it, and a re-run with another plan still agrees on who owns what.
-        """
-        index, count = self.shard
-        return sorted(k for k in keys if int(k[:12], 16) % count == index)
+        """This process's share of a key list (see :func:`.distributed.owned_keys`)."""
+        return owned_keys(keys, self.shard)
 
     def _score_targets(self) -> dict[str, list[str]]:
         return {m: sorted({self.image_keys[i] for i in idx}) for m, idx in self.metric_plan.items()}
@@ -228,7 +198,7 @@ class Runner:
                 self.runtime.batch_size = max(1, self.runtime.batch_size // 2)
                 self.log(f"out of memory with {len(keys)} images per batch; retrying with "
                          f"{self.runtime.batch_size} (pass --batch-size {self.runtime.batch_size} next time)")
-                _free_accelerator_memory()
+                free_accelerator_memory()
                 return 0
             if len(keys) == 1:
                 self.store.record_failure(keys[0], "generate", _one_line(exc))
@@ -297,7 +267,7 @@ class Runner:
                     for (k, _), v in zip(members, values, strict=True)]
         except Exception as exc:
             if is_out_of_memory(exc):
-                _free_accelerator_memory()
+                free_accelerator_memory()
             if len(members) == 1:
                 key = members[0][0]
                 return [(key, metric.name, fp, None, _one_line_tb())]
@@ -307,8 +277,7 @@ class Runner:
         return rows
 
     def _wait_for_everyone(self) -> None:
-        if self._distributed is not None:
-            self._distributed.wait_for_everyone()
+        wait_for_everyone(self._distributed)
 
     def analyze(self) -> Result:
         baselines = {name: gen.baseline() for name, gen in self.generators.items()}
@@ -317,20 +286,15 @@ class Runner:
 
     # -- whole run -------------------------------------------------------------------------
     def manifest(self, status: str, plan: PlanSummary | None = None, **extra: Any) -> dict[str, Any]:
-        data = {
-            "run_id": self.run_id, "benchmark": self.spec.benchmark, "status": status,
-            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "spec": self.spec.to_dict(), "versions": versions(), "environment": environment(self.runtime),
-            "generators": {name: {"fingerprint": gen.fingerprint(), "baseline": gen.baseline()}
-                           for name, gen in self.generators.items()},
-            "metrics": self.metric_fps,
-        }
-        if plan is not None:
-            data["plan"] = plan.__dict__
-        data.update(extra)
-        return data
+        """The run.json document for this run at ``status`` (see :mod:`.manifest`)."""
+        generators = {name: {"fingerprint": gen.fingerprint(), "baseline": gen.baseline()}
+                      for name, gen in self.generators.items()}
+        return run_manifest(self.run_id, self.spec, status, self.runtime, generators, self.metric_fps,
+                            None if plan is None else plan.__dict__, **extra)
 
-    def execute(self, *, dry_run: bool = False, report: bool = True) -> RunOutcome:
+    def execute(self, *, dry_run: bool = False) -> RunOutcome:
+        """Plan, generate, score and analyse; stops at the :class:`Result` (persisting and rendering it is
+        :func:`iqabench.api.execute`'s job, so the runner never imports the report stage)."""
         plan = self.summarize_plan()
         outcome = RunOutcome(self.run_id, self.store.run_dir(self.run_id), plan)
         if dry_run:
@@ -352,47 +316,7 @@ class Runner:
                                    "nothing about real models.")
         outcome.result = result
         outcome.failures = self.store.failures(self.image_keys)
-        from .reports import render_report, save_result
-
-        save_result(self.store, self.run_id, result)
-        self.store.write_run_json(self.run_id, self.manifest("complete", plan, failures=outcome.failures))
-        if report:
-            outcome.report = render_report(self.store, [self.run_id])
         return outcome
-
-
-def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: Any) -> RunOutcome:
-    """One call does what ``iqabench run`` does: ``run(RunSpec("relgain", ["tiny-sd"]), out="out")``."""
-    dry_run = kwargs.pop("dry_run", False)
-    report = kwargs.pop("report", True)
-    return Runner(spec, out, **kwargs).execute(dry_run=dry_run, report=report)
-
-
-def distributed_shard():
-    """(accelerate state, (index, count)) under ``accelerate launch`` or ``torchrun``; else (None, (0, 1)).
-
-    Uses accelerate's PartialState, which sets up torch.distributed (NCCL on
-    GPUs, gloo on CPUs) from the launcher's environment; the runner only needs
-    its index, count and barrier.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None, (0, 1)
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    return state, (state.process_index, state.num_processes)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def _free_accelerator_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _to_tensor(image) -> torch.Tensor:

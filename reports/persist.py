@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import pandas as pd
 
-from iqabench.benchmark import ImageRef, Result
+from iqabench.results import ImageRef, Result
 from iqabench.store import atomic_write_text, safe_child
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -31,7 +31,7 @@ from .persist import SavedResult, load_result
 from .tables import MISSING, Cell, TableView, format_number, table_view
 
 if TYPE_CHECKING:  # pragma: no cover
-    from iqabench.benchmark import ImageRef
+    from iqabench.results import ImageRef
     from iqabench.store import Store
 
 THUMBNAIL_PX = 160

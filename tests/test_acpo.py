@@ -23,7 +23,7 @@ from iqabench.generators import build_generator
 from iqabench.metrics import build_metric, register_metric
 from iqabench.runtime import Runtime
 from iqabench.specs import SpecError
-from iqabench.testing import tiny_sd_pipeline
+from iqabench.tiny_models import tiny_sd_pipeline
 
 RT = Runtime(device="cpu", dtype="fp32", batch_size=2)
 

@@ -205,7 +205,7 @@ def test_bad_specs_are_one_clear_error(spec, expected):
 
 # -- loading real folders -----------------------------------------------------------------------------------
 def test_local_folder_loads_offline_and_matches_the_tiny_model(tmp_path):
-    from iqabench.testing import tiny_sd_pipeline
+    from iqabench.tiny_models import tiny_sd_pipeline
 
     tiny_sd_pipeline(0).save_pretrained(tmp_path / "pipe")
     expected = _pixels(build_generator("tiny-sd", CPU4).generate([A, B]))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from iqabench.api import run
 from iqabench.benchmarks.adversarial_gradcam import (
     CamLayer,
     cam_shift,
@@ -18,7 +19,6 @@ from iqabench.benchmarks.adversarial_gradcam import (
     vit_reshape_transform,
 )
 from iqabench.metrics import register_metric
-from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from test_iqa_adapter_generator import tiny_checkpoint
 
+from iqabench.api import run
 from iqabench.benchmarks.condition_sweep import target_correlations
 from iqabench.benchmarks.sweeps import parse_targets, target_label
-from iqabench.runner import Runner, run
+from iqabench.runner import Runner
 from iqabench.specs import RunSpec
 
 

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from test_iqa_adapter_generator import tiny_checkpoint
 
+from iqabench.api import run
 from iqabench.benchmarks.fr_distances import distance_matrix, distance_transform, fr_panel, pair_scores, to_distance
 from iqabench.metrics import MetricUnavailableError, build_metric
-from iqabench.runner import run
 from iqabench.specs import RunSpec
 from iqabench.store import content_key
 

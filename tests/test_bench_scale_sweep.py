@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from test_iqa_adapter_generator import tiny_checkpoint
 
+from iqabench.api import run
 from iqabench.benchmarks.scale_sweep import DEFAULT_SCALES, scale_gap, sweep_scales
-from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 

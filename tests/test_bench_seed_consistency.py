@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from iqabench.api import run
 from iqabench.benchmarks.seed_consistency import per_generation_gains, seeded_spec, summarize_gains
-from iqabench.runner import Runner, run
+from iqabench.runner import Runner
 from iqabench.specs import RunSpec
 
 

@@ -12,6 +12,7 @@ import typer
 from browser import chromium  # noqa: F401  (pytest fixture)
 from typer.testing import CliRunner
 
+from iqabench.api import run
 from iqabench.benchmarks.study import (
     analyze_study,
     bradley_terry,
@@ -26,7 +27,6 @@ from iqabench.benchmarks.study import (
 )
 from iqabench.benchmarks.study.analyze import fit_bradley_terry
 from iqabench.benchmarks.study.cli import study_analyze_cmd, study_export_cmd
-from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 

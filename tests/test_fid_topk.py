@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from scipy import linalg
 
+from iqabench.api import run
 from iqabench.benchmarks.fid_topk.features import InceptionFeatures, fid, inception_score, kid, split
 from iqabench.benchmarks.fid_topk.references import load_reference
 from iqabench.benchmarks.fid_topk.topk import mean_z_scores, top_fraction
 from iqabench.benchmarks.geneval.clip import WeightsUnavailableError
-from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from iqabench.api import run
 from iqabench.benchmarks.geneval.benchmark import GenEval, best_marked, reason_kind
 from iqabench.benchmarks.geneval.clip import WeightsUnavailableError, build_clip
 from iqabench.benchmarks.geneval.colors import ColorClassifier, object_crop
 from iqabench.benchmarks.geneval.detectors import build_detector
 from iqabench.benchmarks.geneval.layout import read_official_folder, read_results_jsonl
 from iqabench.benchmarks.geneval.rules import COLORS, Detection, summarize
-from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 

@@ -22,7 +22,7 @@ from iqabench.generators import WorkItem, build_generator
 from iqabench.metrics import build_metric, register_metric
 from iqabench.runtime import Runtime
 from iqabench.specs import SpecError
-from iqabench.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 
 class Brightness(nn.Module):
@@ -105,7 +105,7 @@ def test_sigma_is_the_scheduler_sigma_on_euler_style_schedulers(name):
 @pytest.mark.parametrize("base", ["tiny-sd", "tiny-sdxl"])
 def test_alpha_zero_reproduces_the_base_model_bit_for_bit(base):
     _, reference = generate(base)
-    generator, images = generate(f"guidance:test_bright[base={base},alpha=0,variant=x0]")
+    generator, images = generate(f"guidance:test_bright[base={base},alpha=0,decode=x0]")
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(reference, images, strict=True))
     assert generator.baseline() == f"{base}[guidance_scale=7.5,height=64,seed=0,steps=4,width=64]"
     assert build_generator(generator.baseline(), RT).fingerprint() == build_generator(base, RT).fingerprint()
@@ -137,8 +137,8 @@ def test_wrapper_with_alpha_zero_changes_nothing_even_on_an_ancestral_scheduler(
 @pytest.mark.parametrize("variant", ["z", "x0"])
 def test_guidance_raises_the_score_and_the_flipped_sign_lowers_it(base, variant):
     _, reference = generate(base)
-    _, up = generate(f"guidance:test_bright[base={base},alpha={ALPHA},variant={variant}]")
-    _, down = generate(f"guidance:test_bright[base={base},alpha={-ALPHA},variant={variant}]")
+    _, up = generate(f"guidance:test_bright[base={base},alpha={ALPHA},decode={variant}]")
+    _, down = generate(f"guidance:test_bright[base={base},alpha={-ALPHA},decode={variant}]")
     base_score, up_score, down_score = brightness(reference), brightness(up), brightness(down)
     assert np.all(up_score > base_score + 2e-3), (base_score, up_score)
     assert np.all(down_score < base_score - 2e-3), (base_score, down_score)
@@ -209,8 +209,8 @@ def test_metric_input_is_resized_inside_the_graph():
 def test_bad_specs_fail_with_one_sentence():
     with pytest.raises(SpecError, match="not a differentiable no-reference metric"):
         build_generator("guidance:piqe[base=tiny-sd]", RT)
-    with pytest.raises(SpecError, match="variant 'v' is unknown"):
-        build_generator("guidance:test_bright[base=tiny-sd,variant=v]", RT)
+    with pytest.raises(SpecError, match="decode=.v. is unknown"):
+        build_generator("guidance:test_bright[base=tiny-sd,decode=v]", RT)
     with pytest.raises(SpecError, match="needs a differentiable NR metric"):
         build_generator("guidance", RT)
 
@@ -218,6 +218,6 @@ def test_bad_specs_fail_with_one_sentence():
 def test_fingerprint_tracks_every_guidance_setting():
     fps = [build_generator(s, RT).fingerprint() for s in (
         "guidance:test_bright[base=tiny-sd]", "guidance:test_bright[base=tiny-sd,alpha=10]",
-        "guidance:test_bright[base=tiny-sd,variant=x0]", "guidance:test_dark[base=tiny-sd]")]
+        "guidance:test_bright[base=tiny-sd,decode=x0]", "guidance:test_dark[base=tiny-sd]")]
     assert len({str(sorted(fp.items())) for fp in fps}) == 4
     assert fps[0]["alpha"] == 30.0 and fps[0]["tiny_seed"] == 0

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
+from iqabench.api import execute
 from iqabench.cli import app
 from iqabench.registry import load_plugin
 from iqabench.runner import Runner
@@ -44,7 +45,7 @@ def test_guidance_and_acpo_rows_appear_next_to_each_other(tmp_path):
     generators = ["guidance:relgain_test_sharpness[alpha=30,base=tiny-sd]", f"acpo:{lora}"]
     spec = RunSpec("relgain", generators, metrics=["piqe", "entropy", "relgain_test_sharpness"], limit=2,
                    seeds=[0], batch_size=2, plugins=[str(plugin)])
-    outcome = Runner(spec, tmp_path / "store").execute()
+    outcome = execute(Runner(spec, tmp_path / "store"))
     table = outcome.result.tables["relgain"]
     assert sorted(set(table["generator"])) == sorted(generators)
     assert all(b.startswith("tiny-sd[") for b in table["baseline"])

@@ -143,3 +143,24 @@ SPECS = {
 @pytest.mark.parametrize("spec", list(SPECS))
 def test_image_keys_unchanged(spec, weights):
     assert _keys(spec.format(**weights)) == list(SPECS[spec]), f"image keys of {spec!r} changed"
+
+
+def test_guidance_decode_option_keeps_keys_and_frees_the_base_weights_variant(weights):
+    """``variant=z|x0`` was renamed ``decode``: the old spelling warns and keeps its keys; ``variant=fp16`` now
+    reaches the base model (before, guidance over a hub base looked for ``*.z.safetensors`` and failed)."""
+    import warnings
+
+    renamed = _keys("guidance:topiq_nr[base=tiny-sd,alpha=10,decode=x0]")
+    assert renamed == list(SPECS["guidance:topiq_nr[base=tiny-sd,alpha=10,variant=x0]"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_generator("guidance:topiq_nr[base=tiny-sd,variant=x0]", Runtime("cpu", "fp32", 2))
+    assert any("decode=x0" in str(w.message) for w in caught if issubclass(w.category, FutureWarning))
+
+    runtime = Runtime("cpu", "fp32", 2)
+    plain = build_generator("guidance:topiq_nr[base=sd15,steps=20]", runtime)
+    half = build_generator("guidance:topiq_nr[base=sd15,steps=20,variant=fp16]", runtime)
+    assert plain.fingerprint()["variant"] == half.fingerprint()["variant"] == "z"  # the decode mode
+    assert half.fingerprint()["weights_variant"] == "fp16" and plain.fingerprint()["weights_variant"] is None
+    assert "variant=fp16" in half.baseline() and "variant" not in plain.baseline()
+    assert _keys("guidance:topiq_nr[base=sd15,steps=20,variant=fp16]") != _keys("guidance:topiq_nr[base=sd15,steps=20]")

@@ -12,7 +12,7 @@ from iqabench.adapters.iqa_adapter.attention import (
     quality_processors,
     set_quality_scale,
 )
-from iqabench.testing import tiny_cross_attention_unet
+from iqabench.tiny_models import tiny_cross_attention_unet
 
 
 def tiny_unet(seed: int = 0, cross_dim: int = 32):

@@ -19,7 +19,7 @@ from iqabench.adapters.iqa_adapter.checkpoint import (
 from iqabench.adapters.iqa_adapter.conditioning import load_stats
 from iqabench.adapters.iqa_adapter.projection import CheckpointError
 from iqabench.generators import WeightsMissingError
-from iqabench.testing import tiny_cross_attention_unet
+from iqabench.tiny_models import tiny_cross_attention_unet
 
 
 def tiny_unet(seed: int = 0, cross_dim: int = 32):

@@ -12,7 +12,7 @@ from iqabench.adapters.iqa_adapter.conditioning import TargetError, load_stats
 from iqabench.generators import WeightsMissingError, WorkItem, build_generator
 from iqabench.runtime import Runtime
 from iqabench.specs import SpecError
-from iqabench.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 RUNTIME = Runtime(device="cpu", dtype="fp32", batch_size=2)
 

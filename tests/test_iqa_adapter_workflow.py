@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
+from iqabench.api import execute
 from iqabench.cli import app
 from iqabench.runner import Runner
 from iqabench.specs import RunSpec
@@ -37,7 +38,7 @@ def test_score_train_and_relgain_through_the_cli(tmp_path):
 
     spec = RunSpec("relgain", [f"iqa-adapter:{checkpoint}"], metrics=["piqe", "entropy"], limit=2, seeds=[0],
                    batch_size=2)
-    outcome = Runner(spec, tmp_path / "store").execute()
+    outcome = execute(Runner(spec, tmp_path / "store"))
     table = outcome.result.tables["relgain"]
     assert table["baseline"].iloc[0].startswith("tiny-sd[")  # chosen automatically from the checkpoint
     assert (table["n"] == 2).all() and np.isfinite(table["relgain"]).all()

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from iqabench.benchmark import ImageRef, Result
 from iqabench.reports import (
     heatmap_figure,
     load_result,
@@ -24,6 +23,7 @@ from iqabench.reports import (
     save_result,
     table_view,
 )
+from iqabench.results import ImageRef, Result
 from iqabench.store import Store, content_key
 
 EVIL_PROMPT = "<script>alert(1)</script> a cat"

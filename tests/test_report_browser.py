@@ -12,8 +12,9 @@ import pytest
 from browser import chromium  # noqa: F401  (pytest fixture)
 from PIL import Image
 
-from iqabench.benchmark import ImageRef, Result
-from iqabench.reports import heatmap_figure, render_report, save_result
+from iqabench.plotting import heatmap_figure
+from iqabench.reports import render_report, save_result
+from iqabench.results import ImageRef, Result
 from iqabench.store import Store, content_key
 
 # markup that would set window.__pwned if the report failed to escape it (and CSP let it through)

@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from iqabench.runner import Runner, run
+from iqabench.api import run
+from iqabench.runner import Runner
 from iqabench.specs import RunSpec
 from iqabench.store import Store
 
@@ -97,7 +98,7 @@ def test_failing_image_is_reported_not_dropped(tmp_path):
     plugin.write_text(textwrap.dedent('''
         from iqabench.generators import register_generator
         from iqabench.adapters.diffusers_base import DiffusersGenerator
-        from iqabench.testing import tiny_sd_pipeline
+        from iqabench.tiny_models import tiny_sd_pipeline
 
         class Flaky(DiffusersGenerator):
             def generate(self, items):

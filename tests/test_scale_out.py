@@ -13,7 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from iqabench.runner import Runner, is_out_of_memory, run
+from iqabench.api import run
+from iqabench.oom import is_out_of_memory
+from iqabench.runner import Runner
 from iqabench.specs import RunSpec
 from iqabench.store import Store
 
@@ -87,7 +89,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_images(tmp_path, sing
         import torch
         from iqabench.generators import register_generator
         from iqabench.adapters.diffusers_base import DiffusersGenerator
-        from iqabench.testing import tiny_sd_pipeline
+        from iqabench.tiny_models import tiny_sd_pipeline
 
         CALLS = []
 
@@ -110,7 +112,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_images(tmp_path, sing
     spec = RunSpec("scores", ["small-memory-test"], metrics=["piqe"], limit=3, seeds=[0, 1], batch_size=8,
                    plugins=[str(plugin)])
     runner = Runner(spec, tmp_path / "out", log=messages.append)
-    outcome = runner.execute(report=False)
+    outcome = runner.execute()
     assert runner.runtime.batch_size == 2
     assert any("out of memory with 6 images per batch; retrying with 4" in m for m in messages)
     assert not outcome.failures
@@ -136,7 +138,7 @@ def test_out_of_memory_while_isolating_a_failed_batch_retries_the_item_instead_o
         import torch
         from iqabench.generators import register_generator
         from iqabench.adapters.diffusers_base import DiffusersGenerator
-        from iqabench.testing import tiny_sd_pipeline
+        from iqabench.tiny_models import tiny_sd_pipeline
 
         class Moody(DiffusersGenerator):
             calls = 0
@@ -157,7 +159,7 @@ def test_out_of_memory_while_isolating_a_failed_batch_retries_the_item_instead_o
     spec = RunSpec("scores", ["moody-test"], metrics=["piqe"], limit=2, seeds=[0], batch_size=2,
                    plugins=[str(plugin)])
     runner = Runner(spec, tmp_path / "out")
-    outcome = runner.execute(report=False)
+    outcome = runner.execute()
     assert runner.runtime.batch_size == 1
     assert not outcome.failures
     assert len(_pixels(tmp_path / "out")) == 2  # before the fix one image was silently left out

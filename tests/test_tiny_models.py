@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from iqabench import testing
-from iqabench.testing import tiny_clip_tokenizer, tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench import tiny_models
+from iqabench.tiny_models import tiny_clip_tokenizer, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 BUILDERS = [tiny_sd_pipeline, tiny_sdxl_pipeline]
 
@@ -36,7 +36,7 @@ def test_text_encoder_vocab_matches_tokenizer(builder):
     pipe = builder(0, fresh=False)
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if hasattr(pipe, "text_encoder_2") else [])
     for encoder in encoders:
-        assert encoder.config.vocab_size == len(pipe.tokenizer) == testing.clip_vocab_size() == 49408
+        assert encoder.config.vocab_size == len(pipe.tokenizer) == tiny_models.clip_vocab_size() == 49408
 
 
 @pytest.mark.parametrize("builder", BUILDERS)
@@ -74,7 +74,7 @@ def test_sd_is_sd15_like():
     assert isinstance(pipe, StableDiffusionPipeline) and isinstance(pipe.scheduler, DDIMScheduler)
     assert pipe.safety_checker is None and pipe.feature_extractor is None
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
-    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == testing.TINY_IMAGE_SIZE
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == tiny_models.TINY_IMAGE_SIZE
     assert any(name.endswith("attn2.processor") for name in pipe.unet.attn_processors)
 
 
@@ -88,7 +88,7 @@ def test_sdxl_is_sdxl_like():
     assert pipe.unet.config.addition_embed_type == "text_time"
     hidden = pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
     assert pipe.unet.config.cross_attention_dim == hidden
-    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == testing.TINY_IMAGE_SIZE
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == tiny_models.TINY_IMAGE_SIZE
 
 
 @pytest.mark.parametrize("builder", BUILDERS)
@@ -96,7 +96,7 @@ def test_generates_64px_rgb_images_that_depend_on_the_seed(builder):
     pipe = builder(0, fresh=False)
 
     def make(seed: int) -> np.ndarray:
-        out = pipe(["a photo of a cat"], num_inference_steps=testing.TINY_STEPS,
+        out = pipe(["a photo of a cat"], num_inference_steps=tiny_models.TINY_STEPS,
                    generator=[torch.Generator().manual_seed(seed)], output_type="pil")
         image = out.images[0]
         assert image.size == (64, 64) and image.mode == "RGB"

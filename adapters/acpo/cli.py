@@ -1,4 +1,7 @@
-"""``iqabench train acpo``: a plain function typed for Typer (the lead mounts it); the work is in :mod:`.training`."""
+"""``iqabench train acpo``, a plain function typed for Typer (mounted through the ``iqabench.cli`` entry points).
+
+The work is in :mod:`.training`.
+"""
 
 from __future__ import annotations
 
@@ -74,3 +77,8 @@ def score_range(metric: str) -> tuple[float | None, float | None]:
     except ValueError:
         return None, None
     return (low, high) if high > low else (None, None)
+
+
+def mount(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    """Entry point of the ``iqabench.cli`` group (see pyproject.toml)."""
+    groups["train"].command("acpo")(train_acpo_cmd)

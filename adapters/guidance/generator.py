@@ -2,21 +2,27 @@
 
 Specs::
 
-    guidance:topiq_nr                           SDXL, alpha 30 (the paper's setting), variant z
-    guidance:topiq_nr[alpha=10,variant=x0]
+    guidance:topiq_nr                           SDXL, alpha 30 (the paper's setting), decode z
+    guidance:topiq_nr[alpha=10,decode=x0]
     guidance:my_metric[base=tiny-sd,alpha=200]  any registered differentiable NR metric, any base
 
-Spec options: ``alpha`` (default 30.0), ``variant`` (``z`` or ``x0``),
+Spec options: ``alpha`` (default 30.0), ``decode`` (``z`` or ``x0``: which latent f sees decoded;
+spelled ``variant`` before, still accepted with a warning),
 ``floor`` (safe-log floor, see :mod:`.guide`), ``metric_size`` (resize the
 decoded image to this side before f), ``base`` (default ``sdxl``; any diffusers
 generator spec, ``acpo:<path>`` included) and every option of the base model
 (``steps``, ``guidance_scale``, ``height``, ``width``, ...). Items may set
 ``alpha`` in their params. The baseline is the base model with the same
 generation options; ``alpha=0`` generates exactly the base model's images.
+
+``variant`` is the base model's weights variant (``variant=fp16``), as on every
+diffusers generator: it used to be guidance's z/x0 switch too, which shadowed
+the weights option and made guidance over a hub base look for ``*.z.safetensors``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -31,14 +37,31 @@ from iqabench.specs import GeneratorSpec, SpecError
 from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator, base_model_spec
 from .guide import GuidanceConfig, IQAGuidance, guided_scheduler
 
-GUIDANCE_OPTIONS: dict[str, Any] = {"base": "sdxl", "alpha": 30.0, "variant": "z", "floor": 0.01,
+GUIDANCE_OPTIONS: dict[str, Any] = {"base": "sdxl", "alpha": 30.0, "decode": "z", "floor": 0.01,
                                     "metric_size": None}
+DECODE_MODES = ("z", "x0")
+
+
+def _renamed_options(spec: GeneratorSpec) -> GeneratorSpec:
+    """``variant=z|x0`` (the old name of ``decode``) becomes ``decode=``, with a warning; other ``variant``
+    values are the base model's weights variant and stay."""
+    options = spec.options_dict
+    if options.get("variant") in DECODE_MODES and "decode" not in options:
+        warnings.warn(f"generator {str(spec)!r}: the guidance option variant={options['variant']} is now spelled "
+                      f"decode={options['variant']} (variant= is the base model's weights variant, e.g. fp16)",
+                      FutureWarning, stacklevel=4)
+        options["decode"] = options.pop("variant")
+        return GeneratorSpec(spec.family, spec.variant, tuple(sorted(options.items())))
+    return spec
 
 
 def _guidance_config(options: Mapping[str, Any], where: str) -> GuidanceConfig:
     try:
         size = options.get("metric_size")
-        return GuidanceConfig(alpha=float(options["alpha"]), variant=str(options["variant"]),
+        if options["decode"] not in DECODE_MODES:
+            raise ValueError(f"decode={options['decode']!r} is unknown: choose 'z' (decode z_t, the paper's "
+                             "formula) or 'x0' (decode the predicted clean latent)")
+        return GuidanceConfig(alpha=float(options["alpha"]), variant=str(options["decode"]),
                               floor=float(options["floor"]), metric_size=None if size is None else int(size))
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{where}: {exc}") from exc
@@ -59,6 +82,7 @@ class GuidanceGenerator(DiffusersGenerator):
             raise SpecError(f"{where}: metric {spec.variant!r} is not a differentiable no-reference metric, so it "
                             "cannot guide sampling (pick e.g. topiq_nr, or register a differentiable model)")
         self.metric_name = spec.variant
+        spec = _renamed_options(spec)
         own = {k: v for k, v in spec.options if k in GUIDANCE_OPTIONS}
         base_options = {k: v for k, v in spec.options if k not in GUIDANCE_OPTIONS}
         self.base_spec = GeneratorSpec.parse(str(own.get("base", GUIDANCE_OPTIONS["base"])))
@@ -79,6 +103,8 @@ class GuidanceGenerator(DiffusersGenerator):
     def fingerprint(self) -> dict[str, Any]:
         """The base model's fingerprint plus the metric (name and version) and every guidance setting."""
         fp = dict(self._base_gen.fingerprint())
+        if "variant" in fp:  # the base's weights variant; "variant" below is the decode mode (kept: cache keys)
+            fp["weights_variant"] = fp.pop("variant")
         fp.update({
             "class": "guidance/v1",
             "base": str(self.base_spec),
@@ -125,7 +151,7 @@ class GuidanceGenerator(DiffusersGenerator):
 
 
 @register_generator("guidance", description="Gradient IQA guidance (IQA-Adapter paper Sec. 3.1): "
-                    "guidance:<differentiable NR metric>[alpha=30,variant=z|x0,base=sdxl]",
+                    "guidance:<differentiable NR metric>[alpha=30,decode=z|x0,base=sdxl]",
                     weights=lambda: (None, "uses its base model's and its metric's weights (see their rows)"))
 def build_guidance(spec: GeneratorSpec, runtime: Runtime) -> GuidanceGenerator:
     """Validate the spec and the metric's metadata; nothing heavy is loaded."""

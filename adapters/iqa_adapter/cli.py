@@ -1,4 +1,4 @@
-"""``iqabench score-dataset`` and ``iqabench train iqa-adapter`` (the lead mounts this ``app``).
+"""``iqabench score-dataset`` and ``iqabench train iqa-adapter``, mounted through the ``iqabench.cli`` entry points.
 
 The CLI only parses and prints; the work is in :mod:`.dataset` and :mod:`.training`.
 """
@@ -77,3 +77,9 @@ def train_cmd(
         learning_rate=lr, quality_drop=quality_drop, text_drop=text_drop, both_drop=both_drop,
         noise_offset=noise_offset, mixed_precision=mixed_precision, save_every=save_every, seed=seed))
     typer.echo(f"trained to step {result.step}; last checkpoint {result.checkpoint}")
+
+
+def mount(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    """Entry point of the ``iqabench.cli`` group (see pyproject.toml)."""
+    app.command("score-dataset")(score_dataset_cmd)
+    groups["train"].command("iqa-adapter")(train_cmd)

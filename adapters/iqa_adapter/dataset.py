@@ -134,8 +134,8 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from iqabench.distributed import distributed_shard
     from iqabench.metrics import build_metric
-    from iqabench.runner import distributed_shard
 
     state = None
     if shard is None:

@@ -203,7 +203,7 @@ class GenEval(BaseBenchmark):
             columns = [t for t in TASKS if numeric[t].notna().any()] + ["overall"]
             result.tables["geneval"] = best_marked(numeric[columns])
             result.tables["geneval_numeric"] = numeric
-            from iqabench.reports import heatmap_figure
+            from iqabench.plotting import heatmap_figure
 
             result.figures["geneval_tasks"] = heatmap_figure(numeric[columns], "GenEval accuracy (generators x tasks)",
                                                              center=0.5, fmt=".2f")

@@ -272,7 +272,7 @@ def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = Non
 def analyze_study(study: str | os.PathLike[str], votes_paths: Sequence[str | os.PathLike[str]], *,
                   max_failed_checks: int = 0, n_boot: int = 500, seed: int = 0) -> Result:
     """Everything ``iqabench study analyze`` reports, as a Result the HTML report renders."""
-    from iqabench.reports import heatmap_figure
+    from iqabench.plotting import heatmap_figure
 
     manifest = load_manifest(study)
     votes = load_votes(votes_paths)

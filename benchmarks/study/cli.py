@@ -1,6 +1,6 @@
 """``iqabench study export`` / ``iqabench study analyze``: plain functions typed for Typer.
 
-The lead mounts them, e.g. ``study_app.command("export")(study_export_cmd)``.
+:func:`mount` adds them as the ``study`` group (entry point of the ``iqabench.cli`` group).
 They only parse and print; :mod:`.export` and :mod:`.analyze` do the work.
 """
 
@@ -86,3 +86,12 @@ def study_analyze_cmd(
             typer.echo(f"  {row.condition}: win rate {rates[row.condition]:.3f}, BT {row.bt_score:+.3f} "
                        f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]")
     typer.echo(f"report: {report}")
+
+
+def mount(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    """Entry point of the ``iqabench.cli`` group (see pyproject.toml): the ``study`` command group."""
+    study_app = typer.Typer(help="Subjective study kit: export pair-voting pages, analyse the votes.",
+                            no_args_is_help=True)
+    study_app.command("export")(study_export_cmd)
+    study_app.command("analyze")(study_analyze_cmd)
+    app.add_typer(study_app, name="study")

@@ -6,7 +6,7 @@ each run's Inception feature-extraction time (measured around ``InceptionFeature
 it ran through the network. Random Inception/CLIP weights (``weights=random``): the timing is what matters here,
 the FID values mean nothing.
 
-    python bench/fid_cache.py --n 16
+    python perf/fid_cache.py --n 16
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqabench.api import run
 from iqabench.benchmarks.fid_topk import features as features_module
-from iqabench.runner import run
 from iqabench.specs import RunSpec
 
 

@@ -5,7 +5,7 @@ Each configuration runs `iqabench run scores` from scratch into its own store
 correctness: every configuration must produce the same set of images with the
 same pixels as the 1-process run.
 
-Usage: python bench/scaling.py [--images 48] [--processes 1,2] [--generator tiny-sd] [--batch-size 4]
+Usage: python perf/scaling.py [--images 48] [--processes 1,2] [--generator tiny-sd] [--batch-size 4]
 """
 
 from __future__ import annotations

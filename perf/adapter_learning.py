@@ -8,7 +8,7 @@ SD-like model, then images are generated at targets p5..p95 and re-scored.
 Reported: Spearman(target percentile, measured metric) per (prompt, seed) and
 its mean; the issue asks for >= 0.8.
 
-    python bench/adapter_learning.py [--steps 300] [--threads 1]
+    python perf/adapter_learning.py [--steps 300] [--threads 1]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from iqabench.adapters.iqa_adapter.adapter import AdapterConfig
 from iqabench.adapters.iqa_adapter.dataset import Record, ScoredImageDataset, compute_stats
 from iqabench.adapters.iqa_adapter.sampling import quality_pipeline_kwargs, quality_scale
 from iqabench.adapters.iqa_adapter.training import TrainConfig, build_adapter_for_training, train_adapter
-from iqabench.testing import tiny_sd_pipeline
+from iqabench.tiny_models import tiny_sd_pipeline
 
 PROMPTS = ["a red square", "blue stripes", "a green field"]
 TARGETS = ["p5", "p25", "p50", "p75", "p95"]

@@ -1,0 +1,65 @@
+"""Validation of the options a diffusers generator spec may set (``steps``, ``guidance_scale``, size, ...).
+
+Values are checked and normalised here (``guidance_scale=7`` -> 7.0) so that two
+spellings of the same setting give the same fingerprint, hence the same cache keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from iqabench.specs import GeneratorSpec, SpecError
+
+#: Options an item's ``params`` may override for its own pipeline call.
+GENERATION_OPTIONS = ("steps", "guidance_scale", "height", "width", "negative_prompt")
+
+
+# -- option checking -----------------------------------------------------------------------------------
+def check_value(key: str, value: Any, where: str) -> Any:
+    """Validate and normalise one option value (e.g. ``guidance_scale=7`` -> 7.0, so the fingerprint is stable)."""
+    def bad(expected: str) -> SpecError:
+        return SpecError(f"{where}: option {key}={value!r} is invalid, expected {expected}")
+
+    if key in ("steps", "seed"):
+        low = 1 if key == "steps" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(f"an integer >= {low}")
+    elif key == "guidance_scale":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise bad("a number >= 0")
+        value = float(value)
+    elif key in ("height", "width"):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 8:
+            raise bad("a positive multiple of 8 (pixels)")
+    elif key == "negative_prompt":
+        if not isinstance(value, str):
+            raise bad("text")
+    elif key in ("path", "revision", "variant"):
+        if not isinstance(value, str) or not value:
+            raise bad("a non-empty string")
+    return value
+
+
+def unknown_option_message(key: str, known: Sequence[str], where: str, what: str) -> str:
+    close = difflib.get_close_matches(key, known, n=2, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"{where}: unknown {what} {key!r}.{hint} Known: {', '.join(sorted(known))}."
+
+
+def canonical_params(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(sorted(params.items())), sort_keys=True, default=str)
+
+
+def base_model_spec(base_spec: GeneratorSpec, options: Mapping[str, Any], base_options: Mapping[str, Any],
+                    own_options: Collection[str]) -> str:
+    """The base model's spec with the generation options it shares with a quality generator built on it.
+
+    IQA-Adapter, gradient guidance and ACPO compare against their base model run
+    with the same steps, CFG, size and negative prompt; their own options
+    (target, alpha, LoRA path, ...) stay behind.
+    """
+    keep = {k: v for k, v in options.items() if k in base_options and k not in own_options and v is not None}
+    return str(GeneratorSpec(base_spec.family, base_spec.variant, tuple(sorted(keep.items()))))

@@ -1,0 +1,113 @@
+"""Where a diffusers pipeline's weights live: the Hugging Face cache or a local folder, looked up offline.
+
+Nothing here loads or downloads anything: a factory asks :func:`find_weights`
+whether the files a pipeline needs are present, so a missing model fails with one
+sentence before any work starts. ``huggingface_hub.constants`` freezes the cache
+path at import time; :func:`hub_cache_dir` reads the environment on every call
+instead, so a test or user setting ``HF_HUB_CACHE`` later is honoured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+# -- where weights live --------------------------------------------------------------------------------
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment *now*.
+
+    ``huggingface_hub.constants`` freezes these paths at import time, so a test
+    or user changing ``HF_HUB_CACHE`` later would otherwise be ignored.
+    """
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME")
+    if not home:
+        home = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache")), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+@dataclass(frozen=True)
+class WeightsLocation:
+    """Where a pipeline's files were found: a folder, plus the hub commit when it came from the cache."""
+
+    folder: Path
+    commit: str | None
+    model_index: dict[str, Any]
+
+
+def _missing_components(folder: Path, model_index: Mapping[str, Any], variant: str | None) -> list[str]:
+    """Components named in model_index.json without a folder, or a denoiser folder without weight files."""
+    missing = []
+    for name, value in model_index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
+            continue
+        sub = folder / name
+        if not sub.is_dir():
+            missing.append(name)
+        elif name in ("unet", "transformer", "prior"):
+            files = [p.name for p in sub.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES)]
+            if variant:
+                files = [f for f in files if f".{variant}." in f]
+            if not files:
+                missing.append(f"{name} weights" + (f" ({variant})" if variant else ""))
+    return missing
+
+
+def find_weights(source: str, *, path: str | None = None, revision: str | None = None,
+                 variant: str | None = None) -> tuple[WeightsLocation | None, str]:
+    """Look for a pipeline's files without loading or downloading anything.
+
+    Returns ``(location, detail)``; ``location`` is None when the files are
+    missing, and ``detail`` then says what is missing and where it looked.
+    """
+    if path is not None:
+        folder = Path(path).expanduser().resolve()
+        index = folder / "model_index.json"
+        if not index.is_file():
+            return None, f"no model_index.json in {folder}"
+        where, commit = folder, None
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cache = hub_cache_dir()
+        found = try_to_load_from_cache(source, "model_index.json", cache_dir=cache, revision=revision)
+        if not isinstance(found, str):
+            return None, f"{source} is not in the Hugging Face cache at {cache}"
+        index = Path(found)
+        where = index.parent
+        commit = where.name if re.fullmatch(r"[0-9a-f]{40}", where.name) else None
+    try:
+        model_index = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, f"{index} is not readable JSON ({exc})"
+    missing = _missing_components(where, model_index, variant)
+    if missing:
+        return None, f"{where} lacks {', '.join(missing)}"
+    return WeightsLocation(where, commit, model_index), str(where)
+
+
+def weights_status(source: str, **kwargs: Any) -> tuple[bool, str]:
+    """``(present, detail)`` for ``iqabench list generators`` (the registry's ``weights=`` probe)."""
+    location, detail = find_weights(source, **kwargs)
+    return location is not None, detail
+
+
+def local_signature(folder: Path) -> str:
+    """Hash of the weight/config files' names and sizes: a re-saved local folder gets a new fingerprint."""
+    digest = hashlib.sha256()
+    for file in sorted(folder.rglob("*")):
+        if file.is_file() and file.suffix in {".json", ".safetensors", ".bin", ".txt"}:
+            digest.update(f"{file.relative_to(folder).as_posix()}:{file.stat().st_size};".encode())
+    return digest.hexdigest()[:16]

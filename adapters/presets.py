@@ -1,0 +1,95 @@
+"""The built-in base generator presets: ``sdxl``, ``sd15``, ``sd21``, ``diffusers:<id or folder>``, and the
+offline ``tiny-sd`` / ``tiny-sdxl`` (random weights built in-process, see :mod:`iqabench.tiny_models`).
+
+Each preset is a :class:`DiffusersGenerator` with its own source and defaults;
+the defaults follow the model cards / the IQA-Adapter paper's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from iqabench import tiny_models
+from iqabench.generators import register_generator
+from iqabench.runtime import Runtime
+from iqabench.specs import GeneratorSpec, SpecError
+
+from .diffusers_base import DiffusersGenerator
+from .hub_cache import HUB_ID, weights_status
+
+# -- built-in generators -----------------------------------------------------------------------------------
+#: The fingerprint's ``source`` of the tiny presets. It names the module the tiny models lived in before it
+#: was renamed to :mod:`iqabench.tiny_models`; changing it would change every cached tiny image's key.
+TINY_SOURCE_PREFIX = "iqabench.testing."
+
+_COMMON = {"steps": None, "guidance_scale": None, "height": None, "width": None, "negative_prompt": None}
+_HUB = {**_COMMON, "path": None, "revision": None, "variant": None}
+
+
+def _no_variant(spec: GeneratorSpec) -> None:
+    if spec.variant is not None:
+        raise SpecError(
+            f"generator {spec.family!r} takes no ':{spec.variant}' part; set options in brackets, "
+            f"e.g. {spec.family}[steps=20]"
+        )
+
+
+def _hub_preset(family: str, source: str, description: str, **defaults: Any) -> None:
+    def factory(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
+        _no_variant(spec)
+        return DiffusersGenerator(spec, runtime, source=source, defaults={**_HUB, **defaults})
+
+    factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
+    register_generator(family, description=description, weights=partial(weights_status, source))(factory)
+
+
+def _tiny_preset(family: str, builder: Callable[[int], Any], description: str) -> None:
+    size = tiny_models.TINY_IMAGE_SIZE
+    defaults = {**_COMMON, "steps": tiny_models.TINY_STEPS, "guidance_scale": 7.5, "height": size, "width": size,
+                "seed": 0}
+
+    def factory(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
+        _no_variant(spec)
+        return DiffusersGenerator(spec, runtime, source=f"{TINY_SOURCE_PREFIX}{builder.__name__}",
+                                  defaults=defaults, tiny_builder=builder)
+
+    factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
+    register_generator(family, description=description)(factory)
+
+
+_hub_preset("sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
+            "Stable Diffusion XL base 1.0 (35 steps, CFG 7.5, 1024 px, as in the IQA-Adapter paper)",
+            steps=35, guidance_scale=7.5, height=1024, width=1024)
+_hub_preset("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "Stable Diffusion 1.5 (50 steps, CFG 7.5, 512 px: diffusers' defaults)",
+            steps=50, guidance_scale=7.5, height=512, width=512)
+_hub_preset("sd21", "stabilityai/stable-diffusion-2-1",
+            "Stable Diffusion 2.1 (50 steps, CFG 7.5, 768 px)",
+            steps=50, guidance_scale=7.5, height=768, width=768)
+_tiny_preset("tiny-sd", tiny_models.tiny_sd_pipeline,
+             "Tiny random SD-1.5-like pipeline for offline tests (64 px, 4 steps, CFG 7.5)")
+_tiny_preset("tiny-sdxl", tiny_models.tiny_sdxl_pipeline,
+             "Tiny random SDXL-like pipeline for offline tests (64 px, 4 steps, CFG 7.5)")
+
+
+def _any_pipeline_status() -> tuple[bool, str]:
+    return True, "checked per spec: diffusers:<hub id> in the HF cache, or diffusers:<local folder>"
+
+
+@register_generator("diffusers", description="Any diffusers text-to-image pipeline: diffusers:<hub id or folder>",
+                    weights=_any_pipeline_status)
+def build_any_pipeline(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
+    """``diffusers:org/name`` (from the HF cache) or ``diffusers:/path/to/folder``; the pipeline's own defaults."""
+    target = spec.variant
+    if not target:
+        raise SpecError("generator 'diffusers' needs a hub id or a folder: diffusers:org/name or diffusers:/path/dir")
+    defaults = {**_HUB}
+    if HUB_ID.match(target) and not Path(target).expanduser().exists():
+        return DiffusersGenerator(spec, runtime, source=target, defaults=defaults)
+    if "path" in spec.options_dict:
+        raise SpecError(f"generator {str(spec)!r} names its folder twice: use diffusers:/dir without path=")
+    folder = str(Path(target).expanduser().resolve())
+    return DiffusersGenerator(spec, runtime, source=folder, defaults={**defaults, "path": folder})

@@ -1,0 +1,100 @@
+"""``iqabench run``: parse the options into a RunSpec, print the plan, run it with progress bars, summarise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .common import DEFAULT_OUT, OutOption, PluginOption, console, fail, load_plugins, out_console, user_errors
+from .progress import RichProgress
+from .relaunch import relaunch
+from .summary import print_summary
+
+
+def run_command(
+    benchmark: Annotated[str, typer.Argument(help="Benchmark name, e.g. relgain (see `iqabench list benchmarks`).")],
+    generator: Annotated[list[str], typer.Option("--generator", "-g", help="Generator spec (repeatable).")],
+    metrics: Annotated[str, typer.Option(help="Comma-separated metric names.")] = "piqe,entropy",
+    baseline: Annotated[str | None, typer.Option(help="Override the generators' own baseline.")] = None,
+    prompts: Annotated[str, typer.Option(help="Built-in set (smoke, parti, geneval) or a .txt/.csv/.tsv/.jsonl file.")]
+    = "smoke",
+    prompt_column: Annotated[str | None, typer.Option(help="Column holding prompts in CSV/TSV/JSONL.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds, e.g. '0-3' or '0,7,42'.")] = "0",
+    device: Annotated[str, typer.Option(help="cuda, mps, cpu or auto.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32, fp16, bf16 or auto.")] = "auto",
+    batch_size: Annotated[str, typer.Option(help="Images per batch, or 'auto' (16 on GPUs, 4 on CPU; halves "
+                                                 "on out-of-memory either way).")] = "4",
+    num_processes: Annotated[int, typer.Option(help="Shortcut: relaunch through accelerate (GPUs) or torchrun "
+                                                    "(CPU) with N processes sharing the work.")] = 1,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser.")] = False,
+    attention_slicing: Annotated[bool, typer.Option("--attention-slicing", help="Sliced attention: less memory.")]
+    = False,
+    out: OutOption = Path(DEFAULT_OUT),
+    run_id: Annotated[str | None, typer.Option(help="Run folder name (default: derived from the spec).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Benchmark option key=value (repeatable).")]
+    = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (images to make, cached) and stop.")]
+    = False,
+    plugin: PluginOption = None,
+) -> None:
+    """Generate, score and analyse a benchmark; writes runs/<id>/report.html."""
+    from ..api import execute
+    from ..metrics import parse_metric_list
+    from ..runner import Runner
+    from ..specs import RunSpec, _parse_value, parse_seeds
+
+    if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise typer.Exit(relaunch(num_processes))
+    try:
+        load_plugins(plugin)
+        options = {"compile": True} if compile else {}
+        if attention_slicing:
+            options["attention_slicing"] = True
+        for pair in option or []:
+            if "=" not in pair:
+                raise ValueError(f"--option {pair!r} is not of the form key=value")
+            key, value = pair.split("=", 1)
+            options[key.strip()] = _parse_value(value)
+        if prompt_column:
+            options["prompt_column"] = prompt_column
+        spec = RunSpec(benchmark=benchmark, generators=list(generator), metrics=parse_metric_list(metrics),
+                       prompts=prompts, seeds=parse_seeds(seeds), limit=limit, baseline=baseline, options=options,
+                       device=device, dtype=dtype, batch_size=_batch_size(batch_size, device),
+                       plugins=list(plugin or []))
+        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
+        plan = runner.summarize_plan()
+        for line in plan.lines() if runner.is_main_process else []:
+            console.print(line, highlight=False, markup=False)
+        if dry_run:
+            return
+        columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=not console.is_terminal and "CI" in os.environ) as bar:
+            runner.progress = RichProgress(bar)
+            outcome = execute(runner)
+    except user_errors() as exc:
+        fail(exc)
+        return
+    if not runner.is_main_process:
+        return
+    if outcome.failures:
+        console.print(f"[yellow]{len(outcome.failures)} image(s) failed; see the report's failures table.[/]")
+    print_summary(outcome.result)
+    out_console.print(f"report: {outcome.report}", highlight=False)
+
+
+def _batch_size(text: str, device: str) -> int:
+    if text == "auto":
+        import torch
+
+        return 16 if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else 4
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--batch-size must be a number or 'auto', not {text!r}") from None

@@ -1,0 +1,58 @@
+"""Module layout rules of issue 14 that a refactor could silently undo."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules_after(statement: str) -> set[str]:
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_import_iqabench_loads_no_plugin_package_and_no_report_module():
+    loaded = _modules_after("import iqabench")
+    forbidden = [m for m in loaded if m.startswith(("iqabench.adapters", "iqabench.benchmarks", "iqabench.reports",
+                                                    "iqabench.cli"))]
+    assert not forbidden, f"`import iqabench` loaded {forbidden}"
+    assert "iqabench.api" in loaded  # iqabench.run is the API layer's run
+
+
+def test_renamed_modules_leave_nothing_behind():
+    assert importlib.util.find_spec("iqabench.testing") is None
+    assert not (ROOT / "iqabench" / "testing.py").exists() and not (ROOT / "bench").exists()
+    assert not (ROOT / "reports" / "figures.py").exists()
+    assert (ROOT / "perf" / "overhead.py").is_file() and (ROOT / "iqabench" / "tiny_models.py").is_file()
+
+
+def test_plugin_commands_come_from_the_entry_point_group():
+    names = {ep.name for ep in importlib.metadata.entry_points(group="iqabench.cli")}
+    assert {"acpo", "geneval", "iqa-adapter", "study"} <= names
+    source = "\n".join(p.read_text("utf-8") for p in (ROOT / "iqabench" / "cli").glob("*.py"))
+    for plugin in ("adapters", "benchmarks"):
+        assert f".{plugin}" not in source.replace("iqabench.cli", ""), f"the core CLI imports {plugin}"
+    from typer.main import get_command
+
+    from iqabench.cli import app
+
+    command = get_command(app)
+    assert {"run", "report", "list", "score-dataset", "geneval-summary", "train", "study"} <= set(command.commands)
+    assert {"iqa-adapter", "acpo"} <= set(command.commands["train"].commands)
+    assert {"export", "analyze"} <= set(command.commands["study"].commands)
+
+
+def test_plugin_cli_modules_import_nothing_heavy_at_load():
+    for module in ("adapters/iqa_adapter/cli.py", "adapters/acpo/cli.py", "benchmarks/study/cli.py",
+                   "benchmarks/geneval/cli.py"):
+        top_level = [line for line in (ROOT / module).read_text("utf-8").splitlines()
+                     if line.startswith(("import ", "from "))]
+        heavy = [line for line in top_level if any(h in line for h in ("torch", "diffusers", "pandas", "numpy"))]
+        assert not heavy, f"{module} imports {heavy} at load time; import inside the command"
