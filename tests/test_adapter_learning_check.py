@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "adapter_learning.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "perf" / "adapter_learning.py"
 
 
 def test_measured_quality_rises_with_the_target():
