@@ -293,3 +293,40 @@ def test_geneval_summary_command_reads_an_official_results_file(tmp_path):
     assert "correct prompts: 50.00% of 4" in done.output
     missing = CliRunner().invoke(app, ["geneval-summary", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "no GenEval results file" in missing.output
+
+
+# -- float32 comparisons and tie order (issue 16) -----------------------------------------------
+def test_a_score_of_exactly_float32_0_3_is_dropped_as_officially():
+    """The official code compares the detector's float32 array with 0.3: float32(0.3) is not above it,
+    although float(np.float32(0.3)) = 0.30000001192... is above the float64 0.3."""
+    edge = float(np.float32(0.3))
+    assert edge > 0.3  # kept by a float64 comparison
+    official = np.array([edge], dtype=np.float32)
+    assert not (official > 0.3).any()  # dropped by the official comparison
+    raw = {"dog": [det(0, 0, 1, 1, edge), det(0, 0, 1, 1, float(np.nextafter(np.float32(0.3), np.float32(1))))]}
+    kept = filter_detections(raw, "single_object")
+    assert len(kept["dog"]) == 1 and kept["dog"][0].score > edge
+    counting = {"clock": [det(0, 0, 1, 1, float(np.float32(0.9)))]}
+    assert filter_detections(counting, "counting") == {}
+
+
+def test_ties_follow_the_official_argsort_reversed_order():
+    scores = [0.5, 0.7, 0.5, 0.5, 0.2, 0.7, 0.5]
+    raw = {"cup": [det(i, 0, i + 1, 1, s) for i, s in enumerate(scores)]}
+    kept = [int(d.box[0]) for d in filter_detections(raw, "single_object")["cup"]]
+    values = np.asarray(scores, dtype=np.float32)
+    order = np.argsort(values)[::-1]
+    assert kept == order[values[order] > 0.3].tolist()  # the official two lines, verbatim in effect
+    assert kept[:2] == [5, 1]  # the tied 0.7s: last detector index first
+    assert kept != [1, 5, 0, 2, 3, 6]  # not the stable (detector-order) tie order the rules used before
+
+
+def test_official_order_on_random_cases_matches_the_official_lines():
+    from iqabench.benchmarks.geneval.rules import official_order
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        values = rng.choice(np.float32([0.2, 0.3, 0.5, 0.9, 0.95]), size=rng.integers(0, 30)).astype(np.float32)
+        cut = float(rng.choice([0.3, 0.9]))
+        order = np.argsort(values)[::-1]
+        assert official_order(values.tolist(), cut) == order[values[order] > cut].tolist()

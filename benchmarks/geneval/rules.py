@@ -7,7 +7,16 @@ cross-checked with the official scripts:
 
 * per class keep detections with confidence *strictly* above 0.3 (0.9 when the
   prompt's task is ``counting``), most confident first, at most 16, then an
-  optional greedy IoU de-duplication that is off by default (max overlap 1.0);
+  optional greedy IoU de-duplication that is off by default (max overlap 1.0).
+  Confidences are compared as **float32**, as the official code compares the
+  detector's float32 array with the threshold (numpy casts the Python float to
+  the array's dtype), so a score of exactly float32(0.3) = 0.30000001192... is
+  *dropped* (it is not above float32(0.3)) although it is above the float64 0.3.
+  Ties in confidence keep the official order, ``np.argsort(scores)[::-1]``:
+  numpy's default (unstable) sort, reversed — the very call the official code
+  makes, so the same numpy on the same CPU orders ties the same way (e.g. two
+  equal top scores come out last detector index first), where a Python stable
+  sort kept them in detector order;
 * ``include`` clauses are ANDed, checked in order; colour and position are only
   judged on the ``count`` most confident objects of the class;
 * ``exclude`` clauses are ORed;
@@ -76,14 +85,30 @@ def compute_iou(box_a: Sequence[float], box_b: Sequence[float]) -> float:
     return inter / union if union else 0.0
 
 
+def official_order(scores: Sequence[float], cut: float) -> list[int]:
+    """Indices of the scores strictly above ``cut``, most confident first, exactly as ``evaluate_images.py``.
+
+    Both the sort and the comparison run on float32 (the detector's dtype in the
+    official code): ``np.argsort(s)[::-1]`` then ``s[order] > cut``. A Python
+    ``sorted`` on float64 would keep ties in detector order and keep a score of
+    exactly float32(0.3); the official code reverses ties and drops it.
+    """
+    values = np.asarray(scores, dtype=np.float32)
+    if values.size == 0:
+        return []
+    order = np.argsort(values)[::-1]
+    return order[values[order] > np.float32(cut)].tolist()
+
+
 def filter_detections(raw: Mapping[str, Sequence[Detection]], tag: str,
                       thresholds: Thresholds = Thresholds()) -> dict[str, list[Detection]]:
     """Class -> kept detections, most confident first; classes with none kept are absent (as officially)."""
-    cut = thresholds.counting_threshold if tag == "counting" else thresholds.threshold
+    cut = np.float32(thresholds.counting_threshold if tag == "counting" else thresholds.threshold)
     kept: dict[str, list[Detection]] = {}
     for classname, detections in raw.items():
-        # Stable sort on -score: ties keep detector order, as numpy's argsort reversed does not promise either.
-        ordered = sorted((d for d in detections if d.score > cut), key=lambda d: -d.score)[: thresholds.max_objects]
+        detections = list(detections)
+        ordered = [detections[i] for i in official_order([d.score for d in detections], cut)]
+        ordered = ordered[: thresholds.max_objects]
         chosen: list[Detection] = []
         while ordered:
             best = ordered.pop(0)
