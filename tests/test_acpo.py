@@ -49,7 +49,8 @@ def evaluator() -> MetricEvaluator:
 
 def config(tmp_path, **kw) -> AcpoConfig:
     base = dict(output_dir=str(tmp_path / "run"), max_steps=8, learning_rate=1e-2, lambda_q=1000.0,
-                lambda_anchor=0.0, batch_size=2, save_every=4, progress=False, base="tiny-sd", t_max=100)
+                lambda_anchor=0.0, batch_size=2, save_every=4, progress=False, base="tiny-sd", t_max=100,
+                rollout_steps=3)  # the default x0 mode (rollout), over 3 steps instead of 10 to stay fast
     return AcpoConfig(**(base | kw))
 
 
@@ -84,17 +85,67 @@ def test_training_lowers_quality_loss_and_changes_only_lora_weights(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["one-step", "rollout"])
-def test_only_timesteps_in_the_late_window_are_drawn(tmp_path, mode):
+def test_only_timesteps_in_the_late_window_are_drawn_for_the_late_terms(tmp_path, mode):
     pipe = tiny_sd_pipeline(0)
     seen: list[torch.Tensor] = []
     pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(torch.as_tensor(args[1]).flatten()))
     train_acpo(pipe, evaluator(), dataset(), config(tmp_path, max_steps=6, t_max=20, x0_mode=mode,
-                                                    rollout_steps=3, lambda_q=1.0))
+                                                    rollout_steps=3, lambda_q=1.0, mse_window="late"))
     drawn = torch.cat(seen)
     assert drawn.max() <= 20 and drawn.min() >= 0
     calls_per_step = len(seen) / 6
     assert calls_per_step == (4 if mode == "rollout" else 2)  # frozen + LoRA at t, plus 2 more rollout steps
     assert len(set(drawn.tolist())) > 3  # really random within the window
+
+
+def test_the_denoising_mse_covers_all_timesteps_by_default(tmp_path):
+    """ACPO keeps the original MSE throughout; only the anchor and quality terms are restricted to t <= T_max."""
+    pipe = tiny_sd_pipeline(0)
+    seen: list[torch.Tensor] = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(torch.as_tensor(args[1]).flatten()))
+    result = train_acpo(pipe, evaluator(), dataset(), config(tmp_path, max_steps=6, t_max=20, x0_mode="one-step",
+                                                             lambda_q=1.0))
+    assert len(seen) == 6 * 3  # frozen and LoRA at the late t, LoRA at t_mse
+    late = torch.cat([seen[i] for i in range(len(seen)) if i % 3 != 2])
+    mse = torch.cat([seen[i] for i in range(len(seen)) if i % 3 == 2])
+    assert late.max() <= 20
+    assert mse.max() > 100  # 12 draws over 1000 timesteps: all <= 20 has probability ~1e-20
+    assert all(row["t_mse_max_drawn"] >= row["t_mse_min_drawn"] for row in result.history)
+
+
+def test_acpo_defaults_are_the_papers():
+    from iqabench.adapters.acpo.cli import train_acpo_cmd
+    from iqabench.adapters.acpo.config import ALL_LINEAR
+
+    cfg = AcpoConfig(output_dir="x")
+    assert cfg.x0_mode == "rollout" and cfg.rollout_steps == 10  # Table 8
+    assert cfg.mse_window == "all"  # MSE throughout, late window for the perceptual/anchor terms
+    assert cfg.lora_targets == (ALL_LINEAR,)  # LoRA on the U-Net's linear layers
+    assert (cfg.learning_rate, cfg.max_steps, cfg.t_max, cfg.lambda_q) == (2e-5, 1000, 100, 0.1)
+    import inspect
+
+    defaults = {name: p.default.default for name, p in inspect.signature(train_acpo_cmd).parameters.items()
+                if hasattr(p.default, "default")}
+    assert defaults["base"] == "sd14"  # SD v1.4, the paper's base
+    assert defaults["x0_mode"] == "rollout" and defaults["rollout_steps"] == 10
+    assert defaults["mse_window"] == "all" and defaults["lora_targets"] == ALL_LINEAR
+    assert (defaults["lr"], defaults["max_steps"], defaults["t_max"], defaults["lambda_q"]) == (2e-5, 1000, 100, 0.1)
+
+
+def test_lora_goes_on_every_linear_layer_of_the_unet_by_default():
+    from iqabench.adapters.acpo.lora import ATTENTION_TARGETS
+
+    pipe = tiny_sd_pipeline(0)
+    linears = {n for n, m in pipe.unet.named_modules() if isinstance(m, nn.Linear)}
+    prepare_for_training(pipe)
+    wrapped = {n for n, m in pipe.unet.named_modules() if hasattr(m, "lora_A")}
+    assert wrapped == linears and any("time_embedding" in n for n in wrapped) and any("ff.net" in n for n in wrapped)
+    convs = {n for n, m in pipe.unet.named_modules() if isinstance(m, nn.Conv2d)}
+    assert not wrapped & convs  # 1x1 proj_in convs of SD 1.x stay untouched
+    attention_only = tiny_sd_pipeline(0)
+    prepare_for_training(attention_only, targets=ATTENTION_TARGETS)
+    narrow = {n for n, m in attention_only.unet.named_modules() if hasattr(m, "lora_A")}
+    assert narrow and narrow < wrapped and all(n.split(".")[-1] in ("to_q", "to_k", "to_v", "0") for n in narrow)
 
 
 def test_large_anchor_keeps_the_lora_model_closer_to_the_base(tmp_path):

@@ -1,6 +1,8 @@
-"""``iqabench train acpo``, a plain function typed for Typer (mounted through the ``iqabench.cli`` entry points).
+"""``iqabench train acpo``, ``train ipce`` and ``train two-stream``: plain functions typed for Typer, mounted
+through the ``iqabench.cli`` entry points (:func:`mount`); the work is in :mod:`.training`, :mod:`.ipce` and
+:mod:`.evaluators`.
 
-The work is in :mod:`.training`.
+Defaults are the ACPO paper's (see :mod:`.config` for the source of each); ``docs/paper_settings.md`` lists them.
 """
 
 from __future__ import annotations
@@ -9,21 +11,42 @@ from pathlib import Path
 
 import typer
 
+from .config import (
+    ALL_LINEAR,
+    PAPER_BASE,
+    PAPER_LAMBDA_Q,
+    PAPER_LEARNING_RATE,
+    PAPER_MAX_STEPS,
+    PAPER_MSE_WINDOW,
+    PAPER_ROLLOUT_STEPS,
+    PAPER_T_MAX,
+    PAPER_X0_MODE,
+)
+from .evaluator_spec import score_range  # noqa: F401  (kept importable from here, where it used to live)
+from .ipce import DEFAULT_LAYERS, IPCE_CLIP, IPCE_MOS_RANGE, IPCE_PRETRAINED
+
 
 def train_acpo_cmd(
     data: Path = typer.Option(..., "--data", help="image folder or CSV/JSONL of (image, caption) rows"),
     out: Path = typer.Option(..., "--out", help="output folder (LoRA, checkpoints, losses.csv, loss_curve.png)"),
-    base: str = typer.Option("sd15", "--base", help="base generator spec: sd15, sdxl, tiny-sd, ..."),
+    base: str = typer.Option(PAPER_BASE, "--base", help="base generator spec (paper: sd14 = SD v1.4)"),
     evaluator: str = typer.Option(..., "--evaluator",
-                                  help="a differentiable NR metric name (evaluator a), e.g. topiq_nr"),
-    max_steps: int = typer.Option(1000, "--max-steps"),
-    lr: float = typer.Option(2e-5, "--learning-rate"),
-    t_max: int = typer.Option(100, "--t-max", help="late window: timesteps t <= T_max only"),
-    lambda_q: float = typer.Option(0.1, "--lambda-q"),
-    lambda_anchor: float = typer.Option(1.0, "--lambda-anchor"),
-    x0_mode: str = typer.Option("one-step", "--x0-mode", help="one-step or rollout"),
-    rollout_steps: int = typer.Option(10, "--rollout-steps", help="K for --x0-mode rollout"),
-    rank: int = typer.Option(4, "--rank"),
+                                  help="Q: a differentiable NR metric (topiq_nr or metric:topiq_nr), "
+                                       "ipce:<ipce.safetensors from train ipce> or "
+                                       "two-stream:<two_stream.safetensors from train two-stream>"),
+    max_steps: int = typer.Option(PAPER_MAX_STEPS, "--max-steps"),
+    lr: float = typer.Option(PAPER_LEARNING_RATE, "--learning-rate"),
+    t_max: int = typer.Option(PAPER_T_MAX, "--t-max", help="late window of the anchor and quality terms: t <= T_max"),
+    lambda_q: float = typer.Option(PAPER_LAMBDA_Q, "--lambda-q"),
+    lambda_anchor: float = typer.Option(1.0, "--lambda-anchor", help="paper silent; see docs/paper_settings.md"),
+    x0_mode: str = typer.Option(PAPER_X0_MODE, "--x0-mode", help="rollout (paper, Table 8) or one-step"),
+    rollout_steps: int = typer.Option(PAPER_ROLLOUT_STEPS, "--rollout-steps", help="K for --x0-mode rollout"),
+    mse_window: str = typer.Option(PAPER_MSE_WINDOW, "--mse-window",
+                                   help="all (denoising MSE over every timestep, the paper) or late (t <= T_max)"),
+    lora_targets: str = typer.Option(ALL_LINEAR, "--lora-targets",
+                                     help="all-linear (every UNet nn.Linear, the paper) or module names, "
+                                          "e.g. to_q,to_k,to_v,to_out.0"),
+    rank: int = typer.Option(4, "--rank", help="LoRA rank (paper silent; see docs/paper_settings.md)"),
     batch_size: int = typer.Option(1, "--batch-size"),
     resolution: int = typer.Option(512, "--resolution"),
     mixed_precision: str = typer.Option("no", "--mixed-precision", help="no, fp16 or bf16"),
@@ -36,49 +59,122 @@ def train_acpo_cmd(
 ) -> None:
     """Fine-tune a LoRA with ACPO's late-window quality loss; resumes from the last checkpoint in --out."""
     from iqabench.generators import build_generator
-    from iqabench.metrics import build_metric
     from iqabench.runtime import Runtime
 
     from .data import ImageCaptionDataset
-    from .evaluators import MetricEvaluator
+    from .evaluator_spec import build_evaluator
     from .training import AcpoConfig, train_acpo
 
     runtime = Runtime(device="auto", dtype="fp32")
     try:
         config = AcpoConfig(output_dir=str(out), max_steps=max_steps, learning_rate=lr, t_max=t_max,
                             lambda_q=lambda_q, lambda_anchor=lambda_anchor, x0_mode=x0_mode,
-                            rollout_steps=rollout_steps, rank=rank, batch_size=batch_size,
-                            mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
-                            save_every=save_every, seed=seed, base=base)
-    except ValueError as exc:
+                            rollout_steps=rollout_steps, mse_window=mse_window, lora_targets=lora_targets,
+                            rank=rank, batch_size=batch_size, mixed_precision=mixed_precision,
+                            gradient_checkpointing=gradient_checkpointing, save_every=save_every, seed=seed,
+                            base=base)
+        quality = build_evaluator(evaluator, runtime, score_low, score_high)
+    except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     pipe = build_generator(base, runtime).load_pipeline()
     rows = ImageCaptionDataset(data, resolution=resolution)
-    low, high = score_range(evaluator) if score_low is None and score_high is None else (score_low, score_high)
-    try:
-        quality = MetricEvaluator(build_metric(evaluator, runtime, as_loss=True), low, high)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
     result = train_acpo(pipe, quality, rows, config)
     typer.echo(f"trained to step {result.step}; LoRA in {result.output}; use it as acpo:{out}")
 
 
-def score_range(metric: str) -> tuple[float | None, float | None]:
-    """(low, high) from the metric's declared range ("0, 100", "~0, ~1"), so Q = (s - low) / (high - low).
-
-    A metric with no usable range falls back to the evaluator's sigmoid squash.
-    """
-    from iqabench.metrics import metric_info
-
-    text = metric_info(metric).score_range or ""
-    parts = [p.strip().lstrip("~") for p in text.split(",")]
+def _int_list(text: str) -> tuple[int, ...]:
     try:
-        low, high = (float(p) for p in parts)
-    except ValueError:
-        return None, None
-    return (low, high) if high > low else (None, None)
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers") from exc
+
+
+def _range(text: str | None) -> tuple[float, float] | None:
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--mos-range {text!r}: write low,high (e.g. 1,5) or auto") from exc
+    return low, high
+
+
+def train_ipce_cmd(
+    table: Path = typer.Option(..., "--table", help="CSV/Parquet of rated images: path, prompt, score"),
+    out: Path = typer.Option(..., "--out", help="output folder (ipce.safetensors, ipce_fit.json)"),
+    clip: str = typer.Option(IPCE_CLIP, "--clip", help="open_clip model name (official IPCE: ViT-B/32)"),
+    weights: str = typer.Option(IPCE_PRETRAINED, "--weights",
+                                help="open_clip pretrained tag (openai) or a local .safetensors file"),
+    layers: str = typer.Option(",".join(map(str, DEFAULT_LAYERS)), "--layers",
+                               help="visual blocks (0-based) whose patch/CLS agreement S_l feeds the head"),
+    mos_range: str = typer.Option(",".join(f"{v:g}" for v in IPCE_MOS_RANGE), "--mos-range",
+                                  help="the MOS scale low,high (IPCE: 1,5) or auto (the table's min,max)"),
+    epochs: int = typer.Option(500, "--epochs", help="full-batch Adam steps on the cached features"),
+    lr: float = typer.Option(1e-2, "--learning-rate"),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="held out for SRCC/PLCC"),
+    batch_size: int = typer.Option(32, "--batch-size", help="images per CLIP forward when extracting features"),
+    path_column: str = typer.Option("path", "--path-column"),
+    prompt_column: str = typer.Option("prompt", "--prompt-column"),
+    score_column: str = typer.Option("score", "--score-column"),
+    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """ACPO stage 1: fit the IPCE-style evaluator's regression head on an image/MOS table (CLIP frozen)."""
+    from iqabench.runtime import Runtime
+
+    from .ipce import train_ipce
+    from .mos_table import read_mos_table
+
+    try:
+        rows = read_mos_table(table, path_column, prompt_column, score_column)
+        path, fit = train_ipce(rows, out, clip=clip, weights=weights, layers=_int_list(layers),
+                               mos_range=_range(mos_range), epochs=epochs, lr=lr, val_fraction=val_fraction,
+                               batch_size=batch_size, seed=seed, device=Runtime(device=device).torch_device)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    held_out = f"held-out SRCC {fit.srcc:.3f}, PLCC {fit.plcc:.3f}" if fit.srcc is not None else "no held-out split"
+    typer.echo(f"fitted on {fit.n_train} images ({held_out}); use it as --evaluator ipce:{path}")
+
+
+def train_two_stream_cmd(
+    table: Path = typer.Option(..., "--table", help="CSV/Parquet of rated images: path, prompt, score"),
+    out: Path = typer.Option(..., "--out", help="output folder (two_stream.safetensors)"),
+    epochs: int = typer.Option(10, "--epochs"),
+    lr: float = typer.Option(1e-3, "--learning-rate"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    size: int = typer.Option(224, "--size", help="side the images are resized to"),
+    width: int = typer.Option(16, "--width", help="channels of the first conv of each stream"),
+    mos_range: str = typer.Option("auto", "--mos-range", help="low,high or auto (the table's min,max)"),
+    path_column: str = typer.Option("path", "--path-column"),
+    score_column: str = typer.Option("score", "--score-column"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """ACPO stage 1: train the two-stream NR-IQA network (image + gradient map) on an image/MOS table."""
+    from .evaluator_spec import save_two_stream
+    from .evaluators import TwoStreamIQA, train_two_stream
+    from .mos_table import read_mos_table
+
+    try:
+        rows = read_mos_table(table, path_column, None, score_column)
+        torch_seed(seed)
+        model = TwoStreamIQA(width=width, size=size)
+        losses = train_two_stream(model, rows.images(range(len(rows)), size), rows.scores, epochs=epochs, lr=lr,
+                                  batch_size=batch_size, seed=seed, mos_range=_range(mos_range))
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    path = save_two_stream(model, out / "two_stream.safetensors", {"epochs": epochs, "final_loss": losses[-1]})
+    typer.echo(f"trained {epochs} epochs (loss {losses[0]:.4f} -> {losses[-1]:.4f}); "
+               f"use it as --evaluator two-stream:{path}")
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
 
 
 def mount(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     """Entry point of the ``iqabench.cli`` group (see pyproject.toml)."""
     groups["train"].command("acpo")(train_acpo_cmd)
+    groups["train"].command("ipce")(train_ipce_cmd)
+    groups["train"].command("two-stream")(train_two_stream_cmd)

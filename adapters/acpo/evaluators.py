@@ -68,15 +68,20 @@ class IPCEEvaluator(nn.Module):
 
     S_g = cos(E_img(x), E_txt(c)) (Eq. 1); for each chosen visual layer l,
     S_l = mean over patch tokens of cos(patch_l, cls_l) (Eq. 2, local-global
-    agreement); Q = sigmoid(w_g * S_g + sum_l w_l * S_l + b) (Eq. 3). Layer
-    outputs are read with forward hooks on ``visual.transformer.resblocks``.
-    ``model`` is any open_clip ``CLIP`` with a ViT tower; real use loads
-    pretrained weights (``open_clip.create_model_and_transforms(name,
-    pretrained=...)``), tests build a tiny random one (:func:`tiny_open_clip`).
+    agreement); Q = sigmoid(w_g * S_g + sum_l w_l * S_l + b) (Eq. 3), the
+    regression head ``head`` (a linear layer on the standardised features
+    [S_g, S_l...]; ``feature_mean`` / ``feature_std`` are 0 / 1 until stage 1
+    fits them). Q in (0, 1) is what ACPO optimises; :meth:`mos` maps it onto the
+    training table's MOS scale (``mos_range``, 1-5 as the IPCE paper reports).
+    Layer outputs are read with forward hooks on ``visual.transformer.resblocks``.
+    ``model`` is any open_clip ``CLIP`` with a ViT tower; stage 1
+    (:mod:`.ipce`, ``iqabench train ipce``) fits the head on an image/MOS table,
+    tests build a tiny random CLIP (:func:`tiny_open_clip`).
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, layers: Sequence[int] = (-1,),
-                 layer_weights: Sequence[float] | None = None, global_weight: float = 1.0, bias: float = 0.0):
+                 layer_weights: Sequence[float] | None = None, global_weight: float = 1.0, bias: float = 0.0,
+                 mos_range: tuple[float, float] = (1.0, 5.0)):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         blocks = model.visual.transformer.resblocks
@@ -84,10 +89,17 @@ class IPCEEvaluator(nn.Module):
         weights = list(layer_weights) if layer_weights is not None else [1.0 / len(self.layers)] * len(self.layers)
         if len(weights) != len(self.layers):
             raise ValueError(f"{len(self.layers)} layers but {len(weights)} layer weights")
-        self.register_buffer("layer_weights", torch.tensor(weights, dtype=torch.float32))
-        self.global_weight, self.bias = float(global_weight), float(bias)
+        if not mos_range[1] > mos_range[0]:
+            raise ValueError(f"mos_range must be (low, high) with high > low, got {mos_range}")
+        self.mos_range = (float(mos_range[0]), float(mos_range[1]))
+        self.head = nn.Linear(1 + len(self.layers), 1)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[float(global_weight), *map(float, weights)]]))
+            self.head.bias.fill_(float(bias))
+        self.register_buffer("feature_mean", torch.zeros(1 + len(self.layers)))
+        self.register_buffer("feature_std", torch.ones(1 + len(self.layers)))
         self._tokens: dict[int, torch.Tensor] = {}
-        for i in self.layers:
+        for i in sorted(set(self.layers)):
             blocks[i].register_forward_hook(self._hook(i))
         size = model.visual.image_size
         self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
@@ -98,7 +110,7 @@ class IPCEEvaluator(nn.Module):
         return save
 
     def components(self, images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S_g [N], S_l [N, layers]) before the linear combination."""
+        """(S_g [N], S_l [N, layers]) before the regression head."""
         if len(prompts) != images.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {len(prompts)} prompts")
         self._tokens.clear()
@@ -116,10 +128,22 @@ class IPCEEvaluator(nn.Module):
             local.append(F.cosine_similarity(patches, cls.expand_as(patches), dim=-1).mean(dim=1))
         return s_global, torch.stack(local, dim=1)
 
-    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+    def features(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """[S_g, S_l...] per image, [N, 1 + layers]: the head's input before standardisation."""
         s_global, s_local = self.components(images, prompts)
-        logit = self.global_weight * s_global + (s_local * self.layer_weights.to(s_local)).sum(dim=1) + self.bias
-        return torch.sigmoid(logit)
+        return torch.cat([s_global[:, None], s_local], dim=1)
+
+    def logit(self, features: torch.Tensor) -> torch.Tensor:
+        z = (features - self.feature_mean.to(features)) / self.feature_std.to(features)
+        return self.head(z)[:, 0]
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return torch.sigmoid(self.logit(self.features(images, prompts)))
+
+    def mos(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """The predicted score on the training table's MOS scale (``mos_range``)."""
+        low, high = self.mos_range
+        return low + (high - low) * self(images, prompts)
 
 
 def tiny_open_clip(seed: int = 0, image_size: int = 32) -> tuple[nn.Module, Any]:
@@ -162,6 +186,7 @@ class TwoStreamIQA(nn.Module):
     def __init__(self, width: int = 16, hidden: int = 64, size: int | None = 224):
         super().__init__()
         self.size = size
+        self.arguments = {"width": width, "hidden": hidden, "size": size}  # what a checkpoint needs to rebuild it
         self.image_stream = _encoder(3, width)
         self.gradient_stream = _encoder(1, width)
         self.head = nn.Sequential(nn.Linear(8 * width, hidden), nn.GELU(), nn.Linear(hidden, 1))

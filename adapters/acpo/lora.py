@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from .config import ALL_LINEAR, PAPER_LORA_TARGETS
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
-#: Attention projections (the issue's target); ``UNet2DModel`` attention uses the same names.
-DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+#: ACPO paper: LoRA on the U-Net's linear layers (every ``nn.Linear``: attention q/k/v/out, feed-forward,
+#: projections, time-embedding MLPs). Pass e.g. ``("to_q", "to_k", "to_v", "to_out.0")`` for attention only.
+DEFAULT_TARGETS = PAPER_LORA_TARGETS
+ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 _META_KEY = "acpo_lora"
 
 
@@ -33,7 +38,24 @@ def _has_mixin(unet: Any) -> bool:
     return hasattr(unet, "add_adapter") and hasattr(unet, "save_lora_adapter")
 
 
-def lora_config(rank: int = 4, alpha: float | None = None, targets: Sequence[str] = DEFAULT_TARGETS):
+def resolve_targets(unet: nn.Module, targets: Sequence[str]) -> list[str]:
+    """``targets`` with ``all-linear`` expanded to the full names of every ``nn.Linear`` in ``unet``.
+
+    Full names, not suffixes: a suffix such as ``proj`` would also catch a 1x1 ``Conv2d`` (SD 1.x's
+    ``proj_in``), which peft would then wrap too. peft's own ``all-linear`` shorthand is resolved only for
+    transformers models, so diffusers UNets need this.
+    """
+    names: list[str] = []
+    for target in targets:
+        if target == ALL_LINEAR:
+            names += [n for n, m in unet.named_modules() if isinstance(m, nn.Linear) and "lora_" not in n]
+        else:
+            names.append(target)
+    return sorted(set(names))
+
+
+def lora_config(rank: int = 4, alpha: float | None = None, targets: Sequence[str] = ATTENTION_TARGETS):
+    """peft ``LoraConfig`` on module names (already resolved: see :func:`resolve_targets`)."""
     from peft import LoraConfig
 
     if rank < 1:
@@ -43,9 +65,9 @@ def lora_config(rank: int = 4, alpha: float | None = None, targets: Sequence[str
 
 
 def add_lora(unet: Any, rank: int = 4, alpha: float | None = None, targets: Sequence[str] = DEFAULT_TARGETS) -> None:
-    """Freeze ``unet`` and add a trainable LoRA adapter (named ``default``) on its attention projections."""
+    """Freeze ``unet`` and add a trainable LoRA adapter (named ``default``) on ``targets`` (default: every linear)."""
     unet.requires_grad_(False)
-    config = lora_config(rank, alpha, targets)
+    config = lora_config(rank, alpha, resolve_targets(unet, targets))
     if _has_mixin(unet):
         unet.add_adapter(config)
     else:
