@@ -13,7 +13,9 @@ Spec options: the base model's (``steps``, ``guidance_scale``, ``height``,
 ``variant`` for hub bases), plus ``base`` (``sdxl``, ``sd15``, ``tiny-sd``, ...),
 ``weights_dir``, ``file``, ``metrics``, ``stats`` (a stats CSV) and the
 defaults of the item params ``target`` (default ``p99``), ``scale`` (lambda,
-default 1.0) and ``neg_k`` (negative quality guidance, default 0: the
+default 0.5, the paper's: every experiment runs at 0.5 and lambda > 0.9 brings
+artifacts, supplementary Sec. 16 / Fig. 13; 1.0 is only the official
+``generate()`` default, ``iqa-adapter:topiq[scale=1.0]`` reaches it) and ``neg_k`` (negative quality guidance, default 0: the
 unconditional branch gets the zero input; the paper's Sec. 8 uses 1, the
 released code's switch 0.5).
 
@@ -44,8 +46,13 @@ from .conditioning import TargetError, load_stats, resolve_target, select_stats
 from .sampling import quality_pipeline_kwargs, quality_scale, uses_cfg
 
 QUALITY_PARAMS = ("target", "scale", "neg_k")
+#: lambda of the decoupled cross-attention. IQA-Adapter paper: all experiments at lambda = 0.5, lambda > 0.9
+#: introduces artifacts (supplementary Sec. 16, Fig. 13). The official ``IQAAdapter.generate(scale=1.0)``
+#: default (X1716/IQA-Adapter, iqa_adapter/iqa_adapter.py) is reachable as ``[scale=1.0]``.
+PAPER_SCALE = 0.5
+OFFICIAL_GENERATE_SCALE = 1.0
 ADAPTER_OPTIONS = {"base": None, "weights_dir": None, "file": None, "metrics": None, "stats": None,
-                   "target": "p99", "scale": 1.0, "neg_k": 0.0}
+                   "target": "p99", "scale": PAPER_SCALE, "neg_k": 0.0}
 
 
 def _metrics_option(value: Any) -> tuple[str, ...] | None:

@@ -45,9 +45,9 @@ from .sampling import encode_prompts, is_sdxl
 class TrainConfig:
     output_dir: str
     max_steps: int = 1000
-    batch_size: int = 8
+    batch_size: int = 8  # per device: official train_iqa_adapter.py default (phase 1; phase 2 used 16)
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-4  # phase 1 (paper; official default); phase 2 fine-tunes at 1e-5 (see .phases)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     weight_decay: float = 1e-2
@@ -55,7 +55,8 @@ class TrainConfig:
     text_drop: float = 0.05
     both_drop: float = 0.01
     noise_offset: float = 0.0
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (the released runs used bf16)
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"; the paper's runs used bf16 (the CLI's "auto" picks it
+    # where the GPU supports it, see .phases.resolve_mixed_precision; fp32 here keeps CPU runs exact)
     save_every: int = 1000
     keep_checkpoints: int | None = None
     resume: bool = True
