@@ -15,7 +15,8 @@ Spec options: the base model's (``steps``, ``guidance_scale``, ``height``,
 defaults of the item params ``target`` (default ``p99``), ``scale`` (lambda,
 default 0.5, the paper's: every experiment runs at 0.5 and lambda > 0.9 brings
 artifacts, supplementary Sec. 16 / Fig. 13; 1.0 is only the official
-``generate()`` default, ``iqa-adapter:topiq[scale=1.0]`` reaches it) and ``neg_k`` (negative quality guidance, default 0: the
+``generate()`` default, ``iqa-adapter:topiq[scale=1.0]`` reaches it) and
+``neg_k`` (negative quality guidance, default 0: the
 unconditional branch gets the zero input; the paper's Sec. 8 uses 1, the
 released code's switch 0.5).
 
