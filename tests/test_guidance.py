@@ -221,3 +221,74 @@ def test_fingerprint_tracks_every_guidance_setting():
         "guidance:test_bright[base=tiny-sd,decode=x0]", "guidance:test_dark[base=tiny-sd]")]
     assert len({str(sorted(fp.items())) for fp in fps}) == 4
     assert fps[0]["alpha"] == 30.0 and fps[0]["tiny_seed"] == 0
+
+
+# -- the formula against a hand computation (issue 16) ---------------------------------------------------
+class _IdentityVAE(nn.Module):
+    """D(z) = z (3 channels): with f = 0.5 + mean(D(z)/2 + 0.5), d log f / dz = 1 / (2 N f) per element."""
+
+    class config:  # noqa: N801  (the attribute diffusers' VAEs carry)
+        scaling_factor = 1.0
+        shift_factor = None
+        force_upcast = False
+
+    dtype = torch.float32
+
+    def decode(self, latent):
+        class Out:
+            sample = latent
+        return Out()
+
+
+class _Mean:
+    lower_better = False
+
+    def raw(self, images):
+        return 0.5 + images.mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("scaling", ["paper", "classifier"])
+@pytest.mark.parametrize("scheduler_name", ["DDIMScheduler", "EulerDiscreteScheduler"])
+def test_guided_eps_equals_the_hand_computed_formula(scaling, scheduler_name):
+    """paper: eps - alpha*omega*grad log f; classifier: eps - alpha*omega*sigma_t*grad log f (sigma_t =
+    sqrt(1 - abar_t) on DDIM, the scheduler's sigma on Euler), grad worked out by hand for D = identity."""
+    import diffusers
+
+    scheduler = getattr(diffusers, scheduler_name)(num_train_timesteps=1000, beta_schedule="scaled_linear",
+                                                   beta_start=0.00085, beta_end=0.012)
+    scheduler.set_timesteps(5)
+    index = 3
+    timestep = scheduler.timesteps[index]
+    if scheduler_name.startswith("Euler"):
+        scheduler._step_index = index
+    g = torch.Generator().manual_seed(0)
+    sample = torch.rand(2, 3, 4, 4, generator=g) - 0.5
+    eps = torch.randn(2, 3, 4, 4, generator=g)
+    alpha = 7.0
+    guidance = IQAGuidance(_Mean(), _IdentityVAE(), GuidanceConfig(alpha=alpha, scaling=scaling))
+    got = guidance.guided_output(scheduler, eps, timestep, sample)
+
+    w = index / (5 - 1)  # omega: 0 at the first step, 1 at the last
+    if scheduler_name.startswith("Euler"):
+        sigma = float(scheduler.sigmas[index])
+        vp_scale = 1 / math.sqrt(sigma**2 + 1)  # z_t of the VP formula = sample / sqrt(sigma^2 + 1)
+    else:
+        sigma = math.sqrt(1 - float(scheduler.alphas_cumprod[int(timestep)]))
+        vp_scale = 1.0
+    n = 3 * 4 * 4
+    image = sample * vp_scale / 2 + 0.5
+    f = 0.5 + image.mean(dim=(1, 2, 3))
+    grad = (vp_scale / (2 * n * f))[:, None, None, None].expand_as(sample)
+    factor = sigma if scaling == "classifier" else 1.0
+    expected = eps - alpha * w * factor * grad
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(got, eps)
+
+
+def test_the_default_is_the_papers_formula_and_alpha():
+    from iqabench.adapters.guidance.guide import PAPER_ALPHA
+
+    config = GuidanceConfig()
+    assert config.scaling == "paper" and config.alpha == PAPER_ALPHA == 30.0 and config.variant == "z"
+    with pytest.raises(ValueError, match="scaling 'sigma' is unknown"):
+        GuidanceConfig(scaling="sigma")

@@ -1,13 +1,15 @@
-"""Noise level sigma_t and the omega(t) ramp for classifier guidance, per diffusers scheduler type.
+"""Noise level sigma_t and the omega(t) ramp of gradient IQA guidance, per diffusers scheduler type.
 
-Classifier guidance adds the gradient of a log-likelihood to the *score*
-grad log p(z_t). In eps terms the score is ``-eps / sigma_t``, so guiding eps
-takes a factor sigma_t (Dhariwal & Nichol 2021, Alg. 2; IQA-Adapter paper
-Sec. 3.1):
+The IQA-Adapter paper's formula (Sec. 3.1, the default ``scaling="paper"``) has
+no sigma_t: ``eps_hat = eps - alpha * omega(t) * grad log f(D(z_t))``. Classifier
+guidance proper adds the gradient of a log-likelihood to the *score*
+grad log p(z_t); in eps terms the score is ``-eps / sigma_t``, so guiding eps
+takes a factor sigma_t (Dhariwal & Nichol 2021, Alg. 2), the ``scaling="classifier"``
+option:
 
     eps_hat = eps - alpha * omega(t) * sigma_t * grad_{z_t} log f(D(.))
 
-sigma_t is what makes one alpha mean the same on every scheduler:
+sigma_t is what makes one alpha mean the same on every scheduler under that option:
 
 * **VP schedulers** (DDPM, DDIM, PNDM, DPM-Solver, UniPC, ...): the sample is
   ``sqrt(abar) x0 + sqrt(1 - abar) eps``, so sigma_t = sqrt(1 - alphas_cumprod[t]).
