@@ -1,4 +1,4 @@
-"""The built-in base generator presets: ``sdxl``, ``sd15``, ``sd21``, ``diffusers:<id or folder>``, and the
+"""The built-in base generator presets: ``sdxl``, ``sd14``, ``sd15``, ``sd21``, ``diffusers:<id or folder>``, and the
 offline ``tiny-sd`` / ``tiny-sdxl`` (random weights built in-process, see :mod:`iqabench.tiny_models`).
 
 Each preset is a :class:`DiffusersGenerator` with its own source and defaults;
@@ -63,6 +63,11 @@ def _tiny_preset(family: str, builder: Callable[[int], Any], description: str) -
 _hub_preset("sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
             "Stable Diffusion XL base 1.0 (35 steps, CFG 7.5, 1024 px, as in the IQA-Adapter paper)",
             steps=35, guidance_scale=7.5, height=1024, width=1024)
+# ACPO's base (its SD experiments fine-tune SD v1.4). Sampling: diffusers' defaults, as for sd15; the ACPO
+# paper's own steps/CFG could not be confirmed offline (docs/paper_settings.md).
+_hub_preset("sd14", "CompVis/stable-diffusion-v1-4",
+            "Stable Diffusion 1.4 (50 steps, CFG 7.5, 512 px: diffusers' defaults), the ACPO paper's base",
+            steps=50, guidance_scale=7.5, height=512, width=512)
 _hub_preset("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5",
             "Stable Diffusion 1.5 (50 steps, CFG 7.5, 512 px: diffusers' defaults)",
             steps=50, guidance_scale=7.5, height=512, width=512)

@@ -105,15 +105,29 @@ SPECS = {
         "836ddae9bc5e1777d8ee882a40205e2499af33241a2ea0f28f37c17129dc0882",
         "de46b72ca01a4a629f137288b5fda38d1fb95f8116f57e9015ad10d9e56180ea",
     ),
+    # Issue 16: lambda now defaults to the paper's 0.5, so the default specs make other images and have new keys;
+    # the images cached under the old default (lambda 1.0) keep their keys as [scale=1.0].
     "iqa-adapter:topiq": (
+        "e2ce38967b68a53beb8f8c19c50f6812ca8633e857767dcdf1bf148a835e9b0f",
+        "52ffa046f1577ebcf7948f6a7d67e2ec5f19cd094d0930d23f67c4e9b8328a7e",
+    ),
+    "iqa-adapter:hyperiqa": (
+        "d8fb7e3ca510074f5991ad1b2690c80180c322f71dfac3009dd74c21a06f37dc",
+        "e0d799564dad428d1d6dfd19eac413142d8e2ffb3956dda72c40d4affcd4e328",
+    ),
+    "iqa-adapter:topiq+laion_aes": (
+        "24fb33e2f29cc8d8c71b4eee61fc0d5b451ce3729075ab7bf064b99dc3499d92",
+        "7478ed029f984b6da29becc99dd91bccba90edb0b54efb64aa05635b0f64f07e",
+    ),
+    "iqa-adapter:topiq[scale=1.0]": (
         "59d29514e9b4c7675e216eefb8da1535c9ffa305f3cd7e2f8b184c3f7c746bd4",
         "59867eea532f289d179d2d625064f9262559b293c4620cb742f2b2c3fe66ffb5",
     ),
-    "iqa-adapter:hyperiqa": (
+    "iqa-adapter:hyperiqa[scale=1.0]": (
         "a37dc8deea9bec8f322607fccd43452cf53f9629d9e5a1593246fb6e62817ccb",
         "3e6e82587b5cd01296cea555f88758de07eac54a1b249d351f95a5e8ae679344",
     ),
-    "iqa-adapter:topiq+laion_aes": (
+    "iqa-adapter:topiq+laion_aes[scale=1.0]": (
         "f39341913af4184659541e67b38a6520d2bc1a1893ae76e6162873db7c353371",
         "f949afc671f13152a1189bdb0f2450c1d5bc200eb89ab52a3ed8964e10c02ea6",
     ),
@@ -121,11 +135,21 @@ SPECS = {
         "56fa40e7261aad4507c9fb613190c03253da390d640c8a40723d477ea435bef3",
         "2f951211e71357625586ae40e37bdcc98c9a09d123e11e48000f20637c58e9bd",
     ),
+    # Issue 16: guidance now defaults to the paper's formula without sigma_t (scaling=paper): new keys; the
+    # images cached under the old default (with sigma_t) keep their keys as [scaling=classifier].
     "guidance:topiq_nr[base=tiny-sd]": (
+        "ff1b719ea816ddf452676a3466c95053d971ba579a32b6293a7527b8fef2aa14",
+        "6c29beaef0f9592ba3ff9aad3e57142a93405207ae7752262fe98c997911edae",
+    ),
+    "guidance:topiq_nr[base=tiny-sd,alpha=10,variant=x0]": (
+        "3bd03cae8dc16171e2bd3118c0f3ad9fcdb9d32dec34da73e1f5491a20a82a40",
+        "ab59e3fb84e46136708ac348323185eff8fd4c598012762d19d5ad25de82b97a",
+    ),
+    "guidance:topiq_nr[base=tiny-sd,scaling=classifier]": (
         "8ffbcf1f677f070f55a3e801a38dcb2ed86957a508fd2e713770558893201f11",
         "32f2180fc544249bdc1bbb8afd6a9dc5fa9a0f8b2db220b848d483a1cf1084cd",
     ),
-    "guidance:topiq_nr[base=tiny-sd,alpha=10,variant=x0]": (
+    "guidance:topiq_nr[base=tiny-sd,alpha=10,decode=x0,scaling=classifier]": (
         "e4e655c8514a49114ef22d4d5cef52339505936564dbbdcc4f5b59cecc7c73ea",
         "a6996fa3a51c4a0aea9de465b9e82a50d9a5e85d07b0220e210c7b00098db091",
     ),

@@ -64,3 +64,44 @@ def test_train_iqa_adapter_phase_presets_resolve(tmp_path, phase, expected):
     if phase == 2:
         missing = CliRunner().invoke(app, [a for a in args if a != "--dry-run"])
         assert missing.exit_code != 0 and "--init-from" in missing.output
+
+
+def test_sd14_preset_is_stable_diffusion_v1_4(tmp_path, monkeypatch):
+    """ACPO's base: CompVis/stable-diffusion-v1-4, next to sd15/sd21 (checked against a fake HF cache holding
+    only the files the weights check reads)."""
+    from iqabench.generators import build_generator
+    from iqabench.runtime import Runtime
+
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--CompVis--stable-diffusion-v1-4"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    (snapshot / "unet").mkdir(parents=True)
+    (snapshot / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                           "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (snapshot / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    generator = build_generator("sd14", Runtime("cpu", "fp32", 1))
+    assert generator.source == "CompVis/stable-diffusion-v1-4"
+    assert {k: generator.options[k] for k in ("steps", "guidance_scale", "height", "width")} == {
+        "steps": 50, "guidance_scale": 7.5, "height": 512, "width": 512}
+
+
+def test_guidance_generator_defaults_to_the_papers_formula():
+    from iqabench.adapters.guidance.generator import GUIDANCE_OPTIONS
+    from iqabench.generators import build_generator
+    from iqabench.metrics import register_metric
+    from iqabench.runtime import Runtime
+    from iqabench.specs import SpecError
+
+    assert GUIDANCE_OPTIONS["alpha"] == 30.0 and GUIDANCE_OPTIONS["scaling"] == "paper"
+    register_metric("test_paper_bright", lower_better=False, overwrite=True)(
+        lambda device: torch.nn.Identity())
+    rt = Runtime("cpu", "fp32", 1)
+    paper = build_generator("guidance:test_paper_bright[base=tiny-sd]", rt)
+    classic = build_generator("guidance:test_paper_bright[base=tiny-sd,scaling=classifier]", rt)
+    assert paper.config.scaling == "paper" and classic.config.scaling == "classifier"
+    assert paper.fingerprint() != classic.fingerprint()
+    with pytest.raises(SpecError, match="scaling 'sigma' is unknown"):
+        build_generator("guidance:test_paper_bright[base=tiny-sd,scaling=sigma]", rt)

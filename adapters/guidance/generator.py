@@ -9,7 +9,8 @@ Specs::
 Spec options: ``alpha`` (default 30.0), ``decode`` (``z`` or ``x0``: which latent f sees decoded;
 spelled ``variant`` before, still accepted with a warning),
 ``floor`` (safe-log floor, see :mod:`.guide`), ``metric_size`` (resize the
-decoded image to this side before f), ``base`` (default ``sdxl``; any diffusers
+decoded image to this side before f), ``scaling`` (``paper``, the default: the
+paper's formula without sigma_t; ``classifier``: times sigma_t), ``base`` (default ``sdxl``; any diffusers
 generator spec, ``acpo:<path>`` included) and every option of the base model
 (``steps``, ``guidance_scale``, ``height``, ``width``, ...). Items may set
 ``alpha`` in their params. The baseline is the base model with the same
@@ -37,8 +38,10 @@ from iqabench.specs import GeneratorSpec, SpecError
 from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator, base_model_spec
 from .guide import GuidanceConfig, IQAGuidance, guided_scheduler
 
+#: alpha 30: the paper's SDXL value (Sec. 3.1); scaling "paper": its formula without sigma_t (issue 16),
+#: "classifier" multiplies by sigma_t (classifier-guidance scaling, see :mod:`.guide`).
 GUIDANCE_OPTIONS: dict[str, Any] = {"base": "sdxl", "alpha": 30.0, "decode": "z", "floor": 0.01,
-                                    "metric_size": None}
+                                    "metric_size": None, "scaling": "paper"}
 DECODE_MODES = ("z", "x0")
 
 
@@ -62,7 +65,8 @@ def _guidance_config(options: Mapping[str, Any], where: str) -> GuidanceConfig:
             raise ValueError(f"decode={options['decode']!r} is unknown: choose 'z' (decode z_t, the paper's "
                              "formula) or 'x0' (decode the predicted clean latent)")
         return GuidanceConfig(alpha=float(options["alpha"]), variant=str(options["decode"]),
-                              floor=float(options["floor"]), metric_size=None if size is None else int(size))
+                              floor=float(options["floor"]), metric_size=None if size is None else int(size),
+                              scaling=str(options["scaling"]))
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{where}: {exc}") from exc
 
@@ -116,6 +120,10 @@ class GuidanceGenerator(DiffusersGenerator):
             "metric_size": self.config.metric_size,
             "omega": "linear-0-to-1",
         })
+        if self.config.scaling != "classifier":
+            # Before issue 16 the formula had sigma_t and the fingerprint no "scaling": images cached then are
+            # exactly scaling=classifier's, so that option keeps their keys and the new default gets new ones.
+            fp["scaling"] = self.config.scaling
         return fp
 
     def baseline(self) -> str | None:
