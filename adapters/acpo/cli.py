@@ -7,6 +7,7 @@ Defaults are the ACPO paper's (see :mod:`.config` for the source of each); ``doc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -56,13 +57,14 @@ def train_acpo_cmd(
     score_low: float | None = typer.Option(None, "--score-low", help="metric score mapped to Q=0 (default: "
                                            "the low end of the metric's range when it is known)"),
     score_high: float | None = typer.Option(None, "--score-high", help="metric score mapped to Q=1"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved settings as JSON and stop"),
 ) -> None:
     """Fine-tune a LoRA with ACPO's late-window quality loss; resumes from the last checkpoint in --out."""
     from iqabench.generators import build_generator
     from iqabench.runtime import Runtime
 
     from .data import ImageCaptionDataset
-    from .evaluator_spec import build_evaluator
+    from .evaluator_spec import build_evaluator, parse_evaluator
     from .training import AcpoConfig, train_acpo
 
     runtime = Runtime(device="auto", dtype="fp32")
@@ -73,6 +75,13 @@ def train_acpo_cmd(
                             rank=rank, batch_size=batch_size, mixed_precision=mixed_precision,
                             gradient_checkpointing=gradient_checkpointing, save_every=save_every, seed=seed,
                             base=base)
+        kind, argument = parse_evaluator(evaluator)
+        if dry_run:
+            from dataclasses import asdict
+
+            typer.echo(json.dumps({**asdict(config), "evaluator_kind": kind, "evaluator": argument,
+                                   "resolution": resolution}, sort_keys=True))
+            return
         quality = build_evaluator(evaluator, runtime, score_low, score_high)
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -18,14 +18,19 @@ from .summary import print_summary
 
 def run_command(
     benchmark: Annotated[str, typer.Argument(help="Benchmark name, e.g. relgain (see `iqabench list benchmarks`).")],
-    generator: Annotated[list[str], typer.Option("--generator", "-g", help="Generator spec (repeatable).")],
-    metrics: Annotated[str, typer.Option(help="Comma-separated metric names.")] = "piqe,entropy",
+    generator: Annotated[list[str] | None, typer.Option("--generator", "-g", help="Generator spec (repeatable).")]
+    = None,
+    metrics: Annotated[str | None, typer.Option(help="Comma-separated metric names [default: piqe,entropy].")]
+    = None,
     baseline: Annotated[str | None, typer.Option(help="Override the generators' own baseline.")] = None,
-    prompts: Annotated[str, typer.Option(help="Built-in set (smoke, parti, geneval) or a .txt/.csv/.tsv/.jsonl file.")]
-    = "smoke",
+    prompts: Annotated[str | None, typer.Option(help="Built-in set (smoke, parti, geneval) or a .txt/.csv/.tsv/.jsonl "
+                                                     "file [default: smoke].")] = None,
     prompt_column: Annotated[str | None, typer.Option(help="Column holding prompts in CSV/TSV/JSONL.")] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
-    seeds: Annotated[str, typer.Option(help="Seeds, e.g. '0-3' or '0,7,42'.")] = "0",
+    seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. '0-3' or '0,7,42' [default: 0].")] = None,
+    preset: Annotated[str | None, typer.Option(help="A paper's setting, e.g. paper:iqa-fig3a: fills generators, "
+                                                    "metrics, seeds, limit and options with the paper's values "
+                                                    "(see docs/paper_settings.md).")] = None,
     device: Annotated[str, typer.Option(help="cuda, mps, cpu or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, fp16, bf16 or auto.")] = "auto",
     batch_size: Annotated[str, typer.Option(help="Images per batch, or 'auto' (16 on GPUs, 4 on CPU; halves "
@@ -45,9 +50,8 @@ def run_command(
 ) -> None:
     """Generate, score and analyse a benchmark; writes runs/<id>/report.html."""
     from ..api import execute
-    from ..metrics import parse_metric_list
     from ..runner import Runner
-    from ..specs import RunSpec, _parse_value, parse_seeds
+    from ..specs import RunSpec, _parse_value
 
     if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(relaunch(num_processes))
@@ -63,10 +67,9 @@ def run_command(
             options[key.strip()] = _parse_value(value)
         if prompt_column:
             options["prompt_column"] = prompt_column
-        spec = RunSpec(benchmark=benchmark, generators=list(generator), metrics=parse_metric_list(metrics),
-                       prompts=prompts, seeds=parse_seeds(seeds), limit=limit, baseline=baseline, options=options,
-                       device=device, dtype=dtype, batch_size=_batch_size(batch_size, device),
-                       plugins=list(plugin or []))
+        fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
+        spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, device=device, dtype=dtype,
+                       batch_size=_batch_size(batch_size, device), plugins=list(plugin or []))
         runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
         plan = runner.summarize_plan()
         for line in plan.lines() if runner.is_main_process else []:
@@ -87,6 +90,29 @@ def run_command(
         console.print(f"[yellow]{len(outcome.failures)} image(s) failed; see the report's failures table.[/]")
     print_summary(outcome.result)
     out_console.print(f"report: {outcome.report}", highlight=False)
+
+
+def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None, prompts: str | None,
+               seeds: str | None, limit: int | None, options: dict, preset: str | None) -> dict:
+    """generators/metrics/prompts/seeds/limit/options of the RunSpec: the command line's, over a ``--preset``'s
+    paper values (:mod:`iqabench.paper_presets`), over the plain defaults."""
+    from ..metrics import parse_metric_list
+    from ..specs import parse_seeds
+
+    given = {"generators": list(generator or []), "metrics": parse_metric_list(metrics) if metrics else None,
+             "prompts": prompts, "seeds": parse_seeds(seeds) if seeds is not None else None, "limit": limit,
+             "options": options}
+    if preset is not None:
+        from .. import paper_presets
+
+        fields, departures = paper_presets.apply(preset, benchmark, given)
+        for line in departures:
+            console.print(f"[yellow]note:[/] departs from {escape(preset)}: {escape(line)}", highlight=False)
+        return fields
+    if not given["generators"]:
+        raise ValueError("give at least one --generator (or a --preset paper:<id>)")
+    return {"generators": given["generators"], "metrics": given["metrics"] or parse_metric_list("piqe,entropy"),
+            "prompts": prompts or "smoke", "seeds": given["seeds"] or [0], "limit": limit, "options": options}
 
 
 def _batch_size(text: str, device: str) -> int:
