@@ -7,6 +7,9 @@
 (c) :class:`TwoStreamIQA`: the two-stream NR-IQA network of Eq. (4), with
     :func:`train_two_stream` on (image, MOS) tables.
 
+Stage-1 training of (b) is in :mod:`.ipce`; checkpoints of (b) and (c) are safetensors
+(:mod:`.ipce`, :mod:`.evaluator_spec`).
+
 All are ``nn.Module``s with frozen parameters at training time (ACPO trains the
 LoRA only); gradients flow to the input images.
 """
@@ -205,7 +208,7 @@ def train_two_stream(model: TwoStreamIQA, images: torch.Tensor, mos: torch.Tenso
     """Fit ``model`` to (image, MOS) pairs with MSE on MOS scaled to [0, 1]; returns the loss per epoch.
 
     ``images`` [N,3,H,W] in [0,1]; ``mos`` [N]; ``mos_range`` defaults to the table's min/max.
-    Use :func:`load_mos_table` to read a CSV/Parquet table of image paths and scores.
+    Tables of rated images: :func:`.mos_table.read_mos_table` (``iqabench train two-stream`` reads one).
     """
     if images.shape[0] != mos.shape[0] or images.shape[0] == 0:
         raise ValueError(f"need one MOS per image, got {images.shape[0]} images and {mos.shape[0]} scores")
@@ -230,25 +233,3 @@ def train_two_stream(model: TwoStreamIQA, images: torch.Tensor, mos: torch.Tenso
         losses.append(total / len(order))
     model.eval()
     return losses
-
-
-def load_mos_table(path: str, image_column: str = "image", mos_column: str = "mos",
-                   size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read (image path, MOS) rows from CSV or Parquet; paths are relative to the table's folder."""
-    from pathlib import Path
-
-    import numpy as np
-    import pandas as pd
-    from PIL import Image
-
-    table_path = Path(path)
-    table = pd.read_parquet(table_path) if table_path.suffix == ".parquet" else pd.read_csv(table_path)
-    missing = {image_column, mos_column} - set(table.columns)
-    if missing:
-        raise ValueError(f"{table_path} lacks column(s) {sorted(missing)}; it has {list(table.columns)}")
-    tensors = []
-    for name in table[image_column]:
-        file = Path(name) if Path(name).is_absolute() else table_path.parent / name
-        image = Image.open(file).convert("RGB").resize((size, size), Image.BICUBIC)
-        tensors.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1))
-    return torch.stack(tensors), torch.tensor(table[mos_column].to_numpy(), dtype=torch.float32)

@@ -25,7 +25,8 @@ app.command("report")(report_command)
 app.command("list")(list_command)
 
 #: Groups plugins may add commands to (``groups["train"].command("my-method")(...)``).
-train_app = typer.Typer(help="Train generators: iqa-adapter, acpo.", no_args_is_help=True)
+train_app = typer.Typer(help="Train generators and their evaluators: iqa-adapter, acpo, ipce, two-stream.",
+                        no_args_is_help=True)
 app.add_typer(train_app, name="train")
 groups: dict[str, typer.Typer] = {"train": train_app}
 
