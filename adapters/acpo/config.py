@@ -15,6 +15,9 @@ MSE_WINDOWS = ("all", "late")
 ALL_LINEAR = "all-linear"
 
 # -- the paper's values, one constant each so tests can assert them ------------------------------------------
+# Only the ACPO paper's abstract could be read offline; these values come from its experiments as quoted in
+# issue 16 (base, rollout / Table 8, MSE window, LoRA targets) and as recorded by the project's first ACPO
+# implementation (optimizer, lr, steps, T_max, lambda_q). docs/paper_settings.md lists them with their sources.
 PAPER_BASE = "sd14"  # the SD experiments fine-tune Stable Diffusion v1.4 (CompVis/stable-diffusion-v1-4)
 PAPER_X0_MODE = "rollout"  # x0 by progressive LoRA denoising inside the late window; Table 8 ablates it
 PAPER_ROLLOUT_STEPS = 10  # Table 8: the last 10 steps beat the single-step estimate

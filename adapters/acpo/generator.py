@@ -4,7 +4,7 @@ Specs::
 
     acpo:./runs/acpo                       the folder `iqabench train acpo` wrote (lora.json names the base)
     acpo:./runs/acpo/checkpoint-500
-    acpo:/path/lora_folder[base=sd15,steps=30]
+    acpo:/path/lora_folder[base=sd14,steps=30]
 
 Options: ``base`` (overrides the base stored in ``lora.json``) and every option of
 the base model. The baseline is the base model *without* the LoRA, with the same
@@ -48,7 +48,7 @@ class AcpoGenerator(DiffusersGenerator):
         own = {k: v for k, v in spec.options if k in ACPO_OPTIONS}
         base = own.get("base") or info.get("base")
         if not base:
-            raise SpecError(f"acpo: {self.folder} does not say which base model it was trained on; add [base=sd15]")
+            raise SpecError(f"acpo: {self.folder} does not say which base model it was trained on; add [base=sd14]")
         self.base_spec = GeneratorSpec.parse(str(base))
         if self.base_spec.family in ("acpo", "guidance"):
             raise SpecError(f"acpo: the base must be a plain diffusers generator, not {str(self.base_spec)!r}")
