@@ -1,4 +1,5 @@
-"""The papers' own settings, one named preset per figure or table: ``iqabench run <benchmark> --preset paper:<id>``.
+"""The papers' own settings, one named preset per figure or table: ``iqabench run <benchmark> --preset paper:<id>``
+(``--preset paper`` alone picks the benchmark's only paper setting, e.g. ``seed-consistency`` -> Fig. 14).
 
 A preset fills the run's generators, metrics, seeds, prompt limit and benchmark options with the paper's values;
 anything given on the command line wins (and is reported as a departure). Generation settings (steps, CFG,
@@ -137,12 +138,25 @@ def get(name: str) -> PaperSetting:
     return SETTINGS[key]
 
 
+def for_benchmark(name: str, benchmark: str) -> str:
+    """``--preset paper`` alone: the one paper setting of ``benchmark`` (an error lists them when there are more)."""
+    if name != "paper":
+        return name
+    ids = [k for k, s in SETTINGS.items() if s.benchmark == benchmark]
+    if len(ids) != 1:
+        choices = ", ".join(PREFIX + k for k in ids) if ids else "none"
+        raise ValueError(f"--preset paper is ambiguous or unknown for {benchmark} (its paper settings: {choices}); "
+                         "name one, e.g. --preset paper:<id>")
+    return PREFIX + ids[0]
+
+
 def apply(name: str, benchmark: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Run fields for ``--preset name``: the paper's values where ``given`` (the command line) has None.
 
     ``given`` holds ``generators``, ``metrics``, ``seeds``, ``limit``, ``prompts`` (None when not given) and
     ``options`` (a dict, merged over the preset's). Returns (fields, departures from the paper's setting).
     """
+    name = for_benchmark(name, benchmark)
     setting = get(name)
     if benchmark != setting.benchmark:
         raise ValueError(f"preset {name!r} reproduces a {setting.benchmark} run, not {benchmark}: "

@@ -189,3 +189,12 @@ def test_every_preset_is_documented_with_its_cost():
     for name in SETTINGS:
         assert f"<!-- paper-command: {name} -->" in text, name
     assert "A100-hours" in text
+
+
+def test_plain_preset_paper_picks_the_benchmarks_only_setting():
+    from iqabench import paper_presets
+
+    fields, _ = paper_presets.apply("paper", "seed-consistency", {"prompts": "p.txt"})
+    assert fields["seeds"] == list(range(100)) and fields["limit"] == 25
+    with pytest.raises(ValueError, match="paper:iqa-fig3a, paper:iqa-guidance, paper:acpo-table2"):
+        paper_presets.apply("paper", "relgain", {"prompts": "p.txt"})
