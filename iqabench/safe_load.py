@@ -131,7 +131,7 @@ class _ScriptObject:
         self.__dict__["_state"] = state
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _script_class(qualified_name: str) -> type:
     return type("ScriptObject", (_ScriptObject,), {"qualified_name": qualified_name})
 

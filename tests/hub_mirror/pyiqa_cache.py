@@ -228,25 +228,32 @@ def write_openai_clip(dirs: MirrorDirs, name: str, folder: Path) -> Path:
 def _pyiqa_arch(metric: str, device: str = "meta", **overrides: Any) -> nn.Module:
     """The metric's pyiqa arch built by its own constructor, without its pyiqa weights.
 
-    On the meta device (no memory, no init) except for CLIP-based archs: the CLIP loaders move the model with
-    ``.to(device)``, which a meta model refuses; their scaled-down CLIP is cheap on the CPU.
+    On the meta device (no memory, no init) where the constructor allows it; on the CPU for CLIP-based archs
+    (the CLIP loaders move the model with ``.to(device)``, which a meta model refuses) and constructors that
+    read tensor values.
     """
     from pyiqa.archs import build_network
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
     opts = dict(DEFAULT_CONFIGS[metric]["metric_opts"])
     opts.update(overrides)
-    with torch.device(device):
+    if device == "meta":
+        try:
+            with torch.device("meta"):
+                return build_network(opts)
+        except (RuntimeError, NotImplementedError):  # a constructor reads values (e.g. ``.item()``): build for real
+            pass
+    with _seeded(0):
         return build_network(opts)
 
 
 def _url_file(arch_module: str, key: str) -> str:
     import importlib
-
     from urllib.parse import urlparse
 
     # As pyiqa's load_file_from_url names it: the URL path's last part, still percent-encoded ('sac%2Blogos...').
-    return os.path.basename(urlparse(importlib.import_module(f"pyiqa.archs.{arch_module}").default_model_urls[key]).path)
+    url = importlib.import_module(f"pyiqa.archs.{arch_module}").default_model_urls[key]
+    return os.path.basename(urlparse(url).path)
 
 
 def _write_pyiqa(dirs: MirrorDirs, arch_module: str, key: str, payload: Callable[[], Any]) -> Path:
@@ -309,7 +316,7 @@ def write_metric(dirs: MirrorDirs, metric: str) -> list[Path]:
                 random_state(_pyiqa_arch(metric, pretrained=False), shared=True))))
         elif metric == "cnniqa":
             files = [_write_pyiqa(dirs, "cnniqa_arch", "koniq10k", lambda: _params(
-                random_state(_pyiqa_arch(metric, pretrained=False), shared=True)))]
+                random_state(_pyiqa_arch(metric, pretrained=None), shared=True)))]
         elif metric == "lpips":
             files = [write_torchvision_backbone(dirs, torchvision.models.AlexNet_Weights.IMAGENET1K_V1)]
             files.append(_write_pyiqa(dirs, "lpips_arch", "0.1_alex", lambda: random_state(
