@@ -130,8 +130,8 @@ def test_fr_distances_with_lpips_and_dists_runs_to_a_report(pyiqa_mirror, tmp_pa
 
 def test_adversarial_gradcam_on_topiq_nr_uses_its_real_layers(pyiqa_mirror, tmp_path):
     out = tmp_path / "store"
-    _cli(pyiqa_mirror, "run", "adversarial-gradcam", "-g", GENERATOR, "--metrics", "entropy", "--limit", "1", "--seeds", "0",
-         "--device", "cpu", "--out", str(out), "--run-id", "cam", "--option", "targets=topiq_nr",
+    _cli(pyiqa_mirror, "run", "adversarial-gradcam", "-g", GENERATOR, "--metrics", "entropy", "--limit", "1",
+         "--seeds", "0", "--device", "cpu", "--out", str(out), "--run-id", "cam", "--option", "targets=topiq_nr",
          "--option", f"base={GENERATOR}", "--option", "cam_items=1", timeout=400)
     run_dir = out / "runs" / "cam"
     report = (run_dir / "report.html").read_text()

@@ -193,13 +193,13 @@ def pyiqa_weights_status(name: str) -> tuple[bool | None, str]:
     except ImportError as exc:
         return False, f"pyiqa cannot import its arch ({exc}); install the missing package"
     except LookupError as exc:
-        return None, str(exc)
+        return None, f"unverified: {exc}"
     missing = [f for f in files if not f.present()]
     if missing:
         return False, "; ".join(f.missing_sentence() for f in missing)
     if not verified:
-        names = ", ".join(f.path.name for f in files) or "no pyiqa file"
-        return None, f"{names} present; its backbones are not verified by iqabench"
+        names = ", ".join(f.path.name for f in files) or "no pyiqa file needed"
+        return None, f"unverified: {names} present, but iqabench does not know which backbones this arch loads"
     if not files:
         return True, "no download needed"
     return True, ", ".join(f.path.name for f in files)
