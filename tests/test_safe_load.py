@@ -105,7 +105,7 @@ def test_planted_pickle_in_the_adapter_dir_is_refused(tmp_path, monkeypatch):
 
 def test_planted_pickle_in_an_acpo_lora_folder_is_refused(tmp_path):
     from iqabench.adapters.acpo.lora import LORA_FILE, load_lora
-    from iqabench.testing import tiny_sd_pipeline
+    from iqabench.tiny_models import tiny_sd_pipeline
 
     marker = tmp_path / "pwned"
     path = plant(tmp_path / "lora" / LORA_FILE, marker)  # a torch pickle under the safetensors name
