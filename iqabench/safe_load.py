@@ -166,7 +166,9 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         kind, storage_type, key, _location, _numel = saved_id
         if kind != "storage":
             raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
-        dtype = torch.uint8 if storage_type is torch.UntypedStorage else storage_type.dtype
+        # ``_dtype``: the legacy storage classes' dtype without their deprecation warning.
+        dtype = torch.uint8 if storage_type is torch.UntypedStorage else getattr(storage_type, "_dtype",
+                                                                                  torch.float32)
         raw = self._archive.read(f"{self._root}/data/{key}")
         untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
         return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)

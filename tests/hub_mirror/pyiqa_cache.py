@@ -11,9 +11,10 @@ What a real ``pyiqa.create_metric(name)`` downloads, written without a network:
 - torchvision backbones in ``$TORCH_HOME/hub/checkpoints/<file of the weights enum's url>`` (full-size keys and
   shapes: ``load_state_dict`` is strict);
 - OpenAI CLIP in ``~/.cache/clip/ViT-L-14.pt`` (the ``clip`` package, laion_aes) and
-  ``$TORCH_HOME/hub/clip/{RN50,ViT-B-32}.pt`` (pyiqa's copy, clipiqa+ / liqe). The CLIP loaders rebuild the
-  model from the shapes in the file (``build_model``), so these are scaled down (one layer, width 64) with the
-  real output width, and every pyiqa file stacked on them is built on the same scaled-down CLIP.
+  ``$TORCH_HOME/hub/clip/{RN50,ViT-B-32}.pt`` (pyiqa's copy, clipiqa+ / liqe), TorchScript archives as OpenAI
+  ships them. The CLIP loaders rebuild the model from the shapes in the file (``build_model``), so these are
+  scaled down (one layer, width 64) with the real output width, and every pyiqa file stacked on them is built
+  on the same scaled-down CLIP.
 
 Every pyiqa arch is built with its real constructor (on the meta device, with its backbones loaded from this
 mirror), so keys and shapes are the ones the loaders expect. Tensors are filled cheaply: a shared random pool.
@@ -211,17 +212,29 @@ def write_torchvision_backbone(dirs: MirrorDirs, weights: Any) -> Path:
 
 
 def write_openai_clip(dirs: MirrorDirs, name: str, folder: Path) -> Path:
-    """A scaled-down OpenAI CLIP state dict under the real file name (the loaders infer its shape from the file)."""
-    from pyiqa.archs.clip_model import _MODELS, CLIP
+    """A scaled-down OpenAI CLIP as a TorchScript archive under the real file name, as OpenAI ships it.
+
+    The loaders rebuild the model from the shapes in the file (``build_model``), so a smaller CLIP with the real
+    output width loads. Tracing ``encode_text`` keeps every parameter and buffer of the model in the archive.
+    """
+    from clip.model import CLIP
+    from pyiqa.archs.clip_model import _MODELS
 
     target = folder / os.path.basename(_MODELS[name])
     if target.is_file():
         return target
-    with torch.device("meta"):
-        model = CLIP(**_CLIP_SHAPES[name], **_CLIP_TEXT)
+    with _seeded(0):
+        model = CLIP(**_CLIP_SHAPES[name], **_CLIP_TEXT).eval()
     state = random_state(model, shared=False)
     state["logit_scale"] = torch.tensor(4.6052)  # log(100), OpenAI's value: keeps softmax over prompts sane
-    _save(target, state)
+    model.load_state_dict(state)
+    tokens = torch.zeros(1, _CLIP_TEXT["context_length"], dtype=torch.long)
+    tokens[0, :2] = torch.tensor([49406, 49407])  # start and end of text
+    traced = torch.jit.trace_module(model, {"encode_text": tokens})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.jit.save(traced, str(tmp))
+    tmp.replace(target)
     return target
 
 
