@@ -260,6 +260,7 @@ def install() -> None:
             _ORIGINAL["torch.load"] = torch.load
             _ORIGINAL["torch.jit.load"] = torch.jit.load
             torch.load = load_checkpoint
+            torch.serialization.load = load_checkpoint  # for callers that name the module
             torch.jit.load = _refuse_torchscript
         for module_name in ("clip.clip", "pyiqa.archs.clip_model"):
             _patch_clip_download(module_name)

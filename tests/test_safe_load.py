@@ -120,6 +120,11 @@ def test_plain_tensor_checkpoints_still_load_whatever_the_caller_asked(tmp_path)
     safe_load.install()
     loaded = torch.load(path, map_location="cpu", weights_only=False)  # pyiqa's call, now tensors only
     assert loaded["epoch"] == 3 and torch.equal(loaded["params"]["w"], torch.arange(3.0))
+    evil = plant(tmp_path / "evil.pth", tmp_path / "pwned")
+    for load in (torch.load, torch.serialization.load):
+        with pytest.raises(safe_load.UnsafeCheckpointError):
+            load(evil, map_location="cpu", weights_only=False)
+    assert not (tmp_path / "pwned").exists()
 
 
 class _Scripted(nn.Module):
