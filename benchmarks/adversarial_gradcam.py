@@ -58,7 +58,8 @@ def vit_reshape_transform(tokens: torch.Tensor, has_cls_token: bool = True) -> t
 
 
 # architecture class name -> target layer (checked offline on random-weight instances)
-KNOWN_CAM_LAYERS: dict[str, CamLayer] = {"CNNIQA": CamLayer("conv1")}
+# TOPIQ's CFANet: the deepest stage of its ResNet-50 semantic backbone, the usual Grad-CAM target for ResNets.
+KNOWN_CAM_LAYERS: dict[str, CamLayer] = {"CNNIQA": CamLayer("conv1"), "CFANet": CamLayer("semantic_model.layer4")}
 
 
 def register_cam_layer(architecture: str, layer: str, reshape: Callable | None = None, *,

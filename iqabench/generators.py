@@ -58,6 +58,9 @@ def register_generator(name: str, *, description: str = "", weights=None, overwr
 
 
 def build_generator(spec: str | GeneratorSpec, runtime: Runtime | None = None) -> Generator:
+    from . import safe_load
+
+    safe_load.install()  # whatever the generator later reads from a cache is read as tensors only
     parsed = GeneratorSpec.parse(spec) if isinstance(spec, str) else spec
     runtime = runtime or Runtime()
     entry = GENERATORS.get(parsed.family)

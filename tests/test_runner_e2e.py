@@ -177,10 +177,11 @@ def test_per_item_table_lines_up_with_prompts(tmp_path):
 
 
 def test_metric_without_weights_fails_before_any_image_is_made(tmp_path, monkeypatch):
-    from iqabench import metrics
+    from pyiqa.utils import download_util
+
     from iqabench.metrics import MetricUnavailableError
 
-    monkeypatch.setattr(metrics, "_pyiqa_cache_dir", lambda: tmp_path / "empty-cache")
+    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(tmp_path / "empty-cache"))
     with pytest.raises(MetricUnavailableError, match="topiq_nr"):
         run(RunSpec(**{**SPEC, "metrics": ["piqe", "topiq_nr"]}), out=tmp_path / "out")
     assert not list((tmp_path / "out" / "cache" / "images").rglob("*.png"))

@@ -136,9 +136,11 @@ def test_piqe_and_entropy_score_batches_like_pyiqa():
 
 
 def test_missing_weights_metric_fails_in_one_sentence(monkeypatch, tmp_path):
+    from pyiqa.utils import download_util
+
     from iqabench import metrics as m
 
-    monkeypatch.setattr(m, "_pyiqa_cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(tmp_path))
     with pytest.raises(m.MetricUnavailableError) as info:
         build_metric("topiq_nr")
     text = str(info.value)

@@ -131,13 +131,15 @@ def load_lora(unet: Any, folder: str | Path) -> None:
     if not file.is_file():
         raise FileNotFoundError(f"no LoRA weights at {file}; pass the folder `iqabench train acpo` wrote")
     info = json.loads((folder / "lora.json").read_text()) if (folder / "lora.json").is_file() else {}
+    from iqabench.safe_load import load_tensors
+
+    state = load_tensors(file)  # a damaged or planted file is refused in one sentence naming it
     if _has_mixin(unet):
-        unet.load_lora_adapter(str(file), prefix=None, adapter_name="default")
+        unet.load_lora_adapter(state, prefix=None, adapter_name="default")
         return
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     add_lora(unet, int(info.get("rank", 4)), info.get("alpha"), info.get("targets", DEFAULT_TARGETS))
-    result = set_peft_model_state_dict(unet, load_file(str(file)))
+    result = set_peft_model_state_dict(unet, state)
     if getattr(result, "unexpected_keys", None):
         raise ValueError(f"{file} does not fit this UNet (unexpected keys {result.unexpected_keys[:3]})")

@@ -74,15 +74,9 @@ def default_inception_path() -> Path:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from iqabench.safe_load import load_tensors
 
-        return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} could not be read as a plain state dict with weights_only=True "
-                         f"({type(exc).__name__}); convert it to .safetensors") from None
+    return load_tensors(path)  # safetensors or a plain-tensor file; anything else refused in one sentence
 
 
 class InceptionFeatures:

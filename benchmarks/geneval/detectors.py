@@ -46,15 +46,9 @@ class Detector(Protocol):
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from iqabench.safe_load import load_tensors
 
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} could not be read as a plain state dict with weights_only=True "
-                         f"({type(exc).__name__}); convert it to .safetensors") from None
+    state = load_tensors(path)  # safetensors or a plain-tensor file; anything else refused in one sentence
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

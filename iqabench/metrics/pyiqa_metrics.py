@@ -1,0 +1,101 @@
+"""Every pyiqa metric, registered by its pyiqa name with metadata read from pyiqa's ``DEFAULT_CONFIGS``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..registry import METRICS, Entry
+from .pyiqa_weights import pyiqa_cache_dir, pyiqa_weights_status
+from .registration import check_available
+from .wrapper import MetricInfo, MetricUnavailableError
+
+# Checked with pyiqa 0.1.16 on a machine with no network: these build and score with no download.
+NO_DOWNLOAD_METRICS = frozenset(
+    {"piqe", "entropy", "psnr", "psnry", "ssim", "ssimc", "fsim", "vif", "gmsd", "vsi", "mad", "nlpd", "cw_ssim",
+     "ms_ssim"}
+)
+
+# Classical metrics with hand-crafted, non-smooth steps (block classification, histograms) have no useful
+# gradient; pyiqa marks none of this, so we treat learned (weight-downloading) models and the smooth FR
+# formulas as differentiable and the rest as not.
+_NON_DIFFERENTIABLE = {"piqe", "entropy", "niqe", "brisque", "ilniqe", "nrqm", "pi", "niqe_matlab",
+                       "brisque_matlab", "fid", "inception_score"}
+
+
+def pyiqa_configs() -> dict[str, dict[str, Any]]:
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    return DEFAULT_CONFIGS
+
+
+def pyiqa_version() -> str:
+    try:
+        import pyiqa
+
+        return str(getattr(pyiqa, "__version__", ""))
+    except Exception:  # pragma: no cover
+        return ""
+
+
+def pyiqa_info(name: str) -> MetricInfo:
+    config = pyiqa_configs()[name]
+    mode = config.get("metric_mode", "NR")
+    return MetricInfo(
+        name=name,
+        mode="FR" if mode == "FR" else "NR",
+        lower_better=bool(config.get("lower_better", False)),
+        score_range=config.get("score_range"),
+        differentiable=name not in _NON_DIFFERENTIABLE and not name.startswith(("niqe", "brisque", "ilniqe")),
+        source="pyiqa",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _pyiqa_factory(name: str) -> Callable[..., nn.Module]:
+    def build(device: torch.device, as_loss: bool = False) -> nn.Module:
+        import pyiqa
+        import pyiqa.archs.clip_model  # noqa: F401 - its CLIP download is patched by install()
+
+        from .. import safe_load
+
+        safe_load.install()
+        check_available(name)
+        try:
+            return pyiqa.create_metric(name, device=device, as_loss=as_loss, loss_reduction="none")
+        except safe_load.UnsafeCheckpointError as exc:
+            raise MetricUnavailableError(f"metric {name!r} was not built: {exc}") from None
+        except Exception as exc:
+            present, detail = pyiqa_weights_status(name)
+            if present is False:
+                reason = detail
+            else:
+                reason = f"pyiqa failed ({_first_line(exc)}); its weights live in {pyiqa_cache_dir()}"
+            raise MetricUnavailableError(
+                f"metric {name!r} could not be built: {reason}; provide the file from a connected machine, or pick "
+                "a metric that needs no download (e.g. piqe, entropy)"
+            ) from exc
+
+    build.__doc__ = f"pyiqa metric {name}"
+    return build
+
+
+def register_pyiqa_metrics() -> None:
+    for name in pyiqa_configs():
+        if name in ("fid", "inception_score") or name in METRICS._entries:
+            continue
+        info = pyiqa_info(name)
+        description = f"pyiqa {info.mode}, {'lower' if info.lower_better else 'higher'} is better" + (
+            f", range {info.score_range}" if info.score_range else ""
+        )
+        METRICS.add(
+            Entry(name, _pyiqa_factory(name), description, lambda n=name: pyiqa_weights_status(n),
+                  {"info": info, "version": pyiqa_version()})
+        )

@@ -1,0 +1,104 @@
+"""Registering metrics, building them, and the checks done before any work starts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..registry import METRICS, Entry
+from ..runtime import Runtime
+from .wrapper import Metric, MetricInfo, MetricUnavailableError, fingerprint
+
+
+def register_metric(
+    name: str,
+    *,
+    lower_better: bool,
+    mode: Literal["NR", "FR"] = "NR",
+    differentiable: bool = True,
+    score_range: str | None = None,
+    description: str = "",
+    version: str = "",
+    weights: Callable[[], tuple[bool, str]] | None = None,
+    overwrite: bool = False,
+):
+    """Register a user IQA model: decorate ``factory(device) -> nn.Module`` mapping [N,3,H,W] in [0,1] to [N].
+
+    ``version`` goes into the score-cache key: change it when the model's weights change.
+    """
+    if mode not in ("NR", "FR"):
+        raise ValueError(f"metric mode must be 'NR' or 'FR', not {mode!r}")
+
+    def decorator(factory: Callable[[torch.device], nn.Module]):
+        info = MetricInfo(name, mode, bool(lower_better), score_range, bool(differentiable), "user")
+        doc = description or (factory.__doc__ or "").strip().split("\n")[0] or "user-registered metric"
+        METRICS.add(Entry(name, factory, doc, weights, {"info": info, "version": version}), overwrite=overwrite)
+        return factory
+
+    return decorator
+
+
+def offline_mode() -> bool:
+    """True when the user said there is no network: we then fail at once instead of retrying downloads."""
+    flags = (os.environ.get(var, "").lower() for var in ("HF_HUB_OFFLINE", "IQABENCH_OFFLINE"))
+    return any(flag in ("1", "true", "yes") for flag in flags)
+
+
+def metric_info(name: str) -> MetricInfo:
+    return METRICS.get(name).extra["info"]
+
+
+def metric_fingerprint(name: str) -> str:
+    """The fingerprint ``build_metric(name).fingerprint()`` will have, without building the model."""
+    entry = METRICS.get(name)
+    return fingerprint(entry.extra["info"], str(entry.extra.get("version", "")))
+
+
+def check_available(name: str) -> None:
+    """Fail before any work when a metric surely cannot be built here (a weights file missing, offline mode on)."""
+    info = metric_info(name)
+    if info.source == "pyiqa" and offline_mode():
+        from .pyiqa_weights import pyiqa_weights_status
+
+        present, detail = pyiqa_weights_status(name)
+        if present is False:
+            raise MetricUnavailableError(
+                f"metric {name!r} cannot be built offline (HF_HUB_OFFLINE/IQABENCH_OFFLINE): {detail}, "
+                "or pick a metric that needs no download (e.g. piqe, entropy)"
+            )
+
+
+def build_metric(name: str, runtime: Runtime | None = None, *, as_loss: bool = False) -> Metric:
+    """Build a registered metric on the runtime's device. ``as_loss=True`` builds pyiqa models in loss mode."""
+    from .. import safe_load
+
+    safe_load.install()  # whatever the factory reads from a cache is read as tensors only
+    runtime = runtime or Runtime()
+    entry = METRICS.get(name)
+    info: MetricInfo = entry.extra["info"]
+    device = runtime.torch_device
+    if info.source == "pyiqa":
+        # pyiqa's loss mode only enables grad and skips the input-range check; it negates nothing.
+        module = entry.factory(device, as_loss=as_loss and info.differentiable)
+    else:
+        module = entry.factory(device)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"metric factory for {name!r} must return an nn.Module, got {type(module).__name__}")
+        module = module.to(device).eval()
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+    return Metric(info, module, device, version=str(entry.extra.get("version", "")))
+
+
+def parse_metric_list(text: str | list[str]) -> list[str]:
+    names = text if isinstance(text, list) else [n.strip() for n in str(text).split(",")]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError("no metrics given: pass e.g. --metrics piqe,entropy")
+    for name in names:
+        METRICS.get(name)  # raises UnknownNameError with suggestions
+    return list(dict.fromkeys(names))

@@ -1,0 +1,154 @@
+"""No cached file is ever unpickled: a malicious pickle planted in each cache iqabench reads is refused in one
+sentence naming the file, and the code in it never runs (its marker folder is never created)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from iqabench import safe_load
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_mirror.pyiqa_cache import MirrorDirs, use_mirror  # noqa: E402
+
+
+class Planted:
+    """Unpickling this creates ``marker``: what a malicious checkpoint would do with a worse payload."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker,)
+
+
+def plant(path: Path, marker: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"weight": torch.zeros(2), "payload": Planted(marker)}, path)
+    return path
+
+
+def assert_refused_in_one_sentence(text: str, path: Path, marker: Path) -> None:
+    assert not marker.exists(), "the planted pickle ran"
+    assert path.name in text and "\n" not in text and ". " not in text.rstrip("."), text
+
+
+@pytest.fixture
+def caches(tmp_path):
+    with use_mirror(MirrorDirs(tmp_path / "caches")) as dirs:
+        yield dirs
+
+
+def test_seam_is_installed_when_a_metric_is_built_not_at_import():
+    code = ("import torch, iqabench; print(torch.load.__module__); from iqabench.metrics import build_metric; "
+            "build_metric('piqe'); print(torch.load.__module__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.split() == ["torch.serialization", "iqabench.safe_load"], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("metric", "where", "file", "pyiqa_file"), [
+    ("cnniqa", "pyiqa", "CNNIQA_koniq10k-e6f14c91.pth", None),      # pyiqa's weight cache
+    ("lpips", "checkpoints", "alexnet-owt-7be5be79.pth",             # torch hub checkpoints (torchvision backbone)
+     "LPIPS_v0.1_alex-df73285e.pth"),
+    ("laion_aes", "clip", "ViT-L-14.pt", "sac%2Blogos%2Bava1-l14-linearMSE.pth"),  # OpenAI CLIP's cache
+])
+def test_planted_pickle_in_a_metric_cache_is_refused(caches, tmp_path, metric, where, file, pyiqa_file):
+    from iqabench.metrics import MetricUnavailableError, build_metric
+
+    folder = {"pyiqa": caches.pyiqa, "checkpoints": caches.checkpoints, "clip": caches.home / ".cache" / "clip"}
+    marker = tmp_path / "pwned"
+    path = plant(folder[where] / file, marker)
+    if pyiqa_file:  # present, so the offline check passes and the backbone (read first) is reached
+        (caches.pyiqa / pyiqa_file).parent.mkdir(parents=True, exist_ok=True)
+        (caches.pyiqa / pyiqa_file).touch()
+    with pytest.raises(MetricUnavailableError) as info:
+        build_metric(metric)
+    assert_refused_in_one_sentence(str(info.value), path, marker)
+
+
+def test_planted_pickle_as_torch_fidelity_inception_is_refused(caches, tmp_path):
+    from iqabench.benchmarks.fid_topk.features import InceptionFeatures, default_inception_path
+
+    marker = tmp_path / "pwned"
+    path = plant(default_inception_path(), marker)
+    assert str(caches.torch_home) in str(path)
+    with pytest.raises(safe_load.UnsafeCheckpointError) as info:
+        InceptionFeatures(weights="pretrained")
+    assert_refused_in_one_sentence(str(info.value), path, marker)
+    # torch-fidelity's own loader asks for weights_only=False; the seam overrides it.
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    safe_load.install()
+    with pytest.raises(safe_load.UnsafeCheckpointError):
+        FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    assert not marker.exists()
+
+
+def test_planted_pickle_in_the_adapter_dir_is_refused(tmp_path, monkeypatch):
+    from iqabench.adapters.iqa_adapter.checkpoint import CheckpointError, preset_file, read_checkpoint
+
+    monkeypatch.setenv("IQABENCH_ADAPTER_DIR", str(tmp_path / "adapters"))
+    marker = tmp_path / "pwned"
+    path = plant(tmp_path / "adapters" / "iqa_adapter_topiq_nr.bin", marker)
+    safe_load.install()
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(preset_file("topiq"))
+    assert_refused_in_one_sentence(str(info.value), path, marker)
+
+
+def test_planted_pickle_in_an_acpo_lora_folder_is_refused(tmp_path):
+    from iqabench.adapters.acpo.lora import LORA_FILE, load_lora
+    from iqabench.tiny_models import tiny_sd_pipeline
+
+    marker = tmp_path / "pwned"
+    path = plant(tmp_path / "lora" / LORA_FILE, marker)  # a torch pickle under the safetensors name
+    with pytest.raises(safe_load.UnsafeCheckpointError) as info:
+        load_lora(tiny_sd_pipeline(0).unet, path.parent)
+    assert_refused_in_one_sentence(str(info.value), path, marker)
+
+
+def test_plain_tensor_checkpoints_still_load_whatever_the_caller_asked(tmp_path):
+    path = tmp_path / "plain.pth"
+    torch.save({"params": {"w": torch.arange(3.0)}, "epoch": 3}, path)
+    safe_load.install()
+    loaded = torch.load(path, map_location="cpu", weights_only=False)  # pyiqa's call, now tensors only
+    assert loaded["epoch"] == 3 and torch.equal(loaded["params"]["w"], torch.arange(3.0))
+    evil = plant(tmp_path / "evil.pth", tmp_path / "pwned")
+    for load in (torch.load, torch.serialization.load):
+        with pytest.raises(safe_load.UnsafeCheckpointError):
+            load(evil, map_location="cpu", weights_only=False)
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Scripted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+        self.scale = 2.0
+
+    def forward(self, x):
+        return self.head(self.norm(self.conv(x)).mean(dim=(2, 3))) * self.scale
+
+
+def test_torchscript_archive_gives_its_state_dict_without_running_code(tmp_path):
+    """OpenAI CLIP ships TorchScript archives: the seam reads their parameters and buffers, never their code."""
+    module = _Scripted().eval()
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(module), str(path))
+    state = safe_load.read_torchscript_tensors(str(path))
+    assert list(state) == list(module.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in module.state_dict().items())
+    safe_load.install()
+    with pytest.raises(RuntimeError, match="does not run TorchScript"):
+        torch.jit.load(str(path))
+    with open(path, "rb") as handle:  # the CLIP loaders' fallback: torch.load on the open file
+        assert list(torch.load(handle, map_location="cpu")) == list(module.state_dict())
