@@ -2,6 +2,11 @@
 
 Each prompt gets a stable id: ``<set>:<row index>`` for built-ins and files, so
 caching and per-item tables line up across runs that use the same file.
+
+Prompt files are read with a bound (64 MiB and 100,000 prompts unless
+``IQABENCH_MAX_PROMPT_MB`` / ``IQABENCH_MAX_PROMPTS`` say otherwise):
+``--prompts /dev/zero`` or a mistaken multi-gigabyte file would otherwise be
+read until memory runs out.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,6 +37,29 @@ _COLUMN_CANDIDATES = ("prompt", "Prompt", "caption", "Caption", "text", "Text")
 
 class PromptFileError(ValueError):
     """A prompt file or set that cannot be read; the message says which and why."""
+
+
+DEFAULT_MAX_PROMPT_MB = 64
+DEFAULT_MAX_PROMPTS = 100_000
+MAX_PROMPT_MB_ENV = "IQABENCH_MAX_PROMPT_MB"
+MAX_PROMPTS_ENV = "IQABENCH_MAX_PROMPTS"
+
+
+def _env_limit(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise PromptFileError(f"{name}={raw!r} is not a positive whole number")
+    return int(raw)
+
+
+def max_prompt_bytes() -> int:
+    return _env_limit(MAX_PROMPT_MB_ENV, DEFAULT_MAX_PROMPT_MB) * 2**20
+
+
+def max_prompts() -> int:
+    return _env_limit(MAX_PROMPTS_ENV, DEFAULT_MAX_PROMPTS)
 
 
 @dataclass(frozen=True)
@@ -79,10 +108,17 @@ def load_prompts(source: str, *, limit: int | None = None, column: str | None = 
 def _read_prompt_file(path: Path, column: str | None) -> list[Prompt]:
     if path.is_dir():
         raise PromptFileError(f"prompt file {str(path)!r} is a folder; pass a .txt, .csv, .tsv or .jsonl file")
+    limit_bytes = max_prompt_bytes()
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:  # bounded read: /dev/zero and endless pipes stop at the limit
+            raw = handle.read(limit_bytes + 1)
     except OSError as exc:
         raise PromptFileError(f"prompt file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > limit_bytes:
+        raise PromptFileError(
+            f"prompt file {str(path)!r} is larger than the limit of {limit_bytes // 2**20} MiB; split it or raise "
+            f"the limit with {MAX_PROMPT_MB_ENV}=<MiB>"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -102,6 +138,11 @@ def _read_prompt_file(path: Path, column: str | None) -> list[Prompt]:
     texts = [t.strip() for t in texts]
     if not any(texts):
         raise PromptFileError(f"prompt file {str(path)!r} holds no prompts")
+    if len(texts) > max_prompts():
+        raise PromptFileError(
+            f"prompt file {str(path)!r} holds {len(texts):,} prompts, more than the limit of {max_prompts():,}; "
+            f"use --limit, split the file, or raise the limit with {MAX_PROMPTS_ENV}={len(texts)}"
+        )
     prompts = []
     for i, t in enumerate(texts):
         if not t:

@@ -6,11 +6,20 @@ A generator spec is ``family[:variant][[key=value,...]]``, e.g. ``sdxl``,
 when they look like one (numbers, true/false/null) and kept as strings
 otherwise, so the same spec always produces the same canonical string and
 therefore the same cache keys.
+
+Python's ``json.loads`` accepts ``NaN``, ``Infinity`` and ``1e999`` (which
+overflows to inf); a ``guidance_scale=Infinity`` makes all-black images and a
+``NaN`` one silently disables classifier-free guidance, so non-finite numbers
+are refused here, where every spec option and ``--option`` value is parsed. A
+key given twice (``tiny-sd[steps=2,steps=3]``) is refused rather than letting
+the last one win.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,13 +31,27 @@ class SpecError(ValueError):
     """A spec string that cannot be parsed."""
 
 
-def _parse_value(text: str) -> Any:
+def _refuse_constant(name: str) -> Any:
+    raise SpecError(f"{name} is not allowed as an option value: give a finite number")
+
+
+def parse_value(text: str, *, key: str | None = None) -> Any:
+    """A JSON scalar when the text is one (finite numbers, true/false/null), else the stripped text."""
     text = text.strip()
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except SpecError:
+        where = f"option {key!r}" if key else "an option"
+        raise SpecError(f"{where} is {text!r}: NaN and Infinity are not allowed, give a finite number") from None
     except json.JSONDecodeError:
         return text
+    if isinstance(value, float) and not math.isfinite(value):
+        where = f"option {key!r}" if key else "an option"
+        raise SpecError(f"{where} is {text!r}, which overflows to infinity: give a finite number")
     return value if isinstance(value, (int, float, bool)) or value is None else text
+
+
+_parse_value = parse_value  # the name other modules imported before it became public
 
 
 def _format_value(value: Any) -> str:
@@ -62,7 +85,10 @@ class GeneratorSpec:
                 if "=" not in part:
                     raise SpecError(f"option {part!r} in spec {text!r} is not of the form key=value")
                 key, value = part.split("=", 1)
-                options[key.strip()] = _parse_value(value)
+                key = key.strip()
+                if key in options:
+                    raise SpecError(f"option {key!r} is given twice in spec {text!r}; keep one")
+                options[key] = parse_value(value, key=key)
         return cls(match.group("family"), match.group("variant"), tuple(sorted(options.items())))
 
     @property
@@ -80,14 +106,36 @@ class GeneratorSpec:
         return text
 
 
-def parse_seeds(text: str | int | list[int]) -> list[int]:
-    """``"0-3"`` -> [0, 1, 2, 3]; ``"0,5,7"`` -> [0, 5, 7]; ``"0-1,10"`` -> [0, 1, 10]."""
+# torch.Generator.manual_seed takes any 64-bit value, but numpy and most samplers take 32 bits; a seed past
+# that fails only inside generation (every image a failure), so it is refused here.
+MAX_SEED = 2**32 - 1
+DEFAULT_MAX_SEEDS = 10_000
+MAX_SEEDS_ENV = "IQABENCH_MAX_SEEDS"
+
+
+def max_seeds() -> int:
+    """How many seeds one run may ask for: 10,000 unless ``IQABENCH_MAX_SEEDS`` says otherwise."""
+    raw = os.environ.get(MAX_SEEDS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SEEDS
+    if not raw.isdigit() or int(raw) < 1:
+        raise SpecError(f"{MAX_SEEDS_ENV}={raw!r} is not a positive whole number")
+    return int(raw)
+
+
+def parse_seeds(text: str | int | list[int], *, limit: int | None = None) -> list[int]:
+    """``"0-3"`` -> [0, 1, 2, 3]; ``"0,5,7"`` -> [0, 5, 7]; ``"0-1,10"`` -> [0, 1, 10].
+
+    At most ``limit`` seeds (default :func:`max_seeds`): ``0-100000000`` would
+    otherwise build a list until memory runs out. Ranges are measured before
+    they are expanded.
+    """
+    limit = max_seeds() if limit is None else limit
     if isinstance(text, int):
-        return [text]
-    if isinstance(text, list):
-        return [int(s) for s in text]
+        text = [text]
     seeds: list[int] = []
-    for part in str(text).split(","):
+    parts = [str(s) for s in text] if isinstance(text, list) else str(text).split(",")
+    for part in parts:
         part = part.strip()
         if not part:
             continue
@@ -95,14 +143,31 @@ def parse_seeds(text: str | int | list[int]) -> list[int]:
             lo, hi = (int(x) for x in part.split("-"))
             if hi < lo:
                 raise SpecError(f"seed range {part!r} runs backwards")
+            _check_seed(hi)
+            if hi - lo + 1 + len(seeds) > limit:
+                raise _too_many_seeds(hi - lo + 1 + len(seeds), limit)
             seeds.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"-?\d+", part):
-            seeds.append(int(part))
+        elif re.fullmatch(r"\d+", part):
+            seeds.append(_check_seed(int(part)))
+            if len(seeds) > limit:
+                raise _too_many_seeds(len(seeds), limit)
         else:
-            raise SpecError(f"cannot parse seeds {text!r}: use e.g. '0-3' or '0,5,7'")
+            raise SpecError(f"cannot parse seeds {text!r}: use whole numbers from 0 to {MAX_SEED}, e.g. '0-3' or "
+                            "'0,5,7'")
     if not seeds:
         raise SpecError("no seeds given")
     return list(dict.fromkeys(seeds))
+
+
+def _check_seed(seed: int) -> int:
+    if seed > MAX_SEED:
+        raise SpecError(f"seed {seed} is too large: seeds go from 0 to {MAX_SEED} (2**32 - 1)")
+    return seed
+
+
+def _too_many_seeds(count: int, limit: int) -> SpecError:
+    return SpecError(f"{count:,} seeds asked for, more than the limit of {limit:,} per run; use fewer seeds or raise "
+                     f"the limit with {MAX_SEEDS_ENV}={count}")
 
 
 @dataclass

@@ -13,6 +13,21 @@ same folder and are renamed into place; scores are written in SQLite
 transactions with WAL journaling and a busy timeout. So a run killed at any
 instant leaves either the whole file or nothing, and several processes (one per
 GPU) can write into one store at once.
+
+What the store reads back it checks (issue 15): a cached PNG must be a regular
+file (no symbolic links anywhere inside the store: a linked ``cache/images/ab``
+would send writes outside it, a PNG linked to ``/etc/passwd`` would count as an
+image), its byte size must match the record ``put_image`` wrote, and it must
+decode. One that fails is moved to ``cache/quarantine/`` (never deleted: the
+bytes stay for inspection), its scores are dropped, and the caller regenerates
+it. ``verify_store`` runs the same checks over the whole store.
+
+Switching a database to WAL needs an exclusive lock that ``busy_timeout`` does
+not wait for, so two processes opening a new store at once could fail with
+"database is locked"; WAL is therefore set once (WAL is persistent in the file)
+and the switch is retried. Each transaction also checks that the database file
+it opened is still the one on disk: SQLite keeps writing into a deleted file's
+inode, which would lose a run's scores without a word.
 """
 
 from __future__ import annotations
@@ -24,14 +39,22 @@ import os
 import re
 import socket
 import sqlite3
+import stat
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+
+class StoreError(OSError):
+    """The store cannot be used as it is (a symbolic link inside it, its database gone); the message says why."""
+
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -95,6 +118,42 @@ def safe_child(root: Path, name: str) -> Path:
     return path
 
 
+class CorruptImageError(OSError):
+    """A cached image that cannot be trusted (does not decode, wrong size, a link)."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"cached image {key[:12]}... {reason}")
+        self.key, self.reason = key, reason
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _ensure_wal(conn: sqlite3.Connection) -> None:
+    """WAL once: reading the mode takes no lock; only a database not yet in WAL is switched."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _retry_locked(action, *, seconds: float = 60.0):
+    """Run ``action`` again while SQLite says "database is locked" (busy_timeout does not cover every path)."""
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 class Store:
     """Files plus SQLite; nothing to start. Safe for several writer processes."""
 
@@ -104,8 +163,12 @@ class Store:
         self.runs_dir = self.root / "runs"
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.quarantine_dir = self.root / "cache" / "quarantine"
         self._db_path = self.root / "cache" / "scores.sqlite"
         self._local = threading.local()
+        self._quarantined: set[str] = set()
+        self.refuse_symlinks(self.images_dir)
+        self.refuse_symlinks(self.runs_dir)
         with self._transaction() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS scores (image_key TEXT NOT NULL, metric TEXT NOT NULL, "
@@ -118,23 +181,52 @@ class Store:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL)"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS images (image_key TEXT PRIMARY KEY, nbytes INTEGER NOT NULL, "
+                "width INTEGER NOT NULL, height INTEGER NOT NULL)"
+            )
+
+    # -- symbolic links ---------------------------------------------------------------
+    def refuse_symlinks(self, path: Path) -> None:
+        """Raise StoreError when ``path`` or a folder between the store root and it is a symbolic link."""
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            if current.is_symlink():
+                raise StoreError(
+                    f"{current} is a symbolic link inside the store; the store refuses links (they could send "
+                    f"writes outside it): remove it, or run `iqabench store verify --repair --out {self.root}`"
+                )
 
     # -- SQLite ----------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            self.refuse_symlinks(self._db_path)
             conn = sqlite3.connect(self._db_path, timeout=60.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            _retry_locked(lambda: _ensure_wal(conn))
             self._local.conn = conn
             self._local.pid = os.getpid()
+            self._local.inode = _inode(self._db_path)
         return conn
+
+    def _check_database_present(self) -> None:
+        """Refuse to write into a database file that was deleted or replaced since it was opened."""
+        opened = getattr(self._local, "inode", None)
+        if opened is not None and _inode(self._db_path) != opened:
+            self.close()
+            raise StoreError(
+                f"the score database {self._db_path} was deleted or replaced while this run was using it; "
+                "scores written since then are not in the store: re-run the same command to recompute them"
+            )
 
     @contextmanager
     def _transaction(self):
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+        self._check_database_present()
+        _retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield conn
         except BaseException:
@@ -147,6 +239,7 @@ class Store:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._local.inode = None
 
     def sweep_temp_files(self) -> int:
         """Delete half-written temporary files left by killed writers on this host; returns how many.
@@ -169,19 +262,92 @@ class Store:
         return self.images_dir / key[:2] / f"{key}.png"
 
     def has_image(self, key: str) -> bool:
-        return self.image_path(key).is_file()
+        """The image file is there as a regular file (a symbolic link does not count); see check_image."""
+        try:
+            return stat.S_ISREG(os.lstat(self.image_path(key)).st_mode)
+        except FileNotFoundError:
+            return False
 
     def put_image(self, key: str, image: Image.Image) -> Path:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         path = self.image_path(key)
-        atomic_write_bytes(path, buffer.getvalue())
+        self.refuse_symlinks(path.parent)
+        data = buffer.getvalue()
+        atomic_write_bytes(path, data)
         with self._transaction() as db:
             db.execute("DELETE FROM failures WHERE image_key = ? AND stage = 'generate'", (key,))
+            db.execute("INSERT OR REPLACE INTO images VALUES (?,?,?,?)", (key, len(data), *image.size))
         return path
 
+    def image_record(self, key: str) -> tuple[int, int, int] | None:
+        """(bytes, width, height) as put_image wrote them; None for images cached before records existed."""
+        row = self._connection().execute(
+            "SELECT nbytes, width, height FROM images WHERE image_key = ?", (key,)).fetchone()
+        return None if row is None else tuple(row)
+
+    def check_image(self, key: str, *, decode: bool = True) -> str | None:
+        """Why the cached image cannot be trusted, or None when it is sound (or absent: see has_image).
+
+        Cheap checks first (link, size against the record); ``decode`` then
+        reads the whole PNG (chunk CRCs and pixel data), which catches garbage
+        of the right length too.
+        """
+        path = self.image_path(key)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            return "is a symbolic link"
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file"
+        try:
+            self.refuse_symlinks(path.parent)
+        except StoreError:
+            return f"lies under a symbolic link ({path.parent.relative_to(self.root)})"
+        record = self.image_record(key)
+        if record is not None and record[0] != info.st_size:
+            return f"has {info.st_size} bytes, its record says {record[0]}"
+        if not decode:
+            return None
+        try:
+            with Image.open(path) as img:
+                img.load()
+                size = img.size
+        except Exception as exc:  # PIL raises several types (UnidentifiedImageError, OSError, SyntaxError...)
+            return f"does not decode ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        if record is not None and (record[1], record[2]) != size:
+            return f"is {size[0]}x{size[1]} pixels, its record says {record[1]}x{record[2]}"
+        return None
+
+    def quarantine_image(self, key: str, reason: str) -> Path | None:
+        """Move a damaged cached image to ``cache/quarantine/`` and forget its scores, so it is regenerated.
+
+        Returns the new path, or None when the file was already gone (another
+        process moved it). Scores of the key are dropped because they were
+        computed from (or failed on) the damaged bytes.
+        """
+        path = self.image_path(key)
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        self.refuse_symlinks(self.quarantine_dir)
+        target = self.quarantine_dir / f"{key}.{time.strftime('%Y%m%dT%H%M%S')}.{uuid.uuid4().hex[:6]}.png"
+        try:
+            os.replace(path, target)  # renames a link itself, never what it points to
+        except FileNotFoundError:
+            target = None
+        atomic_write_text(self.quarantine_dir / f"{target.name if target else key}.why.txt", reason + "\n")
+        with self._transaction() as db:
+            db.execute("DELETE FROM scores WHERE image_key = ?", (key,))
+            db.execute("DELETE FROM images WHERE image_key = ?", (key,))
+        self._quarantined.add(key)
+        return target
+
     def load_image(self, key: str) -> Image.Image:
-        with Image.open(self.image_path(key)) as img:
+        path = self.image_path(key)
+        if path.is_symlink():
+            raise CorruptImageError(key, "is a symbolic link")
+        with Image.open(path) as img:
             return img.convert("RGB")
 
     def image_bytes(self, key: str) -> bytes:
@@ -229,6 +395,10 @@ class Store:
                 out[key] = error
         return out
 
+    def delete_scores(self, keys: Iterable[str]) -> None:
+        with self._transaction() as db:
+            db.executemany("DELETE FROM scores WHERE image_key = ?", [(k,) for k in keys])
+
     def count_scores(self) -> int:
         return self._connection().execute("SELECT COUNT(*) FROM scores").fetchone()[0]
 
@@ -268,3 +438,113 @@ class Store:
         if not path.is_file():
             raise FileNotFoundError(f"no run {run_id!r} in {self.runs_dir} (missing {path.name})")
         return json.loads(path.read_text("utf-8"))
+
+
+# -- store verify ----------------------------------------------------------------------------
+
+
+@dataclass
+class StoreCheck:
+    """What ``verify_store`` found (and, with ``repair``, fixed); ``problems`` counts what was wrong."""
+
+    images_checked: int = 0
+    corrupt_images: dict[str, str] = field(default_factory=dict)  # key -> why
+    links: list[str] = field(default_factory=list)  # store-relative paths of symbolic links
+    temp_files: int = 0
+    records_without_image: list[str] = field(default_factory=list)
+    images_without_record: list[str] = field(default_factory=list)
+    stale_failures: list[str] = field(default_factory=list)
+    database: str = "ok"
+    repaired: bool = False
+
+    @property
+    def problems(self) -> int:
+        return (len(self.corrupt_images) + len(self.links) + self.temp_files + len(self.records_without_image)
+                + len(self.stale_failures) + (self.database != "ok"))
+
+    def lines(self) -> list[str]:
+        done = "fixed" if self.repaired else "found"
+        out = [f"{self.images_checked} cached image(s) checked; database: {self.database}"]
+        for key, why in sorted(self.corrupt_images.items()):
+            out.append(f"damaged image {key} {why}" + (" -> moved to cache/quarantine/" if self.repaired else ""))
+        for link in self.links:
+            out.append(f"symbolic link {link}" + (" -> removed (target noted in cache/quarantine/)"
+                                                  if self.repaired else ""))
+        if self.temp_files:
+            out.append(f"{self.temp_files} temporary file(s) of killed writers {done}")
+        if self.records_without_image:
+            out.append(f"{len(self.records_without_image)} image record(s) without an image {done}")
+        if self.images_without_record:
+            out.append(f"{len(self.images_without_record)} image(s) cached before size records existed"
+                       + (" -> recorded" if self.repaired else " (sound; --repair records their size)"))
+        if self.stale_failures:
+            out.append(f"{len(self.stale_failures)} stale generation failure row(s) {done}")
+        if self.problems == 0:
+            out.append("no damage found")
+        elif not self.repaired:
+            out.append("run again with --repair to move damaged files aside (the next run regenerates them)")
+        return out
+
+
+def verify_store(store: Store, *, repair: bool = False) -> StoreCheck:
+    """Check every cached image, link, temporary file and the database; with ``repair``, fix what can be fixed.
+
+    Nothing is deleted that holds data: damaged images and links are moved
+    to ``cache/quarantine/``; only records that point at nothing and dead
+    writers' temporary files are removed.
+    """
+    check = StoreCheck(repaired=repair)
+    quick = store._connection().execute("PRAGMA quick_check").fetchall()
+    check.database = "ok" if quick == [("ok",)] else "; ".join(str(r[0]) for r in quick[:3])
+    for folder, dirnames, filenames in os.walk(store.root, followlinks=False):
+        base = Path(folder)
+        for name in [*dirnames, *filenames]:
+            if (base / name).is_symlink():
+                check.links.append(str((base / name).relative_to(store.root)))
+        dirnames[:] = [d for d in dirnames if not (base / d).is_symlink()]
+    linked = set(check.links)
+    keys_on_disk: list[str] = []
+    if store.images_dir.is_dir() and not store.images_dir.is_symlink():
+        for path in sorted(store.images_dir.glob("*/*.png")):
+            key = path.stem
+            relative = str(path.relative_to(store.root))
+            if not _KEY_RE.match(key) or relative in linked or str(path.parent.relative_to(store.root)) in linked:
+                continue
+            keys_on_disk.append(key)
+            check.images_checked += 1
+            why = store.check_image(key)
+            if why is not None:
+                check.corrupt_images[key] = why
+    records = {row[0] for row in store._connection().execute("SELECT image_key FROM images")}
+    on_disk = set(keys_on_disk)
+    check.records_without_image = sorted(records - on_disk)
+    check.images_without_record = sorted(k for k in on_disk - records if k not in check.corrupt_images)
+    check.stale_failures = sorted(
+        k for (k,) in store._connection().execute("SELECT image_key FROM failures WHERE stage = 'generate'")
+        if _KEY_RE.match(k) and k in on_disk and k not in check.corrupt_images)
+    tmp = [p for p in store.root.glob("**/.*.tmp") if (m := _TMP_RE.match(p.name)) and m["host"] == _HOST
+           and not _pid_alive(int(m["pid"]))]
+    check.temp_files = len(tmp)
+    if not repair:
+        return check
+    for key, why in check.corrupt_images.items():
+        store.quarantine_image(key, why)
+    store.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    for link in check.links:  # a link holds no data of its own: note where it pointed, then remove it
+        source = store.root / link
+        if source.is_symlink():
+            note = store.quarantine_dir / f"link.{link.replace(os.sep, '_')}.{uuid.uuid4().hex[:6]}.txt"
+            atomic_write_text(note, f"{link} -> {os.readlink(source)}\n")
+            source.unlink()
+    store.sweep_temp_files()
+    with store._transaction() as db:
+        db.executemany("DELETE FROM images WHERE image_key = ?", [(k,) for k in check.records_without_image])
+        db.executemany("DELETE FROM failures WHERE image_key = ? AND stage = 'generate'",
+                       [(k,) for k in check.stale_failures])
+    for key in check.images_without_record:
+        path = store.image_path(key)
+        with Image.open(path) as img:
+            size = img.size
+        with store._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO images VALUES (?,?,?,?)", (key, path.stat().st_size, *size))
+    return check

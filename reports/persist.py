@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +26,11 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import pandas as pd
 
+from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.results import ImageRef, Result
 from iqabench.store import atomic_write_text, safe_child
+
+from .sanitize import UnsafeFigureError, sanitize_svg
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -38,9 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover
 RESULT_FORMAT = "iqabench-result/v1"
 RESULT_FILE = "result.json"
 
-# Markup that could run code if an SVG were inlined into the report. Matplotlib never writes it
-# (text is XML-escaped), so finding it means the file was not written by save_result.
-_ACTIVE_SVG = re.compile(r"<script|<foreignObject|<[^>]*\son[a-z]+\s*=|javascript:", re.IGNORECASE)
 
 
 @dataclass
@@ -122,7 +121,7 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
     tables_index = []
     for name, table in result.tables.items():
         frame, levels = _table_frame(name, table)
-        atomic_write_text(table_paths[name], frame.to_csv(index=False))
+        atomic_write_text(table_paths[name], escape_frame(frame).to_csv(index=False))
         tables_index.append({"name": name, "file": table_paths[name].name, "index_levels": levels})
 
     import matplotlib.pyplot as plt  # only to release pyplot-managed figures; no-op for bare Figures
@@ -147,14 +146,8 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
 
 
 def _svg_body(name: str, text: str) -> str:
-    """The <svg> element alone (no XML prolog or DOCTYPE, which are invalid inside HTML)."""
-    start = text.find("<svg")
-    if start < 0:
-        raise ValueError(f"figure {name!r} is not an SVG document")
-    body = text[start:]
-    if _ACTIVE_SVG.search(body):
-        raise ValueError(f"figure {name!r} contains scripting markup; refusing to inline it in a report")
-    return body
+    """The <svg> element alone, rebuilt by the allow-list sanitiser (files in a run folder can be edited)."""
+    return sanitize_svg(text, name=name)
 
 
 def _image_ref(grid: str, data: Any) -> ImageRef:
@@ -184,15 +177,19 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         name = entry["name"]
         csv_path = safe_child(folder, f"{name}.csv")
         levels = int(entry.get("index_levels", 0))
-        frame = pd.read_csv(csv_path, keep_default_na=True)
+        frame = unescape_frame(pd.read_csv(csv_path, keep_default_na=True))
         if levels:
             frame = frame.set_index(list(frame.columns[:levels]))
         tables[name] = frame
 
     figures = {}
+    notes = [str(n) for n in document.get("notes", [])]
     for entry in document.get("figures", []):
         name = entry["name"]
-        figures[name] = _svg_body(name, safe_child(folder, f"{name}.svg").read_text("utf-8"))
+        try:
+            figures[name] = _svg_body(name, safe_child(folder, f"{name}.svg").read_text("utf-8"))
+        except (UnsafeFigureError, UnicodeDecodeError, OSError) as exc:
+            notes.append(f"Figure {name!r} was left out of this report: {exc}")
 
     grids = {name: [_image_ref(name, ref) for ref in refs] for name, refs in document.get("grids", {}).items()}
     return SavedResult(
@@ -201,5 +198,5 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         figures=figures,
         grids=grids,
         summary=dict(document.get("summary") or {}),
-        notes=[str(n) for n in document.get("notes", [])],
+        notes=notes,
     )

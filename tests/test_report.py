@@ -244,12 +244,22 @@ def test_missing_cached_image_renders_a_placeholder(store):
     assert html.count('src="data:image/png;base64,') == 2
 
 
-def test_tampered_svg_with_script_is_refused_on_load(store):
+def test_tampered_svg_loses_its_script_on_load(store):
+    """Issue 15: figures go through the allow-list sanitiser (tests/test_sanitize.py feeds the bypasses)."""
     save_result(store, "run-a", make_result())
     svg = store.run_dir("run-a") / "results" / "relgain_heatmap.svg"
     svg.write_text(svg.read_text().replace("</svg>", '<script>alert("x")</script></svg>'))
-    with pytest.raises(ValueError, match="scripting markup"):
-        load_result(store, "run-a")
+    figure = load_result(store, "run-a").figures["relgain_heatmap"]
+    assert "<script" not in figure and "alert" not in figure and "<path" in figure
+
+
+def test_unparsable_svg_is_left_out_with_a_note_and_the_report_still_renders(store):
+    save_result(store, "run-a", make_result())
+    svg = store.run_dir("run-a") / "results" / "relgain_heatmap.svg"
+    svg.write_text('<svg><meta http-equiv=refresh content="0;url=https://evil.example/"></svg>')
+    html = render_html(store, ["run-a"])
+    assert "evil.example" not in html and "refresh" not in html
+    assert "Figure &#39;relgain_heatmap&#39; was left out of this report" in html
 
 
 def test_heatmap_is_diverging_centred_and_annotated():

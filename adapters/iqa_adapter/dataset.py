@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ...csv_safety import escape_frame
 from .conditioning import MetricStats, load_stats, select_stats, write_stats_csv
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -201,7 +202,7 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
     failed_frame = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame(columns=["id", "image", "error"])
     failed_frame = failed_frame[~failed_frame["id"].astype(str).isin(set(frame["id"].astype(str)))]
     tmp = out / f".failures.{os.getpid()}.tmp"
-    failed_frame.to_csv(tmp, index=False)
+    escape_frame(failed_frame).to_csv(tmp, index=False)  # file names and errors: no spreadsheet formulas
     os.replace(tmp, out / "failures.csv")
     if len(failed_frame):
         print(f"score-dataset: {len(failed_frame)} image(s) could not be scored; see {out / 'failures.csv'}")

@@ -1,0 +1,206 @@
+"""Issue 15, probe groups 4, 7, 8, 9, 10 (store, spec and prompt parts): one sentence per bad input, no damage."""
+
+import io
+import multiprocessing as mp
+import os
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from iqabench.csv_safety import escape_frame, unescape_frame
+from iqabench.prompts import PromptFileError, load_prompts
+from iqabench.specs import GeneratorSpec, SpecError, parse_seeds, parse_value
+from iqabench.store import CorruptImageError, Store, StoreError, verify_store
+
+KEY = "ab" * 32
+
+
+def _png(size=(8, 8), value=7) -> Image.Image:
+    return Image.fromarray(np.full((*size, 3), value, dtype=np.uint8))
+
+
+# -- group 4: non-finite spec values ------------------------------------------------------
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_spec_option_is_refused(value):
+    with pytest.raises(SpecError, match="guidance_scale.*finite number") as info:
+        GeneratorSpec.parse(f"tiny-sd[guidance_scale={value}]")
+    assert "\n" not in str(info.value)
+
+
+def test_non_finite_option_value_is_refused():
+    with pytest.raises(SpecError, match="'alpha' is 'nan'|NaN and Infinity"):
+        parse_value("NaN", key="alpha")
+    assert parse_value("1.5") == 1.5 and parse_value("nan-ish") == "nan-ish"
+
+
+# -- group 8: duplicate keys ----------------------------------------------------------------
+def test_duplicate_spec_key_is_refused():
+    with pytest.raises(SpecError, match=r"option 'steps' is given twice in spec 'tiny-sd\[steps=2,steps=3\]'"):
+        GeneratorSpec.parse("tiny-sd[steps=2,steps=3]")
+
+
+# -- group 7: unbounded inputs ----------------------------------------------------------------
+def test_huge_seed_range_is_refused_before_expanding():
+    with pytest.raises(SpecError, match=r"100,000,001 seeds asked for, more than the limit of 10,000.*"
+                                        r"IQABENCH_MAX_SEEDS=100000001"):
+        parse_seeds("0-100000000")
+
+
+def test_seed_limit_override(monkeypatch):
+    monkeypatch.setenv("IQABENCH_MAX_SEEDS", "20000")
+    assert len(parse_seeds("0-19999")) == 20000
+    with pytest.raises(SpecError, match="limit of 3"):
+        parse_seeds("0,1,2,3", limit=3)
+
+
+def test_overflowing_seed_is_refused():
+    with pytest.raises(SpecError, match="seed 4294967296 is too large: seeds go from 0 to 4294967295"):
+        parse_seeds("4294967296")
+
+
+def test_dev_zero_as_prompt_file_stops_at_the_limit(monkeypatch):
+    monkeypatch.setenv("IQABENCH_MAX_PROMPT_MB", "1")
+    with pytest.raises(PromptFileError, match=r"'/dev/zero' is larger than the limit of 1 MiB.*IQABENCH_MAX_PROMPT_MB"):
+        load_prompts("/dev/zero")
+
+
+def test_too_many_prompts_names_the_override(tmp_path, monkeypatch):
+    path = tmp_path / "p.txt"
+    path.write_text("".join(f"prompt {i}\n" for i in range(50)), encoding="utf-8")
+    monkeypatch.setenv("IQABENCH_MAX_PROMPTS", "40")
+    with pytest.raises(PromptFileError, match="holds 50 prompts, more than the limit of 40.*IQABENCH_MAX_PROMPTS=50"):
+        load_prompts(str(path))
+    monkeypatch.setenv("IQABENCH_MAX_PROMPTS", "50")
+    assert len(load_prompts(str(path))) == 50
+
+
+# -- group 9: CSV formulas ----------------------------------------------------------------------
+def test_csv_cells_that_start_a_formula_are_escaped_and_read_back_intact():
+    texts = ['=HYPERLINK("http://evil/","x")', "+1+1", "-cmd", "@SUM(A1)", "'quoted", "plain", "\tTab"]
+    frame = pd.DataFrame({"prompt": texts, "score": [-0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    written = escape_frame(frame).to_csv(index=False)
+    cells = pd.read_csv(io.StringIO(written), keep_default_na=False)["prompt"].tolist()
+    assert all(not c.startswith(("=", "+", "-", "@", "\t")) for c in cells)
+    assert "-0.5" in written  # numbers stay numbers
+    back = unescape_frame(pd.read_csv(io.StringIO(written)))
+    assert back["prompt"].tolist() == texts and back["score"].tolist() == frame["score"].tolist()
+
+
+# -- group 9: symbolic links inside the store ------------------------------------------------------
+def test_symlinked_image_folder_refuses_writes_outside_the_store(tmp_path):
+    store = Store(tmp_path / "store")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (store.images_dir / KEY[:2]).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(StoreError, match="is a symbolic link inside the store; the store refuses links"):
+        store.put_image(KEY, _png())
+    assert list(outside.iterdir()) == []
+
+
+def test_png_symlinked_to_a_system_file_does_not_count_as_an_image(store):
+    path = store.image_path(KEY)
+    path.parent.mkdir(parents=True)
+    path.symlink_to("/etc/passwd")
+    assert not store.has_image(KEY)
+    assert store.check_image(KEY) == "is a symbolic link"
+    with pytest.raises(CorruptImageError):
+        store.load_image(KEY)
+
+
+# -- group 1: corrupt cached images ---------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "same-size garbage"])
+def test_damaged_image_is_detected_and_quarantined_not_deleted(store, damage):
+    store.put_image(KEY, _png())
+    store.put_scores([(KEY, "piqe", "fp", 1.0, None)])
+    path = store.image_path(KEY)
+    good = path.read_bytes()
+    bad = {"truncated": good[: len(good) // 2], "garbage": b"not a png" * 10, "empty": b"",
+           "same-size garbage": bytes(len(good))}[damage]
+    path.write_bytes(bad)
+    why = store.check_image(KEY)
+    assert why is not None and ("bytes, its record says" in why or "does not decode" in why)
+    moved = store.quarantine_image(KEY, why)
+    assert moved.read_bytes() == bad and not path.exists()  # the bytes are kept for inspection
+    assert store.get_scores([KEY], "piqe", "fp") == {}  # scores of the damaged bytes are forgotten
+
+
+def test_image_without_a_record_is_still_checked_by_decoding(store):
+    path = store.image_path(KEY)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 40)
+    assert "does not decode" in store.check_image(KEY)
+
+
+def test_store_verify_reports_then_repairs(tmp_path):
+    store = Store(tmp_path / "store")
+    store.put_image(KEY, _png())
+    other = "cd" * 32
+    store.put_image(other, _png(value=9))
+    store.image_path(KEY).write_bytes(b"garbage")
+    link = store.root / "runs" / "elsewhere"
+    link.symlink_to(tmp_path, target_is_directory=True)
+    store.record_failure(other, "generate", "RuntimeError: old")
+    check = verify_store(store)
+    assert list(check.corrupt_images) == [KEY] and check.links == ["runs/elsewhere"]
+    assert check.stale_failures == [other] and check.problems == 3 and check.images_checked == 2
+    assert store.image_path(KEY).exists() and link.is_symlink()  # a plain check changes nothing
+    assert verify_store(store, repair=True).problems == 3
+    again = verify_store(store)
+    assert again.problems == 0 and "no damage found" in again.lines()
+    assert not store.image_path(KEY).exists() and not link.exists() and tmp_path.is_dir()
+    assert len(list(store.quarantine_dir.glob(f"{KEY}.*.png"))) == 1
+
+
+# -- group 10: the database ---------------------------------------------------------------------------
+def test_deleted_database_is_noticed_before_rows_are_lost(store):
+    store.put_scores([("k1", "m", "fp", 1.0, None)])
+    os.remove(store.root / "cache" / "scores.sqlite")
+    with pytest.raises(StoreError, match="was deleted or replaced while this run was using it; .* re-run"):
+        store.put_scores([("k2", "m", "fp", 2.0, None)])
+
+
+def test_wal_is_set_once_by_whoever_creates_the_database(tmp_path):
+    Store(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "cache" / "scores.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def _open_new_store(root, barrier):
+    barrier.wait()
+    s = Store(root)
+    s.put_scores([(f"k{os.getpid()}", "m", "fp", 1.0, None)])
+    s.close()
+
+
+def test_processes_opening_a_new_store_at_the_same_moment(tmp_path):
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_open_new_store, args=(tmp_path, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert Store(tmp_path).count_scores() == 4
+
+
+def test_locked_wal_switch_is_retried(tmp_path, monkeypatch):
+    """Fault injection: the first two PRAGMA journal_mode=WAL calls meet a lock, as under load."""
+    from iqabench import store as store_module
+
+    calls = []
+    real = store_module._ensure_wal
+
+    def flaky(conn):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        real(conn)
+
+    monkeypatch.setattr(store_module, "_ensure_wal", flaky)
+    Store(tmp_path).close()
+    assert len(calls) == 3
