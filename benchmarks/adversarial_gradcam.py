@@ -153,6 +153,14 @@ def _guidance_spec(target: str, base: str, alpha: float) -> str:
 @register_benchmark("adversarial-gradcam", description="Cross-metric transfer of IQA guidance, inflation index "
                     "and Grad-CAM of the target model (paper Sec. 5.2, Figs. 5a, 9b, 20)")
 class AdversarialGradCAM(BaseBenchmark):
+    options = {
+        "targets": "metrics to guide towards, "/"-separated (default: every metric)",
+        "base": "base generator spec for the guided runs (default: --baseline)",
+        "alpha": "guidance strength (default 30)",
+        "cam_items": "items to explain with Grad-CAM (default 2)",
+        "cam_layer": "network layer for Grad-CAM (default: picked per metric)",
+    }
+
     def _setup(self, spec: RunSpec) -> tuple[str, list[str], dict[str, str], list[str]]:
         targets = parse_metric_list(str(spec.options.get("targets", "")).replace("/", ",")) \
             if spec.options.get("targets") else []

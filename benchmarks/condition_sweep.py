@@ -143,6 +143,10 @@ def _lower(metric: str) -> bool:
 @register_benchmark("condition-sweep",
                     description="Scores vs IQA-Adapter target percentile, with correlations (paper Figs. 4a, 10, 16)")
 class ConditionSweep(BaseBenchmark):
+    options = {
+        "targets": "quality targets to condition on",
+    }
+
     def _slots(self, spec: RunSpec) -> list[Slot]:
         return target_slots(spec, self.name, sweep_targets(spec))
 

@@ -142,6 +142,10 @@ def matrix_figure(matrices: dict[str, pd.DataFrame], title: str):
 @register_benchmark("fr-distances",
                     description="Targets x targets full-reference distance matrices per metric (paper Fig. 11)")
 class FRDistances(BaseBenchmark):
+    options = {
+        "include_baseline": "also compare the baseline with itself (default true)",
+    }
+
     def _slots(self, spec: RunSpec) -> list[Slot]:
         with_baseline = option_flag(spec.options.get("include_baseline", True), "include_baseline")
         return target_slots(spec, self.name, sweep_targets(spec), with_baseline=with_baseline)

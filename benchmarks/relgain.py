@@ -35,6 +35,8 @@ def resolve_baseline(generator: str, spec: RunSpec) -> str:
 
 @register_benchmark("relgain", description="Relative IQA gain of each generator over its baseline (paper Fig. 3a)")
 class RelGain(BaseBenchmark):
+    options = {}
+
     def plan(self, spec: RunSpec) -> list[PlannedItem]:
         items = self.work_items(spec)
         plan: list[PlannedItem] = []

@@ -63,6 +63,11 @@ def scale_gap(means: pd.DataFrame) -> pd.DataFrame:
 @register_benchmark("scale-sweep",
                     description="Mean scores vs adapter scale lambda at a low and a high target (paper Fig. 13)")
 class ScaleSweep(BaseBenchmark):
+    options = {
+        "scales": "adapter scales to sweep",
+        "scale_targets": "quality targets at each scale",
+    }
+
     def _slots(self, spec: RunSpec) -> list[Slot]:
         points = [{"target": target_label(t), "scale": s} for t in scale_targets(spec) for s in sweep_scales(spec)]
         return sweep_slots(spec, self.name, points, param_names=("target", "scale"))

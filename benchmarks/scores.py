@@ -17,6 +17,8 @@ from iqabench.stats import bootstrap_ci
 
 @register_benchmark("scores", description="Mean IQA score per generator and metric, with 95% bootstrap CIs")
 class Scores(BaseBenchmark):
+    options = {}
+
     def plan(self, spec: RunSpec) -> list[PlannedItem]:
         items = self.work_items(spec)
         generators = dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators)

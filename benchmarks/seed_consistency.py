@@ -130,6 +130,11 @@ def distribution_figure(gains: pd.DataFrame, metrics: list[str]):
 @register_benchmark("seed-consistency",
                     description="Distribution of per-generation RelGain over prompts x seeds (paper Sec. 17, Fig. 14)")
 class SeedConsistency(BaseBenchmark):
+    options = {
+        "n_seeds": "seeds 0..N-1 per prompt (instead of --seeds)",
+        "near_zero": "|RelGain| percent counted as no change (default 1.0)",
+    }
+
     def _slots(self, spec: RunSpec) -> list[Slot]:
         return sweep_slots(seeded_spec(spec), self.name, [{}])
 

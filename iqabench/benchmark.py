@@ -64,6 +64,49 @@ class Benchmark(Protocol):
         """Tables, figures and grids from what the Store holds."""
 
 
+# Options the core itself reads from RunSpec.options, whatever the benchmark (the CLI sets them from flags).
+CORE_OPTIONS: dict[str, str] = {
+    "compile": "torch.compile the denoiser (--compile)",
+    "attention_slicing": "sliced attention, less memory (--attention-slicing)",
+    "prompt_column": "column holding prompts in CSV/TSV/JSONL (--prompt-column)",
+}
+
+
+class UnknownOptionError(ValueError):
+    """An ``--option`` key the benchmark does not declare; the message suggests close matches."""
+
+
+def declared_options(benchmark: Any) -> dict[str, str] | None:
+    """The benchmark's own options (name -> one-line help), or None when it declares none (plugins may not)."""
+    declared = getattr(benchmark, "options", None)
+    return None if declared is None else dict(declared)
+
+
+def check_options(benchmark: Any, options: dict[str, Any]) -> None:
+    """Refuse option keys the benchmark does not declare, before anything is planned.
+
+    A typo such as ``--option scale=1,2`` for ``scales`` used to be ignored
+    silently, and the run used the defaults. Benchmarks that declare nothing
+    (``options = None``, e.g. older plugins) keep accepting any key.
+    """
+    import difflib
+
+    declared = declared_options(benchmark)
+    if declared is None:
+        return
+    known = {**CORE_OPTIONS, **declared}
+    for key in options:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        own = ", ".join(sorted(declared)) or "none"
+        raise UnknownOptionError(
+            f"benchmark {benchmark.name!r} has no option {key!r}.{hint} Its options: {own} "
+            "(see `iqabench list benchmarks --options`)"
+        )
+
+
 def register_benchmark(name: str, *, description: str = "", overwrite: bool = False):
     """Decorator registering a benchmark class (instantiated with no arguments)."""
     return BENCHMARKS.register(name, description=description, overwrite=overwrite)
@@ -81,6 +124,8 @@ class BaseBenchmark:
 
     name = ""
     description = ""
+    # name -> one-line help for every --option key the benchmark reads; None: not declared (any key accepted)
+    options: dict[str, str] | None = None
 
     def work_items(self, spec: RunSpec, params: dict[str, Any] | None = None) -> list[WorkItem]:
         from .generators import WorkItem

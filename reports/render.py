@@ -131,6 +131,9 @@ class _Thumbnails:
             return None, "invalid image key"
         except FileNotFoundError:
             return None, "image not in the cache"
+        except (OSError, SyntaxError) as exc:  # a damaged PNG must not take the whole report down
+            return None, (f"cached image is damaged ({type(exc).__name__}); "
+                          "`iqabench store verify --repair` moves it aside")
         image.thumbnail((self.max_px, self.max_px), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", optimize=True)

@@ -66,6 +66,19 @@ def options(spec: RunSpec) -> dict[str, Any]:
 @register_benchmark("fid-topk", description="FID vs real images and their top-k% IQA subsets, IS, KID, CLIP-T/I "
                                             "(paper Table 5)")
 class FidTopK(BaseBenchmark):
+    options = {
+        "reference": "real images: a folder or a CSV/JSONL of caption,image pairs (required)",
+        "topk": "top-k percents of the reference by IQA (default 25,10)",
+        "weights": "pretrained or random",
+        "inception_weights": "Inception weights file",
+        "clip_arch": "open_clip architecture (default ViT-L-14)",
+        "clip_pretrained": "open_clip pretrained tag (default openai)",
+        "clip_weights": "CLIP weights file",
+        "isc_splits": "Inception Score splits (default 10)",
+        "kid_subsets": "KID subsets (default 100)",
+        "kid_subset_size": "KID subset size (default 1000)",
+    }
+
     def _prompts(self, spec: RunSpec, pairs) -> list[str]:
         if all(p.caption is not None for p in pairs):
             return [p.caption for p in pairs]

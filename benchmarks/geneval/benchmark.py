@@ -117,6 +117,23 @@ def seeds_for(spec: RunSpec) -> list[int]:
 
 @register_benchmark("geneval", description="GenEval compositional fidelity, official rules (paper Tables 1, 4)")
 class GenEval(BaseBenchmark):
+    options = {
+        "weights": "pretrained or random",
+        "detector": "mask2former or maskrcnn",
+        "detector_weights": "detector weights file",
+        "clip_arch": "open_clip architecture (default ViT-L-14)",
+        "clip_pretrained": "open_clip pretrained tag (default openai)",
+        "clip_weights": "CLIP weights file",
+        "threshold": "detection score threshold (default 0.3)",
+        "counting_threshold": "threshold for counting tasks (default 0.9)",
+        "max_objects": "objects kept per class (default 16)",
+        "max_overlap": "overlap allowed (default 1.0)",
+        "position_threshold": "position margin (default 0.1)",
+        "per_task": "prompts kept per task",
+        "images_per_prompt": "images per prompt (default 4)",
+        "export": "folder for GenEval's image layout",
+    }
+
     def plan(self, spec: RunSpec) -> list[PlannedItem]:
         _options(spec)  # validate early, before any generation
         items = [WorkItem(f"geneval:{index}", meta["prompt"], seed)
