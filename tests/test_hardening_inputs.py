@@ -204,3 +204,35 @@ def test_locked_wal_switch_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "_ensure_wal", flaky)
     Store(tmp_path).close()
     assert len(calls) == 3
+
+
+# -- group 8: adapter tensors of the wrong dtype ---------------------------------------------------
+def test_int8_adapter_tensors_are_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from iqabench.adapters.iqa_adapter.checkpoint import read_checkpoint
+    from iqabench.adapters.iqa_adapter.projection import CheckpointError
+
+    path = tmp_path / "q.safetensors"
+    save_file({"image_proj.proj.weight": torch.ones(4, 2, dtype=torch.int8),
+               "ip_adapter.1.to_k_ip.weight": torch.ones(4, 4)}, str(path))
+    with pytest.raises(CheckpointError, match=r"1 non-floating-point tensor\(s\) \(e.g. 'image_proj.proj.weight' is "
+                                              r"int8\); IQA-Adapter weights must be float32, float16 or bfloat16"):
+        read_checkpoint(path)
+
+
+def test_float64_adapter_tensors_are_cast_with_a_message(tmp_path, caplog):
+    import torch
+    from safetensors.torch import save_file
+
+    from iqabench.adapters.iqa_adapter.checkpoint import read_checkpoint
+
+    path = tmp_path / "d.safetensors"
+    save_file({"image_proj.proj.weight": torch.ones(4, 2, dtype=torch.float64),
+               "ip_adapter.1.to_k_ip.weight": torch.ones(4, 4, dtype=torch.float16)}, str(path))
+    with caplog.at_level("WARNING", logger="iqabench"):
+        tensors, _ = read_checkpoint(path)
+    assert tensors["image_proj.proj.weight"].dtype == torch.float32
+    assert tensors["ip_adapter.1.to_k_ip.weight"].dtype == torch.float16  # half stays half
+    assert "1 tensor(s) are float64; cast to float32" in caplog.text

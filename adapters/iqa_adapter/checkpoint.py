@@ -16,6 +16,7 @@ arbitrary objects. We turn that refusal into one clear sentence.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 from collections.abc import Mapping
@@ -106,8 +107,40 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     return flat
 
 
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_dtypes(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Floating-point weights only: integer tensors are refused, float64 ones cast to float32 with a message.
+
+    An int8 file is a quantised checkpoint that loading would silently turn
+    into garbage weights (the adapter's layers are float); float64 is harmless
+    but doubles the memory and is usually an export slip, so it is said aloud.
+    """
+    wrong = {k: v.dtype for k, v in tensors.items() if not v.dtype.is_floating_point}
+    if wrong:
+        key, dtype = next(iter(wrong.items()))
+        name = str(dtype).replace("torch.", "")
+        raise CheckpointError(
+            f"{path} holds {len(wrong)} non-floating-point tensor(s) (e.g. {key!r} is {name}); "
+            "IQA-Adapter weights must be float32, float16 or bfloat16 (quantised checkpoints are not supported)"
+        )
+    cast = [k for k, v in tensors.items() if v.dtype not in _FLOAT_DTYPES]
+    if cast:
+        logging.getLogger("iqabench").warning(
+            "%s: %d tensor(s) are %s; cast to float32 (e.g. %r)", path, len(cast),
+            str(tensors[cast[0]].dtype).replace("torch.", ""), cast[0])
+        tensors = {k: (v.float() if k in cast else v) for k, v in tensors.items()}
+    return tensors
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], AdapterConfig | None]:
     """Tensors (flat keys) and, when the file carries our metadata, the adapter config."""
+    tensors, config = _read_checkpoint(Path(path))
+    return check_dtypes(tensors, Path(path)), config
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], AdapterConfig | None]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IQA-Adapter checkpoint {str(path)!r} does not exist")
