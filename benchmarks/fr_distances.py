@@ -143,6 +143,7 @@ def matrix_figure(matrices: dict[str, pd.DataFrame], title: str):
                     description="Targets x targets full-reference distance matrices per metric (paper Fig. 11)")
 class FRDistances(BaseBenchmark):
     options = {
+        "targets": "quality targets to compare (as in condition-sweep)",
         "include_baseline": "also compare the baseline with itself (default true)",
     }
 

@@ -30,9 +30,10 @@ from .registration import (
                            parse_metric_list,
                            register_metric,
 )
-from .wrapper import Metric, MetricInfo, MetricUnavailableError
+from .wrapper import Metric, MetricContractError, MetricInfo, MetricUnavailableError
 
-__all__ = ["NO_DOWNLOAD_METRICS", "Metric", "MetricInfo", "MetricUnavailableError", "WeightFile", "build_metric",
+__all__ = ["NO_DOWNLOAD_METRICS", "Metric", "MetricContractError", "MetricInfo", "MetricUnavailableError",
+           "WeightFile", "build_metric",
            "check_available", "metric_fingerprint", "metric_info", "offline_mode", "parse_metric_list",
            "pyiqa_cache_dir", "pyiqa_info", "pyiqa_weight_files", "pyiqa_weights_status", "register_metric"]
 

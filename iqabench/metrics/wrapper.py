@@ -20,6 +20,26 @@ class MetricUnavailableError(RuntimeError):
     """A metric cannot be built here (missing weights or dependency). The message is one sentence."""
 
 
+class MetricContractError(ValueError):
+    """A metric whose output is not one number per image; raised before any of its scores is stored."""
+
+
+def one_score_per_image(name: str, out: object, n: int) -> torch.Tensor:
+    """The metric output as shape [N], or MetricContractError naming the metric and the shape.
+
+    Reshaping anything else silently (keeping column 0 of [N, 3], copying a
+    scalar batch mean to every image) made cached scores depend on the batch.
+    """
+    if not torch.is_tensor(out):
+        raise MetricContractError(f"metric {name!r} returned a {type(out).__name__}, not a tensor of {n} scores "
+                                  "(expected shape [N] or [N, 1])")
+    shape = tuple(out.shape)
+    if (len(shape) >= 1 and shape[0] == n and all(d == 1 for d in shape[1:])) or (shape == () and n == 1):
+        return out.reshape(n)  # [N], [N, 1] (and pyiqa's [N, 1, 1, 1]; a 0-d value for a single image)
+    raise MetricContractError(f"metric {name!r} returned shape {list(out.shape)} for {n} image(s); a metric must "
+                              f"return one number per image, shape [{n}] or [{n}, 1]")
+
+
 @dataclass(frozen=True)
 class MetricInfo:
     name: str
@@ -67,7 +87,7 @@ class Metric:
             out = self.module(images)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        return out.reshape(images.shape[0], -1)[:, 0] if out.ndim > 0 else out.expand(images.shape[0])
+        return one_score_per_image(self.name, out, images.shape[0])
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, refs: torch.Tensor | None = None) -> torch.Tensor:
