@@ -161,14 +161,38 @@ def load_plugin(path_or_module: str) -> None:
             sys.modules.pop(module_name, None)
             message = f"plugin file {path_or_module!r} has a syntax error at line {exc.lineno}: {exc.msg}"
             raise ImportError(message) from exc
-        except BaseException:
+        except Exception as exc:
             sys.modules.pop(module_name, None)  # a fixed file can be loaded again
+            raise PluginImportError(_import_failure(path_or_module, exc, candidate.resolve())) from exc
+        except BaseException:
+            sys.modules.pop(module_name, None)
             raise
         return
     try:
         importlib.import_module(path_or_module)
     except ModuleNotFoundError as exc:
+        if exc.name and path_or_module.split(".")[0] != exc.name.split(".")[0]:
+            raise PluginImportError(_import_failure(path_or_module, exc, None)) from exc
         raise ImportError(f"plugin {path_or_module!r} is neither a .py file nor an importable module: {exc}") from exc
+    except Exception as exc:
+        raise PluginImportError(_import_failure(path_or_module, exc, None)) from exc
+
+
+class PluginImportError(ImportError):
+    """A plugin that raised while being imported; the message names the plugin, the line and the error."""
+
+
+def _import_failure(plugin: str, exc: BaseException, path: Path | None) -> str:
+    """One sentence: which plugin, where in it (the deepest frame inside the plugin), and what it raised."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        if path is None or Path(tb.tb_frame.f_code.co_filename).resolve() == path:
+            where = f" at line {tb.tb_lineno} of {tb.tb_frame.f_code.co_filename}"  # the deepest such frame wins
+        tb = tb.tb_next
+    text = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return f"plugin {plugin!r} failed while being imported{where} ({detail}); fix it or leave out --plugin {plugin}"
 
 
 GENERATORS = Registry("generator", ("iqabench.adapters",), "iqabench.generators")
