@@ -154,11 +154,23 @@ def _retry_locked(action, *, seconds: float = 60.0):
         delay = min(delay * 2, 0.5)
 
 
+def _check_store_folder(root: Path) -> None:
+    """A store folder must be a folder, or creatable as one: say so before mkdir fails with a bare errno."""
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"the store folder {root} exists but is not a folder; pass --out a folder (new or existing)")
+    for parent in root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"the store folder {root} cannot be created: {parent} is a file, not a folder")
+            break
+
+
 class Store:
     """Files plus SQLite; nothing to start. Safe for several writer processes."""
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().resolve()
+        _check_store_folder(self.root)
         self.images_dir = self.root / "cache" / "images"
         self.runs_dir = self.root / "runs"
         self.images_dir.mkdir(parents=True, exist_ok=True)
