@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 
+DEVICE_KINDS = ("cuda", "mps", "cpu")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -34,6 +36,8 @@ class Runtime:
             else:
                 self.device = "cpu"
         kind = str(self.device).split(":")[0]
+        if kind not in DEVICE_KINDS or not re.fullmatch(r"[a-z]+(:\d+)?", str(self.device)):
+            raise ValueError(f"unknown device {self.device!r}: choose cuda, cuda:N, mps, cpu or auto")
         if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} was asked for, but torch sees no CUDA GPU here; "
                              "use --device cpu (or auto)")
