@@ -3,6 +3,7 @@
 import io
 import multiprocessing as mp
 import os
+import re
 import sqlite3
 
 import numpy as np
@@ -236,3 +237,53 @@ def test_float64_adapter_tensors_are_cast_with_a_message(tmp_path, caplog):
     assert tensors["image_proj.proj.weight"].dtype == torch.float32
     assert tensors["ip_adapter.1.to_k_ip.weight"].dtype == torch.float16  # half stays half
     assert "1 tensor(s) are float64; cast to float32" in caplog.text
+
+
+# -- group 3: the metric output contract --------------------------------------------------------------
+def _shape_metric(name, make):
+    import torch
+    from torch import nn
+
+    from iqabench.metrics import register_metric
+
+    @register_metric(name, lower_better=False, overwrite=True)
+    def build(device):
+        class Shaped(nn.Module):
+            def forward(self, x):
+                return make(x, torch)
+
+        return Shaped()
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda x, t: x.mean(dim=(2, 3)), "[2, 3]"),  # one number per channel: column 0 used to be kept silently
+    (lambda x, t: x.mean(), "[]"),  # a batch mean used to be copied to every image
+    (lambda x, t: x.mean(dim=(1, 2, 3))[:1], "[1]"),
+])
+def test_metric_with_the_wrong_output_shape_is_a_clear_error(make, shape):
+    import torch
+
+    from iqabench.metrics import MetricContractError, build_metric
+    from iqabench.registry import METRICS
+
+    _shape_metric("shape_test", make)
+    try:
+        with pytest.raises(MetricContractError, match=rf"metric 'shape_test' returned shape {re.escape(shape)} for 2 "
+                                                      r"image\(s\); a metric must return one number per image"):
+            build_metric("shape_test").score(torch.rand(2, 3, 8, 8))
+    finally:
+        METRICS.remove("shape_test")
+
+
+def test_metric_returning_n_by_1_is_accepted():
+    import torch
+
+    from iqabench.metrics import build_metric
+    from iqabench.registry import METRICS
+
+    _shape_metric("column_test", lambda x, t: x.mean(dim=(1, 2, 3)).unsqueeze(1))
+    try:
+        images = torch.stack([torch.full((3, 4, 4), 0.25), torch.full((3, 4, 4), 0.5)])
+        assert build_metric("column_test").score(images).tolist() == [0.25, 0.5]
+    finally:
+        METRICS.remove("column_test")
