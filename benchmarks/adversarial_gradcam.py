@@ -154,7 +154,7 @@ def _guidance_spec(target: str, base: str, alpha: float) -> str:
                     "and Grad-CAM of the target model (paper Sec. 5.2, Figs. 5a, 9b, 20)")
 class AdversarialGradCAM(BaseBenchmark):
     options = {
-        "targets": "metrics to guide towards, "/"-separated (default: every metric)",
+        "targets": "metrics to guide towards, '/'-separated (default: every metric)",
         "base": "base generator spec for the guided runs (default: --baseline)",
         "alpha": "guidance strength (default 30)",
         "cam_items": "items to explain with Grad-CAM (default 2)",
