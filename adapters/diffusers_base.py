@@ -48,6 +48,7 @@ from PIL import Image
 
 from iqabench import tiny_models
 from iqabench.generators import WeightsMissingError, WorkItem
+from iqabench.image_checks import GeneratedImageError, finite_per_item
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
@@ -279,5 +280,17 @@ class DiffusersGenerator:
                     f"generator {self.name!r}: {type(pipe).__name__} does not accept {', '.join(unsupported)}; "
                     "drop those options for this pipeline"
                 )
+        final: dict[str, Any] = {}
+        if "callback_on_step_end" in accepted and "callback_on_step_end" not in kwargs:
+            def keep_latents(_pipe, _step, _timestep, callback_kwargs):  # no device sync: checked once, after
+                final["latents"] = callback_kwargs.get("latents")
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = keep_latents
         output = pipe(**kwargs)
+        finite = finite_per_item(final.get("latents"))
+        if finite is not None and not all(finite[: len(batch)]):
+            bad = [item.prompt_id for item, ok in zip(batch, finite, strict=False) if not ok]
+            raise GeneratedImageError(f"generator {self.name!r} produced non-finite latents (NaN or inf) for "
+                                      f"{', '.join(dict.fromkeys(bad))}: check its weights and guidance_scale")
         return [image.convert("RGB") for image in output.images]

@@ -23,8 +23,8 @@ def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> Ru
     from .reports import render_report, save_result
 
     save_result(runner.store, runner.run_id, outcome.result)
-    runner.store.write_run_json(runner.run_id,
-                                runner.manifest("complete", outcome.plan, failures=outcome.failures))
+    status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
+    runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan, failures=outcome.failures))
     if report:
         outcome.report = render_report(runner.store, [runner.run_id])
     return outcome

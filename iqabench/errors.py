@@ -100,8 +100,8 @@ def user_message(exc: BaseException) -> str | None:
         return os_error_sentence(exc)
     if isinstance(exc, user_error_classes()):
         return _sentence(exc)
-    if isinstance(exc, (ValueError, TypeError, KeyError)) and raised_by_iqabench(exc):
-        return _sentence(exc)
+    if isinstance(exc, (ValueError, TypeError, KeyError)) and (exc.__traceback__ is None or raised_by_iqabench(exc)):
+        return _sentence(exc)  # no traceback: built by the CLI itself to be printed
     return None
 
 

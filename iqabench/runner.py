@@ -22,16 +22,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark
+from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark, check_options
 from .distributed import distributed_shard, owned_keys, wait_for_everyone
 from .generators import Generator, build_generator
+from .image_checks import generated_image_problem
 from .manifest import default_run_id, run_manifest
-from .metrics import Metric, build_metric, check_available, metric_fingerprint
+from .metrics import (
+    Metric,
+    MetricContractError,
+    MetricUnavailableError,
+    build_metric,
+    check_available,
+    metric_fingerprint,
+)
 from .oom import free_accelerator_memory, is_out_of_memory
 from .registry import load_plugin
 from .runtime import Runtime
 from .specs import RunSpec
-from .store import Store, image_key
+from .store import CorruptImageError, Store, image_key
 
 ProgressFactory = Callable[[str, int], "ProgressTask"]
 
@@ -80,6 +88,27 @@ class RunOutcome:
     result: Result | None = None
     report: Path | None = None
     failures: dict[str, str] = field(default_factory=dict)
+    n_images: int = 0  # unique planned images
+    missing_images: int = 0  # planned images that do not exist after the run (generation failed)
+    n_scores: int = 0  # planned (image, metric) scores
+    missing_scores: dict[str, int] = field(default_factory=dict)  # metric -> scores absent or failed
+
+    @property
+    def complete(self) -> bool:
+        """Every planned image and every planned score exists: the one condition for exit code 0."""
+        return self.missing_images == 0 and not any(self.missing_scores.values())
+
+    def incomplete_summary(self) -> str:
+        """What is missing and how to retry, in one paragraph for the terminal."""
+        parts = []
+        if self.missing_images:
+            parts.append(f"{self.missing_images} of {self.n_images} image(s) failed to generate")
+        missing = sum(self.missing_scores.values())
+        if missing:
+            per_metric = ", ".join(f"{m}: {n}" for m, n in self.missing_scores.items() if n)
+            parts.append(f"{missing} of {self.n_scores} score(s) are missing or failed ({per_metric})")
+        return (f"run incomplete: {'; '.join(parts)}; the report's failures table says why. Re-run the same "
+                "command to retry only what failed, or pass --allow-failures to accept a partial run.")
 
 
 class Runner:
@@ -106,6 +135,7 @@ class Runner:
         self.progress = progress if self.is_main_process else _silent
         self.log = log
         self.benchmark = build_benchmark(spec.benchmark)
+        check_options(self.benchmark, spec.options)  # a misspelt --option fails now, not as a silent default
         self.plan: list[PlannedItem] = self.benchmark.plan(spec)
         if not self.plan:
             raise ValueError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and --seeds")
@@ -120,6 +150,8 @@ class Runner:
         self.metric_fps = {name: metric_fingerprint(name) for name in self.metric_plan}
         for name in self.metric_plan:
             check_available(name)  # a metric that cannot load fails now, not after hours of generation
+        self._metrics: dict[str, Metric] = {}
+        self._quarantined_while_scoring: list[str] = []
 
     # -- plan ------------------------------------------------------------------------------
     def _unique(self) -> dict[str, PlannedItem]:
@@ -155,9 +187,27 @@ class Runner:
     def is_main_process(self) -> bool:
         return self.shard[0] == 0
 
+    def _reusable(self, key: str, planned: PlannedItem) -> bool:
+        """Is the cached image for ``key`` there and sound? A damaged one is moved aside (logged once)."""
+        path = self.store.image_path(key)
+        self.store.refuse_symlinks(path.parent)  # a linked folder stops the run (StoreError); nothing is moved
+        if not self.store.has_image(key) and not path.is_symlink():
+            return False
+        why = self.store.check_image(key, decode="unrecorded")
+        if why is None:
+            return True
+        self._set_aside(key, why, planned)
+        return False
+
+    def _set_aside(self, key: str, why: str, planned: PlannedItem | None = None) -> None:
+        planned = planned or self._unique()[key]
+        moved = self.store.quarantine_image(key, why)
+        self.log(f"cached image of {planned.item.prompt_id} seed {planned.item.seed} ({planned.generator}) {why}; "
+                 f"moved to {moved or 'cache/quarantine/'} and regenerating it")
+
     def generate(self) -> None:
         unique = self._unique()
-        todo = [k for k in self._mine(list(unique)) if not self.store.has_image(k)]
+        todo = [k for k in self._mine(list(unique)) if not self._reusable(k, unique[k])]
         if not todo:
             return
         by_generator: dict[str, list[str]] = defaultdict(list)
@@ -211,7 +261,12 @@ class Runner:
             return len(keys)
         if len(images) != len(items):
             raise RuntimeError(f"generator {generator.name!r} returned {len(images)} images for {len(items)} items")
-        for key, image in zip(keys, images, strict=True):
+        for key, item, image in zip(keys, items, images, strict=True):
+            problem = generated_image_problem(image)
+            if problem is not None:  # recorded as a failure, never cached as a valid image
+                self.store.record_failure(key, "generate", problem)
+                self.log(f"generation failed for {item.prompt_id} seed {item.seed}: {problem}")
+                continue
             pending.append(writer.submit(self.store.put_image, key, image))
         self._drain(pending, block=False)
         return len(keys)
@@ -228,7 +283,7 @@ class Runner:
                     needed[key].append(metric)
         if not needed:
             return
-        metrics: dict[str, Metric] = {}
+        metrics = self._metrics
         task = self.progress("scoring", len(needed))
         try:
             keys = sorted(needed)
@@ -245,9 +300,10 @@ class Runner:
         for key in keys:
             try:
                 tensor = _to_tensor(self.store.load_image(key))
-            except Exception as exc:
-                rows = [(key, m, self.metric_fps[m], None, f"unreadable image: {_one_line(exc)}") for m in needed[key]]
-                self.store.put_scores(rows)
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors; CorruptImageError for links
+                why = exc.reason if isinstance(exc, CorruptImageError) else f"does not decode ({_one_line(exc)})"
+                self._set_aside(key, why)  # regenerated by the next round of execute(), then scored
+                self._quarantined_while_scoring.append(key)
                 continue
             by_size[tuple(tensor.shape[-2:])].append((key, tensor))
         for group in by_size.values():
@@ -255,7 +311,7 @@ class Runner:
             for name in metric_names:
                 members = [(k, t) for k, t in group if name in needed[k]]
                 if name not in metrics:
-                    metrics[name] = build_metric(name, self.runtime)
+                    metrics[name] = self._build_metric(name)
                 self.store.put_scores(self._score_with(metrics[name], members))
 
     def _score_with(self, metric: Metric, members: list[tuple[str, torch.Tensor]]) -> list[tuple]:
@@ -265,6 +321,8 @@ class Runner:
             values = metric.score(batch).tolist()
             return [(k, metric.name, fp, _finite_or_none(v), None if np.isfinite(v) else "non-finite score")
                     for (k, _), v in zip(members, values, strict=True)]
+        except MetricContractError:
+            raise  # the metric itself is wrong, not one image: stop before any of its scores is stored
         except Exception as exc:
             if is_out_of_memory(exc):
                 free_accelerator_memory()
@@ -275,6 +333,36 @@ class Runner:
         for member in members:  # find which image breaks the metric; score the others
             rows.extend(self._score_with(metric, [member]))
         return rows
+
+    def _build_metric(self, name: str) -> Metric:
+        try:
+            return build_metric(name, self.runtime)
+        except MetricUnavailableError:
+            raise
+        except Exception as exc:
+            raise MetricUnavailableError(f"metric {name!r} could not be built: its factory raised "
+                                         f"{_one_line(exc)}{_where(exc)}") from exc
+
+    def build_metrics(self) -> None:
+        """Build every metric that has scores left to compute, before generation: a factory that raises
+        fails the run now, not after hours of generation (``check_available`` only sees missing weights)."""
+        for metric, keys in self._score_targets().items():
+            if metric in self._metrics:
+                continue
+            present = self.store.get_scores(keys, metric, self.metric_fps[metric])
+            if any(present.get(k) is None for k in self._mine(keys)):
+                self._metrics[metric] = self._build_metric(metric)
+
+    def completeness(self, outcome: RunOutcome) -> None:
+        """Fill the outcome's counts of planned images and scores that do not exist (for the exit code)."""
+        unique = list(self._unique())
+        outcome.n_images = len(unique)
+        outcome.missing_images = sum(not self.store.has_image(k) for k in unique)
+        outcome.n_scores, outcome.missing_scores = 0, {}
+        for metric, keys in self._score_targets().items():
+            present = self.store.get_scores(keys, metric, self.metric_fps[metric])
+            outcome.n_scores += len(keys)
+            outcome.missing_scores[metric] = sum(present.get(k) is None for k in keys)
 
     def _wait_for_everyone(self) -> None:
         wait_for_everyone(self._distributed)
@@ -302,10 +390,16 @@ class Runner:
         self.store.sweep_temp_files()
         if self.is_main_process:
             self.store.write_run_json(self.run_id, self.manifest("running", plan))
+        self.build_metrics()
         self.generate()
         self._wait_for_everyone()  # every image exists before anyone scores
         self.score()
         self._wait_for_everyone()
+        if self._quarantined_while_scoring and self._distributed is None:
+            # Images that decoded badly while scoring were moved aside: make and score them once more now.
+            self._quarantined_while_scoring.clear()
+            self.generate()
+            self.score()
         if not self.is_main_process:
             return outcome  # workers stop here; the main process analyses once all shards are in
         result = self.analyze()
@@ -316,6 +410,7 @@ class Runner:
                                    "nothing about real models.")
         outcome.result = result
         outcome.failures = self.store.failures(self.image_keys)
+        self.completeness(outcome)
         return outcome
 
 
@@ -331,6 +426,14 @@ def _finite_or_none(value: float) -> float | None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame, so a plugin author sees where their factory failed."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "" if tb is None else f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
 
 
 def _one_line_tb() -> str:

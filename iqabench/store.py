@@ -298,12 +298,14 @@ class Store:
             "SELECT nbytes, width, height FROM images WHERE image_key = ?", (key,)).fetchone()
         return None if row is None else tuple(row)
 
-    def check_image(self, key: str, *, decode: bool = True) -> str | None:
+    def check_image(self, key: str, *, decode: bool | str = True) -> str | None:
         """Why the cached image cannot be trusted, or None when it is sound (or absent: see has_image).
 
         Cheap checks first (link, size against the record); ``decode`` then
         reads the whole PNG (chunk CRCs and pixel data), which catches garbage
-        of the right length too.
+        of the right length too. ``decode="unrecorded"`` decodes only images
+        cached before size records existed, and records them once they pass, so
+        a run's reuse check stays a stat and one SQLite lookup per image.
         """
         path = self.image_path(key)
         try:
@@ -321,7 +323,7 @@ class Store:
         record = self.image_record(key)
         if record is not None and record[0] != info.st_size:
             return f"has {info.st_size} bytes, its record says {record[0]}"
-        if not decode:
+        if not decode or (decode == "unrecorded" and record is not None):
             return None
         try:
             with Image.open(path) as img:
@@ -331,6 +333,9 @@ class Store:
             return f"does not decode ({type(exc).__name__}: {str(exc).strip()[:200]})"
         if record is not None and (record[1], record[2]) != size:
             return f"is {size[0]}x{size[1]} pixels, its record says {record[1]}x{record[2]}"
+        if record is None and decode == "unrecorded":
+            with self._transaction() as db:
+                db.execute("INSERT OR IGNORE INTO images VALUES (?,?,?,?)", (key, info.st_size, *size))
         return None
 
     def quarantine_image(self, key: str, reason: str) -> Path | None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.markup import escape
 
-from .common import console, user_errors
+from .common import console, print_error
 from .listing import list_command
 from .plugins import mount_plugin_commands
 from .report import report_command
 from .run import run_command
+from .store import store_app
 
 app = typer.Typer(
     name="iqabench",
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.command("run")(run_command)
 app.command("report")(report_command)
 app.command("list")(list_command)
+app.add_typer(store_app, name="store")
 
 #: Groups plugins may add commands to (``groups["train"].command("my-method")(...)``).
 train_app = typer.Typer(help="Train generators and their evaluators: iqa-adapter, acpo, ipce, two-stream.",
@@ -33,12 +34,18 @@ groups: dict[str, typer.Typer] = {"train": train_app}
 mount_plugin_commands(app, groups)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The one error boundary of every command, mounted ones included (see :mod:`iqabench.errors`)."""
+    from ..errors import EXIT_USER_ERROR, user_message
+
     try:
-        app()  # usage errors are handled (and exit) inside; other exceptions come out here
-    except user_errors() as exc:  # any command, mounted ones included: one sentence, no traceback
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        app(args=argv)  # usage errors are handled (and exit) inside; other exceptions come out here
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume from the cache")
         sys.exit(130)
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise  # a bug (ours or a plugin's): the traceback is what its author needs
+        print_error(message)
+        sys.exit(EXIT_USER_ERROR)

@@ -23,19 +23,32 @@ PluginOption = Annotated[
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's to fix: printed as one sentence, exit code 2, no traceback."""
+    """Exceptions a command catches and hands to :func:`fail`, which decides: one sentence, or the traceback."""
     from ..generators import WeightsMissingError
     from ..metrics import MetricUnavailableError
     from ..prompts import PromptFileError
     from ..specs import SpecError
 
     return (UnknownNameError, RegistryError, WeightsMissingError, MetricUnavailableError, PromptFileError,
-            SpecError, ValueError, FileNotFoundError, ImportError)
+            SpecError, ValueError, OSError, ImportError)
+
+
+def print_error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    """One sentence and exit code 2 for a user or environment error; a bug is re-raised with its traceback.
+
+    Call it inside an ``except`` block (see :mod:`iqabench.errors` for the rule).
+    """
+    from ..errors import EXIT_USER_ERROR, user_message
+
+    message = user_message(exc)
+    if message is None:
+        raise exc
+    print_error(message)
+    raise typer.Exit(code=EXIT_USER_ERROR)
 
 
 def load_plugins(plugins: list[str] | None) -> None:

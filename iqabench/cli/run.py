@@ -47,11 +47,18 @@ def run_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (images to make, cached) and stop.")]
     = False,
     plugin: PluginOption = None,
+    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when images or scores "
+                                                 "are missing (the report shows a partial run).")] = False,
 ) -> None:
-    """Generate, score and analyse a benchmark; writes runs/<id>/report.html."""
+    """Generate, score and analyse a benchmark; writes runs/<id>/report.html.
+
+    Exits 0 only when every planned image and score exists, 3 when some are
+    missing (re-run to retry them), 2 for a bad input or environment.
+    """
     from ..api import execute
+    from ..errors import EXIT_INCOMPLETE
     from ..runner import Runner
-    from ..specs import RunSpec, _parse_value
+    from ..specs import RunSpec, SpecError, parse_value
 
     if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(relaunch(num_processes))
@@ -60,11 +67,15 @@ def run_command(
         options = {"compile": True} if compile else {}
         if attention_slicing:
             options["attention_slicing"] = True
+        given: set[str] = set()
         for pair in option or []:
-            if "=" not in pair:
-                raise ValueError(f"--option {pair!r} is not of the form key=value")
-            key, value = pair.split("=", 1)
-            options[key.strip()] = _parse_value(value)
+            if "=" not in pair or not pair.split("=", 1)[0].strip():
+                raise SpecError(f"--option {pair!r} is not of the form key=value")
+            key, value = (part.strip() for part in pair.split("=", 1))
+            if key in given:
+                raise SpecError(f"--option {key!r} is given twice; keep one")
+            given.add(key)
+            options[key] = parse_value(value, key=key)
         if prompt_column:
             options["prompt_column"] = prompt_column
         fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
@@ -86,10 +97,12 @@ def run_command(
         return
     if not runner.is_main_process:
         return
-    if outcome.failures:
-        console.print(f"[yellow]{len(outcome.failures)} image(s) failed; see the report's failures table.[/]")
     print_summary(outcome.result)
     out_console.print(f"report: {outcome.report}", highlight=False)
+    if not outcome.complete:
+        console.print(f"[yellow]{escape(outcome.incomplete_summary())}[/]", highlight=False)
+        if not allow_failures:
+            raise typer.Exit(EXIT_INCOMPLETE)
 
 
 def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None, prompts: str | None,

@@ -1,0 +1,38 @@
+"""``iqabench store verify [--repair]``: audit a store's cached images, links, temporary files and database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import DEFAULT_OUT, OutOption, fail, out_console, user_errors
+
+store_app = typer.Typer(help="Check and repair a store (image cache, scores, runs).", no_args_is_help=True)
+
+
+@store_app.command("verify")
+def verify_command(
+    out: OutOption = Path(DEFAULT_OUT),
+    repair: Annotated[bool, typer.Option("--repair", help="Move damaged images and links to cache/quarantine/ "
+                                         "(the next run regenerates them) and drop stale records.")] = False,
+) -> None:
+    """Check every cached image (size record and full decode), links, leftovers and the database.
+
+    Exits 0 when the store is sound (or was repaired), 3 when damage was found and left in place.
+    """
+    from ..errors import EXIT_INCOMPLETE
+    from ..store import Store, verify_store
+
+    if not out.is_dir():
+        fail(FileNotFoundError(f"no store at {out}: pass --out the folder a run wrote"))
+    try:
+        check = verify_store(Store(out), repair=repair)
+    except user_errors() as exc:
+        fail(exc)
+        return
+    for line in check.lines():
+        out_console.print(line, highlight=False, markup=False)
+    if check.problems and not repair:
+        raise typer.Exit(EXIT_INCOMPLETE)
