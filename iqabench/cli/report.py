@@ -31,4 +31,4 @@ def report_command(
     except user_errors() as exc:
         fail(exc)
         return
-    out_console.print(f"report: {path}", highlight=False)
+    out_console.print(f"report: {path}", highlight=False, soft_wrap=True)

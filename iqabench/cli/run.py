@@ -98,7 +98,7 @@ def run_command(
     if not runner.is_main_process:
         return
     print_summary(outcome.result)
-    out_console.print(f"report: {outcome.report}", highlight=False)
+    out_console.print(f"report: {outcome.report}", highlight=False, soft_wrap=True)
     if not outcome.complete:
         console.print(f"[yellow]{escape(outcome.incomplete_summary())}[/]", highlight=False)
         if not allow_failures:

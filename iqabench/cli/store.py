@@ -33,6 +33,6 @@ def verify_command(
         fail(exc)
         return
     for line in check.lines():
-        out_console.print(line, highlight=False, markup=False)
+        out_console.print(line, highlight=False, markup=False, soft_wrap=True)
     if check.problems and not repair:
         raise typer.Exit(EXIT_INCOMPLETE)
