@@ -9,7 +9,7 @@ from PIL import Image
 
 from iqabench.api import run
 from iqabench.benchmark import UnknownOptionError
-from iqabench.metrics import MetricContractError, MetricUnavailableError, register_metric
+from iqabench.metrics import MetricContractError, MetricUnavailableError, metric_fingerprint, register_metric
 from iqabench.registry import METRICS
 from iqabench.runner import Runner
 from iqabench.specs import RunSpec
@@ -183,3 +183,16 @@ def test_unknown_option_is_refused_with_close_matches(tmp_path):
     with pytest.raises(UnknownOptionError, match=r"benchmark 'scale-sweep' has no option 'scale'. Did you mean "
                                                  r"'scales'\? Its options: scale_targets, scales"):
         Runner(spec, tmp_path)
+
+
+def test_non_finite_score_stays_an_error_row_and_the_run_is_incomplete(finished, tmp_path):
+    _register("nan_score_test", lambda x: torch.full((x.shape[0],), float("nan")))
+    try:
+        _copy_store(finished[0], tmp_path / "s")
+        outcome = run(RunSpec(**{**SPEC, "metrics": ["nan_score_test"]}), out=tmp_path / "s", report=False)
+        store = Store(tmp_path / "s")
+        errors = store.get_score_errors([_only_key(store)], "nan_score_test", metric_fingerprint("nan_score_test"))
+        assert list(errors.values()) == ["non-finite score"]
+        assert not outcome.complete and outcome.missing_scores == {"nan_score_test": 1}
+    finally:
+        METRICS.remove("nan_score_test")
