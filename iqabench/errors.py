@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import sqlite3
 from functools import cache
 from pathlib import Path
 
@@ -100,8 +101,32 @@ def user_message(exc: BaseException) -> str | None:
         return os_error_sentence(exc)
     if isinstance(exc, user_error_classes()):
         return _sentence(exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        return _database_sentence(exc)
     if isinstance(exc, (ValueError, TypeError, KeyError)) and (exc.__traceback__ is None or raised_by_iqabench(exc)):
         return _sentence(exc)  # no traceback: built by the CLI itself to be printed
+    return None
+
+
+_SQLITE_HINTS = {
+    "disk is full": "the disk is full: free some space and re-run; finished images and scores are kept",
+    "readonly database": "the store is read-only: pick a writable --out folder",
+    "unable to open database file": "the store's cache folder cannot be written: check --out and its permissions",
+    "disk i/o error": "the disk reported an I/O error: check it, then re-run",
+    "database is locked": "another process held the database for over a minute: re-run when it is done",
+    "file is not a database": "cache/scores.sqlite is damaged: move it aside and re-run to recompute the scores "
+                              "(cached images are kept)",
+    "malformed": "cache/scores.sqlite is damaged: move it aside and re-run to recompute the scores "
+                 "(cached images are kept)",
+}
+
+
+def _database_sentence(exc: sqlite3.DatabaseError) -> str | None:
+    """SQLite's environment errors (a full disk, a damaged file) are one sentence; SQL mistakes are bugs."""
+    text = str(exc).lower()
+    for needle, hint in _SQLITE_HINTS.items():
+        if needle in text:
+            return f"the score database failed: {exc} ({hint})"
     return None
 
 

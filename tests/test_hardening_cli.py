@@ -233,3 +233,12 @@ def test_store_verify_and_repair_exit_codes(finished, tmp_path, capsys):
     assert code == 0 and "no damage found" in out
     code, err, _ = cli(["store", "verify", "--out", tmp_path / "nothing"], capsys)
     assert code == 2 and one_error(err) == f"no store at {tmp_path / 'nothing'}: pass --out the folder a run wrote"
+
+
+def test_damaged_score_database_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "scores.sqlite").write_bytes(b"not a database at all" * 100)
+    code, err, _ = cli([*RUN, "--out", tmp_path, "--dry-run"], capsys)
+    assert code == 2
+    assert one_error(err) == ("the score database failed: file is not a database (cache/scores.sqlite is damaged: "
+                              "move it aside and re-run to recompute the scores (cached images are kept))")
