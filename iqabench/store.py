@@ -89,6 +89,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so readers see all of it or nothing.
+
+    Only regular files are replaced: renaming over ``/dev/null`` (``report -o /dev/null`` run as root) would
+    swap the device for a file, and over a folder it fails with a bare errno.
+    """
+    path = Path(path)
+    if not path.is_symlink() and path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise StoreError(f"{path} is {kind}; iqabench only writes regular files there: give a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -242,3 +242,13 @@ def test_damaged_score_database_is_one_sentence(tmp_path, capsys):
     assert code == 2
     assert one_error(err) == ("the score database failed: file is not a database (cache/scores.sqlite is damaged: "
                               "move it aside and re-run to recompute the scores (cached images are kept))")
+
+
+def test_report_to_dev_null_never_replaces_the_device(finished, capsys):
+    """As root, a rename over /dev/null would swap the device for a regular file."""
+    root, run_id = finished
+    code, err, _ = cli(["report", run_id, "--out", root, "-o", "/dev/null"], capsys)
+    assert code == 2
+    assert one_error(err) == ("/dev/null is not a regular file (a device, pipe or socket); iqabench only writes "
+                              "regular files there: give a file path")
+    assert pathlib.Path("/dev/null").is_char_device()
