@@ -67,7 +67,10 @@ def raised_by_iqabench(exc: BaseException) -> bool:
 def os_error_sentence(exc: OSError) -> str:
     """``cannot write /x/y: No space left on device (the disk is full: ...)``: what, where, what to do."""
     if exc.errno is None or not exc.strerror:
-        return str(exc)
+        text = " ".join(str(exc).split())
+        if isinstance(exc, FileNotFoundError) and text and " " not in text:  # libraries raise it with a bare path
+            return f"{text}: no such file or folder"
+        return text or type(exc).__name__
     where = exc.filename if exc.filename is not None else ""
     if exc.filename2 is not None:
         where = f"{where} -> {exc.filename2}"
