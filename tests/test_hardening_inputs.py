@@ -287,3 +287,17 @@ def test_metric_returning_n_by_1_is_accepted():
         assert build_metric("column_test").score(images).tolist() == [0.25, 0.5]
     finally:
         METRICS.remove("column_test")
+
+
+def test_reliability_catalogue_names_only_tests_that_exist():
+    """docs/reliability.md is the probe catalogue: every test it names must exist (and every group be there)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "reliability.md").read_text("utf-8")
+    defined = set()
+    for path in (root / "tests").glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text("utf-8"), flags=re.M))
+    named = set(re.findall(r"`(test_\w+)", doc))
+    assert len(named) >= 50 and named <= defined, sorted(named - defined)
+    assert [int(n) for n in re.findall(r"^### (\d+)\. ", doc, flags=re.M)] == list(range(1, 11))
