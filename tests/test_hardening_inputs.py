@@ -301,3 +301,29 @@ def test_reliability_catalogue_names_only_tests_that_exist():
     named = set(re.findall(r"`(test_\w+)", doc))
     assert len(named) >= 50 and named <= defined, sorted(named - defined)
     assert [int(n) for n in re.findall(r"^### (\d+)\. ", doc, flags=re.M)] == list(range(1, 11))
+
+
+# -- group 6: the error boundary's rule ------------------------------------------------------------------
+def test_error_boundary_rule():
+    """Ours or the environment's: one sentence. Raised inside a library: a bug (None = keep the traceback)."""
+    import errno
+
+    from iqabench.errors import user_message
+
+    def raised(make):
+        try:
+            make()
+        except Exception as exc:  # noqa: BLE001 - the point is to classify any exception
+            return exc
+
+    ours = raised(lambda: parse_seeds("x"))
+    library = raised(lambda: pd.DataFrame({"a": [1], "b": [1, 2]}))
+    assert user_message(ours).startswith("cannot parse seeds 'x'")
+    assert user_message(library) is None
+    disk = OSError(errno.ENOSPC, "No space left on device", "/data/x.png")
+    assert user_message(disk).startswith("/data/x.png: No space left on device (the disk is full")
+    full = sqlite3.OperationalError("database or disk is full")
+    assert user_message(full) == ("the score database failed: database or disk is full (the disk is full: free some "
+                                  "space and re-run; finished images and scores are kept)")
+    assert user_message(sqlite3.OperationalError("no such column: x")) is None  # an SQL bug stays a bug
+    assert user_message(FileNotFoundError("/x/scores.parquet")) == "/x/scores.parquet: no such file or folder"
