@@ -252,3 +252,8 @@ def test_report_to_dev_null_never_replaces_the_device(finished, capsys):
     assert one_error(err) == ("/dev/null is not a regular file (a device, pipe or socket); iqabench only writes "
                               "regular files there: give a file path")
     assert pathlib.Path("/dev/null").is_char_device()
+
+
+def test_empty_metrics_is_refused_not_replaced_by_the_defaults(tmp_path, capsys):
+    code, err, _ = cli(["run", "relgain", "-g", "tiny-sd", "--metrics", "", "--out", tmp_path, "--dry-run"], capsys)
+    assert code == 2 and one_error(err) == "no metrics given: pass e.g. --metrics piqe,entropy"

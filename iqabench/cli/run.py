@@ -112,7 +112,8 @@ def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None,
     from ..metrics import parse_metric_list
     from ..specs import parse_seeds
 
-    given = {"generators": list(generator or []), "metrics": parse_metric_list(metrics) if metrics else None,
+    given = {"generators": list(generator or []),
+             "metrics": parse_metric_list(metrics) if metrics is not None else None,  # "" is refused, not defaulted
              "prompts": prompts, "seeds": parse_seeds(seeds) if seeds is not None else None, "limit": limit,
              "options": options}
     if preset is not None:
