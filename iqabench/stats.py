@@ -1,13 +1,32 @@
-"""Statistics shared by benchmarks: relative gains and bootstrap confidence intervals."""
+"""Statistics shared by benchmarks: relative gains, bootstrap confidence intervals, paired tests.
+
+Why clustering matters: a run with several seeds per prompt does not hold
+independent images. Images of one prompt share its difficulty, so a bootstrap
+that resamples images treats ``seeds x prompts`` as the sample size and gives
+intervals that are too narrow by up to ``sqrt(seeds)``. When some prompt has
+more than one image, ``mean_ci`` resamples *prompts* (the cluster bootstrap;
+Davison & Hinkley 1997, Sec. 3.8) and the statistic is the pooled mean of the
+images of the drawn prompts. Otherwise it resamples images. Either way the
+interval is scipy's BCa (bias-corrected and accelerated; Efron 1987) when it
+applies, and the plain percentile interval when BCa is undefined (fewer than 3
+units, a degenerate jackknife) or too costly (its jackknife is quadratic in the
+number of units). The method used is returned, so every table can name it.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 # Below this |f(x)| a relative gain is meaningless (division by ~0); such items are excluded and counted.
 RELGAIN_EPS = 1e-6
+N_RESAMPLES = 2000
+CONFIDENCE = 0.95
+# BCa's jackknife recomputes the statistic once per unit; above this many units use the percentile interval.
+BCA_MAX_UNITS = 2000
 
 
 @dataclass(frozen=True)
@@ -18,6 +37,23 @@ class RelGainItems:
     usable: np.ndarray  # bool
     n_near_zero: int
     n_negative_base: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its confidence interval, the sample behind it and how the interval was computed."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int  # finite values used
+    n_clusters: int  # prompts when clustered, else == n
+    method: str  # "BCa", "percentile", "cluster BCa", "cluster percentile" or "none" (< 2 units)
+
+    @property
+    def significant(self) -> bool:
+        """The CI excludes 0 (meaningful for differences and gains only)."""
+        return bool(np.isfinite(self.ci_low) and np.isfinite(self.ci_high) and (self.ci_low > 0 or self.ci_high < 0))
 
 
 def relative_gains(base: np.ndarray, method: np.ndarray, lower_better: bool, eps: float = RELGAIN_EPS) -> RelGainItems:
@@ -41,28 +77,101 @@ def relative_gains(base: np.ndarray, method: np.ndarray, lower_better: bool, eps
     return RelGainItems(gains, usable, int(near_zero.sum()), int((finite & (base < -eps)).sum()))
 
 
-def bootstrap_ci(values: np.ndarray, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
-                 statistic=np.mean) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``statistic`` over ``values`` (NaNs dropped); (nan, nan) if < 2 values."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_resamples, values.size))
-    stats = statistic(values[idx], axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+def _pooled_mean(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean of the images of the drawn prompts (a ratio estimator: prompts may hold different numbers of seeds)."""
+    return np.sum(sums, axis=axis) / np.sum(counts, axis=axis)
 
 
-def paired_statistics(base: np.ndarray, method: np.ndarray, lower_better: bool) -> dict[str, float]:
-    """The paired comparison of ACPO's Table 2: means, improvement, its std, paired t, p-value and win rate.
+def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(values, axis=axis)
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, clusters: Sequence[object] | np.ndarray | None = None, *,
+            n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
+            method: str = "auto") -> Estimate:
+    """Mean of ``values`` (NaNs dropped) with a bootstrap CI; clustered by ``clusters`` (e.g. prompt ids).
+
+    ``method``: ``"auto"`` (BCa where it applies, else percentile), ``"BCa"`` or ``"percentile"``.
+    Clustering is used only when some cluster holds more than one value; with
+    one value per cluster it is the ordinary bootstrap. Deterministic for a
+    given ``seed``.
+    """
+    from scipy import stats
+
+    if method not in ("auto", "BCa", "percentile"):
+        raise ValueError(f"method must be 'auto', 'BCa' or 'percentile', not {method!r}")
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if clusters is not None:
+        clusters = np.asarray(clusters, dtype=object).ravel()
+        if clusters.shape != values.shape:
+            raise ValueError(f"clusters has {clusters.size} labels for {values.size} values; give one per value")
+    keep = np.isfinite(values)
+    values = values[keep]
+    n = int(values.size)
+    point = float(values.mean()) if n else float("nan")
+    clustered = False
+    if clusters is not None and n:
+        index: dict[str, int] = {}  # clusters numbered in order of first appearance
+        inverse = np.array([index.setdefault(str(c), len(index)) for c in clusters[keep]], dtype=np.intp)
+        clustered = len(index) < n
+    if clustered:
+        sums = np.bincount(inverse, weights=values)
+        counts = np.bincount(inverse).astype(np.float64)
+        data, statistic, units, prefix = (sums, counts), _pooled_mean, len(index), "cluster "
+    else:
+        data, statistic, units, prefix = (values,), _mean, n, ""
+    if units < 2:
+        return Estimate(point, float("nan"), float("nan"), n, units, "none")
+    if np.ptp(values) == 0:  # every resample has the same mean; the interval is the point
+        return Estimate(point, point, point, n, units, prefix + "percentile")
+    use_bca = method == "BCa" or (method == "auto" and 3 <= units <= BCA_MAX_UNITS)
+    for name in (["BCa"] if use_bca else []) + ["percentile"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DegenerateDataWarning: handled by falling back below
+            res = stats.bootstrap(data, statistic, paired=clustered, vectorized=True, n_resamples=n_resamples,
+                                  confidence_level=confidence, method=name, rng=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if np.isfinite(low) and np.isfinite(high):
+            return Estimate(point, low, high, n, units, prefix + name)
+    return Estimate(point, float("nan"), float("nan"), n, units, "none")
+
+
+def bootstrap_ci(values: np.ndarray, *, n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
+                 clusters: Sequence[object] | np.ndarray | None = None) -> tuple[float, float]:
+    """(low, high) of ``mean_ci``: BCa bootstrap CI of the mean, clustered when ``clusters`` repeat."""
+    est = mean_ci(values, clusters, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return est.ci_low, est.ci_high
+
+
+def describe_method(methods: Sequence[str] | str, confidence: float = CONFIDENCE,
+                    n_resamples: int = N_RESAMPLES) -> str:
+    """One sentence for a table footnote naming how its intervals were computed."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    used = [m for m in dict.fromkeys(methods) if m != "none"]
+    if not used:
+        return "No confidence intervals (fewer than 2 independent units)."
+    parts = []
+    for m in used:
+        kind = "BCa" if m.endswith("BCa") else "percentile"
+        over = "prompts (cluster bootstrap: several seeds per prompt)" if m.startswith("cluster") else "images"
+        parts.append(f"{kind} bootstrap over {over}")
+    return (f"Brackets: {confidence:.0%} CI, " + "; ".join(parts)
+            + f", {n_resamples} resamples (iqabench.stats.mean_ci).")
+
+
+def paired_statistics(base: np.ndarray, method: np.ndarray, lower_better: bool,
+                      clusters: Sequence[object] | np.ndarray | None = None) -> dict[str, float]:
+    """The paired comparison of ACPO's Table 2: means, improvement, its std, paired t, Wilcoxon, win rate.
 
     ``improvement`` is mean(method - base), negated for lower-is-better metrics
     so positive means better; the t-test (scipy's ``ttest_rel``) is two-sided on
-    the same signed differences; ``win_rate`` is the share of items improved
-    (ties count as half a win). Pairs with a missing score are dropped.
+    the same signed differences; next to it the Wilcoxon signed-rank test
+    (``scipy.stats.wilcoxon``, zero differences dropped as in Wilcoxon's
+    original test), which does not assume normal differences; ``win_rate`` is
+    the share of items improved (ties count as half a win). ``improvement`` gets
+    a bootstrap CI, clustered by ``clusters`` (prompt ids) when given. Pairs
+    with a missing score are dropped. Both tests treat pairs as independent;
+    with several seeds per prompt read them next to the clustered CI.
     """
     from scipy import stats
 
@@ -70,17 +179,46 @@ def paired_statistics(base: np.ndarray, method: np.ndarray, lower_better: bool) 
     method = np.asarray(method, dtype=np.float64)
     keep = np.isfinite(base) & np.isfinite(method)
     base, method = base[keep], method[keep]
+    groups = None if clusters is None else np.asarray(clusters, dtype=object)[keep]
     diff = method - base
     if lower_better:
         diff = -diff
     n = int(diff.size)
+    est = mean_ci(diff, groups)
     out = {"n_pairs": n, "baseline_mean": float(base.mean()) if n else float("nan"),
            "generator_mean": float(method.mean()) if n else float("nan"),
            "improvement": float(diff.mean()) if n else float("nan"),
+           "improvement_ci_low": est.ci_low, "improvement_ci_high": est.ci_high,
            "improvement_std": float(diff.std(ddof=1)) if n > 1 else float("nan"),
            "t_statistic": float("nan"), "p_value": float("nan"),
-           "win_rate": float(((diff > 0) + 0.5 * (diff == 0)).mean()) if n else float("nan")}
+           "wilcoxon_statistic": float("nan"), "wilcoxon_p_value": float("nan"),
+           "win_rate": float(((diff > 0) + 0.5 * (diff == 0)).mean()) if n else float("nan"),
+           "ci_method": est.method}
     if n > 1 and np.any(diff != diff[0]):
         test = stats.ttest_rel(method, base) if not lower_better else stats.ttest_rel(base, method)
         out["t_statistic"], out["p_value"] = float(test.statistic), float(test.pvalue)
+    if np.count_nonzero(diff) >= 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # small-sample / exact-distribution notes
+            w = stats.wilcoxon(diff, zero_method="wilcox")
+        out["wilcoxon_statistic"], out["wilcoxon_p_value"] = float(w.statistic), float(w.pvalue)
+    return out
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (Holm 1979); NaNs stay NaN and do not count as tests.
+
+    Controls the family-wise error rate across one table of comparisons
+    without assuming independence: the i-th smallest of m p-values is scaled
+    by (m - i + 1), then made monotone and capped at 1.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if not m:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = p[order] * (m - np.arange(m))
+    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return out
