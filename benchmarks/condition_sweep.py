@@ -94,7 +94,7 @@ def curves_figure(means: pd.DataFrame, baselines: pd.DataFrame, metrics: list[st
             group = group.sort_values(x)
             name = " | ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
             line = ax.plot(group[x], group["mean"], marker="o", markersize=3, label=_short(name))[0]
-            ax.fill_between(group[x], group.ci_low, group.ci_high, color=line.get_color(), alpha=0.15)
+            ax.fill_between(group[x], group.mean_ci_low, group.mean_ci_high, color=line.get_color(), alpha=0.15)
         for row in baselines[baselines.metric == metric].itertuples():
             ax.axhline(row.mean, linestyle="--", color="grey", linewidth=1,
                        label=_short(f"baseline of {row.generator}"))

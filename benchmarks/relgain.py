@@ -15,7 +15,7 @@ from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, Planned
 from iqabench.generators import build_generator
 from iqabench.metrics import metric_info
 from iqabench.specs import GeneratorSpec, RunSpec
-from iqabench.stats import RELGAIN_EPS, bootstrap_ci, paired_statistics, relative_gains
+from iqabench.stats import RELGAIN_EPS, describe_method, holm, mean_ci, paired_statistics, relative_gains
 
 GRID_ITEMS = 8
 
@@ -69,8 +69,9 @@ class RelGain(BaseBenchmark):
                 base = np.array([_value(scores[m].get(k)) for k in base_keys])
                 method = np.array([_value(scores[m].get(k)) for k in gen_keys])
                 gains = relative_gains(base, method, info.lower_better)
+                prompts = [i.prompt_id for i in items]
                 paired_rows.append({"generator": g, "baseline": b, "metric": m,
-                                    **paired_statistics(base, method, info.lower_better)})
+                                    **paired_statistics(base, method, info.lower_better, prompts)})
                 for i, item in enumerate(items):
                     per_item_rows.append({
                         "generator": g, "baseline": b, "metric": m, "prompt_id": item.prompt_id,
@@ -79,13 +80,13 @@ class RelGain(BaseBenchmark):
                         "status": _status(base[i], method[i], gains.usable[i]),
                     })
                 usable = gains.gains[gains.usable]
-                low, high = bootstrap_ci(usable, seed=0)
+                est = mean_ci(gains.gains, prompts)  # NaN (unusable) items dropped; clustered by prompt
                 n_missing = int((~np.isfinite(base) | ~np.isfinite(method)).sum())
                 summary_rows.append({
                     "generator": g, "baseline": b, "metric": m,
                     "direction": "lower is better" if info.lower_better else "higher is better",
                     "relgain": float(np.mean(usable)) if usable.size else float("nan"),
-                    "relgain_ci_low": low, "relgain_ci_high": high,
+                    "relgain_ci_low": est.ci_low, "relgain_ci_high": est.ci_high, "ci_method": est.method,
                     "n": int(usable.size), "n_near_zero_excluded": gains.n_near_zero,
                     "n_negative_baseline": gains.n_negative_base, "n_missing": n_missing,
                     "baseline_mean": float(np.nanmean(base)) if np.isfinite(base).any() else float("nan"),
@@ -104,16 +105,25 @@ class RelGain(BaseBenchmark):
         notes.insert(0, "RelGain = mean over items of (f(x') - f(x)) / |f(x)| x 100, sign flipped for "
                         "lower-is-better metrics, so positive means better. Items whose baseline score is within "
                         f"{RELGAIN_EPS:g} of zero are excluded (division by ~0); negative baseline scores are divided "
-                        "by their absolute value. Brackets: 95% percentile-bootstrap CI (2000 resamples). "
-                        "Paired statistics (ACPO, Table 2): improvement = mean signed difference (positive = better), "
-                        "two-sided paired t-test, win rate = share of items improved (ties count half).")
+                        "by their absolute value. Paired statistics (ACPO, Table 2): improvement = mean signed "
+                        "difference (positive = better), two-sided paired t-test and Wilcoxon signed-rank test, "
+                        "p-values Holm-corrected across the table, win rate = share of items improved (ties count "
+                        "half).")
 
         summary = pd.DataFrame(summary_rows)
+        summary.attrs["footnote"] = describe_method(summary["ci_method"].tolist())
+        paired = pd.DataFrame(paired_rows)
+        if len(paired):
+            paired["p_value_holm"] = holm(paired["p_value"].to_numpy(float))
+            paired["wilcoxon_p_value_holm"] = holm(paired["wilcoxon_p_value"].to_numpy(float))
+        paired.attrs["footnote"] = (describe_method(paired["ci_method"].tolist()) + " Tests: two-sided paired t and "
+                                    "Wilcoxon signed-rank; *_holm: Holm-adjusted across this table.")
+        notes.insert(1, summary.attrs["footnote"])
         matrix = summary.pivot(index="generator", columns="metric", values="relgain").reindex(
             index=generators, columns=metrics)
         result = Result(self.name, notes=notes)
         result.tables["relgain"] = summary
-        result.tables["paired_statistics"] = pd.DataFrame(paired_rows)
+        result.tables["paired_statistics"] = paired
         result.tables["relgain_per_item"] = pd.DataFrame(per_item_rows)
         failures = ctx.failures()
         errors = [{"image_key": k, "metric": m, "error": e} for m in metrics for k, e in ctx.score_errors(m).items()]

@@ -12,7 +12,7 @@ import pandas as pd
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
 from iqabench.metrics import metric_info
 from iqabench.specs import GeneratorSpec, RunSpec
-from iqabench.stats import bootstrap_ci
+from iqabench.stats import describe_method, mean_ci
 
 
 @register_benchmark("scores", description="Mean IQA score per generator and metric, with 95% bootstrap CIs")
@@ -30,21 +30,23 @@ class Scores(BaseBenchmark):
         rows, per_item = [], []
         generators = list(dict.fromkeys(p.generator for p in ctx.plan))
         for g in generators:
-            keys = [k for p, k in zip(ctx.plan, ctx.image_keys, strict=True) if p.generator == g]
+            pairs = [(p, k) for p, k in zip(ctx.plan, ctx.image_keys, strict=True) if p.generator == g]
+            prompts = [p.item.prompt_id for p, _ in pairs]
             for m in metrics:
-                values = np.array([np.nan if scores[m].get(k) is None else scores[m][k] for k in keys], dtype=float)
-                finite = values[np.isfinite(values)]
-                low, high = bootstrap_ci(finite)
+                values = np.array([np.nan if scores[m].get(k) is None else scores[m][k] for _, k in pairs], dtype=float)
+                est = mean_ci(values, prompts)  # clustered by prompt when there are several seeds
                 rows.append({"generator": g, "metric": m,
                              "direction": "lower is better" if metric_info(m).lower_better else "higher is better",
-                             "score": float(finite.mean()) if finite.size else float("nan"),
-                             "score_ci_low": low, "score_ci_high": high, "n": int(finite.size),
-                             "n_missing": int(values.size - finite.size)})
+                             "score": est.value, "score_ci_low": est.ci_low, "score_ci_high": est.ci_high,
+                             "n": est.n, "n_prompts": est.n_clusters, "n_missing": int(values.size - est.n),
+                             "ci_method": est.method})
         for p, k in zip(ctx.plan, ctx.image_keys, strict=True):
             per_item.append({"generator": p.generator, "prompt_id": p.item.prompt_id, "prompt": p.item.prompt,
                              "seed": p.item.seed, **{m: scores[m].get(k) for m in metrics}})
-        result = Result(self.name, notes=["Brackets: 95% percentile-bootstrap CI over images (2000 resamples)."])
-        result.tables["scores"] = pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        table.attrs["footnote"] = describe_method(table["ci_method"].tolist() if rows else [])
+        result = Result(self.name, notes=[table.attrs["footnote"]])
+        result.tables["scores"] = table
         result.tables["scores_per_item"] = pd.DataFrame(per_item)
         result.grids["samples"] = [
             ImageRef(k, f"{p.item.prompt} (seed {p.item.seed})",

@@ -18,7 +18,7 @@ import pandas as pd
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
-from iqabench.stats import RELGAIN_EPS, bootstrap_ci, relative_gains
+from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, relative_gains
 
 from .sweeps import Slot, grid_refs, new_figure, planned, score_frame, sweep_slots
 
@@ -76,8 +76,10 @@ def summarize_gains(gains: pd.DataFrame, near_zero: float = NEAR_ZERO_PERCENT) -
     for (generator, metric), group in gains.groupby(["generator", "metric"], sort=False):
         finite = np.isfinite(group.baseline_score.to_numpy(float)) & np.isfinite(group.generator_score.to_numpy(float))
         values = group.relgain.to_numpy(float)
+        # several seeds per prompt: the CI resamples prompts (iqabench.stats.mean_ci)
+        est = mean_ci(values, group.prompt_id.to_numpy())
         values = values[np.isfinite(values)]
-        low, high = bootstrap_ci(values)
+        low, high = est.ci_low, est.ci_high
         n = int(values.size)
         rows.append({
             "generator": generator, "metric": metric, "n": n,
@@ -90,9 +92,11 @@ def summarize_gains(gains: pd.DataFrame, near_zero: float = NEAR_ZERO_PERCENT) -
             "worse_share": float((values < 0).mean()) if n else np.nan,
             "near_zero_share": float((np.abs(values) < near_zero).mean()) if n else np.nan,
             "n_near_zero_baseline_excluded": int((finite & ~group.usable.to_numpy(bool)).sum()),
-            "n_missing": int((~finite).sum()),
+            "n_missing": int((~finite).sum()), "ci_method": est.method,
         })
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["footnote"] = describe_method(out["ci_method"].tolist() if rows else [])
+    return out
 
 
 def per_prompt_summary(gains: pd.DataFrame) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from iqabench.benchmark import AnalysisContext, PlannedItem
 from iqabench.generators import Generator, WorkItem, build_generator
 from iqabench.specs import GeneratorSpec, RunSpec
-from iqabench.stats import bootstrap_ci
+from iqabench.stats import describe_method, mean_ci
 
 # IQA-Adapter paper Sec. 4.3 / Fig. 4a: the training-set percentiles the adapter is conditioned on.
 DEFAULT_TARGETS: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -189,17 +189,21 @@ def score_frame(ctx: AnalysisContext, slots: list[Slot], metrics: Sequence[str])
 
 
 def mean_with_ci(frame: pd.DataFrame, by: list[str], value: str = "score") -> pd.DataFrame:
-    """Mean, 95% bootstrap CI and count of ``value`` per group (NaNs dropped and counted)."""
+    """Mean, 95% bootstrap CI (clustered by prompt when a group holds several seeds) and count per group.
+
+    NaNs are dropped and counted; the method is in ``ci_method`` and the frame's footnote.
+    """
     rows = []
     for keys, group in frame.groupby(by, sort=False, dropna=False):
         values = group[value].to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
-        low, high = bootstrap_ci(finite)
+        est = mean_ci(values, group["prompt_id"].to_numpy() if "prompt_id" in group else None)
         keys = keys if isinstance(keys, tuple) else (keys,)
-        rows.append({**dict(zip(by, keys, strict=True)), "mean": float(finite.mean()) if finite.size else np.nan,
-                     "ci_low": low, "ci_high": high, "n": int(finite.size),
-                     "n_missing": int(values.size - finite.size)})
-    return pd.DataFrame(rows)
+        rows.append({**dict(zip(by, keys, strict=True)), "mean": est.value, "mean_ci_low": est.ci_low,
+                     "mean_ci_high": est.ci_high, "n": est.n, "n_missing": int(values.size - est.n),
+                     "ci_method": est.method})
+    out = pd.DataFrame(rows)
+    out.attrs["footnote"] = describe_method(out["ci_method"].tolist() if rows else [])
+    return out
 
 
 def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.3, max_cols: int = 3) -> tuple[Figure, list]:

@@ -6,6 +6,7 @@ The Python API mirrors the CLI: ``iqabench.run(RunSpec(...))`` does what
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import quiet  # noqa: F401  first: filters a dependency's import-time notice before diffusers/peft load
 from .api import run
 from .benchmark import BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
 from .generators import WorkItem, build_generator, register_generator

@@ -143,9 +143,9 @@ def bootstrap_ci(values: np.ndarray, *, n_resamples: int = N_RESAMPLES, confiden
     return est.ci_low, est.ci_high
 
 
-def describe_method(methods: Sequence[str] | str, confidence: float = CONFIDENCE,
-                    n_resamples: int = N_RESAMPLES) -> str:
-    """One sentence for a table footnote naming how its intervals were computed."""
+def describe_method(methods: Sequence[str] | str, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                    cluster: str = "prompts (cluster bootstrap: several seeds per prompt)") -> str:
+    """One sentence for a table footnote naming how its intervals were computed (``cluster``: the resampled unit)."""
     methods = [methods] if isinstance(methods, str) else list(methods)
     used = [m for m in dict.fromkeys(methods) if m != "none"]
     if not used:
@@ -153,7 +153,7 @@ def describe_method(methods: Sequence[str] | str, confidence: float = CONFIDENCE
     parts = []
     for m in used:
         kind = "BCa" if m.endswith("BCa") else "percentile"
-        over = "prompts (cluster bootstrap: several seeds per prompt)" if m.startswith("cluster") else "images"
+        over = cluster if m.startswith("cluster") else "images"
         parts.append(f"{kind} bootstrap over {over}")
     return (f"Brackets: {confidence:.0%} CI, " + "; ".join(parts)
             + f", {n_resamples} resamples (iqabench.stats.mean_ci).")

@@ -2,11 +2,16 @@
 
 Layout (format ``iqabench-result/v1``)::
 
-    results/result.json     benchmark, summary, notes, grids (ImageRef dicts), table and figure index
+    results/result.json     benchmark, summary, notes, grids (ImageRef dicts), table and figure index,
+                            estimates (every value with a CI: estimate, ci_low, ci_high, n, method)
     results/<table>.csv     one CSV per table (index columns first when the index is meaningful)
-    results/<figure>.svg    one matplotlib SVG per figure
+    results/<table>.tex     the same table as a booktabs LaTeX table (formatted, CIs in brackets, footnote caption)
+    results/<table>.md      the same table as Markdown
+    results/<figure>.svg    one matplotlib SVG per figure (inlined in the report)
+    results/<figure>.png    ... and as 300 dpi PNG and vector PDF, for papers and slides
+    results/<figure>.pdf
 
-Why SVG and CSV: both are plain text that diff, archive and inline into the
+Why SVG and CSV as the primary forms: both are plain text that diff, archive and inline into the
 HTML report without any decoding step, and neither can carry code that runs on
 load (no pickles). Table and figure names come from plugin code, so every file
 name goes through ``safe_child``: a name such as ``../evil`` is refused before
@@ -28,9 +33,10 @@ import pandas as pd
 
 from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.results import ImageRef, Result
-from iqabench.store import atomic_write_text, safe_child
+from iqabench.store import atomic_write_bytes, atomic_write_text, safe_child
 
 from .sanitize import UnsafeFigureError, sanitize_svg
+from .tables import CI_HIGH, CI_LOW, FOOTNOTE_ATTR, ci_columns, footnote, to_latex, to_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -39,6 +45,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RESULT_FORMAT = "iqabench-result/v1"
 RESULT_FILE = "result.json"
+FIGURE_DPI = 300
+# .tex/.md exports are for tables a reader pastes; per-item tables of paper-scale runs stay CSV-only.
+EXPORT_MAX_ROWS = 5000
 
 
 
@@ -52,6 +61,8 @@ class SavedResult:
     grids: dict[str, list[ImageRef]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    footnotes: dict[str, str] = field(default_factory=dict)  # table name -> how its numbers were made
+    estimates: list[dict[str, Any]] = field(default_factory=list)
 
 
 def results_dir(store: Store, run_id: str) -> Path:
@@ -105,6 +116,42 @@ def figure_svg(fig: Figure, salt: str) -> str:
     return buffer.getvalue()
 
 
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    """PNG (300 dpi) or PDF bytes of ``fig``, deterministic (no creation date in the metadata)."""
+    buffer = io.BytesIO()
+    metadata = {"CreationDate": None} if fmt == "pdf" else {}
+    fig.savefig(buffer, format=fmt, dpi=FIGURE_DPI, metadata=metadata, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def table_estimates(name: str, frame: pd.DataFrame, note: str) -> list[dict[str, Any]]:
+    """Every value of ``frame`` that has a CI, as ``{table, row, quantity, estimate, ci_low, ci_high, n, method}``.
+
+    ``row`` holds the row's label columns (text columns such as generator and
+    metric); ``n`` is the row's ``n``/``n_pairs`` column when there is one;
+    ``method`` is the row's ``ci_method`` column, else the table's footnote.
+    """
+    columns = [str(c) for c in frame.columns]
+    cis = ci_columns(columns)
+    if not cis:
+        return []
+    frame = frame.set_axis(columns, axis=1)
+    hidden = {c for pair in cis.values() for c in pair}
+    labels = [c for c in columns if c not in cis and c not in hidden and not pd.api.types.is_numeric_dtype(frame[c])
+              and c != "ci_method"]
+    n_col = next((c for c in ("n", "n_pairs", "n_images") if c in columns), None)
+    out = []
+    for record in frame.to_dict("records"):
+        for col in cis:
+            out.append({
+                "table": name, "row": {c: record[c] for c in labels}, "quantity": col,
+                "estimate": record[col], "ci_low": record[col + CI_LOW], "ci_high": record[col + CI_HIGH],
+                "n": record[n_col] if n_col else None,
+                "method": str(record["ci_method"]) if "ci_method" in record else note,
+            })
+    return out
+
+
 def save_result(store: Store, run_id: str, result: Result) -> None:
     """Write ``result`` under ``runs/<run_id>/results/``; figures are closed once written."""
     folder = results_dir(store, run_id)
@@ -118,11 +165,20 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
             if not isinstance(ref, ImageRef):
                 raise TypeError(f"grid {grid!r} holds a {type(ref).__name__}; expected iqabench ImageRef")
 
-    tables_index = []
+    tables_index, estimates = [], []
     for name, table in result.tables.items():
         frame, levels = _table_frame(name, table)
+        note = footnote(table)
         atomic_write_text(table_paths[name], escape_frame(frame).to_csv(index=False))
-        tables_index.append({"name": name, "file": table_paths[name].name, "index_levels": levels})
+        entry: dict[str, Any] = {"name": name, "file": table_paths[name].name, "index_levels": levels,
+                                 "footnote": note, "exports": []}
+        if len(table) <= EXPORT_MAX_ROWS:
+            for suffix, text in ((".tex", to_latex(table, name, note)), (".md", to_markdown(table, note))):
+                path = table_paths[name].with_suffix(suffix)
+                atomic_write_text(path, text)
+                entry["exports"].append(path.name)
+        tables_index.append(entry)
+        estimates += table_estimates(name, frame, note)
 
     import matplotlib.pyplot as plt  # only to release pyplot-managed figures; no-op for bare Figures
 
@@ -130,8 +186,13 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
     for name, fig in result.figures.items():
         svg = figure_svg(fig, salt=f"{run_id}/{name}")
         atomic_write_text(figure_paths[name], svg)
+        exports = []
+        for fmt in ("png", "pdf"):
+            path = figure_paths[name].with_suffix(f".{fmt}")
+            atomic_write_bytes(path, figure_bytes(fig, fmt))
+            exports.append(path.name)
         plt.close(fig)
-        figures_index.append({"name": name, "file": figure_paths[name].name})
+        figures_index.append({"name": name, "file": figure_paths[name].name, "exports": exports})
 
     document = {
         "format": RESULT_FORMAT,
@@ -141,6 +202,7 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
         "grids": {name: [_jsonable(asdict(ref)) for ref in refs] for name, refs in result.grids.items()},
         "tables": tables_index,
         "figures": figures_index,
+        "estimates": _jsonable(estimates),
     }
     atomic_write_text(folder / RESULT_FILE, json.dumps(document, indent=2, allow_nan=False))
 
@@ -173,6 +235,7 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         raise ValueError(f"{path} has format {document.get('format')!r}; this version reads {RESULT_FORMAT!r}")
 
     tables: dict[str, pd.DataFrame] = {}
+    footnotes: dict[str, str] = {}
     for entry in document.get("tables", []):
         name = entry["name"]
         csv_path = safe_child(folder, f"{name}.csv")
@@ -180,6 +243,8 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         frame = unescape_frame(pd.read_csv(csv_path, keep_default_na=True))
         if levels:
             frame = frame.set_index(list(frame.columns[:levels]))
+        footnotes[name] = str(entry.get("footnote") or "")
+        frame.attrs[FOOTNOTE_ATTR] = footnotes[name]
         tables[name] = frame
 
     figures = {}
@@ -199,4 +264,6 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         grids=grids,
         summary=dict(document.get("summary") or {}),
         notes=notes,
+        footnotes=footnotes,
+        estimates=list(document.get("estimates") or []),
     )

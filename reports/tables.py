@@ -120,3 +120,57 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
                 row.append(_cell(record[col], header=position < index_levels))
         rows.append(row)
     return TableView(shown, rows, total if total > len(rows) else 0)
+
+
+# --- exports: the same formatted cells as the report, for LaTeX, Markdown and the terminal ----------------------
+
+FOOTNOTE_ATTR = "footnote"  # DataFrame.attrs key a benchmark sets to say how a table's numbers were made
+
+
+def footnote(frame: pd.DataFrame) -> str:
+    """The table's footnote (``frame.attrs['footnote']``), or a generic one for a table with CI columns."""
+    note = str(frame.attrs.get(FOOTNOTE_ATTR, "") or "")
+    if not note and ci_columns([str(c) for c in frame.columns]):
+        note = "Brackets: 95% confidence interval."
+    return note
+
+
+def display_frame(frame: pd.DataFrame, max_rows: int | None = None) -> pd.DataFrame:
+    """Strings as the report shows them: index as leading columns, ``X [low, high]`` for each CI'd column."""
+    view = table_view(frame, max_rows)
+    return pd.DataFrame([[cell.text for cell in row] for row in view.rows], columns=view.columns)
+
+
+def _numeric_columns(frame: pd.DataFrame, shown: list[str]) -> set[str]:
+    flat = frame.reset_index() if not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None) else frame
+    flat = flat.set_axis([str(c) for c in flat.columns], axis=1)
+    return {c for c in shown if c in flat and pd.api.types.is_numeric_dtype(flat[c])}
+
+
+def to_latex(frame: pd.DataFrame, name: str, note: str = "") -> str:
+    """A booktabs ``table`` (``\\toprule/\\midrule/\\bottomrule``) that pastes into a paper unchanged.
+
+    Built with pandas ``Styler.to_latex``; cells are the report's formatted
+    strings, LaTeX-escaped; numeric columns are right-aligned; the footnote
+    (how the CIs were computed) becomes the caption. Needs ``booktabs``.
+    """
+    shown = display_frame(frame)
+    numeric = _numeric_columns(frame, list(shown.columns))
+    column_format = "".join("r" if c in numeric else "l" for c in shown.columns)
+    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    caption = name.replace("_", " ") + (f". {note}" if note else "")
+    caption = caption.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+    label = "tab:" + "".join(ch if ch.isalnum() or ch in "-:" else "-" for ch in name)
+    return styler.to_latex(hrules=True, column_format=column_format, caption=caption, label=label,
+                           position_float="centering")
+
+
+def to_markdown(frame: pd.DataFrame, note: str = "") -> str:
+    """A GitHub-flavoured Markdown table (via pandas/tabulate) with the footnote under it."""
+    shown = display_frame(frame)
+    numeric = _numeric_columns(frame, list(shown.columns))
+    shown = shown.map(lambda text: text.replace("|", "\\|")).set_axis([c.replace("|", "\\|") for c in shown.columns],
+                                                                       axis=1)
+    align = ["right" if c in numeric else "left" for c in shown.columns]
+    text = shown.to_markdown(index=False, colalign=align, disable_numparse=True) if len(shown.columns) else ""
+    return text + (f"\n\n{note}\n" if note else "\n")

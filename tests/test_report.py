@@ -89,9 +89,15 @@ def test_save_writes_csv_svg_and_result_json(store):
     folder = store.run_dir("run-a") / "results"
     assert sorted(p.name for p in folder.iterdir()) == [
         "relgain.csv",
+        "relgain.md",
+        "relgain.tex",
+        "relgain_heatmap.pdf",
+        "relgain_heatmap.png",
         "relgain_heatmap.svg",
         "result.json",
         "scores.csv",
+        "scores.md",
+        "scores.tex",
     ]
     document = json.loads((folder / "result.json").read_text())
     assert [t["name"] for t in document["tables"]] == ["scores", "relgain"]
@@ -104,6 +110,42 @@ def test_save_writes_csv_svg_and_result_json(store):
     }
     assert (folder / "relgain_heatmap.svg").read_text().lstrip().startswith("<?xml")
     assert "generator,piqe,entropy" in (folder / "relgain.csv").read_text()
+
+
+def test_tables_export_as_booktabs_latex_and_markdown_with_their_footnote(store):
+    result = make_result()
+    result.tables["scores"].attrs["footnote"] = "Brackets: 95% CI, BCa bootstrap over images."
+    save_result(store, "run-a", result)
+    folder = store.run_dir("run-a") / "results"
+    tex = (folder / "scores.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "iqa-adapter:topiq & 35.50 [33.25, 37.75] & 2 \\\\" in tex
+    assert "\\caption{scores. Brackets: 95\\% CI, BCa bootstrap over images.}" in tex
+    assert "\\begin{tabular}{lrr}" in tex
+    md = (folder / "scores.md").read_text()
+    assert "| iqa-adapter:topiq |" in md and "35.50 [33.25, 37.75]" in md and "BCa bootstrap over images" in md
+
+
+def test_figures_export_as_300_dpi_png_and_pdf(store):
+    save_result(store, "run-a", make_result())
+    folder = store.run_dir("run-a") / "results"
+    png = Image.open(folder / "relgain_heatmap.png")
+    assert png.info["dpi"] == pytest.approx((300, 300), abs=0.5)
+    assert png.width > 1000  # several inches at 300 dpi
+    assert (folder / "relgain_heatmap.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_result_json_carries_estimates_with_ci_n_and_method(store):
+    result = make_result()
+    result.tables["scores"].attrs["footnote"] = "Brackets: 95% CI, cluster BCa bootstrap over prompts."
+    save_result(store, "run-a", result)
+    document = json.loads((store.run_dir("run-a") / "results" / "result.json").read_text())
+    assert document["estimates"][1] == {
+        "table": "scores", "row": {"generator": "iqa-adapter:topiq"}, "quantity": "piqe",
+        "estimate": 35.5, "ci_low": 33.25, "ci_high": 37.75, "n": 2,
+        "method": "Brackets: 95% CI, cluster BCa bootstrap over prompts.",
+    }
+    assert load_result(store, "run-a").footnotes["scores"].startswith("Brackets")
 
 
 def test_save_closes_pyplot_figures(store):

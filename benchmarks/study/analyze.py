@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import Result
-from iqabench.stats import bootstrap_ci
+from iqabench.stats import describe_method, mean_ci
 
 CHOICES = ("left", "right", "equal")
 BT_PRIOR_WHEN_DEGENERATE = 0.5
@@ -153,11 +153,16 @@ def win_rates(outcomes: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for condition, group in sides.groupby("condition", sort=True):
         scores = group.score.to_numpy(float)
-        low, high = bootstrap_ci(scores)
+        # one participant's votes are not independent: resample participants (cluster bootstrap)
+        est = mean_ci(scores, group.participant.to_numpy())
+        low, high = est.ci_low, est.ci_high
         rows.append({"condition": condition, "n": int(scores.size), "wins": int((scores == 1).sum()),
                      "ties": int((scores == 0.5).sum()), "losses": int((scores == 0).sum()),
-                     "win_rate": float(scores.mean()), "ci_low": low, "ci_high": high})
-    return pd.DataFrame(rows).sort_values("win_rate", ascending=False, ignore_index=True)
+                     "win_rate": float(scores.mean()), "win_rate_ci_low": low, "win_rate_ci_high": high,
+                     "ci_method": est.method})
+    out = pd.DataFrame(rows).sort_values("win_rate", ascending=False, ignore_index=True)
+    out.attrs["footnote"] = describe_method(out["ci_method"].tolist(), cluster="participants (cluster bootstrap)")
+    return out
 
 
 def pairwise_matrix(outcomes: pd.DataFrame, conditions: Sequence[str] | None = None) -> pd.DataFrame:
