@@ -96,6 +96,7 @@ def summarize_gains(gains: pd.DataFrame, near_zero: float = NEAR_ZERO_PERCENT) -
         })
     out = pd.DataFrame(rows)
     out.attrs["footnote"] = describe_method(out["ci_method"].tolist() if rows else [])
+    out.attrs["headline"] = {"value": "mean", "signed": True}  # mean per-generation RelGain: 0 = no gain
     return out
 
 

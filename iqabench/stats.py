@@ -48,7 +48,7 @@ class Estimate:
     ci_high: float
     n: int  # finite values used
     n_clusters: int  # prompts when clustered, else == n
-    method: str  # "BCa", "percentile", "cluster BCa", "cluster percentile" or "none" (< 2 units)
+    method: str  # "BCa", "percentile", "cluster BCa", "cluster percentile", "stratified cluster percentile", "none"
 
     @property
     def significant(self) -> bool:
@@ -136,6 +136,46 @@ def mean_ci(values: Sequence[float] | np.ndarray, clusters: Sequence[object] | n
     return Estimate(point, float("nan"), float("nan"), n, units, "none")
 
 
+def mean_of_strata_ci(values: Sequence[float] | np.ndarray, strata: Sequence[object] | np.ndarray,
+                      clusters: Sequence[object] | np.ndarray | None = None, *, n_resamples: int = N_RESAMPLES,
+                      confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
+    """The unweighted mean of per-stratum means (GenEval's overall score: the mean of task accuracies), with a CI.
+
+    Stratified bootstrap: each resample redraws the clusters (prompts) of every
+    stratum (task) within that stratum, so every task keeps its size and the
+    estimate keeps its definition. Percentile interval (BCa's jackknife is not
+    defined for a stratified statistic in scipy). NaN values are dropped.
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    strata = np.asarray(strata, dtype=object).ravel()
+    clusters = np.arange(values.size) if clusters is None else np.asarray(clusters, dtype=object).ravel()
+    if not (strata.shape == clusters.shape == values.shape):
+        raise ValueError("values, strata and clusters need one entry each per value")
+    keep = np.isfinite(values)
+    values, strata, clusters = values[keep], strata[keep], clusters[keep]
+    names = list(dict.fromkeys(str(x) for x in strata))
+    if not names:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, 0, "none")
+    rng = np.random.default_rng(seed)
+    draws, point, units = [], [], 0
+    for name in names:
+        mine = np.array([str(x) == name for x in strata])
+        index: dict[str, int] = {}
+        inverse = np.array([index.setdefault(str(c), len(index)) for c in clusters[mine]], dtype=np.intp)
+        sums = np.bincount(inverse, weights=values[mine])
+        counts = np.bincount(inverse).astype(np.float64)
+        units += len(index)
+        point.append(sums.sum() / counts.sum())
+        idx = rng.integers(0, len(index), size=(n_resamples, len(index)))
+        draws.append(sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
+    value = float(np.mean(point))
+    if units - len(names) < 1:  # every stratum holds a single cluster: nothing to resample
+        return Estimate(value, float("nan"), float("nan"), int(values.size), units, "none")
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(np.mean(draws, axis=0), [alpha, 1.0 - alpha])
+    return Estimate(value, float(low), float(high), int(values.size), units, "stratified cluster percentile")
+
+
 def bootstrap_ci(values: np.ndarray, *, n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
                  clusters: Sequence[object] | np.ndarray | None = None) -> tuple[float, float]:
     """(low, high) of ``mean_ci``: BCa bootstrap CI of the mean, clustered when ``clusters`` repeat."""
@@ -153,6 +193,9 @@ def describe_method(methods: Sequence[str] | str, confidence: float = CONFIDENCE
     parts = []
     for m in used:
         kind = "BCa" if m.endswith("BCa") else "percentile"
+        if m.startswith("stratified"):
+            parts.append(f"{kind} bootstrap over prompts within each task (stratified)")
+            continue
         over = cluster if m.startswith("cluster") else "images"
         parts.append(f"{kind} bootstrap over {over}")
     return (f"Brackets: {confidence:.0%} CI, " + "; ".join(parts)

@@ -35,8 +35,9 @@ from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.results import ImageRef, Result
 from iqabench.store import atomic_write_bytes, atomic_write_text, safe_child
 
+from .headline import HEADLINE_ATTR
 from .sanitize import UnsafeFigureError, sanitize_svg
-from .tables import CI_HIGH, CI_LOW, FOOTNOTE_ATTR, ci_columns, footnote, to_latex, to_markdown
+from .tables import CI_HIGH, CI_LOW, FOOTNOTE_ATTR, ci_columns, footnote, has_row_labels, to_latex, to_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -62,6 +63,7 @@ class SavedResult:
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     footnotes: dict[str, str] = field(default_factory=dict)  # table name -> how its numbers were made
+    captions: dict[str, str] = field(default_factory=dict)  # figure name -> what it plots
     estimates: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -92,9 +94,8 @@ def _table_frame(name: str, table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     if isinstance(frame.columns, pd.MultiIndex):
         # CSV has one header row here; "a / b" keeps both levels readable in the report.
         frame.columns = [" / ".join(str(part) for part in col) for col in frame.columns]
-    default_index = isinstance(frame.index, pd.RangeIndex) and frame.index.name is None
-    if default_index:
-        return frame, 0
+    if not has_row_labels(frame):  # default or leftover (sorted/filtered) integer index: not written
+        return frame.reset_index(drop=True), 0
     levels = frame.index.nlevels
     names = [
         n if n is not None else ("index" if levels == 1 else f"index_{i}") for i, n in enumerate(frame.index.names)
@@ -114,6 +115,19 @@ def figure_svg(fig: Figure, salt: str) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def figure_caption(fig: Figure) -> str:
+    """What the figure plots: its label (``Figure.set_label``, set by the plotting helpers) or, failing that,
+    its suptitle and axes titles."""
+    label = str(fig.get_label() or "")
+    if label:
+        return label
+    parts = []
+    if getattr(fig, "_suptitle", None) is not None and fig._suptitle.get_text():
+        parts.append(fig._suptitle.get_text())
+    parts += [ax.get_title() for ax in fig.axes if ax.get_title()]
+    return "; ".join(dict.fromkeys(parts))
 
 
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
@@ -172,6 +186,8 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
         atomic_write_text(table_paths[name], escape_frame(frame).to_csv(index=False))
         entry: dict[str, Any] = {"name": name, "file": table_paths[name].name, "index_levels": levels,
                                  "footnote": note, "exports": []}
+        if table.attrs.get(HEADLINE_ATTR):
+            entry["headline"] = _jsonable(dict(table.attrs[HEADLINE_ATTR]))
         if len(table) <= EXPORT_MAX_ROWS:
             for suffix, text in ((".tex", to_latex(table, name, note)), (".md", to_markdown(table, note))):
                 path = table_paths[name].with_suffix(suffix)
@@ -192,7 +208,8 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
             atomic_write_bytes(path, figure_bytes(fig, fmt))
             exports.append(path.name)
         plt.close(fig)
-        figures_index.append({"name": name, "file": figure_paths[name].name, "exports": exports})
+        figures_index.append({"name": name, "file": figure_paths[name].name, "exports": exports,
+                              "caption": figure_caption(fig)})
 
     document = {
         "format": RESULT_FORMAT,
@@ -245,12 +262,15 @@ def load_result(store: Store, run_id: str) -> SavedResult:
             frame = frame.set_index(list(frame.columns[:levels]))
         footnotes[name] = str(entry.get("footnote") or "")
         frame.attrs[FOOTNOTE_ATTR] = footnotes[name]
+        if isinstance(entry.get("headline"), dict):
+            frame.attrs[HEADLINE_ATTR] = entry["headline"]
         tables[name] = frame
 
-    figures = {}
+    figures, captions = {}, {}
     notes = [str(n) for n in document.get("notes", [])]
     for entry in document.get("figures", []):
         name = entry["name"]
+        captions[name] = str(entry.get("caption") or "")
         try:
             figures[name] = _svg_body(name, safe_child(folder, f"{name}.svg").read_text("utf-8"))
         except (UnsafeFigureError, UnicodeDecodeError, OSError) as exc:
@@ -265,5 +285,6 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         summary=dict(document.get("summary") or {}),
         notes=notes,
         footnotes=footnotes,
+        captions=captions,
         estimates=list(document.get("estimates") or []),
     )

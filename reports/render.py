@@ -27,6 +27,7 @@ from PIL import Image
 
 from iqabench.store import atomic_write_text
 
+from .headline import headline, headline_html, legend
 from .persist import SavedResult, load_result
 from .tables import MISSING, Cell, TableView, format_number, table_view
 
@@ -35,6 +36,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from iqabench.store import Store
 
 THUMBNAIL_PX = 160
+# Image grids: the first rows show, the rest sit behind a "show all" toggle; past MAX_GRID_ROWS the page says how
+# many rows it left out (thumbnails are inlined, so a paper-scale grid would make a page too big to open).
+GRID_VISIBLE_ROWS = 8
+MAX_GRID_ROWS = 200
+# A note the runner puts first when a run used randomly initialised tiny models; lifted to the top of the page.
+SMOKE_PREFIX = "Smoke run:"
 # Rows of one table inlined in the HTML; longer tables (per-item tables of paper-scale runs) are cut, with a
 # pointer to the full CSV next to the report, so the page stays small enough to open.
 MAX_TABLE_ROWS = 2000
@@ -90,7 +97,27 @@ class Thumb:
 class GridView:
     name: str
     groups: list[str]
-    rows: list[tuple[str, list[Thumb | None]]]
+    rows: list[tuple[str, list[Thumb | None]]]  # the rows shown first
+    more_rows: list[tuple[str, list[Thumb | None]]] = field(default_factory=list)  # behind "show all"
+    total_rows: int = 0  # rows in the grid, including ones left out of the page
+
+    @property
+    def shown_rows(self) -> int:
+        return len(self.rows) + len(self.more_rows)
+
+
+@dataclass
+class TableBlock:
+    name: str
+    view: TableView
+    footnote: str = ""
+
+
+@dataclass
+class FigureBlock:
+    name: str
+    svg: Markup
+    caption: str
 
 
 @dataclass
@@ -102,12 +129,15 @@ class RunView:
     generators: list[str]
     metrics: list[str]
     n_images: str
-    headline: dict[str, Any]
     summary: list[tuple[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    tables: list[tuple[str, TableView]] = field(default_factory=list)
-    figures: list[tuple[str, Markup]] = field(default_factory=list)
+    smoke: str | None = None
+    headline: Markup | None = None
+    headline_title: str = ""
+    headline_notes: list[str] = field(default_factory=list)
+    tables: list[TableBlock] = field(default_factory=list)
+    figures: list[FigureBlock] = field(default_factory=list)
     grids: list[GridView] = field(default_factory=list)
     provenance: str = ""
     missing: str | None = None
@@ -141,18 +171,30 @@ class _Thumbnails:
 
 
 def _grid_view(name: str, refs: list[ImageRef], thumbs: _Thumbnails) -> GridView:
-    """Columns are ImageRef.group (order of first appearance); rows line up the same caption across groups."""
+    """Columns are ImageRef.group (order of first appearance); rows line up the same caption across groups.
+
+    The first ``GRID_VISIBLE_ROWS`` rows show; rows up to ``MAX_GRID_ROWS`` sit behind a "show all" toggle;
+    ``total_rows`` counts every row so the page can say "showing k of n".
+    """
     groups = list(dict.fromkeys(ref.group for ref in refs))
-    rows: dict[tuple[str, int], list[Thumb | None]] = {}
+    slots: dict[tuple[str, int], list[ImageRef | None]] = {}
     seen: dict[tuple[str, str], int] = {}
     for ref in refs:
         occurrence = seen.get((ref.group, ref.caption), 0)
         seen[(ref.group, ref.caption)] = occurrence + 1
-        row = rows.setdefault((ref.caption, occurrence), [None] * len(groups))
-        uri, error = thumbs(ref.image_key)
-        scores = [(metric, format_number(value)) for metric, value in ref.scores.items()]
-        row[groups.index(ref.group)] = Thumb(uri, ref.caption, scores, error)
-    return GridView(name, groups, [(caption, cells) for (caption, _), cells in rows.items()])
+        slots.setdefault((ref.caption, occurrence), [None] * len(groups))[groups.index(ref.group)] = ref
+    rows = []
+    for (caption, _), cells in list(slots.items())[:MAX_GRID_ROWS]:
+        row: list[Thumb | None] = []
+        for ref in cells:
+            if ref is None:
+                row.append(None)
+                continue
+            uri, error = thumbs(ref.image_key)
+            scores = [(metric, format_number(value)) for metric, value in ref.scores.items()]
+            row.append(Thumb(uri, ref.caption, scores, error))
+        rows.append((caption, row))
+    return GridView(name, groups, rows[:GRID_VISIBLE_ROWS], rows[GRID_VISIBLE_ROWS:], len(slots))
 
 
 def _failures(value: Any) -> list[str]:
@@ -182,23 +224,30 @@ def _is_number(value: Any) -> bool:
     return value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
 
 
-def _headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """Numeric summary values for the Runs table; a dict of numbers contributes one column per entry."""
-    out: dict[str, Any] = {}
+def _summary_items(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summary values as short text: numbers formatted, lists joined, mappings as ``key: value`` pairs.
+
+    A mapping of numbers keyed ``"generator | metric"`` repeats the headline table, so it is left out when a
+    headline exists (the caller passes only what remains).
+    """
+    items = []
     for key, value in summary.items():
-        if key in (N_IMAGES_KEY, FAILURES_KEY):
+        if key == FAILURES_KEY:
             continue
-        if _is_number(value):
-            out[key] = value
-        elif isinstance(value, dict) and value and all(_is_number(v) for v in value.values()):
-            out.update({f"{key}: {sub}": v for sub, v in value.items()})
-    return out
+        if isinstance(value, dict):
+            if not value:
+                continue
+            text = "; ".join(f"{k}: {format_number(v) if _is_number(v) else v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            text = ", ".join(format_number(v) if _is_number(v) else str(v) for v in value) or MISSING
+        else:
+            text = format_number(value)
+        items.append((key.replace("_", " "), text))
+    return items
 
 
-def _summary_text(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, indent=1, sort_keys=True, default=str)
-    return format_number(value)
+def _figure_caption(name: str, caption: str) -> str:
+    return caption or name.replace("_", " ")
 
 
 def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
@@ -222,18 +271,30 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
         generators=[str(g) for g in spec.get("generators", [])],
         metrics=[str(m) for m in spec.get("metrics", [])],
         n_images=_n_images(summary, manifest),
-        headline=_headline(summary),
         provenance=json.dumps(manifest, indent=2, sort_keys=True, default=str),
     )
     if result is None:
         view.missing = "This run has no saved results yet (was it analysed?)."
         return view
-    view.summary = [(k, _summary_text(v)) for k, v in summary.items() if k != FAILURES_KEY]
+    head = headline(result.tables, result.footnotes)
+    shown_summary = dict(summary)
+    if head is not None:
+        view.headline = Markup(headline_html(head, uuid=f"h-{run_id}"))
+        view.headline_title = f"{head.quantity} by {head.estimate.index.name or 'row'} and " \
+                              f"{head.estimate.columns.name or 'column'} (from table {head.source})"
+        view.headline_notes = [n for n in (legend(head), head.footnote) if n]
+        # mappings of numbers repeat the headline table's estimates without their CIs
+        shown_summary = {k: v for k, v in summary.items()
+                         if not (isinstance(v, dict) and v and all(_is_number(x) for x in v.values()))}
+    view.summary = _summary_items(shown_summary)
     # the benchmark's own list wins; else what the runner recorded in run.json (image key -> "stage: detail")
     view.failures = _failures(summary.get(FAILURES_KEY)) or _failures(manifest.get(FAILURES_KEY))
-    view.notes = result.notes
-    view.tables = [(name, table_view(frame, MAX_TABLE_ROWS)) for name, frame in result.tables.items()]
-    view.figures = [(name, Markup(svg)) for name, svg in result.figures.items()]
+    view.smoke = next((n for n in result.notes if n.startswith(SMOKE_PREFIX)), None)
+    view.notes = [n for n in result.notes if n != view.smoke]
+    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS), result.footnotes.get(name, ""))
+                   for name, frame in result.tables.items()]
+    view.figures = [FigureBlock(name, Markup(svg), _figure_caption(name, result.captions.get(name, "")))
+                    for name, svg in result.figures.items()]
     view.grids = [_grid_view(name, refs, thumbs) for name, refs in result.grids.items()]
     return view
 
@@ -248,7 +309,7 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(store: Store, run_ids: list[str]) -> str:
+def render_html(store: Store, run_ids: list[str], comparison: Markup | None = None) -> str:
     """The report as a string (``render_report`` writes it)."""
     if isinstance(run_ids, str):
         raise TypeError("run_ids must be a list of run ids, not one string")
@@ -257,19 +318,12 @@ def render_html(store: Store, run_ids: list[str]) -> str:
     run_ids = list(dict.fromkeys(run_ids))
     thumbs = _Thumbnails(store)
     runs = [_run_view(store, run_id, thumbs) for run_id in run_ids]
-    headline_keys = list(dict.fromkeys(key for run in runs for key in run.headline))
-    overview = TableView(
-        ["run", "benchmark", "generators", "metrics", "n images", *headline_keys],
-        [],
-    )
+    overview = TableView(["run", "benchmark", "generators", "metrics", "n images", "status", "created"], [])
     for run in runs:
-        texts = [run.run_id, run.benchmark, ", ".join(run.generators), ", ".join(run.metrics), run.n_images]
-        cells = [Cell(t, t, False, header=i == 0) for i, t in enumerate(texts)]
-        for key in headline_keys:
-            value = run.headline.get(key)
-            numeric = isinstance(value, numbers.Real)
-            cells.append(Cell(format_number(value), repr(float(value)) if numeric else MISSING, numeric))
-        overview.rows.append(cells)
+        texts = [run.run_id, run.benchmark, ", ".join(run.generators), ", ".join(run.metrics), run.n_images,
+                 run.status, run.created]
+        overview.rows.append([Cell(t, t, False, header=i == 0) for i, t in enumerate(texts)])
+    smoke = [(run.run_id, run.smoke) for run in runs if run.smoke]
     title = (
         f"iqabench report: {runs[0].benchmark or 'run'} {runs[0].run_id}"
         if len(runs) == 1
@@ -280,6 +334,8 @@ def render_html(store: Store, run_ids: list[str]) -> str:
         title=title,
         runs=runs,
         overview=overview,
+        smoke=smoke,
+        comparison=comparison,
         sort_script=Markup(SORT_SCRIPT),
         csp=_csp(SORT_SCRIPT),
     )

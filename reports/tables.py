@@ -91,6 +91,18 @@ def ci_columns(columns: list[str]) -> dict[str, tuple[str, str]]:
     }
 
 
+def has_row_labels(frame: pd.DataFrame) -> bool:
+    """Whether the index carries labels worth showing: named, or not integers.
+
+    An unnamed integer index is what is left after sorting or filtering a
+    frame with the default index (e.g. ``value_counts().reset_index()`` then
+    ``sort_values``); showing it adds a meaningless "index" column.
+    """
+    if frame.index.nlevels > 1 or any(name is not None for name in frame.index.names):
+        return True
+    return not pd.api.types.is_integer_dtype(frame.index.dtype)
+
+
 def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
     """Rows of formatted cells; a labelled index becomes leading row-header columns.
 
@@ -101,7 +113,7 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
     if max_rows is not None and total > max_rows:
         frame = frame.iloc[:max_rows]
     index_levels = 0
-    if not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None):
+    if has_row_labels(frame):
         index_levels = frame.index.nlevels
         frame = frame.reset_index()
     columns = [str(c) for c in frame.columns]
@@ -142,7 +154,7 @@ def display_frame(frame: pd.DataFrame, max_rows: int | None = None) -> pd.DataFr
 
 
 def _numeric_columns(frame: pd.DataFrame, shown: list[str]) -> set[str]:
-    flat = frame.reset_index() if not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None) else frame
+    flat = frame.reset_index() if has_row_labels(frame) else frame
     flat = flat.set_axis([str(c) for c in flat.columns], axis=1)
     return {c for c in shown if c in flat and pd.api.types.is_numeric_dtype(flat[c])}
 

@@ -137,8 +137,48 @@ class Browser:
     def run_js(self, script: str, *args):
         return self.driver.execute_script(script, *args)
 
+    def set_width(self, width: int, height: int = 900) -> None:
+        """Resize the window so the *viewport* (not the outer window) is ``width`` CSS pixels wide."""
+        self.driver.set_window_size(width, height)
+        inner = self.run_js("return window.innerWidth;")
+        if inner != width:
+            self.driver.set_window_size(width + (width - inner), height)
+
+    def overflowing(self) -> list[str]:
+        """Elements that stick out of the viewport horizontally, unless a scroll box (overflow-x auto/scroll/
+        hidden) that itself fits holds them; plus the page itself when it scrolls sideways."""
+        return self.run_js(_OVERFLOW_JS)
+
+    def screenshot(self, path: str | os.PathLike[str], width: int = 1280) -> None:
+        """Full-page PNG at ``width`` px (the window is stretched to the page height)."""
+        self.set_width(width)
+        height = self.run_js("return Math.ceil(document.documentElement.scrollHeight);")
+        self.set_width(width, min(int(height) + 120, 16000))
+        self.driver.save_screenshot(str(path))
+        self.set_width(width)
+
     def close(self) -> None:
         self.driver.quit()
+
+
+_OVERFLOW_JS = """
+var limit = document.documentElement.clientWidth + 1, out = [];
+if (document.documentElement.scrollWidth > limit) {
+  out.push("page scrolls sideways: " + document.documentElement.scrollWidth + " > " + (limit - 1));
+}
+document.querySelectorAll("body *").forEach(function (el) {
+  var rect = el.getBoundingClientRect();
+  if (rect.width === 0 || (rect.right <= limit && rect.left >= -1)) { return; }
+  for (var p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+    var ox = getComputedStyle(p).overflowX;
+    if ((ox === "auto" || ox === "scroll" || ox === "hidden") && p.getBoundingClientRect().right <= limit) { return; }
+    if (p.tagName === "DETAILS" && !p.open) { return; }
+  }
+  out.push(el.tagName.toLowerCase() + (el.className && el.className.baseVal === undefined ? "." + el.className : "")
+           + " right=" + Math.round(rect.right));
+});
+return out;
+"""
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from iqabench.api import run
-from iqabench.benchmarks.geneval.benchmark import GenEval, best_marked, reason_kind
+from iqabench.benchmarks.geneval.benchmark import GenEval, accuracy_table, reason_kind
 from iqabench.benchmarks.geneval.clip import WeightsUnavailableError, build_clip
 from iqabench.benchmarks.geneval.colors import ColorClassifier, object_crop
 from iqabench.benchmarks.geneval.detectors import build_detector
@@ -58,16 +58,26 @@ def test_missing_weights_fail_with_one_clear_sentence(tmp_path, monkeypatch):
         build_detector("yolo")
 
 
-def test_reason_kinds_and_best_marking():
+def test_reason_kinds():
     assert reason_kind("expected clock>=2, found 1") == "missing object"
     assert reason_kind("expected red car>=1, found 0 red; and 1 blue") == "wrong color"
     assert reason_kind("expected dog right of target, found left of target") == "wrong position"
     assert reason_kind("no target for dog to be right of") == "position target missing"
     assert reason_kind("expected clock<3, found 3") == "too many objects"
-    import pandas as pd
 
-    table = best_marked(pd.DataFrame({"overall": [0.5, 0.75]}, index=["a", "b"]))
-    assert table["overall"].tolist() == ["0.500", "0.750 ★"]
+
+def test_accuracy_table_has_cis_clustered_by_prompt_and_declares_the_headline():
+    rows = [{"generator": g, "prompt_index": p, "tag": tag, "correct": ok}
+            for g, oks in (("a", [1, 1, 0, 0, 1, 0, 1, 1]), ("b", [1, 0, 0, 0, 0, 0, 1, 0]))
+            for (p, tag), ok in zip([(0, "counting"), (0, "counting"), (1, "counting"), (1, "counting"),
+                                     (2, "colors"), (2, "colors"), (3, "colors"), (3, "colors")], oks, strict=True)]
+    table = accuracy_table(rows, ["a", "b"], ["counting", "colors", "overall"]).set_index("generator")
+    assert table.loc["a", "counting"] == 0.5 and table.loc["a", "colors"] == 0.75
+    assert table.loc["a", "overall"] == pytest.approx(0.625)
+    assert table.loc["a", "counting_ci_low"] == 0.0 and table.loc["a", "counting_ci_high"] == 1.0  # 2 prompts: 0 or 1
+    assert table.loc["b", "n_prompts"] == 4
+    assert table.attrs["headline"]["columns"] == ["counting", "colors", "overall"]
+    assert "prompts" in table.attrs["footnote"]
 
 
 def test_offline_smoke_run_on_tiny_sd(tmp_path, monkeypatch):

@@ -239,7 +239,7 @@ def test_report_loads_nothing_from_outside_and_allows_only_its_own_script(store)
     assert f"script-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
 
 
-def test_two_runs_render_side_by_side_with_a_combined_summary(store):
+def test_two_runs_render_side_by_side_with_a_runs_table(store):
     save_result(store, "run-a", make_result(headline=4.25))
     second = make_result(headline=-1.5)
     second.summary = {"relgain_mean": -1.5, "fid_topk": 12.0}
@@ -248,19 +248,10 @@ def test_two_runs_render_side_by_side_with_a_combined_summary(store):
     assert render_report(store, ["run-a", "run-b"], out=out) == out
     html = out.read_text("utf-8")
     overview = html.split('<section class="run"')[0]
-    for text in (
-        "run-a",
-        "run-b",
-        "relgain_mean",
-        "fid_topk",
-        "4.250",
-        "-1.500",
-        "12.00",
-        "tiny-sd, iqa-adapter:topiq",
-        "sd15",
-        "piqe, entropy",
-    ):
+    for text in ("run-a", "run-b", "tiny-sd, iqa-adapter:topiq", "sd15", "piqe, entropy", "complete"):
         assert text in overview, text
+    section_b = html.split('id="run-run-b"')[1]
+    assert "fid topk" in section_b and "12.00" in section_b and "-1.500" in section_b  # the summary, formatted
     assert 'id="run-run-a"' in html and 'id="run-run-b"' in html
     assert html.index('id="run-run-a"') < html.index('id="run-run-b"')
 
@@ -326,18 +317,16 @@ def test_heatmap_rejects_bad_input():
         heatmap_figure(relgain_matrix(), "t", fmt="q")
 
 
-def test_runs_table_flattens_numeric_dicts_and_runner_failures_are_shown(store):
+def test_summary_is_text_not_json_and_runner_failures_are_shown(store):
     manifest = store.read_run_json("run-b")
     store.write_run_json("run-b", manifest | {"failures": {"abc123": "generate: CUDA out of memory"}})
-    summary = {"relgain": {"sd15 | piqe": 2.5, "sd15 | entropy": -0.75}, "generators": ["sd15"], "n_items": 3}
+    summary = {"relgain": {"sd15 | piqe": 2.5, "sd15 | entropy": -0.75}, "generators": ["sd15", "x<y"], "n_items": 3}
     save_result(store, "run-b", Result("relgain", summary=summary))
     html = render_html(store, ["run-b"])
-    overview = html.split('<section class="run"')[0]
-    for text in ("relgain: sd15 | piqe", "2.500", "relgain: sd15 | entropy", "-0.7500", "n_items"):
-        assert text in overview, text
-    headers = re.findall(r'<button type="button" class="sort"[^>]*>([^<]*)</button>', overview)
-    fixed = ["run", "benchmark", "generators", "metrics", "n images"]
-    assert headers == fixed + ["relgain: sd15 | piqe", "relgain: sd15 | entropy", "n_items"]  # lists are not headlines
+    summary_block = html.split('<dl class="summary">')[1].split("</dl>")[0]
+    assert "<dd>sd15 | piqe: 2.500; sd15 | entropy: -0.7500</dd>" in summary_block
+    assert "<dd>sd15, x&lt;y</dd>" in summary_block and "<dt>n items</dt><dd>3</dd>" in summary_block
+    assert "{" not in summary_block and "&#34;" not in summary_block  # no JSON
     assert "abc123: generate: CUDA out of memory" in html
 
 
@@ -357,3 +346,89 @@ def test_long_tables_are_cut_in_the_html_with_a_pointer_to_the_full_csv(store, m
 def test_short_tables_are_not_cut(store):
     save_result(store, "run-short", Result("relgain", tables={"t": pd.DataFrame({"item": ["a", "b"]})}))
     assert "Showing the first" not in render_report(store, ["run-short"]).read_text("utf-8")
+
+
+def test_leftover_integer_index_is_not_written_or_shown(store):
+    counts = pd.DataFrame({"task": ["a", "b", "c"], "n": [3, 1, 2]}).sort_values("n", ascending=False)
+    assert counts.index.tolist() == [0, 2, 1]  # a sorted default index: meaningless labels
+    named = pd.DataFrame({"n": [1, 2]}, index=pd.Index([10, 20], name="prompt_index"))
+    save_result(store, "run-a", Result("x", tables={"counts": counts, "named": named}))
+    folder = store.run_dir("run-a") / "results"
+    assert (folder / "counts.csv").read_text().splitlines()[0] == "task,n"
+    assert (folder / "named.csv").read_text().splitlines()[0] == "prompt_index,n"
+    assert table_view(counts).columns == ["task", "n"]
+
+
+def _relgain_table() -> pd.DataFrame:
+    table = pd.DataFrame({
+        "generator": ["g1", "g1", "g<2>", "g<2>"], "metric": ["piqe", "entropy", "piqe", "entropy"],
+        "relgain": [2.2, 5.0, 8.0, -1.0], "relgain_ci_low": [-7.0, 1.0, 4.0, -3.0],
+        "relgain_ci_high": [11.0, 9.0, 12.0, -0.5], "n": [10, 10, 10, 10]})
+    table.attrs["footnote"] = "Brackets: 95% CI, BCa bootstrap over images."
+    return table
+
+
+def test_headline_marks_best_and_not_significant_cells_with_styler(store):
+    save_result(store, "run-a", Result("relgain", tables={"relgain": _relgain_table()},
+                                       summary={"relgain": {"g1 | piqe": 2.2}, "n_items": 10}))
+    html = render_html(store, ["run-a"])
+    head = html.split('class="headline"')[1].split("</table>")[0]
+    by_text = {text.strip(): cls for cls, text in re.findall(r'<td [^>]*class="([^"]*)"\s*>([^<]*)</td>', head)}
+    assert len(by_text) == 4
+    assert {"num", "ns"} <= set(by_text["2.2 [-7.0, 11.0] n.s."].split())
+    assert "best" in by_text["8.0 [4.0, 12.0]"].split()  # best piqe gain
+    assert "best" in by_text["5.00 [1.00, 9.00]"].split() and "ns" not in by_text["5.00 [1.00, 9.00]"].split()
+    assert "ns" not in by_text["-1.00 [-3.00, -0.50]"].split()  # a significant loss is not n.s.
+    assert "g&lt;2&gt;" in head and "g<2>" not in head  # Styler escapes labels
+    after = html.split('class="headline"')[1]
+    assert "n.s.: the 95% CI includes 0" in after and "BCa bootstrap over images" in after
+    assert "g1 | piqe: 2.2" not in html  # the summary mapping repeats the headline: left out
+
+
+def test_scores_headline_marks_best_by_the_metrics_direction(store):
+    table = pd.DataFrame({"generator": ["a", "a", "b", "b"], "metric": ["piqe", "entropy"] * 2,
+                          "direction": ["lower is better", "higher is better"] * 2,
+                          "score": [30.0, 7.0, 20.0, 6.0], "score_ci_low": [29.0, 6.9, 19.0, 5.9],
+                          "score_ci_high": [31.0, 7.1, 21.0, 6.1]})
+    save_result(store, "run-a", Result("scores", tables={"scores": table}))
+    head = render_html(store, ["run-a"]).split('class="headline"')[1].split("</table>")[0]
+    by_text = {text.strip(): cls.split() for cls, text in re.findall(r'<td [^>]*class="([^"]*)"\s*>([^<]*)</td>', head)}
+    assert "best" in by_text["20.0 [19.0, 21.0]"] and "best" not in by_text["30.0 [29.0, 31.0]"]  # piqe: lower
+    assert "best" in by_text["7.00 [6.90, 7.10]"]  # entropy: higher
+    assert "n.s." not in head  # raw scores have no null value
+
+
+def test_grid_says_showing_k_of_n_and_holds_the_rest_behind_show_all(store, monkeypatch):
+    from iqabench.reports import render as render_module
+
+    monkeypatch.setattr(render_module, "MAX_GRID_ROWS", 12)
+    refs = [ImageRef(SMALL, f"prompt {i} (seed 0)", {"piqe": float(i)}, "g") for i in range(15)]
+    save_result(store, "run-a", Result("scores", grids={"samples": refs}))
+    html = render_html(store, ["run-a"])
+    assert "Showing 8 of 15 rows" in html
+    more = html.split('<details class="grid-more">')[1].split("</details>")[0]
+    assert "Show all 12 rows that fit in this page" in more and "prompt 11 (seed 0)" in more
+    assert "prompt 12 (seed 0)" not in html and "holds 12 of 15 rows" in html
+
+
+def test_smoke_warning_is_at_the_top_and_figures_have_captions(store):
+    result = make_result()
+    result.notes.insert(0, "Smoke run: tiny-sd use randomly initialised tiny models built in-process.")
+    result.figures["relgain_heatmap"].set_label("RelGain (%) per generator and metric; hatched: CI includes 0.")
+    save_result(store, "run-a", result)
+    html = render_html(store, ["run-a"])
+    assert html.index('class="smoke"') < html.index('<section class="overview">')
+    assert html.count("randomly initialised") == 1  # moved, not repeated among the notes
+    captions = re.findall(r'<figure class="plot">.*?<figcaption>(.*?)</figcaption>', html, re.DOTALL)
+    assert captions and "hatched: CI includes 0." in captions[0]
+    document = json.loads((store.run_dir("run-a") / "results" / "result.json").read_text())
+    assert document["figures"][0]["caption"].startswith("RelGain (%) per generator")
+
+
+def test_table_footnote_names_the_ci_method_in_the_html(store):
+    result = Result("relgain", tables={"relgain": _relgain_table()})
+    save_result(store, "run-a", result)
+    html = render_html(store, ["run-a"])
+    table_part = html.split("<h3>Table: relgain</h3>")[1]
+    assert table_part.index('class="footnote"') < table_part.index("</section>")
+    assert "BCa bootstrap over images" in table_part.split("</table>")[1][:400]

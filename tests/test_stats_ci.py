@@ -107,3 +107,28 @@ def test_method_is_named_for_footnotes():
     text = describe_method(["cluster BCa", "BCa", "none"])
     assert "95% CI" in text and "prompts" in text and "images" in text and "BCa" in text
     assert "fewer than 2" in describe_method("none")
+
+
+def test_mean_of_task_means_by_exact_enumeration():
+    # Two tasks; task "a" has prompts with means 0 and 1 (2 images each), task "b" one prompt per image: 1, 1, 0.
+    # Point: mean(0.5, 2/3). The 4 x 27 equally likely stratified resamples (prompts redrawn within each task),
+    # enumerated, give the exact bootstrap distribution and so the exact 2.5% / 97.5% percentile bounds.
+    from iqabench.stats import mean_of_strata_ci
+
+    values = [0, 0, 1, 1, 1, 1, 0]
+    strata = ["a"] * 4 + ["b"] * 3
+    clusters = ["a0", "a0", "a1", "a1", "b0", "b1", "b2"]
+    est = mean_of_strata_ci(values, strata, clusters, n_resamples=40000)
+    assert est.value == pytest.approx((0.5 + 2 / 3) / 2)
+    assert est.method == "stratified cluster percentile" and est.n_clusters == 5
+    atoms, weights = [], []
+    for a in itertools.product([0.0, 1.0], repeat=2):
+        for b in itertools.product([1.0, 1.0, 0.0], repeat=3):
+            atoms.append((np.mean(a) + np.mean(b)) / 2)
+            weights.append(1 / (4 * 27))
+    order = np.argsort(atoms)
+    cdf = np.cumsum(np.array(weights)[order])
+    exact_low = np.array(atoms)[order][np.searchsorted(cdf, 0.025)]
+    exact_high = np.array(atoms)[order][np.searchsorted(cdf, 0.975)]
+    assert est.ci_low == pytest.approx(exact_low, abs=1e-9)
+    assert est.ci_high == pytest.approx(exact_high, abs=1e-9)

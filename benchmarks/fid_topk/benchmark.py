@@ -29,7 +29,6 @@ from iqabench.generators import WorkItem
 from iqabench.metrics import metric_info
 from iqabench.specs import GeneratorSpec, RunSpec
 
-from ..geneval.benchmark import best_marked
 from ..geneval.clip import RANDOM
 from .features import InceptionFeatures, fid, inception_score, kid, split
 from .references import REFERENCE_GENERATOR, load_reference, reference_item
@@ -172,12 +171,11 @@ class FidTopK(BaseBenchmark):
         result = Result(self.name, notes=notes)
         numeric = pd.DataFrame(rows).set_index("generator")
         shown = [c for c in numeric.columns if not c.endswith("_std") and c != "n_images"]
-        display = best_marked(numeric[shown], lower_better=tuple(c for c in shown if c.startswith(LOWER_BETTER)))
-        for col in ("IS", "KID"):
-            if col in display:
-                display[col] = [f"{v} ± {s:.3g}" if isinstance(s, float) and np.isfinite(s) else v
-                                for v, s in zip(display[col], numeric[f"{col}_std"], strict=True)]
-        result.tables["fid_topk"] = display
+        # the report's headline marks the best per column (lower FID/KID, higher IS/CLIP) with pandas Styler
+        numeric.attrs["headline"] = {"columns": shown, "lower_better": [c for c in shown if c.startswith(LOWER_BETTER)],
+                                     "quantity": "FID / IS / KID / CLIP scores"}
+        numeric.attrs["footnote"] = ("IS and KID: mean over splits/subsets (their standard deviations are the *_std "
+                                     "columns); FID has no CI (one number per image set).")
         result.tables["fid_topk_numeric"] = numeric
         rank = sorted(ranking, key=lambda k: -ranking[k])
         by_key = {k: p for p, k in ref}
@@ -185,12 +183,10 @@ class FidTopK(BaseBenchmark):
             {"rank": i + 1, "image": by_key[k].item.params["image"], "caption": by_key[k].item.prompt,
              "mean_z": ranking[k], **{f"top-{p:g}%": k in set(s) for p, s in subsets.items()}}
             for i, k in enumerate(rank)])
-        result.grids["reference_best_and_worst"] = (
-            [ImageRef(k, by_key[k].item.prompt, {"mean_z": ranking[k]}, group="best") for k in rank[:8]]
-            + [ImageRef(k, by_key[k].item.prompt, {"mean_z": ranking[k]}, group="worst") for k in rank[::-1][:8]])
+        result.grids["reference_best_and_worst"] = best_and_worst(rank, ranking, by_key)
         result.grids["samples"] = [ImageRef(k, p.item.prompt, group=p.generator)
                                    for p, k in zip(ctx.plan, ctx.image_keys, strict=True)
-                                   if p.generator in generators and ctx.store.has_image(k)][: 8 * len(generators)]
+                                   if p.generator in generators and ctx.store.has_image(k)]
         result.summary = {
             "generators": generators, "smoke_run": smoke, "n_reference": len(ranking),
             "topk_sizes": {f"{p:g}": len(s) for p, s in subsets.items()},
@@ -198,6 +194,22 @@ class FidTopK(BaseBenchmark):
             "fid": {r["generator"]: r.get("FID") for r in rows},
         }
         return result
+
+
+def best_and_worst(rank: list[str], ranking: dict[str, float], by_key: dict[str, Any]) -> list[ImageRef]:
+    """Row i: the i-th best and the i-th worst reference image, from disjoint halves of the ranking.
+
+    The report lines grids up by caption, so the caption is the rank pair rather than the image's caption (a
+    prompt shared by a best and a worst image would otherwise put one image in both columns; captions are in
+    the reference_ranking table). Each half has at most n // 2 images, so no image appears in both columns.
+    """
+    half = len(rank) // 2
+    refs = []
+    for i, (best, worst) in enumerate(zip(rank[:half], rank[::-1][:half], strict=True)):
+        row = f"best #{i + 1} / worst #{i + 1}"
+        refs.append(ImageRef(best, row, {"mean_z": ranking[best]}, group="best"))
+        refs.append(ImageRef(worst, row, {"mean_z": ranking[worst]}, group="worst"))
+    return refs
 
 
 def _device(spec: RunSpec) -> str:

@@ -31,6 +31,7 @@ import pandas as pd
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
 from iqabench.generators import WorkItem
 from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.stats import describe_method, mean_ci, mean_of_strata_ci
 from iqabench.store import content_key
 
 from .clip import RANDOM
@@ -40,7 +41,6 @@ from .rules import TASKS, Detection, Thresholds, evaluate, filter_detections, re
 EVAL_VERSION = "geneval-eval/v1"
 SMOKE_NOTE = ("WEIGHTS-FREE SMOKE RUN: the detector and CLIP have random weights (--option weights=random). "
               "Every number in this report is meaningless; it only shows that the pipeline runs end to end.")
-BEST = " ★"
 
 
 def reason_kind(line: str) -> str:
@@ -218,7 +218,7 @@ class GenEval(BaseBenchmark):
         numeric = pd.DataFrame(table_rows).set_index("generator") if table_rows else pd.DataFrame()
         if not numeric.empty:
             columns = [t for t in TASKS if numeric[t].notna().any()] + ["overall"]
-            result.tables["geneval"] = best_marked(numeric[columns])
+            result.tables["geneval"] = accuracy_table(rows, generators, columns)
             result.tables["geneval_numeric"] = numeric
             from iqabench.plotting import heatmap_figure
 
@@ -233,12 +233,13 @@ class GenEval(BaseBenchmark):
             if reasons:
                 counts = pd.DataFrame(reasons).value_counts().rename("n").reset_index()
                 result.tables["failure_reasons"] = counts.sort_values(["generator", "task", "n"],
-                                                                      ascending=[True, True, False])
+                                                                      ascending=[True, True, False],
+                                                                      ignore_index=True)
             result.tables["geneval_per_image"] = frame.drop(columns=["metadata", "details"])
             result.grids["failures"] = [
                 ImageRef(r["image_key"], f"{r['prompt']} — {r['reason'].splitlines()[0] if r['reason'] else ''}",
                          group=r["generator"])
-                for g in generators for r in [x for x in rows if x["generator"] == g and not x["correct"]][:8]]
+                for g in generators for r in [x for x in rows if x["generator"] == g and not x["correct"]]]
         export = spec.options.get("export")
         if export:
             self._export(ctx, Path(str(export)), rows, generators)
@@ -278,15 +279,32 @@ def judge_image(image, path: str | None, metadata: dict[str, Any], detector, col
     return {"correct": correct, "reason": reason, "details": row["details"]}
 
 
-def best_marked(numeric: pd.DataFrame, lower_better: tuple[str, ...] = (), decimals: int = 3) -> pd.DataFrame:
-    """The table as text with the best value of each column starred (as bold in the paper's tables).
+def accuracy_table(rows: list[dict[str, Any]], generators: list[str], columns: list[str]) -> pd.DataFrame:
+    """Task accuracies and the overall score per generator with 95% CIs (the report's headline).
 
-    Highest is best unless the column is in ``lower_better`` (FID, KID). With one row nothing is starred.
+    Image correctness is clustered by prompt (GenEval draws several images per
+    prompt), so a task's CI resamples its prompts; the overall score, the mean
+    of task accuracies, resamples prompts within each task (stratified).
     """
-    shown = numeric.copy().astype(object)
-    for column in numeric.columns:
-        values = numeric[column].astype(float)
-        best = (values.min() if column in lower_better else values.max()) if values.notna().any() else np.nan
-        shown[column] = [("–" if np.isnan(v) else f"{v:.{decimals}f}" + (BEST if len(values) > 1 and v == best else ""))
-                         for v in values]
-    return shown
+    out = []
+    for g in generators:
+        mine = [r for r in rows if r["generator"] == g]
+        if not mine:
+            continue
+        correct = np.array([float(bool(r["correct"])) for r in mine])
+        prompts = np.array([r["prompt_index"] for r in mine])
+        tags = np.array([r["tag"] for r in mine])
+        row: dict[str, Any] = {"generator": g}
+        methods = []
+        for task in columns:
+            est = (mean_of_strata_ci(correct, tags, prompts) if task == "overall"
+                   else mean_ci(correct[tags == task], prompts[tags == task]))
+            row.update({task: est.value, f"{task}_ci_low": est.ci_low, f"{task}_ci_high": est.ci_high})
+            methods.append(est.method)
+        row.update({"n_images": len(mine), "n_prompts": len(set(prompts.tolist()))})
+        out.append(row)
+    table = pd.DataFrame(out)
+    table.attrs["footnote"] = ("Accuracy = share of correct images per task; overall = mean of the task accuracies. "
+                               + describe_method(methods if out else []))
+    table.attrs["headline"] = {"columns": columns, "quantity": "GenEval accuracy"}
+    return table
