@@ -6,15 +6,44 @@ The Python API mirrors the CLI: ``iqabench.run(RunSpec(...))`` does what
 
 from importlib.metadata import PackageNotFoundError, version
 
+from typing import TYPE_CHECKING
+
 from . import quiet  # noqa: F401  first: filters a dependency's import-time notice before diffusers/peft load
-from .api import run
-from .benchmark import BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-from .generators import WorkItem, build_generator, register_generator
-from .metrics import build_metric, register_metric
-from .runner import Runner
-from .runtime import Runtime
-from .specs import GeneratorSpec, RunSpec
-from .store import Store
+
+# The public names load on first use (PEP 562): ``import iqabench`` (and so ``iqabench --help``) must not pay
+# for torch, diffusers and pyiqa; ``iqabench.run`` etc. import them when touched.
+_LAZY = {
+    "run": ".api", "BaseBenchmark": ".benchmark", "ImageRef": ".benchmark", "PlannedItem": ".benchmark",
+    "Result": ".benchmark", "register_benchmark": ".benchmark", "WorkItem": ".generators",
+    "build_generator": ".generators", "register_generator": ".generators", "build_metric": ".metrics",
+    "register_metric": ".metrics", "Runner": ".runner", "Runtime": ".runtime", "GeneratorSpec": ".specs",
+    "RunSpec": ".specs", "Store": ".store",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import run
+    from .benchmark import BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+    from .generators import WorkItem, build_generator, register_generator
+    from .metrics import build_metric, register_metric
+    from .runner import Runner
+    from .runtime import Runtime
+    from .specs import GeneratorSpec, RunSpec
+    from .store import Store
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'iqabench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 try:
     __version__ = version("iqabench")

@@ -195,6 +195,6 @@ def _import_failure(plugin: str, exc: BaseException, path: Path | None) -> str:
     return f"plugin {plugin!r} failed while being imported{where} ({detail}); fix it or leave out --plugin {plugin}"
 
 
-GENERATORS = Registry("generator", ("iqabench.adapters",), "iqabench.generators")
+GENERATORS = Registry("generator", ("iqabench.adapters.builtin",), "iqabench.generators")
 METRICS = Registry("metric", ("iqabench.metrics",), "iqabench.metrics")
-BENCHMARKS = Registry("benchmark", ("iqabench.benchmarks",), "iqabench.benchmarks")
+BENCHMARKS = Registry("benchmark", ("iqabench.benchmarks.builtin",), "iqabench.benchmarks")

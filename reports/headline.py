@@ -135,6 +135,11 @@ def _fmt(triple: tuple[float, float, float], signed: bool) -> str:
     return text
 
 
+def cell_text(head: Headline, i: int, j: int) -> str:
+    """The text of cell (i, j): ``est [low, high]`` plus " n.s." where a signed CI crosses zero."""
+    return _fmt((head.estimate.iat[i, j], head.low.iat[i, j], head.high.iat[i, j]), head.signed)
+
+
 def best_mask(head: Headline) -> pd.DataFrame:
     """True at the best estimate of each column with a direction (only when there are several rows)."""
     mask = pd.DataFrame(False, index=head.estimate.index, columns=head.estimate.columns)

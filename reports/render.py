@@ -246,6 +246,19 @@ def _summary_items(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
+def _metrics_used(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """The IQA metrics the run actually used: the benchmark's own list, else the ones the runner scored with.
+
+    Not the spec's ``metrics``: it defaults to ``piqe,entropy`` even for benchmarks that score no IQA metric
+    (GenEval), and a header listing metrics a run never used misleads.
+    """
+    for key in ("metrics", "metrics_used"):
+        if isinstance(summary.get(key), list):
+            return [str(m) for m in summary[key]]
+    scored = manifest.get("metrics")
+    return [str(m) for m in scored] if isinstance(scored, dict) else []
+
+
 def _figure_caption(name: str, caption: str) -> str:
     return caption or name.replace("_", " ")
 
@@ -269,7 +282,7 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
         status=str(manifest.get("status", "")),
         created=str(manifest.get("created") or manifest.get("updated") or ""),
         generators=[str(g) for g in spec.get("generators", [])],
-        metrics=[str(m) for m in spec.get("metrics", [])],
+        metrics=_metrics_used(summary, manifest),
         n_images=_n_images(summary, manifest),
         provenance=json.dumps(manifest, indent=2, sort_keys=True, default=str),
     )
@@ -309,15 +322,22 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(store: Store, run_ids: list[str], comparison: Markup | None = None) -> str:
-    """The report as a string (``render_report`` writes it)."""
+def render_html(store: Store, run_ids: list[str]) -> str:
+    """The report of runs of one store as a string (``render_report`` writes it)."""
     if isinstance(run_ids, str):
         raise TypeError("run_ids must be a list of run ids, not one string")
     if not run_ids:
         raise ValueError("render_report needs at least one run id")
-    run_ids = list(dict.fromkeys(run_ids))
-    thumbs = _Thumbnails(store)
-    runs = [_run_view(store, run_id, thumbs) for run_id in run_ids]
+    from .compare import RunRef
+
+    return render_runs([RunRef(store, run_id) for run_id in dict.fromkeys(run_ids)])
+
+
+def render_runs(refs: list, comparison: Markup | None = None) -> str:
+    """The page for runs that may live in different stores (``RunRef``s), with an optional comparison block."""
+    thumbs: dict[Path, _Thumbnails] = {}
+    runs = [_run_view(ref.store, ref.run_id, thumbs.setdefault(Path(ref.store.root), _Thumbnails(ref.store)))
+            for ref in refs]
     overview = TableView(["run", "benchmark", "generators", "metrics", "n images", "status", "created"], [])
     for run in runs:
         texts = [run.run_id, run.benchmark, ", ".join(run.generators), ", ".join(run.metrics), run.n_images,
@@ -327,7 +347,7 @@ def render_html(store: Store, run_ids: list[str], comparison: Markup | None = No
     title = (
         f"iqabench report: {runs[0].benchmark or 'run'} {runs[0].run_id}"
         if len(runs) == 1
-        else f"iqabench report: {len(runs)} runs"
+        else f"iqabench report: comparison of {len(runs)} runs"
     )
     template = _environment().get_template("report.html.j2")
     return template.render(
@@ -335,6 +355,7 @@ def render_html(store: Store, run_ids: list[str], comparison: Markup | None = No
         runs=runs,
         overview=overview,
         smoke=smoke,
+        smoke_prefix=SMOKE_PREFIX,
         comparison=comparison,
         sort_script=Markup(SORT_SCRIPT),
         csp=_csp(SORT_SCRIPT),

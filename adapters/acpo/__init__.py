@@ -8,13 +8,31 @@ checkpoints), ``lora`` (peft LoRA add / toggle / save / load), ``losses`` (the l
 ``generator`` (the ``acpo:<folder>`` generator), ``cli`` (``train acpo``, ``train ipce``, ``train two-stream``).
 """
 
-from .config import AcpoConfig
-from .evaluator_spec import build_evaluator, load_two_stream, save_two_stream
-from .evaluators import IPCEEvaluator, MetricEvaluator, TwoStreamIQA, train_two_stream
-from .generator import AcpoGenerator, build_acpo
-from .ipce import load_ipce, train_ipce
-from .lora import adapters_disabled, add_lora, load_lora, save_lora
-from .training import AcpoResult, evaluate_acpo, prepare_for_training, train_acpo
+from iqabench.lazy import lazy_exports
+
+# names load on first use (iqabench/lazy.py): importing a submodule such as .cli stays cheap
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "AcpoConfig": ".config",
+    "build_evaluator": ".evaluator_spec",
+    "load_two_stream": ".evaluator_spec",
+    "save_two_stream": ".evaluator_spec",
+    "IPCEEvaluator": ".evaluators",
+    "MetricEvaluator": ".evaluators",
+    "TwoStreamIQA": ".evaluators",
+    "train_two_stream": ".evaluators",
+    "AcpoGenerator": ".generator",
+    "build_acpo": ".generator",
+    "load_ipce": ".ipce",
+    "train_ipce": ".ipce",
+    "adapters_disabled": ".lora",
+    "add_lora": ".lora",
+    "load_lora": ".lora",
+    "save_lora": ".lora",
+    "AcpoResult": ".training",
+    "evaluate_acpo": ".training",
+    "prepare_for_training": ".training",
+    "train_acpo": ".training",
+})
 
 __all__ = ["AcpoConfig", "AcpoGenerator", "AcpoResult", "IPCEEvaluator", "MetricEvaluator", "TwoStreamIQA",
            "adapters_disabled", "add_lora", "build_acpo", "build_evaluator", "evaluate_acpo", "load_ipce",

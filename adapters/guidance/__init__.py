@@ -5,9 +5,21 @@ Modules: ``schedule`` (sigma_t per scheduler type, the omega ramp), ``guide``
 ``generator`` (the ``guidance:<metric>`` generator).
 """
 
-from .generator import GuidanceGenerator, build_guidance
-from .guide import GuidanceConfig, IQAGuidance, guided_scheduler, log_quality, safe_log
-from .schedule import NoiseLevel, noise_level, omega
+from iqabench.lazy import lazy_exports
+
+# names load on first use (iqabench/lazy.py): importing a submodule such as .cli stays cheap
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "GuidanceGenerator": ".generator",
+    "build_guidance": ".generator",
+    "GuidanceConfig": ".guide",
+    "IQAGuidance": ".guide",
+    "guided_scheduler": ".guide",
+    "log_quality": ".guide",
+    "safe_log": ".guide",
+    "NoiseLevel": ".schedule",
+    "noise_level": ".schedule",
+    "omega": ".schedule",
+})
 
 __all__ = ["GuidanceConfig", "GuidanceGenerator", "IQAGuidance", "NoiseLevel", "build_guidance", "guided_scheduler",
            "log_quality", "noise_level", "omega", "safe_log"]

@@ -6,9 +6,19 @@ Modules: ``conditioning`` (stats, targets, positional encoding), ``projection``,
 ``iqa-adapter`` generator), ``training``, ``dataset`` (score-dataset), ``cli``.
 """
 
-from .adapter import AdapterConfig, IQAAdapter
-from .checkpoint import PRESETS, load_adapter, read_checkpoint, save_adapter
-from .generator import IQAAdapterGenerator, build_iqa_adapter
+from iqabench.lazy import lazy_exports
+
+# names load on first use (iqabench/lazy.py): importing a submodule such as .cli stays cheap
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "AdapterConfig": ".adapter",
+    "IQAAdapter": ".adapter",
+    "PRESETS": ".checkpoint",
+    "load_adapter": ".checkpoint",
+    "read_checkpoint": ".checkpoint",
+    "save_adapter": ".checkpoint",
+    "IQAAdapterGenerator": ".generator",
+    "build_iqa_adapter": ".generator",
+})
 
 __all__ = ["AdapterConfig", "IQAAdapter", "IQAAdapterGenerator", "PRESETS", "build_iqa_adapter", "load_adapter",
            "read_checkpoint", "save_adapter"]

@@ -8,17 +8,21 @@ participants. ``export`` writes a static HTML page that needs no server;
 Bradley-Terry scores with bootstrap confidence intervals.
 """
 
-from .analyze import (
-    analyze_study,
-    bradley_terry,
-    load_votes,
-    pairwise_matrix,
-    verification_report,
-    vote_outcomes,
-    vote_shares,
-    win_rates,
-)
-from .export import collect_conditions, export_study
+from iqabench.lazy import lazy_exports
+
+# names load on first use (iqabench/lazy.py): importing a submodule such as .cli stays cheap
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "analyze_study": ".analyze",
+    "bradley_terry": ".analyze",
+    "load_votes": ".analyze",
+    "pairwise_matrix": ".analyze",
+    "verification_report": ".analyze",
+    "vote_outcomes": ".analyze",
+    "vote_shares": ".analyze",
+    "win_rates": ".analyze",
+    "collect_conditions": ".export",
+    "export_study": ".export",
+})
 
 __all__ = [
     "analyze_study",

@@ -20,6 +20,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"iqabench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the iqabench version and exit."),
+) -> None:
+    """Quality-aware text-to-image generation and IQA robustness benchmarks."""
+
+
 app.command("run")(run_command)
 app.command("report")(report_command)
 app.command("list")(list_command)

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from ..registry import BENCHMARKS, GENERATORS, METRICS
-from .common import PluginOption, fail, load_plugins, out_console, user_errors
+from .common import DEFAULT_OUT, OutOption, PluginOption, fail, load_plugins, out_console, user_errors
 
 
 def list_command(
-    what: Annotated[str, typer.Argument(help="generators, metrics, benchmarks or prompts")],
+    what: Annotated[str, typer.Argument(help="generators, metrics, benchmarks, prompts or runs")],
     plugin: PluginOption = None,
     options: Annotated[bool, typer.Option("--options", help="With benchmarks: each one's --option keys.")] = False,
+    out: OutOption = Path(DEFAULT_OUT),
 ) -> None:
-    """Show what is available, with a one-line description and whether weights are present locally."""
+    """Show what is available (with whether weights are present locally), or the runs in a store (--out)."""
     from ..prompts import BUILTIN_SETS
 
+    if what == "runs":
+        print_runs(Path(out))
+        return
     try:
         load_plugins(plugin)
     except user_errors() as exc:
@@ -33,7 +41,7 @@ def list_command(
     if what not in registries:
         from ..registry import unknown_name_message
 
-        fail(ValueError(unknown_name_message("list", what, [*registries, "prompts"]).split(" Run")[0]))
+        fail(ValueError(unknown_name_message("list", what, [*registries, "prompts", "runs"]).split(" Run")[0]))
     registry = registries[what]
     if what == "benchmarks" and options:
         _print_benchmark_options()
@@ -63,3 +71,47 @@ def _print_benchmark_options() -> None:
     for key, meaning in CORE_OPTIONS.items():
         table.add_row("(every benchmark)", key, meaning)
     out_console.print(table)
+WIDE_TERMINAL = 110  # columns from which `list runs` prints one table row per run
+
+
+def run_rows(out: Path) -> list[dict[str, str]]:
+    """One row per ``runs/<id>/run.json`` under the store ``out``, newest first (unreadable ones say so)."""
+    rows = []
+    for manifest in sorted((out / "runs").glob("*/run.json")):
+        run_id = manifest.parent.name
+        try:
+            data = json.loads(manifest.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            rows.append({"id": run_id, "benchmark": "", "generators": "", "status": f"unreadable run.json ({exc})",
+                         "date": ""})
+            continue
+        spec = data.get("spec") or {}
+        rows.append({"id": run_id, "benchmark": str(data.get("benchmark") or spec.get("benchmark") or ""),
+                     "generators": ", ".join(str(g) for g in spec.get("generators") or []),
+                     "status": str(data.get("status", "")),
+                     "date": str(data.get("updated") or data.get("created") or "")[:16].replace("T", " ")})
+    return sorted(rows, key=lambda r: r["date"], reverse=True)
+
+
+def print_runs(out: Path) -> None:
+    rows = run_rows(out)
+    if not rows:
+        out_console.print(f"no runs under {out / 'runs'} (pass the store folder with --out)", highlight=False)
+        return
+    if out_console.width >= WIDE_TERMINAL:
+        table = Table(title=f"runs in {escape(str(out))}", box=box.SIMPLE_HEAD)
+        table.add_column("id", no_wrap=True)
+        table.add_column("benchmark", no_wrap=True)
+        table.add_column("generators", overflow="fold", ratio=1)
+        table.add_column("status", no_wrap=True)
+        table.add_column("date", no_wrap=True)
+        for row in rows:
+            table.add_row(*(escape(row[k]) for k in ("id", "benchmark", "generators", "status")), row["date"])
+        out_console.print(table)
+        return
+    # narrow terminals (80 columns): two lines per run instead of a table whose columns would wrap letter by letter
+    out_console.print(f"runs in {escape(str(out))}", highlight=False)
+    for row in rows:
+        out_console.print(f"[bold]{escape(row['id'])}[/]  {escape(row['status'])}  {row['date']}", highlight=False)
+        out_console.print(f"  {escape(row['benchmark'])} · generators: {escape(row['generators']) or '–'}",
+                          highlight=False, overflow="fold")

@@ -1,4 +1,4 @@
-"""``iqabench report``: combine finished runs into one self-contained HTML report."""
+"""``iqabench report``: one or more finished runs in one self-contained HTML page; several runs are compared."""
 
 from __future__ import annotations
 
@@ -11,23 +11,25 @@ from .common import DEFAULT_OUT, OutOption, fail, out_console, user_errors
 
 
 def report_command(
-    runs: Annotated[list[str], typer.Argument(help="Run ids (folders under <out>/runs).")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write (a folder: "
-                                                "report.html inside it).")] = None,
+    runs: Annotated[list[str], typer.Argument(help="Run ids (folders under <out>/runs) or run folders.")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="HTML file to write, or a folder for report.html in it (default: a new file "
+                                 "under <out>/reports/).")] = None,
     out: OutOption = Path(DEFAULT_OUT),
 ) -> None:
-    """Combine one or more finished runs into one self-contained HTML report."""
-    from ..reports import render_report
+    """Report on finished runs; with several, compare them: merged table with CIs and paired differences.
+
+    Never writes into a run's folder: by default a new file
+    <out>/reports/compare-<ids>-<time>.html is written and its path printed.
+    """
+    from ..reports.compare import render_comparison, resolve_run
     from ..reports.render import REPORT_FILE
-    from ..store import Store
 
     if output is not None and output.is_dir():
         output = output / REPORT_FILE  # `-o some/folder` means "put the report there", not "replace the folder"
     try:
-        store = Store(out)
-        for run_id in runs:
-            store.read_run_json(run_id)
-        path = render_report(store, list(runs), output)
+        refs = [resolve_run(text, Path(out)) for text in runs]
+        path = render_comparison(refs, output)
     except user_errors() as exc:
         fail(exc)
         return

@@ -1,0 +1,266 @@
+"""``iqabench report A B``: several finished runs compared in one page.
+
+What a comparison adds to the runs' own sections:
+
+* one merged table per headline quantity (e.g. RelGain, mean score): every
+  run's generators as rows (``generator (run)``), the union of metrics as
+  columns, estimates with their CIs, best per column marked -- the same Styler
+  grid as a single run's headline, so numbers read the same;
+* where two runs scored the same prompts and seeds (their per-item tables share
+  ``(prompt_id, seed)``), the paired difference of every later run's generators
+  against the first run's, per metric: mean difference with a CI clustered by
+  prompt, the paired t-test and the Wilcoxon signed-rank test, both with
+  Holm-adjusted p-values across the whole table (one family of comparisons).
+  Signs are aligned so that positive means "better than the first run".
+
+Runs may live in different stores (a run is named by id within ``--out``, or
+by its folder ``.../runs/<id>``). The comparison never writes into a run's
+folder: its default file is ``<store>/reports/compare-<ids>-<time>.html``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from iqabench.store import Store, atomic_write_text
+
+from .headline import Headline, headline, headline_html, legend
+from .persist import SavedResult, load_result
+from .tables import to_latex, to_markdown
+
+REPORTS_DIR = "reports"
+ID_COLUMNS = ("prompt_id", "seed")
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A finished run: the store that holds it and its id."""
+
+    store: Store
+    run_id: str
+
+    @property
+    def folder(self) -> Path:
+        return self.store.run_dir(self.run_id)
+
+
+def resolve_run(text: str, store_root: Path) -> RunRef:
+    """A run id under ``store_root/runs`` or a run folder (``.../runs/<id>``, holding ``run.json``)."""
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "run.json").is_file():
+        path = path.resolve()
+        if path.parent.name != "runs":
+            raise ValueError(f"{text} holds a run.json but is not inside a store's runs/ folder")
+        return RunRef(Store(path.parent.parent), path.name)
+    if (Path(store_root) / "runs" / text / "run.json").is_file():
+        return RunRef(Store(store_root), text)
+    raise FileNotFoundError(f"no run {text!r}: neither a run folder with a run.json nor a run id under "
+                            f"{Path(store_root) / 'runs'} (list them with: iqabench list runs --out {store_root})")
+
+
+def default_output(refs: list[RunRef], now: _dt.datetime | None = None) -> Path:
+    """``<first store>/reports/compare-<ids>-<UTC time>.html``: new each time, never inside a run folder."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    ids = "_vs_".join(ref.run_id for ref in refs)
+    if len(ids) > 120:
+        ids = f"{refs[0].run_id}_and_{len(refs) - 1}_more"
+    return refs[0].store.root / REPORTS_DIR / f"compare-{ids}-{now:%Y%m%d-%H%M%S}.html"
+
+
+def check_output(path: Path, refs: list[RunRef]) -> None:
+    """Refuse to write over a run's own files."""
+    target = Path(path).resolve()
+    for ref in refs:
+        folder = ref.folder.resolve()
+        if target == folder or folder in target.parents:
+            raise ValueError(f"{path} is inside run {ref.run_id}'s folder; a comparison never overwrites a run's "
+                             "own report -- pick another -o path (or leave -o out for a new file)")
+
+
+# --- merged headline -------------------------------------------------------------------------------------------
+
+def merged_headlines(results: dict[str, SavedResult]) -> list[Headline]:
+    """One Headline per quantity shared by several runs; rows ``generator (run)``."""
+    by_quantity: dict[tuple[str, str], list[tuple[str, Headline]]] = {}
+    for run_id, saved in results.items():
+        head = headline(saved.tables, saved.footnotes)
+        if head is not None:
+            by_quantity.setdefault((head.source, head.quantity), []).append((run_id, head))
+    merged = []
+    for (source, quantity), heads in by_quantity.items():
+        def stack(part: str, heads=heads) -> pd.DataFrame:
+            frames = []
+            for run_id, head in heads:
+                frame = getattr(head, part).copy()
+                frame.index = [f"{row} ({run_id})" for row in frame.index]
+                frames.append(frame)
+            out = pd.concat(frames, axis=0, sort=False)
+            out.index.name = heads[0][1].estimate.index.name
+            return out
+        higher: dict[str, bool | None] = {}
+        for _, head in heads:
+            for column, value in head.higher_better.items():
+                higher.setdefault(column, value)
+        notes = list(dict.fromkeys(h.footnote for _, h in heads if h.footnote))
+        merged.append(Headline(source, quantity, stack("estimate"), stack("low"), stack("high"), higher,
+                               any(h.signed for _, h in heads), " ".join(notes)))
+    return merged
+
+
+# --- paired differences ----------------------------------------------------------------------------------------
+
+def item_scores(saved: SavedResult) -> pd.DataFrame:
+    """Long per-image scores ``generator, prompt_id, seed, metric, score`` from a run's per-item table.
+
+    Reads ``scores_per_item`` (one column per metric) or ``relgain_per_item``
+    (generator and baseline scores per metric); empty when the run has neither.
+    """
+    tables = saved.tables
+    if "scores_per_item" in tables:
+        frame = tables["scores_per_item"].reset_index(drop=not tables["scores_per_item"].index.name)
+        metrics = [c for c in frame.columns if c not in ("generator", "prompt", *ID_COLUMNS)
+                   and pd.api.types.is_numeric_dtype(frame[c])]
+        return frame.melt(id_vars=["generator", *ID_COLUMNS], value_vars=metrics, var_name="metric",
+                          value_name="score")
+    if "relgain_per_item" in tables:
+        frame = tables["relgain_per_item"]
+        method = frame[["generator", *ID_COLUMNS, "metric", "generator_score"]].rename(
+            columns={"generator_score": "score"})
+        base = frame[["baseline", *ID_COLUMNS, "metric", "baseline_score"]].rename(
+            columns={"baseline": "generator", "baseline_score": "score"})
+        return pd.concat([method, base]).drop_duplicates(["generator", *ID_COLUMNS, "metric"])
+    return pd.DataFrame(columns=["generator", *ID_COLUMNS, "metric", "score"])
+
+
+def _lower_better(results: dict[str, SavedResult]) -> dict[str, bool]:
+    """Metric directions as the runs recorded them (a ``direction`` column), else from the metric registry."""
+    out: dict[str, bool] = {}
+    for saved in results.values():
+        for table in saved.tables.values():
+            if {"metric", "direction"} <= set(map(str, table.columns)):
+                for metric, direction in zip(table["metric"], table["direction"], strict=True):
+                    out.setdefault(str(metric), str(direction).startswith("lower"))
+    return out
+
+
+def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
+    """Every later run's generators against the first run's, per shared metric, on shared (prompt, seed) items."""
+    from iqabench.stats import holm, paired_statistics
+
+    run_ids = list(results)
+    directions = _lower_better(results)
+    scores = {run_id: item_scores(saved) for run_id, saved in results.items()}
+    reference = run_ids[0]
+    rows = []
+    for other in run_ids[1:]:
+        a, b = scores[reference], scores[other]
+        if a.empty or b.empty:
+            continue
+        for metric in [m for m in dict.fromkeys(a.metric) if m in set(b.metric)]:
+            lower = directions.get(metric)
+            if lower is None:
+                from iqabench.metrics import metric_info
+
+                lower = metric_info(metric).lower_better
+            for gen_a in dict.fromkeys(a.generator):
+                for gen_b in dict.fromkeys(b.generator):
+                    left = a[(a.generator == gen_a) & (a.metric == metric)].set_index(list(ID_COLUMNS)).score
+                    right = b[(b.generator == gen_b) & (b.metric == metric)].set_index(list(ID_COLUMNS)).score
+                    shared = left.index.intersection(right.index)
+                    if len(shared) < 2:
+                        continue
+                    base = left.loc[shared].to_numpy(float)
+                    method = right.loc[shared].to_numpy(float)
+                    prompts = [str(p) for p, _ in shared]
+                    stats = paired_statistics(base, method, lower, prompts)
+                    rows.append({"run": other, "generator": gen_b, "vs_run": reference, "vs_generator": gen_a,
+                                 "metric": metric, "direction": "lower is better" if lower else "higher is better",
+                                 "difference": stats["improvement"],
+                                 "difference_ci_low": stats["improvement_ci_low"],
+                                 "difference_ci_high": stats["improvement_ci_high"],
+                                 "n_pairs": stats["n_pairs"], "n_prompts": len(set(prompts)),
+                                 "t_p": stats["p_value"], "wilcoxon_p": stats["wilcoxon_p_value"],
+                                 "win_rate": stats["win_rate"], "ci_method": stats["ci_method"]})
+    table = pd.DataFrame(rows)
+    if rows:
+        table["t_p_holm"] = holm(table["t_p"].to_numpy(float))
+        table["wilcoxon_p_holm"] = holm(table["wilcoxon_p"].to_numpy(float))
+        order = ["run", "generator", "vs_run", "vs_generator", "metric", "direction", "difference",
+                 "difference_ci_low", "difference_ci_high", "n_pairs", "n_prompts", "t_p", "t_p_holm",
+                 "wilcoxon_p", "wilcoxon_p_holm", "win_rate", "ci_method"]
+        table = table[order]
+        from iqabench.stats import describe_method
+
+        table.attrs["footnote"] = (
+            "difference = mean over shared (prompt, seed) items of run minus vs_run, sign flipped for "
+            "lower-is-better metrics (positive = better than the first run). "
+            + describe_method(table["ci_method"].tolist())
+            + " Tests: two-sided paired t and Wilcoxon signed-rank; *_holm: Holm-adjusted across this table. "
+            "win_rate: share of items improved (ties half).")
+    return table
+
+
+# --- the page --------------------------------------------------------------------------------------------------
+
+def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[str, pd.DataFrame]]:
+    """The comparison's HTML (inserted above the runs' own sections) and its tables, for export."""
+    from jinja2 import Environment, PackageLoader
+
+    from .tables import table_view
+
+    merged = merged_headlines(results)
+    paired = paired_differences(results)
+    env = Environment(loader=PackageLoader("iqabench.reports", "templates"), autoescape=True, trim_blocks=True,
+                      lstrip_blocks=True)
+    blocks = [(head.quantity, Markup(headline_html(head, uuid=f"m{i}")),
+               [n for n in (legend(head), head.footnote) if n]) for i, head in enumerate(merged)]
+    html = env.get_template("comparison.html.j2").render(
+        run_ids=list(results), merged=blocks, paired=table_view(paired) if len(paired) else None,
+        paired_note=paired.attrs.get("footnote", ""))
+    tables = {f"merged_{i + 1}": _merged_frame(head) for i, head in enumerate(merged)}
+    if len(paired):
+        tables["paired_differences"] = paired
+    return Markup(html), tables
+
+
+def _merged_frame(head: Headline) -> pd.DataFrame:
+    """Flat export of a merged grid: row label, then ``X``, ``X_ci_low``, ``X_ci_high`` per column."""
+    out = pd.DataFrame(index=head.estimate.index)
+    for column in head.estimate.columns:
+        out[str(column)] = head.estimate[column]
+        if np.isfinite(head.low[column].to_numpy(float)).any():
+            out[f"{column}_ci_low"] = head.low[column]
+            out[f"{column}_ci_high"] = head.high[column]
+    out.index.name = "generator (run)"
+    out.attrs["footnote"] = head.footnote
+    return out
+
+
+def render_comparison(refs: list[RunRef], out: Path | None = None) -> Path:
+    """Write the comparison page of ``refs`` (and its tables as CSV/LaTeX/Markdown next to it); returns the path."""
+    from .render import render_runs
+
+    if len(refs) < 1:
+        raise ValueError("a report needs at least one run")
+    ids = [ref.run_id for ref in refs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the same run id appears twice ({', '.join(ids)}); give each run once")
+    results = {ref.run_id: load_result(ref.store, ref.run_id) for ref in refs}
+    path = Path(out) if out is not None else default_output(refs)
+    check_output(path, refs)
+    comparison, tables = comparison_sections(results) if len(refs) > 1 else (None, {})
+    html = render_runs(refs, comparison=comparison)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        note = frame.attrs.get("footnote", "")
+        atomic_write_text(path.with_name(f"{path.stem}.{name}.csv"), frame.to_csv(index=frame.index.name is not None))
+        atomic_write_text(path.with_name(f"{path.stem}.{name}.tex"), to_latex(frame, name, note))
+        atomic_write_text(path.with_name(f"{path.stem}.{name}.md"), to_markdown(frame, note))
+    atomic_write_text(path, html)
+    return path
