@@ -5,7 +5,6 @@ The Python API mirrors the CLI: ``iqabench.run(RunSpec(...))`` does what
 """
 
 from importlib.metadata import PackageNotFoundError, version
-
 from typing import TYPE_CHECKING
 
 from . import quiet  # noqa: F401  first: filters a dependency's import-time notice before diffusers/peft load

@@ -256,7 +256,10 @@ def _metrics_used(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str
         if isinstance(summary.get(key), list):
             return [str(m) for m in summary[key]]
     scored = manifest.get("metrics")
-    return [str(m) for m in scored] if isinstance(scored, dict) else []
+    if not isinstance(scored, dict):
+        return []
+    asked = [str(m) for m in (manifest.get("spec") or {}).get("metrics") or []]
+    return [m for m in asked if m in scored] + sorted(str(m) for m in scored if m not in asked)  # spec order
 
 
 def _figure_caption(name: str, caption: str) -> str:

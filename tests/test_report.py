@@ -42,6 +42,7 @@ def store(tmp_path) -> Store:
             {
                 "run_id": run_id,
                 "spec": {"benchmark": "relgain", "generators": generators, "metrics": ["piqe", "entropy"]},
+                "metrics": {"piqe": "fp-piqe", "entropy": "fp-entropy"},  # what the runner scored with
                 "versions": {"torch": "2.14.1", "iqabench": "0.1.0"},
                 "environment": {"device": "cpu", "host": "test-host"},
                 "status": "complete",
@@ -432,3 +433,11 @@ def test_table_footnote_names_the_ci_method_in_the_html(store):
     table_part = html.split("<h3>Table: relgain</h3>")[1]
     assert table_part.index('class="footnote"') < table_part.index("</section>")
     assert "BCa bootstrap over images" in table_part.split("</table>")[1][:400]
+
+
+def test_header_lists_only_metrics_the_run_used(store):
+    manifest = store.read_run_json("run-b")
+    store.write_run_json("run-b", manifest | {"metrics": {}})  # GenEval scores no IQA metric
+    save_result(store, "run-b", Result("geneval", summary={"generators": ["sd15"]}))
+    html = render_html(store, ["run-b"])
+    assert "piqe" not in html.split("<details")[0]  # the spec's default metrics are not claimed

@@ -1,0 +1,143 @@
+"""`iqabench report A B` as a comparison, `list runs`, `--version` and a fast `--help`: on hand-built saved runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from iqabench.cli import app
+from iqabench.reports import save_result
+from iqabench.reports.compare import paired_differences, render_comparison, resolve_run
+from iqabench.reports.persist import load_result
+from iqabench.results import Result
+from iqabench.stats import holm, paired_statistics
+from iqabench.store import Store
+
+PROMPTS = [f"p{i}" for i in range(6)]
+SEEDS = [0, 1]
+
+
+def _scores_run(store: Store, run_id: str, generator: str, shift: float, created: str) -> np.ndarray:
+    rng = np.random.default_rng(len(run_id))
+    base = np.repeat(np.linspace(20, 40, len(PROMPTS)), len(SEEDS))
+    piqe = base - shift + rng.normal(0, 0.5, base.size)  # lower is better
+    entropy = 6 + 0.01 * rng.normal(size=base.size)
+    per_item = pd.DataFrame({"generator": generator, "prompt_id": np.repeat(PROMPTS, len(SEEDS)),
+                             "prompt": "a cat", "seed": SEEDS * len(PROMPTS), "piqe": piqe, "entropy": entropy})
+    rows = []
+    for metric, values, direction in (("piqe", piqe, "lower is better"), ("entropy", entropy, "higher is better")):
+        rows.append({"generator": generator, "metric": metric, "direction": direction, "score": values.mean(),
+                     "score_ci_low": values.mean() - 1, "score_ci_high": values.mean() + 1, "n": values.size})
+    store.write_run_json(run_id, {"run_id": run_id, "benchmark": "scores", "status": "complete", "updated": created,
+                                  "spec": {"benchmark": "scores", "generators": [generator],
+                                           "metrics": ["piqe", "entropy"]},
+                                  "metrics": {"piqe": "fp", "entropy": "fp"}})
+    save_result(store, run_id, Result("scores", tables={"scores": pd.DataFrame(rows), "scores_per_item": per_item}))
+    (store.run_dir(run_id) / "report.html").write_text("the run's own report")
+    return piqe
+
+
+@pytest.fixture()
+def two_runs(tmp_path):
+    store = Store(tmp_path / "store")
+    base = _scores_run(store, "run-base", "sd15", 0.0, "2026-01-01T10:00:00+00:00")
+    other = Store(tmp_path / "elsewhere")  # a run in another store, named by its folder
+    better = _scores_run(other, "run-new", "iqa-adapter:x", 2.0, "2026-01-02T10:00:00+00:00")
+    return store, other, base, better
+
+
+def test_paired_differences_match_a_hand_computed_paired_test_with_holm(two_runs):
+    store, other, base, better = two_runs
+    results = {"run-base": load_result(store, "run-base"), "run-new": load_result(other, "run-new")}
+    table = paired_differences(results).set_index("metric")
+    row = table.loc["piqe"]
+    ref = paired_statistics(base, better, lower_better=True, clusters=np.repeat(PROMPTS, len(SEEDS)))
+    assert row.difference == pytest.approx(ref["improvement"]) and row.difference > 0  # lower piqe = better
+    assert row.difference_ci_low == pytest.approx(ref["improvement_ci_low"])
+    assert row.t_p == pytest.approx(ref["p_value"]) and row.wilcoxon_p == pytest.approx(ref["wilcoxon_p_value"])
+    assert row.n_pairs == 12 and row.n_prompts == 6 and row.ci_method == "cluster BCa"
+    assert table.t_p_holm.tolist() == pytest.approx(holm(table.t_p.to_numpy()).tolist())
+    assert (table.t_p_holm >= table.t_p).all()
+    assert "Holm" in paired_differences(results).attrs["footnote"]
+
+
+def test_comparison_page_merges_both_runs_and_never_touches_their_reports(two_runs):
+    store, other, _, _ = two_runs
+    refs = [resolve_run("run-base", store.root), resolve_run(str(other.run_dir("run-new")), store.root)]
+    assert refs[1].store.root == other.root and refs[1].run_id == "run-new"
+    path = render_comparison(refs)
+    assert path.parent == store.root / "reports" and path.name.startswith("compare-run-base_vs_run-new-")
+    html = path.read_text()
+    merged = html.split("Merged: score")[1].split("</table>")[0]
+    assert "sd15 (run-base)" in merged and "iqa-adapter:x (run-new)" in merged
+    assert "Paired differences against run-base" in html
+    for name in ("merged_1", "paired_differences"):
+        for suffix in ("csv", "tex", "md"):
+            assert path.with_name(f"{path.stem}.{name}.{suffix}").is_file()
+    assert (store.run_dir("run-base") / "report.html").read_text() == "the run's own report"
+    assert (other.run_dir("run-new") / "report.html").read_text() == "the run's own report"
+    with pytest.raises(ValueError, match="never overwrites a run's own report"):
+        render_comparison(refs, store.run_dir("run-base") / "report.html")
+
+
+def test_cli_report_list_runs_and_version(two_runs):
+    store, other, _, _ = two_runs
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "run-base", str(other.run_dir("run-new")), "--out", str(store.root)])
+    assert result.exit_code == 0, result.output
+    printed = result.output.split("report: ")[1].strip()
+    assert printed.startswith(str(store.root / "reports")) and printed.endswith(".html")
+    missing = runner.invoke(app, ["report", "no-such-run", "--out", str(store.root)])
+    assert missing.exit_code == 2 and "no run 'no-such-run'" in missing.output
+
+    listing = runner.invoke(app, ["list", "runs", "--out", str(store.root)], env={"COLUMNS": "80"})
+    assert listing.exit_code == 0, listing.output
+    assert "run-base" in listing.output and "scores" in listing.output and "sd15" in listing.output
+    assert "complete" in listing.output and "2026-01-01 10:00" in listing.output
+    assert max(len(line) for line in listing.output.splitlines()) <= 80
+
+    version = runner.invoke(app, ["--version"])
+    from iqabench import __version__
+
+    assert version.exit_code == 0 and version.output.strip() == f"iqabench {__version__}"
+
+
+def test_terminal_summary_fits_80_columns_and_shows_generators_and_all_columns(capsys):
+    from rich.console import Console
+
+    from iqabench.cli import summary
+
+    tasks = ["single_object", "two_object", "counting", "colors", "position", "color_attr", "overall"]
+    table = pd.DataFrame({"generator": ["sdxl-long-generator-name", "iqa-adapter:x"],
+                          **{t: [0.5, 0.6] for t in tasks}, **{f"{t}_ci_low": [0.4, 0.5] for t in tasks},
+                          **{f"{t}_ci_high": [0.6, 0.7] for t in tasks}})
+    table.attrs["headline"] = {"columns": tasks, "quantity": "GenEval accuracy"}
+    console = Console(width=80, force_terminal=False, record=True)
+    original, summary.out_console = summary.out_console, console
+    try:
+        summary.print_summary(Result("geneval", tables={"geneval": table}))
+    finally:
+        summary.out_console = original
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for name in ["sdxl-long-generator-name", "iqa-adapter:x", *tasks]:
+        assert name in text, name
+    assert "0.600 [0.500, 0.700] *" in text  # best per column marked
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys; sys.argv = ['iqabench', '--help']\n"
+            "from iqabench.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'diffusers', 'pyiqa', 'transformers', 'pandas', 'matplotlib')"
+            " if m in sys.modules)\n"
+            "print('HEAVY', heavy)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "HEAVY []" in run.stdout, run.stdout[-500:]
+    assert "train" in run.stdout and "report" in run.stdout  # plugin and core commands still listed
