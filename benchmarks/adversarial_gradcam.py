@@ -221,7 +221,11 @@ class AdversarialGradCAM(BaseBenchmark):
                             "mean gain on the other panel metrics.")
         result.tables["transfer_matrix"] = matrix.reset_index()
         result.tables["inflation_index"] = inflation.rename_axis("target").reset_index()
-        result.figures["transfer_matrix"] = heatmap_figure(matrix, "RelGain, % (method x panel metric)")
+        result.figures["transfer_matrix"] = heatmap_figure(
+            matrix, "RelGain, % (method x panel metric)",
+            caption="Mean relative gain (%) of every panel metric over the base model when guiding on one target "
+                    "metric (rows), signs aligned so that positive (blue) is better; a large gain on the guided "
+                    "metric alone suggests the guidance exploits that metric.")
         self._cams(ctx, result, base, targets, guided, adapters, items, key_of, scores)
         result.summary = {"base": base, "targets": targets, "panel": panel, "adapters": adapters,
                           "inflation_index": inflation.to_dict(), "n_items": len(items)}
@@ -267,6 +271,9 @@ class AdversarialGradCAM(BaseBenchmark):
                         shift_rows.append({"target": target, "prompt_id": item.prompt_id, "seed": item.seed,
                                            "method": label, "cam_shift": cam_shift(cams[0], cam)})
             fig.tight_layout()
+            fig.set_label(f"Grad-CAM of {target} (jet overlay: where the metric looks) on the base image, the "
+                          f"image guided on {target} and each adapter's image, for the same prompt and seed; titles "
+                          "give each image's score.")
             result.figures[f"gradcam_{target}"] = fig
         if shift_rows:
             shifts = pd.DataFrame(shift_rows)

@@ -95,15 +95,18 @@ def curves_figure(means: pd.DataFrame, baselines: pd.DataFrame, metrics: list[st
             name = " | ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
             line = ax.plot(group[x], group["mean"], marker="o", markersize=3, label=_short(name))[0]
             ax.fill_between(group[x], group.mean_ci_low, group.mean_ci_high, color=line.get_color(), alpha=0.15)
-        for row in baselines[baselines.metric == metric].itertuples():
+        rows = list(baselines[baselines.metric == metric].itertuples())
+        for row in rows:  # labelled as the baseline, not with the generator's name
             ax.axhline(row.mean, linestyle="--", color="grey", linewidth=1,
-                       label=_short(f"baseline of {row.generator}"))
+                       label="baseline (no adapter)" if len(rows) == 1 else f"baseline · {_short(row.generator)}")
         direction = "lower is better" if _lower(metric) else "higher is better"
         ax.set_title(f"{metric} ({direction})")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mean score")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
     fig.tight_layout()
+    fig.set_label(f"Mean score (line) and its 95% CI (band) against the {xlabel}, one panel per metric; the "
+                  "dashed line is the baseline (same prompts and seeds, no adapter).")
     return fig
 
 
@@ -123,8 +126,10 @@ def distributions_figure(frame: pd.DataFrame, metrics: list[str]):
             continue
         sns.boxplot(data=subset, x="target", y="score", hue="generator", order=order, ax=ax, fliersize=1.5)
         ax.set_title(metric)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, framealpha=0.85)
     fig.tight_layout()
+    fig.set_label("Distribution of image scores at each target percentile (box: quartiles, whiskers: 1.5 IQR), "
+                  "one panel per metric, generators side by side.")
     return fig
 
 
@@ -184,11 +189,16 @@ class ConditionSweep(BaseBenchmark):
         result.figures["mean_score_vs_target"] = curves_figure(means, baselines, metrics, "target",
                                                                "target percentile")
         result.figures["score_distributions"] = distributions_figure(frame, metrics)
-        matrix = correlations.pivot(index="generator", columns="metric", values="spearman")
+        # aligned: sign flipped for lower-is-better metrics, so blue always means "a higher target gives better
+        # scores" (the condition works) and red that it backfires, whatever the metric's direction
+        matrix = correlations.pivot(index="generator", columns="metric", values="aligned_spearman")
         if matrix.notna().to_numpy().any():
             matrix.index = [_short(i) for i in matrix.index]
             result.figures["correlation_heatmap"] = heatmap_figure(
-                matrix.reindex(columns=metrics), "Spearman correlation, target vs score", fmt=".2f")
+                matrix.reindex(columns=metrics), "Spearman correlation, target vs score (aligned)", fmt=".2f",
+                caption="Spearman correlation between the target percentile and each image's score, sign flipped "
+                        "for lower-is-better metrics: positive (blue) = a higher target gives better scores, the "
+                        "condition works; negative (red) = it backfires.")
         result.grids["targets"] = grid_refs(ctx, frame, "condition")
         result.summary = {
             "generators": list(dict.fromkeys(frame.generator)), "metrics": metrics,

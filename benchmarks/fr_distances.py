@@ -136,6 +136,8 @@ def matrix_figure(matrices: dict[str, pd.DataFrame], title: str):
                     annot_kws={"fontsize": 6}, cbar_kws={"shrink": 0.8})
         ax.set_title(f"{title}\n{generator if len(generator) < 50 else '...' + generator[-47:]}", fontsize=8)
     fig.tight_layout()
+    fig.set_label(f"{title}: mean full-reference distance between the images of every pair of conditions "
+                  "(same prompt and seed), one panel per generator; sequential colours (distances are >= 0).")
     return fig
 
 

@@ -132,7 +132,16 @@ class RelGain(BaseBenchmark):
             result.tables["failures"] = pd.DataFrame(rows)
         from iqabench.plotting import heatmap_figure
 
-        result.figures["relgain_matrix"] = heatmap_figure(matrix, "RelGain, % (generators x metrics)")
+        def grid(column: str) -> pd.DataFrame:
+            return summary.pivot(index="generator", columns="metric", values=column).reindex(
+                index=generators, columns=metrics)
+
+        result.figures["relgain_matrix"] = heatmap_figure(
+            matrix, "RelGain, % (generators x metrics)", fmt=".2g", low=grid("relgain_ci_low"),
+            high=grid("relgain_ci_high"),
+            caption="Mean relative IQA gain (%) of each generator over its baseline on the same prompts and seeds, "
+                    "per metric, signs flipped for lower-is-better metrics so that positive (blue) is better; "
+                    "brackets: 95% CI clustered by prompt; hatched, faded cells: the CI includes 0.")
         result.grids["baseline_vs_generator"] = self._grid(ctx, generators, baselines, items, key_of, scores)
         result.summary = {
             "generators": generators, "baselines": baselines, "metrics": metrics,

@@ -129,6 +129,9 @@ def distribution_figure(gains: pd.DataFrame, metrics: list[str]):
         ax.set_ylabel("RelGain, %")
         ax.tick_params(axis="x", labelrotation=15, labelsize=7)
     fig.tight_layout()
+    fig.set_label("Distribution of the relative gain (%) of every single generation (prompt x seed) over the "
+                  "baseline, one violin per generator (lines: quartiles), one panel per metric; positive = better; "
+                  "the dashed line is no change.")
     return fig
 
 

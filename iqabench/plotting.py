@@ -15,19 +15,33 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 
-def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: str = ".1f") -> Figure:
-    """An annotated heatmap with a diverging colormap centred on ``center``.
+def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: str = ".1f", *,
+                   low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
+                   scale: str = "diverging", vmin: float | None = None, vmax: float | None = None,
+                   caption: str = "") -> Figure:
+    """An annotated heatmap that carries its uncertainty.
 
-    Made for the generators x metrics RelGain matrix: RelGain is a signed
-    relative change against the baseline, so the colour scale is symmetric
-    around ``center`` (0 = no change) and a gain and a loss of the same size get
-    the same colour strength. ``RdBu`` is readable by colour-blind readers.
-    Missing cells (NaN) are left blank instead of coloured as zero.
+    ``scale="diverging"`` (RelGain, correlations, differences: quantities with a
+    meaningful zero) centres ``RdBu`` on ``center``, symmetric so a gain and a
+    loss of the same size get the same colour strength; blue is better (callers
+    align signs so that positive means better). ``scale="sequential"`` (accuracies,
+    win rates) uses ``viridis`` from ``vmin`` to ``vmax`` -- no midpoint is
+    implied. Both are readable by colour-blind readers.
+
+    With ``low``/``high`` (CI bounds, same shape) each cell reads
+    ``estimate`` over ``[low, high]``; on a diverging scale a cell whose CI
+    includes ``center`` is hatched and faded: the colour of a non-significant
+    effect is not painted as solidly as a real one. Missing cells (NaN) stay
+    blank. The caption (``Figure.get_label()``, shown under the figure in the
+    report) says what is plotted; pass ``caption`` to replace the generated one.
     """
     if not isinstance(matrix, pd.DataFrame) or matrix.empty:
         raise ValueError("heatmap_figure needs a non-empty pandas DataFrame (rows x columns of numbers)")
+    if scale not in ("diverging", "sequential"):
+        raise ValueError(f"scale must be 'diverging' or 'sequential', not {scale!r}")
     try:
         values = matrix.astype(float)
     except (TypeError, ValueError) as err:
@@ -36,40 +50,71 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
         format(1.0, fmt)
     except ValueError as err:
         raise ValueError(f"fmt {fmt!r} is not a Python number format such as '.1f'") from err
+    bounds = None
+    if low is not None and high is not None:
+        bounds = (low.reindex_like(matrix).astype(float).to_numpy(), high.reindex_like(matrix).astype(float).to_numpy())
 
-    finite = values.to_numpy()[np.isfinite(values.to_numpy())]
-    spread = float(np.max(np.abs(finite - center))) if finite.size else 1.0
-    spread = spread if spread > 0 else 1.0
+    array = values.to_numpy()
+    finite = array[np.isfinite(array)]
+    if scale == "diverging":
+        spread = float(np.max(np.abs(finite - center))) if finite.size else 1.0
+        spread = spread if spread > 0 else 1.0
+        color_kw = {"cmap": "RdBu", "center": center, "vmin": center - spread, "vmax": center + spread}
+    else:
+        lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+        hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+        color_kw = {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1.0}
+
+    annot = np.full(array.shape, "", dtype=object)
+    for (i, j), value in np.ndenumerate(array):
+        if not np.isfinite(value):
+            continue
+        text = format(value, fmt)
+        if bounds is not None and np.isfinite(bounds[0][i, j]) and np.isfinite(bounds[1][i, j]):
+            text += f"\n[{format(bounds[0][i, j], fmt)}, {format(bounds[1][i, j], fmt)}]"
+        annot[i, j] = text
+    ns = np.zeros(array.shape, dtype=bool)
+    if bounds is not None and scale == "diverging":
+        ns = np.isfinite(bounds[0]) & np.isfinite(bounds[1]) & (bounds[0] <= center) & (bounds[1] >= center)
 
     # Generator specs can be long paths: shorten labels for the axes (the tables keep the full names).
     values = values.rename(index=_short_label, columns=_short_label)
     n_rows, n_cols = values.shape
-    fig = Figure(figsize=(max(4.0, 1.1 * n_cols + 2.5), max(2.5, 0.5 * n_rows + 1.5)))
+    cell_w = 1.5 if bounds is not None else 1.1
+    fig = Figure(figsize=(max(4.5, cell_w * n_cols + 3.0), max(2.6, (0.7 if bounds is not None else 0.5) * n_rows
+                                                                    + 1.8)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     with warnings.catch_warnings():
         # seaborn 0.13 calls Colormap.set_bad, which matplotlib >= 3.11 flags as pending deprecation
         warnings.simplefilter("ignore", PendingDeprecationWarning)
-        sns.heatmap(
-            values,
-            ax=ax,
-            cmap="RdBu",
-            center=center,
-            vmin=center - spread,
-            vmax=center + spread,
-            annot=True,
-            fmt=fmt,
-            linewidths=0.5,
-            linecolor="white",
-            cbar_kws={"shrink": 0.8},
-        )
+        sns.heatmap(values, ax=ax, annot=annot, fmt="", linewidths=0.5, linecolor="white",
+                    annot_kws={"fontsize": 8 if bounds is not None else 10}, cbar_kws={"shrink": 0.8},
+                    **color_kw)
+    for i, j in zip(*np.nonzero(ns), strict=True):
+        ax.add_patch(Rectangle((j, i), 1, 1, facecolor="white", alpha=0.55, hatch="///", edgecolor="grey",
+                               linewidth=0))
     ax.set_title(title)
     ax.set_xlabel(str(matrix.columns.name or ""))
     ax.set_ylabel(str(matrix.index.name or ""))
     ax.tick_params(axis="x", labelrotation=30)
     ax.tick_params(axis="y", labelrotation=0)
     fig.tight_layout()
+    fig.set_label(caption or _heatmap_caption(matrix, title, scale, center, bounds is not None))
     return fig
+
+
+def _heatmap_caption(matrix: pd.DataFrame, title: str, scale: str, center: float, with_ci: bool) -> str:
+    rows, cols = matrix.index.name or "rows", matrix.columns.name or "columns"
+    text = f"{title}: one cell per {rows} (rows) and {cols} (columns), annotated with its value"
+    text += " and 95% CI." if with_ci else "."
+    if scale == "diverging":
+        text += f" Diverging colours around {center:g} (blue above, red below)."
+        if with_ci:
+            text += f" Hatched, faded cells: the CI includes {center:g} (not significant)."
+    else:
+        text += " Sequential colours (darker = lower)."
+    return text
 
 
 def _short_label(label: object, limit: int = 36) -> str:

@@ -31,6 +31,8 @@ HEADLINE_ATTR = "headline"  # DataFrame.attrs key: {"value": column, "signed": b
 
 ROW_KEYS = ("generator", "method", "condition")
 PREFERRED = ("relgain", "scores", "geneval", "seed_consistency", "win_rates")
+# tables that describe a reference, not the result (condition-sweep's baseline levels)
+NOT_HEADLINES = ("baseline",)
 # quantities whose zero means "no effect": a CI across zero is "n.s."
 SIGNED_WORDS = ("relgain", "gain", "improvement", "difference", "delta")
 
@@ -65,7 +67,8 @@ def headline(tables: dict[str, pd.DataFrame], footnotes: dict[str, str] | None =
     """The run's headline grid, or None when no table has CIs in a usable shape."""
     footnotes = footnotes or {}
     declared = [n for n, t in tables.items() if t.attrs.get(HEADLINE_ATTR)]
-    order = list(dict.fromkeys(declared + [n for n in PREFERRED if n in tables] + list(tables)))
+    order = list(dict.fromkeys(declared + [n for n in PREFERRED if n in tables]
+                               + [n for n in tables if n not in NOT_HEADLINES]))
     for name in order:
         frame = tables[name]
         flat = frame.reset_index() if has_row_labels(frame) else frame

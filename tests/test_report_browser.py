@@ -91,3 +91,69 @@ def test_console_error_detection_catches_a_broken_page(chromium, tmp_path):  # n
     clean = tmp_path / "clean.html"
     clean.write_text("<!DOCTYPE html><html><head><title>ok</title></head><body>ok</body></html>")
     assert chromium.open(clean).console_errors() == []
+
+
+def _wide_report(tmp_path, run_id: str, generator: str, store: Store | None = None):
+    """A run with a wide table, a long grid, a figure and a per-item table, as a real benchmark writes them."""
+    store = store or Store(tmp_path / "store")
+    key = content_key("img", run_id)
+    store.put_image(key, Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+    store.write_run_json(run_id, {"spec": {"benchmark": "scores", "generators": [generator]}, "status": "complete",
+                                  "metrics": {"piqe": "fp"}})
+    wide = pd.DataFrame({"generator": [generator * 3], **{f"a_very_long_column_name_{i}": [1234.5678 * i]
+                                                           for i in range(30)}})
+    scores = pd.DataFrame({"generator": [generator, generator], "metric": ["piqe", "entropy"],
+                           "direction": ["lower is better", "higher is better"], "score": [30.0, 7.0],
+                           "score_ci_low": [29.0, 6.9], "score_ci_high": [31.0, 7.1]})
+    per_item = pd.DataFrame({"generator": generator, "prompt_id": [f"p{i}" for i in range(4) for _ in (0, 1)],
+                             "prompt": "a cat", "seed": [0, 1] * 4, "piqe": np.arange(8.0) + 20,
+                             "entropy": np.linspace(6, 7, 8)})
+    matrix = pd.DataFrame([[1.5, -2.0]], index=pd.Index([generator], name="generator"),
+                          columns=pd.Index(["piqe", "entropy"], name="metric"))
+    result = Result("scores", tables={"scores": scores, "wide": wide, "scores_per_item": per_item},
+                    figures={"relgain": heatmap_figure(matrix, "RelGain (%)", low=matrix - 3, high=matrix + 3)},
+                    grids={"samples": [ImageRef(key, f"prompt {i} " + "long words " * 8, {"piqe": 1.0}, generator)
+                                       for i in range(20)]},
+                    notes=["Smoke run: tiny models."])
+    save_result(store, run_id, result)
+    return store
+
+
+def test_nothing_is_wider_than_a_1280_px_viewport_and_every_figure_has_a_caption(chromium, tmp_path):  # noqa: F811
+    store = _wide_report(tmp_path, "r1", "tiny-sd[steps=2,guidance_scale=7.5]")
+    page = chromium.open(render_report(store, ["r1"]))
+    chromium.set_width(1280)
+    assert chromium.run_js("return window.innerWidth;") == 1280
+    assert chromium.overflowing() == []
+    figures = chromium.find_all("figure.plot")
+    assert figures and all(f.find_element("css selector", "figcaption").text.strip() for f in figures)
+    assert "Hatched" in figures[0].text or "hatched" in figures[0].text
+    assert chromium.find("p.smoke").location["y"] < chromium.find("section.overview").location["y"]
+    assert "Showing 8 of 20 rows" in chromium.find("p.grid-count").text
+    chromium.click("details.grid-more > summary")
+    assert chromium.find_xpath("//th[contains(., 'prompt 19')]").is_displayed()
+    assert chromium.overflowing() == []  # the opened grid scrolls inside its own box too
+    assert page.console_errors() == []
+
+
+def test_overflow_check_catches_a_page_that_is_too_wide(chromium, tmp_path):  # noqa: F811
+    page = tmp_path / "wide.html"
+    page.write_text('<!DOCTYPE html><html><body><div style="width:2000px">wide</div></body></html>')
+    chromium.open(page)
+    chromium.set_width(1280)
+    assert chromium.overflowing()
+
+
+def test_comparison_report_shows_both_runs_generators(chromium, tmp_path):  # noqa: F811
+    from iqabench.reports.compare import RunRef, render_comparison
+
+    store = _wide_report(tmp_path, "run-a", "sd15")
+    _wide_report(tmp_path, "run-b", "iqa-adapter:topiq", store=store)
+    path = render_comparison([RunRef(store, "run-a"), RunRef(store, "run-b")])
+    page = chromium.open(path)
+    chromium.set_width(1280)
+    merged = chromium.find("section.comparison table.headline").text
+    assert "sd15 (run-a)" in merged and "iqa-adapter:topiq (run-b)" in merged
+    assert "Paired differences against run-a" in chromium.find("section.comparison").text
+    assert chromium.overflowing() == []
+    assert page.console_errors() == []

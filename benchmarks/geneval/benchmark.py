@@ -222,8 +222,13 @@ class GenEval(BaseBenchmark):
             result.tables["geneval_numeric"] = numeric
             from iqabench.plotting import heatmap_figure
 
-            result.figures["geneval_tasks"] = heatmap_figure(numeric[columns], "GenEval accuracy (generators x tasks)",
-                                                             center=0.5, fmt=".2f")
+            accuracy = result.tables["geneval"].set_index("generator")
+            result.figures["geneval_tasks"] = heatmap_figure(
+                accuracy[columns], "GenEval accuracy (generators x tasks)", fmt=".2f", scale="sequential",
+                vmin=0.0, vmax=1.0, low=accuracy[[f"{c}_ci_low" for c in columns]].set_axis(columns, axis=1),
+                high=accuracy[[f"{c}_ci_high" for c in columns]].set_axis(columns, axis=1),
+                caption="Share of correct images per GenEval task and the overall score (mean of the task "
+                        "accuracies), per generator; sequential colours from 0 to 1; brackets: 95% CI over prompts.")
         if rows:
             reasons = []
             for r in rows:

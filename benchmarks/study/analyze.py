@@ -305,8 +305,10 @@ def analyze_study(study: str | os.PathLike[str], votes_paths: Sequence[str | os.
     result.tables["vote_shares"] = vote_shares(outcomes)
     result.tables["bradley_terry"] = bt
     result.tables["votes"] = outcomes
-    result.figures["pairwise_win_rate"] = heatmap_figure(matrix, "Win rate of row over column", center=0.5,
-                                                         fmt=".2f")
+    result.figures["pairwise_win_rate"] = heatmap_figure(
+        matrix, "Win rate of row over column", center=0.5, fmt=".2f",
+        caption="Share of votes the row condition won against the column condition (ties count half); diverging "
+                "around 0.5, the no-preference point: blue = row preferred.")
     result.figures["bradley_terry"] = _bt_figure(bt)
     result.summary = {
         "study_id": manifest["study_id"], "n_participants": len(participants), "n_excluded": n_excluded,
@@ -334,4 +336,6 @@ def _bt_figure(bt: pd.DataFrame):
     ax.set_yticks(y, [c if len(c) <= 45 else "..." + c[-42:] for c in order.condition], fontsize=7)
     ax.set_xlabel("Bradley-Terry log-strength (95% CI)")
     fig.tight_layout()
+    fig.set_label("Bradley-Terry log-strength of each condition with its 95% bootstrap CI (0 = the reference "
+                  "condition); further right = preferred more often.")
     return fig
