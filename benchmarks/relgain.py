@@ -118,7 +118,6 @@ class RelGain(BaseBenchmark):
             paired["wilcoxon_p_value_holm"] = holm(paired["wilcoxon_p_value"].to_numpy(float))
         paired.attrs["footnote"] = (describe_method(paired["ci_method"].tolist()) + " Tests: two-sided paired t and "
                                     "Wilcoxon signed-rank; *_holm: Holm-adjusted across this table.")
-        notes.insert(1, summary.attrs["footnote"])
         matrix = summary.pivot(index="generator", columns="metric", values="relgain").reindex(
             index=generators, columns=metrics)
         result = Result(self.name, notes=notes)

@@ -45,7 +45,7 @@ class Scores(BaseBenchmark):
                              "seed": p.item.seed, **{m: scores[m].get(k) for m in metrics}})
         table = pd.DataFrame(rows)
         table.attrs["footnote"] = describe_method(table["ci_method"].tolist() if rows else [])
-        result = Result(self.name, notes=[table.attrs["footnote"]])
+        result = Result(self.name)
         result.tables["scores"] = table
         result.tables["scores_per_item"] = pd.DataFrame(per_item)
         result.grids["samples"] = [

@@ -296,8 +296,9 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     shown_summary = dict(summary)
     if head is not None:
         view.headline = Markup(headline_html(head, uuid=f"h-{run_id}"))
-        view.headline_title = f"{head.quantity} by {head.estimate.index.name or 'row'} and " \
-                              f"{head.estimate.columns.name or 'column'} (from table {head.source})"
+        columns = f" and {head.estimate.columns.name}" if head.estimate.columns.name else ""
+        view.headline_title = f"{head.quantity} by {head.estimate.index.name or 'row'}{columns} " \
+                              f"(from table {head.source})"
         view.headline_notes = [n for n in (legend(head), head.footnote) if n]
         # mappings of numbers repeat the headline table's estimates without their CIs
         shown_summary = {k: v for k, v in summary.items()
@@ -343,8 +344,8 @@ def render_runs(refs: list, comparison: Markup | None = None) -> str:
             for ref in refs]
     overview = TableView(["run", "benchmark", "generators", "metrics", "n images", "status", "created"], [])
     for run in runs:
-        texts = [run.run_id, run.benchmark, ", ".join(run.generators), ", ".join(run.metrics), run.n_images,
-                 run.status, run.created]
+        texts = [run.run_id, run.benchmark, ", ".join(run.generators) or MISSING, ", ".join(run.metrics) or MISSING,
+                 run.n_images, run.status, run.created]
         overview.rows.append([Cell(t, t, False, header=i == 0) for i, t in enumerate(texts)])
     smoke = [(run.run_id, run.smoke) for run in runs if run.smoke]
     title = (

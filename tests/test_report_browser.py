@@ -1,7 +1,7 @@
 """The rendered report in headless Chromium: loads from disk with no console errors and shows its tables.
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` and the Python
-package ``selenium``; without them these tests FAIL with the install command.
+package ``selenium``; without them these tests are skipped with the install command (they FAIL when CI is set).
 """
 
 from __future__ import annotations
