@@ -23,7 +23,12 @@ def test_import_iqabench_loads_no_plugin_package_and_no_report_module():
     forbidden = [m for m in loaded if m.startswith(("iqabench.adapters", "iqabench.benchmarks", "iqabench.reports",
                                                     "iqabench.cli"))]
     assert not forbidden, f"`import iqabench` loaded {forbidden}"
-    assert "iqabench.api" in loaded  # iqabench.run is the API layer's run
+    assert "torch" not in loaded  # public names load lazily (PEP 562), so `iqabench --help` stays fast
+    touched = _modules_after("import iqabench; assert iqabench.run.__module__ == 'iqabench.api'")
+    assert "iqabench.api" in touched  # iqabench.run is the API layer's run
+    forbidden = [m for m in touched if m.startswith(("iqabench.adapters", "iqabench.benchmarks", "iqabench.reports",
+                                                     "iqabench.cli"))]
+    assert not forbidden, f"`iqabench.run` loaded {forbidden}"
 
 
 def test_renamed_modules_leave_nothing_behind():
