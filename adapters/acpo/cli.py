@@ -14,6 +14,10 @@ import typer
 
 from .config import (
     ALL_LINEAR,
+    DEFAULT_LAYERS,
+    IPCE_CLIP,
+    IPCE_MOS_RANGE,
+    IPCE_PRETRAINED,
     PAPER_BASE,
     PAPER_LAMBDA_Q,
     PAPER_LEARNING_RATE,
@@ -23,8 +27,15 @@ from .config import (
     PAPER_T_MAX,
     PAPER_X0_MODE,
 )
-from .evaluator_spec import score_range  # noqa: F401  (kept importable from here, where it used to live)
-from .ipce import DEFAULT_LAYERS, IPCE_CLIP, IPCE_MOS_RANGE, IPCE_PRETRAINED
+
+
+def __getattr__(name: str):
+    """``score_range`` stays importable from here, where it used to live, without importing torch for --help."""
+    if name == "score_range":
+        from .evaluator_spec import score_range
+
+        return score_range
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def train_acpo_cmd(

@@ -78,3 +78,9 @@ class AcpoConfig:
         self.lora_targets = tuple(self.lora_targets)
         if not self.lora_targets:
             raise ValueError(f"lora_targets names no module: use {ALL_LINEAR!r} or names such as to_q,to_k")
+
+IPCE_CLIP = "ViT-B-32"  # official IPCE code: clip.load("ViT-B/32")
+IPCE_PRETRAINED = "openai"  # the OpenAI weights clip.load serves
+IPCE_MOS_RANGE = (1.0, 5.0)  # IPCE reports quality on a 1-5 scale (five levels weighted 1..5)
+#: Ours (see .ipce's docstring): four depths of ViT-B/32's 12 blocks, so S_l sees low- to high-level agreement.
+DEFAULT_LAYERS = (2, 5, 8, 11)

@@ -28,11 +28,9 @@ from .evaluators import IPCEEvaluator
 from .mos_table import MosTable
 
 METADATA_KEY = "iqabench.ipce"
-IPCE_CLIP = "ViT-B-32"  # official IPCE code: clip.load("ViT-B/32")
-IPCE_PRETRAINED = "openai"  # the OpenAI weights clip.load serves
-IPCE_MOS_RANGE = (1.0, 5.0)  # IPCE reports quality on a 1-5 scale (five levels weighted 1..5)
-#: Ours (see module docstring): four depths of ViT-B/32's 12 blocks, so S_l sees low- to high-level agreement.
-DEFAULT_LAYERS = (2, 5, 8, 11)
+# IPCE_CLIP, IPCE_PRETRAINED, IPCE_MOS_RANGE and DEFAULT_LAYERS live in .config (torch-free, so the CLI can show
+# them as defaults without importing torch) and are re-exported here.
+from .config import DEFAULT_LAYERS, IPCE_CLIP, IPCE_MOS_RANGE, IPCE_PRETRAINED  # noqa: E402,F401
 
 
 @dataclass
