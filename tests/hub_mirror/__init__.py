@@ -41,6 +41,22 @@ class Mirror:
         """``os.environ`` plus the mirror's variables (for ``subprocess.run(env=...)``)."""
         return {**os.environ, **self.env, **extra}
 
+    def ensure(self, *parts: str) -> Mirror:
+        """Write the parts not written yet (a session fixture builds each part once, for the tests that need it)."""
+        for part in parts:
+            if part not in WRITERS:
+                raise ValueError(f"unknown hub-mirror part {part!r}; known: {', '.join(WRITERS)}")
+            if part not in self.written:
+                self.written[part] = WRITERS[part](self.root, self.env)
+        return self
+
+    def apply(self, monkeypatch) -> Mirror:
+        """Point this process's loaders at the mirror (for in-process tests of loaders that read the
+        environment when called; pyiqa and huggingface_hub freeze theirs at import, so use a subprocess there)."""
+        for key, value in self.env.items():
+            monkeypatch.setenv(key, value)
+        return self
+
 
 def mirror_env(root: Path) -> dict[str, str]:
     root = Path(root)
@@ -88,13 +104,6 @@ WRITERS: dict[str, Callable[[Path, dict[str, str]], object]] = {
 }
 
 
-def build_mirror(root: Path, parts: Iterable[str] = ("hf", "clip", "torch", "adapters")) -> Mirror:
-    """Write the asked-for parts under ``root``; the returned :class:`Mirror` carries the environment."""
-    root = Path(root)
-    env = mirror_env(root)
-    mirror = Mirror(root, env)
-    for part in parts:
-        if part not in WRITERS:
-            raise ValueError(f"unknown hub-mirror part {part!r}; known: {', '.join(WRITERS)}")
-        mirror.written[part] = WRITERS[part](root, env)
-    return mirror
+def build_mirror(root: Path, parts: Iterable[str] = ()) -> Mirror:
+    """A mirror under ``root`` with ``parts`` written now; :meth:`Mirror.ensure` writes more later."""
+    return Mirror(Path(root), mirror_env(Path(root))).ensure(*parts)
