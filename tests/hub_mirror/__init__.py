@@ -7,6 +7,7 @@ root and returns the environment that points every loader at them::
     root/torch/hub/checkpoints/...         torch hub checkpoints (TORCH_HOME=root/torch)
     root/torch/hub/pyiqa/...               pyiqa's weight cache (pyiqa reads torch.hub.get_dir()/pyiqa)
     root/iqa-adapter/...                   IQABENCH_ADAPTER_DIR
+    root/home/.cache/clip/...              the ``clip`` package's cache (HOME=root/home)
 
 Nothing here is downloaded and nothing is faked at the loader: each writer
 builds the real class (scaled down where the loader does not check sizes, at
@@ -18,7 +19,7 @@ loads (they freeze cache paths at import): tests run the CLI in a subprocess.
 Parts (``parts=``): ``hf`` (diffusers pipelines of the presets), ``clip``
 (open_clip ViT-L-14/openai), ``torch`` (torch-fidelity Inception, torchvision
 Mask R-CNN), ``adapters`` (IQA-Adapter presets), and ``pyiqa`` (metric weights
-and their backbones; see ``pyiqa_cache``).
+and their backbones; ``pyiqa:<metric>`` for one metric; see ``pyiqa_cache``).
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ class Mirror:
     def ensure(self, *parts: str) -> Mirror:
         """Write the parts not written yet (a session fixture builds each part once, for the tests that need it)."""
         for part in parts:
-            if part not in WRITERS:
+            name, _, argument = part.partition(":")  # "pyiqa:topiq_nr" -> the pyiqa writer for one metric
+            if name not in WRITERS:
                 raise ValueError(f"unknown hub-mirror part {part!r}; known: {', '.join(WRITERS)}")
             if part not in self.written:
-                self.written[part] = WRITERS[part](self.root, self.env)
+                args = (argument,) if argument else ()
+                self.written[part] = WRITERS[name](self.root, self.env, *args)
         return self
 
     def apply(self, monkeypatch) -> Mirror:
@@ -65,6 +68,8 @@ def mirror_env(root: Path) -> dict[str, str]:
         "HF_HUB_CACHE": str(root / "hf" / "hub"),
         "TORCH_HOME": str(root / "torch"),
         "IQABENCH_ADAPTER_DIR": str(root / "iqa-adapter"),
+        "HOME": str(root / "home"),  # ~/.cache/clip (the clip package) and ~/.cache/iqabench defaults
+        "XDG_CACHE_HOME": str(root / "home" / ".cache"),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "IQABENCH_OFFLINE": "1",
@@ -95,12 +100,20 @@ def _adapters(root: Path, env: dict[str, str]) -> object:
     return write_adapter_dir(Path(env["IQABENCH_ADAPTER_DIR"]))
 
 
-#: Part name -> writer(root, env). One line per part, so parallel additions merge cleanly.
-WRITERS: dict[str, Callable[[Path, dict[str, str]], object]] = {
+def _pyiqa(root: Path, env: dict[str, str], metric: str | None = None) -> object:
+    from .pyiqa_cache import PYIQA_METRICS, write_pyiqa_mirror
+
+    return write_pyiqa_mirror(root, [metric] if metric else PYIQA_METRICS)
+
+
+#: Part name -> writer(root, env[, argument]) ("pyiqa:topiq_nr" passes "topiq_nr"); one line per part, so
+#: parallel additions merge cleanly.
+WRITERS: dict[str, Callable[..., object]] = {
     "hf": _hf,
     "clip": _clip,
     "torch": _torch,
     "adapters": _adapters,
+    "pyiqa": _pyiqa,
 }
 
 
