@@ -89,6 +89,9 @@ class DiffusersGenerator:
     family: str = "diffusers"
     #: Item ``params`` keys this generator understands; subclasses add their own.
     item_params: frozenset[str] = frozenset(GENERATION_OPTIONS)
+    #: Options set from the spec itself rather than by the user (``path`` of ``diffusers:<folder>``): a spec
+    #: derived from this generator's options (a quality generator's baseline) must leave them out.
+    implied_options: frozenset[str] = frozenset()
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, source: str, defaults: dict[str, Any],
                  tiny_builder: Callable[[int], DiffusionPipeline] | None = None):

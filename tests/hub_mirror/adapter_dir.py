@@ -29,7 +29,7 @@ def released_layout(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.
 
 def write_adapter_dir(folder: Path, seed: int = 0) -> dict[str, Path]:
     """One ``<file_stem>.bin`` per preset in ``folder``; preset name -> file."""
-    from iqabench import testing
+    from iqabench import tiny_models
     from iqabench.adapters.iqa_adapter.adapter import AdapterConfig, IQAAdapter
     from iqabench.adapters.iqa_adapter.checkpoint import PRESETS
 
@@ -40,7 +40,7 @@ def write_adapter_dir(folder: Path, seed: int = 0) -> dict[str, Path]:
         torch.manual_seed(seed * 1000 + index)
         config = AdapterConfig(tuple(preset.metrics), n_tokens=preset.n_tokens, projection=preset.projection,
                                base=preset.base)
-        unet = testing._sdxl_unet(seed)  # the mirror's SDXL UNet; the adapter installs processors on it
+        unet = tiny_models._sdxl_unet(seed)  # the mirror's SDXL UNet; the adapter installs processors on it
         adapter = IQAAdapter(config, unet, init_from_base=False)
         payload = released_layout(adapter.released_state_dict())
         path = folder / f"{preset.file_stem}.bin"

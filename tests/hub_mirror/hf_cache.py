@@ -120,9 +120,9 @@ def sd1_pipeline(seed: int, *, safety_checker: bool = True):
     from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPImageProcessor
 
-    from iqabench import testing
+    from iqabench import tiny_models
 
-    comps = testing._sd_components(seed)
+    comps = tiny_models._sd_components(seed)
     comps["scheduler"] = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
     comps["feature_extractor"] = CLIPImageProcessor(crop_size=224, size=224)
@@ -134,13 +134,13 @@ def sd21_pipeline(seed: int):
     """SD 2.1: v-prediction DDIM, no safety checker in model_index (``[null, null]``), ``!`` padding."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from iqabench import testing
+    from iqabench import tiny_models
 
-    comps = testing._sd_components(seed)
+    comps = tiny_models._sd_components(seed)
     comps["scheduler"] = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
                                        prediction_type="v_prediction")
-    comps["tokenizer"] = testing.tiny_clip_tokenizer(pad_token="!")
+    comps["tokenizer"] = tiny_models.tiny_clip_tokenizer(pad_token="!")
     return StableDiffusionPipeline(**comps, requires_safety_checker=False)
 
 
@@ -148,9 +148,9 @@ def sdxl_pipeline(seed: int):
     """SDXL base: two text encoders, ``text_time`` UNet, Euler; the VAE asks to be upcast in fp16 as the real one."""
     from diffusers import StableDiffusionXLPipeline
 
-    from iqabench import testing
+    from iqabench import tiny_models
 
-    comps = testing._sdxl_components(seed)
+    comps = tiny_models._sdxl_components(seed)
     comps["vae"].register_to_config(force_upcast=True)
     return StableDiffusionXLPipeline(**comps)
 
