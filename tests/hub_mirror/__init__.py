@@ -17,9 +17,10 @@ at once. Set it *before* importing pyiqa / huggingface_hub in the process that
 loads (they freeze cache paths at import): tests run the CLI in a subprocess.
 
 Parts (``parts=``): ``hf`` (diffusers pipelines of the presets), ``clip``
-(open_clip ViT-L-14/openai), ``torch`` (torch-fidelity Inception, torchvision
-Mask R-CNN), ``adapters`` (IQA-Adapter presets), and ``pyiqa`` (metric weights
-and their backbones; ``pyiqa:<metric>`` for one metric; see ``pyiqa_cache``).
+(open_clip ViT-L-14/openai; ``clip:ViT-B-32`` for the IPCE evaluator's),
+``torch`` (torch-fidelity Inception, torchvision Mask R-CNN), ``adapters``
+(IQA-Adapter presets), and ``pyiqa`` (metric weights and their backbones;
+``pyiqa:<metric>`` for one metric; see ``pyiqa_cache``).
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ def _hf(root: Path, env: dict[str, str]) -> object:
     return write_pipelines(Path(env["HF_HUB_CACHE"]))
 
 
-def _clip(root: Path, env: dict[str, str]) -> object:
+def _clip(root: Path, env: dict[str, str], arch: str = "ViT-L-14") -> object:
     from .hf_cache import write_open_clip
 
-    return write_open_clip(Path(env["HF_HUB_CACHE"]))
+    return write_open_clip(Path(env["HF_HUB_CACHE"]), arch, "openai")
 
 
 def _torch(root: Path, env: dict[str, str]) -> object:

@@ -41,6 +41,9 @@ FP16_VARIANT_ID = SDXL_ID
 #: "timm/vit_large_patch14_clip_224.openai/"), and hf_hub_download prefers the safetensors file.
 OPEN_CLIP_VITL14_OPENAI = "timm/vit_large_patch14_clip_224.openai"
 OPEN_CLIP_FILE = "open_clip_model.safetensors"
+#: The open_clip models iqabench loads with pretrained weights: CLIP-T/I and GenEval colours (ViT-L-14), the
+#: ACPO IPCE evaluator (ViT-B-32, as the official IPCE code's clip.load("ViT-B/32")).
+OPEN_CLIP_MODELS = (("ViT-L-14", "openai"), ("ViT-B-32", "openai"))
 
 
 def repo_folder(cache: Path, repo_id: str) -> Path:
@@ -190,21 +193,41 @@ def save_pipeline_folder(repo_id: str, folder: Path, seed: int = 0, *, fp16_vari
 
 
 # -- open_clip -----------------------------------------------------------------------------------------
-def write_open_clip(cache: Path, arch: str = "ViT-L-14", repo_id: str = OPEN_CLIP_VITL14_OPENAI,
-                    seed: int = 0, dtype: torch.dtype = torch.float16) -> Path:
-    """open_clip's pretrained file for ``arch`` at its real architecture (open_clip loads strictly).
+def _random_like(name: str, shape: torch.Size, pool: torch.Tensor) -> torch.Tensor:
+    """Cheap random fill: LayerNorm scales 1, biases 0, the logit scale log(100), else slices of a random pool."""
+    if name == "logit_scale":
+        return torch.full(shape, 4.6052, dtype=pool.dtype)
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "bias":
+        return torch.zeros(shape, dtype=pool.dtype)
+    if leaf == "weight" and (".ln_" in f".{name}" or name.startswith("ln_")):
+        return torch.ones(shape, dtype=pool.dtype)
+    count = shape.numel()
+    repeats = -(-count // pool.numel())
+    return pool.repeat(repeats)[:count].view(shape).clone()
 
-    Stored in fp16 (as OpenAI's release is) to halve the file; open_clip copies
-    it into its fp32 parameters. Quick-GELU and the rest come from open_clip's
-    bundled config, so only the tensor shapes and names matter here.
+
+def write_open_clip(cache: Path, arch: str = "ViT-L-14", tag: str = "openai", seed: int = 0,
+                    dtype: torch.dtype = torch.float16) -> Path:
+    """open_clip's pretrained file for ``arch``/``tag`` at its real architecture (open_clip loads strictly).
+
+    The repository is the one open_clip's pretrained table names for the tag
+    (``ViT-L-14``/``openai`` -> ``timm/vit_large_patch14_clip_224.openai``) and
+    the file the safetensors one ``hf_hub_download`` tries first. Stored in fp16
+    (as OpenAI's release is) to halve the file; open_clip copies it into its
+    fp32 parameters. The model is built on the meta device (shapes and names
+    only) and filled from a small random pool: 0.4 B parameters in a second.
     """
     import open_clip
     from safetensors.torch import save_file
 
-    torch.manual_seed(seed)
-    model = open_clip.create_model(arch, pretrained=None)
-    state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
-    del model
+    repo_id = open_clip.get_pretrained_cfg(arch, tag)["hf_hub"].rstrip("/")
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in open_clip.create_model(arch, pretrained=None, device="meta")
+                  .state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    pool = (torch.randn(1 << 20, generator=generator) * 0.02).to(dtype)
+    state = {name: _random_like(name, shape, pool) for name, shape in shapes.items()}
     with tempfile.TemporaryDirectory(prefix="hub-mirror-") as scratch:
         path = Path(scratch) / OPEN_CLIP_FILE
         save_file(state, str(path))
@@ -216,5 +239,6 @@ def write_hf_cache(cache: Path, *, clip: bool = True, seed: int = 0) -> dict[str
     """Every hub repository iqabench's generators and benchmarks read; repo id -> snapshot folder."""
     written = write_pipelines(cache, seed=seed)
     if clip:
-        written[OPEN_CLIP_VITL14_OPENAI] = write_open_clip(cache, seed=seed)
+        for arch, tag in OPEN_CLIP_MODELS:
+            written[f"{arch}/{tag}"] = write_open_clip(cache, arch, tag, seed=seed)
     return written
