@@ -151,3 +151,21 @@ def test_quality_generators_generate_over_fp16_variant_bases(bases, base):
         weight = next(p for n, p in unet.named_parameters() if n.endswith("conv_in.weight"))
         assert torch.equal(weight, weight.half().float()), f"{spec} did not load the fp16 variant files"
     assert len(images) >= 4  # three quality generators and their (shared) baseline
+
+
+def test_sd21_and_sd14_load_from_their_hub_snapshots(bases):
+    """The other hub ids the mirror holds: SD 2.1 (v-prediction) through its preset, SD 1.4 by hub id, and
+    `iqabench list generators`' weight probe sees the snapshots."""
+    from iqabench.registry import GENERATORS
+
+    for spec in (f"sd21[{SMALL}]", f"diffusers:CompVis/stable-diffusion-v1-4[{SMALL}]"):
+        generator = build_generator(spec, RT)
+        assert generator.location.commit is not None  # resolved through refs/main to a snapshot commit
+        [image] = generator.generate([ITEM])
+        assert image.size == (64, 64)
+    assert type(build_generator(f"sd21[{SMALL}]", RT).pipeline.scheduler).__name__ == "DDIMScheduler"
+    present, detail = GENERATORS.get("sdxl").weights()
+    assert present and "snapshots" in detail
+    present, detail = GENERATORS.get("iqa-adapter").weights()
+    found = detail.split(":", 1)[1].split(";")[0]
+    assert present and sorted(found.replace(" ", "").split(",")) == ["hyperiqa", "topiq", "topiq+laion_aes"]
