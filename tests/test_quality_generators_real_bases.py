@@ -169,3 +169,17 @@ def test_sd21_and_sd14_load_from_their_hub_snapshots(bases):
     present, detail = GENERATORS.get("iqa-adapter").weights()
     found = detail.split(":", 1)[1].split(";")[0]
     assert present and sorted(found.replace(" ", "").split(",")) == ["hyperiqa", "topiq", "topiq+laion_aes"]
+
+
+def test_sd15_download_without_safety_checker_is_complete(bases, tmp_path):
+    """`hf download ... --exclude "safety_checker/*" "feature_extractor/*"` (what docs/weights.md suggests) gives a
+    pipeline iqabench loads: it never loads the safety checker, so it does not ask for its files."""
+    import shutil
+
+    table, root = bases
+    slim = tmp_path / "sd15-slim"
+    shutil.copytree(root / "sd15 folder", slim)
+    shutil.rmtree(slim / "safety_checker")
+    shutil.rmtree(slim / "feature_extractor")
+    [image] = build_generator(f"diffusers:{slim}[{SMALL}]", RT).generate([ITEM])
+    assert image.size == (64, 64)
