@@ -46,9 +46,10 @@ def finished_run(out: Path, benchmark: str) -> Path:
     return run_dir
 
 
-def run_args(benchmark: str, out: Path, *generators: str, metrics: str | None = None) -> list[str]:
-    args = ["run", benchmark, "--limit", "1", "--seeds", "0", "--batch-size", "1", "--device", "cpu",
-            "--dtype", "fp32", "--out", str(out)]
+def run_args(benchmark: str, out: Path, *generators: str, metrics: str | None = None,
+             limit: int | None = 1) -> list[str]:
+    args = ["run", benchmark, "--seeds", "0", "--batch-size", "1", "--device", "cpu", "--dtype", "fp32",
+            "--out", str(out)] + (["--limit", str(limit)] if limit else [])
     for generator in generators:
         args += ["--generator", generator]
     return args + (["--metrics", metrics] if metrics else [])
@@ -109,8 +110,7 @@ def test_fid_topk_with_torch_fidelity_inception_and_open_clip(mirror, tmp_path):
     _images(tmp_path / "ref", 2)
     (tmp_path / "ref.csv").write_text("caption,image\na red car,ref/0.png\na blue bench,ref/1.png\n")
     out = tmp_path / "out"
-    args = run_args("fid-topk", out, f"sdxl[{SMALL}]", metrics="topiq_nr")
-    args.remove("--limit"), args.remove("1")
+    args = run_args("fid-topk", out, f"sdxl[{SMALL}]", metrics="topiq_nr", limit=None)  # both reference images
     iqabench(mirror, *args, "--option", "reference=ref.csv", "--option", "topk=50", "--option", "isc_splits=1",
              "--option", "kid_subsets=2", "--option", "kid_subset_size=2", cwd=tmp_path)
     run_dir = finished_run(out, "fid-topk")
