@@ -96,6 +96,25 @@ def test_train_acpo_then_relgain_of_sdxl_guidance_and_acpo(mirror, tmp_path):
     assert baselines["acpo"] == "sd15[guidance_scale=7.5,height=64,steps=2,width=64]"
 
 
+def test_train_ipce_on_open_clip_then_acpo_with_it(mirror, tmp_path):
+    """ACPO's IPCE evaluator: `train ipce` on open_clip ViT-B-32/openai from its HF snapshot (the official IPCE
+    CLIP), then `train acpo --evaluator ipce:<file>` on sd15 from the HF cache."""
+    mirror.ensure("clip:ViT-B-32")
+    images = _images(tmp_path / "rated", 4)
+    rows = [f"{images / f'{i}.png'},a photo number {i},{1 + i}" for i in range(4)]
+    (tmp_path / "mos.csv").write_text("path,prompt,score\n" + "\n".join(rows) + "\n")
+    ipce = tmp_path / "ipce"
+    proc = iqabench(mirror, "train", "ipce", "--table", "mos.csv", "--out", str(ipce), "--epochs", "2",
+                    "--val-fraction", "0", "--device", "cpu", cwd=tmp_path)
+    [weights] = [p for p in ipce.iterdir() if p.suffix == ".safetensors"]
+    assert f"--evaluator ipce:{weights}" in proc.stdout.replace("\n", "")
+    lora = tmp_path / "acpo"
+    iqabench(mirror, "train", "acpo", "--data", str(images), "--out", str(lora), "--base", "sd15",
+             "--evaluator", f"ipce:{weights}", "--max-steps", "1", "--resolution", "64", "--save-every", "1",
+             "--x0-mode", "one-step", cwd=tmp_path)
+    assert (lora / "pytorch_lora_weights.safetensors").is_file()
+
+
 def test_condition_sweep_of_the_iqa_adapter_preset(mirror, tmp_path):
     out = tmp_path / "out"
     iqabench(mirror, *run_args("condition-sweep", out, f"iqa-adapter:topiq[{SMALL}]", metrics="topiq_nr"),

@@ -154,11 +154,11 @@ def test_quality_generators_generate_over_fp16_variant_bases(bases, base):
 
 
 def test_sd21_and_sd14_load_from_their_hub_snapshots(bases):
-    """The other hub ids the mirror holds: SD 2.1 (v-prediction) through its preset, SD 1.4 by hub id, and
-    `iqabench list generators`' weight probe sees the snapshots."""
+    """The other hub ids the mirror holds: SD 2.1 (v-prediction) and SD 1.4 through their presets and by hub id,
+    and `iqabench list generators`' weight probe sees the snapshots."""
     from iqabench.registry import GENERATORS
 
-    for spec in (f"sd21[{SMALL}]", f"diffusers:CompVis/stable-diffusion-v1-4[{SMALL}]"):
+    for spec in (f"sd21[{SMALL}]", f"sd14[{SMALL}]", f"diffusers:CompVis/stable-diffusion-v1-4[{SMALL}]"):
         generator = build_generator(spec, RT)
         assert generator.location.commit is not None  # resolved through refs/main to a snapshot commit
         [image] = generator.generate([ITEM])
