@@ -89,6 +89,9 @@ class DiffusersGenerator:
     family: str = "diffusers"
     #: Item ``params`` keys this generator understands; subclasses add their own.
     item_params: frozenset[str] = frozenset(GENERATION_OPTIONS)
+    #: Options set from the spec itself rather than by the user (``path`` of ``diffusers:<folder>``): a spec
+    #: derived from this generator's options (a quality generator's baseline) must leave them out.
+    implied_options: frozenset[str] = frozenset()
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, source: str, defaults: dict[str, Any],
                  tiny_builder: Callable[[int], DiffusionPipeline] | None = None):
@@ -164,6 +167,9 @@ class DiffusersGenerator:
             kwargs["variant"] = self.options["variant"]
         if "safety_checker" in self.location.model_index:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
+        index, folder_path = self.location.model_index, self.location.folder
+        if "feature_extractor" in index and not (folder_path / "feature_extractor").is_dir():
+            kwargs["feature_extractor"] = None  # only the safety checker uses it; downloads may leave both out
         folder = str(self.location.folder)  # the resolved snapshot: no revision lookup, no network
         try:
             return AutoPipelineForText2Image.from_pretrained(folder, **kwargs)

@@ -54,12 +54,15 @@ def canonical_params(params: Mapping[str, Any]) -> str:
 
 
 def base_model_spec(base_spec: GeneratorSpec, options: Mapping[str, Any], base_options: Mapping[str, Any],
-                    own_options: Collection[str]) -> str:
+                    own_options: Collection[str], implied: Collection[str] = ()) -> str:
     """The base model's spec with the generation options it shares with a quality generator built on it.
 
     IQA-Adapter, gradient guidance and ACPO compare against their base model run
     with the same steps, CFG, size and negative prompt; their own options
-    (target, alpha, LoRA path, ...) stay behind.
+    (target, alpha, LoRA path, ...) stay behind, and so do the options the base
+    derives from its own spec (``implied``: the ``path`` of ``diffusers:<folder>``,
+    which that spec refuses to be given twice).
     """
-    keep = {k: v for k, v in options.items() if k in base_options and k not in own_options and v is not None}
+    keep = {k: v for k, v in options.items()
+            if k in base_options and k not in own_options and k not in implied and v is not None}
     return str(GeneratorSpec(base_spec.family, base_spec.variant, tuple(sorted(keep.items()))))

@@ -47,11 +47,18 @@ class WeightsLocation:
     model_index: dict[str, Any]
 
 
+#: Components iqabench never loads (the SD 1.x safety checker blacks out images and would corrupt every IQA
+#: score; its feature extractor serves only it): a download without them is complete.
+NOT_LOADED = ("safety_checker", "feature_extractor")
+
+
 def _missing_components(folder: Path, model_index: Mapping[str, Any], variant: str | None) -> list[str]:
     """Components named in model_index.json without a folder, or a denoiser folder without weight files."""
     missing = []
     for name, value in model_index.items():
         if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
+            continue
+        if name in NOT_LOADED:
             continue
         sub = folder / name
         if not sub.is_dir():

@@ -97,4 +97,6 @@ def build_any_pipeline(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenera
     if "path" in spec.options_dict:
         raise SpecError(f"generator {str(spec)!r} names its folder twice: use diffusers:/dir without path=")
     folder = str(Path(target).expanduser().resolve())
-    return DiffusersGenerator(spec, runtime, source=folder, defaults={**defaults, "path": folder})
+    generator = DiffusersGenerator(spec, runtime, source=folder, defaults={**defaults, "path": folder})
+    generator.implied_options = frozenset({"path"})
+    return generator

@@ -20,3 +20,11 @@ def store(tmp_path):
     s = Store(tmp_path / "store")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def hub_mirror(tmp_path_factory):
+    """The test hub mirror (tests/hub_mirror), one per session; call ``hub_mirror.ensure(part, ...)`` for its parts."""
+    from hub_mirror import build_mirror
+
+    return build_mirror(tmp_path_factory.mktemp("hub-mirror"))

@@ -59,6 +59,7 @@ class AcpoGenerator(DiffusersGenerator):
         super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **ACPO_OPTIONS},
                          tiny_builder=base_gen.tiny_builder)
         self._base_gen = base_gen
+        self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
         self.options["base"] = str(self.base_spec)
         self._sha256: str | None = None
 
@@ -72,7 +73,8 @@ class AcpoGenerator(DiffusersGenerator):
 
     def baseline(self) -> str | None:
         """The base model without the LoRA, same generation options."""
-        return base_model_spec(self.base_spec, self.options, self._base_gen.options, ACPO_OPTIONS)
+        return base_model_spec(self.base_spec, self.options, self._base_gen.options, ACPO_OPTIONS,
+                               self._base_gen.implied_options)
 
     def load_pipeline(self):
         pipe = self._base_gen.load_pipeline()

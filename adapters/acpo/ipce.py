@@ -46,7 +46,9 @@ def load_clip(name: str, weights: str | None, device: str | torch.device = "cpu"
     """An open_clip model and tokenizer: ``weights`` is a pretrained tag (``openai``) or a local file."""
     import open_clip
 
-    model = open_clip.create_model(name, pretrained=weights, device=device)
+    # OpenAI's weights need QuickGELU, which the plain "ViT-B-32" config lacks (open_clip only warns).
+    quick_gelu = bool(weights and open_clip.get_pretrained_cfg(name, weights).get("quick_gelu", False))
+    model = open_clip.create_model(name, pretrained=weights, device=device, force_quick_gelu=quick_gelu)
     return model.eval(), open_clip.get_tokenizer(name)
 
 

@@ -98,6 +98,7 @@ class GuidanceGenerator(DiffusersGenerator):
         super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **GUIDANCE_OPTIONS},
                          tiny_builder=base_gen.tiny_builder)
         self._base_gen = base_gen
+        self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
         self.options["base"] = str(self.base_spec)
         self.config = _guidance_config(self.options, where)
         self.metric = None
@@ -128,7 +129,8 @@ class GuidanceGenerator(DiffusersGenerator):
 
     def baseline(self) -> str | None:
         """The base model with the same generation options (what RelGain compares against)."""
-        return base_model_spec(self.base_spec, self.options, self._base_gen.options, GUIDANCE_OPTIONS)
+        return base_model_spec(self.base_spec, self.options, self._base_gen.options, GUIDANCE_OPTIONS,
+                               self._base_gen.implied_options)
 
     def load_pipeline(self):
         """The base generator's pipeline (so an ``acpo:`` base comes with its LoRA)."""

@@ -119,6 +119,7 @@ class IQAAdapterGenerator(DiffusersGenerator):
         super().__init__(spec, runtime, source=base_gen.source, defaults=defaults,
                          tiny_builder=base_gen.tiny_builder)
         self._base_gen = base_gen
+        self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
         self.options["base"] = str(self.base_spec)
         if stored is not None and own.get("stats") is None:
             self.stats = [_from_stored(stored, m) for m in metrics]
@@ -164,7 +165,8 @@ class IQAAdapterGenerator(DiffusersGenerator):
 
     def baseline(self) -> str | None:
         """The base model with the same steps, CFG, size and negative prompt."""
-        return base_model_spec(self.base_spec, self.options, self._base_gen.options, ADAPTER_OPTIONS)
+        return base_model_spec(self.base_spec, self.options, self._base_gen.options, ADAPTER_OPTIONS,
+                               self._base_gen.implied_options)
 
     def load_pipeline(self):
         pipe = super().load_pipeline()

@@ -94,10 +94,20 @@ def build_clip(arch: str = "ViT-L-14", pretrained: str = "openai", weights: str 
                 "(e.g. --option clip_weights=/path/open_clip_model.safetensors) or --option weights=random "
                 "for a weights-free smoke run")
         source = str(path)
+    # OpenAI's weights were trained with QuickGELU, which open_clip's plain "ViT-L-14" config does not use: it
+    # only warns about the mismatch, and the features would silently differ from the official evaluators'.
+    quick_gelu = bool(open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", False))
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=source, device=device)
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=source, device=device,
+                                                                     force_quick_gelu=quick_gelu)
     except Exception as exc:  # open_clip raises RuntimeError/OSError/HF errors depending on what is missing
-        where = source if weights != "pretrained" else "open_clip's Hugging Face cache (~/.cache/huggingface/hub)"
+        if weights == "pretrained":
+            from huggingface_hub import constants
+
+            repo = open_clip.get_pretrained_cfg(arch, pretrained).get("hf_hub", "").rstrip("/")
+            where = f"the Hugging Face cache {constants.HF_HUB_CACHE}" + (f" (repository {repo})" if repo else "")
+        else:
+            where = source
         raise WeightsUnavailableError(
             f"CLIP weights {arch}/{pretrained} could not be loaded from {where} ({type(exc).__name__}); download them "
             "on a connected machine with open_clip.create_model('"
@@ -105,5 +115,5 @@ def build_clip(arch: str = "ViT-L-14", pretrained: str = "openai", weights: str 
             "for a weights-free smoke run") from None
     model.eval()
     source_name = pretrained if weights == "pretrained" else Path(weights).name
-    fingerprint = f"open_clip-{open_clip.__version__}/{arch}/{source_name}"
+    fingerprint = f"open_clip-{open_clip.__version__}/{arch}/{source_name}" + ("/quickgelu" if quick_gelu else "")
     return ClipModel(model, preprocess, tokenizer, device, fingerprint, False)
