@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.generators import GeneratorPool
 from iqabench.metrics import build_metric, metric_info, parse_metric_list
 from iqabench.registry import METRICS
 from iqabench.runtime import Runtime
@@ -161,39 +162,40 @@ class AdversarialGradCAM(BaseBenchmark):
         "cam_layer": "network layer for Grad-CAM (default: picked per metric)",
     }
 
-    def _setup(self, spec: RunSpec) -> tuple[str, list[str], dict[str, str], list[str]]:
+    def _targets(self, spec: RunSpec) -> list[str]:
         targets = parse_metric_list(str(spec.options.get("targets", "")).replace("/", ",")) \
             if spec.options.get("targets") else []
         if not targets:
             raise ValueError("adversarial-gradcam needs the metrics to guide on: --option targets=m1/m2 "
                              "(differentiable NR metrics, e.g. topiq_nr, or a registered model)")
-        adapters = [str(GeneratorSpec.parse(g)) for g in spec.generators if GeneratorSpec.parse(g).family != "guidance"]
-        base = spec.options.get("base") or spec.baseline
-        if not base:
-            if not adapters:
-                raise ValueError("adversarial-gradcam needs a base model: --option base=SPEC or an adapter generator")
-            from .relgain import resolve_baseline
+        return targets
 
-            base = resolve_baseline(adapters[0], spec)
-        base = str(GeneratorSpec.parse(str(base)))
+    def _setup(self, spec: RunSpec, generators: GeneratorPool) -> tuple[str, list[str], dict[str, str], list[str]]:
+        targets = self._targets(spec)
+        named = generators.canonical_list(spec.generators)
+        adapters = [g for g in named if GeneratorSpec.parse(g).family != "guidance"]
+        base = spec.options.get("base") or spec.baseline
+        if not base and not adapters:
+            raise ValueError("adversarial-gradcam needs a base model: --option base=SPEC or an adapter generator")
+        base = generators.canonical(str(base)) if base else generators.baseline(adapters[0])
         adapters = [a for a in adapters if a != base]
         alpha = float(spec.options.get("alpha", 30.0))
         guided = {t: _guidance_spec(t, base, alpha) for t in targets}
         return base, targets, guided, adapters
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
-        base, _, guided, adapters = self._setup(spec)
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+        base, _, guided, adapters = self._setup(spec, generators)
         items = self.work_items(spec)
         return [PlannedItem(g, i) for g in [base, *guided.values(), *adapters] for i in items]
 
     def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
         panel = super().metrics_for(spec, plan)
-        _, targets, _, _ = self._setup(spec)
+        targets = self._targets(spec)
         return {**panel, **{t: list(range(len(plan))) for t in targets}}
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         spec = ctx.spec
-        base, targets, guided, adapters = self._setup(spec)
+        base, targets, guided, adapters = self._setup(spec, ctx.generators)
         panel = list(dict.fromkeys([*parse_metric_list(spec.metrics), *targets]))
         scores = {m: ctx.scores(m) for m in panel}
         key_of = {(p.generator, p.item.prompt_id, p.item.seed): k for p, k in zip(ctx.plan, ctx.image_keys,

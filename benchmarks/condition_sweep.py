@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
 
@@ -37,9 +38,10 @@ def sweep_targets(spec: RunSpec) -> list[float]:
     return parse_targets(spec.options.get("targets", list(DEFAULT_TARGETS)))
 
 
-def target_slots(spec: RunSpec, benchmark: str, targets: list[float], *, with_baseline: bool = True) -> list[Slot]:
+def target_slots(spec: RunSpec, generators: GeneratorPool, benchmark: str, targets: list[float], *,
+                 with_baseline: bool = True) -> list[Slot]:
     """Baseline images plus one image per prompt x seed x target (shared with fr-distances)."""
-    return sweep_slots(spec, benchmark, [{"target": target_label(t)} for t in targets],
+    return sweep_slots(spec, generators, benchmark, [{"target": target_label(t)} for t in targets],
                        with_baseline=with_baseline, param_names=("target",))
 
 
@@ -152,17 +154,17 @@ class ConditionSweep(BaseBenchmark):
         "targets": "quality targets to condition on",
     }
 
-    def _slots(self, spec: RunSpec) -> list[Slot]:
-        return target_slots(spec, self.name, sweep_targets(spec))
+    def _slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
+        return target_slots(spec, generators, self.name, sweep_targets(spec))
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
-        return planned(self._slots(spec))
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+        return planned(self._slots(spec, generators))
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         from iqabench.plotting import heatmap_figure
 
         metrics = list(ctx.metric_fingerprints)
-        frame = score_frame(ctx, self._slots(ctx.spec), metrics)
+        frame = score_frame(ctx, self._slots(ctx.spec, ctx.generators), metrics)
         generated = frame[frame.role == "generator"]
         means = mean_with_ci(generated, ["generator", "metric", "target"])
         baselines = baseline_levels(frame)

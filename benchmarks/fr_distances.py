@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.generators import GeneratorPool
 from iqabench.metrics import Metric, MetricUnavailableError, build_metric, metric_info, parse_metric_list
 from iqabench.runtime import Runtime
 from iqabench.specs import RunSpec
@@ -149,20 +150,20 @@ class FRDistances(BaseBenchmark):
         "include_baseline": "also compare the baseline with itself (default true)",
     }
 
-    def _slots(self, spec: RunSpec) -> list[Slot]:
+    def _slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
         with_baseline = option_flag(spec.options.get("include_baseline", True), "include_baseline")
-        return target_slots(spec, self.name, sweep_targets(spec), with_baseline=with_baseline)
+        return target_slots(spec, generators, self.name, sweep_targets(spec), with_baseline=with_baseline)
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
         fr_panel(spec)  # refuse a mixed NR/FR panel before anything is generated
-        return planned(self._slots(spec))
+        return planned(self._slots(spec, generators))
 
     def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
         return {}  # pair metrics are computed in analyze (the core's scoring stage is single-image)
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         spec = ctx.spec
-        slots = self._slots(spec)
+        slots = self._slots(spec, ctx.generators)
         names, explicit = fr_panel(spec)
         result = Result(self.name)
         if not explicit and set(parse_metric_list(spec.metrics)) - set(names):

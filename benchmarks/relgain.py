@@ -12,36 +12,24 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-from iqabench.generators import build_generator
+from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
-from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.specs import RunSpec
 from iqabench.stats import RELGAIN_EPS, describe_method, holm, mean_ci, paired_statistics, relative_gains
 
 GRID_ITEMS = 8
-
-
-def resolve_baseline(generator: str, spec: RunSpec) -> str:
-    """``--baseline`` wins; otherwise the generator names its own (e.g. IQA-Adapter -> its base model)."""
-    if spec.baseline:
-        return str(GeneratorSpec.parse(spec.baseline))
-    baseline = build_generator(generator).baseline()
-    if baseline is None:
-        raise ValueError(
-            f"generator {generator!r} names no baseline to compare against; pass --baseline SPEC "
-            "(e.g. --baseline tiny-sd[guidance_scale=1.0])"
-        )
-    return str(GeneratorSpec.parse(baseline))
 
 
 @register_benchmark("relgain", description="Relative IQA gain of each generator over its baseline (paper Fig. 3a)")
 class RelGain(BaseBenchmark):
     options = {}
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
         items = self.work_items(spec)
         plan: list[PlannedItem] = []
-        for generator in dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators):
-            baseline = resolve_baseline(generator, spec)
+        for generator in generators.canonical_list(spec.generators):
+            # --baseline wins; otherwise the generator names its own (e.g. IQA-Adapter -> its base model)
+            baseline = generators.baseline(generator, spec.baseline)
             if baseline == generator:
                 raise ValueError(f"generator {generator!r} is its own baseline; pass a different --baseline")
             plan += [PlannedItem(baseline, item) for item in items]
@@ -54,8 +42,8 @@ class RelGain(BaseBenchmark):
                   for p, k in zip(ctx.plan, ctx.image_keys, strict=True)}
         items = [p.item for p in ctx.plan]
         items = list({(i.prompt_id, i.seed): i for i in items}.values())
-        generators = list(dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators))
-        baselines = {g: resolve_baseline(g, spec) for g in generators}
+        generators = ctx.generators.canonical_list(spec.generators)
+        baselines = {g: ctx.baselines[g] for g in generators}
         metrics = list(ctx.metric_fingerprints)
         scores = {m: ctx.scores(m) for m in metrics}
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.generators import GeneratorPool
 from iqabench.specs import RunSpec
 
 from .condition_sweep import baseline_levels, curves_figure, target_correlations
@@ -68,16 +69,16 @@ class ScaleSweep(BaseBenchmark):
         "scale_targets": "quality targets at each scale",
     }
 
-    def _slots(self, spec: RunSpec) -> list[Slot]:
+    def _slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
         points = [{"target": target_label(t), "scale": s} for t in scale_targets(spec) for s in sweep_scales(spec)]
-        return sweep_slots(spec, self.name, points, param_names=("target", "scale"))
+        return sweep_slots(spec, generators, self.name, points, param_names=("target", "scale"))
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
-        return planned(self._slots(spec))
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+        return planned(self._slots(spec, generators))
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         metrics = list(ctx.metric_fingerprints)
-        frame = score_frame(ctx, self._slots(ctx.spec), metrics)
+        frame = score_frame(ctx, self._slots(ctx.spec, ctx.generators), metrics)
         generated = frame[frame.role == "generator"]
         means = mean_with_ci(generated, ["generator", "metric", "target", "scale"])
         baselines = baseline_levels(frame)

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
-from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci
 
 
@@ -19,10 +20,9 @@ from iqabench.stats import describe_method, mean_ci
 class Scores(BaseBenchmark):
     options = {}
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
         items = self.work_items(spec)
-        generators = dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators)
-        return [PlannedItem(g, item) for g in generators for item in items]
+        return [PlannedItem(g, item) for g in generators.canonical_list(spec.generators) for item in items]
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         metrics = list(ctx.metric_fingerprints)

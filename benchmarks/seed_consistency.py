@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
 from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, relative_gains
@@ -143,15 +144,15 @@ class SeedConsistency(BaseBenchmark):
         "near_zero": "|RelGain| percent counted as no change (default 1.0)",
     }
 
-    def _slots(self, spec: RunSpec) -> list[Slot]:
-        return sweep_slots(seeded_spec(spec), self.name, [{}])
+    def _slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
+        return sweep_slots(seeded_spec(spec), generators, self.name, [{}])
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
-        return planned(self._slots(spec))
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+        return planned(self._slots(spec, generators))
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         metrics = list(ctx.metric_fingerprints)
-        slots = self._slots(ctx.spec)
+        slots = self._slots(ctx.spec, ctx.generators)
         frame = score_frame(ctx, slots, metrics)
         gains = per_generation_gains(frame, {m: metric_info(m).lower_better for m in metrics})
         near_zero = float(ctx.spec.options.get("near_zero", NEAR_ZERO_PERCENT))

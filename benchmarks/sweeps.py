@@ -21,8 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from iqabench.benchmark import AnalysisContext, PlannedItem
-from iqabench.generators import Generator, WorkItem, build_generator
-from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.generators import Generator, GeneratorPool, WorkItem
+from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci
 
 # IQA-Adapter paper Sec. 4.3 / Fig. 4a: the training-set percentiles the adapter is conditioned on.
@@ -43,11 +43,11 @@ class Slot:
         return PlannedItem(self.source or self.generator, self.item)
 
 
-def generator_specs(spec: RunSpec) -> list[str]:
+def generator_specs(spec: RunSpec, generators: GeneratorPool) -> list[str]:
     """The run's generators in canonical spelling, duplicates dropped, order kept."""
     if not spec.generators:
         raise ValueError("no generator given: pass --generator SPEC (e.g. iqa-adapter:/path/adapter.safetensors)")
-    return list(dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators))
+    return generators.canonical_list(spec.generators)
 
 
 def parse_number_list(value: Any, *, name: str, low: float, high: float, prefix: str = "") -> list[float]:
@@ -123,17 +123,15 @@ def require_item_params(generator: Generator, names: Sequence[str], benchmark: s
         )
 
 
-def baseline_of(generator: str, spec: RunSpec) -> str:
-    from .relgain import resolve_baseline
-
-    baseline = resolve_baseline(generator, spec)
+def baseline_of(generator: str, spec: RunSpec, generators: GeneratorPool) -> str:
+    baseline = generators.baseline(generator, spec.baseline)
     if baseline == generator:
         raise ValueError(f"generator {generator!r} is its own baseline; pass a different --baseline")
     return baseline
 
 
-def sweep_slots(spec: RunSpec, benchmark: str, swept: list[dict[str, Any]], *, with_baseline: bool = True,
-                param_names: Sequence[str] = ()) -> list[Slot]:
+def sweep_slots(spec: RunSpec, generators: GeneratorPool, benchmark: str, swept: list[dict[str, Any]], *,
+                with_baseline: bool = True, param_names: Sequence[str] = ()) -> list[Slot]:
     """Baseline images (no params) then one image per item x swept point, for every generator.
 
     ``swept`` holds dicts of the swept values in the generator's own spelling, e.g.
@@ -143,12 +141,12 @@ def sweep_slots(spec: RunSpec, benchmark: str, swept: list[dict[str, Any]], *, w
 
     items = BaseBenchmark().work_items(spec)
     slots: list[Slot] = []
-    for name in generator_specs(spec):
-        generator = build_generator(name)
+    for name in generator_specs(spec, generators):
+        generator = generators.get(name)
         if param_names:
             require_item_params(generator, param_names, benchmark)
         if with_baseline:
-            baseline = baseline_of(name, spec)
+            baseline = baseline_of(name, spec, generators)
             slots += [Slot(name, "baseline", WorkItem(i.prompt_id, i.prompt, i.seed, {}), {}, baseline)
                       for i in items]
         for point in swept:

@@ -8,10 +8,11 @@ keeps hooking and resizing in its base class so a CAM method is one method.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .generators import WorkItem
+from .generators import GeneratorPool, WorkItem
 from .registry import BENCHMARKS
 from .results import ImageRef, Result
 
@@ -37,7 +38,10 @@ class AnalysisContext:
     plan: list[PlannedItem]
     image_keys: list[str]  # aligned with ``plan``
     metric_fingerprints: dict[str, str]  # metric name -> fingerprint used in the score cache
-    baselines: dict[str, str | None] = field(default_factory=dict)  # generator spec -> its baseline spec
+    #: generator spec -> the spec it is compared against (``--baseline`` applied; None where it names none)
+    baselines: dict[str, str | None] = field(default_factory=dict)
+    #: the run's generators, each built once: ask it, never ``build_generator`` (see GeneratorPool)
+    generators: GeneratorPool = field(default_factory=GeneratorPool)
 
     def scores(self, metric: str) -> dict[str, float | None]:
         """image key -> score (None where scoring failed) for every planned image scored with ``metric``."""
@@ -54,8 +58,8 @@ class Benchmark(Protocol):
     name: str
     description: str
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
-        """Which images this benchmark needs, from which generators."""
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+        """Which images this benchmark needs, from which generators (ask ``generators`` for baselines)."""
 
     def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
         """Metric name -> indices into ``plan`` to score with it (the core scores, caches and resumes)."""
@@ -112,6 +116,16 @@ def register_benchmark(name: str, *, description: str = "", overwrite: bool = Fa
     return BENCHMARKS.register(name, description=description, overwrite=overwrite)
 
 
+def plan_with(benchmark: Benchmark, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+    """``benchmark.plan(spec, generators)``; a plugin written before the pool existed (``plan(self, spec)``)
+    is still called the old way."""
+    parameters = inspect.signature(benchmark.plan).parameters.values()
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    if len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional):
+        return benchmark.plan(spec, generators)
+    return benchmark.plan(spec)
+
+
 def build_benchmark(name: str) -> Benchmark:
     entry = BENCHMARKS.get(name)
     bench = entry.factory()
@@ -128,7 +142,6 @@ class BaseBenchmark:
     options: dict[str, str] | None = None
 
     def work_items(self, spec: RunSpec, params: dict[str, Any] | None = None) -> list[WorkItem]:
-        from .generators import WorkItem
         from .prompts import load_prompts
 
         prompts = load_prompts(spec.prompts, limit=spec.limit, column=spec.options.get("prompt_column"))
@@ -148,4 +161,4 @@ class BaseBenchmark:
 
 
 __all__ = ["AnalysisContext", "BaseBenchmark", "Benchmark", "ImageRef", "PlannedItem", "Result", "build_benchmark",
-           "register_benchmark"]
+           "plan_with", "register_benchmark"]

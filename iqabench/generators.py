@@ -67,3 +67,53 @@ def build_generator(spec: str | GeneratorSpec, runtime: Runtime | None = None) -
     generator = entry.factory(parsed, runtime)
     generator.name = str(parsed)
     return generator
+
+
+def canonical_spec(spec: str | GeneratorSpec) -> str:
+    """The one spelling of a spec (options sorted, values normalised): one spec, one name, one cache entry."""
+    return str(GeneratorSpec.parse(spec) if isinstance(spec, str) else spec)
+
+
+class GeneratorPool:
+    """Each canonical generator spec of a run, built once and shared by planning, generation and analysis.
+
+    The runner makes one pool per run and hands it to the benchmark's ``plan``
+    and (through :class:`~iqabench.benchmark.AnalysisContext`) to ``analyze``:
+    a benchmark asks the pool for a generator or its baseline instead of
+    building generators itself, so each spec is validated and its weights
+    checked once, on the run's runtime.
+    """
+
+    def __init__(self, runtime: Runtime | None = None):
+        self.runtime = runtime or Runtime()
+        self._built: dict[str, Generator] = {}
+
+    canonical = staticmethod(canonical_spec)
+
+    def canonical_list(self, specs: Sequence[str | GeneratorSpec]) -> list[str]:
+        """``specs`` in canonical spelling, duplicates dropped, order kept."""
+        return list(dict.fromkeys(canonical_spec(s) for s in specs))
+
+    def get(self, spec: str | GeneratorSpec) -> Generator:
+        """The generator of ``spec``, built on first request (validates options and weights, loads nothing)."""
+        name = canonical_spec(spec)
+        if name not in self._built:
+            self._built[name] = build_generator(name, self.runtime)
+        return self._built[name]
+
+    def baseline(self, spec: str | GeneratorSpec, override: str | None = None, *, required: bool = True) -> str | None:
+        """What ``spec`` is compared against, canonical: ``override`` (``--baseline``) if given, else the
+        generator's own baseline. With ``required``, a generator that names none fails with one sentence."""
+        if override:
+            return canonical_spec(override)
+        own = self.get(spec).baseline()
+        if own is None and required:
+            raise ValueError(f"generator {canonical_spec(spec)!r} names no baseline to compare against; pass "
+                             "--baseline SPEC (e.g. --baseline tiny-sd[guidance_scale=1.0])")
+        return None if own is None else canonical_spec(own)
+
+    def __contains__(self, spec: object) -> bool:
+        return isinstance(spec, (str, GeneratorSpec)) and canonical_spec(spec) in self._built
+
+    def __len__(self) -> int:
+        return len(self._built)

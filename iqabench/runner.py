@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark, check_options
+from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark, check_options, plan_with
 from .distributed import distributed_shard, owned_keys, wait_for_everyone
-from .generators import Generator, build_generator
+from .generators import Generator, GeneratorPool
 from .image_checks import generated_image_problem
 from .manifest import default_run_id, run_manifest
 from .metrics import (
@@ -136,14 +136,16 @@ class Runner:
         self.log = log
         self.benchmark = build_benchmark(spec.benchmark)
         check_options(self.benchmark, spec.options)  # a misspelt --option fails now, not as a silent default
-        self.plan: list[PlannedItem] = self.benchmark.plan(spec)
+        # Every generator spec is built once, here (validates specs and weights, loads nothing heavy), and shared
+        # with the benchmark's plan and analysis.
+        self.pool = GeneratorPool(self.runtime)
+        self.plan: list[PlannedItem] = plan_with(self.benchmark, spec, self.pool)
         if not self.plan:
             raise ValueError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and --seeds")
-        # Building generators validates specs and weights; nothing heavy is loaded yet.
         self.generators: dict[str, Generator] = {}
         for planned in self.plan:
             if planned.generator not in self.generators:
-                self.generators[planned.generator] = build_generator(planned.generator, self.runtime)
+                self.generators[planned.generator] = self.pool.get(planned.generator)
         fingerprints = {name: gen.fingerprint() for name, gen in self.generators.items()}
         self.image_keys = [image_key(fingerprints[p.generator], p.item.key_fields()) for p in self.plan]
         self.metric_plan = self.benchmark.metrics_for(spec, self.plan)
@@ -369,8 +371,9 @@ class Runner:
         wait_for_everyone(self._distributed)
 
     def analyze(self) -> Result:
-        baselines = {name: gen.baseline() for name, gen in self.generators.items()}
-        ctx = AnalysisContext(self.store, self.spec, self.plan, self.image_keys, self.metric_fps, baselines)
+        baselines = {name: self.pool.baseline(name, self.spec.baseline, required=False) for name in self.generators}
+        ctx = AnalysisContext(self.store, self.spec, self.plan, self.image_keys, self.metric_fps, baselines,
+                              self.pool)
         return self.benchmark.analyze(ctx)
 
     # -- whole run -------------------------------------------------------------------------

@@ -61,3 +61,38 @@ def test_plugin_cli_modules_import_nothing_heavy_at_load():
                      if line.startswith(("import ", "from "))]
         heavy = [line for line in top_level if any(h in line for h in ("torch", "diffusers", "pandas", "numpy"))]
         assert not heavy, f"{module} imports {heavy} at load time; import inside the command"
+
+
+def test_no_benchmark_builds_a_generator_or_parses_run_specs_by_hand():
+    for path in (ROOT / "benchmarks").rglob("*.py"):
+        text = path.read_text("utf-8")
+        assert "build_generator" not in text, f"{path.relative_to(ROOT)} builds a generator; ask the GeneratorPool"
+        assert "GeneratorSpec.parse(g)) for g in spec.generators" not in text, f"{path.relative_to(ROOT)}"
+
+
+def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(tmp_path, monkeypatch):
+    from iqabench.registry import GENERATORS
+    from iqabench.runner import Runner
+    from iqabench.specs import RunSpec
+
+    entry = GENERATORS.get("tiny-sd")
+    built: list[str] = []
+    original = entry.factory
+
+    def counting(spec, runtime):
+        built.append(str(spec))
+        return original(spec, runtime)
+
+    monkeypatch.setattr(entry, "factory", counting)
+    spec = RunSpec("relgain", ["tiny-sd", "tiny-sd[steps=2]", "tiny-sd"], metrics=["entropy"], limit=1)
+    runner = Runner(spec, tmp_path)
+    assert sorted(built) == sorted(set(built)) == sorted(["tiny-sd", "tiny-sd[steps=2]",
+                                                           "tiny-sd[guidance_scale=1.0]",
+                                                           "tiny-sd[guidance_scale=1.0,steps=2]"])
+    seen: dict = {}
+    monkeypatch.setattr(runner.benchmark, "analyze", lambda ctx: seen.setdefault("ctx", ctx))
+    runner.analyze()
+    ctx = seen["ctx"]
+    assert ctx.generators is runner.pool and len(built) == 4  # analysis built nothing new
+    assert ctx.baselines["tiny-sd"] == "tiny-sd[guidance_scale=1.0]"
+    assert ctx.baselines["tiny-sd[guidance_scale=1.0]"] is None  # a baseline at CFG 1 names none

@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-from iqabench.generators import WorkItem
+from iqabench.generators import GeneratorPool, WorkItem
 from iqabench.metrics import metric_info
-from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.specs import RunSpec
 
 from ..geneval.clip import RANDOM
 from .features import InceptionFeatures, fid, inception_score, kid, split
@@ -85,12 +85,12 @@ class FidTopK(BaseBenchmark):
 
         return [p.text for p in load_prompts(spec.prompts, limit=spec.limit, column=spec.options.get("prompt_column"))]
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
         opts = options(spec)
         pairs = load_reference(opts["reference"], spec.limit)
         plan = [PlannedItem(REFERENCE_GENERATOR, reference_item(i, p)) for i, p in enumerate(pairs)]
         prompts = self._prompts(spec, pairs)
-        for g in dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators):
+        for g in generators.canonical_list(spec.generators):
             if g == REFERENCE_GENERATOR:
                 raise ValueError(f"{REFERENCE_GENERATOR} is the reference set, not a generator to evaluate")
             plan += [PlannedItem(g, WorkItem(f"reference:{i}", text, spec.seeds[0])) for i, text in enumerate(prompts)]

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-from iqabench.generators import WorkItem
-from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.generators import GeneratorPool, WorkItem
+from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci, mean_of_strata_ci
 from iqabench.store import content_key
 
@@ -134,12 +134,11 @@ class GenEval(BaseBenchmark):
         "export": "folder for GenEval's image layout",
     }
 
-    def plan(self, spec: RunSpec) -> list[PlannedItem]:
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
         _options(spec)  # validate early, before any generation
         items = [WorkItem(f"geneval:{index}", meta["prompt"], seed)
                  for index, meta in prompt_metadata(spec) for seed in seeds_for(spec)]
-        generators = dict.fromkeys(str(GeneratorSpec.parse(g)) for g in spec.generators)
-        return [PlannedItem(g, item) for g in generators for item in items]
+        return [PlannedItem(g, item) for g in generators.canonical_list(spec.generators) for item in items]
 
     def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
         return {}  # GenEval judges with a detector, not with IQA metrics
