@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from PIL import Image
@@ -87,11 +87,23 @@ class DiffusersGenerator:
     """
 
     family: str = "diffusers"
+    #: The fingerprint's ``class`` entry. It is derived from the class: a subclass that does not set its own gets
+    #: ``<module>.<qualname>/v1`` (see ``__init_subclass__``), so a subclass that changes pixels but keeps
+    #: ``source`` never shares its parent's cache keys. Setting it explicitly (the built-in classes keep the
+    #: labels their caches were written with) is how a subclass that does not change pixels opts in to sharing.
+    fingerprint_class: ClassVar[str] = "diffusers-base/v1"
     #: Item ``params`` keys this generator understands; subclasses add their own.
     item_params: frozenset[str] = frozenset(GENERATION_OPTIONS)
     #: Options set from the spec itself rather than by the user (``path`` of ``diffusers:<folder>``): a spec
     #: derived from this generator's options (a quality generator's baseline) must leave them out.
     implied_options: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "fingerprint_class" not in cls.__dict__:
+            # A --plugin file's module name hashes its path: leave it out, so moving the file keeps the keys.
+            module = "" if cls.__module__.startswith("iqabench_plugin_") else f"{cls.__module__}."
+            cls.fingerprint_class = f"{module}{cls.__qualname__}/v1"
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, source: str, defaults: dict[str, Any],
                  tiny_builder: Callable[[int], DiffusionPipeline] | None = None):
@@ -187,7 +199,7 @@ class DiffusersGenerator:
         """Everything that changes pixels; reads files' metadata at most, never loads the pipeline."""
         opts = self.options
         fp: dict[str, Any] = {
-            "class": "diffusers-base/v1",
+            "class": self.fingerprint_class,
             "source": self.source,
             "steps": opts.get("steps"),
             "guidance_scale": opts.get("guidance_scale"),

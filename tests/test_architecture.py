@@ -96,3 +96,34 @@ def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(
     assert ctx.generators is runner.pool and len(built) == 4  # analysis built nothing new
     assert ctx.baselines["tiny-sd"] == "tiny-sd[guidance_scale=1.0]"
     assert ctx.baselines["tiny-sd[guidance_scale=1.0]"] is None  # a baseline at CFG 1 names none
+
+
+def test_fingerprint_class_label_is_derived_from_the_class():
+    """A subclass that may change pixels gets its own label (hence its own cache keys) unless it opts in."""
+    from iqabench.adapters.acpo.generator import AcpoGenerator
+    from iqabench.adapters.diffusers_base import DiffusersGenerator
+    from iqabench.adapters.guidance.generator import GuidanceGenerator
+    from iqabench.adapters.iqa_adapter.generator import IQAAdapterGenerator
+    from iqabench.adapters.quality_base import QualityGenerator
+    from iqabench.generators import build_generator
+    from iqabench.runtime import Runtime
+    from iqabench.tiny_models import tiny_sd_pipeline
+
+    assert [c.fingerprint_class for c in (DiffusersGenerator, IQAAdapterGenerator, GuidanceGenerator,
+                                          AcpoGenerator)] == ["diffusers-base/v1", "iqa-adapter/v1", "guidance/v1",
+                                                              "acpo/v1"]
+    assert issubclass(GuidanceGenerator, QualityGenerator) and issubclass(AcpoGenerator, QualityGenerator)
+
+    class Sharper(DiffusersGenerator):
+        pass
+
+    class SameAsParent(DiffusersGenerator):
+        fingerprint_class = DiffusersGenerator.fingerprint_class
+
+    runtime = Runtime("cpu", "fp32", 1)
+    reference = build_generator("tiny-sd", runtime)
+    kwargs = {"source": reference.source, "defaults": dict(reference.options), "tiny_builder": tiny_sd_pipeline}
+    spec = reference.spec
+    assert Sharper.fingerprint_class.endswith("Sharper/v1")
+    assert Sharper(spec, runtime, **kwargs).fingerprint() != reference.fingerprint()
+    assert SameAsParent(spec, runtime, **kwargs).fingerprint() == reference.fingerprint()

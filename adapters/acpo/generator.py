@@ -18,18 +18,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from iqabench.generators import build_generator, register_generator
+from iqabench.generators import register_generator
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
-from ..diffusers_base import DiffusersGenerator, base_model_spec
+from ..quality_base import QualityGenerator
 from .lora import LORA_FILE, load_lora
 
 ACPO_OPTIONS: dict[str, Any] = {"base": None}
 
 
-class AcpoGenerator(DiffusersGenerator):
-    """:class:`DiffusersGenerator` of the base model whose UNet carries the LoRA from ``acpo:<folder>``."""
+class AcpoGenerator(QualityGenerator):
+    """The base model's pipeline whose UNet carries the LoRA from ``acpo:<folder>``."""
+
+    fingerprint_class = "acpo/v1"
+    own_options = ACPO_OPTIONS
+    refused_bases = ("acpo", "guidance")
+    refusal = "the base must be a plain diffusers generator, not {base!r}"
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime):
         if not spec.variant:
@@ -45,39 +50,21 @@ class AcpoGenerator(DiffusersGenerator):
             raise SpecError(f"acpo: {info_file} is not valid JSON ({exc}); restore it or pass [base=...]") from exc
         if not isinstance(info, dict):
             raise SpecError(f"acpo: {info_file} should hold a JSON object (rank, alpha, targets, base)")
-        own = {k: v for k, v in spec.options if k in ACPO_OPTIONS}
+        own, _ = self.split_options(spec)
         base = own.get("base") or info.get("base")
         if not base:
             raise SpecError(f"acpo: {self.folder} does not say which base model it was trained on; add [base=sd14]")
-        self.base_spec = GeneratorSpec.parse(str(base))
-        if self.base_spec.family in ("acpo", "guidance"):
-            raise SpecError(f"acpo: the base must be a plain diffusers generator, not {str(self.base_spec)!r}")
-        base_options = {k: v for k, v in spec.options if k not in ACPO_OPTIONS}
-        base_gen = build_generator(self.base_spec.with_options(**base_options), runtime)
-        if not isinstance(base_gen, DiffusersGenerator):
-            raise SpecError(f"acpo: base {str(self.base_spec)!r} is not a diffusers pipeline generator")
-        super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **ACPO_OPTIONS},
-                         tiny_builder=base_gen.tiny_builder)
-        self._base_gen = base_gen
-        self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
-        self.options["base"] = str(self.base_spec)
+        super().__init__(spec, runtime, base=str(base), where="acpo")
         self._sha256: str | None = None
 
-    def fingerprint(self) -> dict[str, Any]:
-        """The base model's fingerprint plus the LoRA file's sha256."""
+    def own_fingerprint(self) -> dict[str, Any]:
+        """The LoRA file's sha256."""
         if self._sha256 is None:
             self._sha256 = hashlib.sha256((self.folder / LORA_FILE).read_bytes()).hexdigest()
-        fp = dict(self._base_gen.fingerprint())
-        fp.update({"class": "acpo/v1", "base": str(self.base_spec), "lora_sha256": self._sha256})
-        return fp
-
-    def baseline(self) -> str | None:
-        """The base model without the LoRA, same generation options."""
-        return base_model_spec(self.base_spec, self.options, self._base_gen.options, ACPO_OPTIONS,
-                               self._base_gen.implied_options)
+        return {"lora_sha256": self._sha256}
 
     def load_pipeline(self):
-        pipe = self._base_gen.load_pipeline()
+        pipe = super().load_pipeline()
         load_lora(pipe.unet, self.folder)
         return pipe
 

@@ -30,12 +30,13 @@ from typing import Any
 
 from PIL import Image
 
-from iqabench.generators import WorkItem, build_generator, register_generator
+from iqabench.generators import WorkItem, register_generator
 from iqabench.metrics import metric_fingerprint, metric_info
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
-from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator, base_model_spec
+from ..generator_options import GENERATION_OPTIONS
+from ..quality_base import QualityGenerator
 from .guide import GuidanceConfig, IQAGuidance, guided_scheduler
 
 #: alpha 30: the paper's SDXL value (Sec. 3.1); scaling "paper": its formula without sigma_t (issue 16),
@@ -71,10 +72,14 @@ def _guidance_config(options: Mapping[str, Any], where: str) -> GuidanceConfig:
         raise SpecError(f"{where}: {exc}") from exc
 
 
-class GuidanceGenerator(DiffusersGenerator):
-    """:class:`DiffusersGenerator` of the base model with :func:`guided_scheduler` around every pipeline call."""
+class GuidanceGenerator(QualityGenerator):
+    """The base model's pipeline with :func:`guided_scheduler` around every pipeline call."""
 
     item_params = frozenset(GENERATION_OPTIONS) | {"alpha"}
+    fingerprint_class = "guidance/v1"
+    own_options = GUIDANCE_OPTIONS
+    refused_bases = ("guidance",)
+    refusal = "the base of IQA guidance cannot itself be a guidance generator"
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime):
         where = f"generator {str(spec)!r}"
@@ -87,19 +92,8 @@ class GuidanceGenerator(DiffusersGenerator):
                             "cannot guide sampling (pick e.g. topiq_nr, or register a differentiable model)")
         self.metric_name = spec.variant
         spec = _renamed_options(spec)
-        own = {k: v for k, v in spec.options if k in GUIDANCE_OPTIONS}
-        base_options = {k: v for k, v in spec.options if k not in GUIDANCE_OPTIONS}
-        self.base_spec = GeneratorSpec.parse(str(own.get("base", GUIDANCE_OPTIONS["base"])))
-        if self.base_spec.family == "guidance":
-            raise SpecError(f"{where}: the base of IQA guidance cannot itself be a guidance generator")
-        base_gen = build_generator(self.base_spec.with_options(**base_options), runtime)
-        if not isinstance(base_gen, DiffusersGenerator):
-            raise SpecError(f"{where}: base {str(self.base_spec)!r} is not a diffusers pipeline generator")
-        super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **GUIDANCE_OPTIONS},
-                         tiny_builder=base_gen.tiny_builder)
-        self._base_gen = base_gen
-        self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
-        self.options["base"] = str(self.base_spec)
+        own, _ = self.split_options(spec)
+        super().__init__(spec, runtime, base=str(own.get("base", GUIDANCE_OPTIONS["base"])), where=where)
         self.config = _guidance_config(self.options, where)
         self.metric = None
         self._guidance: IQAGuidance | None = None
@@ -107,34 +101,27 @@ class GuidanceGenerator(DiffusersGenerator):
     # -- protocol ---------------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         """The base model's fingerprint plus the metric (name and version) and every guidance setting."""
-        fp = dict(self._base_gen.fingerprint())
-        if "variant" in fp:  # the base's weights variant; "variant" below is the decode mode (kept: cache keys)
-            fp["weights_variant"] = fp.pop("variant")
-        fp.update({
-            "class": "guidance/v1",
-            "base": str(self.base_spec),
+        fp = super().fingerprint()  # its "variant" is the decode mode (own_fingerprint), as before the rename
+        base = self._base_gen.fingerprint()
+        if "variant" in base:  # a hub base's weights variant (fp16, ...), which the decode mode would shadow
+            fp["weights_variant"] = base["variant"]
+        return fp
+
+    def own_fingerprint(self) -> dict[str, Any]:
+        fp: dict[str, Any] = {
             "metric": self.metric_name,
             "metric_fingerprint": metric_fingerprint(self.metric_name),
             "alpha": self.config.alpha,
-            "variant": self.config.variant,
+            "variant": self.config.variant,  # the decode mode (z/x0), under its old name so cache keys stay
             "floor": self.config.floor,
             "metric_size": self.config.metric_size,
             "omega": "linear-0-to-1",
-        })
+        }
         if self.config.scaling != "classifier":
             # Before issue 16 the formula had sigma_t and the fingerprint no "scaling": images cached then are
             # exactly scaling=classifier's, so that option keeps their keys and the new default gets new ones.
             fp["scaling"] = self.config.scaling
         return fp
-
-    def baseline(self) -> str | None:
-        """The base model with the same generation options (what RelGain compares against)."""
-        return base_model_spec(self.base_spec, self.options, self._base_gen.options, GUIDANCE_OPTIONS,
-                               self._base_gen.implied_options)
-
-    def load_pipeline(self):
-        """The base generator's pipeline (so an ``acpo:`` base comes with its LoRA)."""
-        return self._base_gen.load_pipeline()
 
     def guidance(self) -> IQAGuidance:
         """The guidance object (built on first use, after the pipeline has its device and dtype)."""

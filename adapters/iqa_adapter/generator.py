@@ -36,11 +36,12 @@ from typing import Any
 from PIL import Image
 from safetensors import safe_open
 
-from iqabench.generators import WorkItem, build_generator, register_generator
+from iqabench.generators import WorkItem, register_generator
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
-from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator, base_model_spec
+from ..generator_options import GENERATION_OPTIONS
+from ..quality_base import QualityGenerator
 from .adapter import IQAAdapter
 from .checkpoint import METADATA_KEY, PRESETS, file_sha256, load_adapter, preset_file
 from .conditioning import TargetError, load_stats, resolve_target, select_stats
@@ -80,16 +81,20 @@ def _stored_config_json(path: Path) -> dict[str, Any] | None:
     return stored
 
 
-class IQAAdapterGenerator(DiffusersGenerator):
-    """:class:`DiffusersGenerator` of the base model, with quality tokens appended to both CFG branches."""
+class IQAAdapterGenerator(QualityGenerator):
+    """The base model's pipeline, with quality tokens appended to both CFG branches."""
 
     item_params = frozenset(GENERATION_OPTIONS) | frozenset(QUALITY_PARAMS)
+    fingerprint_class = "iqa-adapter/v1"
+    own_options = ADAPTER_OPTIONS
+    refused_bases = ("iqa-adapter",)
+    refusal = "an IQA-Adapter's base cannot itself be an IQA-Adapter"
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime):
         if not spec.variant:
             raise SpecError("generator 'iqa-adapter' needs a preset or a file: iqa-adapter:topiq, "
                             f"iqa-adapter:/path/adapter.safetensors (presets: {', '.join(PRESETS)})")
-        own = {k: v for k, v in spec.options if k in ADAPTER_OPTIONS}
+        own, _ = self.split_options(spec)
         preset = PRESETS.get(spec.variant)
         if preset is not None:
             self.checkpoint = preset_file(spec.variant, own.get("weights_dir"), own.get("file"))
@@ -108,19 +113,7 @@ class IQAAdapterGenerator(DiffusersGenerator):
                 raise SpecError(f"{self.checkpoint} does not say which metrics it was trained with; add "
                                 "[metrics=name1+name2] in the adapter's input order")
         self.metrics = metrics
-        base_options = {k: v for k, v in spec.options if k not in ADAPTER_OPTIONS}
-        self.base_spec = GeneratorSpec.parse(str(base))
-        if self.base_spec.family == "iqa-adapter":
-            raise SpecError("an IQA-Adapter's base cannot itself be an IQA-Adapter")
-        base_gen = build_generator(self.base_spec.with_options(**base_options), runtime)
-        if not isinstance(base_gen, DiffusersGenerator):
-            raise SpecError(f"base {base!r} is not a diffusers pipeline generator")
-        defaults = {**base_gen.options, **ADAPTER_OPTIONS}
-        super().__init__(spec, runtime, source=base_gen.source, defaults=defaults,
-                         tiny_builder=base_gen.tiny_builder)
-        self._base_gen = base_gen
-        self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
-        self.options["base"] = str(self.base_spec)
+        super().__init__(spec, runtime, base=str(base), where="iqa-adapter")
         if stored is not None and own.get("stats") is None:
             self.stats = [_from_stored(stored, m) for m in metrics]
         else:
@@ -144,16 +137,12 @@ class IQAAdapterGenerator(DiffusersGenerator):
         return target, scale, neg_k
 
     # -- protocol -------------------------------------------------------------------------------------
-    def fingerprint(self) -> dict[str, Any]:
-        """The base model's fingerprint plus the adapter file's sha256 and every quality default."""
+    def own_fingerprint(self) -> dict[str, Any]:
+        """The adapter file's sha256, its metrics and stats, and every quality default."""
         if self._sha256 is None:
             self._sha256 = file_sha256(self.checkpoint)
-        fp = dict(self._base_gen.fingerprint())
-        for key in ("steps", "guidance_scale", "height", "width", "negative_prompt"):
-            fp[key] = self.options.get(key)
+        fp: dict[str, Any] = {key: self.options.get(key) for key in GENERATION_OPTIONS}
         fp.update({
-            "class": "iqa-adapter/v1",
-            "base": str(self.base_spec),
             "adapter_sha256": self._sha256,
             "metrics": list(self.metrics),
             "stats": {s.name: s.to_dict() for s in self.stats},
@@ -162,11 +151,6 @@ class IQAAdapterGenerator(DiffusersGenerator):
             "neg_k": float(self.options["neg_k"]),
         })
         return fp
-
-    def baseline(self) -> str | None:
-        """The base model with the same steps, CFG, size and negative prompt."""
-        return base_model_spec(self.base_spec, self.options, self._base_gen.options, ADAPTER_OPTIONS,
-                               self._base_gen.implied_options)
 
     def load_pipeline(self):
         pipe = super().load_pipeline()

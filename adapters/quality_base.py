@@ -1,0 +1,93 @@
+""":class:`QualityGenerator`: the one way to wrap a base diffusers generator (IQA-Adapter, guidance, ACPO).
+
+Every quality-aware generator here is "the base model, plus something that
+changes its pixels". What they share lives here, once:
+
+* **option split** — the family's own options (``own_options``) stay with it;
+  every other spec option goes to the base model, so
+  ``guidance:topiq_nr[base=sdxl,steps=20,variant=fp16]`` runs SDXL's fp16
+  files at 20 steps;
+* **recursion refusal** — a family cannot wrap the families in ``refused_bases``
+  (an adapter on an adapter has no defined meaning);
+* **baseline** — the base model with the same generation options, so RelGain's
+  paired statistics compare like with like;
+* **fingerprint** — the base's fingerprint plus this class's label, the base
+  spec and :meth:`own_fingerprint`: a cache key changes whenever the base or
+  the wrapper changes pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from iqabench.generators import build_generator
+from iqabench.runtime import Runtime
+from iqabench.specs import GeneratorSpec, SpecError
+
+from .diffusers_base import DiffusersGenerator
+from .generator_options import base_model_spec
+
+
+class QualityGenerator(DiffusersGenerator):
+    """A :class:`DiffusersGenerator` that runs a base generator's pipeline with something added.
+
+    Subclasses set ``own_options`` (their option names and defaults) and
+    ``refused_bases``, parse what they need from the spec, then call
+    ``super().__init__(spec, runtime, base=...)``. They override
+    :meth:`own_fingerprint` (everything of theirs that changes pixels) and, when
+    they change the pipeline, :meth:`load_pipeline` (start from ``super()``'s).
+    """
+
+    #: the family's own options and their defaults; every other spec option belongs to the base model
+    own_options: ClassVar[Mapping[str, Any]] = {}
+    #: base families this one cannot wrap; the message names the offending base
+    refused_bases: ClassVar[tuple[str, ...]] = ()
+    #: how the refusal reads, e.g. "the base of IQA guidance cannot itself be a guidance generator"
+    refusal: ClassVar[str] = "cannot wrap a {family} generator"
+
+    def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, base: str, where: str | None = None):
+        where = where or f"generator {str(spec)!r}"
+        self.base_spec = GeneratorSpec.parse(str(base))
+        if self.base_spec.family in self.refused_bases:
+            raise SpecError(f"{where}: {self.refusal.format(family=self.base_spec.family, base=str(self.base_spec))}")
+        _, base_options = self.split_options(spec)
+        base_gen = build_generator(self.base_spec.with_options(**base_options), runtime)
+        if not isinstance(base_gen, DiffusersGenerator):
+            raise SpecError(f"{where}: base {str(self.base_spec)!r} is not a diffusers pipeline generator")
+        super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **self.own_options},
+                         tiny_builder=base_gen.tiny_builder)
+        self._base_gen = base_gen
+        self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
+        self.options["base"] = str(self.base_spec)
+
+    @classmethod
+    def split_options(cls, spec: GeneratorSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(own, base)``: the spec's options of this family, and the ones for the base model."""
+        own = {k: v for k, v in spec.options if k in cls.own_options}
+        return own, {k: v for k, v in spec.options if k not in cls.own_options}
+
+    @property
+    def base_generator(self) -> DiffusersGenerator:
+        return self._base_gen
+
+    # -- protocol ---------------------------------------------------------------------------------------
+    def own_fingerprint(self) -> dict[str, Any]:
+        """Override point: this wrapper's settings that change pixels (file hashes, strengths, ...)."""
+        return {}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The base model's fingerprint, this class's label, the base spec and :meth:`own_fingerprint`."""
+        fp = dict(self._base_gen.fingerprint())
+        fp.update({"class": self.fingerprint_class, "base": str(self.base_spec)})
+        fp.update(self.own_fingerprint())
+        return fp
+
+    def baseline(self) -> str | None:
+        """The base model with the same generation options (what RelGain compares against)."""
+        return base_model_spec(self.base_spec, self.options, self._base_gen.options, self.own_options,
+                               self._base_gen.implied_options)
+
+    def load_pipeline(self):
+        """The base generator's pipeline (so an ``acpo:`` base comes with its LoRA); subclasses add theirs."""
+        return self._base_gen.load_pipeline()
