@@ -6,11 +6,13 @@ spellings of the same setting give the same fingerprint, hence the same cache ke
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from iqabench.options import Options, option
 from iqabench.specs import GeneratorSpec, SpecError
 
 #: Options an item's ``params`` may override for its own pipeline call.
@@ -66,3 +68,37 @@ def base_model_spec(base_spec: GeneratorSpec, options: Mapping[str, Any], base_o
     keep = {k: v for k, v in options.items()
             if k in base_options and k not in own_options and k not in implied and v is not None}
     return str(GeneratorSpec(base_spec.family, base_spec.variant, tuple(sorted(keep.items()))))
+
+
+# -- typed options of the base families --------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GenerationOptions(Options):
+    """What every diffusers generator takes (items may override these per image, see GENERATION_OPTIONS)."""
+
+    steps: int | None = option(None, "denoising steps (None: the preset's / pipeline's default)")
+    guidance_scale: float | None = option(None, "classifier-free guidance scale; <= 1 turns CFG off")
+    height: int | None = option(None, "image height in pixels, a multiple of 8")
+    width: int | None = option(None, "image width in pixels, a multiple of 8")
+    negative_prompt: str | None = option(None, "negative prompt for the unconditional branch")
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                check_value(f.name, value, "option")
+
+
+@dataclasses.dataclass(frozen=True)
+class HubOptions(GenerationOptions):
+    """A pipeline from the Hugging Face cache or a local folder."""
+
+    path: str | None = option(None, "local folder with the pipeline (save_pretrained / hf download layout)")
+    revision: str | None = option(None, "hub commit or branch in the local cache (not with path=)")
+    variant: str | None = option(None, "weights variant, e.g. fp16 (loads *.fp16.safetensors)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyOptions(GenerationOptions):
+    """A tiny random pipeline built in-process (offline tests)."""
+
+    seed: int = option(0, "seed of the random weights")

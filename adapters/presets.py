@@ -18,6 +18,7 @@ from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
 from .diffusers_base import DiffusersGenerator
+from .generator_options import HubOptions, TinyOptions
 from .hub_cache import HUB_ID, weights_status
 
 # -- built-in generators -----------------------------------------------------------------------------------
@@ -43,7 +44,8 @@ def _hub_preset(family: str, source: str, description: str, **defaults: Any) -> 
         return DiffusersGenerator(spec, runtime, source=source, defaults={**_HUB, **defaults})
 
     factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
-    register_generator(family, description=description, weights=partial(weights_status, source))(factory)
+    register_generator(family, description=description, weights=partial(weights_status, source),
+                       options=HubOptions, option_defaults=defaults)(factory)
 
 
 def _tiny_preset(family: str, builder: Callable[[int], Any], description: str) -> None:
@@ -57,7 +59,7 @@ def _tiny_preset(family: str, builder: Callable[[int], Any], description: str) -
                                   defaults=defaults, tiny_builder=builder)
 
     factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
-    register_generator(family, description=description)(factory)
+    register_generator(family, description=description, options=TinyOptions, option_defaults=defaults)(factory)
 
 
 _hub_preset("sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
@@ -85,7 +87,7 @@ def _any_pipeline_status() -> tuple[bool, str]:
 
 
 @register_generator("diffusers", description="Any diffusers text-to-image pipeline: diffusers:<hub id or folder>",
-                    weights=_any_pipeline_status)
+                    weights=_any_pipeline_status, options=HubOptions)
 def build_any_pipeline(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
     """``diffusers:org/name`` (from the HF cache) or ``diffusers:/path/to/folder``; the pipeline's own defaults."""
     target = spec.variant

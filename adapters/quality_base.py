@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from iqabench.generators import build_generator
+from iqabench.options import Options
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
@@ -39,7 +40,10 @@ class QualityGenerator(DiffusersGenerator):
     they change the pipeline, :meth:`load_pipeline` (start from ``super()``'s).
     """
 
-    #: the family's own options and their defaults; every other spec option belongs to the base model
+    #: the family's typed options (a dataclass); ``settings`` holds the validated values
+    options_class: ClassVar[type[Options] | None] = None
+    #: the family's own options and their defaults (``options_class.defaults()``); every other spec option
+    #: belongs to the base model
     own_options: ClassVar[Mapping[str, Any]] = {}
     #: base families this one cannot wrap; the message names the offending base
     refused_bases: ClassVar[tuple[str, ...]] = ()
@@ -60,6 +64,7 @@ class QualityGenerator(DiffusersGenerator):
         self._base_gen = base_gen
         self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
         self.options["base"] = str(self.base_spec)
+        self.settings = self.options_class.parse(self.options, where) if self.options_class else None
 
     @classmethod
     def split_options(cls, spec: GeneratorSpec) -> tuple[dict[str, Any], dict[str, Any]]:

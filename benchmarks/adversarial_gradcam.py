@@ -23,6 +23,7 @@ states, and users register their own with :func:`register_cam_layer`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -155,7 +156,8 @@ def _guidance_spec(target: str, base: str, alpha: float) -> str:
                     "and Grad-CAM of the target model (paper Sec. 5.2, Figs. 5a, 9b, 20)")
 class AdversarialGradCAM(BaseBenchmark):
     options = {
-        "targets": "metrics to guide towards, '/'-separated (default: every metric)",
+        "guided_metrics": "metrics to guide towards, '/'-separated (required)",
+        "targets": "old spelling of guided_metrics (warns)",
         "base": "base generator spec for the guided runs (default: --baseline)",
         "alpha": "guidance strength (default 30)",
         "cam_items": "items to explain with Grad-CAM (default 2)",
@@ -163,10 +165,16 @@ class AdversarialGradCAM(BaseBenchmark):
     }
 
     def _targets(self, spec: RunSpec) -> list[str]:
-        targets = parse_metric_list(str(spec.options.get("targets", "")).replace("/", ",")) \
-            if spec.options.get("targets") else []
+        """The metrics to guide on: ``guided_metrics=m1/m2``. ``targets=`` was its old name; elsewhere ``targets``
+        means percentile targets of an IQA-Adapter (condition-sweep, fr-distances), so it was renamed."""
+        value = spec.options.get("guided_metrics")
+        if value is None and spec.options.get("targets") is not None:
+            warnings.warn("adversarial-gradcam: --option targets= is now spelled guided_metrics= (targets means "
+                          "percentile targets in the other benchmarks)", FutureWarning, stacklevel=2)
+            value = spec.options["targets"]
+        targets = parse_metric_list(str(value).replace("/", ",")) if value else []
         if not targets:
-            raise ValueError("adversarial-gradcam needs the metrics to guide on: --option targets=m1/m2 "
+            raise ValueError("adversarial-gradcam needs the metrics to guide on: --option guided_metrics=m1/m2 "
                              "(differentiable NR metrics, e.g. topiq_nr, or a registered model)")
         return targets
 

@@ -52,9 +52,15 @@ class Generator(Protocol):
         """One image per item, each independent of what else is in the batch."""
 
 
-def register_generator(name: str, *, description: str = "", weights=None, overwrite: bool = False):
-    """Decorator registering ``factory(spec: GeneratorSpec, runtime: Runtime) -> Generator``."""
-    return GENERATORS.register(name, description=description, weights=weights, overwrite=overwrite)
+def register_generator(name: str, *, description: str = "", weights=None, overwrite: bool = False,
+                       options: type | None = None, option_defaults: Mapping[str, Any] | None = None):
+    """Decorator registering ``factory(spec: GeneratorSpec, runtime: Runtime) -> Generator``.
+
+    ``options`` is the family's option dataclass (an :class:`iqabench.options.Options`), shown by
+    ``iqabench list generators --options``, with ``option_defaults`` where a preset changes the defaults.
+    """
+    return GENERATORS.register(name, description=description, weights=weights, overwrite=overwrite,
+                               options=options, option_defaults=dict(option_defaults or {}))
 
 
 def build_generator(spec: str | GeneratorSpec, runtime: Runtime | None = None) -> Generator:

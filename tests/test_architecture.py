@@ -127,3 +127,38 @@ def test_fingerprint_class_label_is_derived_from_the_class():
     assert Sharper.fingerprint_class.endswith("Sharper/v1")
     assert Sharper(spec, runtime, **kwargs).fingerprint() != reference.fingerprint()
     assert SameAsParent(spec, runtime, **kwargs).fingerprint() == reference.fingerprint()
+
+
+def test_typed_options_validate_and_document_each_family():
+    import pytest
+    from typer.testing import CliRunner
+
+    from iqabench.adapters.guidance.generator import GuidanceOptions
+    from iqabench.cli import app
+    from iqabench.specs import SpecError
+
+    settings = GuidanceOptions.parse({"alpha": 5, "decode": "x0", "steps": 3}, "generator 'x'")
+    assert settings.alpha == 5 and settings.decode == "x0" and GuidanceOptions.defaults()["decode"] == "z"
+    with pytest.raises(SpecError, match="generator 'x': decode='y' is unknown"):
+        GuidanceOptions.parse({"decode": "y"}, "generator 'x'")
+    with pytest.raises(SpecError, match="metric_size"):
+        GuidanceOptions.parse({"metric_size": 3}, "generator 'x'")
+    listed = CliRunner().invoke(app, ["list", "generators", "--options"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    for expected in ("decode", "neg_k", "lora.json", "weights variant", "plus every option of its base model"):
+        assert expected in listed.output
+
+
+def test_gradcam_guided_metrics_option_keeps_the_old_targets_spelling():
+    import warnings
+
+    from iqabench.benchmarks.adversarial_gradcam import AdversarialGradCAM
+    from iqabench.specs import RunSpec
+
+    bench = AdversarialGradCAM()
+    assert bench._targets(RunSpec("adversarial-gradcam", [], options={"guided_metrics": "piqe/entropy"})) == [
+        "piqe", "entropy"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert bench._targets(RunSpec("adversarial-gradcam", [], options={"targets": "piqe"})) == ["piqe"]
+    assert any("guided_metrics=" in str(w.message) for w in caught if issubclass(w.category, FutureWarning))

@@ -86,7 +86,7 @@ def test_known_layer_for_pyiqa_cnniqa_with_random_weights_and_vit_reshape():
 
 def test_offline_run_guidance_on_a_registered_cnn(tmp_path):
     spec = RunSpec("adversarial-gradcam", [], metrics=["entropy"], limit=2, seeds=[0], batch_size=2,
-                   options={"targets": "test_brightness_iqa", "base": "tiny-sd[steps=2]", "alpha": 50.0,
+                   options={"guided_metrics": "test_brightness_iqa", "base": "tiny-sd[steps=2]", "alpha": 50.0,
                             "cam_items": 1})
     outcome = run(spec, out=tmp_path)
     result = outcome.result

@@ -13,25 +13,36 @@ generation options, so RelGain's paired statistics compare fine-tuned vs base.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from iqabench.generators import register_generator
+from iqabench.options import Options, option
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
 from ..quality_base import QualityGenerator
 from .lora import LORA_FILE, load_lora
 
-ACPO_OPTIONS: dict[str, Any] = {"base": None}
+
+@dataclasses.dataclass(frozen=True)
+class AcpoOptions(Options):
+    """An ACPO LoRA on a base model; every other option goes to the base model."""
+
+    base: str | None = option(None, "base generator spec; default: the base named in the folder's lora.json")
+
+
+ACPO_OPTIONS: dict[str, Any] = AcpoOptions.defaults()
 
 
 class AcpoGenerator(QualityGenerator):
     """The base model's pipeline whose UNet carries the LoRA from ``acpo:<folder>``."""
 
     fingerprint_class = "acpo/v1"
+    options_class = AcpoOptions
     own_options = ACPO_OPTIONS
     refused_bases = ("acpo", "guidance")
     refusal = "the base must be a plain diffusers generator, not {base!r}"
@@ -70,7 +81,8 @@ class AcpoGenerator(QualityGenerator):
 
 
 @register_generator("acpo", description="ACPO LoRA fine-tune of a base model: acpo:<folder from train acpo>",
-                    weights=lambda: (None, "a LoRA folder you trained, plus its base model's weights (see its row)"))
+                    weights=lambda: (None, "a LoRA folder you trained, plus its base model's weights (see its row)"),
+                    options=AcpoOptions)
 def build_acpo(spec: GeneratorSpec, runtime: Runtime) -> AcpoGenerator:
     """Checks the LoRA file and the base spec; loads nothing heavy."""
     return AcpoGenerator(spec, runtime)

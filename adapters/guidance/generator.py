@@ -23,6 +23,7 @@ the weights option and made guidance over a hub base look for ``*.z.safetensors`
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -32,18 +33,40 @@ from PIL import Image
 
 from iqabench.generators import WorkItem, register_generator
 from iqabench.metrics import metric_fingerprint, metric_info
+from iqabench.options import Options, option
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
 from ..generator_options import GENERATION_OPTIONS
 from ..quality_base import QualityGenerator
-from .guide import GuidanceConfig, IQAGuidance, guided_scheduler
+from .guide import SCALINGS, GuidanceConfig, IQAGuidance, guided_scheduler
+
+DECODE_MODES = ("z", "x0")
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidanceOptions(Options):
+    """Gradient IQA guidance (IQA-Adapter paper Sec. 3.1); every other option goes to the base model."""
+
+    base: str = option("sdxl", "base generator spec: any diffusers generator, acpo:<folder> included")
+    alpha: float = option(30.0, "guidance strength (the paper's SDXL value: 30); items may set alpha")
+    decode: str = option("z", "what f sees decoded: z (z_t, the paper's formula) or x0 (predicted clean latent)",
+                         choices=DECODE_MODES)
+    floor: float = option(0.01, "floor of the safe log of f's score")
+    metric_size: int | None = option(None, "resize the decoded image to this side before f (None: as generated)")
+    scaling: str = option("paper", "paper: the paper's formula without sigma_t; classifier: times sigma_t "
+                          "(classifier-guidance scaling, the cache keys of images made before issue 16)",
+                          choices=SCALINGS)
+
+    def check(self) -> None:
+        float(self.alpha), float(self.floor)  # noqa: B018 - a non-number raises ValueError/TypeError here
+        if self.metric_size is not None and (isinstance(self.metric_size, bool) or int(self.metric_size) < 8):
+            raise ValueError(f"metric_size={self.metric_size!r} should be a side in pixels (>= 8) or None")
+
 
 #: alpha 30: the paper's SDXL value (Sec. 3.1); scaling "paper": its formula without sigma_t (issue 16),
 #: "classifier" multiplies by sigma_t (classifier-guidance scaling, see :mod:`.guide`).
-GUIDANCE_OPTIONS: dict[str, Any] = {"base": "sdxl", "alpha": 30.0, "decode": "z", "floor": 0.01,
-                                    "metric_size": None, "scaling": "paper"}
-DECODE_MODES = ("z", "x0")
+GUIDANCE_OPTIONS: dict[str, Any] = GuidanceOptions.defaults()
 
 
 def _renamed_options(spec: GeneratorSpec) -> GeneratorSpec:
@@ -77,6 +100,7 @@ class GuidanceGenerator(QualityGenerator):
 
     item_params = frozenset(GENERATION_OPTIONS) | {"alpha"}
     fingerprint_class = "guidance/v1"
+    options_class = GuidanceOptions
     own_options = GUIDANCE_OPTIONS
     refused_bases = ("guidance",)
     refusal = "the base of IQA guidance cannot itself be a guidance generator"
@@ -149,7 +173,8 @@ class GuidanceGenerator(QualityGenerator):
 
 @register_generator("guidance", description="Gradient IQA guidance (IQA-Adapter paper Sec. 3.1): "
                     "guidance:<differentiable NR metric>[alpha=30,decode=z|x0,base=sdxl]",
-                    weights=lambda: (None, "uses its base model's and its metric's weights (see their rows)"))
+                    weights=lambda: (None, "uses its base model's and its metric's weights (see their rows)"),
+                    options=GuidanceOptions)
 def build_guidance(spec: GeneratorSpec, runtime: Runtime) -> GuidanceGenerator:
     """Validate the spec and the metric's metadata; nothing heavy is loaded."""
     return GuidanceGenerator(spec, runtime)

@@ -28,6 +28,7 @@ the base model bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from iqabench.generators import WorkItem, register_generator
+from iqabench.options import Options, option
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
@@ -53,8 +55,25 @@ QUALITY_PARAMS = ("target", "scale", "neg_k")
 #: default (X1716/IQA-Adapter, iqa_adapter/iqa_adapter.py) is reachable as ``[scale=1.0]``.
 PAPER_SCALE = 0.5
 OFFICIAL_GENERATE_SCALE = 1.0
-ADAPTER_OPTIONS = {"base": None, "weights_dir": None, "file": None, "metrics": None, "stats": None,
-                   "target": "p99", "scale": PAPER_SCALE, "neg_k": 0.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterOptions(Options):
+    """IQA-Adapter on a base model; every other option goes to the base model. ``target``, ``scale`` and
+    ``neg_k`` are also item params (condition-sweep varies them per image)."""
+
+    base: str | None = option(None, "base generator spec (default: the preset's or the checkpoint's, else sdxl)")
+    weights_dir: str | None = option(None, "folder holding the released preset files ($IQABENCH_ADAPTER_DIR)")
+    file: str | None = option(None, "file name of a preset inside weights_dir")
+    metrics: str | None = option(None, "metrics the adapter was trained with, in input order: m1+m2")
+    stats: str | None = option(None, "CSV of metric statistics that percentile targets refer to")
+    target: str = option("p99", "quality target: a percentile (p99) or a score per metric")
+    scale: float = option(PAPER_SCALE, "lambda, the strength of the quality tokens (paper: 0.5; 0: the base model "
+                          "bit for bit; the official generate() default: 1.0)")
+    neg_k: float = option(0.0, "negative quality guidance for the unconditional branch (paper Sec. 8: 1)")
+
+
+ADAPTER_OPTIONS: dict[str, Any] = AdapterOptions.defaults()
 
 
 def _metrics_option(value: Any) -> tuple[str, ...] | None:
@@ -86,6 +105,7 @@ class IQAAdapterGenerator(QualityGenerator):
 
     item_params = frozenset(GENERATION_OPTIONS) | frozenset(QUALITY_PARAMS)
     fingerprint_class = "iqa-adapter/v1"
+    options_class = AdapterOptions
     own_options = ADAPTER_OPTIONS
     refused_bases = ("iqa-adapter",)
     refusal = "an IQA-Adapter's base cannot itself be an IQA-Adapter"
@@ -230,7 +250,7 @@ def _preset_weights_status() -> tuple[bool, str]:
 
 @register_generator("iqa-adapter", description="IQA-Adapter: quality-conditioned generation "
                     "(iqa-adapter:topiq, :hyperiqa, :topiq+laion_aes, or :<checkpoint file>)",
-                    weights=_preset_weights_status)
+                    weights=_preset_weights_status, options=AdapterOptions)
 def build_iqa_adapter(spec: GeneratorSpec, runtime: Runtime) -> IQAAdapterGenerator:
     """Build the generator; checks the weights file exists, loads nothing heavy."""
     return IQAAdapterGenerator(spec, runtime)

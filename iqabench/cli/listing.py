@@ -18,7 +18,9 @@ from .common import DEFAULT_OUT, OutOption, PluginOption, fail, load_plugins, ou
 def list_command(
     what: Annotated[str, typer.Argument(help="generators, metrics, benchmarks, prompts or runs")],
     plugin: PluginOption = None,
-    options: Annotated[bool, typer.Option("--options", help="With benchmarks: each one's --option keys.")] = False,
+    options: Annotated[bool, typer.Option("--options", help="With benchmarks: each one's --option keys; with "
+                                                            "generators: every spec option of each family, with "
+                                                            "its type, default and meaning.")] = False,
     out: OutOption = Path(DEFAULT_OUT),
 ) -> None:
     """Show what is available (with whether weights are present locally), or the runs in a store (--out)."""
@@ -46,6 +48,9 @@ def list_command(
     if what == "benchmarks" and options:
         _print_benchmark_options()
         return
+    if what == "generators" and options:
+        print_generator_options(registry)
+        return
     table = Table("name", "description", *(["weights"] if what != "benchmarks" else []))
     for entry in registry:
         row = [entry.name, entry.description]
@@ -71,6 +76,8 @@ def _print_benchmark_options() -> None:
     for key, meaning in CORE_OPTIONS.items():
         table.add_row("(every benchmark)", key, meaning)
     out_console.print(table)
+
+
 WIDE_TERMINAL = 110  # columns from which `list runs` prints one table row per run
 
 
@@ -115,3 +122,22 @@ def print_runs(out: Path) -> None:
         out_console.print(f"[bold]{escape(row['id'])}[/]  {escape(row['status'])}  {row['date']}", highlight=False)
         out_console.print(f"  {escape(row['benchmark'])} · generators: {escape(row['generators']) or '–'}",
                           highlight=False, overflow="fold")
+
+
+def print_generator_options(registry) -> None:
+    """One table per generator family, from the option dataclass it registered (``register_generator(options=)``)."""
+    for entry in registry:
+        options = entry.extra.get("options")
+        title = f"{escape(entry.name)}: {escape(entry.description)}"
+        table = Table("option", "type", "default", "meaning", title=title, title_justify="left")
+        preset = entry.extra.get("option_defaults") or {}
+        if options is None:
+            out_console.print(f"{escape(entry.name)}: options not declared (see its documentation)", highlight=False)
+            continue
+        for info in options.describe():
+            default = preset.get(info.name, info.default)
+            table.add_row(info.name, escape(info.type), escape(repr(default)), escape(info.help))
+        out_console.print(table)
+        doc = (options.__doc__ or "").strip().splitlines()[0] if options.__doc__ else ""
+        if "base model" in doc:
+            out_console.print("  plus every option of its base model (see the base family's table)", highlight=False)
