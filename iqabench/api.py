@@ -1,9 +1,19 @@
-"""The whole pipeline in one call: run a benchmark, persist its Result, render the HTML report.
+"""The public API: run the pipeline in one call, and everything a generator, metric or benchmark plugin needs.
 
 This is the top layer: :class:`~iqabench.runner.Runner` stops at a
-:class:`~iqabench.results.Result`; this module hands it to ``reports`` (imported
-here, lazily, and nowhere below). ``iqabench run`` and ``iqabench.run`` both
-come through :func:`execute`.
+:class:`~iqabench.results.Result`; :func:`execute` hands it to ``reports``
+(imported here, lazily, and nowhere below). ``iqabench run`` and
+``iqabench.run`` both come through :func:`execute`.
+
+Plugins import from here only (examples in docs/plugins.md)::
+
+    from iqabench.api import DiffusersGenerator, register_generator   # a generator
+    from iqabench.api import register_metric                          # a metric
+    from iqabench.api import BaseBenchmark, PlannedItem, Result, register_benchmark  # a benchmark
+
+``DiffusersGenerator``, ``QualityGenerator`` and the option dataclasses live in
+the generator plugin package; they are loaded on first access, so
+``import iqabench`` still loads no plugin package.
 """
 
 from __future__ import annotations
@@ -11,8 +21,45 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .benchmark import AnalysisContext, BaseBenchmark, PlannedItem, register_benchmark
+from .generators import GeneratorPool, WeightsMissingError, WorkItem, build_generator, register_generator
+from .metrics import build_metric, metric_info, register_metric
+from .options import Options, option
+from .results import ImageRef, Result
 from .runner import Runner, RunOutcome
-from .specs import RunSpec
+from .runtime import Runtime
+from .specs import GeneratorSpec, RunSpec, SpecError
+from .store import Store
+
+#: Names loaded from the generator plugin package on first access (PEP 562), not at ``import iqabench``.
+_LAZY = {
+    "DiffusersGenerator": "iqabench.adapters.diffusers_base",
+    "QualityGenerator": "iqabench.adapters.quality_base",
+    "GenerationOptions": "iqabench.adapters.generator_options",
+    "HubOptions": "iqabench.adapters.generator_options",
+    "TinyOptions": "iqabench.adapters.generator_options",
+    "tiny_sd_pipeline": "iqabench.tiny_models",
+    "tiny_sdxl_pipeline": "iqabench.tiny_models",
+}
+
+__all__ = [
+    "AnalysisContext", "BaseBenchmark", "GeneratorPool", "GeneratorSpec", "ImageRef", "Options", "PlannedItem",
+    "Result", "RunOutcome", "RunSpec", "Runner", "Runtime", "SpecError", "Store", "WeightsMissingError", "WorkItem",
+    "build_generator", "build_metric", "execute", "metric_info", "option", "register_benchmark", "register_generator",
+    "register_metric", "run", *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'iqabench.api' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> RunOutcome:
