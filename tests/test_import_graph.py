@@ -35,6 +35,8 @@ PLUGIN_PACKAGES = ("iqabench.adapters", "iqabench.benchmarks")
 ALLOWED = {
     ("iqabench.adapters.guidance.generator", "iqabench.metrics"):
         "gradient guidance steers by a metric: it builds the metric as a loss from the metric registry",
+    ("iqabench.adapters.acpo.evaluator_spec", "iqabench.metrics"):
+        "ACPO's evaluator (its reward) is a registered differentiable metric, looked up in the metric registry",
     ("iqabench.benchmarks.study.export", "iqabench.runner"):
         "the study kit re-plans finished runs to find their images: it drives the runner as the CLI does",
     ("iqabench.adapters.iqa_adapter.dataset", "iqabench.metrics"):
