@@ -42,7 +42,7 @@ class Options:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise ValueError(f"{f.name}={value!r} is unknown: choose one of {', '.join(map(str, choices))}")
+                raise ValueError(f"{f.name} {value!r} is unknown: choose one of {', '.join(map(str, choices))}")
         self.check()
 
     def check(self) -> None:

@@ -139,7 +139,7 @@ def test_typed_options_validate_and_document_each_family():
 
     settings = GuidanceOptions.parse({"alpha": 5, "decode": "x0", "steps": 3}, "generator 'x'")
     assert settings.alpha == 5 and settings.decode == "x0" and GuidanceOptions.defaults()["decode"] == "z"
-    with pytest.raises(SpecError, match="generator 'x': decode='y' is unknown"):
+    with pytest.raises(SpecError, match="generator 'x': decode 'y' is unknown"):
         GuidanceOptions.parse({"decode": "y"}, "generator 'x'")
     with pytest.raises(SpecError, match="metric_size"):
         GuidanceOptions.parse({"metric_size": 3}, "generator 'x'")

@@ -209,7 +209,7 @@ def test_metric_input_is_resized_inside_the_graph():
 def test_bad_specs_fail_with_one_sentence():
     with pytest.raises(SpecError, match="not a differentiable no-reference metric"):
         build_generator("guidance:piqe[base=tiny-sd]", RT)
-    with pytest.raises(SpecError, match="decode=.v. is unknown"):
+    with pytest.raises(SpecError, match="decode .v. is unknown"):
         build_generator("guidance:test_bright[base=tiny-sd,decode=v]", RT)
     with pytest.raises(SpecError, match="needs a differentiable NR metric"):
         build_generator("guidance", RT)

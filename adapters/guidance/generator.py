@@ -86,7 +86,7 @@ def _guidance_config(options: Mapping[str, Any], where: str) -> GuidanceConfig:
     try:
         size = options.get("metric_size")
         if options["decode"] not in DECODE_MODES:
-            raise ValueError(f"decode={options['decode']!r} is unknown: choose 'z' (decode z_t, the paper's "
+            raise ValueError(f"decode {options['decode']!r} is unknown: choose 'z' (decode z_t, the paper's "
                              "formula) or 'x0' (decode the predicted clean latent)")
         return GuidanceConfig(alpha=float(options["alpha"]), variant=str(options["decode"]),
                               floor=float(options["floor"]), metric_size=None if size is None else int(size),
