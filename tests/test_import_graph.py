@@ -28,7 +28,9 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("iqabench.benchmark", 4), ("iqabench.benchmarks", 4),
     ("iqabench.runner", 5), ("iqabench.manifest", 5),
     ("iqabench.reports", 6),
-    ("iqabench.api", 7), ("iqabench.cli", 7), ("iqabench.__main__", 7), ("iqabench.__init__", 7),
+    # iqabench.errors is the CLI's error boundary (which exceptions are the user's), so it sits with the CLI
+    ("iqabench.api", 7), ("iqabench.cli", 7), ("iqabench.errors", 7), ("iqabench.__main__", 7),
+    ("iqabench.__init__", 7),
 ]
 INTERFACE_SUFFIX = ".cli"  # a plugin package's command module belongs to the CLI layer
 PLUGIN_PACKAGES = ("iqabench.adapters", "iqabench.benchmarks")
