@@ -38,7 +38,7 @@ from iqabench.metrics import build_metric, metric_info, parse_metric_list
 from iqabench.registry import METRICS
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, RunSpec
-from iqabench.stats import relative_gains
+from iqabench.stats import describe_method, mean_ci, relative_gains
 
 from .sweeps import new_figure
 
@@ -145,6 +145,52 @@ def inflation_index(transfer: pd.DataFrame) -> pd.Series:
     return pd.Series(out, name="inflation_index")
 
 
+def relgain_cell(method: str, metric: str, base: np.ndarray, other: np.ndarray, prompts: list[str],
+                 lower_better: bool) -> dict:
+    """One cell of the transfer matrix: mean RelGain (%) of ``other`` over ``base`` on the same items, with a 95%
+    bootstrap CI clustered by prompt (several seeds of one prompt are not independent)."""
+    gains = relative_gains(base, other, lower_better).gains
+    est = mean_ci(gains, np.asarray(prompts, dtype=object))
+    return {"method": method, "metric": metric, "relgain": est.value, "relgain_ci_low": est.ci_low,
+            "relgain_ci_high": est.ci_high, "n": est.n, "ci_method": est.method}
+
+
+def transfer_table(cells: list[dict], methods: list[str], panel: list[str]) -> pd.DataFrame:
+    """Methods x panel metrics: RelGain per metric, then its ``_ci_low``/``_ci_high`` columns (shown as
+    ``est [low, high]`` in the report); the run's headline (a signed quantity: "n.s." where the CI includes 0)."""
+    long = pd.DataFrame(cells)
+    out = pd.DataFrame({"method": methods})
+    for column, suffix in (("relgain", ""), ("relgain_ci_low", "_ci_low"), ("relgain_ci_high", "_ci_high")):
+        wide = long.pivot(index="method", columns="metric", values=column).reindex(index=methods, columns=panel)
+        for metric in panel:
+            out[metric + suffix] = wide[metric].to_numpy(float)
+    out = out[["method", *[m + s for m in panel for s in ("", "_ci_low", "_ci_high")]]]
+    out.attrs["headline"] = {"columns": panel, "quantity": "RelGain (%) over the base model", "signed": True}
+    out.attrs["footnote"] = ("RelGain (%) of each panel metric over the base model on the same prompts and seeds, "
+                             "signs aligned so that positive = better. "
+                             + describe_method(long["ci_method"].tolist() if len(long) else []))
+    return out
+
+
+def transfer_figure(table: pd.DataFrame, panel: list[str]):
+    """The transfer matrix as a heatmap with each cell's CI; cells whose CI includes 0 are hatched and faded."""
+    from iqabench.plotting import heatmap_figure
+
+    frame = table.set_index("method")
+
+    def grid(suffix: str) -> pd.DataFrame:
+        out = frame[[m + suffix for m in panel]].set_axis(panel, axis=1).astype(float)
+        out.index.name, out.columns.name = "method", "metric"
+        return out
+
+    return heatmap_figure(
+        grid(""), "RelGain, % (method x panel metric)", low=grid("_ci_low"), high=grid("_ci_high"),
+        caption="Mean relative gain (%) of every panel metric over the base model when guiding on one target "
+                "metric (rows), with its 95% CI (bootstrap over prompts), signs aligned so that positive (blue) is "
+                "better; hatched, faded cells: the CI includes 0 (no detectable change). A large gain on the "
+                "guided metric alone suggests the guidance exploits that metric.")
+
+
 def _guidance_spec(target: str, base: str, alpha: float) -> str:
     parsed = GeneratorSpec.parse(base)
     family = parsed.family + (f":{parsed.variant}" if parsed.variant else "")
@@ -215,27 +261,19 @@ class AdversarialGradCAM(BaseBenchmark):
             for m in panel:
                 b = np.array([_v(scores[m].get(key_of[(base, i.prompt_id, i.seed)])) for i in items])
                 g = np.array([_v(scores[m].get(key_of[(generator, i.prompt_id, i.seed)])) for i in items])
-                gains = relative_gains(b, g, metric_info(m).lower_better).gains
-                rows.append({"method": label, "metric": m, "relgain": float(np.nanmean(gains))
-                             if np.isfinite(gains).any() else np.nan, "n": int(np.isfinite(gains).sum())})
-        long = pd.DataFrame(rows)
-        matrix = long.pivot(index="method", columns="metric", values="relgain").reindex(
-            index=list(methods), columns=panel)
+                rows.append(relgain_cell(label, m, b, g, [i.prompt_id for i in items], metric_info(m).lower_better))
+        table = transfer_table(rows, list(methods), panel)
+        matrix = table.set_index("method")[panel]
         transfer = matrix.loc[[f"guidance on {t}" for t in targets]].rename(index=lambda s: s[len("guidance on "):])
         inflation = inflation_index(transfer)
-        from iqabench.plotting import heatmap_figure
 
         result = Result(self.name)
         result.notes.append(f"Base model: {base}. RelGain (%) of every panel metric over the base on the same prompts "
                             "and seeds; positive = better. Inflation index = gain on the guided metric minus the "
                             "mean gain on the other panel metrics.")
-        result.tables["transfer_matrix"] = matrix.reset_index()
+        result.tables["transfer_matrix"] = table
         result.tables["inflation_index"] = inflation.rename_axis("target").reset_index()
-        result.figures["transfer_matrix"] = heatmap_figure(
-            matrix, "RelGain, % (method x panel metric)",
-            caption="Mean relative gain (%) of every panel metric over the base model when guiding on one target "
-                    "metric (rows), signs aligned so that positive (blue) is better; a large gain on the guided "
-                    "metric alone suggests the guidance exploits that metric.")
+        result.figures["transfer_matrix"] = transfer_figure(table, panel)
         self._cams(ctx, result, base, targets, guided, adapters, items, key_of, scores)
         result.summary = {"base": base, "targets": targets, "panel": panel, "adapters": adapters,
                           "inflation_index": inflation.to_dict(), "n_items": len(items)}

@@ -53,8 +53,16 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
     (over the per-target means) is 1 exactly for a monotone mean curve. The
     ``aligned_*`` columns flip the sign for lower-is-better metrics, so +1
     always means "a higher target gives a better score".
+
+    ``spearman`` and ``aligned_spearman`` carry a 95% bootstrap CI
+    (:func:`iqabench.stats.statistic_ci`): the correlation is recomputed on
+    resampled *prompts* (all targets and seeds of a drawn prompt together, as
+    they are not independent), so a correlation whose CI includes 0 is marked
+    not significant in the heatmap and the headline.
     """
     from scipy import stats
+
+    from iqabench.stats import describe_method, spearman, statistic_ci
 
     rows = []
     data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))]
@@ -62,21 +70,34 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
         x = group[by].to_numpy(float)
         y = group.score.to_numpy(float)
         row = {"generator": generator, "metric": metric, "n": int(x.size), "spearman": np.nan,
-               "spearman_p": np.nan, "pearson": np.nan, "pearson_p": np.nan}
+               "spearman_ci_low": np.nan, "spearman_ci_high": np.nan,
+               "spearman_p": np.nan, "pearson": np.nan, "pearson_p": np.nan, "ci_method": "none"}
         if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
             rho = stats.spearmanr(x, y)
             r = stats.pearsonr(x, y)
+            est = statistic_ci(spearman, x, y, clusters=group["prompt_id"].to_numpy() if "prompt_id" in group
+                               else None)
             row.update(spearman=float(rho.statistic), spearman_p=float(rho.pvalue),
-                       pearson=float(r.statistic), pearson_p=float(r.pvalue))
+                       pearson=float(r.statistic), pearson_p=float(r.pvalue), spearman_ci_low=est.ci_low,
+                       spearman_ci_high=est.ci_high, ci_method=est.method)
         means = group.groupby(by).score.mean()
         row["spearman_of_means"] = np.nan
         if means.size >= 3 and np.ptp(means.to_numpy()) > 0:
             row["spearman_of_means"] = float(stats.spearmanr(means.index.to_numpy(float), means.to_numpy()).statistic)
         sign = -1.0 if _lower(metric) else 1.0
         row["aligned_spearman"] = sign * row["spearman"]
+        bounds = sorted([sign * row["spearman_ci_low"], sign * row["spearman_ci_high"]])
+        row["aligned_spearman_ci_low"], row["aligned_spearman_ci_high"] = bounds
         row["aligned_spearman_of_means"] = sign * row["spearman_of_means"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    # the terminal and report headline: generator x metric, aligned so that positive = the condition works
+    out.attrs["headline"] = {"value": "aligned_spearman", "signed": True}
+    out.attrs["footnote"] = (
+        "aligned_spearman: Spearman correlation of the swept value and the score over images, sign flipped for "
+        "lower-is-better metrics (positive = a higher setting gives better scores). "
+        + describe_method(out["ci_method"].tolist() if rows else [], helper="statistic_ci"))
+    return out
 
 
 def baseline_levels(frame: pd.DataFrame) -> pd.DataFrame:
@@ -135,6 +156,33 @@ def distributions_figure(frame: pd.DataFrame, metrics: list[str]):
     return fig
 
 
+def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str]):
+    """Generators x metrics heatmap of ``aligned_spearman`` with its CI; cells whose CI includes 0 are hatched.
+
+    Aligned: sign flipped for lower-is-better metrics, so blue always means "a
+    higher target gives better scores" (the condition works) and red that it
+    backfires, whatever the metric's direction. None when no correlation is defined.
+    """
+    from iqabench.plotting import heatmap_figure
+
+    def grid(column: str) -> pd.DataFrame:
+        matrix = correlations.pivot(index="generator", columns="metric", values=column).reindex(columns=metrics)
+        matrix.index = [_short(i) for i in matrix.index]
+        matrix.index.name, matrix.columns.name = "generator", "metric"
+        return matrix
+
+    matrix = grid("aligned_spearman")
+    if not matrix.notna().to_numpy().any():
+        return None
+    return heatmap_figure(
+        matrix, "Spearman correlation, target vs score (aligned)", fmt=".2f",
+        low=grid("aligned_spearman_ci_low"), high=grid("aligned_spearman_ci_high"),
+        caption="Spearman correlation between the target percentile and each image's score, sign flipped for "
+                "lower-is-better metrics, with its 95% CI (bootstrap over prompts): positive (blue) = a higher "
+                "target gives better scores, the condition works; negative (red) = it backfires. Hatched, faded "
+                "cells: the CI includes 0 (not significant).")
+
+
 def _short(text: str, limit: int = 40) -> str:
     """Checkpoint paths make long legend labels; keep the tail, which names the file."""
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
@@ -161,8 +209,6 @@ class ConditionSweep(BaseBenchmark):
         return planned(self._slots(spec, generators))
 
     def analyze(self, ctx: AnalysisContext) -> Result:
-        from iqabench.plotting import heatmap_figure
-
         metrics = list(ctx.metric_fingerprints)
         frame = score_frame(ctx, self._slots(ctx.spec, ctx.generators), metrics)
         generated = frame[frame.role == "generator"]
@@ -193,14 +239,9 @@ class ConditionSweep(BaseBenchmark):
         result.figures["score_distributions"] = distributions_figure(frame, metrics)
         # aligned: sign flipped for lower-is-better metrics, so blue always means "a higher target gives better
         # scores" (the condition works) and red that it backfires, whatever the metric's direction
-        matrix = correlations.pivot(index="generator", columns="metric", values="aligned_spearman")
-        if matrix.notna().to_numpy().any():
-            matrix.index = [_short(i) for i in matrix.index]
-            result.figures["correlation_heatmap"] = heatmap_figure(
-                matrix.reindex(columns=metrics), "Spearman correlation, target vs score (aligned)", fmt=".2f",
-                caption="Spearman correlation between the target percentile and each image's score, sign flipped "
-                        "for lower-is-better metrics: positive (blue) = a higher target gives better scores, the "
-                        "condition works; negative (red) = it backfires.")
+        figure = correlation_heatmap(correlations, metrics)
+        if figure is not None:
+            result.figures["correlation_heatmap"] = figure
         result.grids["targets"] = grid_refs(ctx, frame, "condition")
         result.summary = {
             "generators": list(dict.fromkeys(frame.generator)), "metrics": metrics,

@@ -37,7 +37,7 @@ from iqabench.specs import RunSpec
 from iqabench.store import Store, content_key
 
 from .condition_sweep import sweep_targets, target_slots
-from .sweeps import Slot, new_figure, planned, target_label
+from .sweeps import Slot, planned, target_label
 
 DEFAULT_FR_PANEL: tuple[str, ...] = ("ssim", "lpips", "dists", "pieapp")
 
@@ -127,19 +127,66 @@ def distance_matrix(pairs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     return matrix
 
 
-def matrix_figure(matrices: dict[str, pd.DataFrame], title: str):
-    """One sequential-colour heatmap per generator (distances are >= 0, so no diverging scale)."""
-    import seaborn as sns
+def matrix_table(pairs: pd.DataFrame, orders: dict[str, list[str]]) -> pd.DataFrame:
+    """Long table of the matrices: mean distance per (generator, metric, image, reference) with a 95% CI.
 
-    fig, axes = new_figure(len(matrices), width=5.0, height=4.2, max_cols=2)
-    for ax, (generator, matrix) in zip(axes, matrices.items(), strict=True):
-        sns.heatmap(matrix.astype(float), ax=ax, cmap="viridis", annot=matrix.shape[0] <= 10, fmt=".2f",
-                    annot_kws={"fontsize": 6}, cbar_kws={"shrink": 0.8})
-        ax.set_title(f"{title}\n{generator if len(generator) < 50 else '...' + generator[-47:]}", fontsize=8)
-    fig.tight_layout()
-    fig.set_label(f"{title}: mean full-reference distance between the images of every pair of conditions "
-                  "(same prompt and seed), one panel per generator; sequential colours (distances are >= 0).")
-    return fig
+    The CI is :func:`iqabench.stats.mean_ci` over the (prompt, seed) groups of
+    the cell, clustered by prompt when a prompt has several seeds. ``orders``
+    gives each metric's condition order (rows and columns of its matrix).
+    """
+    from iqabench.stats import describe_method, mean_ci
+
+    rows = []
+    for (metric, generator), subset in pairs.groupby(["metric", "generator"], sort=False):
+        present = set(subset.condition_a)
+        for a in [c for c in orders[metric] if c in present]:
+            for b in [c for c in orders[metric] if c in present]:
+                cell = subset[(subset.condition_a == a) & (subset.condition_b == b)]
+                est = mean_ci(cell.distance.to_numpy(float), cell.prompt_id.to_numpy())
+                rows.append({"generator": generator, "metric": metric, "image": a, "reference": b,
+                             "mean_distance": est.value, "mean_distance_ci_low": est.ci_low,
+                             "mean_distance_ci_high": est.ci_high, "n": est.n, "ci_method": est.method})
+    table = pd.DataFrame(rows, columns=["generator", "metric", "image", "reference", "mean_distance",
+                                        "mean_distance_ci_low", "mean_distance_ci_high", "n", "ci_method"])
+    table.attrs["footnote"] = describe_method(table.ci_method.tolist())
+    return table
+
+
+def extreme_pair_table(matrix: pd.DataFrame, lowest: str, highest: str) -> pd.DataFrame:
+    """The headline: per (generator, metric), the mean distance between the images at the lowest and the highest
+    target (how much the condition moves an image of one prompt and seed), with its CI."""
+    pair = matrix[(matrix.image == lowest) & (matrix.reference == highest)].reset_index(drop=True)
+    pair = pair.assign(pair=f"{lowest} vs {highest}")[["generator", "metric", "pair", "mean_distance",
+                                                       "mean_distance_ci_low", "mean_distance_ci_high", "n",
+                                                       "ci_method"]]
+    pair.attrs["headline"] = {"value": "mean_distance", "signed": False}
+    pair.attrs["footnote"] = (f"Mean distance between the {lowest} image (distorted) and the {highest} image "
+                              "(reference) of the same prompt and seed. " + matrix.attrs.get("footnote", ""))
+    return pair
+
+
+def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
+    """One sequential-colour heatmap (distances are >= 0, so no diverging scale) with each cell's CI; cells whose
+    CI includes 0 (the pair is not measurably apart) are hatched and faded."""
+    from iqabench.plotting import heatmap_figure
+
+    mine = matrix[(matrix.metric == metric) & (matrix.generator == generator)]
+    order = list(dict.fromkeys(mine.image))
+
+    def grid(column: str) -> pd.DataFrame:
+        out = mine.pivot(index="image", columns="reference", values=column).reindex(index=order, columns=order)
+        out.index.name, out.columns.name = "image", "reference"
+        return out.astype(float)
+
+    name = generator if len(generator) < 50 else "..." + generator[-47:]
+    null = 0.0 if what == "distance" else None
+    return heatmap_figure(
+        grid("mean_distance"), f"{metric}: mean {what}\n{name}", fmt=".2f", scale="sequential",
+        low=grid("mean_distance_ci_low"), high=grid("mean_distance_ci_high"), null=null,
+        caption=f"{metric}: mean full-reference {what} between the images of every pair of conditions (same prompt "
+                f"and seed; rows: image, columns: reference) for {generator}, with its 95% CI (bootstrap over "
+                "prompts); sequential colours (distances are >= 0)"
+                + ("; hatched, faded cells: the CI includes 0 (not measurably apart)." if null is not None else "."))
 
 
 @register_benchmark("fr-distances",
@@ -212,19 +259,18 @@ class FRDistances(BaseBenchmark):
         if n_failed:
             result.notes.append(f"{n_failed} pair value(s) could not be computed (see the score errors) and were "
                                 "left out of the means.")
-        matrices_rows = []
+        conditions_of = {m: order for m in used}
+        matrix = matrix_table(pairs, conditions_of) if len(pairs) else pd.DataFrame()
+        targets = [target_label(t) for t in sweep_targets(spec)]
+        if len(matrix) and len(targets) >= 2:
+            result.tables["fr_extremes"] = extreme_pair_table(matrix, targets[0], targets[-1])
         for metric in used:
-            per_generator = {}
-            for generator, subset in pairs[pairs.metric == metric].groupby("generator", sort=False):
-                matrix = distance_matrix(subset, [c for c in order if c in set(subset.condition_a)])
-                per_generator[generator] = matrix
-                long = matrix.stack(future_stack=True).rename("mean_distance").reset_index()
-                matrices_rows.append(long.assign(metric=metric, generator=generator))
-            if per_generator:
-                what = "value" if distance_transform(metric) == "similarity" else "distance"
-                result.figures[f"fr_matrix_{_safe(metric)}"] = matrix_figure(per_generator, f"{metric}: mean {what}")
-        result.tables["fr_matrix"] = pd.concat(matrices_rows, ignore_index=True)[
-            ["generator", "metric", "image", "reference", "mean_distance"]] if matrices_rows else pd.DataFrame()
+            what = "value" if distance_transform(metric) == "similarity" else "distance"
+            generators = list(dict.fromkeys(matrix.generator[matrix.metric == metric])) if len(matrix) else []
+            for k, generator in enumerate(generators):
+                suffix = "" if k == 0 else f"_{k + 1}"
+                result.figures[f"fr_matrix_{_safe(metric)}{suffix}"] = matrix_figure(matrix, metric, generator, what)
+        result.tables["fr_matrix"] = matrix
         result.tables["fr_pairs"] = pairs
         result.summary = {
             "metrics_used": used, "metrics_requested": names, "conditions": order,

@@ -46,19 +46,61 @@ def scale_targets(spec: RunSpec) -> list[float]:
     return parse_targets(spec.options.get("scale_targets", list(DEFAULT_SCALE_TARGETS)), name="scale_targets")
 
 
-def scale_gap(means: pd.DataFrame) -> pd.DataFrame:
+def scale_gap(means: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (generator, metric, lambda): mean score at the highest target minus at the lowest (the spread
-    the condition buys at that lambda; it should grow with lambda)."""
+    the condition buys at that lambda; it should grow with lambda).
+
+    With ``frame`` (per-image scores of the swept images) the gap also gets a
+    95% CI: it is the mean paired difference over the (prompt, seed) items
+    scored at both targets, bootstrapped over prompts
+    (:func:`iqabench.stats.mean_ci`; seeds of one prompt are not independent),
+    and ``aligned_gap`` flips its sign for lower-is-better metrics so that
+    positive always means "the higher target scores better".
+    """
+    from iqabench.stats import describe_method, mean_ci
+
+    from .condition_sweep import _lower
+
     rows = []
     for (generator, metric, scale), group in means.groupby(["generator", "metric", "scale"], sort=False):
         group = group.sort_values("target")
         if len(group) < 2:
             continue
-        rows.append({"generator": generator, "metric": metric, "scale": scale,
-                     "low_target": target_label(group.target.iloc[0]),
-                     "high_target": target_label(group.target.iloc[-1]),
-                     "gap": float(group["mean"].iloc[-1] - group["mean"].iloc[0])})
-    return pd.DataFrame(rows)
+        low_t, high_t = group.target.iloc[0], group.target.iloc[-1]
+        row = {"generator": generator, "metric": metric, "scale": scale,
+               "low_target": target_label(low_t), "high_target": target_label(high_t),
+               "gap": float(group["mean"].iloc[-1] - group["mean"].iloc[0])}
+        if frame is not None:
+            mine = frame[(frame.generator == generator) & (frame.metric == metric) & (frame.scale == scale)]
+            at = {t: mine[mine.target == t].set_index(["prompt_id", "seed"]).score for t in (low_t, high_t)}
+            shared = at[low_t].index.intersection(at[high_t].index)
+            diff = at[high_t].loc[shared].to_numpy(float) - at[low_t].loc[shared].to_numpy(float)
+            est = mean_ci(diff, [p for p, _ in shared])
+            sign = -1.0 if _lower(str(metric)) else 1.0
+            row.update(gap=est.value, gap_ci_low=est.ci_low, gap_ci_high=est.ci_high,
+                       direction="lower is better" if sign < 0 else "higher is better", aligned_gap=sign * est.value,
+                       n=est.n, ci_method=est.method)
+            row["aligned_gap_ci_low"], row["aligned_gap_ci_high"] = sorted([sign * est.ci_low, sign * est.ci_high])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if frame is not None and rows:
+        out.attrs["footnote"] = ("gap = mean over (prompt, seed) items of the score at the highest target minus at "
+                                 "the lowest; aligned_gap flips it for lower-is-better metrics (positive = the "
+                                 "higher target scores better). "
+                                 + describe_method(out["ci_method"].tolist()))
+    return out
+
+
+def gap_at_max_scale(gaps: pd.DataFrame) -> pd.DataFrame:
+    """The headline: the aligned gap at the largest lambda, one row per (generator, metric)."""
+    if gaps.empty:
+        return gaps
+    top = gaps[gaps.scale == gaps.scale.max()].reset_index(drop=True)
+    top = top[[c for c in ("generator", "metric", "direction", "scale", "low_target", "high_target", "aligned_gap",
+                           "aligned_gap_ci_low", "aligned_gap_ci_high", "gap", "n", "ci_method") if c in top]]
+    top.attrs["headline"] = {"value": "aligned_gap", "signed": True}
+    top.attrs["footnote"] = gaps.attrs.get("footnote", "")
+    return top
 
 
 @register_benchmark("scale-sweep",
@@ -98,7 +140,9 @@ class ScaleSweep(BaseBenchmark):
         labelled = means.assign(target=means.target.map(target_label))
         result.tables["scores_by_scale"] = labelled
         result.tables["baseline"] = baselines
-        result.tables["target_gap"] = scale_gap(means)
+        gaps = scale_gap(means, generated)
+        result.tables["gap_at_max_lambda"] = gap_at_max_scale(gaps)
+        result.tables["target_gap"] = gaps
         result.tables["scale_correlation"] = trend
         result.tables["per_image"] = frame.pivot_table(
             index=["generator", "condition", "prompt_id", "seed"], columns="metric", values="score",
@@ -111,7 +155,7 @@ class ScaleSweep(BaseBenchmark):
             "scales": sweep_scales(ctx.spec), "targets": [target_label(t) for t in scale_targets(ctx.spec)],
             "n_images": len(set(ctx.image_keys)),
             "gap_at_max_scale": {f"{r.generator} | {r.metric}": r.gap
-                                 for r in scale_gap(means).itertuples() if r.scale == max(sweep_scales(ctx.spec))},
+                                 for r in gaps.itertuples() if r.scale == max(sweep_scales(ctx.spec))},
         }
         if not np.isfinite(means["mean"].to_numpy(float)).any():
             result.notes.append("No image could be scored; see the failures in the run folder.")

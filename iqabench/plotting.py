@@ -21,7 +21,7 @@ from matplotlib.patches import Rectangle
 def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: str = ".1f", *,
                    low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
                    scale: str = "diverging", vmin: float | None = None, vmax: float | None = None,
-                   caption: str = "") -> Figure:
+                   caption: str = "", null: float | None = None) -> Figure:
     """An annotated heatmap that carries its uncertainty.
 
     ``scale="diverging"`` (RelGain, correlations, differences: quantities with a
@@ -34,7 +34,9 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     With ``low``/``high`` (CI bounds, same shape) each cell reads
     ``estimate`` over ``[low, high]``; on a diverging scale a cell whose CI
     includes ``center`` is hatched and faded: the colour of a non-significant
-    effect is not painted as solidly as a real one. Missing cells (NaN) stay
+    effect is not painted as solidly as a real one. A sequential scale has no
+    such point unless the caller names one with ``null`` (e.g. a distance of 0:
+    "no change"); cells whose CI includes ``null`` are then hatched the same way. Missing cells (NaN) stay
     blank. The caption (``Figure.get_label()``, shown under the figure in the
     report) says what is plotted; pass ``caption`` to replace the generated one.
     """
@@ -74,8 +76,9 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
             text += f"\n[{format(bounds[0][i, j], fmt)}, {format(bounds[1][i, j], fmt)}]"
         annot[i, j] = text
     ns = np.zeros(array.shape, dtype=bool)
-    if bounds is not None and scale == "diverging":
-        ns = np.isfinite(bounds[0]) & np.isfinite(bounds[1]) & (bounds[0] <= center) & (bounds[1] >= center)
+    reference = center if scale == "diverging" else null
+    if bounds is not None and reference is not None:
+        ns = np.isfinite(bounds[0]) & np.isfinite(bounds[1]) & (bounds[0] <= reference) & (bounds[1] >= reference)
 
     # Generator specs can be long paths: shorten labels for the axes (the tables keep the full names).
     values = values.rename(index=_short_label, columns=_short_label)
@@ -100,11 +103,12 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     ax.tick_params(axis="x", labelrotation=30)
     ax.tick_params(axis="y", labelrotation=0)
     fig.tight_layout()
-    fig.set_label(caption or _heatmap_caption(matrix, title, scale, center, bounds is not None))
+    fig.set_label(caption or _heatmap_caption(matrix, title, scale, center, bounds is not None, null))
     return fig
 
 
-def _heatmap_caption(matrix: pd.DataFrame, title: str, scale: str, center: float, with_ci: bool) -> str:
+def _heatmap_caption(matrix: pd.DataFrame, title: str, scale: str, center: float, with_ci: bool,
+                     null: float | None = None) -> str:
     rows, cols = matrix.index.name or "rows", matrix.columns.name or "columns"
     text = f"{title}: one cell per {rows} (rows) and {cols} (columns), annotated with its value"
     text += " and 95% CI." if with_ci else "."
@@ -114,7 +118,16 @@ def _heatmap_caption(matrix: pd.DataFrame, title: str, scale: str, center: float
             text += f" Hatched, faded cells: the CI includes {center:g} (not significant)."
     else:
         text += " Sequential colours (darker = lower)."
+        if with_ci and null is not None:
+            text += f" Hatched, faded cells: the CI includes {null:g} (not significant)."
     return text
+
+
+def hatched_cells(fig: Figure) -> list[tuple[int, int]]:
+    """(row, column) of the cells ``heatmap_figure`` hatched as not significant (for tests and checks)."""
+    ax = fig.axes[0]
+    return sorted((int(round(p.get_y())), int(round(p.get_x()))) for p in ax.patches
+                  if isinstance(p, Rectangle) and p.get_hatch())
 
 
 def _short_label(label: object, limit: int = 36) -> str:

@@ -115,27 +115,76 @@ def merged_headlines(results: dict[str, SavedResult]) -> list[Headline]:
 
 # --- paired differences ----------------------------------------------------------------------------------------
 
-def item_scores(saved: SavedResult) -> pd.DataFrame:
-    """Long per-image scores ``generator, prompt_id, seed, metric, score`` from a run's per-item table.
+PER_ITEM_KEYS = ("generator", "prompt_id", "seed")
+# columns of per-item tables that identify or describe an image rather than score it
+NOT_SCORES = {"generator", "prompt_id", "prompt", "seed", "condition", "role", "source", "image_key", "target",
+              "scale", "baseline"}
 
-    Reads ``scores_per_item`` (one column per metric) or ``relgain_per_item``
-    (generator and baseline scores per metric); empty when the run has neither.
+
+def _is_metric(name: str) -> bool:
+    from iqabench.metrics import metric_info
+
+    try:
+        metric_info(name)
+    except Exception:  # not a registered metric (e.g. GenEval's "correct", a count): not a paired score
+        return False
+    return True
+
+
+def per_item_source(saved: SavedResult) -> tuple[str | None, str]:
+    """(table, why): the run's per-item score table the paired differences read, or None and the reason.
+
+    Usable: ``relgain_per_item`` (generator and baseline score per metric), or
+    any ``*per_item`` / ``*per_image`` table keyed by (generator, prompt_id,
+    seed) -- plus ``condition`` for the sweeps -- with one column per
+    registered metric (``scores_per_item``, condition-sweep's and scale-sweep's
+    ``per_image``). Aggregated tables (means, matrices, FID) have no items to
+    pair; GenEval's per-image table holds a correct/incorrect verdict, not a
+    metric score.
     """
     tables = saved.tables
-    if "scores_per_item" in tables:
-        frame = tables["scores_per_item"].reset_index(drop=not tables["scores_per_item"].index.name)
-        metrics = [c for c in frame.columns if c not in ("generator", "prompt", *ID_COLUMNS)
-                   and pd.api.types.is_numeric_dtype(frame[c])]
-        return frame.melt(id_vars=["generator", *ID_COLUMNS], value_vars=metrics, var_name="metric",
-                          value_name="score")
     if "relgain_per_item" in tables:
-        frame = tables["relgain_per_item"]
+        return "relgain_per_item", "generator and baseline score per (prompt_id, seed, metric)"
+    for name, frame in tables.items():
+        if not (name.endswith("per_item") or name.endswith("per_image")):
+            continue
+        columns = set(map(str, frame.columns))
+        if not set(PER_ITEM_KEYS) <= columns:
+            continue
+        if [c for c in _score_columns(frame)]:
+            keyed = "(generator, condition, prompt_id, seed)" if "condition" in columns else \
+                "(generator, prompt_id, seed)"
+            return name, f"one score per metric and {keyed}"
+    names = ", ".join(tables) or "none"
+    return None, (f"no per-image metric scores keyed by (generator, prompt_id, seed) among its tables ({names}); "
+                  "aggregates (means, matrices, FID) or verdicts cannot be paired item by item")
+
+
+def _score_columns(frame: pd.DataFrame) -> list[str]:
+    return [str(c) for c in frame.columns if str(c) not in NOT_SCORES and not str(c).startswith("n_")
+            and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+            and _is_metric(str(c))]
+
+
+def item_scores(saved: SavedResult) -> pd.DataFrame:
+    """Long per-image scores ``generator, condition, prompt_id, seed, metric, score`` from the run's per-item table
+    (see :func:`per_item_source`; ``condition`` is "" where the table has none); empty when the run has none."""
+    name, _ = per_item_source(saved)
+    columns = ["generator", "condition", *ID_COLUMNS, "metric", "score"]
+    if name is None:
+        return pd.DataFrame(columns=columns)
+    frame = saved.tables[name]
+    frame = frame.reset_index() if frame.index.name else frame
+    if name == "relgain_per_item":
         method = frame[["generator", *ID_COLUMNS, "metric", "generator_score"]].rename(
             columns={"generator_score": "score"})
         base = frame[["baseline", *ID_COLUMNS, "metric", "baseline_score"]].rename(
             columns={"baseline": "generator", "baseline_score": "score"})
-        return pd.concat([method, base]).drop_duplicates(["generator", *ID_COLUMNS, "metric"])
-    return pd.DataFrame(columns=["generator", *ID_COLUMNS, "metric", "score"])
+        long = pd.concat([method, base]).drop_duplicates(["generator", *ID_COLUMNS, "metric"])
+        return long.assign(condition="")[columns]
+    frame = frame.assign(condition=frame["condition"].astype(str) if "condition" in frame else "")
+    return frame.melt(id_vars=["generator", "condition", *ID_COLUMNS], value_vars=_score_columns(frame),
+                      var_name="metric", value_name="score")[columns]
 
 
 def _lower_better(results: dict[str, SavedResult]) -> dict[str, bool]:
@@ -168,10 +217,13 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
                 from iqabench.metrics import metric_info
 
                 lower = metric_info(metric).lower_better
-            for gen_a in dict.fromkeys(a.generator):
-                for gen_b in dict.fromkeys(b.generator):
-                    left = a[(a.generator == gen_a) & (a.metric == metric)].set_index(list(ID_COLUMNS)).score
-                    right = b[(b.generator == gen_b) & (b.metric == metric)].set_index(list(ID_COLUMNS)).score
+            # sweeps: only images made at the same condition are paired (p99 with p99, not p99 with p1)
+            for gen_a, cond in dict.fromkeys(zip(a.generator, a.condition, strict=True)):
+                for gen_b in dict.fromkeys(b.generator[b.condition == cond]):
+                    left = a[(a.generator == gen_a) & (a.condition == cond) & (a.metric == metric)].set_index(
+                        list(ID_COLUMNS)).score
+                    right = b[(b.generator == gen_b) & (b.condition == cond) & (b.metric == metric)].set_index(
+                        list(ID_COLUMNS)).score
                     shared = left.index.intersection(right.index)
                     if len(shared) < 2:
                         continue
@@ -180,7 +232,7 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
                     prompts = [str(p) for p, _ in shared]
                     stats = paired_statistics(base, method, lower, prompts)
                     rows.append({"run": other, "generator": gen_b, "vs_run": reference, "vs_generator": gen_a,
-                                 "metric": metric, "direction": "lower is better" if lower else "higher is better",
+                                 "condition": cond, "metric": metric, "direction": "lower is better" if lower else "higher is better",
                                  "difference": stats["improvement"],
                                  "difference_ci_low": stats["improvement_ci_low"],
                                  "difference_ci_high": stats["improvement_ci_high"],
@@ -191,10 +243,10 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
     if rows:
         table["t_p_holm"] = holm(table["t_p"].to_numpy(float))
         table["wilcoxon_p_holm"] = holm(table["wilcoxon_p"].to_numpy(float))
-        order = ["run", "generator", "vs_run", "vs_generator", "metric", "direction", "difference",
+        order = ["run", "generator", "vs_run", "vs_generator", "condition", "metric", "direction", "difference",
                  "difference_ci_low", "difference_ci_high", "n_pairs", "n_prompts", "t_p", "t_p_holm",
                  "wilcoxon_p", "wilcoxon_p_holm", "win_rate", "ci_method"]
-        table = table[order]
+        table = table[[c for c in order if c != "condition" or table["condition"].astype(bool).any()]]
         from iqabench.stats import describe_method
 
         table.attrs["footnote"] = (
@@ -207,6 +259,12 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
 
 
 # --- the page --------------------------------------------------------------------------------------------------
+
+def paired_sources(results: dict[str, SavedResult]) -> list[tuple[str, str | None, str]]:
+    """Per run: (run id, the per-item table paired differences read or None, what it holds or why none is used),
+    so the page says which tables were compared pairwise and why the others were not."""
+    return [(run_id, *per_item_source(saved)) for run_id, saved in results.items()]
+
 
 def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[str, pd.DataFrame]]:
     """The comparison's HTML (inserted above the runs' own sections) and its tables, for export."""
@@ -222,7 +280,7 @@ def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[s
                [n for n in (legend(head), head.footnote) if n]) for i, head in enumerate(merged)]
     html = env.get_template("comparison.html.j2").render(
         run_ids=list(results), merged=blocks, paired=table_view(paired) if len(paired) else None,
-        paired_note=paired.attrs.get("footnote", ""))
+        paired_note=paired.attrs.get("footnote", ""), sources=paired_sources(results))
     tables = {f"merged_{i + 1}": _merged_frame(head) for i, head in enumerate(merged)}
     if len(paired):
         tables["paired_differences"] = paired

@@ -175,6 +175,52 @@ def pairwise_matrix(outcomes: pd.DataFrame, conditions: Sequence[str] | None = N
     return matrix
 
 
+def pairwise_with_ci(outcomes: pd.DataFrame, conditions: Sequence[str] | None = None) -> pd.DataFrame:
+    """The pairwise matrix with a 95% CI per cell: row ``condition``, then per opponent its win rate and
+    ``<opponent>_ci_low`` / ``<opponent>_ci_high`` (the report shows ``est [low, high]``).
+
+    Each cell's CI is :func:`iqabench.stats.mean_ci` over that pair's votes,
+    resampling participants (one person's votes are not independent), or votes
+    when every participant voted once on the pair. A cell whose CI includes 0.5
+    (no preference) is not significant.
+    """
+    sides = _per_condition_scores(outcomes)
+    conditions = list(conditions or sorted(set(sides.condition)))
+    estimates = {}
+    for (condition, opponent), group in sides.groupby(["condition", "opponent"], sort=False):
+        estimates[(condition, opponent)] = mean_ci(group.score.to_numpy(float), group.participant.to_numpy())
+    out = pd.DataFrame({"condition": conditions})
+    for opponent in conditions:
+        picked = [estimates.get((c, opponent)) for c in conditions]
+        out[opponent] = [np.nan if e is None else e.value for e in picked]
+        out[f"{opponent}_ci_low"] = [np.nan if e is None else e.ci_low for e in picked]
+        out[f"{opponent}_ci_high"] = [np.nan if e is None else e.ci_high for e in picked]
+    out.attrs["footnote"] = ("Share of the row condition's votes won against the column condition (ties half). "
+                             + describe_method([e.method for e in estimates.values()],
+                                               cluster="participants (cluster bootstrap)", units="votes"))
+    return out
+
+
+def pairwise_figure(table: pd.DataFrame):
+    """Heatmap of the pairwise win rates, diverging around 0.5 (no preference), cells annotated with their CI and
+    hatched where the CI includes 0.5."""
+    from iqabench.plotting import heatmap_figure
+
+    conditions = table["condition"].tolist()
+    frame = table.set_index("condition")
+
+    def grid(suffix: str) -> pd.DataFrame:
+        out = frame[[c + suffix for c in conditions]].set_axis(conditions, axis=1).astype(float)
+        out.index.name, out.columns.name = "condition", "opponent"
+        return out
+
+    return heatmap_figure(
+        grid(""), "Win rate of row over column", center=0.5, fmt=".2f", low=grid("_ci_low"), high=grid("_ci_high"),
+        caption="Share of votes the row condition won against the column condition (ties count half), with its 95% "
+                "CI (bootstrap over participants); diverging around 0.5, the no-preference point: blue = row "
+                "preferred; hatched, faded cells: the CI includes 0.5 (no detectable preference).")
+
+
 def vote_shares(outcomes: pd.DataFrame) -> pd.DataFrame:
     """Per compared pair (a, b): share of votes for a, for b, and 'equal' (Fig. 3c)."""
     rows = []
@@ -277,7 +323,6 @@ def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = Non
 def analyze_study(study: str | os.PathLike[str], votes_paths: Sequence[str | os.PathLike[str]], *,
                   max_failed_checks: int = 0, n_boot: int = 500, seed: int = 0) -> Result:
     """Everything ``iqabench study analyze`` reports, as a Result the HTML report renders."""
-    from iqabench.plotting import heatmap_figure
 
     manifest = load_manifest(study)
     votes = load_votes(votes_paths)
@@ -297,18 +342,15 @@ def analyze_study(study: str | os.PathLike[str], votes_paths: Sequence[str | os.
         return result
     conditions = sorted(set(outcomes.a) | set(outcomes.b))
     rates = win_rates(outcomes)
-    matrix = pairwise_matrix(outcomes, conditions)
     bt, bt_notes = bradley_terry(outcomes, conditions, n_boot=n_boot, seed=seed)
     result.notes += bt_notes
     result.tables["win_rates"] = rates
-    result.tables["pairwise_win_rate"] = matrix
+    pairwise = pairwise_with_ci(outcomes, conditions)
+    result.tables["pairwise_win_rate"] = pairwise
     result.tables["vote_shares"] = vote_shares(outcomes)
     result.tables["bradley_terry"] = bt
     result.tables["votes"] = outcomes
-    result.figures["pairwise_win_rate"] = heatmap_figure(
-        matrix, "Win rate of row over column", center=0.5, fmt=".2f",
-        caption="Share of votes the row condition won against the column condition (ties count half); diverging "
-                "around 0.5, the no-preference point: blue = row preferred.")
+    result.figures["pairwise_win_rate"] = pairwise_figure(pairwise)
     result.figures["bradley_terry"] = _bt_figure(bt)
     result.summary = {
         "study_id": manifest["study_id"], "n_participants": len(participants), "n_excluded": n_excluded,
