@@ -55,14 +55,14 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
     always means "a higher target gives a better score".
 
     ``spearman`` and ``aligned_spearman`` carry a 95% bootstrap CI
-    (:func:`iqabench.stats.statistic_ci`): the correlation is recomputed on
+    (:func:`iqabench.stats.spearman_ci`): the correlation of the ranks is recomputed on
     resampled *prompts* (all targets and seeds of a drawn prompt together, as
     they are not independent), so a correlation whose CI includes 0 is marked
     not significant in the heatmap and the headline.
     """
     from scipy import stats
 
-    from iqabench.stats import describe_method, spearman, statistic_ci
+    from iqabench.stats import describe_method, spearman_ci
 
     rows = []
     data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))]
@@ -75,8 +75,7 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
         if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
             rho = stats.spearmanr(x, y)
             r = stats.pearsonr(x, y)
-            est = statistic_ci(spearman, x, y, clusters=group["prompt_id"].to_numpy() if "prompt_id" in group
-                               else None)
+            est = spearman_ci(x, y, group["prompt_id"].to_numpy() if "prompt_id" in group else None)
             row.update(spearman=float(rho.statistic), spearman_p=float(rho.pvalue),
                        pearson=float(r.statistic), pearson_p=float(r.pvalue), spearman_ci_low=est.ci_low,
                        spearman_ci_high=est.ci_high, ci_method=est.method)
@@ -96,7 +95,7 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
     out.attrs["footnote"] = (
         "aligned_spearman: Spearman correlation of the swept value and the score over images, sign flipped for "
         "lower-is-better metrics (positive = a higher setting gives better scores). "
-        + describe_method(out["ci_method"].tolist() if rows else [], helper="statistic_ci"))
+        + describe_method(out["ci_method"].tolist() if rows else [], helper="spearman_ci"))
     return out
 
 

@@ -141,3 +141,36 @@ def test_help_imports_no_heavy_library():
     assert run.returncode == 0, run.stderr
     assert "HEAVY []" in run.stdout, run.stdout[-500:]
     assert "train" in run.stdout and "report" in run.stdout  # plugin and core commands still listed
+
+
+def _sweep_run(store: Store, run_id: str, generator: str, shift: float) -> None:
+    rng = np.random.default_rng(len(run_id))
+    rows = [{"generator": generator, "condition": condition, "prompt_id": p, "seed": s,
+             "piqe": 30 - level / 10 - shift + rng.normal(0, 0.3), "entropy": 6 + rng.normal(0, 0.01)}
+            for condition, level in (("baseline", 0), ("p1", 1), ("p99", 99)) for p in PROMPTS for s in SEEDS]
+    store.write_run_json(run_id, {"run_id": run_id, "benchmark": "condition-sweep", "status": "complete",
+                                  "spec": {"benchmark": "condition-sweep", "generators": [generator]}})
+    save_result(store, run_id, Result("condition-sweep", tables={"per_image": pd.DataFrame(rows)}))
+
+
+def test_sweeps_are_paired_per_condition_and_the_page_names_the_tables_it_compared(tmp_path):
+    store = Store(tmp_path / "store")
+    _sweep_run(store, "sweep-a", "iqa-adapter:a", 0.0)
+    _sweep_run(store, "sweep-b", "iqa-adapter:b", 1.0)
+    store.write_run_json("fid-c", {"run_id": "fid-c", "benchmark": "fid-topk", "status": "complete",
+                                   "spec": {"benchmark": "fid-topk", "generators": ["sd15"]}})
+    save_result(store, "fid-c", Result("fid-topk", tables={"fid_topk_numeric": pd.DataFrame(
+        {"generator": ["sd15"], "FID": [80.0]})}))
+    results = {r: load_result(store, r) for r in ("sweep-a", "sweep-b", "fid-c")}
+    table = paired_differences(results)
+    # p1 is paired with p1 only: 3 conditions x 2 metrics, never p1 against p99
+    assert sorted(zip(table.condition, table.metric)) == sorted(
+        (c, m) for c in ("baseline", "p1", "p99") for m in ("piqe", "entropy"))
+    assert (table.run == "sweep-b").all() and (table.n_pairs == len(PROMPTS) * len(SEEDS)).all()
+    piqe = table[table.metric == "piqe"].set_index("condition").difference
+    assert piqe.tolist() == pytest.approx([1.0] * 3, abs=0.3)  # 1 point lower piqe = better, at every condition
+    html = render_comparison([resolve_run(r, store.root) for r in results]).read_text()
+    sources = html.split('class="paired-sources"')[1].split("</ul>")[0]
+    assert "sweep-a: compared item by item from table <code>per_image</code>" in sources
+    assert "(generator, condition, prompt_id, seed)" in sources
+    assert "fid-c: not compared pairwise" in sources and "fid_topk_numeric" in sources

@@ -132,3 +132,35 @@ def test_mean_of_task_means_by_exact_enumeration():
     exact_high = np.array(atoms)[order][np.searchsorted(cdf, 0.975)]
     assert est.ci_low == pytest.approx(exact_low, abs=1e-9)
     assert est.ci_high == pytest.approx(exact_high, abs=1e-9)
+
+
+def test_statistic_ci_resamples_whole_clusters_like_a_hand_written_bootstrap():
+    from iqabench.stats import pearson, statistic_ci
+
+    rng = np.random.default_rng(7)
+    clusters = np.repeat(["a", "b", "c", "d", "e"], 3)
+    x = rng.normal(size=15)
+    y = x + rng.normal(size=15)
+    est = statistic_ci(pearson, x, y, clusters=clusters, n_resamples=400, seed=11)
+    # by hand: draw 5 of the 5 prompts with replacement, keep all 3 rows of each, correlate, take the 2.5/97.5%
+    picks = np.random.default_rng(11).integers(0, 5, (400, 5))
+    draws = [np.corrcoef(x[rows], y[rows])[0, 1]
+             for rows in (np.concatenate([np.arange(3 * u, 3 * u + 3) for u in pick]) for pick in picks)]
+    assert est.value == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert (est.ci_low, est.ci_high) == pytest.approx(tuple(np.quantile(draws, [0.025, 0.975])))
+    assert est.method == "cluster percentile" and est.n == 15 and est.n_clusters == 5
+
+
+def test_spearman_ci_matches_scipy_and_contains_its_estimate_with_tied_targets():
+    from scipy import stats
+
+    from iqabench.stats import spearman_ci
+
+    rng = np.random.default_rng(4)
+    prompts = np.repeat(np.arange(6), 6)
+    x = np.tile(np.repeat([1.0, 50.0, 99.0], 2), 6)  # three target levels: many ties
+    y = x / 10 + rng.normal(0, 1, 6)[prompts] + rng.normal(0, 0.5, x.size)
+    est = spearman_ci(x, y, prompts)
+    assert est.value == pytest.approx(stats.spearmanr(x, y).statistic)
+    # re-ranking each resample would put the whole bootstrap distribution above the estimate here
+    assert est.ci_low < est.value < est.ci_high
