@@ -91,7 +91,8 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
         rows.append(row)
     out = pd.DataFrame(rows)
     # the terminal and report headline: generator x metric, aligned so that positive = the condition works
-    out.attrs["headline"] = {"value": "aligned_spearman", "signed": True}
+    out.attrs["headline"] = {"value": "aligned_spearman", "signed": True,
+                             "quantity": f"Spearman correlation, {by} vs score (aligned: + = better)"}
     out.attrs["footnote"] = (
         "aligned_spearman: Spearman correlation of the swept value and the score over images, sign flipped for "
         "lower-is-better metrics (positive = a higher setting gives better scores). "

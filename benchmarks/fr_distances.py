@@ -159,7 +159,8 @@ def extreme_pair_table(matrix: pd.DataFrame, lowest: str, highest: str) -> pd.Da
     pair = pair.assign(pair=f"{lowest} vs {highest}")[["generator", "metric", "pair", "mean_distance",
                                                        "mean_distance_ci_low", "mean_distance_ci_high", "n",
                                                        "ci_method"]]
-    pair.attrs["headline"] = {"value": "mean_distance", "signed": False}
+    pair.attrs["headline"] = {"value": "mean_distance", "signed": False,
+                              "quantity": f"Mean distance, {lowest} vs {highest} image"}
     pair.attrs["footnote"] = (f"Mean distance between the {lowest} image (distorted) and the {highest} image "
                               "(reference) of the same prompt and seed. " + matrix.attrs.get("footnote", ""))
     return pair

@@ -98,7 +98,9 @@ def gap_at_max_scale(gaps: pd.DataFrame) -> pd.DataFrame:
     top = gaps[gaps.scale == gaps.scale.max()].reset_index(drop=True)
     top = top[[c for c in ("generator", "metric", "direction", "scale", "low_target", "high_target", "aligned_gap",
                            "aligned_gap_ci_low", "aligned_gap_ci_high", "gap", "n", "ci_method") if c in top]]
-    top.attrs["headline"] = {"value": "aligned_gap", "signed": True}
+    top.attrs["headline"] = {"value": "aligned_gap", "signed": True,
+                             "quantity": "Score gap, highest minus lowest target, at the largest lambda "
+                                         "(aligned: + = better)"}
     top.attrs["footnote"] = gaps.attrs.get("footnote", "")
     return top
 

@@ -67,6 +67,7 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
         hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
         color_kw = {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1.0}
 
+    fmt = _readable_format(array, fmt)
     annot = np.full(array.shape, "", dtype=object)
     for (i, j), value in np.ndenumerate(array):
         if not np.isfinite(value):
@@ -121,6 +122,16 @@ def _heatmap_caption(matrix: pd.DataFrame, title: str, scale: str, center: float
         if with_ci and null is not None:
             text += f" Hatched, faded cells: the CI includes {null:g} (not significant)."
     return text
+
+
+def _readable_format(array: np.ndarray, fmt: str) -> str:
+    """``fmt``, or ``.2g`` when ``fmt`` would print the largest value as 0 (a RelGain of 0.0008% shown as
+    "0.0 [0.0, 0.0]" says nothing; "0.00078 [0.00071, 0.00092]" does)."""
+    finite = np.abs(array[np.isfinite(array)])
+    largest = float(finite.max()) if finite.size else 0.0
+    if largest > 0 and float(format(largest, fmt)) == 0.0:
+        return ".2g"
+    return fmt
 
 
 def hatched_cells(fig: Figure) -> list[tuple[int, int]]:

@@ -232,7 +232,8 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
                     prompts = [str(p) for p, _ in shared]
                     stats = paired_statistics(base, method, lower, prompts)
                     rows.append({"run": other, "generator": gen_b, "vs_run": reference, "vs_generator": gen_a,
-                                 "condition": cond, "metric": metric, "direction": "lower is better" if lower else "higher is better",
+                                 "condition": cond, "metric": metric,
+                                 "direction": "lower is better" if lower else "higher is better",
                                  "difference": stats["improvement"],
                                  "difference_ci_low": stats["improvement_ci_low"],
                                  "difference_ci_high": stats["improvement_ci_high"],

@@ -9,7 +9,7 @@ marked by ``Styler.set_td_classes``; every label is HTML-escaped by Styler.
 
 Which table heads a run: a table may declare it in ``frame.attrs["headline"]``
 (``value``: the CI'd column of a long table; or ``columns``: the columns of a
-wide table, with ``lower_better`` columns and an optional ``quantity`` name;
+wide table, with ``lower_better`` columns; either with an optional ``quantity`` name;
 ``signed``: zero means no effect). Otherwise the first table, preferring the
 benchmarks' main tables (``relgain``, ``scores``), with a row column
 (``generator``, ``method`` or ``condition``), a ``metric`` column and exactly
@@ -93,7 +93,7 @@ def headline(tables: dict[str, pd.DataFrame], footnotes: dict[str, str] | None =
             est, low, high = pivot(value), pivot(value + CI_LOW), pivot(value + CI_HIGH)
             directions = _direction(flat, "metric", value)
             higher = {str(c): (True if signed else directions.get(str(c))) for c in est.columns}
-            return Headline(name, value, est, low, high, higher, signed, note)
+            return Headline(name, str(declared.get("quantity", value)), est, low, high, higher, signed, note)
         if flat[row_key].duplicated().any():
             continue
         if declared.get("columns"):  # a wide table that names its columns (CIs optional, e.g. FID)

@@ -164,7 +164,7 @@ def test_sweeps_are_paired_per_condition_and_the_page_names_the_tables_it_compar
     results = {r: load_result(store, r) for r in ("sweep-a", "sweep-b", "fid-c")}
     table = paired_differences(results)
     # p1 is paired with p1 only: 3 conditions x 2 metrics, never p1 against p99
-    assert sorted(zip(table.condition, table.metric)) == sorted(
+    assert sorted(zip(table.condition, table.metric, strict=True)) == sorted(
         (c, m) for c in ("baseline", "p1", "p99") for m in ("piqe", "entropy"))
     assert (table.run == "sweep-b").all() and (table.n_pairs == len(PROMPTS) * len(SEEDS)).all()
     piqe = table[table.metric == "piqe"].set_index("condition").difference

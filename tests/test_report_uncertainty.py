@@ -11,8 +11,12 @@ import pytest
 from rich.console import Console
 
 from iqabench.benchmarks.adversarial_gradcam import relgain_cell, transfer_figure, transfer_table
-from iqabench.benchmarks.condition_sweep import correlation_heatmap, curves_figure, distributions_figure
-from iqabench.benchmarks.condition_sweep import target_correlations
+from iqabench.benchmarks.condition_sweep import (
+    correlation_heatmap,
+    curves_figure,
+    distributions_figure,
+    target_correlations,
+)
 from iqabench.benchmarks.fid_topk.benchmark import best_and_worst
 from iqabench.benchmarks.fr_distances import extreme_pair_table, matrix_figure, matrix_table
 from iqabench.benchmarks.scale_sweep import gap_at_max_scale, scale_gap
@@ -169,14 +173,14 @@ def _sweep_results() -> dict[str, tuple[Result, list[str]]]:
     transfer = transfer_table(cells, ["guidance on topiq_nr", LONG_NAME], ["topiq_nr", "piqe"])
     return {
         "condition-sweep": (Result("condition-sweep", tables={"correlation": correlations}),
-                            [LONG_NAME[-20:], "aligned_spearman", "entropy", "piqe"]),
+                            [LONG_NAME[-20:], "Spearman correlation, target vs score", "entropy", "piqe"]),
         "scale-sweep": (Result("scale-sweep", tables={"target_gap": gaps, "gap_at_max_lambda": gap_at_max_scale(gaps)}),
-                        [LONG_NAME[-20:], "aligned_gap", "entropy", "piqe"]),
+                        [LONG_NAME[-20:], "Score gap", "entropy", "piqe"]),
         "fr-distances": (Result("fr-distances", tables={"fr_extremes": extreme_pair_table(distances, "p1", "p99"),
                                                         "fr_matrix": distances}),
-                         [LONG_NAME[-20:], "mean_distance", "ssim", "gmsd"]),
+                         [LONG_NAME[-20:], "Mean distance, p1 vs p99", "ssim", "gmsd"]),
         "adversarial-gradcam": (Result("adversarial-gradcam", tables={"transfer_matrix": transfer}),
-                                ["guidance on topiq_nr", LONG_NAME[-20:], "topiq_nr", "piqe"]),
+                                ["RelGain", "guidance on topiq_nr", LONG_NAME[-20:], "topiq_nr", "piqe"]),
     }
 
 
@@ -249,4 +253,5 @@ def test_fid_topk_best_and_worst_grid_never_shows_one_image_twice(n):
     for (label, (left, right)), b, w in zip(view.rows + view.more_rows, best, worst, strict=True):
         assert left.caption == right.caption == label
         assert ranking[b] >= ranking[w]
-    assert [s for r in refs for s in r.scores.values()] == [ranking[k] for pair in zip(best, worst) for k in pair]
+    paired = [k for pair in zip(best, worst, strict=True) for k in pair]
+    assert [s for r in refs for s in r.scores.values()] == [ranking[k] for k in paired]
