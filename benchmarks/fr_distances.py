@@ -161,8 +161,10 @@ def extreme_pair_table(matrix: pd.DataFrame, lowest: str, highest: str) -> pd.Da
                                                        "ci_method"]]
     pair.attrs["headline"] = {"value": "mean_distance", "signed": False,
                               "quantity": f"Mean distance, {lowest} vs {highest} image"}
+    from iqabench.stats import describe_method
+
     pair.attrs["footnote"] = (f"Mean distance between the {lowest} image (distorted) and the {highest} image "
-                              "(reference) of the same prompt and seed. " + matrix.attrs.get("footnote", ""))
+                              "(reference) of the same prompt and seed. " + describe_method(pair.ci_method.tolist()))
     return pair
 
 
