@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +58,25 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 [3, H, W] on the CPU (no float copy)."""
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def generate_uint8(generator: Any, items: Sequence[Any]) -> list[torch.Tensor]:
+    """One uint8 [3, H, W] tensor per item: ``generator.generate_tensors`` when it has one (on its device, no
+    PIL round trip), else its PIL images converted (plugin generators that implement only ``generate``)."""
+    make = getattr(generator, "generate_tensors", None)
+    if make is not None:
+        return list(make(items))
+    return [pil_to_uint8(image) for image in generator.generate(items)]
+
+
+def stack_by_size(keys: Sequence[str], images: Sequence[torch.Tensor]) -> list[tuple[list[str], torch.Tensor]]:
+    """Group same-sized images into stacked batches (items of one call may ask for different sizes)."""
+    groups: dict[tuple[int, ...], tuple[list[str], list[torch.Tensor]]] = {}
+    for key, image in zip(keys, images, strict=True):
+        members = groups.setdefault(tuple(image.shape), ([], []))
+        members[0].append(key)
+        members[1].append(image)
+    return [(group_keys, torch.stack(tensors)) for group_keys, tensors in groups.values()]
 
 
 def default_workers() -> int:
