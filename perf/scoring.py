@@ -20,6 +20,7 @@ Usage: python perf/scoring.py [--generator tiny-sd] [--images 64] [--batch-size 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -118,8 +119,8 @@ def parallel_vs_serial(args, root: Path) -> list[tuple]:
         scorer = TensorScorer(store, runtime, {"perf_mean": "perf"})
         scorer.metric("perf_mean")
         sync(device)
-        score_s, _ = timed(lambda s=scorer, w=n_workers, nd=needed: s.score_cached(keys, nd, args.batch_size, workers=w),
-                           device)
+        run = functools.partial(scorer.score_cached, keys, needed, args.batch_size, workers=n_workers)
+        score_s, _ = timed(run, device)
         rows.append((label, len(keys), seconds, len(keys) / seconds, score_s, len(keys) / score_s))
         emit("decode", path=label, images=len(keys), size=args.decode_size, decode_s=seconds, score_stage_s=score_s,
              device=device_name(args.device))
