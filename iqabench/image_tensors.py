@@ -62,11 +62,22 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
 
 def generate_uint8(generator: Any, items: Sequence[Any]) -> list[torch.Tensor]:
     """One uint8 [3, H, W] tensor per item: ``generator.generate_tensors`` when it has one (on its device, no
-    PIL round trip), else its PIL images converted (plugin generators that implement only ``generate``)."""
-    make = getattr(generator, "generate_tensors", None)
-    if make is not None:
-        return list(make(items))
+    PIL round trip), else its PIL images converted (plugin generators that implement only ``generate``).
+
+    A subclass that overrides ``generate`` below the class that provides ``generate_tensors`` (a plugin
+    customising a built-in generator) gets its ``generate`` called: the override is what the user meant.
+    """
+    if _tensors_are_authoritative(type(generator)):
+        return list(generator.generate_tensors(items))
     return [pil_to_uint8(image) for image in generator.generate(items)]
+
+
+def _tensors_are_authoritative(cls: type) -> bool:
+    provider = next((c for c in cls.__mro__ if "generate_tensors" in vars(c)), None)
+    if provider is None:
+        return False
+    overrider = next((c for c in cls.__mro__ if "generate" in vars(c)), None)
+    return overrider is None or issubclass(provider, overrider)
 
 
 def stack_by_size(keys: Sequence[str], images: Sequence[torch.Tensor]) -> list[tuple[list[str], torch.Tensor]]:

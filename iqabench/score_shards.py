@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,8 +49,9 @@ class ShardedStore(Store):
     def __init__(self, root: str | os.PathLike[str], run_id: str, process_index: int):
         self._shard_path = shard_path(_PathOnly(root), run_id, process_index)  # type: ignore[arg-type]
         self._shard_path.parent.mkdir(parents=True, exist_ok=True)
-        self._shard_conn: sqlite3.Connection | None = None
-        self._shard_pid: int | None = None
+        self._shard_local = threading.local()  # one connection per thread (the PNG writer thread writes too)
+        self._shard_conns: list[sqlite3.Connection] = []
+        self._shard_lock = threading.Lock()
         self.sharding = True
         super().__init__(root)  # creates the tables in the shard (writes go there), not in the shared database
 
@@ -58,12 +60,24 @@ class ShardedStore(Store):
         return self._shard_path
 
     def _shard_connection(self) -> sqlite3.Connection:
-        if self._shard_conn is None or self._shard_pid != os.getpid():
-            # One writer, nothing concurrent: a plain rollback journal, no WAL shared memory (not on NFS).
+        local = self._shard_local
+        if getattr(local, "conn", None) is None or getattr(local, "pid", None) != os.getpid():
+            # One process, nothing else opens the file: a plain rollback journal, no WAL shared memory (no NFS
+            # trouble); the busy timeout orders this process's own threads.
             conn = sqlite3.connect(self._shard_path, timeout=60.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=DELETE")
-            self._shard_conn, self._shard_pid = conn, os.getpid()
-        return self._shard_conn
+            conn.execute("PRAGMA busy_timeout=60000")
+            local.conn, local.pid = conn, os.getpid()
+            with self._shard_lock:
+                self._shard_conns.append(conn)
+        return local.conn
+
+    def _close_shard(self) -> None:
+        with self._shard_lock:
+            for conn in self._shard_conns:
+                conn.close()
+            self._shard_conns.clear()
+        self._shard_local = threading.local()
 
     @contextmanager
     def _transaction(self):
@@ -81,16 +95,12 @@ class ShardedStore(Store):
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        if self._shard_conn is not None:
-            self._shard_conn.close()
-            self._shard_conn = None
+        self._close_shard()
         super().close()
 
     def finish_sharding(self) -> None:
         """Stop writing to the shard (process 0 after merging: it is then the only writer left)."""
-        if self._shard_conn is not None:
-            self._shard_conn.close()
-            self._shard_conn = None
+        self._close_shard()
         self.sharding = False
 
 

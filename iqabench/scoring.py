@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .image_tensors import ParallelDecoder, to_unit_float
-from .metrics import Metric, build_metric
+from .metrics import Metric, MetricContractError, build_metric
 from .oom import free_accelerator_memory, is_out_of_memory
 from .runtime import Runtime
 from .stage_timing import StageClock
@@ -32,17 +32,19 @@ class TensorScorer:
     """Scores batches for the metrics each image still needs, writing rows to ``store``."""
 
     def __init__(self, store: Store, runtime: Runtime, metric_fps: Mapping[str, str],
-                 clock: StageClock | None = None):
+                 clock: StageClock | None = None, *, metrics: dict[str, Metric] | None = None,
+                 build: Callable[[str], Metric] | None = None):
         self.store = store
         self.runtime = runtime
         self.metric_fps = dict(metric_fps)
-        self.metrics: dict[str, Metric] = {}
+        self.metrics: dict[str, Metric] = {} if metrics is None else metrics  # shared with the runner
+        self._build = build or (lambda name: build_metric(name, self.runtime))
         self.clock = clock or StageClock(runtime.torch_device)
 
     def metric(self, name: str) -> Metric:
         if name not in self.metrics:
             with self.clock.stage("metric-build"):
-                self.metrics[name] = build_metric(name, self.runtime)
+                self.metrics[name] = self._build(name)
         return self.metrics[name]
 
     def score(self, keys: Sequence[str], images: torch.Tensor, needed: Mapping[str, Sequence[str]],
@@ -76,6 +78,8 @@ class TensorScorer:
                 values = metric.score(batch).tolist()
             return [(k, metric.name, fp, _finite_or_none(v), None if np.isfinite(v) else "non-finite score")
                     for k, v in zip(keys, values, strict=True)]
+        except MetricContractError:
+            raise  # the metric itself is wrong, not one image: stop before any of its scores is stored
         except Exception as exc:
             if is_out_of_memory(exc):
                 free_accelerator_memory()
@@ -87,13 +91,21 @@ class TensorScorer:
         return rows
 
     def score_cached(self, keys: Sequence[str], needed: Mapping[str, Sequence[str]], batch_size: int,
-                     advance: Callable[[int], None] = lambda _: None, workers: int | None = None) -> None:
-        """Decode cached PNGs on a thread pool (prefetching) and score them batch by batch."""
+                     advance: Callable[[int], None] = lambda _: None, workers: int | None = None,
+                     unreadable: Callable[[str, BaseException], None] | None = None) -> None:
+        """Decode cached PNGs on a thread pool (prefetching) and score them batch by batch.
+
+        An image that does not decode goes to ``unreadable(key, error)`` (the runner moves it aside and
+        regenerates it); without a handler, its metrics get an error row.
+        """
         batches = [list(keys[i : i + batch_size]) for i in range(0, len(keys), batch_size)]
         decoder = ParallelDecoder(self.store.load_image, self.runtime.torch_device, workers=workers)
         for batch_keys, decoded in zip(batches, decoder.batches(batches), strict=True):
             for key, exc in decoded.failed.items():
-                self.store.put_scores([(key, m, self.metric_fps[m], None, f"unreadable image: {_one_line(exc)}")
+                if unreadable is not None and isinstance(exc, (OSError, SyntaxError, ValueError)):
+                    unreadable(key, exc)
+                    continue
+                self.store.put_scores([(key, m, self.metric_fps[m], None, f"unreadable image: {one_line(exc)}")
                                        for m in needed[key]])
             for group in decoded.batches:
                 self.score(group.keys, group.images, needed)
@@ -104,11 +116,11 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
 def _one_line_tb() -> str:
     exc = sys.exc_info()[1]
-    return _one_line(exc) if exc is not None else traceback.format_exc(limit=1)[:500]
+    return one_line(exc) if exc is not None else traceback.format_exc(limit=1)[:500]

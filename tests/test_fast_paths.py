@@ -13,7 +13,7 @@ import torch
 
 from iqabench.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
 from iqabench.image_tensors import quantize
-from iqabench.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 MAX_LEVELS, MEAN_LEVELS = 2, 0.1
 

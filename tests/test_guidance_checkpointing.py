@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from iqabench.adapters.guidance.checkpointing import checkpoint_guidance, decoder_layers, metric_layers
-from iqabench.testing import tiny_sd_pipeline  # iqabench.tiny_models after the rename
+from iqabench.tiny_models import tiny_sd_pipeline
 
 
 class SequentialMetric(nn.Module):

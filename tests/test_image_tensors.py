@@ -80,3 +80,26 @@ def test_pil_round_trip_is_exact():
     array = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     tensor = pil_to_uint8(Image.fromarray(array))
     assert tensor.shape == (3, 5, 7) and np.array_equal(np.asarray(to_pil(tensor)), array)
+
+
+def test_generate_uint8_prefers_tensors_unless_a_subclass_overrides_generate():
+    from iqabench.image_tensors import generate_uint8
+
+    class Base:
+        def generate(self, items):
+            return [Image.new("RGB", (2, 2), (9, 9, 9)) for _ in items]
+
+        def generate_tensors(self, items):
+            return [torch.full((3, 2, 2), 1, dtype=torch.uint8) for _ in items]
+
+    class Custom(Base):
+        def generate(self, items):
+            return [Image.new("RGB", (2, 2), (7, 7, 7)) for _ in items]
+
+    class PilOnly:
+        def generate(self, items):
+            return [Image.new("RGB", (2, 2), (5, 5, 5)) for _ in items]
+
+    assert int(generate_uint8(Base(), [0])[0][0, 0, 0]) == 1
+    assert int(generate_uint8(Custom(), [0])[0][0, 0, 0]) == 7
+    assert int(generate_uint8(PilOnly(), [0, 1])[1][0, 0, 0]) == 5

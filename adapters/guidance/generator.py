@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from PIL import Image
+import torch
 
 from iqabench.generators import WorkItem, build_generator, register_generator
 from iqabench.metrics import metric_fingerprint, metric_info
@@ -148,7 +148,7 @@ class GuidanceGenerator(DiffusersGenerator):
             self._guidance = IQAGuidance(self.metric, pipe.vae, self.config)
         return self._guidance
 
-    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> list[Image.Image]:
+    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> torch.Tensor:
         alpha = batch[0].params.get("alpha", self.config.alpha)
         config = _guidance_config({**self.options, "alpha": alpha}, f"generator {self.name!r}")
         if config.alpha == 0:
