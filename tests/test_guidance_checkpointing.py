@@ -44,3 +44,30 @@ def test_per_layer_checkpointing_gives_the_same_gradient_and_leaves_no_grad_call
     with torch.no_grad():
         assert torch.equal(vae2.decode(latent).sample, decoded)  # the pipeline's final decode is untouched
     assert checkpoint_guidance(vae2, metric2) == 0  # idempotent
+
+
+def test_guided_images_are_identical_for_every_checkpointing_mode():
+    import pytest
+
+    from iqabench.generators import WorkItem, build_generator
+    from iqabench.metrics import register_metric
+    from iqabench.runtime import Runtime
+    from iqabench.specs import SpecError
+
+    register_metric("test_seq_metric", lower_better=False, overwrite=True)(lambda device: SequentialMetric())
+    runtime = Runtime("cpu", "fp32", batch_size=1)
+    items = [WorkItem("p", "a red cube", 0)]
+    images = {}
+    for mode in ("block", "layer", "off"):
+        spec = f"guidance:test_seq_metric[base=tiny-sd,alpha=2000,steps=3,checkpointing={mode}]"
+        generator = build_generator(spec, runtime)
+        images[mode] = generator.generate_tensors(items)[0]
+        assert generator.guidance().trace[-1].grad_norm > 0
+    unguided = build_generator("tiny-sd[steps=3]", runtime).generate_tensors(items)[0]
+    assert not torch.equal(images["block"], unguided)  # the gradient did something
+    assert torch.equal(images["layer"], images["block"]) and torch.equal(images["off"], images["block"])
+    fingerprints = [build_generator(f"guidance:test_seq_metric[base=tiny-sd,checkpointing={m}]", runtime).fingerprint()
+                    for m in ("block", "layer")]
+    assert fingerprints[0] == fingerprints[1]  # same pixels, same cache keys
+    with pytest.raises(SpecError, match="checkpointing='sometimes' is unknown"):
+        build_generator("guidance:test_seq_metric[base=tiny-sd,checkpointing=sometimes]", runtime)

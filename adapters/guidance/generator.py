@@ -10,7 +10,10 @@ Spec options: ``alpha`` (default 30.0), ``decode`` (``z`` or ``x0``: which laten
 spelled ``variant`` before, still accepted with a warning),
 ``floor`` (safe-log floor, see :mod:`.guide`), ``metric_size`` (resize the
 decoded image to this side before f), ``scaling`` (``paper``, the default: the
-paper's formula without sigma_t; ``classifier``: times sigma_t), ``base`` (default ``sdxl``; any diffusers
+paper's formula without sigma_t; ``classifier``: times sigma_t), ``checkpointing`` (``block``, the default:
+diffusers' per-block VAE checkpointing; ``layer``: per VAE layer and metric block,
+less memory for the same recomputation; ``off``: fastest, most memory; all three
+give bit-identical images, so it is not in the fingerprint), ``base`` (default ``sdxl``; any diffusers
 generator spec, ``acpo:<path>`` included) and every option of the base model
 (``steps``, ``guidance_scale``, ``height``, ``width``, ...). Items may set
 ``alpha`` in their params. The baseline is the base model with the same
@@ -36,13 +39,16 @@ from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
 from ..diffusers_base import GENERATION_OPTIONS, DiffusersGenerator, base_model_spec
+from .checkpointing import checkpoint_guidance
 from .guide import GuidanceConfig, IQAGuidance, guided_scheduler
 
 #: alpha 30: the paper's SDXL value (Sec. 3.1); scaling "paper": its formula without sigma_t (issue 16),
 #: "classifier" multiplies by sigma_t (classifier-guidance scaling, see :mod:`.guide`).
 GUIDANCE_OPTIONS: dict[str, Any] = {"base": "sdxl", "alpha": 30.0, "decode": "z", "floor": 0.01,
-                                    "metric_size": None, "scaling": "paper"}
+                                    "metric_size": None, "scaling": "paper", "checkpointing": "block"}
 DECODE_MODES = ("z", "x0")
+#: How the guidance gradient saves memory (see .checkpointing); results are bit-identical, so not fingerprinted.
+CHECKPOINTING = ("block", "layer", "off")
 
 
 def _renamed_options(spec: GeneratorSpec) -> GeneratorSpec:
@@ -101,6 +107,10 @@ class GuidanceGenerator(DiffusersGenerator):
         self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
         self.options["base"] = str(self.base_spec)
         self.config = _guidance_config(self.options, where)
+        if self.options.get("checkpointing") not in CHECKPOINTING:
+            raise SpecError(f"{where}: checkpointing={self.options.get('checkpointing')!r} is unknown: choose block "
+                            "(diffusers' per-block VAE checkpointing), layer (per layer: less memory) or off "
+                            "(fastest, most memory)")
         self.metric = None
         self._guidance: IQAGuidance | None = None
 
@@ -143,9 +153,12 @@ class GuidanceGenerator(DiffusersGenerator):
 
             pipe = self.pipeline
             self.metric = build_metric(self.metric_name, self.runtime, as_loss=True)
-            if getattr(pipe.vae, "_supports_gradient_checkpointing", False):
+            mode = self.options["checkpointing"]
+            if mode != "off" and getattr(pipe.vae, "_supports_gradient_checkpointing", False):
                 pipe.vae.enable_gradient_checkpointing()  # only active under grad: the final decode is unchanged
             self._guidance = IQAGuidance(self.metric, pipe.vae, self.config)
+            if mode == "layer":  # on the decoder guidance uses (an fp32 copy for an fp16 SDXL VAE) and the metric
+                checkpoint_guidance(self._guidance._decoder, self.metric.module)
         return self._guidance
 
     def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> torch.Tensor:
