@@ -2,8 +2,8 @@
 
 * ``gpu-sdxl`` / ``gpu-sd15``: aliases for the random-weight folders run.sh builds, i.e. the spec in
   $IQAB_SDXL_SPEC / $IQAB_SD15_SPEC (e.g. ``sdxl[path=/tmp/models/sdxl,steps=20]``) with the alias's own
-  options applied on top. They exist because some bench scripts build specs like
-  ``guidance:m[base=<base>,...]`` or ``<base>.split("[")[0]``, which cannot carry a nested ``[path=...]``.
+  options applied on top (short names for the CLI smoke and the memory stages; the perf scripts take the
+  folder specs themselves).
 * ``rand-images[size=1024]``: smooth seeded random RGB images, no model: feeds the scoring benchmark.
 """
 
@@ -74,31 +74,3 @@ class RandomImages:
 register_generator("rand-images", description="smooth random images, no model (scoring benchmarks)",
                    overwrite=True)(RandomImages)
 
-
-def _patch_guidance_weights_variant() -> None:
-    """Work around an iqabench bug (IQAB_FIX_GUIDANCE_VARIANT=1): GuidanceGenerator merges its own ``variant``
-    option (z / x0) over the base model's ``variant`` (the weights-file variant, e.g. fp16), so the weights check
-    looks for ``unet/*.z.safetensors`` and every ``guidance:`` generator on a hub or folder base (sdxl, sd15,
-    diffusers:) fails with WeightsMissingError. The patch runs that check without the guidance variant."""
-    from iqabench.adapters.diffusers_base import DiffusersGenerator
-
-    original = DiffusersGenerator._require_weights
-    if getattr(original, "_gpu_patched", False):
-        return
-
-    def require_weights(self):
-        if type(self).__name__ != "GuidanceGenerator":
-            return original(self)
-        saved = self.options.get("variant")
-        self.options["variant"] = None
-        try:
-            return original(self)
-        finally:
-            self.options["variant"] = saved
-
-    require_weights._gpu_patched = True
-    DiffusersGenerator._require_weights = require_weights
-
-
-if os.environ.get("IQAB_FIX_GUIDANCE_VARIANT") == "1":
-    _patch_guidance_weights_variant()
