@@ -31,12 +31,13 @@ from .store import Store, safe_child
 SHARDED_TABLES = ("scores", "failures", "blobs")
 
 
-def shard_dir(store: Store, run_id: str) -> Path:
-    return safe_child(store.root / "cache" / "score-shards", run_id)
+def shard_dir(root: str | os.PathLike[str], run_id: str) -> Path:
+    """Where a run's shards live under a Store root (``run_id`` is checked like a run folder name)."""
+    return safe_child(Path(root).expanduser().resolve() / "cache" / "score-shards", run_id)
 
 
-def shard_path(store: Store, run_id: str, process_index: int) -> Path:
-    return shard_dir(store, run_id) / f"{int(process_index)}.sqlite"
+def shard_path(root: str | os.PathLike[str], run_id: str, process_index: int) -> Path:
+    return shard_dir(root, run_id) / f"{int(process_index)}.sqlite"
 
 
 class ShardedStore(Store):
@@ -47,7 +48,7 @@ class ShardedStore(Store):
     """
 
     def __init__(self, root: str | os.PathLike[str], run_id: str, process_index: int):
-        self._shard_path = shard_path(_PathOnly(root), run_id, process_index)  # type: ignore[arg-type]
+        self._shard_path = shard_path(root, run_id, process_index)
         self._shard_path.parent.mkdir(parents=True, exist_ok=True)
         self._shard_local = threading.local()  # one connection per thread (the PNG writer thread writes too)
         self._shard_conns: list[sqlite3.Connection] = []
@@ -104,20 +105,13 @@ class ShardedStore(Store):
         self.sharding = False
 
 
-class _PathOnly:
-    """Just enough of a Store for :func:`shard_path` before ``Store.__init__`` has run."""
-
-    def __init__(self, root: str | os.PathLike[str]):
-        self.root = Path(root).expanduser().resolve()
-
-
 def merge_shards(store: Store, run_id: str) -> int:
     """Merge every shard of ``run_id`` into the shared database and delete it; returns the rows merged.
 
     Only process 0 calls this, and only while no other process of the run is
     writing (before the first stage and after the last barrier).
     """
-    folder = shard_dir(store, run_id)
+    folder = shard_dir(store.root, run_id)
     if not folder.is_dir():
         return 0
     merged = 0

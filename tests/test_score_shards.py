@@ -40,11 +40,11 @@ def test_two_processes_write_their_own_shards_and_process_0_merges(tmp_path):
         w.join(60)
         assert w.exitcode == 0
     assert _digest(db) == before, "the shared database must not be written while shards are in use"
-    assert sorted(p.name for p in shard_dir(main, RUN).iterdir()) == ["0.sqlite", "1.sqlite"]
+    assert sorted(p.name for p in shard_dir(tmp_path, RUN).iterdir()) == ["0.sqlite", "1.sqlite"]
 
     merged_into = Store(tmp_path)
     assert merge_shards(merged_into, RUN) == 2 * (20 * 2 + 4 + 1)
-    assert not shard_dir(merged_into, RUN).exists()
+    assert not shard_dir(tmp_path, RUN).exists()
     assert merged_into.count_scores() == 1 + 2 * 20 * 2
     keys = [content_key("img", w, i) for w in range(2) for i in range(20)]
     assert merged_into.get_scores(keys, "piqe", "fp") == {k: float(keys.index(k) % 20) for k in keys}
