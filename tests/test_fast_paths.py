@@ -22,7 +22,7 @@ def _images(pipe, backend="auto"):
     pipe.set_progress_bar_config(disable=True)
     with sdpa_backend(backend):
         out = pipe(prompt=["a red cube", "a cat"], generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
-                   num_inference_steps=3, height=64, width=64, output_type="pt")
+                   num_inference_steps=2, height=64, width=64, output_type="pt")
     return quantize(out.images).int()
 
 
@@ -34,11 +34,11 @@ def _reference(build):
 _EACH = [(FastPaths(channels_last=True), "auto"), (FastPaths(fuse_qkv=True), "auto"),
          (FastPaths(sdpa_backend="math"), "math")]
 CASES = (
-    [(build, paths, backend) for build in (tiny_sd_pipeline, tiny_sdxl_pipeline) for paths, backend in _EACH]
-    # compiling is slow on CPU: compile alone on tiny-sd, every path at once on tiny-sdxl
+    [(tiny_sd_pipeline, paths, backend) for paths, backend in _EACH]
+    # compiling is slow on CPU: compile alone on tiny-sd; tiny-sdxl runs every path at once
     + [(tiny_sd_pipeline, FastPaths(compile=True, compile_backend="aot_eager"), "auto"),
-       (tiny_sdxl_pipeline, FastPaths(compile=True, channels_last=True, fuse_qkv=True, compile_backend="eager"),
-        "auto")]
+       (tiny_sdxl_pipeline, FastPaths(compile=True, channels_last=True, fuse_qkv=True, sdpa_backend="math",
+                                       compile_backend="eager"), "math")]
 )
 
 
@@ -81,3 +81,19 @@ def test_fuse_qkv_refuses_custom_attention_processors():
 def test_unknown_sdpa_backend_is_one_clear_sentence():
     with pytest.raises(ValueError, match="choose one of auto, flash"):
         FastPaths(sdpa_backend="fastest")
+
+
+def test_generators_apply_the_runtime_fast_paths():
+    from iqabench.generators import WorkItem, build_generator
+    from iqabench.runtime import Runtime
+
+    items = [WorkItem("p", "a red cube", 0)]
+    default = build_generator("tiny-sd[steps=2]", Runtime("cpu", "fp32", batch_size=1))
+    fast = build_generator("tiny-sd[steps=2]", Runtime("cpu", "fp32", batch_size=1, channels_last=True,
+                                                       fuse_qkv=True, sdpa_backend="math"))
+    assert fast.fingerprint() == default.fingerprint()  # same cache keys: the paths change rounding only
+    diff = (fast.generate_tensors(items)[0].int() - default.generate_tensors(items)[0].int()).abs()
+    assert diff.max().item() <= MAX_LEVELS and diff.float().mean().item() < MEAN_LEVELS
+    from diffusers.models.attention_processor import FusedAttnProcessor2_0
+
+    assert all(isinstance(p, FusedAttnProcessor2_0) for p in fast.pipeline.unet.attn_processors.values())
