@@ -90,18 +90,23 @@ def _random_pngs(store, n: int, size: int) -> list[str]:
     return keys
 
 
-def parallel_vs_serial(args, root: Path) -> list[tuple]:
-    from iqabench.image_tensors import ParallelDecoder, decode_serially, default_workers
+def _register_mean_metric() -> None:
+    """``perf_mean``: a metric that costs next to nothing, so what is timed is getting the pixels to it."""
     from iqabench.metrics import register_metric
-    from iqabench.runtime import Runtime
-    from iqabench.scoring import TensorScorer
-    from iqabench.store import Store
 
     class _Mean(torch.nn.Module):
         def forward(self, x):
             return x.mean(dim=(1, 2, 3))
 
     register_metric("perf_mean", lower_better=False, overwrite=True)(lambda device: _Mean())
+
+
+def parallel_vs_serial(args, root: Path) -> list[tuple]:
+    from iqabench.image_tensors import ParallelDecoder, decode_serially, default_workers
+    from iqabench.runtime import Runtime
+    from iqabench.scoring import TensorScorer
+    from iqabench.store import Store
+
     store = Store(root / "decode")
     keys = _random_pngs(store, args.decode_images, args.decode_size)
     runtime = Runtime(args.device, args.dtype, args.batch_size)
@@ -140,7 +145,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--only", choices=("in-memory", "decode"), default=None)
+    parser.add_argument("--plugin", action="append", default=[], help="plugin file (e.g. perf/gpu/gpu_gens.py)")
     args = parser.parse_args()
+    from iqabench.registry import load_plugin
+
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    _register_mean_metric()
     args.metrics = args.metrics.split(",")
     print(f"device: {device_name(args.device)}, dtype {args.dtype}, batch {args.batch_size}")
     with tempfile.TemporaryDirectory() as tmp:
