@@ -94,6 +94,7 @@ def test_batch_size_auto_probes_backs_off_on_out_of_memory_and_remembers(tmp_pat
 def test_plugin_generators_without_tensors_are_scored_in_memory_too(tmp_path):
     plugin = tmp_path / "flat.py"
     plugin.write_text(textwrap.dedent('''
+        import numpy as np
         from PIL import Image
         from iqabench.generators import register_generator
 
@@ -108,7 +109,8 @@ def test_plugin_generators_without_tensors_are_scored_in_memory_too(tmp_path):
                 return None
 
             def generate(self, items):
-                return [Image.new("RGB", (32, 32), (item.seed * 40 % 256, 90, 160)) for item in items]
+                ramp = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)  # not constant: a usable image
+                return [Image.fromarray(ramp + np.uint8(item.seed)) for item in items]
 
         register_generator("flat-test", overwrite=True)(Flat)
     '''))
