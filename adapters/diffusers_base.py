@@ -47,8 +47,10 @@ import torch
 from PIL import Image
 
 from iqabench import tiny_models
+from iqabench.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
 from iqabench.generators import WeightsMissingError, WorkItem
 from iqabench.image_checks import GeneratedImageError, finite_per_item
+from iqabench.image_tensors import pil_to_uint8, quantize, to_pil
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
@@ -161,9 +163,7 @@ class DiffusersGenerator:
             pipe.set_progress_bar_config(disable=True)  # the runner shows one bar over images
             if self.runtime.attention_slicing:
                 pipe.enable_attention_slicing()
-            denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-            if self.runtime.compile and denoiser is not None:
-                denoiser.compile()  # in place: processors and adapters set later still apply
+            apply_fast_paths(pipe, FastPaths.from_runtime(self.runtime), name=f"generator {self.name!r}")
             self._pipeline = pipe
         return self._pipeline
 
@@ -259,12 +259,21 @@ class DiffusersGenerator:
 
     def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
         """One RGB image per item, in input order, independent of the other items (see module docstring)."""
+        return [to_pil(image) for image in self.generate_tensors(items)]
+
+    def generate_tensors(self, items: Sequence[WorkItem]) -> list[torch.Tensor]:
+        """:meth:`generate` without the PIL round trip: one uint8 [3, H, W] tensor per item, on the device.
+
+        The bytes are exactly those of the PIL image :meth:`generate` returns (and of the cached PNG): the
+        pipeline's [0, 1] output is quantised as diffusers' own PIL conversion does
+        (:func:`iqabench.image_tensors.quantize`), so the runner can score images in memory.
+        """
         items = list(items)
         groups: dict[Hashable, list[int]] = {}
         for index, item in enumerate(items):
             groups.setdefault(self.group_key(item), []).append(index)
         size = self.runtime.batch_size
-        images: list[Image.Image | None] = [None] * len(items)
+        images: list[torch.Tensor | None] = [None] * len(items)
         for indices in groups.values():
             opts = self.generation_options(items[indices[0]].params)
             for start in range(0, len(indices), size):
@@ -275,12 +284,22 @@ class DiffusersGenerator:
                     images[i] = image
         return images  # type: ignore[return-value]
 
-    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> list[Image.Image]:
+    def _call_signature(self, pipe: Any) -> tuple[bool, frozenset[str]]:
+        """(takes **kwargs, argument names) of ``pipe.__call__``, read once per pipeline rather than per call."""
+        cached = getattr(self, "_signature", None)
+        if cached is None or cached[0] is not pipe:
+            parameters = inspect.signature(pipe.__call__).parameters
+            accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+            cached = self._signature = (pipe, accepts_any, frozenset(parameters))
+        return cached[1], cached[2]
+
+    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> torch.Tensor:
+        """One pipeline call: uint8 [N, 3, H, W] on the device (subclasses wrap it to change the sampler)."""
         pipe = self.pipeline
         kwargs: dict[str, Any] = {
             "prompt": [item.prompt for item in batch],
             "generator": [torch.Generator("cpu").manual_seed(int(item.seed)) for item in batch],
-            "output_type": "pil",
+            "output_type": "pt",
         }
         named = {"steps": "num_inference_steps", "guidance_scale": "guidance_scale", "height": "height",
                  "width": "width"}
@@ -290,8 +309,8 @@ class DiffusersGenerator:
         if opts.get("negative_prompt") is not None:
             kwargs["negative_prompt"] = [opts["negative_prompt"]] * len(batch)
         kwargs.update(self.pipeline_kwargs(batch))
-        accepted = inspect.signature(pipe.__call__).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        accepts_any, accepted = self._call_signature(pipe)
+        if not accepts_any:
             unsupported = sorted(k for k in kwargs if k not in accepted)
             if unsupported:
                 raise ValueError(
@@ -305,10 +324,14 @@ class DiffusersGenerator:
                 return callback_kwargs
 
             kwargs["callback_on_step_end"] = keep_latents
-        output = pipe(**kwargs)
+        with sdpa_backend(self.runtime.sdpa_backend):
+            output = pipe(**kwargs)
         finite = finite_per_item(final.get("latents"))
         if finite is not None and not all(finite[: len(batch)]):
             bad = [item.prompt_id for item, ok in zip(batch, finite, strict=False) if not ok]
             raise GeneratedImageError(f"generator {self.name!r} produced non-finite latents (NaN or inf) for "
                                       f"{', '.join(dict.fromkeys(bad))}: check its weights and guidance_scale")
-        return [image.convert("RGB") for image in output.images]
+        images = output.images
+        if isinstance(images, torch.Tensor):
+            return quantize(images)
+        return torch.stack([pil_to_uint8(image) for image in images])  # a pipeline that ignores output_type

@@ -70,8 +70,12 @@ class Benchmark(Protocol):
 
 # Options the core itself reads from RunSpec.options, whatever the benchmark (the CLI sets them from flags).
 CORE_OPTIONS: dict[str, str] = {
-    "compile": "torch.compile the denoiser (--compile)",
+    "compile": "torch.compile the denoiser and the VAE decoder (--compile)",
     "attention_slicing": "sliced attention, less memory (--attention-slicing)",
+    "channels_last": "NHWC memory format for UNet and VAE (--channels-last)",
+    "fuse_qkv": "fused q/k/v projections (--fuse-qkv)",
+    "sdpa_backend": "attention kernel: auto, flash, efficient, cudnn or math (--sdpa-backend)",
+    "auto_batch_size": "measure the fastest batch size that fits and remember it (--batch-size auto)",
     "prompt_column": "column holding prompts in CSV/TSV/JSONL (--prompt-column)",
 }
 

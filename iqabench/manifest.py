@@ -41,6 +41,9 @@ def environment(runtime: Runtime) -> dict[str, Any]:
            "batch_size": runtime.batch_size, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if runtime.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name(0)
+    from .fast_paths import FastPaths
+
+    env["fast_paths"] = FastPaths.from_runtime(runtime).describe()  # not in image keys: recorded here
     return env
 
 

@@ -10,26 +10,27 @@ same generator, prompts and seeds generate each image once.
 from __future__ import annotations
 
 import os
-import sys
-import traceback
+import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from .batch_autotune import BatchSizeProbe
+from .batch_autotune import recall as recall_batch_size
+from .batch_autotune import remember as remember_batch_size
 from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark, check_options, plan_with
 from .distributed import distributed_shard, owned_keys, wait_for_everyone
 from .generators import Generator, GeneratorPool
 from .image_checks import generated_image_problem
+from .image_tensors import generate_uint8, stack_by_size, to_pil
 from .manifest import default_run_id, run_manifest
 from .metrics import (
     Metric,
-    MetricContractError,
     MetricUnavailableError,
     build_metric,
     check_available,
@@ -38,7 +39,10 @@ from .metrics import (
 from .oom import free_accelerator_memory, is_out_of_memory
 from .registry import load_plugin
 from .runtime import Runtime
+from .score_shards import ShardedStore, merge_shards
+from .scoring import TensorScorer
 from .specs import RunSpec
+from .stage_timing import StageClock
 from .store import CorruptImageError, Store, image_key
 
 ProgressFactory = Callable[[str, int], "ProgressTask"]
@@ -116,21 +120,34 @@ class Runner:
 
     def __init__(self, spec: RunSpec, store: Store | str | os.PathLike[str], *, run_id: str | None = None,
                  progress: ProgressFactory = _silent, log: Callable[[str], None] = lambda _: None,
-                 shard: tuple[int, int] | None = None):
+                 shard: tuple[int, int] | None = None, score_in_memory: bool = True,
+                 decode_workers: int | None = None):
         self.spec = spec
-        self.store = store if isinstance(store, Store) else Store(store)
         for plugin in spec.plugins:
             load_plugin(plugin)
         self._distributed = None
         if shard is None:
             self._distributed, shard = distributed_shard()
         self.shard = shard
+        self.run_id = run_id or default_run_id(spec)
+        self.store = self._open_store(store)
         device = spec.device
         if self._distributed is not None and device in ("auto", "cuda") and torch.cuda.is_available():
             device = f"cuda:{self._distributed.local_process_index}"  # one GPU per process
-        self.runtime = Runtime(device, spec.dtype, spec.batch_size, compile=bool(spec.options.get("compile", False)),
-                               attention_slicing=bool(spec.options.get("attention_slicing", False)))
-        self.run_id = run_id or default_run_id(spec)
+        options = spec.options
+        self.runtime = Runtime(device, spec.dtype, spec.batch_size, compile=bool(options.get("compile", False)),
+                               attention_slicing=bool(options.get("attention_slicing", False)),
+                               channels_last=bool(options.get("channels_last", False)),
+                               fuse_qkv=bool(options.get("fuse_qkv", False)),
+                               sdpa_backend=str(options.get("sdpa_backend", "auto")))
+        #: ``--batch-size auto``: probe batch sizes on the run's own work (see :mod:`.batch_autotune`).
+        self.auto_batch_size = bool(options.get("auto_batch_size", False))
+        #: Score images made in this run from their tensors, in the generation pass (False: decode the PNGs).
+        self.score_in_memory = score_in_memory
+        self.decode_workers = decode_workers
+        self.clock = StageClock(self.runtime.torch_device)
+        self._scored_in_memory: set[tuple[str, str]] = set()
+        self._last_generate_s = 0.0
         self.store.run_dir(self.run_id)  # a bad --run-id fails now (also under --dry-run), not after planning
         self.progress = progress if self.is_main_process else _silent
         self.log = log
@@ -154,6 +171,24 @@ class Runner:
             check_available(name)  # a metric that cannot load fails now, not after hours of generation
         self._metrics: dict[str, Metric] = {}
         self._quarantined_while_scoring: list[str] = []
+        self.scorer = TensorScorer(self.store, self.runtime, self.metric_fps, self.clock, metrics=self._metrics,
+                                   build=self._build_metric)
+    def _open_store(self, store: Store | str | os.PathLike[str]) -> Store:
+        """The Store; with several processes, one whose SQLite writes go to this process's own shard.
+
+        Process 0 creates the shared database (and merges shards a killed earlier attempt of this run left)
+        before the others open it, so nobody writes it concurrently (see :mod:`.score_shards`).
+        """
+        index, count = self.shard
+        if count <= 1:
+            return store if isinstance(store, Store) else Store(store)
+        root = store.root if isinstance(store, Store) else store
+        if index == 0:
+            shared = store if isinstance(store, Store) else Store(root)
+            shared.run_dir(self.run_id)  # a bad --run-id fails here, before any shard path is built from it
+            merge_shards(shared, self.run_id)
+        wait_for_everyone(self._distributed)
+        return ShardedStore(root, self.run_id, index)
 
     # -- plan ------------------------------------------------------------------------------
     def _unique(self) -> dict[str, PlannedItem]:
@@ -207,6 +242,22 @@ class Runner:
         self.log(f"cached image of {planned.item.prompt_id} seed {planned.item.seed} ({planned.generator}) {why}; "
                  f"moved to {moved or 'cache/quarantine/'} and regenerating it")
 
+    def _needed_scores(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """Metrics each of ``keys`` still needs (absent or a cached error), by image key."""
+        needed: dict[str, list[str]] = defaultdict(list)
+        mine = set(keys)
+        for metric, targets in self._score_targets().items():
+            wanted = [k for k in targets if k in mine]
+            if not wanted:
+                continue
+            present = self.store.get_scores(wanted, metric, self.metric_fps[metric])
+            for key in wanted:
+                # A cached error (None) is retried, as generation failures are: it may have been transient
+                # (out of memory, a driver hiccup) and would otherwise stick in the shared cache for good.
+                if present.get(key) is None and (key, metric) not in self._scored_in_memory:
+                    needed[key].append(metric)
+        return needed
+
     def generate(self) -> None:
         unique = self._unique()
         todo = [k for k in self._mine(list(unique)) if not self._reusable(k, unique[k])]
@@ -215,36 +266,71 @@ class Runner:
         by_generator: dict[str, list[str]] = defaultdict(list)
         for key in todo:
             by_generator[unique[key].generator].append(key)
+        # Score while generating: the metrics these images need, computed from the pipeline's tensors.
+        needed = self._needed_scores(todo) if self.score_in_memory else {}
         task = self.progress("generating", len(todo))
         # PNG encoding and the atomic write run on a background thread, off the generation loop.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqabench-writer") as writer:
+        with self.clock.stage("generate"), \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqabench-writer") as writer:
             pending: list[Future] = []
             try:
                 for gen_name, keys in by_generator.items():
                     generator = self.generators[gen_name]
+                    probe = self._batch_size_probe(generator)
                     start = 0
                     while start < len(keys):
-                        batch = keys[start : start + self.runtime.batch_size]
-                        done = self._generate_batch(generator, batch, unique, writer, pending)
+                        size = probe.next_size() if probe is not None else self.runtime.batch_size
+                        self.runtime.batch_size = size
+                        batch = keys[start : start + size]
+                        done = self._generate_batch(generator, batch, unique, writer, pending, needed)
+                        if probe is not None:
+                            self._probe_step(probe, generator, size, len(batch), done)
                         start += done
                         task.advance(done)
                     self._drain(pending, block=False)
-                self._drain(pending, block=True)
+                with self.clock.stage("png-write-wait"):
+                    self._drain(pending, block=True)
             finally:
                 task.close()
 
-    @staticmethod
-    def _drain(pending: list[Future], *, block: bool) -> None:
-        """Surface write errors; keep at most a few encoded images in flight."""
-        while pending and (block or pending[0].done() or len(pending) > 8):
-            pending.pop(0).result()
+    def _batch_size_probe(self, generator: Generator) -> BatchSizeProbe | None:
+        """A probe for ``--batch-size auto`` (None when the size is fixed or was remembered from a probe)."""
+        if not self.auto_batch_size:
+            return None
+        remembered = recall_batch_size(self.store, generator.fingerprint(), self.runtime.torch_device)
+        if remembered is not None:
+            self.runtime.batch_size = remembered
+            self.log(f"--batch-size auto: using {remembered} for {generator.name}, measured by an earlier run")
+            return None
+        return BatchSizeProbe()
+
+    def _probe_step(self, probe: BatchSizeProbe, generator: Generator, size: int, n: int, done: int) -> None:
+        if probe.finished:
+            return
+        if done == 0:  # out of memory at ``size``: the back-off already shrank the batch
+            probe.record_out_of_memory(size)
+        elif n == size:  # a full call: its time per image counts (a short last call would not)
+            probe.record(size, n, self._last_generate_s)
+        if probe.finished:
+            self.runtime.batch_size = probe.chosen
+            rates = ", ".join(f"{k}: {v:.3g}" for k, v in sorted(probe.throughput.items()))
+            self.log(f"--batch-size auto chose {probe.chosen} for {generator.name} (images/s by size: {rates}"
+                     + (f"; {probe.out_of_memory_at} ran out of memory)" if probe.out_of_memory_at else ")"))
+            remember_batch_size(self.store, generator.fingerprint(), self.runtime.torch_device, probe)
 
     def _generate_batch(self, generator: Generator, keys: list[str], unique: dict[str, PlannedItem],
-                        writer: ThreadPoolExecutor, pending: list[Future]) -> int:
-        """Generate ``keys``; returns how many were handled (fewer after an out-of-memory back-off)."""
+                        writer: ThreadPoolExecutor, pending: list[Future],
+                        needed: Mapping[str, Sequence[str]]) -> int:
+        """Generate ``keys``, score them in memory, queue their PNGs; returns how many were handled (fewer after
+        an out-of-memory back-off)."""
         items = [unique[k].item for k in keys]
         try:
-            images = generator.generate(items)
+            started = time.perf_counter()
+            with self.clock.busy("generate"):
+                images = generate_uint8(generator, items)
+            if self.runtime.torch_device.type == "cuda":
+                torch.cuda.synchronize(self.runtime.torch_device)
+            self._last_generate_s = time.perf_counter() - started
         except Exception as exc:
             if is_out_of_memory(exc) and self.runtime.batch_size > 1:
                 self.runtime.batch_size = max(1, self.runtime.batch_size // 2)
@@ -259,83 +345,64 @@ class Runner:
             handled = 0
             while handled < len(keys):  # isolate the failing item(s); the rest of the batch still lands
                 # 0 means an out-of-memory back-off shrank the batch: retry the same item, do not skip it.
-                handled += self._generate_batch(generator, [keys[handled]], unique, writer, pending)
+                handled += self._generate_batch(generator, [keys[handled]], unique, writer, pending, needed)
             return len(keys)
         if len(images) != len(items):
             raise RuntimeError(f"generator {generator.name!r} returned {len(images)} images for {len(items)} items")
+        rows: dict[str, list] = defaultdict(list)
+        if needed:
+            with self.clock.stage("score-in-memory"):
+                for group_keys, batch in stack_by_size(keys, images):
+                    for row in self.scorer.score(group_keys, batch, needed, stage="score-in-memory", write=False):
+                        rows[row[0]].append(row)
+        on_cpu = [image.to("cpu") for image in images]  # one device->host copy; PIL and PNG on the writer
         check = getattr(generator, "check_outputs", True)  # False for generators that return real photos
-        for key, item, image in zip(keys, items, images, strict=True):
-            problem = generated_image_problem(image) if check else None
-            if problem is not None:  # recorded as a failure, never cached as a valid image
-                self.store.record_failure(key, "generate", problem)
-                self.log(f"generation failed for {item.prompt_id} seed {item.seed}: {problem}")
-                continue
-            pending.append(writer.submit(self.store.put_image, key, image))
+        for key, item, image in zip(keys, items, on_cpu, strict=True):
+            pending.append(writer.submit(self._write_image, key, item, image, rows.get(key, []), check))
+            self._scored_in_memory.update((key, row[1]) for row in rows.get(key, []))
         self._drain(pending, block=False)
         return len(keys)
 
-    def score(self) -> None:
-        targets = self._score_targets()
-        needed: dict[str, list[str]] = defaultdict(list)  # image key -> metrics still to compute
-        for metric, keys in targets.items():
-            present = self.store.get_scores(keys, metric, self.metric_fps[metric])
-            for key in self._mine(keys):
-                # A cached error (None) is retried, as generation failures are: it may have been transient
-                # (out of memory, a driver hiccup) and would otherwise stick in the shared cache for good.
-                if present.get(key) is None and self.store.has_image(key):
-                    needed[key].append(metric)
-        if not needed:
+    def _write_image(self, key: str, item: Any, image: torch.Tensor, rows: list, check: bool) -> None:
+        """Writer thread: check the image, write its PNG (bit-identical to diffusers' PIL output), then its scores.
+
+        An unusable image (constant, empty) is recorded as a failure, never cached, and its scores are dropped.
+        """
+        pil = to_pil(image)
+        problem = generated_image_problem(pil) if check else None
+        if problem is not None:
+            self.store.record_failure(key, "generate", problem)
+            self.log(f"generation failed for {item.prompt_id} seed {item.seed}: {problem}")
             return
-        metrics = self._metrics
-        task = self.progress("scoring", len(needed))
-        try:
-            keys = sorted(needed)
-            for start in range(0, len(keys), self.runtime.batch_size):
-                batch = keys[start : start + self.runtime.batch_size]
-                self._score_batch(batch, needed, metrics)
-                task.advance(len(batch))
-        finally:
-            task.close()
+        self.store.put_image(key, pil)
+        self.store.put_scores(rows)
 
-    def _score_batch(self, keys: list[str], needed: dict[str, list[str]], metrics: dict[str, Metric]) -> None:
-        # Decode each image once for all the metrics that need it; group by size so batches stack.
-        by_size: dict[tuple[int, int], list[tuple[str, torch.Tensor]]] = defaultdict(list)
-        for key in keys:
+    @staticmethod
+    def _drain(pending: list[Future], *, block: bool) -> None:
+        """Surface write errors; keep at most a few encoded images in flight."""
+        while pending and (block or pending[0].done() or len(pending) > 8):
+            pending.pop(0).result()
+
+    def score(self) -> None:
+        """Score what the generation pass did not: cached images (decoded in parallel) and retried errors."""
+        with self.clock.stage("score"):
+            targets = self._score_targets()
+            needed = self._needed_scores([k for k in self._mine(sorted({k for ks in targets.values() for k in ks}))
+                                          if self.store.has_image(k)])
+            if not needed:
+                return
+            task = self.progress("scoring", len(needed))
             try:
-                tensor = _to_tensor(self.store.load_image(key))
-            except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors; CorruptImageError for links
-                why = exc.reason if isinstance(exc, CorruptImageError) else f"does not decode ({_one_line(exc)})"
-                self._set_aside(key, why)  # regenerated by the next round of execute(), then scored
-                self._quarantined_while_scoring.append(key)
-                continue
-            by_size[tuple(tensor.shape[-2:])].append((key, tensor))
-        for group in by_size.values():
-            metric_names = sorted({m for key, _ in group for m in needed[key]})
-            for name in metric_names:
-                members = [(k, t) for k, t in group if name in needed[k]]
-                if name not in metrics:
-                    metrics[name] = self._build_metric(name)
-                self.store.put_scores(self._score_with(metrics[name], members))
+                self.scorer.score_cached(sorted(needed), needed, self.runtime.batch_size, advance=task.advance,
+                                         workers=self.decode_workers, unreadable=self._unreadable)
+            finally:
+                task.close()
 
-    def _score_with(self, metric: Metric, members: list[tuple[str, torch.Tensor]]) -> list[tuple]:
-        fp = self.metric_fps[metric.name]
-        batch = torch.stack([t for _, t in members])
-        try:
-            values = metric.score(batch).tolist()
-            return [(k, metric.name, fp, _finite_or_none(v), None if np.isfinite(v) else "non-finite score")
-                    for (k, _), v in zip(members, values, strict=True)]
-        except MetricContractError:
-            raise  # the metric itself is wrong, not one image: stop before any of its scores is stored
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                free_accelerator_memory()
-            if len(members) == 1:
-                key = members[0][0]
-                return [(key, metric.name, fp, None, _one_line_tb())]
-        rows = []
-        for member in members:  # find which image breaks the metric; score the others
-            rows.extend(self._score_with(metric, [member]))
-        return rows
+    def _unreadable(self, key: str, exc: BaseException) -> None:
+        """A cached image that does not decode: moved aside, regenerated by the next round of execute()."""
+        why = exc.reason if isinstance(exc, CorruptImageError) else f"does not decode ({_one_line(exc)})"
+        self._set_aside(key, why)
+        self._quarantined_while_scoring.append(key)
 
     def _build_metric(self, name: str) -> Metric:
         try:
@@ -398,6 +465,8 @@ class Runner:
         self.generate()
         self._wait_for_everyone()  # every image exists before anyone scores
         self.score()
+        if isinstance(self.store, ShardedStore):
+            self.store.close()  # every row is committed to this process's shard before process 0 merges it
         self._wait_for_everyone()
         if self._quarantined_while_scoring and self._distributed is None:
             # Images that decoded badly while scoring were moved aside: make and score them once more now.
@@ -406,6 +475,10 @@ class Runner:
             self.score()
         if not self.is_main_process:
             return outcome  # workers stop here; the main process analyses once all shards are in
+        if isinstance(self.store, ShardedStore):
+            with self.clock.stage("merge-shards"):
+                merge_shards(self.store, self.run_id)  # alone now: the others are past their last write
+                self.store.finish_sharding()
         result = self.analyze()
         random_weights = [name for name, gen in self.generators.items() if getattr(gen, "tiny_builder", None)]
         if random_weights:
@@ -416,15 +489,6 @@ class Runner:
         outcome.failures = self.store.failures(self.image_keys)
         self.completeness(outcome)
         return outcome
-
-
-def _to_tensor(image) -> torch.Tensor:
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -440,6 +504,3 @@ def _where(exc: BaseException) -> str:
     return "" if tb is None else f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
 
 
-def _one_line_tb() -> str:
-    exc = sys.exc_info()[1]
-    return _one_line(exc) if exc is not None else traceback.format_exc(limit=1)[:500]

@@ -24,8 +24,11 @@ class Runtime:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 4
-    compile: bool = False  # torch.compile the denoiser (worth it for long runs on GPUs)
+    compile: bool = False  # torch.compile the denoiser and the VAE decoder (worth it for long runs on GPUs)
     attention_slicing: bool = False  # diffusers' sliced attention: less memory, slower
+    channels_last: bool = False  # NHWC convolutions (see iqabench.fast_paths)
+    fuse_qkv: bool = False  # one matmul for q, k, v (diffusers' fuse_qkv_projections)
+    sdpa_backend: str = "auto"  # auto, flash, efficient, cudnn or math
 
     def __post_init__(self) -> None:
         if self.device == "auto":
@@ -54,6 +57,10 @@ class Runtime:
             raise ValueError(f"unknown dtype {self.dtype!r}: choose one of fp32, fp16, bf16, auto")
         if self.batch_size < 1:
             raise ValueError("batch size must be at least 1")
+        from .fast_paths import SDPA_BACKENDS
+
+        if self.sdpa_backend not in SDPA_BACKENDS:
+            raise ValueError(f"unknown SDPA backend {self.sdpa_backend!r}: choose one of {', '.join(SDPA_BACKENDS)}")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -23,10 +23,10 @@ PACKAGES = {"iqabench": ROOT / "iqabench", "iqabench.adapters": ROOT / "adapters
 RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("iqabench", 0),
     ("iqabench.adapters", 1),
-    ("iqabench.store", 2),
+    ("iqabench.store", 2), ("iqabench.score_shards", 2),
     ("iqabench.metrics", 3),
     ("iqabench.benchmark", 4), ("iqabench.benchmarks", 4),
-    ("iqabench.runner", 5), ("iqabench.manifest", 5),
+    ("iqabench.runner", 5), ("iqabench.manifest", 5), ("iqabench.scoring", 5), ("iqabench.batch_autotune", 5),
     ("iqabench.reports", 6),
     # iqabench.errors is the CLI's error boundary (which exceptions are the user's), so it sits with the CLI
     ("iqabench.api", 7), ("iqabench.cli", 7), ("iqabench.errors", 7), ("iqabench.__main__", 7),

@@ -57,6 +57,8 @@ def test_two_processes_write_every_item_once_and_match_one_process(tmp_path, sin
     assert rows[0] == rows[1]
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "report.html").is_file()  # analysed and reported once, by process 0
+    # Each process wrote its rows to its own SQLite shard; process 0 merged them and removed the shards.
+    assert not list((tmp_path / "cache" / "score-shards").rglob("*.sqlite"))
     assert output.count("report:") == 1
 
 

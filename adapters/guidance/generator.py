@@ -10,7 +10,10 @@ Spec options: ``alpha`` (default 30.0), ``decode`` (``z`` or ``x0``: which laten
 spelled ``variant`` before, still accepted with a warning),
 ``floor`` (safe-log floor, see :mod:`.guide`), ``metric_size`` (resize the
 decoded image to this side before f), ``scaling`` (``paper``, the default: the
-paper's formula without sigma_t; ``classifier``: times sigma_t), ``base`` (default ``sdxl``; any diffusers
+paper's formula without sigma_t; ``classifier``: times sigma_t), ``checkpointing`` (``block``, the default:
+diffusers' per-block VAE checkpointing; ``layer``: per VAE layer and metric block,
+less memory for the same recomputation; ``off``: fastest, most memory; all three
+give bit-identical images, so it is not in the fingerprint), ``base`` (default ``sdxl``; any diffusers
 generator spec, ``acpo:<path>`` included) and every option of the base model
 (``steps``, ``guidance_scale``, ``height``, ``width``, ...). Items may set
 ``alpha`` in their params. The baseline is the base model with the same
@@ -29,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from PIL import Image
+import torch
 
 from iqabench.generators import WorkItem, register_generator
 from iqabench.metrics import metric_fingerprint, metric_info
@@ -39,9 +42,12 @@ from iqabench.specs import GeneratorSpec, SpecError
 
 from ..generator_options import GENERATION_OPTIONS
 from ..quality_base import QualityGenerator
+from .checkpointing import checkpoint_guidance
 from .guide import SCALINGS, GuidanceConfig, IQAGuidance, guided_scheduler
 
 DECODE_MODES = ("z", "x0")
+#: How the guidance gradient saves memory (see .checkpointing); results are bit-identical, so not fingerprinted.
+CHECKPOINTING = ("block", "layer", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +63,9 @@ class GuidanceOptions(Options):
     scaling: str = option("paper", "paper: the paper's formula without sigma_t; classifier: times sigma_t "
                           "(classifier-guidance scaling, the cache keys of images made before issue 16)",
                           choices=SCALINGS)
+    checkpointing: str = option("block", "how the guidance gradient saves memory: block (diffusers' per-block VAE "
+                                "checkpointing), layer (per layer: less memory) or off (fastest); bit-identical "
+                                "images, so not in the cache key", choices=CHECKPOINTING)
 
     def check(self) -> None:
         float(self.alpha), float(self.floor)  # noqa: B018 - a non-number raises ValueError/TypeError here
@@ -154,12 +163,15 @@ class GuidanceGenerator(QualityGenerator):
 
             pipe = self.pipeline
             self.metric = build_metric(self.metric_name, self.runtime, as_loss=True)
-            if getattr(pipe.vae, "_supports_gradient_checkpointing", False):
+            mode = self.options["checkpointing"]
+            if mode != "off" and getattr(pipe.vae, "_supports_gradient_checkpointing", False):
                 pipe.vae.enable_gradient_checkpointing()  # only active under grad: the final decode is unchanged
             self._guidance = IQAGuidance(self.metric, pipe.vae, self.config)
+            if mode == "layer":  # on the decoder guidance uses (an fp32 copy for an fp16 SDXL VAE) and the metric
+                checkpoint_guidance(self._guidance._decoder, self.metric.module)
         return self._guidance
 
-    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> list[Image.Image]:
+    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> torch.Tensor:
         alpha = batch[0].params.get("alpha", self.config.alpha)
         config = _guidance_config({**self.options, "alpha": alpha}, f"generator {self.name!r}")
         if config.alpha == 0:

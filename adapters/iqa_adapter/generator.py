@@ -34,7 +34,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+import torch
 from safetensors import safe_open
 
 from iqabench.generators import WorkItem, register_generator
@@ -193,7 +193,7 @@ class IQAAdapterGenerator(QualityGenerator):
         self._opts = super().generation_options(generation)
         return self._opts
 
-    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> list[Image.Image]:
+    def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> torch.Tensor:
         pipe = self.pipeline
         assert self.adapter is not None
         param = pipe.unet.dtype

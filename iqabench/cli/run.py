@@ -33,11 +33,18 @@ def run_command(
                                                     "(see docs/paper_settings.md).")] = None,
     device: Annotated[str, typer.Option(help="cuda, mps, cpu or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, fp16, bf16 or auto.")] = "auto",
-    batch_size: Annotated[str, typer.Option(help="Images per batch, or 'auto' (16 on GPUs, 4 on CPU; halves "
-                                                 "on out-of-memory either way).")] = "4",
+    batch_size: Annotated[str, typer.Option(help="Images per batch, or 'auto' (measured: the fastest size that "
+                                                 "fits, remembered per generator and device; halves on "
+                                                 "out-of-memory either way).")] = "4",
     num_processes: Annotated[int, typer.Option(help="Shortcut: relaunch through accelerate (GPUs) or torchrun "
                                                     "(CPU) with N processes sharing the work.")] = 1,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser and the VAE decoder.")]
+    = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory format for UNet and VAE.")]
+    = False,
+    fuse_qkv: Annotated[bool, typer.Option("--fuse-qkv", help="Fused q/k/v projections (diffusers).")] = False,
+    sdpa_backend: Annotated[str, typer.Option(help="Attention kernel: auto, flash, efficient, cudnn or math.")]
+    = "auto",
     attention_slicing: Annotated[bool, typer.Option("--attention-slicing", help="Sliced attention: less memory.")]
     = False,
     out: OutOption = Path(DEFAULT_OUT),
@@ -64,9 +71,18 @@ def run_command(
         raise typer.Exit(relaunch(num_processes))
     try:
         load_plugins(plugin)
-        options = {"compile": True} if compile else {}
+        options: dict = {"compile": True} if compile else {}
         if attention_slicing:
             options["attention_slicing"] = True
+        # Opt-in fast paths (iqabench.fast_paths); recorded in run.json, not in image keys.
+        if channels_last:
+            options["channels_last"] = True
+        if fuse_qkv:
+            options["fuse_qkv"] = True
+        if sdpa_backend != "auto":
+            options["sdpa_backend"] = sdpa_backend
+        if batch_size == "auto":
+            options["auto_batch_size"] = True
         given: set[str] = set()
         for pair in option or []:
             if "=" not in pair or not pair.split("=", 1)[0].strip():
@@ -130,10 +146,9 @@ def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None,
 
 
 def _batch_size(text: str, device: str) -> int:
+    """The starting batch size; with 'auto' the runner probes from 1 up (or reuses a remembered choice)."""
     if text == "auto":
-        import torch
-
-        return 16 if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else 4
+        return 1
     try:
         return int(text)
     except ValueError:

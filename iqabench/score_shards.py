@@ -1,0 +1,141 @@
+"""Per-process score shards: several processes share one Store without writing one SQLite file at once.
+
+SQLite's locking relies on POSIX advisory locks (and, in WAL mode, on shared
+memory), which network and parallel file systems (NFS, Lustre, GPFS) do not
+always honour; SQLite's own documentation warns against concurrent writers on
+them. So when a run has several processes, each process writes every row
+(scores, failures, blobs) to a database file of its own,
+``cache/score-shards/<run id>/<process index>.sqlite``, which nothing else
+opens while the run is going. Reads during the run go to the shared database,
+which nobody writes then. After the last barrier process 0, alone, merges the
+shards into ``cache/scores.sqlite`` (``INSERT OR REPLACE``, so a row written
+again wins, as in a single process) and deletes them. A run that died before
+the merge leaves its shards behind; process 0 merges them when that run is
+started again, before any process writes, so no score is lost.
+
+Image files need none of this: each PNG is written to a temporary name and
+renamed into place, which is atomic on every POSIX file system.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from .store import Store, safe_child
+
+#: Tables a shard holds; the same columns as the Store's tables, merged row by row.
+SHARDED_TABLES = ("scores", "failures", "blobs")
+
+
+def shard_dir(root: str | os.PathLike[str], run_id: str) -> Path:
+    """Where a run's shards live under a Store root (``run_id`` is checked like a run folder name)."""
+    return safe_child(Path(root).expanduser().resolve() / "cache" / "score-shards", run_id)
+
+
+def shard_path(root: str | os.PathLike[str], run_id: str, process_index: int) -> Path:
+    return shard_dir(root, run_id) / f"{int(process_index)}.sqlite"
+
+
+class ShardedStore(Store):
+    """A Store whose writes go to this process's own SQLite shard; reads still see the shared database.
+
+    Create the shared database first (``Store(root)`` in process 0, then a
+    barrier), so that its tables exist before any other process reads them.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], run_id: str, process_index: int):
+        self._shard_path = shard_path(root, run_id, process_index)
+        self._shard_path.parent.mkdir(parents=True, exist_ok=True)
+        self._shard_local = threading.local()  # one connection per thread (the PNG writer thread writes too)
+        self._shard_conns: list[sqlite3.Connection] = []
+        self._shard_lock = threading.Lock()
+        self.sharding = True
+        super().__init__(root)  # creates the tables in the shard (writes go there), not in the shared database
+
+    @property
+    def shard_file(self) -> Path:
+        return self._shard_path
+
+    def _shard_connection(self) -> sqlite3.Connection:
+        local = self._shard_local
+        if getattr(local, "conn", None) is None or getattr(local, "pid", None) != os.getpid():
+            # One process, nothing else opens the file: a plain rollback journal, no WAL shared memory (no NFS
+            # trouble); the busy timeout orders this process's own threads.
+            conn = sqlite3.connect(self._shard_path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("PRAGMA busy_timeout=60000")
+            local.conn, local.pid = conn, os.getpid()
+            with self._shard_lock:
+                self._shard_conns.append(conn)
+        return local.conn
+
+    def _close_shard(self) -> None:
+        with self._shard_lock:
+            for conn in self._shard_conns:
+                conn.close()
+            self._shard_conns.clear()
+        self._shard_local = threading.local()
+
+    @contextmanager
+    def _transaction(self):
+        if not self.sharding:
+            with super()._transaction() as db:
+                yield db
+            return
+        conn = self._shard_connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._close_shard()
+        super().close()
+
+    def finish_sharding(self) -> None:
+        """Stop writing to the shard (process 0 after merging: it is then the only writer left)."""
+        self._close_shard()
+        self.sharding = False
+
+
+def merge_shards(store: Store, run_id: str) -> int:
+    """Merge every shard of ``run_id`` into the shared database and delete it; returns the rows merged.
+
+    Only process 0 calls this, and only while no other process of the run is
+    writing (before the first stage and after the last barrier).
+    """
+    folder = shard_dir(store.root, run_id)
+    if not folder.is_dir():
+        return 0
+    merged = 0
+    conn = Store._connection(store)  # the shared database, whatever subclass ``store`` is
+    for path in sorted(folder.glob("*.sqlite"), key=lambda p: p.name):
+        conn.execute("ATTACH DATABASE ? AS shard", (str(path),))  # ATTACH is not allowed inside a transaction
+        try:
+            present = {row[0] for row in conn.execute("SELECT name FROM shard.sqlite_master WHERE type='table'")}
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for table in SHARDED_TABLES:
+                    if table in present:
+                        merged += conn.execute(
+                            f"INSERT OR REPLACE INTO main.{table} SELECT * FROM shard.{table}").rowcount
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.execute("DETACH DATABASE shard")
+        for leftover in (path, path.with_name(path.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else appeared there; leave it
+    return merged

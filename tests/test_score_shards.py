@@ -1,0 +1,69 @@
+"""Per-process score shards: two processes write at once without touching the shared SQLite file."""
+
+import hashlib
+import multiprocessing
+
+from iqabench.score_shards import ShardedStore, merge_shards, shard_dir
+from iqabench.store import Store, content_key
+
+RUN = "scores-abc"
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _worker(root, index, n, barrier):
+    store = ShardedStore(root, RUN, index)
+    barrier.wait()  # both processes write at the same time
+    for i in range(n):
+        key = content_key("img", index, i)
+        store.put_scores([(key, "piqe", "fp", float(i), None), (key, "entropy", "fp", None, "boom")])
+        if i % 5 == 0:
+            store.record_failure(key, "generate", f"failed {i}")
+    store.put_blob(content_key("blob", index), "test", bytes([index]))
+    store.close()
+
+
+def test_two_processes_write_their_own_shards_and_process_0_merges(tmp_path):
+    main = Store(tmp_path)  # process 0 creates the shared database before the others start
+    main.put_scores([(content_key("old"), "piqe", "fp", 1.0, None)])
+    main.close()
+    db = tmp_path / "cache" / "scores.sqlite"
+    before = _digest(db)
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    workers = [ctx.Process(target=_worker, args=(tmp_path, i, 20, barrier)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    assert _digest(db) == before, "the shared database must not be written while shards are in use"
+    assert sorted(p.name for p in shard_dir(tmp_path, RUN).iterdir()) == ["0.sqlite", "1.sqlite"]
+
+    merged_into = Store(tmp_path)
+    assert merge_shards(merged_into, RUN) == 2 * (20 * 2 + 4 + 1)
+    assert not shard_dir(tmp_path, RUN).exists()
+    assert merged_into.count_scores() == 1 + 2 * 20 * 2
+    keys = [content_key("img", w, i) for w in range(2) for i in range(20)]
+    assert merged_into.get_scores(keys, "piqe", "fp") == {k: float(keys.index(k) % 20) for k in keys}
+    assert set(merged_into.get_score_errors(keys, "entropy", "fp").values()) == {"boom"}
+    assert len(merged_into.failures()) == 8
+    assert merged_into.get_blob(content_key("blob", 1)) == b"\x01"
+
+
+def test_a_sharded_store_reads_the_shared_database_and_can_stop_sharding(tmp_path):
+    Store(tmp_path).put_scores([(content_key("a"), "piqe", "fp", 2.0, None)])
+    store = ShardedStore(tmp_path, RUN, 0)
+    assert store.get_scores([content_key("a")], "piqe", "fp") == {content_key("a"): 2.0}
+    store.put_scores([(content_key("b"), "piqe", "fp", 3.0, None)])
+    assert store.shard_file.is_file()
+    assert merge_shards(store, RUN) == 1
+    store.finish_sharding()
+    store.put_scores([(content_key("c"), "piqe", "fp", 4.0, None)])  # straight into the shared database now
+    assert Store(tmp_path).count_scores() == 3
+
+
+def test_merging_when_nothing_was_sharded_is_a_no_op(tmp_path):
+    assert merge_shards(Store(tmp_path), RUN) == 0
