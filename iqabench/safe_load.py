@@ -96,6 +96,42 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_file(path: str | Path) -> str | None:
+    """``None`` when :func:`load_checkpoint` would read ``path``, else its one-sentence refusal; nothing is unpickled.
+
+    For weight-status reports (``list metrics``): a ``torch.save`` zip is checked by disassembling its pickle
+    (``torch.serialization.get_unsafe_globals_in_checkpoint``), a TorchScript archive by the tensor-only reader,
+    a legacy (pre-1.6) file by a ``weights_only=True`` load, which runs no code either. Results are cached by
+    (path, mtime, size), so listing every metric reads each file once per process.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return None  # tensors by construction; a damaged file fails with one sentence when loaded
+    stat = path.stat()
+    return _check_file_cached(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_file_cached(path: str, mtime_ns: int, size: int) -> str | None:
+    del mtime_ns, size  # the cache key: a replaced file is checked again
+    try:
+        if _is_torchscript(path):
+            read_torchscript_tensors(path, "cpu")
+            return None
+        if zipfile.is_zipfile(path):
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            return refusal(path) if unsafe else None
+        _ORIGINAL.get("torch.load", torch.load)(path, map_location="cpu", weights_only=True)
+    except UnsafeCheckpointError as exc:
+        return str(exc)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):
+            return refusal(path)
+        return f"{path} is not a readable checkpoint ({first}); delete it and download it again"
+    return None
+
+
 # -- TorchScript archives: tensors without running code ------------------------------------------------------------
 def _is_torchscript(f: Any) -> bool:
     """True for a zip written by ``torch.jit.save`` (it has ``constants.pkl`` or ``code/``), false otherwise."""

@@ -152,3 +152,30 @@ def test_torchscript_archive_gives_its_state_dict_without_running_code(tmp_path)
         torch.jit.load(str(path))
     with open(path, "rb") as handle:  # the CLIP loaders' fallback: torch.load on the open file
         assert list(torch.load(handle, map_location="cpu")) == list(module.state_dict())
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_planted_pickle_is_not_reported_present(caches, tmp_path, zip_format):
+    """`list metrics` / weight status: a planted cnniqa file is refused (checked without unpickling), not present."""
+    from typer.testing import CliRunner
+
+    from iqabench.cli import app
+    from iqabench.metrics import pyiqa_weights_status
+
+    marker = tmp_path / "pwned"
+    path = caches.pyiqa / "CNNIQA_koniq10k-e6f14c91.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params": {"w": torch.zeros(2)}, "payload": Planted(marker)}, path,
+               _use_new_zipfile_serialization=zip_format)
+    present, detail = pyiqa_weights_status("cnniqa")
+    assert present is False and detail == safe_load.refusal(path), detail
+    assert_refused_in_one_sentence(detail, path, marker)
+    listing = CliRunner().invoke(app, ["list", "metrics"], env={"COLUMNS": "400"})
+    assert listing.exit_code == 0, listing.output[-2000:]
+    [row] = [line for line in listing.output.splitlines() if line.startswith("│ cnniqa ")]
+    assert "present" not in row and "holds pickled objects" in row, row
+    assert not marker.exists()
+    # A plain-tensor file in its place is present again (the check is cached by path, mtime and size).
+    torch.save({"params": {"w": torch.zeros(3)}}, path, _use_new_zipfile_serialization=zip_format)
+    os.utime(path, ns=(1, 10**18))
+    assert pyiqa_weights_status("cnniqa") == (True, path.name)

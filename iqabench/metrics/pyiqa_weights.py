@@ -29,8 +29,20 @@ class WeightFile:
     how: str
     alternatives: tuple[Path, ...] = ()  # other names the same loader accepts (timm: pytorch_model.bin)
 
+    def found(self) -> Path | None:
+        """The file the loader would read, if any is there."""
+        return next((p for p in (self.path, *self.alternatives) if p.is_file()), None)
+
     def present(self) -> bool:
-        return self.path.is_file() or any(p.is_file() for p in self.alternatives)
+        """There, and readable as tensors: a planted pickle is not "present" (``safe_load`` would refuse it)."""
+        return self.found() is not None and self.refused() is None
+
+    def refused(self) -> str | None:
+        """``safe_load``'s one-sentence refusal of the file found, checked without unpickling it; else ``None``."""
+        from .. import safe_load
+
+        found = self.found()
+        return safe_load.check_file(found) if found is not None else None
 
     def missing_sentence(self) -> str:
         return f"{self.what} {self.path.name} is not in {self.path.parent} ({self.how})"
@@ -183,6 +195,15 @@ def pyiqa_weight_files(name: str) -> tuple[list[WeightFile], bool]:
     return [*(backbones or []), *files], backbones is not None
 
 
+def pyiqa_refusal(name: str) -> str | None:
+    """safe_load's one-sentence refusal of a file building metric ``name`` would read, or ``None``."""
+    try:
+        files, _ = pyiqa_weight_files(name)
+    except (ImportError, LookupError):
+        return None  # not knowable here: the loader itself still reads through safe_load
+    return next((reason for f in files if (reason := f.refused())), None)
+
+
 def pyiqa_weights_status(name: str) -> tuple[bool | None, str]:
     """(present, detail): True only when building the metric offline would find every file, backbones included.
 
@@ -194,9 +215,12 @@ def pyiqa_weights_status(name: str) -> tuple[bool | None, str]:
         return False, f"pyiqa cannot import its arch ({exc}); install the missing package"
     except LookupError as exc:
         return None, f"unverified: {exc}"
-    missing = [f for f in files if not f.present()]
+    missing = [f for f in files if f.found() is None]
     if missing:
         return False, "; ".join(f.missing_sentence() for f in missing)
+    refused = [reason for f in files if (reason := f.refused())]
+    if refused:
+        return False, "; ".join(refused)
     if not verified:
         names = ", ".join(f.path.name for f in files) or "no pyiqa file needed"
         return None, f"unverified: {names} present, but iqabench does not know which backbones this arch loads"

@@ -61,6 +61,12 @@ def metric_fingerprint(name: str) -> str:
 def check_available(name: str) -> None:
     """Fail before any work when a metric surely cannot be built here (a weights file missing, offline mode on)."""
     info = metric_info(name)
+    if info.source == "pyiqa":
+        from .pyiqa_weights import pyiqa_refusal
+
+        refused = pyiqa_refusal(name)
+        if refused:  # a planted file: refused before pyiqa reads anything
+            raise MetricUnavailableError(f"metric {name!r} was not built: {refused}")
     if info.source == "pyiqa" and offline_mode():
         from .pyiqa_weights import pyiqa_weights_status
 
