@@ -123,6 +123,45 @@ def test_condition_sweep_of_the_iqa_adapter_preset(mirror, tmp_path):
     assert any(run_dir.joinpath("results").glob("*.csv"))
 
 
+def test_fr_distances_of_the_iqa_adapter_preset_with_lpips_and_dists(mirror, tmp_path):
+    """`run fr-distances --generator iqa-adapter:topiq --metrics lpips,dists`: the preset over SDXL from the HF
+    cache, LPIPS/DISTS heads from pyiqa's cache and their AlexNet/VGG16 backbones from torch hub's checkpoints."""
+    mirror.ensure("pyiqa:lpips", "pyiqa:dists")
+    out = tmp_path / "out"
+    iqabench(mirror, *run_args("fr-distances", out, f"iqa-adapter:topiq[{SMALL}]", metrics="lpips,dists"),
+             "--option", "targets=1,99", cwd=tmp_path)
+    run_dir = finished_run(out, "fr-distances")
+    matrix = pd.read_csv(run_dir / "results" / "fr_matrix.csv")
+    assert set(matrix["metric"]) == {"lpips", "dists"}
+    conditions = {"baseline", "p1", "p99"}
+    for metric, table in matrix.groupby("metric"):
+        assert {str(c) for c in table["image"]} == conditions and {str(c) for c in table["reference"]} == conditions
+        assert table["mean_distance"].notna().all(), (metric, table)
+        same = table["image"].astype(str) == table["reference"].astype(str)
+        # An image against itself is 0; different images differ (random heads: the sign means nothing).
+        assert (table.loc[same, "mean_distance"].abs() < 1e-6).all(), (metric, table)
+        assert (table.loc[~same, "mean_distance"] != 0).all(), (metric, table)
+    report = (run_dir / "report.html").read_text("utf-8")
+    assert "fr_matrix" in report and "Metrics used: lpips, dists" in report
+
+
+def test_adversarial_gradcam_on_topiq_nr_over_sdxl(mirror, tmp_path):
+    """`run adversarial-gradcam --option guided_metrics=topiq_nr --option base=sdxl`: guidance on topiq_nr over
+    SDXL from the HF cache, Grad-CAM on the layers of topiq_nr's real architecture (CFANet's ResNet-50)."""
+    out = tmp_path / "out"
+    iqabench(mirror, *run_args("adversarial-gradcam", out, f"sdxl[{SMALL}]", metrics="topiq_nr"),
+             "--option", "guided_metrics=topiq_nr", "--option", f"base=sdxl[{SMALL}]", "--option", "alpha=5",
+             "--option", "cam_items=1", cwd=tmp_path)
+    run_dir = finished_run(out, "adversarial-gradcam")
+    transfer = pd.read_csv(run_dir / "results" / "transfer_matrix.csv")
+    assert "guidance on topiq_nr" in transfer.to_string()
+    cam = pd.read_csv(run_dir / "results" / "cam_shift.csv")
+    assert len(cam) >= 1 and cam["cam_shift"].notna().all()
+    report = (run_dir / "report.html").read_text("utf-8")
+    assert "Grad-CAM of topiq_nr: CFANet, target layer &#39;semantic_model.layer4&#39;" in report
+    assert "Grad-CAM skipped" not in report
+
+
 def test_fid_topk_with_torch_fidelity_inception_and_open_clip(mirror, tmp_path):
     """Inception from $TORCH_HOME/hub/checkpoints, CLIP ViT-L-14/openai from open_clip's HF snapshot."""
     mirror.ensure("torch", "clip")

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hub_mirror.pyiqa_cache import PYIQA_METRICS, MirrorDirs, use_mirror, write_pyiqa_mirror  # noqa: E402
 
 LEARNED = [m for m in PYIQA_METRICS if m != "ssim"]
-GENERATOR = "tiny-sd[steps=2]"
 
 
 @pytest.fixture(scope="session")
@@ -126,31 +125,6 @@ def test_score_dataset_with_topiq_nr_writes_its_outputs(pyiqa_mirror, tmp_path):
     table = pd.read_parquet(out / "scores.parquet")
     assert len(table) == 3 and table["topiq_nr"].notna().all()
     assert (out / "stats.csv").is_file()
-
-
-def test_fr_distances_with_lpips_and_dists_runs_to_a_report(pyiqa_mirror, tmp_path):
-    from test_iqa_adapter_generator import tiny_checkpoint
-
-    checkpoint = tiny_checkpoint(tmp_path / "tiny.safetensors")  # an IQA-Adapter over tiny-sd: targets to compare
-    out = tmp_path / "store"
-    _cli_here(pyiqa_mirror, "run", "fr-distances", "--generator", f"iqa-adapter:{checkpoint}[steps=2]",
-         "--metrics", "lpips,dists", "--limit", "1", "--seeds", "0", "--device", "cpu", "--out", str(out),
-         "--run-id", "fr", "--option", "targets=1,99")
-    report = (out / "runs" / "fr" / "report.html").read_text()
-    assert "fr_matrix_lpips" in report or "lpips" in report
-    assert "Metrics used: lpips, dists" in report
-
-
-def test_adversarial_gradcam_on_topiq_nr_uses_its_real_layers(pyiqa_mirror, tmp_path):
-    out = tmp_path / "store"
-    _cli_here(pyiqa_mirror, "run", "adversarial-gradcam", "-g", GENERATOR, "--metrics", "entropy", "--limit", "1",
-         "--seeds", "0", "--device", "cpu", "--out", str(out), "--run-id", "cam", "--option", "targets=topiq_nr",
-         "--option", f"base={GENERATOR}", "--option", "cam_items=1")
-    run_dir = out / "runs" / "cam"
-    report = (run_dir / "report.html").read_text()
-    assert "Grad-CAM of topiq_nr: CFANet, target layer &#39;semantic_model.layer4&#39;" in report \
-        or "Grad-CAM of topiq_nr: CFANet, target layer 'semantic_model.layer4'" in report
-    assert "Grad-CAM skipped" not in report
 
 
 def test_cli_lists_the_mirrored_metrics_as_present(pyiqa_mirror, tmp_path):
