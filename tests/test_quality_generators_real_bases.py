@@ -132,11 +132,14 @@ def test_every_quality_generator_and_its_baseline_builds_over_every_base(bases):
                 assert base_gen.options[key] == generator.options[key]
 
 
-@pytest.mark.parametrize("base", ["sdxl[variant=fp16]", "diffusers:{sd15_folder}[variant=fp16]"])
+@pytest.mark.parametrize("base", ["sdxl[variant=fp16]", "diffusers:{sdxl_id}[variant=fp16]",
+                                  "diffusers:{sd15_folder}[variant=fp16]"])
 def test_quality_generators_generate_over_fp16_variant_bases(bases, base):
     """Load and generate with each quality generator and its baseline; the fp16 files are the ones loaded."""
+    from hub_mirror.hf_cache import SDXL_ID
+
     table, root = bases
-    base = base.format(sdxl_folder=root / "sdxl-folder", sd15_folder=root / "sd15 folder")
+    base = base.format(sdxl_folder=root / "sdxl-folder", sd15_folder=root / "sd15 folder", sdxl_id=SDXL_ID)
     is_sdxl = table[base]
     images = {}
     for spec in _quality_specs(base, is_sdxl, root):
