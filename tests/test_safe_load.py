@@ -179,3 +179,73 @@ def test_planted_pickle_is_not_reported_present(caches, tmp_path, zip_format):
     torch.save({"params": {"w": torch.zeros(3)}}, path, _use_new_zipfile_serialization=zip_format)
     os.utime(path, ns=(1, 10**18))
     assert pyiqa_weights_status("cnniqa") == (True, path.name)
+
+
+def _malicious_torchscript(path: Path, marker: Path) -> Path:
+    """A real ``torch.jit.save`` archive whose ``data.pkl`` is swapped for a pickle that creates ``marker``."""
+    import pickle
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = path.with_name("clean.pt")
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), str(clean))
+    with zipfile.ZipFile(clean) as source, zipfile.ZipFile(path, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if name.endswith("/data.pkl") and name.count("/") == 1:
+                data = pickle.dumps(Planted(marker), protocol=2)
+            target.writestr(name, data)
+    clean.unlink()
+    return path
+
+
+def test_malicious_torchscript_as_openai_clip_is_refused(caches, tmp_path):
+    """OpenAI CLIP files are TorchScript archives: one whose pickle carries code is refused by the status check,
+    by building laion_aes, and by the seam itself (``torch.load`` on the path and on an open file, as clip does)."""
+    from iqabench.metrics import MetricUnavailableError, build_metric, pyiqa_weights_status
+
+    marker = tmp_path / "pwned"
+    path = _malicious_torchscript(caches.home / ".cache" / "clip" / "ViT-L-14.pt", marker)
+    (caches.pyiqa / "sac%2Blogos%2Bava1-l14-linearMSE.pth").parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"layers.0.weight": torch.zeros(2)}, caches.pyiqa / "sac%2Blogos%2Bava1-l14-linearMSE.pth")
+    present, detail = pyiqa_weights_status("laion_aes")
+    assert present is False
+    assert_refused_in_one_sentence(detail, path, marker)
+    with pytest.raises(MetricUnavailableError) as info:
+        build_metric("laion_aes")
+    assert_refused_in_one_sentence(str(info.value), path, marker)
+    safe_load.install()
+    with pytest.raises(safe_load.UnsafeCheckpointError) as direct:
+        torch.load(path, map_location="cpu")
+    assert_refused_in_one_sentence(str(direct.value), path, marker)
+    with open(path, "rb") as handle, pytest.raises(safe_load.UnsafeCheckpointError):
+        torch.load(handle, map_location="cpu")
+    with pytest.raises(RuntimeError, match="does not run TorchScript"):
+        torch.jit.load(str(path))
+    assert not marker.exists()
+
+
+def test_planted_pickle_as_a_timm_backbone_in_the_hf_cache_is_refused(caches, tmp_path):
+    """topiq_nr's ResNet-50 comes from the Hugging Face snapshot of timm/resnet50.a1_in1k; timm accepts a
+    ``pytorch_model.bin`` there when ``model.safetensors`` is absent. A planted one is refused, never unpickled."""
+    import timm
+
+    from iqabench.metrics import MetricUnavailableError, build_metric, pyiqa_weights_status
+
+    repo_id = timm.models.get_pretrained_cfg("resnet50").hf_hub_id
+    repo = caches.hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    marker = tmp_path / "pwned"
+    path = plant(repo / "snapshots" / ("0" * 40) / "pytorch_model.bin", marker)
+    caches.pyiqa.mkdir(parents=True)  # topiq's own file, plain tensors: only the backbone is at fault
+    torch.save({"params": {"w": torch.zeros(2)}}, caches.pyiqa / "cfanet_nr_koniq_res50-9a73138b.pth")
+    present, detail = pyiqa_weights_status("topiq_nr")
+    assert present is False and str(path) in detail, detail
+    with pytest.raises(MetricUnavailableError) as info:
+        build_metric("topiq_nr")
+    assert_refused_in_one_sentence(str(info.value), path, marker)
+    safe_load.install()
+    with pytest.raises(safe_load.UnsafeCheckpointError):  # the seam itself, as timm's fallback would read it
+        torch.load(str(path), map_location="cpu", weights_only=False)
+    assert not marker.exists()
