@@ -1,7 +1,7 @@
 """pyiqa metrics from pyiqa's real weight cache, offline: weight status, building, scoring and the CLI commands.
 
 No ``weights=random`` and no ``[path=...]``: every file is looked up where pyiqa, timm, torchvision and CLIP
-look it up, in the random-weight mirror of ``tests/hub_mirror/pyiqa_cache.py`` (written once per session).
+look it up, in the random-weight mirror of ``tests/hub_mirror/pyiqa_cache.py`` (the session's shared ``hub_mirror``).
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ from PIL import Image
 from iqabench.metrics import build_metric, metric_info, pyiqa_weights_status
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hub_mirror.pyiqa_cache import PYIQA_METRICS, MirrorDirs, use_mirror, write_pyiqa_mirror  # noqa: E402
+from hub_mirror.pyiqa_cache import PYIQA_METRICS, MirrorDirs, use_mirror  # noqa: E402
 
 LEARNED = [m for m in PYIQA_METRICS if m != "ssim"]
 
 
 @pytest.fixture(scope="session")
-def pyiqa_mirror(tmp_path_factory) -> MirrorDirs:
+def pyiqa_mirror(hub_mirror) -> MirrorDirs:
+    """pyiqa's part of the session's shared hub mirror (files another module already wrote are kept, not rewritten)."""
     started = time.perf_counter()
-    dirs = write_pyiqa_mirror(tmp_path_factory.mktemp("pyiqa-mirror"))
+    hub_mirror.ensure("pyiqa")
     print(f"\npyiqa mirror written in {time.perf_counter() - started:.1f} s")
-    return dirs
+    return MirrorDirs(hub_mirror.root)
 
 
 @pytest.fixture

@@ -80,9 +80,9 @@ class MirrorDirs:
         return self.torch_home / "hub" / "checkpoints"
 
     def env(self) -> dict[str, str]:
-        return {"HF_HOME": str(self.hf_home), "HF_HUB_CACHE": str(self.hf_home / "hub"),
-                "TORCH_HOME": str(self.torch_home), "HOME": str(self.home), "XDG_CACHE_HOME": str(self.home / ".cache"),
-                "HF_HUB_OFFLINE": "1", "IQABENCH_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        from . import mirror_env  # the one definition of the mirror's environment
+
+        return mirror_env(self.root)
 
 
 @contextlib.contextmanager
