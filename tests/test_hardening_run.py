@@ -196,3 +196,28 @@ def test_non_finite_score_stays_an_error_row_and_the_run_is_incomplete(finished,
         assert not outcome.complete and outcome.missing_scores == {"nan_score_test": 1}
     finally:
         METRICS.remove("nan_score_test")
+
+
+def test_same_size_garbage_with_scores_cached_is_quarantined_and_regenerated(finished, tmp_path, capsys):
+    """Its scores are cached, so scoring never decodes it: the reuse check itself (PIL verify: PNG structure and
+    chunk CRCs) must catch it, quarantine it and regenerate it; the rerun then exits 0, complete."""
+    from iqabench.cli import main
+
+    store = _copy_store(finished[0], tmp_path / "s")
+    key = _only_key(store)
+    original = Image.open(store.image_path(key)).convert("RGB").tobytes()
+    good = store.image_path(key).read_bytes()
+    store.image_path(key).write_bytes(bytes(len(good)))  # same byte size as the record
+    metric_fp = metric_fingerprint("entropy")
+    assert store.get_scores([key], "entropy", metric_fp)[key] is not None  # the scores are still cached
+    with pytest.raises(SystemExit) as info:
+        main(["run", "scores", "-g", "tiny-sd[steps=1]", "--metrics", "entropy", "--prompts", "smoke",
+              "--limit", "1", "--seeds", "0", "--batch-size", "2", "--out", str(tmp_path / "s")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert info.value.code in (0, None), err
+    assert "moved to" in err and "regenerating it" in err
+    assert len(list(store.quarantine_dir.glob("*.png"))) == 1
+    assert store.image_path(key).read_bytes() != bytes(len(good))
+    assert Image.open(store.image_path(key)).convert("RGB").tobytes() == original  # regenerated, same pixels
+    assert store.check_image(key) is None
+    assert store.get_scores([key], "entropy", metric_fp)[key] is not None  # rescored after regeneration
