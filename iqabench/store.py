@@ -88,6 +88,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def refuse_file_in_path(path: Path) -> None:
+    """Name the file that stands where a folder of ``path`` should be (``-o report.html/x.html``): ``mkdir``
+    would only say "File exists", about the folder it was asked to make."""
+    for folder in Path(path).parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise StoreError(f"{path} cannot be written: {folder} is a file, not a folder")
+            return
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so readers see all of it or nothing.
 
@@ -98,6 +108,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     if not path.is_symlink() and path.exists() and not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
         raise StoreError(f"{path} is {kind}; iqabench only writes regular files there: give a file path")
+    refuse_file_in_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -181,8 +181,22 @@ def test_database_deleted_mid_run_is_noticed(finished, tmp_path):
 def test_unknown_option_is_refused_with_close_matches(tmp_path):
     spec = RunSpec(**{**SPEC, "benchmark": "scale-sweep", "options": {"scale": "0.5,1"}})
     with pytest.raises(UnknownOptionError, match=r"benchmark 'scale-sweep' has no option 'scale'. Did you mean "
-                                                 r"'scales'\? Its options: scale_targets, scales"):
+                                                 r"'scales'\? Its options: scale_targets, scales; every "
+                                                 r"benchmark also accepts the core options: .*prompt_column"):
         Runner(spec, tmp_path)
+
+
+def test_unknown_option_of_a_benchmark_without_options_lists_the_core_options(tmp_path):
+    """relgain declares no options of its own; the message must not say 'none' while core options are accepted."""
+    from iqabench.benchmark import CORE_OPTIONS
+
+    spec = RunSpec(**{**SPEC, "benchmark": "relgain", "options": {"scale": "0.5,1"}})
+    with pytest.raises(UnknownOptionError) as info:
+        Runner(spec, tmp_path)
+    message = str(info.value)
+    assert "benchmark 'relgain' has no option 'scale'." in message and "none" not in message
+    assert "It has no options of its own; every benchmark accepts the core options: " in message
+    assert all(name in message for name in CORE_OPTIONS)
 
 
 def test_non_finite_score_stays_an_error_row_and_the_run_is_incomplete(finished, tmp_path):
