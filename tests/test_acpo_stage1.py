@@ -200,3 +200,28 @@ def test_train_acpo_accepts_an_ipce_and_a_two_stream_evaluator(tmp_path, tiny_cl
     bad = CliRunner().invoke(app, ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "x"), "--base",
                                    "tiny-sd", "--evaluator", f"ipce:{tmp_path / 'nope.safetensors'}"])
     assert bad.exit_code != 0 and "train ipce" in bad.output
+
+
+@pytest.mark.parametrize("evaluator, sentence", [
+    ("topiqq_nr", "unknown metric 'topiqq_nr'. Did you mean 'topiq_nr'"),
+    ("metric:entropy", "--evaluator 'entropy' is not differentiable, so it cannot train ACPO"),
+    ("ipce:{tmp}/missing.safetensors", "no IPCE checkpoint at {tmp}/missing.safetensors; write one with"),
+    ("two-stream:{tmp}/missing.safetensors", "no two-stream checkpoint at {tmp}/missing.safetensors; write one with"),
+])
+def test_acpo_dry_run_resolves_the_evaluator(tmp_path, evaluator, sentence):
+    """--dry-run used to print any evaluator string back; it now resolves it (no model is built) and refuses a bad
+    one in one sentence, exactly as the real run would."""
+    import typer
+
+    from iqabench.adapters.acpo.cli import train_acpo_cmd
+
+    app = typer.Typer()
+    app.command()(train_acpo_cmd)
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run"]
+    bad = CliRunner().invoke(app, [*args, "--evaluator", evaluator.format(tmp=tmp_path)], env={"COLUMNS": "500"})
+    assert bad.exit_code == 2 and "Traceback" not in bad.output, bad.output
+    text = " ".join(bad.output.replace("│", " ").split())
+    assert sentence.format(tmp=tmp_path) in text, text
+    good = CliRunner().invoke(app, [*args, "--evaluator", "topiq_nr"])
+    assert good.exit_code == 0, good.output
+    assert json.loads(good.output)["evaluator"] == "topiq_nr"

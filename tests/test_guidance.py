@@ -250,8 +250,9 @@ class _Mean:
 @pytest.mark.parametrize("scaling", ["paper", "classifier"])
 @pytest.mark.parametrize("scheduler_name", ["DDIMScheduler", "EulerDiscreteScheduler"])
 def test_guided_eps_equals_the_hand_computed_formula(scaling, scheduler_name):
-    """paper: eps - alpha*omega*grad log f; classifier: eps - alpha*omega*sigma_t*grad log f (sigma_t =
-    sqrt(1 - abar_t) on DDIM, the scheduler's sigma on Euler), grad worked out by hand for D = identity."""
+    """paper: eps - alpha*omega*grad_{z_t} log f on DDIM and Euler alike (z_t the VP latent, = sample /
+    sqrt(sigma^2 + 1) on Euler); classifier: eps - alpha*omega*sigma*grad_{sample} log f (sigma = sqrt(1 - abar_t)
+    on DDIM, the scheduler's sigma on Euler). grad by autograd w.r.t. z_t and by hand for D = identity."""
     import diffusers
 
     scheduler = getattr(diffusers, scheduler_name)(num_train_timesteps=1000, beta_schedule="scaled_linear",
@@ -276,11 +277,19 @@ def test_guided_eps_equals_the_hand_computed_formula(scaling, scheduler_name):
         sigma = math.sqrt(1 - float(scheduler.alphas_cumprod[int(timestep)]))
         vp_scale = 1.0
     n = 3 * 4 * 4
-    image = sample * vp_scale / 2 + 0.5
-    f = 0.5 + image.mean(dim=(1, 2, 3))
-    grad = (vp_scale / (2 * n * f))[:, None, None, None].expand_as(sample)
-    factor = sigma if scaling == "classifier" else 1.0
-    expected = eps - alpha * w * factor * grad
+    z_t = sample * vp_scale
+    # grad_{z_t} log f(D(z_t)) by autograd on the paper's variable z_t, independently of the wrapper
+    z_leaf = z_t.clone().requires_grad_(True)
+    torch.log(0.5 + (z_leaf / 2 + 0.5).mean(dim=(1, 2, 3))).sum().backward()
+    grad_z = z_leaf.grad
+    # ...and by hand: d/dz log(0.5 + mean(z/2 + 0.5)) = 1 / (2 n f)
+    f = 0.5 + (z_t / 2 + 0.5).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(grad_z, (1 / (2 * n * f))[:, None, None, None].expand_as(sample))
+    if scaling == "classifier":
+        # eps - alpha*omega*sigma*grad_{sample}; grad_{sample} = vp_scale * grad_{z_t}, sigma*vp_scale = sqrt(1-abar)
+        expected = eps - alpha * w * sigma * vp_scale * grad_z
+    else:  # the paper: eps - alpha*omega*grad_{z_t} log f, no factor on DDIM or Euler
+        expected = eps - alpha * w * grad_z
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
     assert not torch.allclose(got, eps)
 

@@ -244,6 +244,16 @@ def test_damaged_score_database_is_one_sentence(tmp_path, capsys):
                               "move it aside and re-run to recompute the scores (cached images are kept))")
 
 
+def test_report_under_a_file_names_the_file(finished, tmp_path, capsys):
+    root, run_id = finished
+    a_file = tmp_path / "report.html"
+    a_file.write_text("kept")
+    code, err, _ = cli(["report", run_id, "--out", root, "-o", a_file / "x.html"], capsys)
+    assert code == 2
+    assert one_error(err) == f"{a_file / 'x.html'} cannot be written: {a_file} is a file, not a folder"
+    assert a_file.read_text() == "kept"
+
+
 def test_report_to_dev_null_never_replaces_the_device(finished, capsys):
     """As root, a rename over /dev/null would swap the device for a regular file."""
     root, run_id = finished

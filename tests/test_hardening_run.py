@@ -181,8 +181,22 @@ def test_database_deleted_mid_run_is_noticed(finished, tmp_path):
 def test_unknown_option_is_refused_with_close_matches(tmp_path):
     spec = RunSpec(**{**SPEC, "benchmark": "scale-sweep", "options": {"scale": "0.5,1"}})
     with pytest.raises(UnknownOptionError, match=r"benchmark 'scale-sweep' has no option 'scale'. Did you mean "
-                                                 r"'scales'\? Its options: scale_targets, scales"):
+                                                 r"'scales'\? Its options: scale_targets, scales; every "
+                                                 r"benchmark also accepts the core options: .*prompt_column"):
         Runner(spec, tmp_path)
+
+
+def test_unknown_option_of_a_benchmark_without_options_lists_the_core_options(tmp_path):
+    """relgain declares no options of its own; the message must not say 'none' while core options are accepted."""
+    from iqabench.benchmark import CORE_OPTIONS
+
+    spec = RunSpec(**{**SPEC, "benchmark": "relgain", "options": {"scale": "0.5,1"}})
+    with pytest.raises(UnknownOptionError) as info:
+        Runner(spec, tmp_path)
+    message = str(info.value)
+    assert "benchmark 'relgain' has no option 'scale'." in message and "none" not in message
+    assert "It has no options of its own; every benchmark accepts the core options: " in message
+    assert all(name in message for name in CORE_OPTIONS)
 
 
 def test_non_finite_score_stays_an_error_row_and_the_run_is_incomplete(finished, tmp_path):
@@ -196,3 +210,28 @@ def test_non_finite_score_stays_an_error_row_and_the_run_is_incomplete(finished,
         assert not outcome.complete and outcome.missing_scores == {"nan_score_test": 1}
     finally:
         METRICS.remove("nan_score_test")
+
+
+def test_same_size_garbage_with_scores_cached_is_quarantined_and_regenerated(finished, tmp_path, capsys):
+    """Its scores are cached, so scoring never decodes it: the reuse check itself (PIL verify: PNG structure and
+    chunk CRCs) must catch it, quarantine it and regenerate it; the rerun then exits 0, complete."""
+    from iqabench.cli import main
+
+    store = _copy_store(finished[0], tmp_path / "s")
+    key = _only_key(store)
+    original = Image.open(store.image_path(key)).convert("RGB").tobytes()
+    good = store.image_path(key).read_bytes()
+    store.image_path(key).write_bytes(bytes(len(good)))  # same byte size as the record
+    metric_fp = metric_fingerprint("entropy")
+    assert store.get_scores([key], "entropy", metric_fp)[key] is not None  # the scores are still cached
+    with pytest.raises(SystemExit) as info:
+        main(["run", "scores", "-g", "tiny-sd[steps=1]", "--metrics", "entropy", "--prompts", "smoke",
+              "--limit", "1", "--seeds", "0", "--batch-size", "2", "--out", str(tmp_path / "s")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert info.value.code in (0, None), err
+    assert "moved to" in err and "regenerating it" in err
+    assert len(list(store.quarantine_dir.glob("*.png"))) == 1
+    assert store.image_path(key).read_bytes() != bytes(len(good))
+    assert Image.open(store.image_path(key)).convert("RGB").tobytes() == original  # regenerated, same pixels
+    assert store.check_image(key) is None
+    assert store.get_scores([key], "entropy", metric_fp)[key] is not None  # rescored after regeneration

@@ -137,13 +137,15 @@ SPECS = {
     ),
     # Issue 16: guidance now defaults to the paper's formula without sigma_t (scaling=paper): new keys; the
     # images cached under the old default (with sigma_t) keep their keys as [scaling=classifier].
+    # Issue 16 review: scaling=paper now takes the gradient w.r.t. z_t, not Euler's scaled sample (fingerprint
+    # gains "gradient": "z_t"): new keys again for scaling=paper; scaling=classifier is numerically unchanged.
     "guidance:topiq_nr[base=tiny-sd]": (
-        "ff1b719ea816ddf452676a3466c95053d971ba579a32b6293a7527b8fef2aa14",
-        "6c29beaef0f9592ba3ff9aad3e57142a93405207ae7752262fe98c997911edae",
+        "89e17c54ee5505a7edae784ae7655fe933f0cebb522f727f78217500b3f7d0fc",
+        "5243e3b911971ba8fe36348f569e07229c74f597a068eec3930b24799656fd0a",
     ),
     "guidance:topiq_nr[base=tiny-sd,alpha=10,variant=x0]": (
-        "3bd03cae8dc16171e2bd3118c0f3ad9fcdb9d32dec34da73e1f5491a20a82a40",
-        "ab59e3fb84e46136708ac348323185eff8fd4c598012762d19d5ad25de82b97a",
+        "933b5356e94baad3bd6145c3bfb594402003b7ee30682e89dc2bd71348c32e24",
+        "5124a2b2b1c3d766de257e8263f428115135b73fe0ae63ae8390ab88abf73e01",
     ),
     "guidance:topiq_nr[base=tiny-sd,scaling=classifier]": (
         "8ffbcf1f677f070f55a3e801a38dcb2ed86957a508fd2e713770558893201f11",

@@ -105,3 +105,42 @@ def test_guidance_generator_defaults_to_the_papers_formula():
     assert paper.fingerprint() != classic.fingerprint()
     with pytest.raises(SpecError, match="scaling 'sigma' is unknown"):
         build_generator("guidance:test_paper_bright[base=tiny-sd,scaling=sigma]", rt)
+
+
+def test_run_preset_dry_run_shows_the_resolved_setting_before_the_weights_are_needed(tmp_path, monkeypatch, capsys):
+    """`run --preset paper:<id> --dry-run` without the adapters' weights: it still fails on them (one sentence,
+    exit 2), but only after printing what the preset resolved to and where the command line departs from it."""
+    from iqabench.cli import main
+
+    monkeypatch.setenv("IQABENCH_ADAPTER_DIR", str(tmp_path / "no-weights"))
+    with pytest.raises(SystemExit) as info:
+        main(["run", "relgain", "--preset", "paper:iqa-fig3a", "--prompts", "smoke", "--limit", "2", "--dry-run",
+              "--out", str(tmp_path / "store")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert info.value.code == 2 and "needs iqa_adapter_topiq_nr.safetensors" in err
+    resolved = err[err.index("paper:iqa-fig3a resolves to:"):err.index("error:")]
+    assert ("generators=['iqa-adapter:topiq', 'iqa-adapter:hyperiqa', 'iqa-adapter:topiq+laion_aes']" in resolved
+            and "metrics=['topiq_nr', 'hyperiqa', 'laion_aes']" in resolved and "seeds=[0]" in resolved
+            and "prompts='smoke'" in resolved and "limit=2" in resolved), resolved
+    assert "departs from paper:iqa-fig3a: limit=2 (the paper's: 8200)" in err
+
+
+def test_iqa_adapter_scale_above_0_9_warns_in_one_sentence(tmp_path, monkeypatch):
+    """The paper: lambda > 0.9 introduces artifacts. 0.9 itself and the default 0.5 stay silent."""
+    import warnings
+
+    from iqabench.generators import build_generator
+    from iqabench.runtime import Runtime
+
+    (tmp_path / "iqa_adapter_topiq_nr.safetensors").write_bytes(b"adapter bytes")
+    monkeypatch.setenv("IQABENCH_ADAPTER_DIR", str(tmp_path))
+    runtime = Runtime("cpu", "fp32", 1)
+    for quiet in ("iqa-adapter:topiq[base=tiny-sdxl]", "iqa-adapter:topiq[base=tiny-sdxl,scale=0.9]"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            build_generator(quiet, runtime)
+    with pytest.warns(UserWarning) as caught:
+        build_generator("iqa-adapter:topiq[base=tiny-sdxl,scale=1.0]", runtime)
+    [warning] = [w for w in caught if "scale=" in str(w.message)]
+    text = str(warning.message)
+    assert "\n" not in text and "scale=1 is above 0.9" in text and "paper reports artifacts" in text, text

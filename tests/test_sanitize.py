@@ -34,6 +34,12 @@ BYPASSES = {
     "set onmouseover": '<set attributeName="onmouseover" to="alert(1)"/>',
     "anchor": '<a href="javascript:alert(1)"><rect width="1" height="1"/></a>',
     "iframe": '<iframe xmlns="http://www.w3.org/1999/xhtml" src="https://evil.example/"/>',
+    "style image-set": '<rect width="1" height="1" style="fill: image-set(\'https://evil.example/a.png\' 1x)"/>',
+    "style webkit image-set": "<style>rect{background:-webkit-image-set('//evil.example/a.png' 1x)}</style>",
+    "style image()": '<rect width="1" height="1" style="background: image(\'https://evil.example/a.png\')"/>',
+    "style src()": "<style>@font-face{font-family:f;src:src('https://evil.example/f.woff')}</style>",
+    "style quoted remote": '<rect width="1" height="1" style="cursor: \'https://evil.example/c.cur\'"/>',
+    "style escaped image-set": '<rect width="1" height="1" style="fill: im\\61ge-set(\'evil.example/a\')"/>',
     "data uri html on image": '<image href="data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="/>',
 }
 FORBIDDEN = ("<script", "<meta", "onerror", "onload", "onclick", "onmouseover", "javascript", "<foreignobject",
@@ -75,6 +81,15 @@ def test_css_checks():
     assert not css_is_safe("fill: url( 'https://x' )")
     assert not css_is_safe("x: exp\\ression(alert(1))")
     assert not css_is_safe("background:url(j\u200bavascript:alert(1))")
+    assert not css_is_safe("fill: image-set('a.png' 1x)")  # a relative file is outside the report too
+    assert not css_is_safe("fill: -webkit-image-set(\"https://x/a.png\" 2x)")
+    assert not css_is_safe("background: image('x.png')")
+    assert not css_is_safe("src: src('f.woff')")
+    assert not css_is_safe("cursor: '//x/c.cur'")
+    assert not css_is_safe('cursor: "ftp://x/c.cur"')
+    assert not css_is_safe("@font-face{font-family:f}")
+    assert css_is_safe("*{stroke-linejoin: round; stroke-linecap: butt}")  # matplotlib's own <style>
+    assert css_is_safe("font-family: 'DejaVu Sans', sans-serif; font-size: 10px")
 
 
 def test_a_real_matplotlib_figure_keeps_its_drawing():

@@ -75,7 +75,7 @@ def train_acpo_cmd(
     from iqabench.runtime import Runtime
 
     from .data import ImageCaptionDataset
-    from .evaluator_spec import build_evaluator, parse_evaluator
+    from .evaluator_spec import build_evaluator, check_evaluator
     from .training import AcpoConfig, train_acpo
 
     runtime = Runtime(device="auto", dtype="fp32")
@@ -86,7 +86,7 @@ def train_acpo_cmd(
                             rank=rank, batch_size=batch_size, mixed_precision=mixed_precision,
                             gradient_checkpointing=gradient_checkpointing, save_every=save_every, seed=seed,
                             base=base)
-        kind, argument = parse_evaluator(evaluator)
+        kind, argument = check_evaluator(evaluator)  # unknown metric / missing file: one sentence, dry run too
         if dry_run:
             from dataclasses import asdict
 
@@ -94,7 +94,7 @@ def train_acpo_cmd(
                                    "resolution": resolution}, sort_keys=True))
             return
         quality = build_evaluator(evaluator, runtime, score_low, score_high)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, LookupError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     pipe = build_generator(base, runtime).load_pipeline()
     rows = ImageCaptionDataset(data, resolution=resolution)

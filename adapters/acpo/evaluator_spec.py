@@ -63,6 +63,27 @@ def parse_evaluator(text: str) -> tuple[str, str]:
     return "metric", text
 
 
+def check_evaluator(text: str) -> tuple[str, str]:
+    """(kind, argument) of ``text``, resolved without building anything (``train acpo --dry-run``): an unknown
+    metric or a missing checkpoint is one sentence here, before any model or weight is loaded."""
+    kind, argument = parse_evaluator(text)
+    if kind == "ipce":
+        if not Path(argument).is_file():
+            raise FileNotFoundError(f"no IPCE checkpoint at {argument}; write one with `iqabench train ipce`")
+    elif kind == "two-stream":
+        if not Path(argument).is_file():
+            raise FileNotFoundError(f"no two-stream checkpoint at {argument}; write one with "
+                                    "`iqabench train two-stream`")
+    else:
+        from iqabench.metrics import metric_info
+
+        info = metric_info(argument)  # an unknown name raises with close matches
+        if not info.differentiable:
+            raise ValueError(f"--evaluator {argument!r} is not differentiable, so it cannot train ACPO: pick a "
+                             "differentiable metric (e.g. topiq_nr), ipce:<file> or two-stream:<file>")
+    return kind, argument
+
+
 def build_evaluator(text: str, runtime: Any, score_low: float | None = None,
                     score_high: float | None = None) -> torch.nn.Module:
     """The bounded, differentiable Q(images, prompts) in [0, 1] that ``text`` names (see module docstring)."""

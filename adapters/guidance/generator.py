@@ -154,6 +154,9 @@ class GuidanceGenerator(QualityGenerator):
             # Before issue 16 the formula had sigma_t and the fingerprint no "scaling": images cached then are
             # exactly scaling=classifier's, so that option keeps their keys and the new default gets new ones.
             fp["scaling"] = self.config.scaling
+            # Issue 16 review: scaling=paper first differentiated w.r.t. Euler's scaled sample (a factor
+            # sqrt(abar_t) too small on VE schedulers); now w.r.t. z_t itself, so those images get new keys.
+            fp["gradient"] = "z_t"
         return fp
 
     def guidance(self) -> IQAGuidance:

@@ -167,15 +167,19 @@ class IQAGuidance:
         ab = level.alpha_bar
         sqrt_ab, sqrt_1mab = math.sqrt(ab), math.sqrt(1.0 - ab)
         with torch.enable_grad():
-            z = sample.detach().float().requires_grad_(True)
-            vp = z * level.vp_scale
+            # The leaf is the VP latent z_t itself, not the scheduler's sample: on Euler-style schedulers the
+            # sample is z_t * sqrt(sigma^2 + 1), and a gradient taken w.r.t. it would carry an extra factor
+            # sqrt(abar_t) (0.73 on average over SDXL's 35-step Euler schedule), off the paper's formula.
+            vp = (sample.detach().float() * level.vp_scale).requires_grad_(True)
             out = model_output.detach().float()
             eps = out if prediction == "epsilon" else (sqrt_ab * out + sqrt_1mab * vp).detach()
             latent = vp if self.config.variant == "z" else (vp - sqrt_1mab * eps) / sqrt_ab
-            logf = log_quality(self.metric.raw(self.decode(latent)).to(z.device), self.metric.lower_better,
+            logf = log_quality(self.metric.raw(self.decode(latent)).to(vp.device), self.metric.lower_better,
                                self.config.floor)
-            (grad,) = torch.autograd.grad(logf.sum(), z)
-        factor = level.sigma if self.config.scaling == "classifier" else 1.0
+            (grad,) = torch.autograd.grad(logf.sum(), vp)  # grad_{z_t} log f(D(z_t))
+        # classifier: the scheduler's sigma times the gradient w.r.t. its own sample, which is
+        # sigma * vp_scale * grad_{z_t} = sqrt(1 - abar_t) * grad_{z_t} on VP and VE schedulers alike
+        factor = level.sigma * level.vp_scale if self.config.scaling == "classifier" else 1.0
         delta = -self.config.alpha * w * factor * grad  # change of eps: against grad would lower quality
         if prediction == "v_prediction":
             delta = delta / sqrt_ab  # d v = d eps / sqrt(abar) at fixed z_t

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ QUALITY_PARAMS = ("target", "scale", "neg_k")
 #: default (X1716/IQA-Adapter, iqa_adapter/iqa_adapter.py) is reachable as ``[scale=1.0]``.
 PAPER_SCALE = 0.5
 OFFICIAL_GENERATE_SCALE = 1.0
+ARTIFACT_SCALE = 0.9  # above it: a one-sentence warning (the paper's artifacts threshold)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +156,10 @@ class IQAAdapterGenerator(QualityGenerator):
             raise TargetError(f"generator {self.name!r}: {exc}") from exc
         if scale < 0 or neg_k < 0:
             raise TargetError(f"generator {self.name!r}: scale and neg_k must be >= 0 (got {scale}, {neg_k})")
+        if scale > ARTIFACT_SCALE:  # warnings shows each distinct message once, not once per item
+            warnings.warn(f"generator {self.name!r}: scale={scale:g} is above {ARTIFACT_SCALE}, where the IQA-Adapter "
+                          "paper reports artifacts (supplementary Sec. 16, Fig. 13; its experiments use 0.5)",
+                          UserWarning, stacklevel=2)
         return target, scale, neg_k
 
     # -- protocol -------------------------------------------------------------------------------------

@@ -24,10 +24,13 @@ def report_command(
     """
     from ..reports.compare import render_comparison, resolve_run
     from ..reports.render import REPORT_FILE
+    from ..store import refuse_file_in_path
 
     if output is not None and output.is_dir():
         output = output / REPORT_FILE  # `-o some/folder` means "put the report there", not "replace the folder"
     try:
+        if output is not None:
+            refuse_file_in_path(output)
         refs = [resolve_run(text, Path(out)) for text in runs]
         path = render_comparison(refs, output)
     except user_errors() as exc:

@@ -95,6 +95,10 @@ def run_command(
         if prompt_column:
             options["prompt_column"] = prompt_column
         fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
+        if preset is not None and dry_run:  # before any generator is built: visible without the weights
+            resolved = ", ".join(f"{key}={fields[key]!r}" for key in
+                                 ("generators", "metrics", "prompts", "seeds", "limit", "options"))
+            console.print(f"{escape(preset)} resolves to: {escape(resolved)}", highlight=False, soft_wrap=True)
         spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, device=device, dtype=dtype,
                        batch_size=_batch_size(batch_size, device), plugins=list(plugin or []))
         runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
