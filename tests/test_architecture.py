@@ -67,7 +67,17 @@ def test_no_benchmark_builds_a_generator_or_parses_run_specs_by_hand():
     for path in (ROOT / "benchmarks").rglob("*.py"):
         text = path.read_text("utf-8")
         assert "build_generator" not in text, f"{path.relative_to(ROOT)} builds a generator; ask the GeneratorPool"
-        assert "GeneratorSpec.parse(g)) for g in spec.generators" not in text, f"{path.relative_to(ROOT)}"
+        for by_hand in ("GeneratorSpec(", "GeneratorSpec.parse"):
+            assert by_hand not in text, f"{path.relative_to(ROOT)} handles spec strings by hand; ask the GeneratorPool"
+
+
+def test_pool_wraps_a_base_in_one_canonical_spelling():
+    from iqabench.generators import GeneratorPool
+
+    wrapped = GeneratorPool.wrap("guidance", "topiq_nr", "tiny-sd[steps=2]", alpha=30.0)
+    assert wrapped == "guidance:topiq_nr[alpha=30.0,base=tiny-sd,steps=2]"
+    assert GeneratorPool.wrap("guidance", "topiq_nr", "tiny-sd[ steps = 2 ]", alpha=30.0) == wrapped
+    assert GeneratorPool.family(wrapped) == "guidance" and GeneratorPool.family("tiny-sd:x[steps=2]") == "tiny-sd"
 
 
 def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(tmp_path, monkeypatch):
