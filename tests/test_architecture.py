@@ -108,6 +108,28 @@ def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(
     assert ctx.baselines["tiny-sd[guidance_scale=1.0]"] is None  # a baseline at CFG 1 names none
 
 
+def test_two_spellings_of_one_spec_are_one_generator_and_one_manifest_entry(tmp_path, monkeypatch):
+    import iqabench.runner as runner_module
+    from iqabench.benchmark import PlannedItem
+    from iqabench.generators import WorkItem
+    from iqabench.registry import GENERATORS
+    from iqabench.specs import RunSpec
+
+    entry = GENERATORS.get("tiny-sd")
+    built: list[str] = []
+    original = entry.factory
+    monkeypatch.setattr(entry, "factory", lambda spec, runtime: built.append(str(spec)) or original(spec, runtime))
+    item = WorkItem("p0", "a red cube", 0)
+    spellings = ["tiny-sd[steps=2,guidance_scale=1.0]", "tiny-sd[guidance_scale=1.0,steps=2]"]
+    monkeypatch.setattr(runner_module, "plan_with",
+                        lambda benchmark, spec, pool: [PlannedItem(s, item) for s in spellings])
+    runner = runner_module.Runner(RunSpec("relgain", ["tiny-sd"], metrics=["entropy"], limit=1), tmp_path)
+    assert built == ["tiny-sd[guidance_scale=1.0,steps=2]"]
+    assert list(runner.generators) == ["tiny-sd[guidance_scale=1.0,steps=2]"]
+    assert list(runner.manifest("planned")["generators"]) == ["tiny-sd[guidance_scale=1.0,steps=2]"]
+    assert runner.image_keys[0] == runner.image_keys[1]
+
+
 def test_fingerprint_class_label_is_derived_from_the_class():
     """A subclass that may change pixels gets its own label (hence its own cache keys) unless it opts in."""
     from iqabench.adapters.acpo.generator import AcpoGenerator
