@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -128,6 +130,37 @@ def test_two_spellings_of_one_spec_are_one_generator_and_one_manifest_entry(tmp_
     assert list(runner.generators) == ["tiny-sd[guidance_scale=1.0,steps=2]"]
     assert list(runner.manifest("planned")["generators"]) == ["tiny-sd[guidance_scale=1.0,steps=2]"]
     assert runner.image_keys[0] == runner.image_keys[1]
+
+
+def test_quality_generator_own_options_follow_the_typed_options_and_base_defaults_to_the_option():
+    from dataclasses import dataclass
+
+    from iqabench.adapters.acpo.generator import AcpoGenerator
+    from iqabench.adapters.guidance.generator import GuidanceGenerator, GuidanceOptions
+    from iqabench.adapters.iqa_adapter.generator import IQAAdapterGenerator
+    from iqabench.adapters.quality_base import QualityGenerator
+    from iqabench.options import Options
+    from iqabench.runtime import Runtime
+    from iqabench.specs import GeneratorSpec, SpecError
+
+    for cls in (GuidanceGenerator, IQAAdapterGenerator, AcpoGenerator):
+        assert cls.own_options == cls.options_class.defaults() and "base" in cls.own_options
+    assert GuidanceGenerator.own_options["base"] == GuidanceOptions.defaults()["base"] == "sdxl"
+
+    @dataclass(frozen=True)
+    class SharpOptions(Options):
+        base: str = "tiny-sd"
+        amount: float = 1.0
+
+    class Sharp(QualityGenerator):
+        options_class = SharpOptions
+
+    assert Sharp.own_options == {"base": "tiny-sd", "amount": 1.0}
+    gen = Sharp(GeneratorSpec.parse("sharp[amount=2,steps=2]"), Runtime(device="cpu"))
+    assert str(gen.base_spec) == "tiny-sd" and gen.settings.amount == 2
+    assert gen.baseline().startswith("tiny-sd[") and "steps=2" in gen.baseline() and "amount" not in gen.baseline()
+    with pytest.raises(SpecError, match="takes no ':x' part"):  # the spec's own base= is the one built
+        Sharp(GeneratorSpec.parse("sharp[base=tiny-sd:x]"), Runtime(device="cpu"))
 
 
 def test_fingerprint_class_label_is_derived_from_the_class():
