@@ -33,9 +33,10 @@ from .generator_options import base_model_spec
 class QualityGenerator(DiffusersGenerator):
     """A :class:`DiffusersGenerator` that runs a base generator's pipeline with something added.
 
-    Subclasses set ``own_options`` (their option names and defaults) and
-    ``refused_bases``, parse what they need from the spec, then call
-    ``super().__init__(spec, runtime, base=...)``. They override
+    Subclasses set ``options_class`` (their typed options; ``own_options``, the
+    names and defaults, follows from it) and ``refused_bases``, parse what they
+    need from the spec, then call ``super().__init__(spec, runtime)`` (pass
+    ``base=`` only when it does not come from the spec's ``base`` option). They override
     :meth:`own_fingerprint` (everything of theirs that changes pixels) and, when
     they change the pipeline, :meth:`load_pipeline` (start from ``super()``'s).
     """
@@ -50,8 +51,19 @@ class QualityGenerator(DiffusersGenerator):
     #: how the refusal reads, e.g. "the base of IQA guidance cannot itself be a guidance generator"
     refusal: ClassVar[str] = "cannot wrap a {family} generator"
 
-    def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, base: str, where: str | None = None):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The typed options are the one source of the option names: a subclass sets ``options_class`` only.
+        if cls.options_class is not None and "own_options" not in cls.__dict__:
+            cls.own_options = cls.options_class.defaults()
+
+    def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, base: str | None = None, where: str | None = None):
+        """``base``: the base model's spec; by default the spec's ``base=`` option, else ``own_options["base"]``."""
         where = where or f"generator {str(spec)!r}"
+        if base is None:
+            base = self.split_options(spec)[0].get("base", self.own_options.get("base"))
+            if not base:
+                raise SpecError(f"{where}: name the base model, e.g. [base=sdxl]")
         self.base_spec = GeneratorSpec.parse(str(base))
         if self.base_spec.family in self.refused_bases:
             raise SpecError(f"{where}: {self.refusal.format(family=self.base_spec.family, base=str(self.base_spec))}")

@@ -37,7 +37,7 @@ from iqabench.generators import GeneratorPool
 from iqabench.metrics import build_metric, metric_info, parse_metric_list
 from iqabench.registry import METRICS
 from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec, RunSpec
+from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci, relative_gains
 
 from .sweeps import new_figure
@@ -191,13 +191,6 @@ def transfer_figure(table: pd.DataFrame, panel: list[str]):
                 "guided metric alone suggests the guidance exploits that metric.")
 
 
-def _guidance_spec(target: str, base: str, alpha: float) -> str:
-    parsed = GeneratorSpec.parse(base)
-    family = parsed.family + (f":{parsed.variant}" if parsed.variant else "")
-    return str(GeneratorSpec("guidance", target, tuple(sorted({**parsed.options_dict, "base": family,
-                                                                 "alpha": alpha}.items()))))
-
-
 @register_benchmark("adversarial-gradcam", description="Cross-metric transfer of IQA guidance, inflation index "
                     "and Grad-CAM of the target model (paper Sec. 5.2, Figs. 5a, 9b, 20)")
 class AdversarialGradCAM(BaseBenchmark):
@@ -227,14 +220,14 @@ class AdversarialGradCAM(BaseBenchmark):
     def _setup(self, spec: RunSpec, generators: GeneratorPool) -> tuple[str, list[str], dict[str, str], list[str]]:
         targets = self._targets(spec)
         named = generators.canonical_list(spec.generators)
-        adapters = [g for g in named if GeneratorSpec.parse(g).family != "guidance"]
+        adapters = [g for g in named if generators.family(g) != "guidance"]
         base = spec.options.get("base") or spec.baseline
         if not base and not adapters:
             raise ValueError("adversarial-gradcam needs a base model: --option base=SPEC or an adapter generator")
         base = generators.canonical(str(base)) if base else generators.baseline(adapters[0])
         adapters = [a for a in adapters if a != base]
         alpha = float(spec.options.get("alpha", 30.0))
-        guided = {t: _guidance_spec(t, base, alpha) for t in targets}
+        guided = {t: generators.wrap("guidance", t, base, alpha=alpha) for t in targets}
         return base, targets, guided, adapters
 
     def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:

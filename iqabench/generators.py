@@ -100,6 +100,24 @@ class GeneratorPool:
         """``specs`` in canonical spelling, duplicates dropped, order kept."""
         return list(dict.fromkeys(canonical_spec(s) for s in specs))
 
+    @staticmethod
+    def family(spec: str | GeneratorSpec) -> str:
+        """The family of ``spec`` (``guidance`` for ``guidance:topiq_nr[base=tiny-sd]``)."""
+        return (GeneratorSpec.parse(spec) if isinstance(spec, str) else spec).family
+
+    @staticmethod
+    def wrap(family: str, variant: str | None, base: str | GeneratorSpec, **options: Any) -> str:
+        """The canonical spec of a ``family:variant`` generator wrapping ``base`` (e.g. guidance on a metric).
+
+        Wrapper families take the base as ``base=family[:variant]`` and the base's own options beside their own
+        (see :class:`adapters.quality_base.QualityGenerator`), so ``tiny-sd[steps=2]`` wrapped by guidance is
+        ``guidance:m[alpha=..,base=tiny-sd,steps=2]``: one spelling, one cache entry.
+        """
+        parsed = GeneratorSpec.parse(base) if isinstance(base, str) else base
+        base_name = parsed.family + (f":{parsed.variant}" if parsed.variant else "")
+        merged = {**parsed.options_dict, **options, "base": base_name}
+        return canonical_spec(str(GeneratorSpec(family, variant, tuple(sorted(merged.items())))))
+
     def get(self, spec: str | GeneratorSpec) -> Generator:
         """The generator of ``spec``, built on first request (validates options and weights, loads nothing)."""
         name = canonical_spec(spec)

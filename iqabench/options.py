@@ -64,4 +64,6 @@ class Options:
 
     @classmethod
     def describe(cls) -> list[OptionInfo]:
-        return [OptionInfo(f.name, str(f.type), f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
+        # A plugin without ``from __future__ import annotations`` holds real types: show ``int``, not "<class 'int'>".
+        return [OptionInfo(f.name, f.type.__name__ if isinstance(f.type, type) else str(f.type), f.default,
+                           f.metadata.get("help", "")) for f in dataclasses.fields(cls)]

@@ -156,7 +156,9 @@ class Runner:
         # Every generator spec is built once, here (validates specs and weights, loads nothing heavy), and shared
         # with the benchmark's plan and analysis.
         self.pool = GeneratorPool(self.runtime)
-        self.plan: list[PlannedItem] = plan_with(self.benchmark, spec, self.pool)
+        # Two spellings of one spec (option order, spacing) are one generator, one manifest entry, one cache key.
+        self.plan: list[PlannedItem] = [PlannedItem(self.pool.canonical(p.generator), p.item)
+                                        for p in plan_with(self.benchmark, spec, self.pool)]
         if not self.plan:
             raise ValueError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and --seeds")
         self.generators: dict[str, Generator] = {}

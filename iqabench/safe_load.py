@@ -29,6 +29,7 @@ import pickle
 import re
 import sys
 import threading
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -303,13 +304,17 @@ def install() -> None:
 
 
 def _patch_clip_download(module_name: str) -> None:
-    # Only once pyiqa or clip is imported (a metric is being built): installing never imports pyiqa itself.
-    if module_name.split(".")[0] not in sys.modules and "pyiqa" not in sys.modules:
+    # Only once its package is imported (a metric is being built): installing never imports pyiqa or clip itself.
+    # Importing `clip` here would also print setuptools' pkg_resources deprecation warning ahead of a CLI's
+    # `error:` line; pyiqa imports clip lazily (in the CLIP-based archs) and silences that warning itself.
+    if module_name.split(".")[0] not in sys.modules:
         return
     import importlib
 
     try:
-        module = importlib.import_module(module_name)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API", category=UserWarning)
+            module = importlib.import_module(module_name)
     except ImportError:  # the optional `clip` package is absent: nothing to patch
         return
     download = getattr(module, "_download", None)

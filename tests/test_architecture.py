@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,7 +69,17 @@ def test_no_benchmark_builds_a_generator_or_parses_run_specs_by_hand():
     for path in (ROOT / "benchmarks").rglob("*.py"):
         text = path.read_text("utf-8")
         assert "build_generator" not in text, f"{path.relative_to(ROOT)} builds a generator; ask the GeneratorPool"
-        assert "GeneratorSpec.parse(g)) for g in spec.generators" not in text, f"{path.relative_to(ROOT)}"
+        for by_hand in ("GeneratorSpec(", "GeneratorSpec.parse"):
+            assert by_hand not in text, f"{path.relative_to(ROOT)} handles spec strings by hand; ask the GeneratorPool"
+
+
+def test_pool_wraps_a_base_in_one_canonical_spelling():
+    from iqabench.generators import GeneratorPool
+
+    wrapped = GeneratorPool.wrap("guidance", "topiq_nr", "tiny-sd[steps=2]", alpha=30.0)
+    assert wrapped == "guidance:topiq_nr[alpha=30.0,base=tiny-sd,steps=2]"
+    assert GeneratorPool.wrap("guidance", "topiq_nr", "tiny-sd[ steps = 2 ]", alpha=30.0) == wrapped
+    assert GeneratorPool.family(wrapped) == "guidance" and GeneratorPool.family("tiny-sd:x[steps=2]") == "tiny-sd"
 
 
 def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(tmp_path, monkeypatch):
@@ -96,6 +108,59 @@ def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(
     assert ctx.generators is runner.pool and len(built) == 4  # analysis built nothing new
     assert ctx.baselines["tiny-sd"] == "tiny-sd[guidance_scale=1.0]"
     assert ctx.baselines["tiny-sd[guidance_scale=1.0]"] is None  # a baseline at CFG 1 names none
+
+
+def test_two_spellings_of_one_spec_are_one_generator_and_one_manifest_entry(tmp_path, monkeypatch):
+    import iqabench.runner as runner_module
+    from iqabench.benchmark import PlannedItem
+    from iqabench.generators import WorkItem
+    from iqabench.registry import GENERATORS
+    from iqabench.specs import RunSpec
+
+    entry = GENERATORS.get("tiny-sd")
+    built: list[str] = []
+    original = entry.factory
+    monkeypatch.setattr(entry, "factory", lambda spec, runtime: built.append(str(spec)) or original(spec, runtime))
+    item = WorkItem("p0", "a red cube", 0)
+    spellings = ["tiny-sd[steps=2,guidance_scale=1.0]", "tiny-sd[guidance_scale=1.0,steps=2]"]
+    monkeypatch.setattr(runner_module, "plan_with",
+                        lambda benchmark, spec, pool: [PlannedItem(s, item) for s in spellings])
+    runner = runner_module.Runner(RunSpec("relgain", ["tiny-sd"], metrics=["entropy"], limit=1), tmp_path)
+    assert built == ["tiny-sd[guidance_scale=1.0,steps=2]"]
+    assert list(runner.generators) == ["tiny-sd[guidance_scale=1.0,steps=2]"]
+    assert list(runner.manifest("planned")["generators"]) == ["tiny-sd[guidance_scale=1.0,steps=2]"]
+    assert runner.image_keys[0] == runner.image_keys[1]
+
+
+def test_quality_generator_own_options_follow_the_typed_options_and_base_defaults_to_the_option():
+    from dataclasses import dataclass
+
+    from iqabench.adapters.acpo.generator import AcpoGenerator
+    from iqabench.adapters.guidance.generator import GuidanceGenerator, GuidanceOptions
+    from iqabench.adapters.iqa_adapter.generator import IQAAdapterGenerator
+    from iqabench.adapters.quality_base import QualityGenerator
+    from iqabench.options import Options
+    from iqabench.runtime import Runtime
+    from iqabench.specs import GeneratorSpec, SpecError
+
+    for cls in (GuidanceGenerator, IQAAdapterGenerator, AcpoGenerator):
+        assert cls.own_options == cls.options_class.defaults() and "base" in cls.own_options
+    assert GuidanceGenerator.own_options["base"] == GuidanceOptions.defaults()["base"] == "sdxl"
+
+    @dataclass(frozen=True)
+    class SharpOptions(Options):
+        base: str = "tiny-sd"
+        amount: float = 1.0
+
+    class Sharp(QualityGenerator):
+        options_class = SharpOptions
+
+    assert Sharp.own_options == {"base": "tiny-sd", "amount": 1.0}
+    gen = Sharp(GeneratorSpec.parse("sharp[amount=2,steps=2]"), Runtime(device="cpu"))
+    assert str(gen.base_spec) == "tiny-sd" and gen.settings.amount == 2
+    assert gen.baseline().startswith("tiny-sd[") and "steps=2" in gen.baseline() and "amount" not in gen.baseline()
+    with pytest.raises(SpecError, match="takes no ':x' part"):  # the spec's own base= is the one built
+        Sharp(GeneratorSpec.parse("sharp[base=tiny-sd:x]"), Runtime(device="cpu"))
 
 
 def test_fingerprint_class_label_is_derived_from_the_class():

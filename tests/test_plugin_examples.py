@@ -37,3 +37,10 @@ def test_each_plugin_example_is_short_and_runs_through_the_cli(tmp_path):
     table = pd.read_csv(next((out / "runs" / "docs").rglob("mean_score*.csv")))
     assert list(table["generator"]) == ["few-step-sd"] and list(table["metric"]) == ["colorfulness"]
     assert 0 < table["score"].iloc[0] < 1
+    listing = subprocess.run([sys.executable, "-m", "iqabench", "list", "generators", "--options", "--plugin",
+                              str(tmp_path / "generator.py")], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+    assert listing.returncode == 0, listing.stderr
+    rows = [line for line in listing.stdout.split("few-step-sd", 1)[1].splitlines() if "│" in line]
+    cells = {r.split("│")[1].strip(): [c.strip() for c in r.split("│")[2:4]] for r in rows[:8]}
+    assert cells["steps"] == ["int", "2"] and cells["height"] == ["int", "64"] and cells["seed"] == ["int", "0"]

@@ -53,6 +53,16 @@ def test_seam_is_installed_when_a_metric_is_built_not_at_import():
     assert done.stdout.split() == ["torch.serialization", "iqabench.safe_load"], done.stderr[-2000:]
 
 
+def test_installing_the_seam_imports_no_clip_and_prints_no_warning():
+    # `clip` imports pkg_resources, whose deprecation warning would become a CLI's first stderr line before `error:`.
+    code = ("import sys, pyiqa, pyiqa.archs.clip_model; from iqabench import safe_load; safe_load.install(); "
+            "print('clip' in sys.modules, pyiqa.archs.clip_model._download._iqabench_safe)")
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.split() == ["False", "True"], done.stderr[-2000:]
+    assert done.stderr == ""
+
+
 @pytest.mark.parametrize(("metric", "where", "file", "pyiqa_file"), [
     ("cnniqa", "pyiqa", "CNNIQA_koniq10k-e6f14c91.pth", None),      # pyiqa's weight cache
     ("lpips", "checkpoints", "alexnet-owt-7be5be79.pth",             # torch hub checkpoints (torchvision backbone)

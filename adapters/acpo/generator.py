@@ -43,7 +43,6 @@ class AcpoGenerator(QualityGenerator):
 
     fingerprint_class = "acpo/v1"
     options_class = AcpoOptions
-    own_options = ACPO_OPTIONS
     refused_bases = ("acpo", "guidance")
     refusal = "the base must be a plain diffusers generator, not {base!r}"
 

@@ -110,7 +110,6 @@ class GuidanceGenerator(QualityGenerator):
     item_params = frozenset(GENERATION_OPTIONS) | {"alpha"}
     fingerprint_class = "guidance/v1"
     options_class = GuidanceOptions
-    own_options = GUIDANCE_OPTIONS
     refused_bases = ("guidance",)
     refusal = "the base of IQA guidance cannot itself be a guidance generator"
 
@@ -125,8 +124,7 @@ class GuidanceGenerator(QualityGenerator):
                             "cannot guide sampling (pick e.g. topiq_nr, or register a differentiable model)")
         self.metric_name = spec.variant
         spec = _renamed_options(spec)
-        own, _ = self.split_options(spec)
-        super().__init__(spec, runtime, base=str(own.get("base", GUIDANCE_OPTIONS["base"])), where=where)
+        super().__init__(spec, runtime, where=where)
         self.config = _guidance_config(self.options, where)
         self.metric = None
         self._guidance: IQAGuidance | None = None

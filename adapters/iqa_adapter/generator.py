@@ -108,7 +108,6 @@ class IQAAdapterGenerator(QualityGenerator):
     item_params = frozenset(GENERATION_OPTIONS) | frozenset(QUALITY_PARAMS)
     fingerprint_class = "iqa-adapter/v1"
     options_class = AdapterOptions
-    own_options = ADAPTER_OPTIONS
     refused_bases = ("iqa-adapter",)
     refusal = "an IQA-Adapter's base cannot itself be an IQA-Adapter"
 

@@ -23,7 +23,8 @@ def verify_command(
     Exits 0 when the store is sound (or was repaired), 3 when damage was found and left in place.
     """
     from ..errors import EXIT_INCOMPLETE
-    from ..store import Store, verify_store
+    from ..store import Store
+    from ..store_check import verify_store
 
     if not out.is_dir():
         fail(FileNotFoundError(f"no store at {out}: pass --out the folder a run wrote"))
