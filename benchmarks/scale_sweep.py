@@ -151,7 +151,7 @@ class ScaleSweep(BaseBenchmark):
             sort=False).reset_index()
         result.figures["mean_score_vs_scale"] = curves_figure(labelled, baselines, metrics, "scale", "lambda",
                                                               series=["generator", "target"])
-        result.grids["scales"] = grid_refs(ctx, frame, "condition", max_rows=2)
+        result.grids["scales"] = grid_refs(ctx, frame, "condition")
         result.summary = {
             "generators": list(dict.fromkeys(frame.generator)), "metrics": metrics,
             "scales": sweep_scales(ctx.spec), "targets": [target_label(t) for t in scale_targets(ctx.spec)],
