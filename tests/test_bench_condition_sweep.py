@@ -109,3 +109,12 @@ def test_grid_lists_every_prompt_seed_pair_and_the_report_counts_them():
     assert len(refs) == 12
     view = _grid_view("targets", refs, lambda key: ("data:,", None))
     assert view.total_rows == 6 and view.groups == ["baseline", "p99"]
+
+
+def test_summary_correlation_is_aligned_for_a_lower_is_better_metric():
+    from iqabench.benchmarks.condition_sweep import aligned_spearman_summary
+
+    rising_piqe = target_correlations(_sweep_frame("piqe", lambda t, s: t + 0.01 * s))  # worse with the target
+    summary = aligned_spearman_summary(rising_piqe)
+    assert rising_piqe.spearman.iloc[0] > 0.9
+    assert summary["G | piqe"] == pytest.approx(-rising_piqe.spearman.iloc[0]) and summary["G | piqe"] < 0
