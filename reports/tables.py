@@ -184,5 +184,19 @@ def to_markdown(frame: pd.DataFrame, note: str = "") -> str:
     shown = shown.map(lambda text: text.replace("|", "\\|")).set_axis([c.replace("|", "\\|") for c in shown.columns],
                                                                        axis=1)
     align = ["right" if c in numeric else "left" for c in shown.columns]
-    text = shown.to_markdown(index=False, colalign=align, disable_numparse=True) if len(shown.columns) else ""
+    if not len(shown.columns):
+        text = ""
+    else:
+        try:
+            text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)
+        except ImportError:  # tabulate is an optional pandas dependency: never let it kill a finished run
+            text = _plain_markdown(shown, align)
     return text + (f"\n\n{note}\n" if note else "\n")
+
+
+def _plain_markdown(shown: pd.DataFrame, align: list[str]) -> str:
+    """A minimal GFM pipe table of already-formatted, ``|``-escaped strings (the fallback without tabulate)."""
+    rule = {"right": "---:", "left": ":---"}
+    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "| " + " | ".join(rule[a] for a in align) + " |"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
