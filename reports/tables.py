@@ -170,11 +170,18 @@ def to_latex(frame: pd.DataFrame, name: str, note: str = "") -> str:
     numeric = _numeric_columns(frame, list(shown.columns))
     column_format = "".join("r" if c in numeric else "l" for c in shown.columns)
     styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    caption = name.replace("_", " ") + (f". {note}" if note else "")
-    caption = caption.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+    caption = latex_escape(name.replace("_", " ") + (f". {note}" if note else ""))
     label = "tab:" + "".join(ch if ch.isalnum() or ch in "-:" else "-" for ch in name)
     return styler.to_latex(hrules=True, column_format=column_format, caption=caption, label=label,
                            position_float="centering")
+
+
+def latex_escape(text: str) -> str:
+    """LaTeX-escape free text (captions) the way pandas' Styler escapes cells (``escape="latex"``): covers
+    ``# $ % & _ { } ~ ^`` and backslashes. Styler.to_latex does not escape its ``caption`` argument itself."""
+    from pandas.io.formats.style_render import _escape_latex
+
+    return _escape_latex(text)
 
 
 def to_markdown(frame: pd.DataFrame, note: str = "") -> str:
