@@ -65,8 +65,11 @@ def resolve_run(text: str, store_root: Path) -> RunRef:
 
 
 def default_output(refs: list[RunRef], now: _dt.datetime | None = None) -> Path:
-    """``<first store>/reports/compare-<ids>-<UTC time>.html``: new each time, never inside a run folder."""
+    """``<first store>/reports/compare-<ids>-<UTC time>.html`` (one run: ``report-<id>-<time>.html``, it compares
+    nothing): new each time, never inside a run folder."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
+    if len(refs) == 1:
+        return refs[0].store.root / REPORTS_DIR / f"report-{refs[0].run_id}-{now:%Y%m%d-%H%M%S}.html"
     ids = "_vs_".join(ref.run_id for ref in refs)
     if len(ids) > 120:
         ids = f"{refs[0].run_id}_and_{len(refs) - 1}_more"

@@ -457,3 +457,10 @@ def test_latex_exports_escape_captions_and_carry_bold_best_and_ns(store):
     assert "\\textbf{8.0 [4.0, 12.0]}" in tex and "\\textbf{5.00 [1.00, 9.00]}" in tex  # best per column
     assert "2.2 [-7.0, 11.0] n.s." in tex and "\\textbf{2.2" not in tex
     assert "a\\_b 50\\% \\#1 \\{x\\}" in tex and "g<2>" in tex and "\\toprule" in tex
+
+
+def test_summary_booleans_read_yes_no():
+    from iqabench.reports.render import _summary_items
+
+    items = dict(_summary_items({"smoke_run": True, "flags": {"a": False}, "n": 3}))
+    assert items["smoke run"] == "yes" and items["flags"] == "a: no" and items["n"] == "3"

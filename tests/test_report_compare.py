@@ -200,3 +200,9 @@ def test_relgain_baselines_are_not_paired_across_runs(tmp_path):
         save_result(store, run_id, Result("relgain", tables={"relgain_per_item": items}))
     table = paired_differences({r: load_result(store, r) for r in ("rg-a", "rg-b")})
     assert table.generator.tolist() == ["adapter"] and table.vs_generator.tolist() == ["adapter"]
+
+
+def test_single_run_report_file_is_not_named_compare(two_runs):
+    store, _, _, _ = two_runs
+    path = render_comparison([resolve_run("run-base", store.root)])
+    assert path.parent == store.root / "reports" and path.name.startswith("report-run-base-")
