@@ -264,7 +264,8 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
             "lower-is-better metrics (positive = better than the first run). "
             + describe_method(table["ci_method"].tolist())
             + " Tests: two-sided paired t and Wilcoxon signed-rank; *_holm: Holm-adjusted across this table. "
-            "win_rate: share of items improved (ties half).")
+            "win_rate: share of items improved (ties half). n.s.: the difference's 95% CI includes 0.")
+        table.attrs["signed"] = ["difference"]  # n.s. marks, as in the headline tables
     if identical:
         table.attrs["footnote"] = (table.attrs.get("footnote", "") + " Left out, identical images (every "
                                    "difference exactly 0): " + "; ".join(identical) + ".").strip()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -103,6 +103,9 @@ def has_row_labels(frame: pd.DataFrame) -> bool:
     return not pd.api.types.is_integer_dtype(frame.index.dtype)
 
 
+SIGNED_ATTR = "signed"  # DataFrame.attrs key: CI'd columns whose zero means "no effect" (marked "n.s.")
+
+
 def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
     """Rows of formatted cells; a labelled index becomes leading row-header columns.
 
@@ -110,6 +113,8 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
     and records the full count in ``total_rows``.
     """
     total = len(frame)
+    # columns whose 0 means "no effect" (attrs["signed"]): " n.s." where the CI includes 0, as in the headline
+    signed = {str(c) for c in frame.attrs.get(SIGNED_ATTR, ())}
     if max_rows is not None and total > max_rows:
         frame = frame.iloc[:max_rows]
     index_levels = 0
@@ -127,7 +132,10 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
         for position, col in enumerate(shown):
             if col in cis:
                 low, high = cis[col]
-                row.append(_ci_cell(record[col], record[low], record[high]))
+                cell = _ci_cell(record[col], record[low], record[high])
+                if col in signed and record[low] <= 0 <= record[high]:
+                    cell = replace(cell, text=cell.text + " n.s.")
+                row.append(cell)
             else:
                 row.append(_cell(record[col], header=position < index_levels))
         rows.append(row)

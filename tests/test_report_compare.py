@@ -187,6 +187,12 @@ def test_identical_images_are_left_out_with_a_note_and_holm_sits_next_to_the_dif
         table.attrs["footnote"]
     columns = list(table.columns)
     assert columns[columns.index("difference_ci_high") + 1:][:2] == ["t_p_holm", "wilcoxon_p_holm"]
+    from iqabench.reports.tables import display_frame
+
+    crossing = table.copy()  # attrs travel with the copy
+    crossing.loc[crossing.metric == "entropy", ["difference_ci_low", "difference_ci_high"]] = [-1.0, 1.0]
+    shown = display_frame(crossing).set_index("metric").difference  # the headline's n.s. marks
+    assert shown["entropy"].endswith(" n.s.") and not shown["piqe"].endswith(" n.s.")
 
 
 def test_relgain_baselines_are_not_paired_across_runs(tmp_path):
