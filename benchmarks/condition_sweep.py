@@ -183,6 +183,15 @@ def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str]):
                 "cells: the CI includes 0 (not significant).")
 
 
+def aligned_spearman_summary(correlations: pd.DataFrame) -> dict[str, float]:
+    """``{"generator | metric": aligned rho}`` for the run summary, aligned like the heatmap and the headline.
+
+    A raw piqe rho of +0.46 is painted -0.46 (red, the condition backfires) on the heatmap; the summary must not
+    say the opposite.
+    """
+    return {f"{r.generator} | {r.metric}": float(r.aligned_spearman) for r in correlations.itertuples()}
+
+
 def _short(text: str, limit: int = 40) -> str:
     """Checkpoint paths make long legend labels; keep the tail, which names the file."""
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
@@ -246,6 +255,6 @@ class ConditionSweep(BaseBenchmark):
         result.summary = {
             "generators": list(dict.fromkeys(frame.generator)), "metrics": metrics,
             "targets": [target_label(t) for t in sweep_targets(ctx.spec)], "n_images": len(set(ctx.image_keys)),
-            "spearman": {f"{r.generator} | {r.metric}": r.spearman for r in correlations.itertuples()},
+            "aligned_spearman": aligned_spearman_summary(correlations),
         }
         return result

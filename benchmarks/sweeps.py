@@ -215,14 +215,18 @@ def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.3, max_co
     return fig, axes
 
 
-def grid_refs(ctx: AnalysisContext, frame: pd.DataFrame, group_col: str, max_rows: int = 4):
-    """Thumbnails: first ``max_rows`` (prompt, seed) pairs, one column per value of ``group_col``."""
+def grid_refs(ctx: AnalysisContext, frame: pd.DataFrame, group_col: str):
+    """Thumbnails: every (prompt, seed) pair as a row, one column per value of ``group_col``.
+
+    No cap here: the report shows the first rows, says "Showing k of n" and keeps the rest behind "Show all"
+    (reports/render.py); cutting rows here would make it report a wrong n.
+    """
     from iqabench.benchmark import ImageRef
 
     wide = frame.pivot_table(index="image_key", columns="metric", values="score", aggfunc="first")
     first = frame.drop_duplicates("image_key")
     refs: list[ImageRef] = []
-    pairs = list(dict.fromkeys(zip(first.prompt_id, first.seed, strict=True)))[:max_rows]
+    pairs = list(dict.fromkeys(zip(first.prompt_id, first.seed, strict=True)))
     for prompt_id, seed in pairs:
         rows = first[(first.prompt_id == prompt_id) & (first.seed == seed)]
         for _, row in rows.iterrows():

@@ -67,13 +67,23 @@ def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> Ru
     outcome = runner.execute(dry_run=dry_run)
     if outcome.result is None:  # dry run, or a worker process of a distributed run
         return outcome
-    from .reports import render_report, save_result
+    from . import reports
 
-    save_result(runner.store, runner.run_id, outcome.result)
-    status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
-    runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan, failures=outcome.failures))
-    if report:
-        outcome.report = render_report(runner.store, [runner.run_id])
+    stage = "saving the results"
+    try:
+        reports.save_result(runner.store, runner.run_id, outcome.result)
+        status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
+        runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan, failures=outcome.failures))
+        if report:
+            stage = "rendering the report"
+            outcome.report = reports.render_report(runner.store, [runner.run_id])
+    except Exception as exc:
+        # without this the run stays "running" in run.json (and in `iqabench list runs`) forever; the exception
+        # still propagates, so the CLI exits non-zero with its sentence
+        error = f"{stage[0].upper()}{stage[1:]} failed: {type(exc).__name__}: {exc}"
+        runner.store.write_run_json(runner.run_id, runner.manifest("failed", outcome.plan, failures=outcome.failures,
+                                                                   error=error))
+        raise
     return outcome
 
 

@@ -65,8 +65,11 @@ def resolve_run(text: str, store_root: Path) -> RunRef:
 
 
 def default_output(refs: list[RunRef], now: _dt.datetime | None = None) -> Path:
-    """``<first store>/reports/compare-<ids>-<UTC time>.html``: new each time, never inside a run folder."""
+    """``<first store>/reports/compare-<ids>-<UTC time>.html`` (one run: ``report-<id>-<time>.html``, it compares
+    nothing): new each time, never inside a run folder."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
+    if len(refs) == 1:
+        return refs[0].store.root / REPORTS_DIR / f"report-{refs[0].run_id}-{now:%Y%m%d-%H%M%S}.html"
     ids = "_vs_".join(ref.run_id for ref in refs)
     if len(ids) > 120:
         ids = f"{refs[0].run_id}_and_{len(refs) - 1}_more"
@@ -176,11 +179,11 @@ def item_scores(saved: SavedResult) -> pd.DataFrame:
     frame = saved.tables[name]
     frame = frame.reset_index() if frame.index.name else frame
     if name == "relgain_per_item":
+        # the generators' scores only: the relgain baselines are the same base model with the same seeds in every
+        # run, so pairing them across runs compares identical images (all-zero differences, p = 1)
         method = frame[["generator", *ID_COLUMNS, "metric", "generator_score"]].rename(
             columns={"generator_score": "score"})
-        base = frame[["baseline", *ID_COLUMNS, "metric", "baseline_score"]].rename(
-            columns={"baseline": "generator", "baseline_score": "score"})
-        long = pd.concat([method, base]).drop_duplicates(["generator", *ID_COLUMNS, "metric"])
+        long = method.drop_duplicates(["generator", *ID_COLUMNS, "metric"])
         return long.assign(condition="")[columns]
     frame = frame.assign(condition=frame["condition"].astype(str) if "condition" in frame else "")
     return frame.melt(id_vars=["generator", "condition", *ID_COLUMNS], value_vars=_score_columns(frame),
@@ -207,6 +210,7 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
     scores = {run_id: item_scores(saved) for run_id, saved in results.items()}
     reference = run_ids[0]
     rows = []
+    identical: list[str] = []
     for other in run_ids[1:]:
         a, b = scores[reference], scores[other]
         if a.empty or b.empty:
@@ -229,6 +233,10 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
                         continue
                     base = left.loc[shared].to_numpy(float)
                     method = right.loc[shared].to_numpy(float)
+                    if np.array_equal(base, method):  # the same images scored twice: nothing to test
+                        identical.append(f"{gen_b} ({other}) vs {gen_a} ({reference}), {metric}"
+                                         + (f", {cond}" if cond else ""))
+                        continue
                     prompts = [str(p) for p, _ in shared]
                     stats = paired_statistics(base, method, lower, prompts)
                     rows.append({"run": other, "generator": gen_b, "vs_run": reference, "vs_generator": gen_a,
@@ -244,9 +252,10 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
     if rows:
         table["t_p_holm"] = holm(table["t_p"].to_numpy(float))
         table["wilcoxon_p_holm"] = holm(table["wilcoxon_p"].to_numpy(float))
+        # the Holm-adjusted p-values are the ones to read, so they sit right after the difference
         order = ["run", "generator", "vs_run", "vs_generator", "condition", "metric", "direction", "difference",
-                 "difference_ci_low", "difference_ci_high", "n_pairs", "n_prompts", "t_p", "t_p_holm",
-                 "wilcoxon_p", "wilcoxon_p_holm", "win_rate", "ci_method"]
+                 "difference_ci_low", "difference_ci_high", "t_p_holm", "wilcoxon_p_holm", "n_pairs", "n_prompts",
+                 "t_p", "wilcoxon_p", "win_rate", "ci_method"]
         table = table[[c for c in order if c != "condition" or table["condition"].astype(bool).any()]]
         from iqabench.stats import describe_method
 
@@ -255,7 +264,11 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
             "lower-is-better metrics (positive = better than the first run). "
             + describe_method(table["ci_method"].tolist())
             + " Tests: two-sided paired t and Wilcoxon signed-rank; *_holm: Holm-adjusted across this table. "
-            "win_rate: share of items improved (ties half).")
+            "win_rate: share of items improved (ties half). n.s.: the difference's 95% CI includes 0.")
+        table.attrs["signed"] = ["difference"]  # n.s. marks, as in the headline tables
+    if identical:
+        table.attrs["footnote"] = (table.attrs.get("footnote", "") + " Left out, identical images (every "
+                                   "difference exactly 0): " + "; ".join(identical) + ".").strip()
     return table
 
 
@@ -282,7 +295,10 @@ def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[s
     html = env.get_template("comparison.html.j2").render(
         run_ids=list(results), merged=blocks, paired=table_view(paired) if len(paired) else None,
         paired_note=paired.attrs.get("footnote", ""), sources=paired_sources(results))
-    tables = {f"merged_{i + 1}": _merged_frame(head) for i, head in enumerate(merged)}
+    tables = {}
+    for head in merged:  # named after the quantity (merged_relgain), so the files say what they hold
+        name = "merged_" + "".join(ch if ch.isalnum() else "_" for ch in str(head.source)).strip("_")
+        tables[name if name not in tables else f"{name}_{len(tables) + 1}"] = _merged_frame(head)
     if len(paired):
         tables["paired_differences"] = paired
     return Markup(html), tables

@@ -184,6 +184,27 @@ def headline_html(head: Headline, uuid: str) -> str:
     return styler.to_html(cell_ids=False, doctype_html=False)
 
 
+def headline_latex(head: Headline, name: str = "headline") -> str:
+    """The headline grid as a booktabs table: the same cells as the HTML (``est [low, high]``, "n.s."), the best
+    per column in ``\\textbf{}`` (a Styler ``--rwrap`` LaTeX style), labels and caption LaTeX-escaped."""
+    from .tables import latex_escape
+
+    text = pd.DataFrame([[cell_text(head, i, j) for j in range(head.estimate.shape[1])]
+                         for i in range(head.estimate.shape[0])],
+                        index=head.estimate.index.astype(str), columns=head.estimate.columns.astype(str))
+    best = best_mask(head)
+    css = pd.DataFrame([["textbf: --rwrap;" if best.iat[i, j] else "" for j in range(best.shape[1])]
+                        for i in range(best.shape[0])], index=text.index, columns=text.columns)
+    styler = (text.style.format(escape="latex").format_index(escape="latex", axis=0)
+              .format_index(escape="latex", axis=1).apply(lambda _: css, axis=None))
+    styler.index.names = [None]
+    styler.columns.names = [None]
+    caption = latex_escape(". ".join(p for p in (head.quantity, legend(head), head.footnote) if p))
+    label = "tab:" + "".join(ch if ch.isalnum() or ch in "-:" else "-" for ch in name)
+    return styler.to_latex(hrules=True, column_format="l" + "r" * text.shape[1], caption=caption, label=label,
+                           position_float="centering")
+
+
 def legend(head: Headline) -> str:
     parts = []
     if len(head.estimate) > 1 and any(v is not None for v in head.higher_better.values()):

@@ -35,7 +35,7 @@ from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.results import ImageRef, Result
 from iqabench.store import atomic_write_bytes, atomic_write_text, safe_child
 
-from .headline import HEADLINE_ATTR
+from .headline import HEADLINE_ATTR, headline, headline_latex
 from .sanitize import UnsafeFigureError, sanitize_svg
 from .tables import CI_HIGH, CI_LOW, FOOTNOTE_ATTR, ci_columns, footnote, has_row_labels, to_latex, to_markdown
 
@@ -180,6 +180,8 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
                 raise TypeError(f"grid {grid!r} holds a {type(ref).__name__}; expected iqabench ImageRef")
 
     tables_index, estimates = [], []
+    # the table heading the run also exports as the report shows it: best per column in bold, "n.s." marks
+    head = headline(result.tables, {name: footnote(table) for name, table in result.tables.items()})
     for name, table in result.tables.items():
         frame, levels = _table_frame(name, table)
         note = footnote(table)
@@ -189,7 +191,11 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
         if table.attrs.get(HEADLINE_ATTR):
             entry["headline"] = _jsonable(dict(table.attrs[HEADLINE_ATTR]))
         if len(table) <= EXPORT_MAX_ROWS:
-            for suffix, text in ((".tex", to_latex(table, name, note)), (".md", to_markdown(table, note))):
+            grid = headline_latex(head, name) if head is not None and head.source == name else None
+            for suffix, text in ((".tex", to_latex(table, name, note)), (".md", to_markdown(table, note)),
+                                 (".headline.tex", grid)):
+                if text is None:
+                    continue
                 path = table_paths[name].with_suffix(suffix)
                 atomic_write_text(path, text)
                 entry["exports"].append(path.name)

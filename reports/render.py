@@ -230,6 +230,11 @@ def _summary_items(summary: dict[str, Any]) -> list[tuple[str, str]]:
     A mapping of numbers keyed ``"generator | metric"`` repeats the headline table, so it is left out when a
     headline exists (the caller passes only what remains).
     """
+    def text_of(v: Any) -> str:
+        if isinstance(v, bool):  # True/False read as yes/no on the page
+            return "yes" if v else "no"
+        return format_number(v) if _is_number(v) else str(v)
+
     items = []
     for key, value in summary.items():
         if key == FAILURES_KEY:
@@ -237,11 +242,11 @@ def _summary_items(summary: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, dict):
             if not value:
                 continue
-            text = "; ".join(f"{k}: {format_number(v) if _is_number(v) else v}" for k, v in value.items())
+            text = "; ".join(f"{k}: {text_of(v)}" for k, v in value.items())
         elif isinstance(value, (list, tuple)):
-            text = ", ".join(format_number(v) if _is_number(v) else str(v) for v in value) or MISSING
+            text = ", ".join(text_of(v) for v in value) or MISSING
         else:
-            text = format_number(value)
+            text = text_of(value)
         items.append((key.replace("_", " "), text))
     return items
 

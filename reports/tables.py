@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -103,6 +103,9 @@ def has_row_labels(frame: pd.DataFrame) -> bool:
     return not pd.api.types.is_integer_dtype(frame.index.dtype)
 
 
+SIGNED_ATTR = "signed"  # DataFrame.attrs key: CI'd columns whose zero means "no effect" (marked "n.s.")
+
+
 def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
     """Rows of formatted cells; a labelled index becomes leading row-header columns.
 
@@ -110,6 +113,8 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
     and records the full count in ``total_rows``.
     """
     total = len(frame)
+    # columns whose 0 means "no effect" (attrs["signed"]): " n.s." where the CI includes 0, as in the headline
+    signed = {str(c) for c in frame.attrs.get(SIGNED_ATTR, ())}
     if max_rows is not None and total > max_rows:
         frame = frame.iloc[:max_rows]
     index_levels = 0
@@ -127,7 +132,10 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
         for position, col in enumerate(shown):
             if col in cis:
                 low, high = cis[col]
-                row.append(_ci_cell(record[col], record[low], record[high]))
+                cell = _ci_cell(record[col], record[low], record[high])
+                if col in signed and record[low] <= 0 <= record[high]:
+                    cell = replace(cell, text=cell.text + " n.s.")
+                row.append(cell)
             else:
                 row.append(_cell(record[col], header=position < index_levels))
         rows.append(row)
@@ -170,11 +178,18 @@ def to_latex(frame: pd.DataFrame, name: str, note: str = "") -> str:
     numeric = _numeric_columns(frame, list(shown.columns))
     column_format = "".join("r" if c in numeric else "l" for c in shown.columns)
     styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    caption = name.replace("_", " ") + (f". {note}" if note else "")
-    caption = caption.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+    caption = latex_escape(name.replace("_", " ") + (f". {note}" if note else ""))
     label = "tab:" + "".join(ch if ch.isalnum() or ch in "-:" else "-" for ch in name)
     return styler.to_latex(hrules=True, column_format=column_format, caption=caption, label=label,
                            position_float="centering")
+
+
+def latex_escape(text: str) -> str:
+    """LaTeX-escape free text (captions) the way pandas' Styler escapes cells (``escape="latex"``): covers
+    ``# $ % & _ { } ~ ^`` and backslashes. Styler.to_latex does not escape its ``caption`` argument itself."""
+    from pandas.io.formats.style_render import _escape_latex
+
+    return _escape_latex(text)
 
 
 def to_markdown(frame: pd.DataFrame, note: str = "") -> str:
@@ -184,5 +199,19 @@ def to_markdown(frame: pd.DataFrame, note: str = "") -> str:
     shown = shown.map(lambda text: text.replace("|", "\\|")).set_axis([c.replace("|", "\\|") for c in shown.columns],
                                                                        axis=1)
     align = ["right" if c in numeric else "left" for c in shown.columns]
-    text = shown.to_markdown(index=False, colalign=align, disable_numparse=True) if len(shown.columns) else ""
+    if not len(shown.columns):
+        text = ""
+    else:
+        try:
+            text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)
+        except ImportError:  # tabulate is an optional pandas dependency: never let it kill a finished run
+            text = _plain_markdown(shown, align)
     return text + (f"\n\n{note}\n" if note else "\n")
+
+
+def _plain_markdown(shown: pd.DataFrame, align: list[str]) -> str:
+    """A minimal GFM pipe table of already-formatted, ``|``-escaped strings (the fallback without tabulate)."""
+    rule = {"right": "---:", "left": ":---"}
+    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "| " + " | ".join(rule[a] for a in align) + " |"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines)

@@ -92,3 +92,29 @@ def test_sweep_then_fr_distances_and_scale_sweep_reuse_every_cached_image(adapte
     # baseline + (p1, p99) at lambda 1.0 are the condition sweep's images; only lambda 0.5 is new.
     assert scale.n_unique_images == 2 * 5 and scale.n_cached_images == 2 * 3 and scale.n_to_generate == 2 * 2
     assert scale.n_scores_cached == 2 * 3 * 2
+
+
+def test_grid_lists_every_prompt_seed_pair_and_the_report_counts_them():
+    """3 prompts x 2 seeds = 6 grid rows: grid_refs must not cut rows, so the report's "k of n" is true."""
+    from types import SimpleNamespace
+
+    from iqabench.benchmarks.sweeps import grid_refs
+    from iqabench.reports.render import _grid_view
+
+    rows = [{"generator": "G", "role": "generator", "prompt_id": f"p{p}", "prompt": f"prompt {p}", "seed": seed,
+             "condition": condition, "image_key": f"k{p}{seed}{condition}", "metric": "piqe", "score": 1.0}
+            for p in range(3) for seed in range(2) for condition in ("baseline", "p99")]
+    ctx = SimpleNamespace(store=SimpleNamespace(has_image=lambda key: True))
+    refs = grid_refs(ctx, pd.DataFrame(rows), "condition")
+    assert len(refs) == 12
+    view = _grid_view("targets", refs, lambda key: ("data:,", None))
+    assert view.total_rows == 6 and view.groups == ["baseline", "p99"]
+
+
+def test_summary_correlation_is_aligned_for_a_lower_is_better_metric():
+    from iqabench.benchmarks.condition_sweep import aligned_spearman_summary
+
+    rising_piqe = target_correlations(_sweep_frame("piqe", lambda t, s: t + 0.01 * s))  # worse with the target
+    summary = aligned_spearman_summary(rising_piqe)
+    assert rising_piqe.spearman.iloc[0] > 0.9
+    assert summary["G | piqe"] == pytest.approx(-rising_piqe.spearman.iloc[0]) and summary["G | piqe"] < 0

@@ -47,3 +47,17 @@ def test_offline_sweep_lambda_zero_scores_equal_the_baseline(tmp_path):
     assert gap.loc[("piqe", 1.0), "gap"] != pytest.approx(0.0)
     assert "mean_score_vs_scale" in result.figures
     assert "lambda" in outcome.report.read_text("utf-8")
+
+
+def test_summary_gap_is_aligned_for_a_lower_is_better_metric():
+    from iqabench.benchmarks.scale_sweep import aligned_gap_summary
+
+    # piqe (lower is better) falls by 5 from p1 to p99 at every lambda: the condition works, aligned gap = +5
+    frame = pd.DataFrame([{"generator": "G", "metric": "piqe", "scale": s, "target": t, "prompt_id": f"p{p}",
+                           "seed": 0, "score": 50.0 - (5.0 if t == 99 else 0.0) + p}
+                          for s in (0.5, 1.0) for t in (1, 99) for p in range(3)])
+    means = frame.groupby(["generator", "metric", "scale", "target"], as_index=False).score.mean().rename(
+        columns={"score": "mean"})
+    gaps = scale_gap(means, frame)
+    assert gaps.gap.tolist() == pytest.approx([-5.0, -5.0])
+    assert aligned_gap_summary(gaps) == {"G | piqe": pytest.approx(5.0)}

@@ -97,6 +97,7 @@ def test_save_writes_csv_svg_and_result_json(store):
         "relgain_heatmap.svg",
         "result.json",
         "scores.csv",
+        "scores.headline.tex",  # the run's headline grid, as the report shows it
         "scores.md",
         "scores.tex",
     ]
@@ -441,3 +442,25 @@ def test_header_lists_only_metrics_the_run_used(store):
     save_result(store, "run-b", Result("geneval", summary={"generators": ["sd15"]}))
     html = render_html(store, ["run-b"])
     assert "piqe" not in html.split("<details")[0]  # the spec's default metrics are not claimed
+
+
+def test_latex_exports_escape_captions_and_carry_bold_best_and_ns(store):
+    from iqabench.reports.tables import to_latex
+
+    plain = pd.DataFrame({"generator": ["a"], "score": [1.0]})
+    caption = to_latex(plain, "t", "a_b 50% #1 {x} ~ ^ $ &").split("\\caption{")[1].split("}\n")[0]
+    assert "a\\_b 50\\% \\#1 \\{x\\}" in caption and "\\textasciitilde" in caption and "\\$ \\&" in caption
+    table = _relgain_table()
+    table.attrs["footnote"] = "a_b 50% #1 {x}"
+    save_result(store, "run-a", Result("relgain", tables={"relgain": table}))
+    tex = (store.run_dir("run-a") / "results" / "relgain.headline.tex").read_text()  # the grid as in the report
+    assert "\\textbf{8.0 [4.0, 12.0]}" in tex and "\\textbf{5.00 [1.00, 9.00]}" in tex  # best per column
+    assert "2.2 [-7.0, 11.0] n.s." in tex and "\\textbf{2.2" not in tex
+    assert "a\\_b 50\\% \\#1 \\{x\\}" in tex and "g<2>" in tex and "\\toprule" in tex
+
+
+def test_summary_booleans_read_yes_no():
+    from iqabench.reports.render import _summary_items
+
+    items = dict(_summary_items({"smoke_run": True, "flags": {"a": False}, "n": 3}))
+    assert items["smoke run"] == "yes" and items["flags"] == "a: no" and items["n"] == "3"

@@ -76,7 +76,7 @@ def test_comparison_page_merges_both_runs_and_never_touches_their_reports(two_ru
     merged = html.split("Merged: score")[1].split("</table>")[0]
     assert "sd15 (run-base)" in merged and "iqa-adapter:x (run-new)" in merged
     assert "Paired differences against run-base" in html
-    for name in ("merged_1", "paired_differences"):
+    for name in ("merged_scores", "paired_differences"):  # named after the quantity, not merged_1
         for suffix in ("csv", "tex", "md"):
             assert path.with_name(f"{path.stem}.{name}.{suffix}").is_file()
     assert (store.run_dir("run-base") / "report.html").read_text() == "the run's own report"
@@ -144,7 +144,7 @@ def test_help_imports_no_heavy_library():
 
 
 def _sweep_run(store: Store, run_id: str, generator: str, shift: float) -> None:
-    rng = np.random.default_rng(len(run_id))
+    rng = np.random.default_rng(sum(map(ord, run_id)))  # distinct noise per run (identical scores are left out)
     rows = [{"generator": generator, "condition": condition, "prompt_id": p, "seed": s,
              "piqe": 30 - level / 10 - shift + rng.normal(0, 0.3), "entropy": 6 + rng.normal(0, 0.01)}
             for condition, level in (("baseline", 0), ("p1", 1), ("p99", 99)) for p in PROMPTS for s in SEEDS]
@@ -174,3 +174,41 @@ def test_sweeps_are_paired_per_condition_and_the_page_names_the_tables_it_compar
     assert "sweep-a: compared item by item from table <code>per_image</code>" in sources
     assert "(generator, condition, prompt_id, seed)" in sources
     assert "fid-c: not compared pairwise" in sources and "fid_topk_numeric" in sources
+
+
+def test_identical_images_are_left_out_with_a_note_and_holm_sits_next_to_the_difference(two_runs):
+    store, other, _, _ = two_runs
+    _scores_run(store, "run-same", "sd15", 0.0, "2026-01-03T10:00:00+00:00")  # same rng, same scores as run-base
+    results = {"run-base": load_result(store, "run-base"), "run-same": load_result(store, "run-same"),
+               "run-new": load_result(other, "run-new")}
+    table = paired_differences(results)
+    assert set(table.run) == {"run-new"}  # run-same's every difference is exactly 0: not a test, a note
+    assert "identical images" in table.attrs["footnote"] and "sd15 (run-same) vs sd15 (run-base), piqe" in \
+        table.attrs["footnote"]
+    columns = list(table.columns)
+    assert columns[columns.index("difference_ci_high") + 1:][:2] == ["t_p_holm", "wilcoxon_p_holm"]
+    from iqabench.reports.tables import display_frame
+
+    crossing = table.copy()  # attrs travel with the copy
+    crossing.loc[crossing.metric == "entropy", ["difference_ci_low", "difference_ci_high"]] = [-1.0, 1.0]
+    shown = display_frame(crossing).set_index("metric").difference  # the headline's n.s. marks
+    assert shown["entropy"].endswith(" n.s.") and not shown["piqe"].endswith(" n.s.")
+
+
+def test_relgain_baselines_are_not_paired_across_runs(tmp_path):
+    store = Store(tmp_path / "store")
+    for run_id, shift in (("rg-a", 0.0), ("rg-b", 1.0)):
+        items = pd.DataFrame({"generator": "adapter", "baseline": "sd15", "prompt_id": np.repeat(PROMPTS, 2),
+                              "seed": SEEDS * len(PROMPTS), "metric": "entropy",
+                              "generator_score": np.arange(12.0) + shift * np.linspace(0, 1, 12),
+                              "baseline_score": np.arange(12.0)})
+        store.write_run_json(run_id, {"run_id": run_id, "benchmark": "relgain", "status": "complete"})
+        save_result(store, run_id, Result("relgain", tables={"relgain_per_item": items}))
+    table = paired_differences({r: load_result(store, r) for r in ("rg-a", "rg-b")})
+    assert table.generator.tolist() == ["adapter"] and table.vs_generator.tolist() == ["adapter"]
+
+
+def test_single_run_report_file_is_not_named_compare(two_runs):
+    store, _, _, _ = two_runs
+    path = render_comparison([resolve_run("run-base", store.root)])
+    assert path.parent == store.root / "reports" and path.name.startswith("report-run-base-")

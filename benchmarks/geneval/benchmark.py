@@ -222,12 +222,16 @@ class GenEval(BaseBenchmark):
             from iqabench.plotting import heatmap_figure
 
             accuracy = result.tables["geneval"].set_index("generator")
+            low_columns = [f"{c}_ci_low" for c in columns]
+            has_ci = all(c in accuracy for c in low_columns) and np.isfinite(
+                accuracy[low_columns].to_numpy(float)).any()
             result.figures["geneval_tasks"] = heatmap_figure(
                 accuracy[columns], "GenEval accuracy (generators x tasks)", fmt=".2f", scale="sequential",
                 vmin=0.0, vmax=1.0, low=accuracy[[f"{c}_ci_low" for c in columns]].set_axis(columns, axis=1),
                 high=accuracy[[f"{c}_ci_high" for c in columns]].set_axis(columns, axis=1),
                 caption="Share of correct images per GenEval task and the overall score (mean of the task "
-                        "accuracies), per generator; sequential colours from 0 to 1; brackets: 95% CI over prompts.")
+                        "accuracies), per generator; sequential colours from 0 to 1"
+                        + ("; brackets: 95% CI over prompts." if has_ci else "."))
         if rows:
             reasons = []
             for r in rows:
