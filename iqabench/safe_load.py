@@ -303,6 +303,25 @@ def install() -> None:
             _patch_clip_download(module_name)
 
 
+def import_clip_loaders() -> None:
+    """Import the CLIP loaders a metric may use (pyiqa's copy and the optional ``clip`` package), quietly.
+
+    Called where a metric is about to be built, before :func:`install`, so that their downloads are patched:
+    pyiqa's laion_aes imports ``clip`` only inside its constructor, after ``install`` has run. ``clip`` prints
+    setuptools' pkg_resources deprecation warning on import; it is silenced here, as pyiqa itself does.
+    """
+    import importlib
+
+    for module_name in ("pyiqa.archs.clip_model", "clip.clip"):
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API",
+                                        category=UserWarning)
+                importlib.import_module(module_name)
+        except ImportError:  # the optional `clip` package is absent: nothing to patch
+            pass
+
+
 def _patch_clip_download(module_name: str) -> None:
     # Only once its package is imported (a metric is being built): installing never imports pyiqa or clip itself.
     # Importing `clip` here would also print setuptools' pkg_resources deprecation warning ahead of a CLI's

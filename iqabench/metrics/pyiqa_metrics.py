@@ -62,10 +62,10 @@ def _first_line(exc: BaseException) -> str:
 def _pyiqa_factory(name: str) -> Callable[..., nn.Module]:
     def build(device: torch.device, as_loss: bool = False) -> nn.Module:
         import pyiqa
-        import pyiqa.archs.clip_model  # noqa: F401 - its CLIP download is patched by install()
 
         from .. import safe_load
 
+        safe_load.import_clip_loaders()  # so that install() patches their CLIP downloads too
         safe_load.install()
         check_available(name)
         try:

@@ -291,8 +291,7 @@ def write_metric(dirs: MirrorDirs, metric: str) -> list[Path]:
     from iqabench import safe_load
 
     with use_mirror(dirs):
-        import pyiqa.archs.clip_model  # noqa: F401 - so that install() covers pyiqa's CLIP download too
-
+        safe_load.import_clip_loaders()  # so that install() covers pyiqa's and clip's CLIP downloads too
         safe_load.install()  # the CLIP loaders' SHA-256 check would reject a random file; read as tensors instead
         if metric == "topiq_nr":
             files = [write_timm_backbone(dirs, "resnet50")]
