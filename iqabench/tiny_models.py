@@ -128,6 +128,21 @@ def _vae(seed: int, scaling_factor: float):
     ).eval()
 
 
+def tiny_autoencoder(seed: int = 0):
+    """A random-weight ``AutoencoderTiny`` (TAESD's architecture, narrower) for the tiny VAE's latents.
+
+    Same latent channels and the same 1/4 scale as :func:`_vae`, so guidance's ``decoder=tiny`` runs on the
+    tiny pipelines; like every tiny model it only checks mechanics, it decodes nothing meaningful.
+    """
+    from diffusers import AutoencoderTiny
+
+    _seeded(_check_seed(seed), "tiny_autoencoder")
+    return AutoencoderTiny(
+        encoder_block_out_channels=(16, 16, 16), decoder_block_out_channels=(16, 16, 16),
+        num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1), latent_channels=4,
+    ).eval()
+
+
 def _sd_unet(seed: int):
     from diffusers import UNet2DConditionModel
 

@@ -298,6 +298,6 @@ def test_the_default_is_the_papers_formula_and_alpha():
     from iqabench.adapters.guidance.guide import PAPER_ALPHA
 
     config = GuidanceConfig()
-    assert config.scaling == "paper" and config.alpha == PAPER_ALPHA == 30.0 and config.variant == "z"
+    assert config.scaling == "paper" and config.alpha == PAPER_ALPHA == 30.0 and config.decode == "z"
     with pytest.raises(ValueError, match="scaling 'sigma' is unknown"):
         GuidanceConfig(scaling="sigma")

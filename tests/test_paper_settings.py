@@ -128,7 +128,7 @@ def test_guidance_command_is_the_papers_formula(offline, monkeypatch):
     assert spec.metrics == ["topiq_nr", "laion_aes"]
     generator = build_generator(spec.generators[0], Runtime("cpu", "fp32", 1))
     config = generator.config
-    assert (config.alpha, config.scaling, config.variant) == (30.0, "paper", "z")  # no sigma_t, decode z_t
+    assert (config.alpha, config.scaling, config.decode) == (30.0, "paper", "z")  # no sigma_t, decode z_t
     assert {k: generator.options[k] for k in SDXL} == SDXL
 
 

@@ -8,8 +8,7 @@ Specs::
 
 Spec options: ``alpha`` (default 30.0), ``decode`` (``z`` or ``x0``: which latent f sees decoded;
 spelled ``variant`` before, still accepted with a warning),
-``floor`` (safe-log floor, see :mod:`.guide`), ``metric_size`` (resize the
-decoded image to this side before f), ``scaling`` (``paper``, the default: the
+``floor`` (safe-log floor, see :mod:`.guide`), ``scaling`` (``paper``, the default: the
 paper's formula without sigma_t; ``classifier``: times sigma_t), ``checkpointing`` (``block``, the default:
 diffusers' per-block VAE checkpointing; ``layer``: per VAE layer and metric block,
 less memory for the same recomputation; ``off``: fastest, most memory; all three
@@ -18,6 +17,13 @@ generator spec, ``acpo:<path>`` included) and every option of the base model
 (``steps``, ``guidance_scale``, ``height``, ``width``, ...). Items may set
 ``alpha`` in their params. The baseline is the base model with the same
 generation options; ``alpha=0`` generates exactly the base model's images.
+
+Cheaper gradients, opt-in (the paper's setting is the default; each changes the images, so each is in the
+cache key, and ``perf/guidance.py`` measures how far its images are from the default's):
+``metric_size`` (f sees the decoded image with its shorter side resized to this many pixels, or ``native``:
+the side the metric was trained at, e.g. 384 for topiq_nr; default: as generated), ``decoder`` (``vae``, the
+default, or ``tiny``: the gradient goes through a distilled tiny decoder, TAESD / TAESDXL, see
+:mod:`.tiny_decoder`) and ``tiny_decoder`` (its hub id or folder; default: the one matching the base).
 
 ``variant`` is the base model's weights variant (``variant=fp16``), as on every
 diffusers generator: it used to be guidance's z/x0 switch too, which shadowed
@@ -43,9 +49,18 @@ from iqabench.specs import GeneratorSpec, SpecError
 from ..generator_options import GENERATION_OPTIONS
 from ..quality_base import QualityGenerator
 from .checkpointing import checkpoint_guidance
-from .guide import SCALINGS, GuidanceConfig, IQAGuidance, guided_scheduler
+from .guide import DECODE_MODES, SCALINGS, GuidanceConfig, IQAGuidance, guided_scheduler
+from .tiny_decoder import (
+    TinyDecoderFiles,
+    check_latent_channels,
+    default_tiny_decoder,
+    find_tiny_decoder,
+    load_tiny_decoder,
+    vae_latent_channels,
+)
 
-DECODE_MODES = ("z", "x0")
+#: What the guidance gradient decodes with: the base model's VAE (the paper) or a distilled tiny decoder.
+DECODERS = ("vae", "tiny")
 #: How the guidance gradient saves memory (see .checkpointing); results are bit-identical, so not fingerprinted.
 CHECKPOINTING = ("block", "layer", "off")
 
@@ -59,18 +74,34 @@ class GuidanceOptions(Options):
     decode: str = option("z", "what f sees decoded: z (z_t, the paper's formula) or x0 (predicted clean latent)",
                          choices=DECODE_MODES)
     floor: float = option(0.01, "floor of the safe log of f's score")
-    metric_size: int | None = option(None, "resize the decoded image to this side before f (None: as generated)")
+    metric_size: int | str | None = option(None, "f sees the decoded image with its shorter side resized to this "
+                                           "many pixels, or 'native' (the metric's own input side, e.g. 384 for "
+                                           "topiq_nr); None: as generated (the paper)")
     scaling: str = option("paper", "paper: the paper's formula without sigma_t; classifier: times sigma_t "
                           "(classifier-guidance scaling, the cache keys of images made before issue 16)",
                           choices=SCALINGS)
     checkpointing: str = option("block", "how the guidance gradient saves memory: block (diffusers' per-block VAE "
                                 "checkpointing), layer (per layer: less memory) or off (fastest); bit-identical "
                                 "images, so not in the cache key", choices=CHECKPOINTING)
+    decoder: str = option("vae", "what the gradient decodes with: vae (the base model's, the paper) or tiny (a "
+                          "distilled tiny decoder, TAESD/TAESDXL: much cheaper, different images)", choices=DECODERS)
+    tiny_decoder: str | None = option(None, "with decoder=tiny: its hub id or folder (None: madebyollin/taesdxl "
+                                      "for SDXL bases, madebyollin/taesd for SD 1.x/2.x)")
 
     def check(self) -> None:
         float(self.alpha), float(self.floor)  # noqa: B018 - a non-number raises ValueError/TypeError here
-        if self.metric_size is not None and (isinstance(self.metric_size, bool) or int(self.metric_size) < 8):
-            raise ValueError(f"metric_size={self.metric_size!r} should be a side in pixels (>= 8) or None")
+        size = self.metric_size
+        if size is not None and size != "native" and (isinstance(size, bool) or not _is_int(size) or int(size) < 8):
+            raise ValueError(f"metric_size={size!r} should be a side in pixels (>= 8), 'native' or None")
+        if self.tiny_decoder is not None and self.decoder != "tiny":
+            raise ValueError("tiny_decoder= is only read with decoder=tiny")
+
+
+def _is_int(value: Any) -> bool:
+    try:
+        return int(value) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 #: alpha 30: the paper's SDXL value (Sec. 3.1); scaling "paper": its formula without sigma_t (issue 16),
@@ -91,14 +122,25 @@ def _renamed_options(spec: GeneratorSpec) -> GeneratorSpec:
     return spec
 
 
-def _guidance_config(options: Mapping[str, Any], where: str) -> GuidanceConfig:
+def _metric_side(size: Any, metric: str, where: str) -> int | None:
+    """``metric_size`` as pixels: ``native`` is the metric's documented input side (one sentence if it has none)."""
+    if size is None or size != "native":
+        return None if size is None else int(size)
+    side = metric_info(metric).native_side
+    if side is None:
+        raise SpecError(f"{where}: metric {metric!r} has no documented input size of its own, so metric_size=native "
+                        "has nothing to resize to; give a side in pixels, e.g. metric_size=384")
+    return side
+
+
+def _guidance_config(options: Mapping[str, Any], metric: str, where: str) -> GuidanceConfig:
     try:
-        size = options.get("metric_size")
         if options["decode"] not in DECODE_MODES:
             raise ValueError(f"decode {options['decode']!r} is unknown: choose 'z' (decode z_t, the paper's "
                              "formula) or 'x0' (decode the predicted clean latent)")
-        return GuidanceConfig(alpha=float(options["alpha"]), variant=str(options["decode"]),
-                              floor=float(options["floor"]), metric_size=None if size is None else int(size),
+        return GuidanceConfig(alpha=float(options["alpha"]), decode=str(options["decode"]),
+                              floor=float(options["floor"]),
+                              metric_size=_metric_side(options.get("metric_size"), metric, where),
                               scaling=str(options["scaling"]))
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{where}: {exc}") from exc
@@ -125,9 +167,30 @@ class GuidanceGenerator(QualityGenerator):
         self.metric_name = spec.variant
         spec = _renamed_options(spec)
         super().__init__(spec, runtime, where=where)
-        self.config = _guidance_config(self.options, where)
+        self.config = _guidance_config(self.options, self.metric_name, where)
+        self.tiny_decoder_files = self._find_tiny_decoder(where)
         self.metric = None
         self._guidance: IQAGuidance | None = None
+
+    def _find_tiny_decoder(self, where: str) -> TinyDecoderFiles | None:
+        """With ``decoder=tiny``, locate its files now (a missing decoder fails before any work starts).
+
+        None for ``decoder=vae``, and for the tiny test bases without ``tiny_decoder=``: they get a seeded random
+        tiny decoder of matching shape, as they get a random VAE.
+        """
+        if self.options["decoder"] != "tiny":
+            return None
+        source = self.options.get("tiny_decoder")
+        location = self._base_gen.location
+        if source is None:
+            if location is None:
+                return None
+            source = default_tiny_decoder(str(location.model_index.get("_class_name", "")))
+        files = find_tiny_decoder(str(source), where)
+        base_channels = vae_latent_channels(location.folder) if location is not None else None
+        if base_channels is not None:  # refuse a decoder of another latent space now, not at the first batch
+            check_latent_channels(files.config(), base_channels, where, files.source)
+        return files
 
     # -- protocol ---------------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -143,11 +206,19 @@ class GuidanceGenerator(QualityGenerator):
             "metric": self.metric_name,
             "metric_fingerprint": metric_fingerprint(self.metric_name),
             "alpha": self.config.alpha,
-            "variant": self.config.variant,  # the decode mode (z/x0), under its old name so cache keys stay
+            "variant": self.config.decode,  # the decode mode (z/x0), under its old name so cache keys stay
             "floor": self.config.floor,
             "metric_size": self.config.metric_size,
             "omega": "linear-0-to-1",
         }
+        if self.config.metric_size is not None:
+            # issue 18: the shorter side, antialiased (was: a square, not antialiased): new images, new keys
+            fp["metric_resize"] = "shorter-side-antialiased"
+        if self.options["decoder"] != "vae":
+            fp["decoder"] = self.options["decoder"]
+            files = self.tiny_decoder_files
+            fp.update(files.fingerprint() if files is not None else
+                      {"tiny_decoder": "iqabench.tiny_models.tiny_autoencoder", "seed": self.options.get("seed", 0)})
         if self.config.scaling != "classifier":
             # Before issue 16 the formula had sigma_t and the fingerprint no "scaling": images cached then are
             # exactly scaling=classifier's, so that option keeps their keys and the new default gets new ones.
@@ -167,14 +238,28 @@ class GuidanceGenerator(QualityGenerator):
             mode = self.options["checkpointing"]
             if mode != "off" and getattr(pipe.vae, "_supports_gradient_checkpointing", False):
                 pipe.vae.enable_gradient_checkpointing()  # only active under grad: the final decode is unchanged
-            self._guidance = IQAGuidance(self.metric, pipe.vae, self.config)
+            self._guidance = IQAGuidance(self.metric, pipe.vae, self.config, decoder=self._tiny_decoder(pipe))
             if mode == "layer":  # on the decoder guidance uses (an fp32 copy for an fp16 SDXL VAE) and the metric
                 checkpoint_guidance(self._guidance._decoder, self.metric.module)
         return self._guidance
 
+    def _tiny_decoder(self, pipe: Any) -> Any:
+        """The tiny decoder (``decoder=tiny``) on the pipeline's device and dtype, or None (decode with the VAE)."""
+        if self.options["decoder"] != "tiny":
+            return None
+        where = f"generator {self.name!r}"
+        channels = int(pipe.vae.config.latent_channels)
+        if self.tiny_decoder_files is None:
+            from iqabench.tiny_models import tiny_autoencoder
+
+            decoder = tiny_autoencoder(int(self.options.get("seed", 0) or 0))
+        else:
+            decoder = load_tiny_decoder(self.tiny_decoder_files, channels, where)
+        return decoder.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
+
     def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> torch.Tensor:
         alpha = batch[0].params.get("alpha", self.config.alpha)
-        config = _guidance_config({**self.options, "alpha": alpha}, f"generator {self.name!r}")
+        config = _guidance_config({**self.options, "alpha": alpha}, self.metric_name, f"generator {self.name!r}")
         if config.alpha == 0:
             return super()._call(batch, opts)  # exactly the base model: the scheduler is not even wrapped
         guidance = self.guidance()
@@ -185,7 +270,8 @@ class GuidanceGenerator(QualityGenerator):
 
 
 @register_generator("guidance", description="Gradient IQA guidance (IQA-Adapter paper Sec. 3.1): "
-                    "guidance:<differentiable NR metric>[alpha=30,decode=z|x0,base=sdxl]",
+                    "guidance:<differentiable NR metric>[alpha=30,decode=z|x0,base=sdxl,metric_size=native,"
+                    "decoder=vae|tiny]",
                     weights=lambda: (None, "uses its base model's and its metric's weights (see their rows)"),
                     options=GuidanceOptions)
 def build_guidance(spec: GeneratorSpec, runtime: Runtime) -> GuidanceGenerator:

@@ -33,10 +33,17 @@ computed and eps is handed on untouched: bit-identical to the base model.
 **The UNet output is a constant**: ``model_output`` is detached, gradients flow
 through the VAE decoder and f only.
 
-**Variants.** ``z`` decodes the (VP) latent z_t itself, the paper's formula;
+**Decode modes.** ``z`` decodes the (VP) latent z_t itself, the paper's formula;
 ``x0`` decodes the scheduler's predicted clean latent
 ``(z_t - sqrt(1 - abar) eps) / sqrt(abar)``, which the VAE was trained on and
 so gives a better-conditioned gradient.
+
+**Cheaper gradients (opt-in, not the paper's setting).** ``metric_size`` resizes
+the decoded image (shorter side, aspect kept, antialiased bilinear, inside the
+graph) before f: a metric trained on 384 px crops then runs at 384 px instead of
+1024, forward and backward. ``decoder`` replaces the VAE for the gradient only,
+e.g. a distilled tiny decoder (:mod:`.tiny_decoder`); the pipeline's final decode
+is untouched. Both change the images, so both are in the cache key.
 
 **log of a non-positive score.** f may return zero or negative numbers (a
 lower-is-better metric, a z-score, an untrained net). We use the *safe log*
@@ -65,7 +72,7 @@ import torch.nn.functional as F
 
 from .schedule import noise_level, omega
 
-VARIANTS = ("z", "x0")
+DECODE_MODES = ("z", "x0")
 #: ``paper``: eps - alpha*omega*grad (IQA-Adapter paper Sec. 3.1, no sigma_t); ``classifier``: times sigma_t.
 SCALINGS = ("paper", "classifier")
 PAPER_ALPHA = 30.0  # IQA-Adapter paper Sec. 3.1 / its SDXL experiments: alpha = 30
@@ -73,19 +80,20 @@ PAPER_ALPHA = 30.0  # IQA-Adapter paper Sec. 3.1 / its SDXL experiments: alpha =
 
 @dataclass(frozen=True)
 class GuidanceConfig:
-    """alpha: guidance strength (paper: 30 on SDXL); variant: ``z`` or ``x0``; floor: see :func:`safe_log`;
-    metric_size: side the decoded image is resized to (bilinear, inside the graph) before f, None keeps it;
-    scaling: ``paper`` (no sigma_t, the default) or ``classifier`` (times sigma_t, classifier-guidance scaling)."""
+    """alpha: guidance strength (paper: 30 on SDXL); decode: ``z`` or ``x0``; floor: see :func:`safe_log`;
+    metric_size: the decoded image's shorter side is resized to it (antialiased bilinear, aspect kept, inside
+    the graph) before f, None keeps it; scaling: ``paper`` (no sigma_t, the default) or ``classifier``
+    (times sigma_t, classifier-guidance scaling)."""
 
     alpha: float = PAPER_ALPHA
-    variant: str = "z"
+    decode: str = "z"
     floor: float = 1e-2
     metric_size: int | None = None
     scaling: str = "paper"
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"guidance variant {self.variant!r} is unknown: choose 'z' (decode z_t, the paper's "
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"guidance decode {self.decode!r} is unknown: choose 'z' (decode z_t, the paper's "
                              "formula) or 'x0' (decode the predicted clean latent)")
         if self.scaling not in SCALINGS:
             raise ValueError(f"guidance scaling {self.scaling!r} is unknown: choose 'paper' (eps - alpha*omega*grad, "
@@ -96,6 +104,16 @@ class GuidanceConfig:
             raise ValueError(f"guidance floor must be > 0, got {self.floor!r}")
         if self.metric_size is not None and self.metric_size < 8:
             raise ValueError(f"metric_size must be at least 8 pixels, got {self.metric_size!r}")
+
+
+def resize_shorter_side(image: torch.Tensor, side: int) -> torch.Tensor:
+    """Shorter side to ``side``, aspect kept, antialiased bilinear (as torchvision's ``resize`` and pyiqa's
+    test-time resize do): differentiable, and without the aliasing a plain 1024 -> 384 interpolation has."""
+    h, w = image.shape[-2:]
+    if min(h, w) == side:
+        return image
+    size = (side, max(1, round(w * side / h))) if h <= w else (max(1, round(h * side / w)), side)
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def safe_log(score: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
@@ -126,14 +144,20 @@ class StepRecord:
 @dataclass
 class IQAGuidance:
     """Turns the scheduler's eps (or v) into the guided one. ``metric`` is an ``iqabench.metrics.Metric``
-    (or anything with ``raw(images)`` and ``lower_better``); ``vae`` decodes latents."""
+    (or anything with ``raw(images)`` and ``lower_better``); ``vae`` is the pipeline's VAE; ``decoder``, when
+    given, decodes for the gradient instead of it (an ``AutoencoderTiny``, or anything with ``decode`` and a
+    ``config`` holding ``scaling_factor``)."""
 
     metric: Any
     vae: Any
     config: GuidanceConfig = field(default_factory=GuidanceConfig)
     trace: list[StepRecord] = field(default_factory=list)
+    decoder: Any = None
 
     def __post_init__(self) -> None:
+        if self.decoder is not None:
+            self._decoder = self.decoder
+            return
         self._decoder = self.vae
         # The SDXL VAE gives NaNs in fp16 (its config says force_upcast): decode through an fp32 copy.
         # Casting the shared VAE back and forth instead would break the pipeline's own final decode.
@@ -141,7 +165,10 @@ class IQAGuidance:
             self._decoder = copy.deepcopy(self.vae).to(torch.float32)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Latent (scaled as the UNet sees it) -> image in [0, 1], differentiable, resized for f if asked."""
+        """Latent (scaled as the UNet sees it) -> image in [0, 1], differentiable, resized for f if asked.
+
+        The VAE and a tiny decoder are called alike: diffusers pipelines decode ``latents / scaling_factor``
+        (1.0 for ``AutoencoderTiny``, whose decoder takes the UNet's latents as they are) and get [-1, 1]."""
         vae = self._decoder
         cfg = vae.config
         latent = latent / cfg.scaling_factor
@@ -149,8 +176,8 @@ class IQAGuidance:
             latent = latent + cfg.shift_factor
         image = vae.decode(latent.to(vae.dtype)).sample.float()
         image = (image / 2 + 0.5).clamp(0, 1)
-        if self.config.metric_size is not None and image.shape[-1] != self.config.metric_size:
-            image = F.interpolate(image, size=(self.config.metric_size,) * 2, mode="bilinear", align_corners=False)
+        if self.config.metric_size is not None:
+            image = resize_shorter_side(image, self.config.metric_size)
         return image
 
     def guided_output(self, scheduler: Any, model_output: torch.Tensor, timestep: Any,
@@ -173,7 +200,7 @@ class IQAGuidance:
             vp = (sample.detach().float() * level.vp_scale).requires_grad_(True)
             out = model_output.detach().float()
             eps = out if prediction == "epsilon" else (sqrt_ab * out + sqrt_1mab * vp).detach()
-            latent = vp if self.config.variant == "z" else (vp - sqrt_1mab * eps) / sqrt_ab
+            latent = vp if self.config.decode == "z" else (vp - sqrt_1mab * eps) / sqrt_ab
             logf = log_quality(self.metric.raw(self.decode(latent)).to(vp.device), self.metric.lower_better,
                                self.config.floor)
             (grad,) = torch.autograd.grad(logf.sum(), vp)  # grad_{z_t} log f(D(z_t))

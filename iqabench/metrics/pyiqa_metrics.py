@@ -25,6 +25,12 @@ NO_DOWNLOAD_METRICS = frozenset(
 _NON_DIFFERENTIABLE = {"piqe", "entropy", "niqe", "brisque", "ilniqe", "nrqm", "pi", "niqe_matlab",
                        "brisque_matlab", "fid", "inception_score"}
 
+#: The input side each model was trained at or resizes to itself, where one is documented (guidance's
+#: ``metric_size=native``): topiq_nr, pyiqa's options/train/TOPIQ/train_TOPIQ_res50_koniq.yml (random 384 px
+#: crops of KonIQ at 512x384; the ResNet-50 variant runs at any size at test time); hyperiqa, its arch resizes
+#: every input to 224x224; laion_aes, OpenAI CLIP ViT-L/14 preprocessing (shorter side 224, centre crop).
+NATIVE_SIDES = {"topiq_nr": 384, "hyperiqa": 224, "laion_aes": 224}
+
 
 def pyiqa_configs() -> dict[str, dict[str, Any]]:
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
@@ -51,6 +57,7 @@ def pyiqa_info(name: str) -> MetricInfo:
         score_range=config.get("score_range"),
         differentiable=name not in _NON_DIFFERENTIABLE and not name.startswith(("niqe", "brisque", "ilniqe")),
         source="pyiqa",
+        native_side=NATIVE_SIDES.get(name),
     )
 
 

@@ -25,16 +25,19 @@ def register_metric(
     version: str = "",
     weights: Callable[[], tuple[bool, str]] | None = None,
     overwrite: bool = False,
+    native_side: int | None = None,
 ):
     """Register a user IQA model: decorate ``factory(device) -> nn.Module`` mapping [N,3,H,W] in [0,1] to [N].
 
-    ``version`` goes into the score-cache key: change it when the model's weights change.
+    ``version`` goes into the score-cache key: change it when the model's weights change. ``native_side``:
+    the image side the model was trained at, if any (what guidance's ``metric_size=native`` resizes to).
     """
     if mode not in ("NR", "FR"):
         raise ValueError(f"metric mode must be 'NR' or 'FR', not {mode!r}")
 
     def decorator(factory: Callable[[torch.device], nn.Module]):
-        info = MetricInfo(name, mode, bool(lower_better), score_range, bool(differentiable), "user")
+        info = MetricInfo(name, mode, bool(lower_better), score_range, bool(differentiable), "user",
+                          native_side)
         doc = description or (factory.__doc__ or "").strip().split("\n")[0] or "user-registered metric"
         METRICS.add(Entry(name, factory, doc, weights, {"info": info, "version": version}), overwrite=overwrite)
         return factory

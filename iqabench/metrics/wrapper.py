@@ -48,6 +48,10 @@ class MetricInfo:
     score_range: str | None
     differentiable: bool
     source: str  # "pyiqa" or "user"
+    #: The side the model was trained at or resizes its input to (TOPIQ-KonIQ: 384 px crops; CLIP-based: 224),
+    #: None when it has none; guidance's ``metric_size=native`` resizes to it. Not in the fingerprint: it
+    #: describes the model, it does not change its scores.
+    native_side: int | None = None
 
 
 def fingerprint(info: MetricInfo, version: str) -> str:

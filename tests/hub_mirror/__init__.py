@@ -18,7 +18,8 @@ loads (they freeze cache paths at import): tests run the CLI in a subprocess.
 
 Parts (``parts=``): ``hf`` (diffusers pipelines of the presets), ``clip``
 (open_clip ViT-L-14/openai; ``clip:ViT-B-32`` for the IPCE evaluator's),
-``torch`` (torch-fidelity Inception, torchvision Mask R-CNN), ``adapters``
+``torch`` (torch-fidelity Inception, torchvision Mask R-CNN), ``tiny-decoders`` (TAESD / TAESDXL for
+guidance's ``decoder=tiny``, with a planted pickled ``.bin`` beside the safetensors), ``adapters``
 (IQA-Adapter presets), and ``pyiqa`` (metric weights and their backbones;
 ``pyiqa:<metric>`` for one metric; see ``pyiqa_cache``).
 """
@@ -89,6 +90,12 @@ def _clip(root: Path, env: dict[str, str], arch: str = "ViT-L-14") -> object:
     return write_open_clip(Path(env["HF_HUB_CACHE"]), arch, "openai")
 
 
+def _tiny_decoders(root: Path, env: dict[str, str]) -> object:
+    from .hf_cache import write_tiny_decoders
+
+    return write_tiny_decoders(Path(env["HF_HUB_CACHE"]), pickle_marker=root / "tiny-decoder-unpickled")
+
+
 def _torch(root: Path, env: dict[str, str]) -> object:
     from .torch_cache import write_torch_cache
 
@@ -113,6 +120,7 @@ WRITERS: dict[str, Callable[..., object]] = {
     "hf": _hf,
     "clip": _clip,
     "torch": _torch,
+    "tiny-decoders": _tiny_decoders,
     "adapters": _adapters,
     "pyiqa": _pyiqa,
 }

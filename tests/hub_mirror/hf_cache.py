@@ -235,6 +235,46 @@ def write_open_clip(cache: Path, arch: str = "ViT-L-14", tag: str = "openai", se
         return write_snapshot(cache, repo_id, {OPEN_CLIP_FILE: path})
 
 
+# -- tiny decoders (guidance decoder=tiny) ------------------------------------------------------------------
+#: The distilled decoders guidance's ``decoder=tiny`` reads (adapters/guidance/tiny_decoder.py).
+TINY_DECODER_IDS = ("madebyollin/taesdxl", "madebyollin/taesd")
+
+
+def write_tiny_decoders(cache: Path, seed: int = 0, *, pickle_marker: Path | None = None) -> dict[str, Path]:
+    """TAESD / TAESDXL snapshots at their real architecture (``AutoencoderTiny()``'s defaults are the released
+    config; 2.4 M parameters each) with random weights, as ``config.json`` + ``diffusion_pytorch_model.safetensors``.
+
+    The real repositories also hold a pickled ``diffusion_pytorch_model.bin``; here that file is a planted
+    pickle that creates ``pickle_marker`` if anything ever unpickles it (iqabench reads safetensors only).
+    """
+    import pickle
+
+    from diffusers import AutoencoderTiny
+
+    written = {}
+    for index, repo_id in enumerate(TINY_DECODER_IDS):
+        torch.manual_seed(seed * 1009 + index)
+        model = AutoencoderTiny()
+
+        def save(folder: Path, model=model) -> None:
+            model.save_pretrained(folder, safe_serialization=True)
+            if pickle_marker is not None:
+                (folder / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(_Planted(str(pickle_marker))))
+
+        written[repo_id] = write_saved_pretrained(cache, repo_id, save)
+    return written
+
+
+class _Planted:
+    """Unpickling this runs ``open(marker, "w")``: proof that a loader unpickled a file it should not have."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 def write_hf_cache(cache: Path, *, clip: bool = True, seed: int = 0) -> dict[str, Path]:
     """Every hub repository iqabench's generators and benchmarks read; repo id -> snapshot folder."""
     written = write_pipelines(cache, seed=seed)
