@@ -44,11 +44,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from .sqlite_tx import immediate_transaction, retry_locked
 
 
 class StoreError(OSError):
@@ -159,20 +161,6 @@ def _ensure_wal(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
-def _retry_locked(action, *, seconds: float = 60.0):
-    """Run ``action`` again while SQLite says "database is locked" (busy_timeout does not cover every path)."""
-    deadline = time.monotonic() + seconds
-    delay = 0.01
-    while True:
-        try:
-            return action()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
-
-
 def _check_store_folder(root: Path) -> None:
     """A store folder must be a folder, or creatable as one: say so before mkdir fails with a bare errno."""
     if root.exists() and not root.is_dir():
@@ -237,7 +225,7 @@ class Store:
             conn = sqlite3.connect(self._db_path, timeout=60.0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=60000")
             conn.execute("PRAGMA synchronous=NORMAL")
-            _retry_locked(lambda: _ensure_wal(conn))
+            retry_locked(lambda: _ensure_wal(conn))
             self._local.conn = conn
             self._local.pid = os.getpid()
             self._local.inode = _inode(self._db_path)
@@ -253,17 +241,10 @@ class Store:
                 "scores written since then are not in the store: re-run the same command to recompute them"
             )
 
-    @contextmanager
-    def _transaction(self):
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         conn = self._connection()
         self._check_database_present()
-        _retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return immediate_transaction(conn, retry_begin=True)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
