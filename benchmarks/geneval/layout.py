@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from iqabench.store import atomic_write_bytes, atomic_write_text
+from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
 
 RESULT_FIELDS = ("filename", "tag", "prompt", "correct", "reason", "metadata", "details")
 _DIGITS = re.compile(r"^\d+$")
