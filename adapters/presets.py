@@ -38,48 +38,54 @@ def _no_variant(spec: GeneratorSpec) -> None:
         )
 
 
-def _hub_preset(family: str, source: str, description: str, **defaults: Any) -> None:
+def _preset(family: str, description: str, *, source: str, defaults: dict[str, Any], options: type,
+            option_defaults: dict[str, Any], weights: Callable[[], tuple[bool, str]] | None = None,
+            tiny_builder: Callable[[int], Any] | None = None) -> None:
+    """Register ``family``: a DiffusersGenerator of ``source`` with these defaults (no ``:variant`` part)."""
+
     def factory(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
         _no_variant(spec)
-        return DiffusersGenerator(spec, runtime, source=source, defaults={**_HUB, **defaults})
+        return DiffusersGenerator(spec, runtime, source=source, defaults=defaults, tiny_builder=tiny_builder)
 
     factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
-    register_generator(family, description=description, weights=partial(weights_status, source),
-                       options=HubOptions, option_defaults=defaults)(factory)
+    register_generator(family, description=description, weights=weights, options=options,
+                       option_defaults=option_defaults)(factory)
 
 
-def _tiny_preset(family: str, builder: Callable[[int], Any], description: str) -> None:
+#: Hub presets: (family, hub id, steps, pixel size, description); CFG 7.5 for all. sd14 is ACPO's base (its SD
+#: experiments fine-tune SD v1.4), sampled with diffusers' defaults as sd15: the ACPO paper's own steps/CFG
+#: could not be confirmed offline (docs/paper_settings.md).
+_HUB_PRESETS = (
+    ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", 35, 1024,
+     "Stable Diffusion XL base 1.0 (35 steps, CFG 7.5, 1024 px, as in the IQA-Adapter paper)"),
+    ("sd14", "CompVis/stable-diffusion-v1-4", 50, 512,
+     "Stable Diffusion 1.4 (50 steps, CFG 7.5, 512 px: diffusers' defaults), the ACPO paper's base"),
+    ("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", 50, 512,
+     "Stable Diffusion 1.5 (50 steps, CFG 7.5, 512 px: diffusers' defaults)"),
+    ("sd21", "stabilityai/stable-diffusion-2-1", 50, 768, "Stable Diffusion 2.1 (50 steps, CFG 7.5, 768 px)"),
+)
+_TINY_PRESETS = (
+    ("tiny-sd", tiny_models.tiny_sd_pipeline,
+     "Tiny random SD-1.5-like pipeline for offline tests (64 px, 4 steps, CFG 7.5)"),
+    ("tiny-sdxl", tiny_models.tiny_sdxl_pipeline,
+     "Tiny random SDXL-like pipeline for offline tests (64 px, 4 steps, CFG 7.5)"),
+)
+
+
+def _register_presets() -> None:
+    for family, source, steps, size, description in _HUB_PRESETS:
+        sampling = {"steps": steps, "guidance_scale": 7.5, "height": size, "width": size}
+        _preset(family, description, source=source, defaults={**_HUB, **sampling}, options=HubOptions,
+                option_defaults=sampling, weights=partial(weights_status, source))
     size = tiny_models.TINY_IMAGE_SIZE
-    defaults = {**_COMMON, "steps": tiny_models.TINY_STEPS, "guidance_scale": 7.5, "height": size, "width": size,
-                "seed": 0}
-
-    def factory(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
-        _no_variant(spec)
-        return DiffusersGenerator(spec, runtime, source=f"{TINY_SOURCE_PREFIX}{builder.__name__}",
-                                  defaults=defaults, tiny_builder=builder)
-
-    factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
-    register_generator(family, description=description, options=TinyOptions, option_defaults=defaults)(factory)
+    for family, builder, description in _TINY_PRESETS:
+        defaults = {**_COMMON, "steps": tiny_models.TINY_STEPS, "guidance_scale": 7.5, "height": size,
+                    "width": size, "seed": 0}
+        _preset(family, description, source=f"{TINY_SOURCE_PREFIX}{builder.__name__}", defaults=defaults,
+                options=TinyOptions, option_defaults=defaults, tiny_builder=builder)
 
 
-_hub_preset("sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
-            "Stable Diffusion XL base 1.0 (35 steps, CFG 7.5, 1024 px, as in the IQA-Adapter paper)",
-            steps=35, guidance_scale=7.5, height=1024, width=1024)
-# ACPO's base (its SD experiments fine-tune SD v1.4). Sampling: diffusers' defaults, as for sd15; the ACPO
-# paper's own steps/CFG could not be confirmed offline (docs/paper_settings.md).
-_hub_preset("sd14", "CompVis/stable-diffusion-v1-4",
-            "Stable Diffusion 1.4 (50 steps, CFG 7.5, 512 px: diffusers' defaults), the ACPO paper's base",
-            steps=50, guidance_scale=7.5, height=512, width=512)
-_hub_preset("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-            "Stable Diffusion 1.5 (50 steps, CFG 7.5, 512 px: diffusers' defaults)",
-            steps=50, guidance_scale=7.5, height=512, width=512)
-_hub_preset("sd21", "stabilityai/stable-diffusion-2-1",
-            "Stable Diffusion 2.1 (50 steps, CFG 7.5, 768 px)",
-            steps=50, guidance_scale=7.5, height=768, width=768)
-_tiny_preset("tiny-sd", tiny_models.tiny_sd_pipeline,
-             "Tiny random SD-1.5-like pipeline for offline tests (64 px, 4 steps, CFG 7.5)")
-_tiny_preset("tiny-sdxl", tiny_models.tiny_sdxl_pipeline,
-             "Tiny random SDXL-like pipeline for offline tests (64 px, 4 steps, CFG 7.5)")
+_register_presets()
 
 
 def _any_pipeline_status() -> tuple[bool, str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.benchmark import AnalysisContext, Result, register_benchmark
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
@@ -23,12 +23,12 @@ from iqabench.specs import RunSpec
 from .sweeps import (
     DEFAULT_TARGETS,
     Slot,
+    SweepBenchmark,
     grid_refs,
     mean_with_ci,
+    missing_scores_note,
     new_figure,
     parse_targets,
-    planned,
-    score_frame,
     sweep_slots,
     target_label,
 )
@@ -206,20 +206,16 @@ def _lower(metric: str) -> bool:
 
 @register_benchmark("condition-sweep",
                     description="Scores vs IQA-Adapter target percentile, with correlations (paper Figs. 4a, 10, 16)")
-class ConditionSweep(BaseBenchmark):
+class ConditionSweep(SweepBenchmark):
     options = {
         "targets": "quality targets to condition on",
     }
 
-    def _slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
+    def slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
         return target_slots(spec, generators, self.name, sweep_targets(spec))
 
-    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
-        return planned(self._slots(spec, generators))
-
     def analyze(self, ctx: AnalysisContext) -> Result:
-        metrics = list(ctx.metric_fingerprints)
-        frame = score_frame(ctx, self._slots(ctx.spec, ctx.generators), metrics)
+        metrics, frame = self.score_table(ctx)
         generated = frame[frame.role == "generator"]
         means = mean_with_ci(generated, ["generator", "metric", "target"])
         baselines = baseline_levels(frame)
@@ -231,10 +227,8 @@ class ConditionSweep(BaseBenchmark):
             "Pearson correlations are over individual images (target percentile vs score); for lower-is-better "
             "metrics a negative correlation means the condition works, aligned_spearman flips that sign. "
             "spearman_of_means correlates the target with the per-target mean score (1 = monotone mean curve).")
-        n_missing = int(frame.score.isna().sum())
-        if n_missing:
-            result.notes.append(f"{n_missing} (image, metric) score(s) are missing (generation or scoring failed) "
-                                "and were left out.")
+        if note := missing_scores_note(frame, "generation or scoring failed"):
+            result.notes.append(note)
         result.tables["scores_by_target"] = means
         result.tables["baseline"] = baselines
         result.tables["correlation"] = correlations

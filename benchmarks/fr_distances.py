@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.benchmark import AnalysisContext, PlannedItem, Result, register_benchmark
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import Metric, MetricUnavailableError, build_metric, metric_info, parse_metric_list
 from iqabench.runtime import Runtime
@@ -37,7 +37,7 @@ from iqabench.specs import RunSpec
 from iqabench.store import Store, content_key
 
 from .condition_sweep import sweep_targets, target_slots
-from .sweeps import Slot, planned, target_label
+from .sweeps import Slot, SweepBenchmark, target_label
 
 DEFAULT_FR_PANEL: tuple[str, ...] = ("ssim", "lpips", "dists", "pieapp")
 
@@ -194,26 +194,26 @@ def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
 
 @register_benchmark("fr-distances",
                     description="Targets x targets full-reference distance matrices per metric (paper Fig. 11)")
-class FRDistances(BaseBenchmark):
+class FRDistances(SweepBenchmark):
     options = {
         "targets": "quality targets to compare (as in condition-sweep)",
         "include_baseline": "also compare the baseline with itself (default true)",
     }
 
-    def _slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
+    def slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
         with_baseline = option_flag(spec.options.get("include_baseline", True), "include_baseline")
         return target_slots(spec, generators, self.name, sweep_targets(spec), with_baseline=with_baseline)
 
     def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
         fr_panel(spec)  # refuse a mixed NR/FR panel before anything is generated
-        return planned(self._slots(spec, generators))
+        return super().plan(spec, generators)
 
     def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
         return {}  # pair metrics are computed in analyze (the core's scoring stage is single-image)
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         spec = ctx.spec
-        slots = self._slots(spec, ctx.generators)
+        slots = self.slots(spec, ctx.generators)
         names, explicit = fr_panel(spec)
         result = Result(self.name)
         if not explicit and set(parse_metric_list(spec.metrics)) - set(names):

@@ -16,19 +16,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.benchmark import AnalysisContext, Result, register_benchmark
 from iqabench.generators import GeneratorPool
 from iqabench.specs import RunSpec
 
 from .condition_sweep import baseline_levels, curves_figure, target_correlations
 from .sweeps import (
     Slot,
+    SweepBenchmark,
     grid_refs,
     mean_with_ci,
+    missing_scores_note,
     parse_number_list,
     parse_targets,
-    planned,
-    score_frame,
     sweep_slots,
     target_label,
 )
@@ -120,22 +120,18 @@ def aligned_gap_summary(gaps: pd.DataFrame) -> dict[str, float]:
 
 @register_benchmark("scale-sweep",
                     description="Mean scores vs adapter scale lambda at a low and a high target (paper Fig. 13)")
-class ScaleSweep(BaseBenchmark):
+class ScaleSweep(SweepBenchmark):
     options = {
         "scales": "adapter scales to sweep",
         "scale_targets": "quality targets at each scale",
     }
 
-    def _slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
+    def slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
         points = [{"target": target_label(t), "scale": s} for t in scale_targets(spec) for s in sweep_scales(spec)]
         return sweep_slots(spec, generators, self.name, points, param_names=("target", "scale"))
 
-    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
-        return planned(self._slots(spec, generators))
-
     def analyze(self, ctx: AnalysisContext) -> Result:
-        metrics = list(ctx.metric_fingerprints)
-        frame = score_frame(ctx, self._slots(ctx.spec, ctx.generators), metrics)
+        metrics, frame = self.score_table(ctx)
         generated = frame[frame.role == "generator"]
         means = mean_with_ci(generated, ["generator", "metric", "target", "scale"])
         baselines = baseline_levels(frame)
@@ -147,9 +143,8 @@ class ScaleSweep(BaseBenchmark):
             "Lines: mean score per lambda at each target with a 95% bootstrap band; dashed: the baseline model. "
             "gap = mean at the highest target minus mean at the lowest, per lambda. Spearman of lambda vs score is "
             "over individual images, per target.")
-        n_missing = int(frame.score.isna().sum())
-        if n_missing:
-            result.notes.append(f"{n_missing} (image, metric) score(s) are missing and were left out.")
+        if note := missing_scores_note(frame):
+            result.notes.append(note)
         frame["condition"] = [f"{target_label(t)}, lambda={s:g}" if role == "generator" else "baseline"
                               for role, t, s in zip(frame.role, frame.target, frame.scale, strict=True)]
         labelled = means.assign(target=means.target.map(target_label))

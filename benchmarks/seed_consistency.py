@@ -15,13 +15,13 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.benchmark import AnalysisContext, Result, register_benchmark
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
 from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, relative_gains
 
-from .sweeps import Slot, grid_refs, new_figure, planned, score_frame, sweep_slots
+from .sweeps import Slot, SweepBenchmark, grid_refs, new_figure, sweep_slots
 
 # |RelGain| below this many percent counts as "no real change" (option near_zero=...).
 NEAR_ZERO_PERCENT = 1.0
@@ -138,22 +138,17 @@ def distribution_figure(gains: pd.DataFrame, metrics: list[str]):
 
 @register_benchmark("seed-consistency",
                     description="Distribution of per-generation RelGain over prompts x seeds (paper Sec. 17, Fig. 14)")
-class SeedConsistency(BaseBenchmark):
+class SeedConsistency(SweepBenchmark):
     options = {
         "n_seeds": "seeds 0..N-1 per prompt (instead of --seeds)",
         "near_zero": "|RelGain| percent counted as no change (default 1.0)",
     }
 
-    def _slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
+    def slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
         return sweep_slots(seeded_spec(spec), generators, self.name, [{}])
 
-    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
-        return planned(self._slots(spec, generators))
-
     def analyze(self, ctx: AnalysisContext) -> Result:
-        metrics = list(ctx.metric_fingerprints)
-        slots = self._slots(ctx.spec, ctx.generators)
-        frame = score_frame(ctx, slots, metrics)
+        metrics, frame = self.score_table(ctx)
         gains = per_generation_gains(frame, {m: metric_info(m).lower_better for m in metrics})
         near_zero = float(ctx.spec.options.get("near_zero", NEAR_ZERO_PERCENT))
         summary = summarize_gains(gains, near_zero)

@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from iqabench.benchmark import AnalysisContext, PlannedItem
+from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem
 from iqabench.generators import Generator, GeneratorPool, WorkItem
 from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci
@@ -137,8 +137,6 @@ def sweep_slots(spec: RunSpec, generators: GeneratorPool, benchmark: str, swept:
     ``swept`` holds dicts of the swept values in the generator's own spelling, e.g.
     ``{"target": "p99", "scale": 0.5}``; the Slot keeps the numeric values.
     """
-    from iqabench.benchmark import BaseBenchmark
-
     items = BaseBenchmark().work_items(spec)
     slots: list[Slot] = []
     for name in generator_specs(spec, generators):
@@ -170,6 +168,26 @@ def planned(slots: list[Slot]) -> list[PlannedItem]:
     return [s.planned() for s in slots]
 
 
+class SweepBenchmark(BaseBenchmark):
+    """A benchmark whose plan is a list of :class:`Slot` built from the spec alone.
+
+    ``plan`` and ``analyze`` both rebuild the slots with :meth:`slots`, so the
+    analysis pairs slot i with image key i without storing the plan anywhere
+    (:func:`score_frame` refuses a plan that changed in between).
+    """
+
+    def slots(self, spec: RunSpec, generators: GeneratorPool) -> list[Slot]:
+        raise NotImplementedError
+
+    def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+        return planned(self.slots(spec, generators))
+
+    def score_table(self, ctx: AnalysisContext) -> tuple[list[str], pd.DataFrame]:
+        """The run's metrics and the long score table of the slots (:func:`score_frame`)."""
+        metrics = list(ctx.metric_fingerprints)
+        return metrics, score_frame(ctx, self.slots(ctx.spec, ctx.generators), metrics)
+
+
 def score_frame(ctx: AnalysisContext, slots: list[Slot], metrics: Sequence[str]) -> pd.DataFrame:
     """Long table: one row per (planned image, metric) with the slot's swept values and the cached score."""
     if len(slots) != len(ctx.image_keys):
@@ -184,6 +202,14 @@ def score_frame(ctx: AnalysisContext, slots: list[Slot], metrics: Sequence[str])
             value = scores[m].get(key)
             rows.append({**base, "metric": m, "score": np.nan if value is None else float(value)})
     return pd.DataFrame(rows)
+
+
+def missing_scores_note(frame: pd.DataFrame, cause: str = "") -> str | None:
+    """The note counting the (image, metric) scores of ``frame`` that are missing (and left out); None if none."""
+    n_missing = int(frame.score.isna().sum())
+    if not n_missing:
+        return None
+    return f"{n_missing} (image, metric) score(s) are missing{f' ({cause})' if cause else ''} and were left out."
 
 
 def mean_with_ci(frame: pd.DataFrame, by: list[str], value: str = "score") -> pd.DataFrame:

@@ -11,6 +11,8 @@ reads its own CSVs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -34,19 +36,19 @@ def unescape_cell(value: object) -> object:
 
 def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy whose text cells (and column names) cannot be read as formulas."""
-    out = frame.copy()
-    for column in out.columns:
-        if _is_text(out[column]):
-            out[column] = out[column].map(escape_cell)
-    out.columns = [escape_cell(c) for c in out.columns]
-    return out
+    return _map_text(frame, escape_cell)
 
 
 def unescape_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Inverse of :func:`escape_frame` for a frame read back with ``pd.read_csv``."""
+    return _map_text(frame, unescape_cell)
+
+
+def _map_text(frame: pd.DataFrame, cell: Callable[[object], object]) -> pd.DataFrame:
+    """A copy with ``cell`` applied to every text cell and every column name (numbers are left as they are)."""
     out = frame.copy()
     for column in out.columns:
         if _is_text(out[column]):
-            out[column] = out[column].map(unescape_cell)
-    out.columns = [unescape_cell(c) for c in out.columns]
+            out[column] = out[column].map(cell)
+    out.columns = [cell(c) for c in out.columns]
     return out

@@ -81,6 +81,7 @@ def os_error_sentence(exc: OSError) -> str:
 
 def user_error_classes() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is always written for the user, wherever they are raised."""
+    from .atomic_io import UnwritablePathError
     from .benchmark import UnknownOptionError
     from .generators import WeightsMissingError
     from .metrics import MetricContractError, MetricUnavailableError
@@ -90,17 +91,18 @@ def user_error_classes() -> tuple[type[BaseException], ...]:
     from .store import CorruptImageError, StoreError
 
     return (UnknownNameError, RegistryError, WeightsMissingError, MetricUnavailableError, MetricContractError,
-            PromptFileError, SpecError, StoreError, CorruptImageError, UnknownOptionError, PluginImportError,
-            ImportError, OSError)
+            PromptFileError, SpecError, StoreError, UnwritablePathError, CorruptImageError, UnknownOptionError,
+            PluginImportError, ImportError, OSError)
 
 
 def user_message(exc: BaseException) -> str | None:
     """The one sentence to print for a user/environment error, or None for a bug (print the traceback)."""
     if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
         return None
+    from .atomic_io import UnwritablePathError
     from .store import CorruptImageError, StoreError
 
-    if isinstance(exc, OSError) and not isinstance(exc, (StoreError, CorruptImageError)):
+    if isinstance(exc, OSError) and not isinstance(exc, (StoreError, UnwritablePathError, CorruptImageError)):
         return os_error_sentence(exc)
     if isinstance(exc, user_error_classes()):
         return _sentence(exc)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .json_lines import json_lines
 from .registry import unknown_name_message
 
 SMOKE_PROMPTS = [
@@ -175,14 +176,11 @@ def _read_table(text: str, delimiter: str, column: str | None, path: Path) -> li
 
 
 def _read_jsonl(text: str, column: str | None, path: Path) -> list[str]:
+    def bad_line(number: int, reason: str) -> PromptFileError:
+        return PromptFileError(f"prompt file {str(path)!r}, line {number}: not valid JSON ({reason})")
+
     texts = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PromptFileError(f"prompt file {str(path)!r}, line {number}: not valid JSON ({exc.msg})") from None
+    for number, record in json_lines(text, bad_line):
         if not isinstance(record, dict):
             raise PromptFileError(f"prompt file {str(path)!r}, line {number}: expected a JSON object")
         name = _pick_column(list(record), column, path)

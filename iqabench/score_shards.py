@@ -22,9 +22,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from .sqlite_tx import immediate_transaction
 from .store import Store, safe_child
 
 #: Tables a shard holds; the same columns as the Store's tables, merged row by row.
@@ -80,20 +81,10 @@ class ShardedStore(Store):
             self._shard_conns.clear()
         self._shard_local = threading.local()
 
-    @contextmanager
-    def _transaction(self):
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         if not self.sharding:
-            with super()._transaction() as db:
-                yield db
-            return
-        conn = self._shard_connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            return super()._transaction()
+        return immediate_transaction(self._shard_connection())  # one writer process (threads: busy_timeout)
 
     def close(self) -> None:
         self._close_shard()
@@ -120,16 +111,11 @@ def merge_shards(store: Store, run_id: str) -> int:
         conn.execute("ATTACH DATABASE ? AS shard", (str(path),))  # ATTACH is not allowed inside a transaction
         try:
             present = {row[0] for row in conn.execute("SELECT name FROM shard.sqlite_master WHERE type='table'")}
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(conn):
                 for table in SHARDED_TABLES:
                     if table in present:
                         merged += conn.execute(
                             f"INSERT OR REPLACE INTO main.{table} SELECT * FROM shard.{table}").rowcount
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         finally:
             conn.execute("DETACH DATABASE shard")
         for leftover in (path, path.with_name(path.name + "-journal")):

@@ -9,7 +9,7 @@ Layout under the store root::
     runs/<run-id>/report.html
 
 Every write is atomic: images and JSON go to a per-process temporary name in the
-same folder and are renamed into place; scores are written in SQLite
+same folder and are renamed into place (:mod:`.atomic_io`); scores are written in SQLite
 transactions with WAL journaling and a busy timeout. So a run killed at any
 instant leaves either the whole file or nothing, and several processes (one per
 GPU) can write into one store at once.
@@ -37,18 +37,20 @@ import io
 import json
 import os
 import re
-import socket
 import sqlite3
 import stat
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from .atomic_io import atomic_write_bytes, atomic_write_text, is_stale_temp_file
+from .sqlite_tx import immediate_transaction, retry_locked
 
 
 class StoreError(OSError):
@@ -70,59 +72,6 @@ def content_key(*parts: Any) -> str:
 def image_key(generator_fingerprint: Mapping[str, Any], item_fields: Mapping[str, Any]) -> str:
     """The cache key of one image: what made it (fingerprint) and what it is of (prompt, seed, params)."""
     return content_key("image/v1", dict(generator_fingerprint), dict(item_fields))
-
-
-# Temporary names carry host and pid so a later run can tell a dead writer's leftovers from a live one's.
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-_TMP_RE = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def refuse_file_in_path(path: Path) -> None:
-    """Name the file that stands where a folder of ``path`` should be (``-o report.html/x.html``): ``mkdir``
-    would only say "File exists", about the folder it was asked to make."""
-    for folder in Path(path).parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise StoreError(f"{path} cannot be written: {folder} is a file, not a folder")
-            return
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so readers see all of it or nothing.
-
-    Only regular files are replaced: renaming over ``/dev/null`` (``report -o /dev/null`` run as root) would
-    swap the device for a file, and over a folder it fails with a bare errno.
-    """
-    path = Path(path)
-    if not path.is_symlink() and path.exists() and not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
-        raise StoreError(f"{path} is {kind}; iqabench only writes regular files there: give a file path")
-    refuse_file_in_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def safe_child(root: Path, name: str) -> Path:
@@ -157,20 +106,6 @@ def _ensure_wal(conn: sqlite3.Connection) -> None:
     """WAL once: reading the mode takes no lock; only a database not yet in WAL is switched."""
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         conn.execute("PRAGMA journal_mode=WAL")
-
-
-def _retry_locked(action, *, seconds: float = 60.0):
-    """Run ``action`` again while SQLite says "database is locked" (busy_timeout does not cover every path)."""
-    deadline = time.monotonic() + seconds
-    delay = 0.01
-    while True:
-        try:
-            return action()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
 
 
 def _check_store_folder(root: Path) -> None:
@@ -237,7 +172,7 @@ class Store:
             conn = sqlite3.connect(self._db_path, timeout=60.0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=60000")
             conn.execute("PRAGMA synchronous=NORMAL")
-            _retry_locked(lambda: _ensure_wal(conn))
+            retry_locked(lambda: _ensure_wal(conn))
             self._local.conn = conn
             self._local.pid = os.getpid()
             self._local.inode = _inode(self._db_path)
@@ -253,17 +188,10 @@ class Store:
                 "scores written since then are not in the store: re-run the same command to recompute them"
             )
 
-    @contextmanager
-    def _transaction(self):
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         conn = self._connection()
         self._check_database_present()
-        _retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return immediate_transaction(conn, retry_begin=True)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -280,8 +208,7 @@ class Store:
         """
         removed = 0
         for path in self.root.glob("**/.*.tmp"):
-            match = _TMP_RE.match(path.name)
-            if match and match["host"] == _HOST and not _pid_alive(int(match["pid"])):
+            if is_stale_temp_file(path):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed

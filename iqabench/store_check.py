@@ -13,7 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .store import _HOST, _KEY_RE, _TMP_RE, Store, _pid_alive, atomic_write_text
+from .atomic_io import atomic_write_text, is_stale_temp_file
+from .store import _KEY_RE, Store
 
 
 @dataclass
@@ -95,8 +96,7 @@ def verify_store(store: Store, *, repair: bool = False) -> StoreCheck:
     check.stale_failures = sorted(
         k for (k,) in store._connection().execute("SELECT image_key FROM failures WHERE stage = 'generate'")
         if _KEY_RE.match(k) and k in on_disk and k not in check.corrupt_images)
-    tmp = [p for p in store.root.glob("**/.*.tmp") if (m := _TMP_RE.match(p.name)) and m["host"] == _HOST
-           and not _pid_alive(int(m["pid"]))]
+    tmp = [p for p in store.root.glob("**/.*.tmp") if is_stale_temp_file(p)]
     check.temp_files = len(tmp)
     if not repair:
         return check

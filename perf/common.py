@@ -66,11 +66,21 @@ def matmul_peak_tflops(device: str | torch.device, dtype: torch.dtype, size: int
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A markdown table under a title line; floats to 4 significant digits (strings are printed as they are)."""
+    print_table_header(title, header)
+    for row in rows:
+        print_table_row(row)
+
+
+def print_table_header(title: str, header: Sequence[str]) -> None:
+    """The title and header of a table whose rows are printed as they are measured (:func:`print_table_row`)."""
     print(f"\n{title}\n")
     print("| " + " | ".join(header) + " |")
     print("| " + " | ".join("---" for _ in header) + " |")
-    for row in rows:
-        print("| " + " | ".join(_fmt(v) for v in row) + " |")
+
+
+def print_table_row(row: Sequence[Any]) -> None:
+    print("| " + " | ".join(_fmt(v) for v in row) + " |")
 
 
 def _fmt(value: Any) -> str:

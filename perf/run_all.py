@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import device_name  # noqa: E402
+from common import device_name, print_table  # noqa: E402
 
 
 def scripts(args) -> dict[str, list[str]]:
@@ -89,10 +89,7 @@ def main() -> None:
                     rows.append((name, *entry))
         rows.append((name, "script wall time", f"{time.perf_counter() - start:.1f} s"
                      + ("" if done.returncode == 0 else f" (FAILED, exit {done.returncode})")))
-    print(f"\n# summary on {device_name(args.device)}, dtype {args.dtype}\n")
-    print("| script | what | measured |\n| --- | --- | --- |")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(f"# summary on {device_name(args.device)}, dtype {args.dtype}", ["script", "what", "measured"], rows)
     sys.exit(1 if failed else 0)
 
 

@@ -146,6 +146,12 @@ def test_two_stream_checkpoint_round_trips(tmp_path):
     path = save_two_stream(model, tmp_path / "ts.safetensors")
     images = torch.rand(2, 3, 40, 40)
     torch.testing.assert_close(load_two_stream(path)(images), model(images))
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "ipce.safetensors"), metadata={"iqabench.ipce": "{}"})
+    with pytest.raises(ValueError, match=r"ipce.safetensors is not a two-stream checkpoint \(no 'iqabench.two_stream' "
+                                         r"metadata\)$"):
+        load_two_stream(tmp_path / "ipce.safetensors")
 
 
 def test_evaluator_strings_pick_each_kind(tmp_path, tiny_clip_file):

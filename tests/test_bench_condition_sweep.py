@@ -10,7 +10,7 @@ from test_iqa_adapter_generator import tiny_checkpoint
 
 from iqabench.api import run
 from iqabench.benchmarks.condition_sweep import target_correlations
-from iqabench.benchmarks.sweeps import parse_targets, target_label
+from iqabench.benchmarks.sweeps import missing_scores_note, parse_targets, target_label
 from iqabench.runner import Runner
 from iqabench.specs import RunSpec
 
@@ -118,3 +118,11 @@ def test_summary_correlation_is_aligned_for_a_lower_is_better_metric():
     summary = aligned_spearman_summary(rising_piqe)
     assert rising_piqe.spearman.iloc[0] > 0.9
     assert summary["G | piqe"] == pytest.approx(-rising_piqe.spearman.iloc[0]) and summary["G | piqe"] < 0
+
+
+def test_missing_scores_note_counts_the_nan_scores_and_says_nothing_when_none_is_missing():
+    frame = pd.DataFrame({"score": [1.0, np.nan, np.nan, 0.5]})
+    assert missing_scores_note(frame) == "2 (image, metric) score(s) are missing and were left out."
+    assert missing_scores_note(frame, "generation or scoring failed") == (
+        "2 (image, metric) score(s) are missing (generation or scoring failed) and were left out.")
+    assert missing_scores_note(frame.dropna()) is None

@@ -5,6 +5,7 @@ import textwrap
 
 import numpy as np
 import torch
+from oom_plugin import write_small_card_plugin
 from PIL import Image
 
 from iqabench.generators import WorkItem, build_generator
@@ -49,27 +50,7 @@ def test_tensor_path_gives_the_bytes_of_diffusers_pil_output():
 
 
 def test_batch_size_auto_probes_backs_off_on_out_of_memory_and_remembers(tmp_path):
-    plugin = tmp_path / "small_card.py"
-    plugin.write_text(textwrap.dedent('''
-        import torch
-        from iqabench.generators import register_generator
-        from iqabench.adapters.diffusers_base import DiffusersGenerator
-        from iqabench.tiny_models import tiny_sd_pipeline
-
-        class SmallCard(DiffusersGenerator):
-            """tiny-sd on a pretend card that holds at most two images per call."""
-
-            def _call(self, batch, opts):
-                if len(batch) > 2:
-                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
-                return super()._call(batch, opts)
-
-        @register_generator("small-card-test", overwrite=True)
-        def build(spec, runtime):
-            return SmallCard(spec, runtime, source="iqabench.tiny_models.tiny_sd_pipeline",
-                             defaults={"steps": 2, "guidance_scale": 7.5, "height": 64, "width": 64,
-                                       "negative_prompt": None, "seed": 0}, tiny_builder=tiny_sd_pipeline)
-    '''))
+    plugin = write_small_card_plugin(tmp_path / "small_card.py", "small-card-test", steps=2)
     spec = dict(benchmark="scores", generators=["small-card-test"], metrics=["piqe"], prompts="smoke", limit=4,
                 seeds=[0, 1], batch_size=1, options={"auto_batch_size": True}, plugins=[str(plugin)])
     messages: list[str] = []

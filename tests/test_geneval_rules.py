@@ -237,6 +237,9 @@ def test_results_jsonl_round_trip(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"tag": "x"}\n')
     with pytest.raises(ValueError, match="line 1 lacks the field"):
         read_results_jsonl(tmp_path / "bad.jsonl")
+    (tmp_path / "broken.jsonl").write_text('\n{"tag": "x", "correct": true, "metadata": "{}"}\n{oops\n')
+    with pytest.raises(ValueError, match=r"broken.jsonl line 3 is not JSON: Expecting property name"):
+        read_results_jsonl(tmp_path / "broken.jsonl")
 
 
 def test_official_folder_round_trip(tmp_path):

@@ -23,7 +23,7 @@ PACKAGES = {"iqabench": ROOT / "iqabench", "iqabench.adapters": ROOT / "adapters
 RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("iqabench", 0),
     ("iqabench.adapters", 1),
-    ("iqabench.store", 2), ("iqabench.store_check", 2), ("iqabench.score_shards", 2),
+    ("iqabench.store", 2), ("iqabench.store_check", 2), ("iqabench.score_shards", 2), ("iqabench.sqlite_tx", 2),
     ("iqabench.metrics", 3),
     ("iqabench.benchmark", 4), ("iqabench.benchmarks", 4),
     ("iqabench.runner", 5), ("iqabench.manifest", 5), ("iqabench.scoring", 5), ("iqabench.batch_autotune", 5),

@@ -15,10 +15,6 @@ from iqabench.adapters.iqa_adapter.attention import (
 from iqabench.tiny_models import tiny_cross_attention_unet
 
 
-def tiny_unet(seed: int = 0, cross_dim: int = 32):
-    return tiny_cross_attention_unet(seed, cross_dim)
-
-
 def cross_attention(seed: int = 0) -> Attention:
     torch.manual_seed(seed)
     return Attention(query_dim=32, cross_attention_dim=24, heads=4, dim_head=8).eval()
@@ -74,7 +70,7 @@ def test_per_sample_scale_equals_separate_calls_and_tiles_over_cfg_batch():
 
 
 def test_install_covers_every_cross_attention_layer_at_released_indices():
-    unet = tiny_unet()
+    unet = tiny_cross_attention_unet()
     install_quality_processors(unet, num_tokens=2)
     found = list(quality_processors(unet))
     names = list(unet.attn_processors)
@@ -88,7 +84,7 @@ def test_install_covers_every_cross_attention_layer_at_released_indices():
 
 
 def test_unet_with_zero_scale_equals_base_unet_exactly():
-    base, adapted = tiny_unet(5), tiny_unet(5)
+    base, adapted = tiny_cross_attention_unet(5), tiny_cross_attention_unet(5)
     install_quality_processors(adapted, num_tokens=2)
     set_quality_scale(adapted, 0.0)
     g = torch.Generator().manual_seed(0)

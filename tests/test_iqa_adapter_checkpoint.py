@@ -22,15 +22,11 @@ from iqabench.generators import WeightsMissingError
 from iqabench.tiny_models import tiny_cross_attention_unet
 
 
-def tiny_unet(seed: int = 0, cross_dim: int = 32):
-    return tiny_cross_attention_unet(seed, cross_dim)
-
-
 def make_adapter(seed: int = 0, **kw) -> IQAAdapter:
     stats = load_stats()
     metrics = kw.pop("metrics", ("topiq_nr", "laion_aes"))
     config = AdapterConfig(metrics, stats={m: stats[m] for m in metrics}, base="tiny-sd", **kw)
-    adapter = IQAAdapter(config, tiny_unet(seed))
+    adapter = IQAAdapter(config, tiny_cross_attention_unet(seed))
     torch.manual_seed(seed + 100)
     with torch.no_grad():
         for p in adapter.parameters():
@@ -52,7 +48,7 @@ def test_saved_checkpoint_loads_back_bit_identically(tmp_path):
     assert set(tensors) == set(adapter.released_state_dict())
     assert "ip_adapter.1.to_k_ip.weight" in tensors and "image_proj.proj.0.weight" in tensors
     assert config == adapter.config.with_updates(step=7)
-    again = load_adapter(path, tiny_unet(0))
+    again = load_adapter(path, tiny_cross_attention_unet(0))
     for key, value in adapter.released_state_dict().items():
         assert torch.equal(again.released_state_dict()[key], value), key
     z = torch.tensor([[1.0, -0.5]])
@@ -63,7 +59,7 @@ def test_released_bin_layout_loads_without_remapping(tmp_path):
     adapter = make_adapter(1)
     path = tmp_path / "released.bin"
     torch.save(released_dict(adapter), path)
-    loaded = load_adapter(path, tiny_unet(1), metrics=("topiq_nr", "laion_aes"))
+    loaded = load_adapter(path, tiny_cross_attention_unet(1), metrics=("topiq_nr", "laion_aes"))
     assert loaded.config.projection == "linear" and loaded.config.n_tokens == 2
     assert not loaded.config.use_flag and loaded.config.pos_frequencies == 0
     assert loaded.config.stats["topiq_nr"].mean == pytest.approx(0.5492246687400396)  # CC3M stats by default
@@ -75,7 +71,7 @@ def test_released_safetensors_without_metadata_infers_shapes(tmp_path):
     adapter = make_adapter(2, metrics=("topiq_nr",), n_tokens=4, use_flag=True, pos_frequencies=10)
     path = tmp_path / "flat.safetensors"
     save_file({k: v.contiguous() for k, v in adapter.released_state_dict().items()}, str(path))
-    loaded = load_adapter(path, tiny_unet(2), metrics=("topiq_nr",))
+    loaded = load_adapter(path, tiny_cross_attention_unet(2), metrics=("topiq_nr",))
     assert (loaded.config.n_tokens, loaded.config.use_flag, loaded.config.pos_frequencies) == (4, True, 10)
 
 
@@ -83,19 +79,19 @@ def test_released_file_without_metrics_asks_for_them(tmp_path):
     path = tmp_path / "r.bin"
     torch.save(released_dict(make_adapter()), path)
     with pytest.raises(CheckpointError, match="which metrics"):
-        load_adapter(path, tiny_unet())
+        load_adapter(path, tiny_cross_attention_unet())
 
 
 def test_stated_option_contradicting_tensors_is_an_error(tmp_path):
     path = save_adapter(make_adapter(), tmp_path / "a.safetensors")
     with pytest.raises(CheckpointError, match="n_tokens=4 contradicts"):
-        load_adapter(path, tiny_unet(), n_tokens=4)
+        load_adapter(path, tiny_cross_attention_unet(), n_tokens=4)
 
 
 def test_wrong_cross_attention_width_fails_clearly(tmp_path):
     path = save_adapter(make_adapter(), tmp_path / "a.safetensors")
     with pytest.raises(CheckpointError, match="cross-attention width is 48"):
-        load_adapter(path, tiny_unet(cross_dim=48))
+        load_adapter(path, tiny_cross_attention_unet(cross_attention_dim=48))
 
 
 def test_missing_layer_fails_clearly(tmp_path):
@@ -104,7 +100,7 @@ def test_missing_layer_fails_clearly(tmp_path):
     path = tmp_path / "m.safetensors"
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     with pytest.raises(CheckpointError, match=r"missing \['5.to_v_ip.weight'\]"):
-        load_adapter(path, tiny_unet(), metrics=("topiq_nr", "laion_aes"))
+        load_adapter(path, tiny_cross_attention_unet(), metrics=("topiq_nr", "laion_aes"))
 
 
 def test_wrong_layer_shape_fails_clearly(tmp_path):
@@ -113,7 +109,7 @@ def test_wrong_layer_shape_fails_clearly(tmp_path):
     path = tmp_path / "s.safetensors"
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     with pytest.raises(CheckpointError, match=r"ip_adapter.3.to_k_ip.weight has shape \(16, 32\)"):
-        load_adapter(path, tiny_unet(), metrics=("topiq_nr", "laion_aes"))
+        load_adapter(path, tiny_cross_attention_unet(), metrics=("topiq_nr", "laion_aes"))
 
 
 class _Payload:
@@ -136,7 +132,7 @@ def test_not_an_adapter_file(tmp_path):
     path = tmp_path / "x.safetensors"
     save_file({"foo": torch.zeros(2)}, str(path))
     with pytest.raises(CheckpointError, match="not an IQA-Adapter file"):
-        load_adapter(path, tiny_unet(), metrics=("topiq_nr",))
+        load_adapter(path, tiny_cross_attention_unet(), metrics=("topiq_nr",))
 
 
 def test_preset_missing_file_says_where_to_put_it(tmp_path, monkeypatch):

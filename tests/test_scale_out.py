@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from oom_plugin import write_small_card_plugin
 from PIL import Image
 
 from iqabench.api import run
@@ -86,32 +87,7 @@ def test_a_killed_worker_leaves_a_resumable_shard(tmp_path, single_process_store
 
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_images(tmp_path, single_process_store):
-    plugin = tmp_path / "small_gpu.py"
-    plugin.write_text(textwrap.dedent('''
-        import torch
-        from iqabench.generators import register_generator
-        from iqabench.adapters.diffusers_base import DiffusersGenerator
-        from iqabench.tiny_models import tiny_sd_pipeline
-
-        CALLS = []
-
-        class SmallMemory(DiffusersGenerator):
-            """tiny-sd on a pretend card that holds at most two images per call."""
-
-            fingerprint_class = DiffusersGenerator.fingerprint_class  # same pixels as tiny-sd: share its keys
-
-            def _call(self, batch, opts):
-                CALLS.append(len(batch))
-                if len(batch) > 2:
-                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
-                return super()._call(batch, opts)
-
-        @register_generator("small-memory-test", overwrite=True)
-        def build(spec, runtime):
-            return SmallMemory(spec, runtime, source="iqabench.testing.tiny_sd_pipeline",
-                               defaults={"steps": 4, "guidance_scale": 7.5, "height": 64, "width": 64,
-                                         "negative_prompt": None, "seed": 0}, tiny_builder=tiny_sd_pipeline)
-    '''))
+    plugin = write_small_card_plugin(tmp_path / "small_gpu.py", "small-memory-test", steps=4)
     messages = []
     spec = RunSpec("scores", ["small-memory-test"], metrics=["piqe"], limit=3, seeds=[0, 1], batch_size=8,
                    plugins=[str(plugin)])

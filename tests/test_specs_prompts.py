@@ -51,17 +51,16 @@ def test_prompt_file_formats(tmp_path):
     assert [p.text for p in load_prompts(str(tmp_path / "p.jsonl"), limit=1)] == ["a cat"]
 
 
-def test_empty_prompt_file(tmp_path):
-    path = tmp_path / "empty.txt"
-    path.write_text("\n\n", encoding="utf-8")
-    with pytest.raises(PromptFileError, match="holds no prompts"):
-        load_prompts(str(path))
-
-
-def test_non_utf8_prompt_file(tmp_path):
-    path = tmp_path / "latin1.txt"
-    path.write_bytes("a cat\ncaf\xe9 au lait\n".encode("latin-1"))
-    with pytest.raises(PromptFileError, match=r"not valid UTF-8 \(bad byte at line 2\)"):
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("empty.txt", b"\n\n", "holds no prompts"),
+    ("latin1.txt", "a cat\ncaf\xe9 au lait\n".encode("latin-1"), r"not valid UTF-8 \(bad byte at line 2\)"),
+    ("p.jsonl", b'{"prompt": "a"}\n{oops\n', "line 2: not valid JSON"),
+    ("p.csv", b'prompt\na cat\n""\n', "prompt 2 is empty"),
+], ids=["empty-file", "non-utf8", "bad-jsonl-line", "empty-csv-row"])
+def test_bad_prompt_file_is_one_clear_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(PromptFileError, match=message):
         load_prompts(str(path))
 
 
@@ -80,16 +79,3 @@ def test_missing_column(tmp_path):
         load_prompts(str(path), column="text2")
     assert load_prompts(str(path), column="description")[0].text == "a cat"
 
-
-def test_bad_jsonl_line(tmp_path):
-    path = tmp_path / "p.jsonl"
-    path.write_text('{"prompt": "a"}\n{oops\n', encoding="utf-8")
-    with pytest.raises(PromptFileError, match="line 2: not valid JSON"):
-        load_prompts(str(path))
-
-
-def test_empty_row_in_csv(tmp_path):
-    path = tmp_path / "p.csv"
-    path.write_text("prompt\na cat\n\"\"\n", encoding="utf-8")
-    with pytest.raises(PromptFileError, match="prompt 2 is empty"):
-        load_prompts(str(path))

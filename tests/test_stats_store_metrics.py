@@ -68,7 +68,7 @@ def test_store_scores_failures_and_replace(store):
 
 def test_generation_failure_is_stale_once_the_image_exists(store):
     """Killed between the PNG rename and the failure-row delete in put_image: the image wins."""
-    from iqabench.store import atomic_write_bytes
+    from iqabench.atomic_io import atomic_write_bytes
 
     key, other = "ab" * 32, "cd" * 32
     store.record_failure(key, "generate", "RuntimeError: transient")
@@ -210,7 +210,7 @@ def test_paired_statistics_by_hand():
 
 
 def test_sweep_removes_only_dead_writers_temp_files(store):
-    from iqabench.store import _HOST
+    from iqabench.atomic_io import _HOST
 
     folder = store.images_dir / "ab"
     folder.mkdir(parents=True)

@@ -10,12 +10,12 @@ Checkpoints are safetensors with their constructor arguments in the metadata: no
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .evaluator_files import read_evaluator_info, save_evaluator_file
 from .evaluators import MetricEvaluator, TwoStreamIQA
 
 KINDS = ("metric", "ipce", "two-stream")
@@ -23,27 +23,15 @@ TWO_STREAM_KEY = "iqabench.two_stream"
 
 
 def save_two_stream(model: TwoStreamIQA, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={TWO_STREAM_KEY: json.dumps({**model.arguments, **(extra or {})})})
-    return path
+    return save_evaluator_file(tensors, path, TWO_STREAM_KEY, {**model.arguments, **(extra or {})})
 
 
 def load_two_stream(path: str | Path) -> TwoStreamIQA:
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no two-stream checkpoint at {path}; write one with `iqabench train two-stream`")
-    with safe_open(str(path), framework="pt") as handle:
-        raw = (handle.metadata() or {}).get(TWO_STREAM_KEY)
-    if raw is None:
-        raise ValueError(f"{path} is not a two-stream checkpoint (no {TWO_STREAM_KEY!r} metadata)")
-    info = json.loads(raw)
+    info = read_evaluator_info(path, TWO_STREAM_KEY, "two-stream", "iqabench train two-stream")
     model = TwoStreamIQA(width=int(info["width"]), hidden=int(info["hidden"]), size=info.get("size"))
     model.load_state_dict(load_file(str(path)))
     return model.eval()

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .evaluator_files import read_evaluator_info, save_evaluator_file
 from .evaluators import IPCEEvaluator
 from .mos_table import MosTable
 
@@ -104,31 +105,19 @@ def fit_head(evaluator: IPCEEvaluator, features: torch.Tensor, scores: torch.Ten
 def save_ipce(evaluator: IPCEEvaluator, path: str | Path, clip: str, weights: str | None,
               extra: dict[str, Any] | None = None) -> Path:
     """Write the head and feature statistics as safetensors, with what rebuilding the evaluator needs."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in evaluator.state_dict().items()
                if not k.startswith("model.")}
     info = {"clip": clip, "weights": weights, "layers": evaluator.layers, "mos_range": list(evaluator.mos_range),
             **(extra or {})}
-    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(info)})
-    return path
+    return save_evaluator_file(tensors, path, METADATA_KEY, info)
 
 
 def load_ipce(path: str | Path, device: str | torch.device = "cpu") -> IPCEEvaluator:
     """The evaluator a stage-1 checkpoint describes (CLIP rebuilt from its name and weights, head loaded)."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no IPCE checkpoint at {path}; write one with `iqabench train ipce`")
-    with safe_open(str(path), framework="pt") as handle:
-        raw = (handle.metadata() or {}).get(METADATA_KEY)
-    if raw is None:
-        raise ValueError(f"{path} is not an IPCE checkpoint (no {METADATA_KEY!r} metadata)")
-    info = json.loads(raw)
+    info = read_evaluator_info(path, METADATA_KEY, "IPCE", "iqabench train ipce")
     model, tokenizer = load_clip(info["clip"], info.get("weights"), device)
     evaluator = IPCEEvaluator(model, tokenizer, layers=info["layers"], mos_range=tuple(info["mos_range"]))
     state = load_file(str(path))

@@ -22,7 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from iqabench.store import atomic_write_bytes, atomic_write_text
+from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
+from iqabench.json_lines import json_lines
 
 RESULT_FIELDS = ("filename", "tag", "prompt", "correct", "reason", "metadata", "details")
 _DIGITS = re.compile(r"^\d+$")
@@ -116,14 +117,11 @@ def read_results_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GenEval results file {path} does not exist")
+    def bad_line(number: int, reason: str) -> ValueError:
+        return ValueError(f"{path} line {number} is not JSON: {reason}")
+
     rows = []
-    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} line {number} is not JSON: {exc.msg}") from None
+    for number, row in json_lines(path.read_text("utf-8"), bad_line):
         missing = [f for f in ("tag", "correct", "metadata") if f not in row]
         if missing:
             raise ValueError(f"{path} line {number} lacks the field(s) {', '.join(missing)}")

@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
+from iqabench.atomic_io import atomic_write_text
 from iqabench.runner import Runner
 from iqabench.specs import RunSpec
-from iqabench.store import Store, atomic_write_text, content_key
+from iqabench.store import Store, content_key
 
 STUDY_FORMAT = "iqabench-study/v1"
 TEMPLATE = Path(__file__).with_name("page.html.j2")
