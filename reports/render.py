@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from iqabench.store import Store
 
 THUMBNAIL_PX = 160
+# Threads that make a page's thumbnails; None: as many as the scoring stage's decoder (default_workers()).
+THUMBNAIL_WORKERS: int | None = None
 # Image grids: the first rows show, the rest sit behind a "show all" toggle; past MAX_GRID_ROWS the page says how
 # many rows it left out (thumbnails are inlined, so a paper-scale grid would make a page too big to open).
 GRID_VISIBLE_ROWS = 8
@@ -168,7 +170,7 @@ class _Thumbnails:
     def prefetch(self, keys: list[str]) -> None:
         """Make the thumbnails of ``keys`` not made yet, in parallel; ``self(key)`` then only looks them up."""
         todo = [k for k in dict.fromkeys(keys) if k not in self._cache]
-        workers = min(default_workers(), len(todo))
+        workers = min(THUMBNAIL_WORKERS or default_workers(), len(todo))
         if workers < 2:
             return  # one image (or one CPU): a pool only adds its start-up
         with ThreadPoolExecutor(workers, thread_name_prefix="thumbnail") as pool:
