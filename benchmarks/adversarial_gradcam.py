@@ -174,17 +174,10 @@ def transfer_table(cells: list[dict], methods: list[str], panel: list[str]) -> p
 
 def transfer_figure(table: pd.DataFrame, panel: list[str]):
     """The transfer matrix as a heatmap with each cell's CI; cells whose CI includes 0 are hatched and faded."""
-    from iqabench.plotting import heatmap_figure
+    from iqabench.plotting import ci_table_heatmap
 
-    frame = table.set_index("method")
-
-    def grid(suffix: str) -> pd.DataFrame:
-        out = frame[[m + suffix for m in panel]].set_axis(panel, axis=1).astype(float)
-        out.index.name, out.columns.name = "method", "metric"
-        return out
-
-    return heatmap_figure(
-        grid(""), "RelGain, % (method x panel metric)", low=grid("_ci_low"), high=grid("_ci_high"),
+    return ci_table_heatmap(
+        table, "method", panel, "RelGain, % (method x panel metric)", column_axis="metric",
         caption="Mean relative gain (%) of every panel metric over the base model when guiding on one target "
                 "metric (rows), with its 95% CI (bootstrap over prompts), signs aligned so that positive (blue) is "
                 "better; hatched, faded cells: the CI includes 0 (no detectable change). A large gain on the "

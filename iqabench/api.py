@@ -71,12 +71,14 @@ def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> Ru
 
     stage = "saving the results"
     try:
-        reports.save_result(runner.store, runner.run_id, outcome.result)
-        status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
-        runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan, failures=outcome.failures))
-        if report:
-            stage = "rendering the report"
-            outcome.report = reports.render_report(runner.store, [runner.run_id])
+        with runner.clock.stage("report"):  # the report's fixed cost, in the runner's stage clock (perf/overhead.py)
+            reports.save_result(runner.store, runner.run_id, outcome.result)
+            status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
+            runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan,
+                                                                       failures=outcome.failures))
+            if report:
+                stage = "rendering the report"
+                outcome.report = reports.render_report(runner.store, [runner.run_id])
     except Exception as exc:
         # without this the run stays "running" in run.json (and in `iqabench list runs`) forever; the exception
         # still propagates, so the CLI exits non-zero with its sentence

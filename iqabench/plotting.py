@@ -9,6 +9,7 @@ works on machines with no display.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,25 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     fig.tight_layout()
     fig.set_label(caption or _heatmap_caption(matrix, title, scale, center, bounds is not None, null))
     return fig
+
+
+def ci_table_heatmap(table: pd.DataFrame, row: str, columns: list[str], title: str, *, column_axis: str,
+                     **kwargs: Any) -> Figure:
+    """:func:`heatmap_figure` of a wide table that carries each plotted column ``X`` with its CI bounds in
+    ``X_ci_low`` and ``X_ci_high`` (the layout the report shows as ``X [low, high]``).
+
+    ``row`` is the label column (one heatmap row per value), ``columns`` the plotted columns in order and
+    ``column_axis`` the name of the column axis; other keyword arguments (``center``, ``fmt``, ``caption``, ...)
+    go to :func:`heatmap_figure`.
+    """
+    frame = table.set_index(row)
+
+    def grid(suffix: str) -> pd.DataFrame:
+        out = frame[[c + suffix for c in columns]].set_axis(columns, axis=1).astype(float)
+        out.index.name, out.columns.name = row, column_axis
+        return out
+
+    return heatmap_figure(grid(""), title, low=grid("_ci_low"), high=grid("_ci_high"), **kwargs)
 
 
 def _heatmap_caption(matrix: pd.DataFrame, title: str, scale: str, center: float, with_ci: bool,

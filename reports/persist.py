@@ -53,15 +53,11 @@ EXPORT_MAX_ROWS = 5000
 
 
 @dataclass
-class SavedResult:
-    """A Result read back from disk; figures are SVG text (ready to inline), not matplotlib objects."""
+class SavedResult(Result):
+    """A Result read back from disk: the same fields, but figures are SVG text (ready to inline), not matplotlib
+    objects; plus what ``save_result`` derived from the tables and figures."""
 
-    benchmark: str
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    figures: dict[str, str] = field(default_factory=dict)
-    grids: dict[str, list[ImageRef]] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    figures: dict[str, str] = field(default_factory=dict)  # type: ignore[assignment]  # name -> sanitised <svg>
     footnotes: dict[str, str] = field(default_factory=dict)  # table name -> how its numbers were made
     captions: dict[str, str] = field(default_factory=dict)  # figure name -> what it plots
     estimates: list[dict[str, Any]] = field(default_factory=list)

@@ -8,6 +8,7 @@ import html as htmllib
 import io
 import json
 import re
+import threading
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -226,6 +227,41 @@ def test_thumbnails_are_downscaled_pngs(store):
         for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     ]
     assert sizes == [(160, 120), (48, 64)]  # 640x480 shrunk to 160 px wide; small images are not enlarged
+
+
+def test_thumbnails_made_on_a_pool_give_the_same_page_as_one_by_one(store, monkeypatch):
+    """The report's thumbnails are decoded on threads (the bulk of its fixed cost at full size); the page must be
+    the one the serial path makes, damaged and missing images included, and rows past MAX_GRID_ROWS never decoded."""
+    from iqabench.reports import render as render_module
+
+    rng = np.random.default_rng(1)
+    keys = [content_key(f"image {i}") for i in range(6)]
+    for key in keys:
+        store.put_image(key, Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)))
+    store.image_path(keys[5]).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    refs = [ImageRef(key, f"prompt {i}", {"piqe": float(i)}, "g") for i, key in enumerate(keys)]
+    refs.append(ImageRef(content_key("never generated"), "lost", {}, "g"))
+    save_result(store, "run-a", Result("scores", grids={"samples": refs, "again": refs[:2]}))
+    monkeypatch.setattr(render_module, "MAX_GRID_ROWS", 6)  # the "lost" row is counted, not shown
+
+    made: list[tuple[str, str]] = []
+    make = render_module._Thumbnails._make
+
+    def recording_make(self, key):
+        made.append((key, threading.current_thread().name))
+        return make(self, key)
+
+    monkeypatch.setattr(render_module._Thumbnails, "_make", recording_make)
+    monkeypatch.setattr(render_module, "default_workers", lambda: 4)
+    pooled = render_html(store, ["run-a"])
+    assert sorted(k for k, _ in made) == sorted(keys)  # once each, across both grids; the 7th row is not shown
+    assert all(name.startswith("thumbnail") for _, name in made)
+    made.clear()
+    monkeypatch.setattr(render_module, "default_workers", lambda: 1)
+    serial = render_html(store, ["run-a"])
+    assert {name for _, name in made} == {threading.current_thread().name}
+    assert pooled == serial
+    assert pooled.count('src="data:image/png;base64,') == 5 + 2 and "cached image is damaged" in pooled
 
 
 def test_report_loads_nothing_from_outside_and_allows_only_its_own_script(store):

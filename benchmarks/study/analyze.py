@@ -204,18 +204,11 @@ def pairwise_with_ci(outcomes: pd.DataFrame, conditions: Sequence[str] | None = 
 def pairwise_figure(table: pd.DataFrame):
     """Heatmap of the pairwise win rates, diverging around 0.5 (no preference), cells annotated with their CI and
     hatched where the CI includes 0.5."""
-    from iqabench.plotting import heatmap_figure
+    from iqabench.plotting import ci_table_heatmap
 
-    conditions = table["condition"].tolist()
-    frame = table.set_index("condition")
-
-    def grid(suffix: str) -> pd.DataFrame:
-        out = frame[[c + suffix for c in conditions]].set_axis(conditions, axis=1).astype(float)
-        out.index.name, out.columns.name = "condition", "opponent"
-        return out
-
-    return heatmap_figure(
-        grid(""), "Win rate of row over column", center=0.5, fmt=".2f", low=grid("_ci_low"), high=grid("_ci_high"),
+    return ci_table_heatmap(
+        table, "condition", table["condition"].tolist(), "Win rate of row over column", column_axis="opponent",
+        center=0.5, fmt=".2f",
         caption="Share of votes the row condition won against the column condition (ties count half), with its 95% "
                 "CI (bootstrap over participants); diverging around 0.5, the no-preference point: blue = row "
                 "preferred; hatched, faded cells: the CI includes 0.5 (no detectable preference).")
