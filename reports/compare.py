@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from iqabench.store import Store, atomic_write_text
+from iqabench.atomic_io import atomic_write_text
+from iqabench.store import Store
 
 from .headline import Headline, headline, headline_html, legend
 from .persist import SavedResult, load_result

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import pandas as pd
 
+from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
 from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.results import ImageRef, Result
-from iqabench.store import atomic_write_bytes, atomic_write_text, safe_child
+from iqabench.store import safe_child
 
 from .headline import HEADLINE_ATTR, headline, headline_latex
 from .sanitize import UnsafeFigureError, sanitize_svg

@@ -28,8 +28,8 @@ import jinja2
 from markupsafe import Markup
 from PIL import Image
 
+from iqabench.atomic_io import atomic_write_text
 from iqabench.image_tensors import default_workers
-from iqabench.store import atomic_write_text
 
 from .headline import headline, headline_html, legend
 from .persist import SavedResult, load_result
