@@ -37,6 +37,9 @@ def scripts(args) -> dict[str, list[str]]:
                        *common],
         "guidance": ["guidance.py", "--base", args.generator, "--images", "2", "--batch-size", "1", *common],
         "memory": ["memory.py", "--generator", args.generator, "--batch-size", "2", *common],
+        "decode": ["decode_cost.py", "--size", "128" if args.quick else "256", "--repeats", "1", *common],
+        "report": ["report_cost.py", "--images", "8" if args.quick else "16", "--size", "256" if args.quick else "1024",
+                   "--repeats", "1" if args.quick else "3"],
     }
 
 
@@ -55,7 +58,15 @@ def summarize(bench: str, row: dict) -> tuple[str, str] | None:
         return (f"fast path {row['path']}, batch {row['batch_size']}",
                 f"{row['speedup']:.2f}x default, max diff {row['max_diff_levels']} levels")
     if bench == "guidance":
-        return f"guidance {row['run']}", f"{row['s_per_image']:.3g} s/image (x{row['ratio']:.2f}), {row['memory']}"
+        return (f"guidance {row['run']}", f"{row['s_per_image']:.3g} s/image (x{row['ratio']:.2f}), {row['memory']}, "
+                f"max diff vs paper {row['max_diff_vs_paper_255']:.0f}/255, effect cos {row['effect_cos']:.2f}")
+    if bench == "decode_cost":
+        return (f"guidance decode path at {row['size']} px: {row['decoder']}",
+                f"{row['s']:.3g} s fwd+bwd, {row['gflops']:.0f} GFLOPs, x{row['speedup']:.1f} vs the default")
+    if bench == "report_cost":
+        return (f"report stage, {row['images']} images of {row['size']} px",
+                f"save {row['save_s']:.3g} s + render {row['render_pool_s']:.3g} s (first call "
+                f"{row['first_save_s'] + row['first_render_s']:.3g} s); thumbnail pool {row['render_speedup']:.2f}x")
     if bench == "memory":
         return f"memory, {row['stage']}", f"{row['stage_adds_mib']:.0f} MiB added, GPU peak {row['gpu_peak_mib']}"
     return None
@@ -68,7 +79,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--generator", default="tiny-sd")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="scoring,overhead,throughput,guidance,memory")
+    parser.add_argument("--only", default="scoring,overhead,throughput,guidance,decode,memory,report")
     args = parser.parse_args()
     rows, failed = [], []
     for name, argv in scripts(args).items():
