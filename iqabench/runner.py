@@ -39,7 +39,7 @@ from .metrics import (
 from .oom import free_accelerator_memory, is_out_of_memory
 from .registry import load_plugin
 from .runtime import Runtime
-from .score_shards import ShardedStore, merge_shards
+from .score_shards import ShardedStore, merge_shards, prepare_for_readers
 from .scoring import TensorScorer
 from .specs import RunSpec
 from .stage_timing import StageClock
@@ -189,6 +189,8 @@ class Runner:
             shared = store if isinstance(store, Store) else Store(root)
             shared.run_dir(self.run_id)  # a bad --run-id fails here, before any shard path is built from it
             merge_shards(shared, self.run_id)
+            prepare_for_readers(shared)  # no WAL while processes on several hosts read it
+            shared.close()
         wait_for_everyone(self._distributed)
         return ShardedStore(root, self.run_id, index)
 

@@ -7,7 +7,12 @@ them. So when a run has several processes, each process writes every row
 (scores, failures, blobs) to a database file of its own,
 ``cache/score-shards/<run id>/<process index>.sqlite``, which nothing else
 opens while the run is going. Reads during the run go to the shared database,
-which nobody writes then. After the last barrier process 0, alone, merges the
+which nobody writes then. WAL mode needs every process on one host (its index is
+shared memory in the ``-shm`` file, SQLite's "WAL does not work over a network
+filesystem"), so process 0 checkpoints the WAL into the database file and switches
+it to a rollback journal before the others open it (:func:`prepare_for_readers`),
+and every process reads it through a ``query_only`` connection that never turns
+WAL back on. Process 0's merge at the end switches it back to WAL. After the last barrier process 0, alone, merges the
 shards into ``cache/scores.sqlite`` (``INSERT OR REPLACE``, so a row written
 again wins, as in a single process) and deletes them. A run that died before
 the merge leaves its shards behind; process 0 merges them when that run is
@@ -54,6 +59,7 @@ class ShardedStore(Store):
         self._shard_local = threading.local()  # one connection per thread (the PNG writer thread writes too)
         self._shard_conns: list[sqlite3.Connection] = []
         self._shard_lock = threading.Lock()
+        self._reader_local = threading.local()  # per-thread read-only connections to the shared database
         self.sharding = True
         super().__init__(root)  # creates the tables in the shard (writes go there), not in the shared database
 
@@ -74,12 +80,28 @@ class ShardedStore(Store):
                 self._shard_conns.append(conn)
         return local.conn
 
+    def _connection(self) -> sqlite3.Connection:
+        """While sharding: a read-only connection to the shared database, left in its rollback journal."""
+        if not self.sharding:
+            return super()._connection()
+        local = self._reader_local
+        if getattr(local, "conn", None) is None or getattr(local, "pid", None) != os.getpid():
+            self.refuse_symlinks(self._db_path)
+            conn = sqlite3.connect(self._db_path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA query_only=ON")  # every write of a sharded run goes to the shard
+            local.conn, local.pid = conn, os.getpid()
+            with self._shard_lock:
+                self._shard_conns.append(conn)
+        return local.conn
+
     def _close_shard(self) -> None:
         with self._shard_lock:
             for conn in self._shard_conns:
                 conn.close()
             self._shard_conns.clear()
         self._shard_local = threading.local()
+        self._reader_local = threading.local()
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         if not self.sharding:
@@ -96,6 +118,18 @@ class ShardedStore(Store):
         self.sharding = False
 
 
+def prepare_for_readers(store: Store) -> str:
+    """Move the shared database out of WAL mode before the other processes of a sharded run open it.
+
+    Process 0 calls this alone (before the barrier that lets the others in): the WAL is checkpointed into the
+    database file and the journal becomes a plain rollback journal, which needs no shared memory across hosts.
+    Returns the journal mode now in force.
+    """
+    conn = Store._connection(store)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return str(conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]).lower()
+
+
 def merge_shards(store: Store, run_id: str) -> int:
     """Merge every shard of ``run_id`` into the shared database and delete it; returns the rows merged.
 
@@ -106,7 +140,7 @@ def merge_shards(store: Store, run_id: str) -> int:
     if not folder.is_dir():
         return 0
     merged = 0
-    conn = Store._connection(store)  # the shared database, whatever subclass ``store`` is
+    conn = Store._connection(store)  # the shared database, read-write and back in WAL, whatever ``store`` is
     for path in sorted(folder.glob("*.sqlite"), key=lambda p: p.name):
         conn.execute("ATTACH DATABASE ? AS shard", (str(path),))  # ATTACH is not allowed inside a transaction
         try:

@@ -52,12 +52,13 @@ def main() -> None:
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
     latent = torch.randn(1, 4, args.size // 8, args.size // 8, device=device, dtype=dtype)
-    decoders = {"vae (checkpointing block, the default)": (AutoencoderKL(**SD_VAE), True),
-                "vae (checkpointing off)": (AutoencoderKL(**SD_VAE), False),
-                "tiny decoder (TAESD/TAESDXL architecture)": (AutoencoderTiny(), False)}
+    decoders = {"vae (checkpointing block, the default)": (lambda: AutoencoderKL(**SD_VAE), True),
+                "vae (checkpointing off)": (lambda: AutoencoderKL(**SD_VAE), False),
+                "tiny decoder (TAESD/TAESDXL architecture)": (AutoencoderTiny, False)}
     rows, reference = [], None
-    for label, (model, checkpointing) in decoders.items():
-        model = model.to(device, dtype).eval().requires_grad_(False)
+    for label, (build, checkpointing) in decoders.items():
+        torch.manual_seed(0)
+        model = build().to(device, dtype).eval().requires_grad_(False)  # one decoder on the device at a time
         flops = counted_flops(lambda m=model: gradient_step(m, latent, False))  # (FlopCounterMode and
         # diffusers' checkpointing do not mix; the recomputation adds one decoder forward on top)
         if device.type == "cuda":
@@ -70,6 +71,8 @@ def main() -> None:
         emit("decode_cost", decoder=label, size=args.size, s=seconds, speedup=reference / seconds,
              gflops=flops / 1e9, peak_mib=peak, device=device_name(device), dtype=args.dtype)
         del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     print_table(f"guidance decode path, forward + backward at {args.size} px, batch 1, {args.dtype}, "
                 f"{device_name(device)}", ["decoder", "seconds", "x faster than the default", "GFLOPs (no recompute)",
                                            "peak MiB"], rows)

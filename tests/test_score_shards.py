@@ -65,5 +65,33 @@ def test_a_sharded_store_reads_the_shared_database_and_can_stop_sharding(tmp_pat
     assert Store(tmp_path).count_scores() == 3
 
 
+def test_during_a_sharded_run_the_shared_database_is_read_without_wal_and_never_written(tmp_path):
+    """WAL needs every process on one host (shared memory): over NFS/Lustre readers on other nodes must not use
+    it. Process 0 leaves WAL before the others open the database; their connections cannot write; the merge at
+    the end turns WAL back on."""
+    import sqlite3
+
+    import pytest
+
+    from iqabench.score_shards import prepare_for_readers
+
+    shared = Store(tmp_path)
+    shared.put_scores([(content_key("a"), "piqe", "fp", 2.0, None)])
+    assert prepare_for_readers(shared) == "delete"
+    shared.close()
+    db = tmp_path / "cache" / "scores.sqlite"
+    assert not (tmp_path / "cache" / "scores.sqlite-wal").exists()
+    store = ShardedStore(tmp_path, RUN, 1)
+    assert store.get_scores([content_key("a")], "piqe", "fp") == {content_key("a"): 2.0}
+    store.put_scores([(content_key("b"), "piqe", "fp", 3.0, None)])  # into the shard
+    with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+        store._connection().execute("DELETE FROM scores")
+    mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "delete", "reading must not switch the shared database back to WAL"
+    store.close()
+    assert merge_shards(Store(tmp_path), RUN) == 1
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_merging_when_nothing_was_sharded_is_a_no_op(tmp_path):
     assert merge_shards(Store(tmp_path), RUN) == 0

@@ -243,6 +243,12 @@ class GuidanceGenerator(QualityGenerator):
                 checkpoint_guidance(self._guidance._decoder, self.metric.module)
         return self._guidance
 
+    def release(self) -> None:
+        """Drop the pipeline and what guidance built on it (the metric, a decoder copy, the tiny decoder)."""
+        super().release()
+        self._guidance = None
+        self.metric = None
+
     def _tiny_decoder(self, pipe: Any) -> Any:
         """The tiny decoder (``decoder=tiny``) on the pipeline's device and dtype, or None (decode with the VAE)."""
         if self.options["decoder"] != "tiny":
@@ -255,7 +261,9 @@ class GuidanceGenerator(QualityGenerator):
             decoder = tiny_autoencoder(int(self.options.get("seed", 0) or 0))
         else:
             decoder = load_tiny_decoder(self.tiny_decoder_files, channels, where)
-        return decoder.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
+        decoder = decoder.to(device=pipe.vae.device)
+        # (cast only when needed: diffusers warns on every .to(dtype=...) of a model that is already in it)
+        return decoder if decoder.dtype == pipe.vae.dtype else decoder.to(dtype=pipe.vae.dtype)
 
     def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> torch.Tensor:
         alpha = batch[0].params.get("alpha", self.config.alpha)
