@@ -41,13 +41,19 @@ def device_identity(device: torch.device | str) -> dict[str, Any]:
     return {"type": device.type}
 
 
-def remembered_key(generator_fingerprint: Mapping[str, Any], device: torch.device | str) -> str:
-    return content_key(_BLOB_KIND, dict(generator_fingerprint), device_identity(device))
+def remembered_key(generator_fingerprint: Mapping[str, Any], device: torch.device | str,
+                   setup: Mapping[str, Any] | None = None) -> str:
+    """``setup``: what else changes speed and memory but not pixels (fast paths, attention slicing)."""
+    parts: tuple[Any, ...] = (dict(generator_fingerprint), device_identity(device))
+    if setup:
+        parts += (dict(setup),)
+    return content_key(_BLOB_KIND, *parts)
 
 
-def recall(store: Store, generator_fingerprint: Mapping[str, Any], device: torch.device | str) -> int | None:
-    """The batch size an earlier probe chose for this generator on this kind of device, or None."""
-    blob = store.get_blob(remembered_key(generator_fingerprint, device))
+def recall(store: Store, generator_fingerprint: Mapping[str, Any], device: torch.device | str,
+           setup: Mapping[str, Any] | None = None) -> int | None:
+    """The batch size an earlier probe chose for this generator on this kind of device and setup, or None."""
+    blob = store.get_blob(remembered_key(generator_fingerprint, device, setup))
     if blob is None:
         return None
     try:
@@ -58,10 +64,11 @@ def recall(store: Store, generator_fingerprint: Mapping[str, Any], device: torch
 
 
 def remember(store: Store, generator_fingerprint: Mapping[str, Any], device: torch.device | str,
-             probe: BatchSizeProbe) -> None:
+             probe: BatchSizeProbe, setup: Mapping[str, Any] | None = None) -> None:
     record = {"batch_size": probe.chosen, "images_per_s": {str(k): v for k, v in probe.throughput.items()},
               "out_of_memory_at": probe.out_of_memory_at, "device": device_identity(device)}
-    store.put_blob(remembered_key(generator_fingerprint, device), _BLOB_KIND, json.dumps(record).encode("utf-8"))
+    store.put_blob(remembered_key(generator_fingerprint, device, setup), _BLOB_KIND,
+                   json.dumps(record).encode("utf-8"))
 
 
 @dataclass

@@ -115,6 +115,15 @@ class RunOutcome:
                 "command to retry only what failed, or pass --allow-failures to accept a partial run.")
 
 
+def to_host(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Images on the CPU with one device->host copy (one sync) when they share a shape, else one per image."""
+    if not images or images[0].device.type == "cpu":
+        return [image.to("cpu") for image in images]
+    if all(image.shape == images[0].shape for image in images):
+        return list(torch.stack(images).cpu().unbind(0))
+    return [image.to("cpu") for image in images]
+
+
 class Runner:
     """Executes one RunSpec against one Store."""
 
@@ -297,11 +306,20 @@ class Runner:
             finally:
                 task.close()
 
+    def _speed_setup(self) -> dict[str, Any]:
+        """What changes speed and memory but not pixels: a batch size probed with --compile is not one for
+        a run without it."""
+        from .fast_paths import FastPaths
+
+        return {**FastPaths.from_runtime(self.runtime).describe(),
+                "attention_slicing": bool(getattr(self.runtime, "attention_slicing", False))}
+
     def _batch_size_probe(self, generator: Generator) -> BatchSizeProbe | None:
         """A probe for ``--batch-size auto`` (None when the size is fixed or was remembered from a probe)."""
         if not self.auto_batch_size:
             return None
-        remembered = recall_batch_size(self.store, generator.fingerprint(), self.runtime.torch_device)
+        remembered = recall_batch_size(self.store, generator.fingerprint(), self.runtime.torch_device,
+                                       self._speed_setup())
         if remembered is not None:
             self.runtime.batch_size = remembered
             self.log(f"--batch-size auto: using {remembered} for {generator.name}, measured by an earlier run")
@@ -320,7 +338,8 @@ class Runner:
             rates = ", ".join(f"{k}: {v:.3g}" for k, v in sorted(probe.throughput.items()))
             self.log(f"--batch-size auto chose {probe.chosen} for {generator.name} (images/s by size: {rates}"
                      + (f"; {probe.out_of_memory_at} ran out of memory)" if probe.out_of_memory_at else ")"))
-            remember_batch_size(self.store, generator.fingerprint(), self.runtime.torch_device, probe)
+            remember_batch_size(self.store, generator.fingerprint(), self.runtime.torch_device, probe,
+                                self._speed_setup())
 
     def _generate_batch(self, generator: Generator, keys: list[str], unique: dict[str, PlannedItem],
                         writer: ThreadPoolExecutor, pending: list[Future],
@@ -359,7 +378,7 @@ class Runner:
                 for group_keys, batch in stack_by_size(keys, images):
                     for row in self.scorer.score(group_keys, batch, needed, stage="score-in-memory", write=False):
                         rows[row[0]].append(row)
-        on_cpu = [image.to("cpu") for image in images]  # one device->host copy; PIL and PNG on the writer
+        on_cpu = to_host(images)  # PIL and PNG on the writer thread
         check = getattr(generator, "check_outputs", True)  # False for generators that return real photos
         for key, item, image in zip(keys, items, on_cpu, strict=True):
             pending.append(writer.submit(self._write_image, key, item, image, rows.get(key, []), check))

@@ -2,9 +2,11 @@
 
 The runner wraps each stage in :meth:`StageClock.stage` and each piece of
 device work (a pipeline call, a metric forward) in :meth:`StageClock.busy`.
-On CUDA, busy time is measured with CUDA events (what the GPU executed, not
-what the Python thread waited for), so ``idle = wall - busy`` is the time the
-GPU had nothing to do in that stage: decoding, PNG encoding, SQLite, Python.
+On CUDA, busy time is the span between CUDA events recorded around each device
+call (the device's own clock, not what the Python thread waited for), so
+``idle = wall - busy`` is the time *outside device calls* in that stage:
+decoding, PNG encoding, SQLite, Python. Gaps the GPU has *inside* a pipeline
+call (kernel-launch bound stretches) count as busy; a profiler shows those.
 On the CPU the busy time is the wall time of the bracketed calls, and idle is
 the toolkit's own work around them.
 """

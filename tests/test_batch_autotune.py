@@ -55,3 +55,6 @@ def test_choice_is_remembered_per_generator_and_device(tmp_path):
     assert recall(store, {"g": 1}, "cpu") == 8
     assert recall(store, {"g": 2}, "cpu") is None  # another generator probes again
     assert recall(store, {"g": 1}, "meta") is None  # another device too
+    assert recall(store, {"g": 1}, "cpu", {"compile": True}) is None  # and another speed setup (fast paths)
+    remember(store, {"g": 1}, "cpu", probe, {"compile": True})
+    assert recall(store, {"g": 1}, "cpu", {"compile": True}) == 8

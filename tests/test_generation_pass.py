@@ -63,7 +63,8 @@ def test_batch_size_auto_probes_backs_off_on_out_of_memory_and_remembers(tmp_pat
     from iqabench.batch_autotune import recall
 
     generator = runner.generators["small-card-test"]
-    assert recall(runner.store, generator.fingerprint(), "cpu") == runner.runtime.batch_size
+    assert recall(runner.store, generator.fingerprint(), "cpu", runner._speed_setup()) == runner.runtime.batch_size
+    assert recall(runner.store, generator.fingerprint(), "cpu", {**runner._speed_setup(), "compile": True}) is None
     # The next run on this generator and device starts at the remembered size, without probing.
     again: list[str] = []
     second = Runner(RunSpec(**{**spec, "seeds": [2]}), tmp_path / "out", log=again.append)
