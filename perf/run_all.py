@@ -4,7 +4,7 @@ Each script runs in its own process (a fresh CUDA context and peak-memory counte
 own tables; this collects their machine-readable lines (``{"bench": ...}``) into the summary at the end.
 
     python perf/run_all.py [--device cpu] [--dtype auto] [--images 64] [--generator tiny-sd] [--quick]
-                           [--only scoring,overhead,throughput,guidance,memory]
+                           [--only scoring,overhead,throughput,guidance,decode,memory,report,adapter-overhead]
 
 ``--quick`` shrinks every script's workload (a smoke check of the scripts themselves).
 """
@@ -40,6 +40,9 @@ def scripts(args) -> dict[str, list[str]]:
         "decode": ["decode_cost.py", "--size", "128" if args.quick else "256", "--repeats", "1", *common],
         "report": ["report_cost.py", "--images", "8" if args.quick else "16", "--size", "256" if args.quick else "1024",
                    "--repeats", "1" if args.quick else "3"],
+        # a random IQA-Adapter on tiny-sd (its own generator: the adapter needs a base it was built for)
+        "adapter-overhead": ["adapter_overhead.py", "--tiny", "--runs", "1" if args.quick else "3",
+                             "--batch-size", "4", *common],
     }
 
 
@@ -67,6 +70,9 @@ def summarize(bench: str, row: dict) -> tuple[str, str] | None:
         return (f"report stage, {row['images']} images of {row['size']} px",
                 f"save {row['save_s']:.3g} s + render {row['render_pool_s']:.3g} s (first call "
                 f"{row['first_save_s'] + row['first_render_s']:.3g} s); thumbnail pool {row['render_speedup']:.2f}x")
+    if bench == "adapter_overhead":
+        return (f"IQA-Adapter vs its base, {row['images']} images",
+                f"{row['overhead_pct']:+.1f}% ({row['adapter_s']:.3g} s vs {row['base_s']:.3g} s)")
     if bench == "memory":
         return f"memory, {row['stage']}", f"{row['stage_adds_mib']:.0f} MiB added, GPU peak {row['gpu_peak_mib']}"
     return None
@@ -79,8 +85,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--generator", default="tiny-sd")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="scoring,overhead,throughput,guidance,decode,memory,report")
+    parser.add_argument("--only", default="scoring,overhead,throughput,guidance,decode,memory,report,adapter-overhead")
     args = parser.parse_args()
+    # "auto" means different things per device (bf16/fp16 on CUDA, fp32 elsewhere): the title names what ran
+    from iqabench.runtime import Runtime
+
+    dtype = Runtime(args.device, args.dtype).dtype
     rows, failed = [], []
     for name, argv in scripts(args).items():
         if name not in args.only.split(","):
@@ -100,7 +110,7 @@ def main() -> None:
                     rows.append((name, *entry))
         rows.append((name, "script wall time", f"{time.perf_counter() - start:.1f} s"
                      + ("" if done.returncode == 0 else f" (FAILED, exit {done.returncode})")))
-    print_table(f"# summary on {device_name(args.device)}, dtype {args.dtype}", ["script", "what", "measured"], rows)
+    print_table(f"# summary on {device_name(args.device)}, dtype {dtype}", ["script", "what", "measured"], rows)
     sys.exit(1 if failed else 0)
 
 

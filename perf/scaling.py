@@ -6,6 +6,10 @@ correctness: every configuration must produce the same set of images with the
 same pixels as the 1-process run.
 
 Usage: python perf/scaling.py [--images 48] [--processes 1,2] [--generator tiny-sd] [--batch-size 4]
+                              [--device auto] [--dtype auto]
+
+``--device cuda`` with several processes gives each process its own GPU (``cuda:<local rank>``, as
+``iqabench run`` does under a launcher).
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from pathlib import Path
 import torch
 
 
-def run_once(n_processes: int, out: Path, limit: int, seeds: str, generator: str, batch_size: int) -> float:
+def run_once(n_processes: int, out: Path, limit: int, seeds: str, generator: str, batch_size: int,
+             device: str = "auto", dtype: str = "auto") -> float:
     args = ["-m", "iqabench", "run", "scores", "--generator", generator, "--metrics", "piqe,entropy",
             "--prompts", "parti", "--limit", str(limit), "--seeds", seeds, "--batch-size", str(batch_size),
-            "--out", str(out)]
+            "--device", device, "--dtype", dtype, "--out", str(out)]
     if n_processes == 1:
         cmd = [sys.executable, *args]
     elif torch.cuda.is_available():
@@ -52,6 +57,8 @@ def main() -> None:
     parser.add_argument("--generator", default="tiny-sd")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (one GPU per process)")
+    parser.add_argument("--dtype", default="auto", help="auto, fp32, fp16, bf16")
     args = parser.parse_args()
     seeds = "0-1"
     limit = max(1, args.images // 2)
@@ -62,15 +69,17 @@ def main() -> None:
             times, correct = [], True
             for r in range(args.repeats):
                 out = Path(tmp) / f"p{n}-r{r}"
-                times.append(run_once(n, out, limit, seeds, args.generator, args.batch_size))
+                times.append(run_once(n, out, limit, seeds, args.generator, args.batch_size, args.device,
+                                      args.dtype))
                 digests = image_digests(out)
                 reference = reference or digests
                 correct = correct and digests == reference  # every repeat, not just the last
             best = min(times)
             rows.append((n, best, 2 * limit / best, correct, len(digests)))
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    print(f"\n{2 * limit} images ({args.generator}, batch {args.batch_size}) per run, best of {args.repeats}, "
-          f"{device}, 1 torch thread per process; wall time includes process start-up and imports\n")
+    print(f"\n{2 * limit} images ({args.generator}, batch {args.batch_size}, device {args.device}, dtype "
+          f"{args.dtype}) per run, best of {args.repeats}, {device}, 1 torch thread per process; wall time includes "
+          "process start-up and imports\n")
     print("| processes | seconds | images/s | speed-up | same images as 1 process |")
     print("| --- | --- | --- | --- | --- |")
     for n, seconds, rate, correct, count in rows:
