@@ -193,6 +193,7 @@ class DiffusersGenerator:
     def release(self) -> None:
         """Drop the loaded pipeline (frees its memory once nothing else holds it); the next call reloads."""
         self._pipeline = None
+        self._signature = None  # the call-signature cache holds the pipeline too
 
     # -- protocol ---------------------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:

@@ -198,8 +198,12 @@ class Runner:
             shared = store if isinstance(store, Store) else Store(root)
             shared.run_dir(self.run_id)  # a bad --run-id fails here, before any shard path is built from it
             merge_shards(shared, self.run_id)
-            prepare_for_readers(shared)  # no WAL while processes on several hosts read it
+            if prepare_for_readers(shared) != "delete":  # no WAL while processes on several hosts read it
+                self.log("warning: the store's database stays in WAL mode because something else has it open; "
+                         "on a file system shared by several hosts, close other users of the store first")
             shared.close()
+        elif isinstance(store, Store):
+            store.close()  # process 0 can leave WAL only when no other connection is open
         wait_for_everyone(self._distributed)
         return ShardedStore(root, self.run_id, index)
 

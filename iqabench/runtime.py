@@ -49,7 +49,7 @@ class Runtime:
             raise ValueError(f"device {self.device!r} was asked for, but MPS is not available here; "
                              "use --device cpu (or auto)")
         if self.dtype == "auto":
-            if self.device == "cuda":
+            if kind == "cuda":  # cuda:N too (each process of a multi-GPU run)
                 self.dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
             else:
                 self.dtype = "fp32"

@@ -34,7 +34,12 @@ from .sqlite_tx import immediate_transaction
 from .store import Store, safe_child
 
 #: Tables a shard holds; the same columns as the Store's tables, merged row by row.
-SHARDED_TABLES = ("scores", "failures", "blobs")
+SHARDED_TABLES = ("scores", "failures", "blobs", "images")
+#: A shard's record of what this process *deleted* (a quarantined image's scores and size record, scores
+#: dropped to be recomputed): applied to the shared database before the shard's rows, so a stale score of a
+#: damaged image cannot survive the merge.
+_FORGOTTEN = ("CREATE TABLE IF NOT EXISTS forgotten (image_key TEXT NOT NULL, what TEXT NOT NULL, "
+              "PRIMARY KEY (image_key, what))")
 
 
 def shard_dir(root: str | os.PathLike[str], run_id: str) -> Path:
@@ -62,6 +67,8 @@ class ShardedStore(Store):
         self._reader_local = threading.local()  # per-thread read-only connections to the shared database
         self.sharding = True
         super().__init__(root)  # creates the tables in the shard (writes go there), not in the shared database
+        with self._transaction() as db:
+            db.execute(_FORGOTTEN)
 
     @property
     def shard_file(self) -> Path:
@@ -95,6 +102,22 @@ class ShardedStore(Store):
                 self._shard_conns.append(conn)
         return local.conn
 
+    def _forget(self, keys: list[str], what: str) -> None:
+        if self.sharding and keys:
+            with self._transaction() as db:
+                db.executemany("INSERT OR IGNORE INTO forgotten VALUES (?, ?)", [(k, what) for k in keys])
+
+    def quarantine_image(self, key: str, reason: str) -> Path | None:
+        """As the Store's, and remembered in the shard so the merge drops the shared copies of its rows too."""
+        target = super().quarantine_image(key, reason)
+        self._forget([key], "image")
+        return target
+
+    def delete_scores(self, keys) -> None:
+        keys = list(keys)
+        super().delete_scores(keys)
+        self._forget(keys, "scores")
+
     def _close_shard(self) -> None:
         with self._shard_lock:
             for conn in self._shard_conns:
@@ -123,11 +146,16 @@ def prepare_for_readers(store: Store) -> str:
 
     Process 0 calls this alone (before the barrier that lets the others in): the WAL is checkpointed into the
     database file and the journal becomes a plain rollback journal, which needs no shared memory across hosts.
-    Returns the journal mode now in force.
+    Leaving WAL needs every other connection closed; when something else has the store open (another run, a
+    notebook), the database stays in WAL and the run goes on as before. Returns the journal mode now in force
+    ("delete", or "wal" when it could not be switched).
     """
     conn = Store._connection(store)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return str(conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]).lower()
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return str(conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]).lower()
+    except sqlite3.OperationalError:  # "database is locked": another connection is open
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
 
 def merge_shards(store: Store, run_id: str) -> int:
@@ -146,6 +174,10 @@ def merge_shards(store: Store, run_id: str) -> int:
         try:
             present = {row[0] for row in conn.execute("SELECT name FROM shard.sqlite_master WHERE type='table'")}
             with immediate_transaction(conn):
+                if "forgotten" in present:  # deletions first, then the shard's rows (written after them) win
+                    conn.execute("DELETE FROM main.scores WHERE image_key IN (SELECT image_key FROM shard.forgotten)")
+                    conn.execute("DELETE FROM main.images WHERE image_key IN "
+                                 "(SELECT image_key FROM shard.forgotten WHERE what = 'image')")
                 for table in SHARDED_TABLES:
                     if table in present:
                         merged += conn.execute(

@@ -58,3 +58,16 @@ def test_choice_is_remembered_per_generator_and_device(tmp_path):
     assert recall(store, {"g": 1}, "cpu", {"compile": True}) is None  # and another speed setup (fast paths)
     remember(store, {"g": 1}, "cpu", probe, {"compile": True})
     assert recall(store, {"g": 1}, "cpu", {"compile": True}) == 8
+
+
+def test_auto_dtype_is_the_gpus_on_every_cuda_device_of_a_multi_gpu_run(monkeypatch):
+    """Each process of a multi-GPU run gets ``cuda:N``: --dtype auto must not fall back to fp32 there (other
+    keys than the single-GPU run's, and twice the memory)."""
+    import torch
+
+    from iqabench.runtime import Runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert Runtime(device="cuda:1", dtype="auto", batch_size=1).dtype == "bf16"
+    assert Runtime(device="cuda", dtype="auto", batch_size=1).dtype == "bf16"

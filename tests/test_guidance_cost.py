@@ -180,3 +180,29 @@ def test_a_tiny_decoder_folder_is_read_as_safetensors_only_and_checked_against_t
                     encoder_block_out_channels=(8,) * 4).save_pretrained(sd3_like)
     with pytest.raises(SpecError, match="decodes 16-channel latents but the base model's VAE makes 4-channel"):
         build_generator(f"guidance:cost_bright[base=sd15,decoder=tiny,tiny_decoder={sd3_like}]", RT)
+
+
+def test_a_tiny_decoder_folder_is_keyed_by_its_weights_not_its_file_sizes(tmp_path):
+    from diffusers import AutoencoderTiny
+
+    from iqabench.adapters.guidance.tiny_decoder import find_tiny_decoder
+
+    revisions = []
+    for seed in (0, 1):  # same architecture, same file sizes, other weights (a decoder re-distilled in place)
+        torch.manual_seed(seed)
+        AutoencoderTiny(decoder_block_out_channels=(8,) * 4, encoder_block_out_channels=(8,) * 4).save_pretrained(
+            tmp_path / "decoder")
+        revisions.append(find_tiny_decoder(str(tmp_path / "decoder"), "test").revision)
+    assert revisions[0] != revisions[1]
+
+
+def test_release_frees_the_pipeline_and_what_guidance_built_on_it():
+    import gc
+    import weakref
+
+    generator = build_generator(f"guidance:cost_bright[base=tiny-sd,alpha={ALPHA},steps=2]", RT)
+    generator.generate_tensors(ITEMS[:1])
+    pipe = weakref.ref(generator.pipeline)
+    generator.release()
+    gc.collect()
+    assert pipe() is None and generator._guidance is None and generator.metric is None

@@ -89,8 +89,45 @@ def test_during_a_sharded_run_the_shared_database_is_read_without_wal_and_never_
     mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "delete", "reading must not switch the shared database back to WAL"
     store.close()
-    assert merge_shards(Store(tmp_path), RUN) == 1
+    assert merge_shards(store, RUN) == 1  # through the sharded store itself: no plain Store opened in between
     assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_leaving_wal_with_the_store_open_elsewhere_keeps_wal_instead_of_failing(tmp_path):
+    import time
+
+    from iqabench.score_shards import prepare_for_readers
+
+    other = Store(tmp_path)
+    other.count_scores()  # another user of the store, connection open
+    main = Store(tmp_path)
+    start = time.monotonic()
+    assert prepare_for_readers(main) == "wal"
+    assert time.monotonic() - start < 30  # it does not sit out the 60 s busy timeout
+    other.close()
+    assert prepare_for_readers(main) == "delete"
+
+
+def test_a_quarantine_in_a_shard_reaches_the_shared_database(tmp_path):
+    """Scores of an image quarantined during a sharded run must not survive the merge (the image will be made
+    again and must be scored again), and size records written in a shard are merged too."""
+    from PIL import Image
+
+    shared = Store(tmp_path)
+    damaged, kept = content_key("damaged"), content_key("kept")
+    shared.put_image(damaged, Image.new("RGB", (8, 8)))
+    shared.put_scores([(damaged, "piqe", "fp", 1.0, None), (kept, "piqe", "fp", 2.0, None)])
+    shared.close()
+    store = ShardedStore(tmp_path, RUN, 1)
+    assert store.get_scores([damaged], "piqe", "fp") == {damaged: 1.0}
+    store.quarantine_image(damaged, "test: damaged bytes")
+    fresh = content_key("fresh")
+    store.put_image(fresh, Image.new("RGB", (4, 4)))
+    store.close()
+    merged = Store(tmp_path)
+    merge_shards(merged, RUN)
+    assert merged.get_scores([damaged, kept], "piqe", "fp") == {kept: 2.0}
+    assert merged.image_record(damaged) is None and merged.image_record(fresh) is not None
 
 
 def test_merging_when_nothing_was_sharded_is_a_no_op(tmp_path):

@@ -26,6 +26,7 @@ get a seeded random tiny decoder of matching shape (``iqabench.tiny_models``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 from iqabench.generators import WeightsMissingError
 from iqabench.specs import SpecError
 
-from ..hub_cache import HUB_ID, hub_cache_dir, local_signature
+from ..hub_cache import HUB_ID, hub_cache_dir
 
 #: The distilled decoders of the latent spaces iqabench's presets use (diffusers-format hub repos).
 TINY_DECODER_SDXL = "madebyollin/taesdxl"
@@ -103,7 +104,18 @@ def find_tiny_decoder(source: str, where: str) -> TinyDecoderFiles:
         raise WeightsMissingError(
             f"{where}: the tiny decoder at {folder} has no {WEIGHTS_FILE}"
             + (" (its .bin is a pickle, which iqabench never loads; convert it to .safetensors)" if pickled else ""))
-    return TinyDecoderFiles(source, folder, revision or local_signature(folder))
+    return TinyDecoderFiles(source, folder, revision or content_signature(folder))
+
+
+def content_signature(folder: Path) -> str:
+    """SHA-256 of a local decoder's config and weights: a decoder re-distilled in place (same file sizes, other
+    weights) gets a new cache key, which a names-and-sizes signature would not give (~10 MB to read)."""
+    digest = hashlib.sha256()
+    for name in ("config.json", WEIGHTS_FILE):
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def load_tiny_decoder(files: TinyDecoderFiles, latent_channels: int, where: str) -> Any:
