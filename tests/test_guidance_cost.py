@@ -206,3 +206,14 @@ def test_release_frees_the_pipeline_and_what_guidance_built_on_it():
     generator.release()
     gc.collect()
     assert pipe() is None and generator._guidance is None and generator.metric is None
+
+
+def test_layer_checkpointing_covers_the_tiny_decoder_and_keeps_its_images():
+    spec = f"guidance:cost_bright[base=tiny-sd,alpha={ALPHA},decoder=tiny,steps=3"
+    layer = build_generator(spec + ",checkpointing=layer]", RT)
+    images = _images(layer)
+    from iqabench.adapters.guidance.checkpointing import decoder_layers
+
+    blocks = decoder_layers(layer.guidance()._decoder)
+    assert blocks and all(getattr(b, "_iqabench_checkpointed", False) for b in blocks)
+    assert torch.equal(images, _images(build_generator(spec + ",checkpointing=off]", RT)))

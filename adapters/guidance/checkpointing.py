@@ -48,12 +48,14 @@ def checkpoint_modules(modules: Iterable[nn.Module]) -> int:
 
 
 def decoder_layers(vae: nn.Module) -> list[nn.Module]:
-    """The VAE decoder's resnet and attention layers (diffusers ``ResnetBlock2D`` / ``Attention``)."""
+    """The decoder's resnet and attention layers (diffusers ``ResnetBlock2D`` / ``Attention``; a tiny decoder's
+    ``AutoencoderTinyBlock``)."""
     from diffusers.models.attention_processor import Attention
     from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.unets.unet_2d_blocks import AutoencoderTinyBlock
 
     decoder = getattr(vae, "decoder", vae)
-    return [m for m in decoder.modules() if isinstance(m, (ResnetBlock2D, Attention))]
+    return [m for m in decoder.modules() if isinstance(m, (ResnetBlock2D, Attention, AutoencoderTinyBlock))]
 
 
 def metric_layers(module: nn.Module) -> list[nn.Module]:
