@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from .json_lines import json_lines
 from .registry import unknown_name_message
+from .specs import env_positive_int
 
 SMOKE_PROMPTS = [
     "a photo of a red apple on a wooden table",
@@ -47,12 +47,7 @@ MAX_PROMPTS_ENV = "IQABENCH_MAX_PROMPTS"
 
 
 def _env_limit(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise PromptFileError(f"{name}={raw!r} is not a positive whole number")
-    return int(raw)
+    return env_positive_int(name, default, PromptFileError)
 
 
 def max_prompt_bytes() -> int:

@@ -113,14 +113,20 @@ DEFAULT_MAX_SEEDS = 10_000
 MAX_SEEDS_ENV = "IQABENCH_MAX_SEEDS"
 
 
+def env_positive_int(name: str, default: int, error: type[Exception]) -> int:
+    """A limit an environment variable may raise (``IQABENCH_MAX_SEEDS``, the prompt-file limits): ``default``
+    when unset, else a positive whole number, or ``error`` with one sentence naming the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise error(f"{name}={raw!r} is not a positive whole number")
+    return int(raw)
+
+
 def max_seeds() -> int:
     """How many seeds one run may ask for: 10,000 unless ``IQABENCH_MAX_SEEDS`` says otherwise."""
-    raw = os.environ.get(MAX_SEEDS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_SEEDS
-    if not raw.isdigit() or int(raw) < 1:
-        raise SpecError(f"{MAX_SEEDS_ENV}={raw!r} is not a positive whole number")
-    return int(raw)
+    return env_positive_int(MAX_SEEDS_ENV, DEFAULT_MAX_SEEDS, SpecError)
 
 
 def parse_seeds(text: str | int | list[int], *, limit: int | None = None) -> list[int]:
