@@ -117,9 +117,7 @@ class RunOutcome:
 
 def to_host(images: list[torch.Tensor]) -> list[torch.Tensor]:
     """Images on the CPU with one device->host copy (one sync) when they share a shape, else one per image."""
-    if not images or images[0].device.type == "cpu":
-        return [image.to("cpu") for image in images]
-    if all(image.shape == images[0].shape for image in images):
+    if images and images[0].device.type != "cpu" and all(i.shape == images[0].shape for i in images):
         return list(torch.stack(images).cpu().unbind(0))
     return [image.to("cpu") for image in images]
 

@@ -74,33 +74,31 @@ class ShardedStore(Store):
     def shard_file(self) -> Path:
         return self._shard_path
 
-    def _shard_connection(self) -> sqlite3.Connection:
-        local = self._shard_local
+    def _thread_connection(self, local: threading.local, path: Path, pragma: str) -> sqlite3.Connection:
+        """This thread's connection to ``path`` (opened once per thread and process, with ``pragma``), tracked so
+        :meth:`_close_shard` closes every thread's."""
         if getattr(local, "conn", None) is None or getattr(local, "pid", None) != os.getpid():
-            # One process, nothing else opens the file: a plain rollback journal, no WAL shared memory (no NFS
-            # trouble); the busy timeout orders this process's own threads.
-            conn = sqlite3.connect(self._shard_path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=DELETE")
+            conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute(pragma)
             conn.execute("PRAGMA busy_timeout=60000")
             local.conn, local.pid = conn, os.getpid()
             with self._shard_lock:
                 self._shard_conns.append(conn)
         return local.conn
 
+    def _shard_connection(self) -> sqlite3.Connection:
+        # One process, nothing else opens the file: a plain rollback journal, no WAL shared memory (no NFS
+        # trouble); the busy timeout orders this process's own threads.
+        return self._thread_connection(self._shard_local, self._shard_path, "PRAGMA journal_mode=DELETE")
+
     def _connection(self) -> sqlite3.Connection:
         """While sharding: a read-only connection to the shared database, left in its rollback journal."""
         if not self.sharding:
             return super()._connection()
-        local = self._reader_local
-        if getattr(local, "conn", None) is None or getattr(local, "pid", None) != os.getpid():
+        if getattr(self._reader_local, "conn", None) is None:
             self.refuse_symlinks(self._db_path)
-            conn = sqlite3.connect(self._db_path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute("PRAGMA query_only=ON")  # every write of a sharded run goes to the shard
-            local.conn, local.pid = conn, os.getpid()
-            with self._shard_lock:
-                self._shard_conns.append(conn)
-        return local.conn
+        # query_only: every write of a sharded run goes to the shard
+        return self._thread_connection(self._reader_local, self._db_path, "PRAGMA query_only=ON")
 
     def _forget(self, keys: list[str], what: str) -> None:
         if self.sharding and keys:

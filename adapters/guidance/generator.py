@@ -124,8 +124,10 @@ def _renamed_options(spec: GeneratorSpec) -> GeneratorSpec:
 
 def _metric_side(size: Any, metric: str, where: str) -> int | None:
     """``metric_size`` as pixels: ``native`` is the metric's documented input side (one sentence if it has none)."""
-    if size is None or size != "native":
-        return None if size is None else int(size)
+    if size is None:
+        return None
+    if size != "native":
+        return int(size)
     side = metric_info(metric).native_side
     if side is None:
         raise SpecError(f"{where}: metric {metric!r} has no documented input size of its own, so metric_size=native "
