@@ -15,23 +15,8 @@ from torch import nn
 from iqabench import safe_load
 
 sys.path.insert(0, str(Path(__file__).parent))
+from hub_mirror.planted import Planted, plant  # noqa: E402
 from hub_mirror.pyiqa_cache import MirrorDirs, use_mirror  # noqa: E402
-
-
-class Planted:
-    """Unpickling this creates ``marker``: what a malicious checkpoint would do with a worse payload."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return os.makedirs, (self.marker,)
-
-
-def plant(path: Path, marker: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"weight": torch.zeros(2), "payload": Planted(marker)}, path)
-    return path
 
 
 def assert_refused_in_one_sentence(text: str, path: Path, marker: Path) -> None:

@@ -245,11 +245,12 @@ def write_tiny_decoders(cache: Path, seed: int = 0, *, pickle_marker: Path | Non
     config; 2.4 M parameters each) with random weights, as ``config.json`` + ``diffusion_pytorch_model.safetensors``.
 
     The real repositories also hold a pickled ``diffusion_pytorch_model.bin``; here that file is a planted
-    pickle that creates ``pickle_marker`` if anything ever unpickles it (iqabench reads safetensors only).
+    checkpoint (:mod:`.planted`) that creates ``pickle_marker`` if anything ever unpickles it (iqabench reads
+    safetensors only).
     """
-    import pickle
-
     from diffusers import AutoencoderTiny
+
+    from .planted import plant
 
     written = {}
     for index, repo_id in enumerate(TINY_DECODER_IDS):
@@ -259,20 +260,10 @@ def write_tiny_decoders(cache: Path, seed: int = 0, *, pickle_marker: Path | Non
         def save(folder: Path, model=model) -> None:
             model.save_pretrained(folder, safe_serialization=True)
             if pickle_marker is not None:
-                (folder / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(_Planted(str(pickle_marker))))
+                plant(folder / "diffusion_pytorch_model.bin", pickle_marker)
 
         written[repo_id] = write_saved_pretrained(cache, repo_id, save)
     return written
-
-
-class _Planted:
-    """Unpickling this runs ``open(marker, "w")``: proof that a loader unpickled a file it should not have."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def write_hf_cache(cache: Path, *, clip: bool = True, seed: int = 0) -> dict[str, Path]:
