@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserInputError
+
 PREFIX = "paper:"
 
 
@@ -133,7 +135,7 @@ def get(name: str) -> PaperSetting:
     """The preset ``paper:<id>`` (or ``<id>``); an unknown id gets the list of known ones."""
     key = name[len(PREFIX):] if name.startswith(PREFIX) else name
     if key not in SETTINGS:
-        raise ValueError(f"unknown preset {name!r}: choose one of "
+        raise UserInputError(f"unknown preset {name!r}: choose one of "
                          f"{', '.join(PREFIX + k for k in SETTINGS)} (see docs/paper_settings.md)")
     return SETTINGS[key]
 
@@ -145,7 +147,7 @@ def for_benchmark(name: str, benchmark: str) -> str:
     ids = [k for k, s in SETTINGS.items() if s.benchmark == benchmark]
     if len(ids) != 1:
         choices = ", ".join(PREFIX + k for k in ids) if ids else "none"
-        raise ValueError(f"--preset paper is ambiguous or unknown for {benchmark} (its paper settings: {choices}); "
+        raise UserInputError(f"--preset paper is ambiguous or unknown for {benchmark} (its paper settings: {choices}); "
                          "name one, e.g. --preset paper:<id>")
     return PREFIX + ids[0]
 
@@ -159,7 +161,7 @@ def apply(name: str, benchmark: str, given: Mapping[str, Any]) -> tuple[dict[str
     name = for_benchmark(name, benchmark)
     setting = get(name)
     if benchmark != setting.benchmark:
-        raise ValueError(f"preset {name!r} reproduces a {setting.benchmark} run, not {benchmark}: "
+        raise UserInputError(f"preset {name!r} reproduces a {setting.benchmark} run, not {benchmark}: "
                          f"iqabench run {setting.benchmark} --preset {PREFIX}{setting.id}")
     paper = {"generators": list(setting.generators), "metrics": list(setting.metrics),
              "seeds": list(setting.seeds), "limit": setting.limit, "prompts": setting.prompts}
@@ -181,10 +183,10 @@ def apply(name: str, benchmark: str, given: Mapping[str, Any]) -> tuple[dict[str
     fields["options"] = options
     if setting.needs == "reference":
         if "reference" not in options:
-            raise ValueError(f"preset {name!r} needs the paper's reference images, which are not shipped: "
+            raise UserInputError(f"preset {name!r} needs the paper's reference images, which are not shipped: "
                              f"{setting.prompts_note}")
         fields["prompts"] = fields["prompts"] or "smoke"  # unused: the reference captions are the prompts
     elif fields["prompts"] is None:
-        raise ValueError(f"preset {name!r} needs the paper's prompts, which are not shipped: "
+        raise UserInputError(f"preset {name!r} needs the paper's prompts, which are not shipped: "
                          f"{setting.prompts_note}")
     return fields, departures

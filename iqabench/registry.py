@@ -21,15 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError, UserInputError, UserLookupError
 
-class UnknownNameError(KeyError):
+
+class UnknownNameError(UserLookupError):
     """Raised for a name that is not registered; the message carries suggestions."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
         return str(self.args[0])
 
 
-class RegistryError(ValueError):
+class RegistryError(UserInputError):
     """Raised for a bad registration (duplicate or malformed name)."""
 
 
@@ -178,7 +180,7 @@ def load_plugin(path_or_module: str) -> None:
         raise PluginImportError(_import_failure(path_or_module, exc, None)) from exc
 
 
-class PluginImportError(ImportError):
+class PluginImportError(UserError, ImportError):
     """A plugin that raised while being imported; the message names the plugin, the line and the error."""
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from iqabench.atomic_io import atomic_write_text
+from iqabench.errors import UserInputError
 from iqabench.store import Store
 
 from .headline import Headline, headline, headline_html, legend
@@ -57,7 +58,7 @@ def resolve_run(text: str, store_root: Path) -> RunRef:
     if path.is_dir() and (path / "run.json").is_file():
         path = path.resolve()
         if path.parent.name != "runs":
-            raise ValueError(f"{text} holds a run.json but is not inside a store's runs/ folder")
+            raise UserInputError(f"{text} holds a run.json but is not inside a store's runs/ folder")
         return RunRef(Store(path.parent.parent), path.name)
     if (Path(store_root) / "runs" / text / "run.json").is_file():
         return RunRef(Store(store_root), text)
@@ -83,7 +84,7 @@ def check_output(path: Path, refs: list[RunRef]) -> None:
     for ref in refs:
         folder = ref.folder.resolve()
         if target == folder or folder in target.parents:
-            raise ValueError(f"{path} is inside run {ref.run_id}'s folder; a comparison never overwrites a run's "
+            raise UserInputError(f"{path} is inside run {ref.run_id}'s folder; a comparison never overwrites a run's "
                              "own report -- pick another -o path (or leave -o out for a new file)")
 
 
@@ -323,10 +324,10 @@ def render_comparison(refs: list[RunRef], out: Path | None = None) -> Path:
     from .render import render_runs
 
     if len(refs) < 1:
-        raise ValueError("a report needs at least one run")
+        raise UserInputError("a report needs at least one run")
     ids = [ref.run_id for ref in refs]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"the same run id appears twice ({', '.join(ids)}); give each run once")
+        raise UserInputError(f"the same run id appears twice ({', '.join(ids)}); give each run once")
     results = {ref.run_id: load_result(ref.store, ref.run_id) for ref in refs}
     path = Path(out) if out is not None else default_output(refs)
     check_output(path, refs)

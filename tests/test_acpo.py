@@ -290,7 +290,7 @@ def test_resume_continues_from_the_last_checkpoint_as_the_uninterrupted_run(tmp_
 
 
 def test_cli_maps_the_metric_score_range_onto_q():
-    from iqabench.adapters.acpo.cli import score_range
+    from iqabench.adapters.acpo.evaluator_spec import score_range
 
     assert score_range("topiq_nr") == (0.0, 1.0)  # pyiqa declares "~0, ~1"
     assert score_range("piqe") == (0.0, 100.0)

@@ -308,7 +308,7 @@ def test_error_boundary_rule():
     """Ours or the environment's: one sentence. Raised inside a library: a bug (None = keep the traceback)."""
     import errno
 
-    from iqabench.errors import user_message
+    from iqabench.cli.boundary import user_message
 
     def raised(make):
         try:

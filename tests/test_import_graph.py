@@ -27,9 +27,10 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("iqabench.metrics", 3),
     ("iqabench.benchmark", 4), ("iqabench.benchmarks", 4),
     ("iqabench.runner", 5), ("iqabench.manifest", 5), ("iqabench.scoring", 5), ("iqabench.batch_autotune", 5),
+    ("iqabench.planning", 5),
     ("iqabench.reports", 6),
-    # iqabench.errors is the CLI's error boundary (which exceptions are the user's), so it sits with the CLI
-    ("iqabench.api", 7), ("iqabench.cli", 7), ("iqabench.errors", 7), ("iqabench.__main__", 7),
+    # iqabench.errors (the error classes) is core; the CLI's error boundary is iqabench.cli.boundary
+    ("iqabench.api", 7), ("iqabench.cli", 7), ("iqabench.__main__", 7),
     ("iqabench.__init__", 7),
 ]
 INTERFACE_SUFFIX = ".cli"  # a plugin package's command module belongs to the CLI layer
@@ -39,8 +40,6 @@ ALLOWED = {
         "gradient guidance steers by a metric: it builds the metric as a loss from the metric registry",
     ("iqabench.adapters.acpo.evaluator_spec", "iqabench.metrics"):
         "ACPO's evaluator (its reward) is a registered differentiable metric, looked up in the metric registry",
-    ("iqabench.benchmarks.study.export", "iqabench.runner"):
-        "the study kit re-plans finished runs to find their images: it drives the runner as the CLI does",
     ("iqabench.adapters.iqa_adapter.dataset", "iqabench.metrics"):
         "`score-dataset` scores a training set with registered metrics before training",
 }

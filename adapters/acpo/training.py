@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from iqabench.errors import UserInputError
+
 from .checkpoints import latest_checkpoint, metadata, resume, save_checkpoint
 from .config import X0_MODES, AcpoConfig
 from .lora import add_lora, lora_parameters, save_lora
@@ -76,7 +78,7 @@ def train_acpo(pipe: Any, evaluator: Evaluator, dataset: Sequence[Mapping[str, A
     from tqdm.auto import tqdm
 
     if len(dataset) == 0:
-        raise ValueError("the ACPO training set is empty")
+        raise UserInputError("the ACPO training set is empty")
     accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
     device = accelerator.device
     if not lora_parameters(pipe.unet):
