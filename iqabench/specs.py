@@ -53,9 +53,6 @@ def parse_value(text: str, *, key: str | None = None) -> Any:
     return value if isinstance(value, (int, float, bool)) or value is None else text
 
 
-_parse_value = parse_value  # the name other modules imported before it became public
-
-
 def _format_value(value: Any) -> str:
     if isinstance(value, str):
         return value

@@ -415,11 +415,3 @@ class Store:
             raise FileNotFoundError(f"no run {run_id!r} in {self.runs_dir} (missing {path.name})")
         return json.loads(path.read_text("utf-8"))
 
-
-def __getattr__(name: str) -> Any:
-    # ``verify_store``/``StoreCheck`` moved to :mod:`.store_check`; the old import path keeps working.
-    if name in ("verify_store", "StoreCheck"):
-        from . import store_check
-
-        return getattr(store_check, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

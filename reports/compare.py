@@ -21,7 +21,6 @@ folder: its default file is ``<store>/reports/compare-<ids>-<time>.html``.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,22 +33,11 @@ from iqabench.store import Store
 
 from .headline import Headline, headline, headline_html, legend
 from .persist import SavedResult, load_result
+from .runs import RunRef
 from .tables import to_latex, to_markdown
 
 REPORTS_DIR = "reports"
 ID_COLUMNS = ("prompt_id", "seed")
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """A finished run: the store that holds it and its id."""
-
-    store: Store
-    run_id: str
-
-    @property
-    def folder(self) -> Path:
-        return self.store.run_dir(self.run_id)
 
 
 def resolve_run(text: str, store_root: Path) -> RunRef:
@@ -284,14 +272,13 @@ def paired_sources(results: dict[str, SavedResult]) -> list[tuple[str, str | Non
 
 def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[str, pd.DataFrame]]:
     """The comparison's HTML (inserted above the runs' own sections) and its tables, for export."""
-    from jinja2 import Environment, PackageLoader
+    from iqabench.templating import html_environment
 
     from .tables import table_view
 
     merged = merged_headlines(results)
     paired = paired_differences(results)
-    env = Environment(loader=PackageLoader("iqabench.reports", "templates"), autoescape=True, trim_blocks=True,
-                      lstrip_blocks=True)
+    env = html_environment("iqabench.reports")
     blocks = [(head.quantity, Markup(headline_html(head, uuid=f"m{i}")),
                [n for n in (legend(head), head.footnote) if n]) for i, head in enumerate(merged)]
     html = env.get_template("comparison.html.j2").render(

@@ -14,7 +14,8 @@ from PIL import Image
 from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.prompts import PromptFileError, load_prompts
 from iqabench.specs import GeneratorSpec, SpecError, parse_seeds, parse_value
-from iqabench.store import CorruptImageError, Store, StoreError, verify_store
+from iqabench.store import CorruptImageError, Store, StoreError
+from iqabench.store_check import verify_store
 
 KEY = "ab" * 32
 

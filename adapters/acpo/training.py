@@ -75,7 +75,8 @@ def train_acpo(pipe: Any, evaluator: Evaluator, dataset: Sequence[Mapping[str, A
     ``dataset`` rows: ``pixel_values`` ([3, R, R] in [-1, 1]) and ``caption``.
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+
+    from iqabench.progress import ProgressBar
 
     if len(dataset) == 0:
         raise UserInputError("the ACPO training set is empty")
@@ -108,8 +109,8 @@ def train_acpo(pipe: Any, evaluator: Evaluator, dataset: Sequence[Mapping[str, A
     unet.train()
     prepared, optimizer = accelerator.prepare(unet, optimizer)
     result = AcpoResult(step=step, resumed_from=resumed_from)
-    bar = tqdm(total=config.max_steps, initial=step, desc="train acpo",
-               disable=not (config.progress and accelerator.is_main_process))
+    bar = ProgressBar(total=config.max_steps, initial=step, desc="train acpo",
+                      disable=not (config.progress and accelerator.is_main_process))
     while step < config.max_steps:
         g = _step_generator(config.seed, step)
         batch = _batch(dataset, config.batch_size, g)

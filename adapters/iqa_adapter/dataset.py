@@ -136,10 +136,10 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
     Images that cannot be read or scored are listed in ``failures.csv``.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from iqabench.distributed import distributed_shard
     from iqabench.metrics import build_metric
+    from iqabench.progress import ProgressBar
 
     state = None
     if shard is None:
@@ -163,8 +163,8 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     index = len(list(parts.glob(f"part-r{rank}-*.parquet")))
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress or rank != 0,
-               desc="score-dataset")
+    bar = ProgressBar(total=len(mine), initial=len(mine) - len(todo), disable=not progress or rank != 0,
+                      desc="score-dataset")
     for chunk in _batches(todo, step):
         readable, tensors = [], []
         for record in chunk:

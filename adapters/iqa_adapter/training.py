@@ -147,7 +147,8 @@ def train_adapter(pipe: Any, adapter: IQAAdapter, dataset: torch.utils.data.Data
     """
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
-    from tqdm.auto import tqdm
+
+    from iqabench.progress import ProgressBar
 
     accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision,
                                              gradient_accumulation_steps=config.gradient_accumulation_steps)
@@ -187,8 +188,8 @@ def train_adapter(pipe: Any, adapter: IQAAdapter, dataset: torch.utils.data.Data
                          "lower --batch-size or add data")
     micro_per_epoch = n // per_process
     result = TrainResult(step=step, resumed_from=resumed_from)
-    bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and accelerator.is_main_process),
-               desc="train iqa-adapter")
+    bar = ProgressBar(total=config.max_steps, initial=step, desc="train iqa-adapter",
+                      disable=not (config.progress and accelerator.is_main_process))
     micro = step * config.gradient_accumulation_steps
     running = 0.0
     while step < config.max_steps:

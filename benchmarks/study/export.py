@@ -35,6 +35,7 @@ from PIL import Image, ImageFilter
 from iqabench.atomic_io import atomic_write_text
 from iqabench.errors import UserInputError
 from iqabench.store import Store, content_key
+from iqabench.templating import html_environment
 
 STUDY_FORMAT = "iqabench-study/v1"
 TEMPLATE = Path(__file__).with_name("page.html.j2")
@@ -97,7 +98,6 @@ def export_study(store: Store, images: pd.DataFrame, dest: str | os.PathLike[str
     conditions of the same prompt and seed becomes one question (at most
     ``max_pairs``, sampled with ``seed``); ``n_verification`` check pairs are mixed in.
     """
-    import jinja2
     import markupsafe
 
     if conditions:
@@ -152,7 +152,7 @@ def export_study(store: Store, images: pd.DataFrame, dest: str | os.PathLike[str
     atomic_write_text(dest / "study.json", json.dumps(manifest, indent=2))
     page_pairs = [{"pair_id": q["pair_id"], "prompt": q["prompt"], "left": f"images/{q['left_key']}.png",
                    "right": f"images/{q['right_key']}.png"} for q in questions]
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env = html_environment()
     script = SCRIPT.read_text("utf-8")
     page = env.from_string(TEMPLATE.read_text("utf-8")).render(
         title=title, csp=page_csp(script), script=markupsafe.Markup(script),
