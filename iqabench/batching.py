@@ -99,7 +99,7 @@ def run_batched(items: Sequence[T], call: Callable[[list[T]], list[R]], policy: 
         except Exception as exc:
             if not is_out_of_memory(exc) or size == 1:
                 raise
-            size = policy.pass_back_off(size)
+            size = policy.pass_back_off(min(size, len(chunk)))
             free_accelerator_memory()
             continue
         start += len(chunk)
