@@ -18,7 +18,6 @@ from typing import Any
 
 from .batching import BatchPolicy, BatchSize, parse_batch_size
 from .runtime import Runtime
-from .specs import SPEED_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,3 @@ class Execution:
                    fuse_qkv=bool(options.get("fuse_qkv", False)),
                    sdpa_backend=str(options.get("sdpa_backend", "auto")),
                    attention_slicing=bool(options.get("attention_slicing", False)))
-
-
-def split_speed_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(benchmark options, speed options): the execution settings older specs carried among the options."""
-    what = {k: v for k, v in options.items() if k not in SPEED_OPTIONS}
-    how = {k: v for k, v in options.items() if k in SPEED_OPTIONS}
-    return what, how
