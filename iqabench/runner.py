@@ -138,6 +138,7 @@ class Runner:
             device = f"cuda:{self._distributed.local_process_index}"  # one GPU per process
         self.runtime = self.execution.runtime(spec.dtype, device=device)
         self.run_id = run_id or default_run_id(spec, self.execution)
+        self.log = log  # before the store: opening a sharded one may warn
         self.store = self._open_store(store)
         #: Score images made in this run from their tensors, in the generation pass (False: decode the PNGs).
         self.score_in_memory = score_in_memory
@@ -147,7 +148,6 @@ class Runner:
         self._last_generate_s = 0.0
         self.store.run_dir(self.run_id)  # a bad --run-id fails now (also under --dry-run), not after planning
         self.progress = progress if self.is_main_process else _silent
-        self.log = log
         # Every generator spec is built once (validates specs and weights, loads nothing heavy), and shared
         # with the benchmark's plan and analysis.
         self.pool = GeneratorPool(self.runtime)
