@@ -83,7 +83,11 @@ def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> Ru
 
 
 def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: Any) -> RunOutcome:
-    """One call does what ``iqabench run`` does: ``run(RunSpec("relgain", ["tiny-sd"]), out="out")``."""
+    """One call does what ``iqabench run`` does: ``run(RunSpec("relgain", ["tiny-sd"]), out="out")``.
+
+    ``execution=Execution(device="cuda", batch_size="auto", compile=True)`` says how it runs (not part of the
+    run id); other keyword arguments go to :class:`~iqabench.runner.Runner` too.
+    """
     dry_run = kwargs.pop("dry_run", False)
     report = kwargs.pop("report", True)
     return execute(Runner(spec, out, **kwargs), dry_run=dry_run, report=report)
