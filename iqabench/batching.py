@@ -76,6 +76,11 @@ class BatchPolicy:
             return self._pass_size
         return AUTO_PASS_START if self.auto else self.size
 
+    def for_scoring(self) -> int:
+        """The scoring stage's size: the fixed size, or with ``auto`` the larger of the generation's current size
+        and :meth:`for_pass` (a run whose images are all cached never probes, and must not score one by one)."""
+        return max(self.size, self.for_pass()) if self.auto else self.size
+
     def pass_back_off(self, size: int) -> int:
         """A pass ran out of memory at ``size``: later passes of this run start at half of it."""
         self._pass_size = max(1, size // 2)

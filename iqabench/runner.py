@@ -407,8 +407,9 @@ class Runner:
                 return
             task = self.progress("scoring", len(needed))
             try:
-                self.scorer.score_cached(sorted(needed), needed, self.runtime.batch_size, advance=task.advance,
-                                         workers=self.decode_workers, unreadable=self._unreadable)
+                self.scorer.score_cached(sorted(needed), needed, self.runtime.batch.for_scoring(),
+                                         advance=task.advance, workers=self.decode_workers,
+                                         unreadable=self._unreadable)
             finally:
                 task.close()
 

@@ -187,3 +187,13 @@ def test_a_user_mistake_is_still_one_sentence(tmp_path, capsys):
     assert " ".join(err.split()) == "error: seed range '3-1' runs backwards"
     code, err = _cli(["run", "relgain", "-g", "tiny-sd", "--batch-size", "0", "--out", tmp_path, "--dry-run"], capsys)
     assert code == 2 and "--batch-size must be a whole number of at least 1" in err and "Traceback" not in err
+
+
+def test_auto_scores_cached_images_in_batches_not_one_by_one():
+    from iqabench.batching import AUTO_PASS_START, BatchPolicy
+
+    auto = BatchPolicy("auto")
+    assert auto.size == 1 and auto.for_scoring() == AUTO_PASS_START  # nothing probed: not one image per batch
+    auto.set(32)
+    assert auto.for_scoring() == 32
+    assert BatchPolicy(3).for_scoring() == 3
