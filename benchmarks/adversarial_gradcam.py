@@ -87,7 +87,7 @@ def resolve_cam_layer(network: nn.Module, layer: str | None = None) -> tuple[str
     convs = [name for name, sub in network.named_modules() if isinstance(sub, nn.Conv2d)]
     if not convs:
         raise UserInputError(f"no Grad-CAM target layer known for {type(network).__name__} and it has no Conv2d; pass "
-                         "--option cam_layer=<submodule path> (and register a reshape transform for token outputs)")
+                             "--option cam_layer=<submodule path> (and register a reshape transform for token outputs)")
     return convs[-1], CamLayer(convs[-1]), f"last Conv2d of {type(network).__name__} (fallback)"
 
 
@@ -207,7 +207,7 @@ class AdversarialGradCAM(BaseBenchmark):
         targets = parse_metric_list(str(value).replace("/", ",")) if value else []
         if not targets:
             raise UserInputError("adversarial-gradcam needs the metrics to guide on: --option guided_metrics=m1/m2 "
-                             "(differentiable NR metrics, e.g. topiq_nr, or a registered model)")
+                                 "(differentiable NR metrics, e.g. topiq_nr, or a registered model)")
         return targets
 
     def _setup(self, spec: RunSpec, generators: GeneratorPool) -> tuple[str, list[str], dict[str, str], list[str]]:

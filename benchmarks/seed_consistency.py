@@ -37,7 +37,7 @@ def seeded_spec(spec: RunSpec) -> RunSpec:
         return replace(spec, seeds=list(range(int(n_seeds))))
     if len(spec.seeds) < 2:
         raise UserInputError("seed-consistency needs several seeds per prompt: pass e.g. --seeds 0-99 --limit 25 "
-                         "(the paper's 25 prompts x 100 seeds) or --option n_seeds=100")
+                             "(the paper's 25 prompts x 100 seeds) or --option n_seeds=100")
     return spec
 
 

@@ -97,7 +97,7 @@ def apply_fast_paths(pipe: Any, paths: FastPaths, *, name: str = "generator") ->
                 continue
             if not _default_processors_only(model):
                 raise UserInputError(f"{name}: --fuse-qkv replaces the attention processors, and this pipeline uses "
-                                 "its own (e.g. IQA-Adapter's quality attention); run it without --fuse-qkv")
+                                     "its own (e.g. IQA-Adapter's quality attention); run it without --fuse-qkv")
             model.fuse_qkv_projections()
     if paths.compile:
         if denoiser is not None:

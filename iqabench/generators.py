@@ -134,7 +134,7 @@ class GeneratorPool:
         own = self.get(spec).baseline()
         if own is None and required:
             raise UserInputError(f"generator {canonical_spec(spec)!r} names no baseline to compare against; pass "
-                             "--baseline SPEC (e.g. --baseline tiny-sd[guidance_scale=1.0])")
+                                 "--baseline SPEC (e.g. --baseline tiny-sd[guidance_scale=1.0])")
         return None if own is None else canonical_spec(own)
 
     def __contains__(self, spec: object) -> bool:

@@ -136,7 +136,7 @@ def get(name: str) -> PaperSetting:
     key = name[len(PREFIX):] if name.startswith(PREFIX) else name
     if key not in SETTINGS:
         raise UserInputError(f"unknown preset {name!r}: choose one of "
-                         f"{', '.join(PREFIX + k for k in SETTINGS)} (see docs/paper_settings.md)")
+                             f"{', '.join(PREFIX + k for k in SETTINGS)} (see docs/paper_settings.md)")
     return SETTINGS[key]
 
 
@@ -148,7 +148,7 @@ def for_benchmark(name: str, benchmark: str) -> str:
     if len(ids) != 1:
         choices = ", ".join(PREFIX + k for k in ids) if ids else "none"
         raise UserInputError(f"--preset paper is ambiguous or unknown for {benchmark} (its paper settings: {choices}); "
-                         "name one, e.g. --preset paper:<id>")
+                             "name one, e.g. --preset paper:<id>")
     return PREFIX + ids[0]
 
 
@@ -162,7 +162,7 @@ def apply(name: str, benchmark: str, given: Mapping[str, Any]) -> tuple[dict[str
     setting = get(name)
     if benchmark != setting.benchmark:
         raise UserInputError(f"preset {name!r} reproduces a {setting.benchmark} run, not {benchmark}: "
-                         f"iqabench run {setting.benchmark} --preset {PREFIX}{setting.id}")
+                             f"iqabench run {setting.benchmark} --preset {PREFIX}{setting.id}")
     paper = {"generators": list(setting.generators), "metrics": list(setting.metrics),
              "seeds": list(setting.seeds), "limit": setting.limit, "prompts": setting.prompts}
     fields: dict[str, Any] = {}
@@ -184,9 +184,9 @@ def apply(name: str, benchmark: str, given: Mapping[str, Any]) -> tuple[dict[str
     if setting.needs == "reference":
         if "reference" not in options:
             raise UserInputError(f"preset {name!r} needs the paper's reference images, which are not shipped: "
-                             f"{setting.prompts_note}")
+                                 f"{setting.prompts_note}")
         fields["prompts"] = fields["prompts"] or "smoke"  # unused: the reference captions are the prompts
     elif fields["prompts"] is None:
         raise UserInputError(f"preset {name!r} needs the paper's prompts, which are not shipped: "
-                         f"{setting.prompts_note}")
+                             f"{setting.prompts_note}")
     return fields, departures

@@ -73,7 +73,7 @@ def check_output(path: Path, refs: list[RunRef]) -> None:
         folder = ref.folder.resolve()
         if target == folder or folder in target.parents:
             raise UserInputError(f"{path} is inside run {ref.run_id}'s folder; a comparison never overwrites a run's "
-                             "own report -- pick another -o path (or leave -o out for a new file)")
+                                 "own report -- pick another -o path (or leave -o out for a new file)")
 
 
 # --- merged headline -------------------------------------------------------------------------------------------

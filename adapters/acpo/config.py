@@ -67,7 +67,7 @@ class AcpoConfig:
             raise UserInputError(f"x0_mode {self.x0_mode!r} is unknown: choose 'one-step' or 'rollout'")
         if self.mse_window not in MSE_WINDOWS:
             raise UserInputError(f"mse_window {self.mse_window!r} is unknown: choose 'all' (every timestep, the "
-                             "paper) or 'late' (t <= t_max only)")
+                                 "paper) or 'late' (t <= t_max only)")
         for name in ("max_steps", "t_max", "rollout_steps", "batch_size", "save_every", "rank"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -70,7 +70,7 @@ def check_evaluator(text: str) -> tuple[str, str]:
         info = metric_info(argument)  # an unknown name raises with close matches
         if not info.differentiable:
             raise UserInputError(f"--evaluator {argument!r} is not differentiable, so it cannot train ACPO: pick a "
-                             "differentiable metric (e.g. topiq_nr), ipce:<file> or two-stream:<file>")
+                                 "differentiable metric (e.g. topiq_nr), ipce:<file> or two-stream:<file>")
     return kind, argument
 
 

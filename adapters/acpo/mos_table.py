@@ -53,14 +53,14 @@ def read_mos_table(path: str | Path, path_column: str = "path", prompt_column: s
     missing = [c for c in (path_column, prompt_column, score_column) if c is not None and c not in table.columns]
     if missing:
         raise UserInputError(f"{table_path} lacks column(s) {missing}; it has {list(table.columns)} "
-                         f"(expected {', '.join(COLUMNS)})")
+                             f"(expected {', '.join(COLUMNS)})")
     if table.empty:
         raise UserInputError(f"{table_path} has no rows")
     scores = pd.to_numeric(table[score_column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise UserInputError(f"{table_path}: row {int(bad[0]) + 2} has a score that is not a number "
-                         f"({table[score_column].iloc[int(bad[0])]!r})")
+                             f"({table[score_column].iloc[int(bad[0])]!r})")
     paths = [Path(p) if Path(p).is_absolute() else table_path.parent / str(p) for p in table[path_column]]
     absent = [p for p in paths if not p.is_file()]
     if absent:

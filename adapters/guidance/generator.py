@@ -140,7 +140,7 @@ def _guidance_config(options: Mapping[str, Any], metric: str, where: str) -> Gui
     try:
         if options["decode"] not in DECODE_MODES:
             raise UserInputError(f"decode {options['decode']!r} is unknown: choose 'z' (decode z_t, the paper's "
-                             "formula) or 'x0' (decode the predicted clean latent)")
+                                 "formula) or 'x0' (decode the predicted clean latent)")
         return GuidanceConfig(alpha=float(options["alpha"]), decode=str(options["decode"]),
                               floor=float(options["floor"]),
                               metric_size=_metric_side(options.get("metric_size"), metric, where),

@@ -96,11 +96,11 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         if self.decode not in DECODE_MODES:
             raise UserInputError(f"guidance decode {self.decode!r} is unknown: choose 'z' (decode z_t, the paper's "
-                             "formula) or 'x0' (decode the predicted clean latent)")
+                                 "formula) or 'x0' (decode the predicted clean latent)")
         if self.scaling not in SCALINGS:
             raise UserInputError(f"guidance scaling {self.scaling!r} is unknown: choose 'paper' (eps "
                                  f"- alpha*omega*grad, "
-                             "the paper's formula) or 'classifier' (times sigma_t, classifier-guidance scaling)")
+                                 "the paper's formula) or 'classifier' (times sigma_t, classifier-guidance scaling)")
         if not math.isfinite(self.alpha):
             raise UserInputError(f"guidance alpha must be a finite number, got {self.alpha!r}")
         if not self.floor > 0:

@@ -40,7 +40,7 @@ PAPER_MIXED_PRECISION = "bf16"  # official slurm_train_script.sh: accelerate lau
 def phase(number: int) -> TrainingPhase:
     if number not in PHASES:
         raise UserInputError(f"--phase {number} is unknown: the paper has phase 1 (512 px, lr 1e-4) and "
-                         "phase 2 (1024 px fine-tune, lr 1e-5)")
+                             "phase 2 (1024 px fine-tune, lr 1e-5)")
     return PHASES[number]
 
 

@@ -184,8 +184,8 @@ def train_adapter(pipe: Any, adapter: IQAAdapter, dataset: torch.utils.data.Data
     per_process = config.batch_size * accelerator.num_processes
     if n < per_process:  # every batch would be a ragged end, dropped: the loop would never take a step
         raise UserInputError(f"the training set has {n} example(s), fewer than one batch of {per_process} "
-                         f"(batch size {config.batch_size} x {accelerator.num_processes} process(es)); "
-                         "lower --batch-size or add data")
+                             f"(batch size {config.batch_size} x {accelerator.num_processes} process(es)); "
+                             "lower --batch-size or add data")
     micro_per_epoch = n // per_process
     result = TrainResult(step=step, resumed_from=resumed_from)
     bar = ProgressBar(total=config.max_steps, initial=step, desc="train iqa-adapter",

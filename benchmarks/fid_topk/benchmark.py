@@ -44,11 +44,11 @@ def options(spec: RunSpec) -> dict[str, Any]:
     o = spec.options
     if "reference" not in o:
         raise UserInputError("fid-topk needs reference images: pass --option reference=<image folder or CSV/JSONL of "
-                         "caption,image pairs>")
+                             "caption,image pairs>")
     weights = str(o.get("weights", "pretrained"))
     if weights not in ("pretrained", RANDOM):
         raise UserInputError(f"--option weights={weights} is not understood; use weights=pretrained or weights=random "
-                         "(give files with inception_weights=PATH and clip_weights=PATH)")
+                             "(give files with inception_weights=PATH and clip_weights=PATH)")
     topk = [float(p) for p in str(o.get("topk", "25,10")).split(",") if p.strip()]
     for p in topk:
         if not 0 < p <= 100:

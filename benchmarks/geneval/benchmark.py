@@ -64,7 +64,7 @@ def _options(spec: RunSpec) -> dict[str, Any]:
     weights = str(o.get("weights", "pretrained"))
     if weights not in ("pretrained", RANDOM):
         raise UserInputError(f"--option weights={weights} is not understood; use weights=pretrained or weights=random "
-                         "(give files with detector_weights=PATH and clip_weights=PATH)")
+                             "(give files with detector_weights=PATH and clip_weights=PATH)")
     detector = o.get("detector") or ("maskrcnn" if weights == RANDOM else "mask2former")
     return {
         "weights": weights,

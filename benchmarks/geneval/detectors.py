@@ -183,7 +183,7 @@ def build_detector(name: str | None = None, weights: str = "pretrained", device:
     if name == "mask2former":
         if weights == RANDOM:
             raise UserInputError("a random-weight Mask2Former is not offered; use --option detector=maskrcnn "
-                             "with --option weights=random for a weights-free smoke run")
+                                 "with --option weights=random for a weights-free smoke run")
         return MMDetMask2Former(None if weights == "pretrained" else weights, kwargs.get("config"), device)
     if weights == RANDOM:  # small inputs and few proposals: a random RPN keeps 1000 boxes, slow on a CPU
         kwargs.setdefault("min_size", 128)

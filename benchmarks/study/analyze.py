@@ -59,7 +59,7 @@ def _rows_from_json(data: Any, source: str) -> list[dict[str, Any]]:
     if isinstance(data, dict) and "pair_id" in data:
         return [data]
     raise UserInputError(f"{source}: expected the page's votes file ({{'participant', 'votes': [...]}}), a list of "
-                     "them, or a list of {participant, pair_id, choice} rows")
+                         "them, or a list of {participant, pair_id, choice} rows")
 
 
 def load_votes(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -74,7 +74,7 @@ def load_votes(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
             missing = {"participant", "pair_id", "choice"} - set(reader.fieldnames or [])
             if missing:
                 raise UserInputError(f"{path}: CSV lacks column(s) {', '.join(sorted(missing))} "
-                                 "(need participant, pair_id, choice)")
+                                     "(need participant, pair_id, choice)")
             rows += [dict(r) for r in reader]
         else:
             try:
@@ -102,7 +102,7 @@ def _check_votes(manifest: dict[str, Any], votes: pd.DataFrame) -> None:
     unknown = sorted(set(votes.pair_id) - known)
     if unknown:
         raise UserInputError(f"{len(unknown)} vote(s) name pairs not in this study (e.g. {unknown[0]!r}): "
-                         "are the votes from another study export?")
+                             "are the votes from another study export?")
     if "study_id" in votes:
         other = sorted({s for s in votes.study_id.dropna() if s != manifest["study_id"]})
         if other:

@@ -104,7 +104,7 @@ def export_study(store: Store, images: pd.DataFrame, dest: str | os.PathLike[str
         unknown = sorted(set(conditions) - set(images.condition))
         if unknown:
             raise UserInputError(f"condition(s) {', '.join(unknown)} not among the exported images; known: "
-                             f"{', '.join(sorted(set(images.condition)))}")
+                                 f"{', '.join(sorted(set(images.condition)))}")
         images = images[images.condition.isin(conditions)]
     rng = random.Random(seed)
     questions = []
@@ -117,7 +117,7 @@ def export_study(store: Store, images: pd.DataFrame, dest: str | os.PathLike[str
                               "left_key": left.image_key, "right_key": right.image_key, "verification": False})
     if not questions:
         raise UserInputError("no pair to vote on: the images must include at least two conditions of the same prompt "
-                         "and seed (e.g. a relgain or condition-sweep run)")
+                             "and seed (e.g. a relgain or condition-sweep run)")
     if max_pairs is not None and len(questions) > max_pairs:
         questions = rng.sample(questions, max_pairs)
 
