@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
+from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import build_metric, metric_info, parse_metric_list
 from iqabench.registry import METRICS
-from iqabench.runtime import Runtime
 from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci, relative_gains
 
@@ -86,8 +86,8 @@ def resolve_cam_layer(network: nn.Module, layer: str | None = None) -> tuple[str
         return known.layer, known, f"known layer for {type(network).__name__}"
     convs = [name for name, sub in network.named_modules() if isinstance(sub, nn.Conv2d)]
     if not convs:
-        raise ValueError(f"no Grad-CAM target layer known for {type(network).__name__} and it has no Conv2d; pass "
-                         "--option cam_layer=<submodule path> (and register a reshape transform for token outputs)")
+        raise UserInputError(f"no Grad-CAM target layer known for {type(network).__name__} and it has no Conv2d; pass "
+                             "--option cam_layer=<submodule path> (and register a reshape transform for token outputs)")
     return convs[-1], CamLayer(convs[-1]), f"last Conv2d of {type(network).__name__} (fallback)"
 
 
@@ -139,7 +139,7 @@ def inflation_index(transfer: pd.DataFrame) -> pd.Series:
     out = {}
     for target in transfer.index:
         if target not in transfer.columns:
-            raise ValueError(f"target metric {target!r} is not in the panel {list(transfer.columns)}")
+            raise UserInputError(f"target metric {target!r} is not in the panel {list(transfer.columns)}")
         others = transfer.loc[target].drop(target)
         out[target] = float(transfer.loc[target, target] - others.mean()) if others.notna().any() else np.nan
     return pd.Series(out, name="inflation_index")
@@ -206,8 +206,8 @@ class AdversarialGradCAM(BaseBenchmark):
             value = spec.options["targets"]
         targets = parse_metric_list(str(value).replace("/", ",")) if value else []
         if not targets:
-            raise ValueError("adversarial-gradcam needs the metrics to guide on: --option guided_metrics=m1/m2 "
-                             "(differentiable NR metrics, e.g. topiq_nr, or a registered model)")
+            raise UserInputError("adversarial-gradcam needs the metrics to guide on: --option guided_metrics=m1/m2 "
+                                 "(differentiable NR metrics, e.g. topiq_nr, or a registered model)")
         return targets
 
     def _setup(self, spec: RunSpec, generators: GeneratorPool) -> tuple[str, list[str], dict[str, str], list[str]]:
@@ -216,7 +216,7 @@ class AdversarialGradCAM(BaseBenchmark):
         adapters = [g for g in named if generators.family(g) != "guidance"]
         base = spec.options.get("base") or spec.baseline
         if not base and not adapters:
-            raise ValueError("adversarial-gradcam needs a base model: --option base=SPEC or an adapter generator")
+            raise UserInputError("adversarial-gradcam needs a base model: --option base=SPEC or an adapter generator")
         base = generators.canonical(str(base)) if base else generators.baseline(adapters[0])
         adapters = [a for a in adapters if a != base]
         alpha = float(spec.options.get("alpha", 30.0))
@@ -268,7 +268,7 @@ class AdversarialGradCAM(BaseBenchmark):
     def _cams(self, ctx, result, base, targets, guided, adapters, items, key_of, scores) -> None:
         spec = ctx.spec
         n_items = int(spec.options.get("cam_items", 2))
-        runtime = Runtime(spec.device, spec.dtype, spec.batch_size)
+        runtime = ctx.runtime
         shift_rows = []
         for target in targets:
             try:

@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 
 from iqabench.benchmark import AnalysisContext, PlannedItem, Result, register_benchmark
+from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import Metric, MetricUnavailableError, build_metric, metric_info, parse_metric_list
-from iqabench.runtime import Runtime
 from iqabench.specs import RunSpec
 from iqabench.store import Store, content_key
 
@@ -48,8 +48,9 @@ def fr_panel(spec: RunSpec) -> tuple[list[str], bool]:
     full_reference = [n for n in names if metric_info(n).mode == "FR"]
     no_reference = [n for n in names if metric_info(n).mode != "FR"]
     if full_reference and no_reference:
-        raise ValueError(f"fr-distances compares image pairs with full-reference metrics; {', '.join(no_reference)} "
-                         "is no-reference: drop it from --metrics (e.g. --metrics ssim,lpips)")
+        raise UserInputError("fr-distances compares image pairs with full-reference metrics; "
+                             f"{', '.join(no_reference)} is no-reference: drop it from --metrics "
+                             "(e.g. --metrics ssim,lpips)")
     return (full_reference, True) if full_reference else (list(DEFAULT_FR_PANEL), False)
 
 
@@ -219,7 +220,7 @@ class FRDistances(SweepBenchmark):
         if not explicit and set(parse_metric_list(spec.metrics)) - set(names):
             result.notes.append("--metrics named no full-reference metric, so the default panel "
                                 f"({', '.join(DEFAULT_FR_PANEL)}) was tried.")
-        runtime = Runtime(spec.device, spec.dtype, spec.batch_size)
+        runtime = ctx.runtime
         metrics: list[Metric] = []
         for name in names:
             try:
@@ -247,7 +248,7 @@ class FRDistances(SweepBenchmark):
         rows = []
         n_failed = 0
         for metric in metrics:
-            values = pair_scores(ctx.store, metric, all_pairs, batch_size=spec.batch_size)
+            values = pair_scores(ctx.store, metric, all_pairs, batch_size=runtime.batch.for_pass())
             transform = distance_transform(metric.name)
             for (generator, prompt_id, seed), members in groups.items():
                 for ca, ka in members.items():
@@ -290,7 +291,7 @@ def option_flag(value: object, name: str) -> bool:
             return True
         if text in ("false", "no", "off", "0"):
             return False
-        raise ValueError(f"option {name}={value!r} is not a yes/no value (write {name}=true or {name}=false)")
+        raise UserInputError(f"option {name}={value!r} is not a yes/no value (write {name}=true or {name}=false)")
     return bool(value)
 
 

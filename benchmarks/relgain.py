@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
@@ -31,7 +32,7 @@ class RelGain(BaseBenchmark):
             # --baseline wins; otherwise the generator names its own (e.g. IQA-Adapter -> its base model)
             baseline = generators.baseline(generator, spec.baseline)
             if baseline == generator:
-                raise ValueError(f"generator {generator!r} is its own baseline; pass a different --baseline")
+                raise UserInputError(f"generator {generator!r} is its own baseline; pass a different --baseline")
             plan += [PlannedItem(baseline, item) for item in items]
             plan += [PlannedItem(generator, item) for item in items]
         return plan

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, Result, register_benchmark
+from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
@@ -32,11 +33,11 @@ def seeded_spec(spec: RunSpec) -> RunSpec:
     n_seeds = spec.options.get("n_seeds")
     if n_seeds is not None:
         if int(n_seeds) < 2:
-            raise ValueError(f"option n_seeds={n_seeds!r}: seed consistency needs at least 2 seeds per prompt")
+            raise UserInputError(f"option n_seeds={n_seeds!r}: seed consistency needs at least 2 seeds per prompt")
         return replace(spec, seeds=list(range(int(n_seeds))))
     if len(spec.seeds) < 2:
-        raise ValueError("seed-consistency needs several seeds per prompt: pass e.g. --seeds 0-99 --limit 25 "
-                         "(the paper's 25 prompts x 100 seeds) or --option n_seeds=100")
+        raise UserInputError("seed-consistency needs several seeds per prompt: pass e.g. --seeds 0-99 --limit 25 "
+                             "(the paper's 25 prompts x 100 seeds) or --option n_seeds=100")
     return spec
 
 

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem
+from iqabench.errors import UserInputError
 from iqabench.generators import Generator, GeneratorPool, WorkItem
 from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci
@@ -46,14 +47,14 @@ class Slot:
 def generator_specs(spec: RunSpec, generators: GeneratorPool) -> list[str]:
     """The run's generators in canonical spelling, duplicates dropped, order kept."""
     if not spec.generators:
-        raise ValueError("no generator given: pass --generator SPEC (e.g. iqa-adapter:/path/adapter.safetensors)")
+        raise UserInputError("no generator given: pass --generator SPEC (e.g. iqa-adapter:/path/adapter.safetensors)")
     return generators.canonical_list(spec.generators)
 
 
 def parse_number_list(value: Any, *, name: str, low: float, high: float, prefix: str = "") -> list[float]:
     """``"1,5,p99"`` or ``[1, 5, 99]`` -> ``[1.0, 5.0, 99.0]``, each checked to lie in [low, high]."""
     if value is None:
-        raise ValueError(f"option {name!r} is empty")
+        raise UserInputError(f"option {name!r} is empty")
     parts: Iterable[Any]
     if isinstance(value, (int, float)):
         parts = [value]
@@ -69,12 +70,12 @@ def parse_number_list(value: Any, *, name: str, low: float, high: float, prefix:
         try:
             number = float(text)
         except ValueError:
-            raise ValueError(f"option {name!r}: {part!r} is not a number (write e.g. {name}=1,5,50,99)") from None
+            raise UserInputError(f"option {name!r}: {part!r} is not a number (write e.g. {name}=1,5,50,99)") from None
         if not (low <= number <= high) or math.isnan(number):
-            raise ValueError(f"option {name!r}: {number:g} is outside [{low:g}, {high:g}]")
+            raise UserInputError(f"option {name!r}: {number:g} is outside [{low:g}, {high:g}]")
         numbers.append(number)
     if not numbers:
-        raise ValueError(f"option {name!r} names no value (write e.g. {name}=1,5,50,99)")
+        raise UserInputError(f"option {name!r} names no value (write e.g. {name}=1,5,50,99)")
     return list(dict.fromkeys(numbers))
 
 
@@ -117,7 +118,7 @@ def require_item_params(generator: Generator, names: Sequence[str], benchmark: s
         return
     missing = [n for n in names if n not in accepted]
     if missing:
-        raise ValueError(
+        raise UserInputError(
             f"benchmark {benchmark!r} sweeps {', '.join(missing)}, which generator {generator.name!r} does not take; "
             "use a quality-conditioned generator such as iqa-adapter:/path/adapter.safetensors"
         )
@@ -126,7 +127,7 @@ def require_item_params(generator: Generator, names: Sequence[str], benchmark: s
 def baseline_of(generator: str, spec: RunSpec, generators: GeneratorPool) -> str:
     baseline = generators.baseline(generator, spec.baseline)
     if baseline == generator:
-        raise ValueError(f"generator {generator!r} is its own baseline; pass a different --baseline")
+        raise UserInputError(f"generator {generator!r} is its own baseline; pass a different --baseline")
     return baseline
 
 

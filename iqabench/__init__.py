@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from . import quiet  # noqa: F401  first: filters a dependency's import-time notice before diffusers/peft load
+from .lazy import lazy_exports
 
 # The public names load on first use (PEP 562): ``import iqabench`` (and so ``iqabench --help``) must not pay
 # for torch, diffusers and pyiqa; ``iqabench.run`` etc. import them when touched.
@@ -16,12 +17,13 @@ _LAZY = {
     "Result": ".benchmark", "register_benchmark": ".benchmark", "WorkItem": ".generators",
     "build_generator": ".generators", "register_generator": ".generators", "build_metric": ".metrics",
     "register_metric": ".metrics", "Runner": ".runner", "Runtime": ".runtime", "GeneratorSpec": ".specs",
-    "RunSpec": ".specs", "Store": ".store",
+    "RunSpec": ".specs", "Store": ".store", "Execution": ".execution",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import run
     from .benchmark import BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+    from .execution import Execution
     from .generators import WorkItem, build_generator, register_generator
     from .metrics import build_metric, register_metric
     from .runner import Runner
@@ -30,18 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'iqabench' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 try:
@@ -50,7 +41,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
-    "BaseBenchmark", "GeneratorSpec", "ImageRef", "PlannedItem", "Result", "RunSpec", "Runner", "Runtime", "Store",
-    "WorkItem", "build_generator", "build_metric", "register_benchmark", "register_generator", "register_metric",
-    "run", "__version__",
+    "BaseBenchmark", "Execution", "GeneratorSpec", "ImageRef", "PlannedItem", "Result", "RunSpec", "Runner",
+    "Runtime", "Store", "WorkItem", "build_generator", "build_metric", "register_benchmark", "register_generator",
+    "register_metric", "run", "__version__",
 ]

@@ -22,7 +22,9 @@ import os
 from typing import Any
 
 from .benchmark import AnalysisContext, BaseBenchmark, PlannedItem, register_benchmark
+from .execution import Execution
 from .generators import GeneratorPool, WeightsMissingError, WorkItem, build_generator, register_generator
+from .lazy import lazy_exports
 from .metrics import build_metric, metric_info, register_metric
 from .options import Options, option
 from .results import ImageRef, Result
@@ -43,23 +45,14 @@ _LAZY = {
 }
 
 __all__ = [
-    "AnalysisContext", "BaseBenchmark", "GeneratorPool", "GeneratorSpec", "ImageRef", "Options", "PlannedItem",
-    "Result", "RunOutcome", "RunSpec", "Runner", "Runtime", "SpecError", "Store", "WeightsMissingError", "WorkItem",
-    "build_generator", "build_metric", "execute", "metric_info", "option", "register_benchmark", "register_generator",
-    "register_metric", "run", *_LAZY,
+    "AnalysisContext", "BaseBenchmark", "Execution", "GeneratorPool", "GeneratorSpec", "ImageRef", "Options",
+    "PlannedItem", "Result", "RunOutcome", "RunSpec", "Runner", "Runtime", "SpecError", "Store",
+    "WeightsMissingError", "WorkItem", "build_generator", "build_metric", "execute", "metric_info", "option",
+    "register_benchmark", "register_generator", "register_metric", "run", *_LAZY,
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'iqabench.api' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> RunOutcome:
@@ -90,7 +83,11 @@ def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> Ru
 
 
 def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: Any) -> RunOutcome:
-    """One call does what ``iqabench run`` does: ``run(RunSpec("relgain", ["tiny-sd"]), out="out")``."""
+    """One call does what ``iqabench run`` does: ``run(RunSpec("relgain", ["tiny-sd"]), out="out")``.
+
+    ``execution=Execution(device="cuda", batch_size="auto", compile=True)`` says how it runs (not part of the
+    run id); other keyword arguments go to :class:`~iqabench.runner.Runner` too.
+    """
     dry_run = kwargs.pop("dry_run", False)
     report = kwargs.pop("report", True)
     return execute(Runner(spec, out, **kwargs), dry_run=dry_run, report=report)

@@ -17,11 +17,13 @@ import socket
 import uuid
 from pathlib import Path
 
+from .errors import UserError
+
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _TMP_RE = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 
 
-class UnwritablePathError(OSError):
+class UnwritablePathError(UserError, OSError):
     """A path iqabench will not write a file at (a folder, a device, a file where a folder should be)."""
 
 

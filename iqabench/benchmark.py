@@ -12,11 +12,13 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .errors import UserInputError
 from .generators import GeneratorPool, WorkItem
 from .registry import BENCHMARKS
 from .results import ImageRef, Result
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .runtime import Runtime
     from .specs import RunSpec
     from .store import Store
 
@@ -42,6 +44,13 @@ class AnalysisContext:
     baselines: dict[str, str | None] = field(default_factory=dict)
     #: the run's generators, each built once: ask it, never ``build_generator`` (see GeneratorPool)
     generators: GeneratorPool = field(default_factory=GeneratorPool)
+    #: the run's resolved device/dtype and its batch policy: a benchmark's own batched pass (features, pair
+    #: scores, detectors) uses ``runtime.batch.for_pass()`` and ``runtime.device``, never a Runtime of its own
+    runtime: Runtime | None = None
+
+    def __post_init__(self) -> None:
+        if self.runtime is None:
+            self.runtime = self.generators.runtime
 
     def scores(self, metric: str) -> dict[str, float | None]:
         """image key -> score (None where scoring failed) for every planned image scored with ``metric``."""
@@ -69,18 +78,13 @@ class Benchmark(Protocol):
 
 
 # Options the core itself reads from RunSpec.options, whatever the benchmark (the CLI sets them from flags).
+# Execution settings (--compile, --batch-size, ...) are not options: they are an iqabench.execution.Execution.
 CORE_OPTIONS: dict[str, str] = {
-    "compile": "torch.compile the denoiser and the VAE decoder (--compile)",
-    "attention_slicing": "sliced attention, less memory (--attention-slicing)",
-    "channels_last": "NHWC memory format for UNet and VAE (--channels-last)",
-    "fuse_qkv": "fused q/k/v projections (--fuse-qkv)",
-    "sdpa_backend": "attention kernel: auto, flash, efficient, cudnn or math (--sdpa-backend)",
-    "auto_batch_size": "measure the fastest batch size that fits and remember it (--batch-size auto)",
     "prompt_column": "column holding prompts in CSV/TSV/JSONL (--prompt-column)",
 }
 
 
-class UnknownOptionError(ValueError):
+class UnknownOptionError(UserInputError):
     """An ``--option`` key the benchmark does not declare; the message suggests close matches."""
 
 
@@ -159,7 +163,7 @@ class BaseBenchmark:
         names = parse_metric_list(spec.metrics)
         full_reference = [n for n in names if metric_info(n).mode == "FR"]
         if full_reference:
-            raise ValueError(
+            raise UserInputError(
                 f"benchmark {self.name!r} scores single images, but {', '.join(full_reference)} "
                 "is full-reference; use no-reference metrics (e.g. piqe, entropy) or the fr-distances benchmark"
             )

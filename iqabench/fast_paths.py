@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from .errors import UserInputError
+
 SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 
 
@@ -47,7 +49,8 @@ class FastPaths:
 
     def __post_init__(self) -> None:
         if self.sdpa_backend not in SDPA_BACKENDS:
-            raise ValueError(f"SDPA backend {self.sdpa_backend!r} is unknown: choose one of {', '.join(SDPA_BACKENDS)}")
+            raise UserInputError(f"SDPA backend {self.sdpa_backend!r} is unknown: choose one of "
+                                 f"{', '.join(SDPA_BACKENDS)}")
 
     @classmethod
     def from_runtime(cls, runtime: Any) -> FastPaths:
@@ -93,8 +96,8 @@ def apply_fast_paths(pipe: Any, paths: FastPaths, *, name: str = "generator") ->
             if not hasattr(model, "fuse_qkv_projections"):
                 continue
             if not _default_processors_only(model):
-                raise ValueError(f"{name}: --fuse-qkv replaces the attention processors, and this pipeline uses "
-                                 "its own (e.g. IQA-Adapter's quality attention); run it without --fuse-qkv")
+                raise UserInputError(f"{name}: --fuse-qkv replaces the attention processors, and this pipeline uses "
+                                     "its own (e.g. IQA-Adapter's quality attention); run it without --fuse-qkv")
             model.fuse_qkv_projections()
     if paths.compile:
         if denoiser is not None:

@@ -16,12 +16,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from .errors import EnvironmentProblem, UserInputError
 from .registry import GENERATORS
 from .runtime import Runtime
 from .specs import GeneratorSpec
 
 
-class WeightsMissingError(RuntimeError):
+class WeightsMissingError(EnvironmentProblem):
     """Model weights are not available locally and cannot be downloaded. The message is one sentence."""
 
 
@@ -132,8 +133,8 @@ class GeneratorPool:
             return canonical_spec(override)
         own = self.get(spec).baseline()
         if own is None and required:
-            raise ValueError(f"generator {canonical_spec(spec)!r} names no baseline to compare against; pass "
-                             "--baseline SPEC (e.g. --baseline tiny-sd[guidance_scale=1.0])")
+            raise UserInputError(f"generator {canonical_spec(spec)!r} names no baseline to compare against; pass "
+                                 "--baseline SPEC (e.g. --baseline tiny-sd[guidance_scale=1.0])")
         return None if own is None else canonical_spec(own)
 
     def __contains__(self, spec: object) -> bool:

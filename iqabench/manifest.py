@@ -10,7 +10,7 @@ import datetime as _dt
 import os
 import platform
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,10 +18,26 @@ from .runtime import Runtime
 from .specs import RunSpec
 from .store import content_key
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .execution import Execution
 
-def default_run_id(spec: RunSpec) -> str:
-    """Same spec -> same run id, so re-running a killed command resumes into the same folder."""
-    return f"{spec.benchmark}-{content_key('run/v1', spec.to_dict())[:10]}"
+
+#: The batch size every run id is hashed with. Run ids were hashed from the whole spec, batch size included,
+#: before execution settings left it; 4 (the old default) keeps the ids of existing runs made with the default.
+_RUN_ID_BATCH_SIZE = 4
+
+
+def default_run_id(spec: RunSpec, execution: Execution | None = None) -> str:
+    """Same spec -> same run id, so re-running a killed command resumes into the same folder.
+
+    Hashes what the run computes (the spec) and the device it was asked to run on, never how fast it runs:
+    batch size, ``--compile`` and the other fast paths resume the same folder. The hashed document keeps the
+    shape it had when the spec carried device and batch size (device as given, batch size 4), so the run ids
+    of existing specs are unchanged.
+    """
+    execution = execution if execution is not None else spec.execution_hint()
+    document = {**spec.to_dict(), "device": execution.device, "batch_size": _RUN_ID_BATCH_SIZE}
+    return f"{spec.benchmark}-{content_key('run/v1', document)[:10]}"
 
 
 def versions() -> dict[str, str]:
@@ -37,7 +53,8 @@ def versions() -> dict[str, str]:
 
 
 def environment(runtime: Runtime) -> dict[str, Any]:
-    env = {"platform": platform.platform(), "device": runtime.device, "dtype": runtime.dtype,
+    env = {"platform": platform.platform(), "device": runtime.device, "device_type": runtime.device_type,
+           "dtype": runtime.dtype,
            "batch_size": runtime.batch_size, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if runtime.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name(0)
@@ -50,11 +67,18 @@ def environment(runtime: Runtime) -> dict[str, Any]:
 def run_manifest(run_id: str, spec: RunSpec, status: str, runtime: Runtime, generators: dict[str, Any],
                  metric_fingerprints: dict[str, str], plan: dict[str, Any] | None = None,
                  **extra: Any) -> dict[str, Any]:
-    """The ``run.json`` document: spec, status, versions, machine, generator fingerprints and baselines."""
+    """The ``run.json`` document: spec, status, versions, machine, generator fingerprints and baselines.
+
+    ``runtime`` holds the resolved device type and dtype the keys were planned with, and the runner adds
+    ``execution`` (how it ran) and ``planned`` (every planned item with its image key,
+    :func:`iqabench.planning.planned_records`): readers such as ``iqabench study export`` take the keys from
+    here instead of re-planning on a machine whose ``auto`` dtype would give other keys.
+    """
     data = {
         "run_id": run_id, "benchmark": spec.benchmark, "status": status,
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "spec": spec.to_dict(), "versions": versions(), "environment": environment(runtime),
+        "spec": spec.to_dict(), "runtime": runtime.describe(), "versions": versions(),
+        "environment": environment(runtime),
         "generators": generators,
         "metrics": metric_fingerprints,
     }

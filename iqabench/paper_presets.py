@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserInputError
+
 PREFIX = "paper:"
 
 
@@ -133,8 +135,8 @@ def get(name: str) -> PaperSetting:
     """The preset ``paper:<id>`` (or ``<id>``); an unknown id gets the list of known ones."""
     key = name[len(PREFIX):] if name.startswith(PREFIX) else name
     if key not in SETTINGS:
-        raise ValueError(f"unknown preset {name!r}: choose one of "
-                         f"{', '.join(PREFIX + k for k in SETTINGS)} (see docs/paper_settings.md)")
+        raise UserInputError(f"unknown preset {name!r}: choose one of "
+                             f"{', '.join(PREFIX + k for k in SETTINGS)} (see docs/paper_settings.md)")
     return SETTINGS[key]
 
 
@@ -145,8 +147,8 @@ def for_benchmark(name: str, benchmark: str) -> str:
     ids = [k for k, s in SETTINGS.items() if s.benchmark == benchmark]
     if len(ids) != 1:
         choices = ", ".join(PREFIX + k for k in ids) if ids else "none"
-        raise ValueError(f"--preset paper is ambiguous or unknown for {benchmark} (its paper settings: {choices}); "
-                         "name one, e.g. --preset paper:<id>")
+        raise UserInputError(f"--preset paper is ambiguous or unknown for {benchmark} (its paper settings: {choices}); "
+                             "name one, e.g. --preset paper:<id>")
     return PREFIX + ids[0]
 
 
@@ -159,8 +161,8 @@ def apply(name: str, benchmark: str, given: Mapping[str, Any]) -> tuple[dict[str
     name = for_benchmark(name, benchmark)
     setting = get(name)
     if benchmark != setting.benchmark:
-        raise ValueError(f"preset {name!r} reproduces a {setting.benchmark} run, not {benchmark}: "
-                         f"iqabench run {setting.benchmark} --preset {PREFIX}{setting.id}")
+        raise UserInputError(f"preset {name!r} reproduces a {setting.benchmark} run, not {benchmark}: "
+                             f"iqabench run {setting.benchmark} --preset {PREFIX}{setting.id}")
     paper = {"generators": list(setting.generators), "metrics": list(setting.metrics),
              "seeds": list(setting.seeds), "limit": setting.limit, "prompts": setting.prompts}
     fields: dict[str, Any] = {}
@@ -181,10 +183,10 @@ def apply(name: str, benchmark: str, given: Mapping[str, Any]) -> tuple[dict[str
     fields["options"] = options
     if setting.needs == "reference":
         if "reference" not in options:
-            raise ValueError(f"preset {name!r} needs the paper's reference images, which are not shipped: "
-                             f"{setting.prompts_note}")
+            raise UserInputError(f"preset {name!r} needs the paper's reference images, which are not shipped: "
+                                 f"{setting.prompts_note}")
         fields["prompts"] = fields["prompts"] or "smoke"  # unused: the reference captions are the prompts
     elif fields["prompts"] is None:
-        raise ValueError(f"preset {name!r} needs the paper's prompts, which are not shipped: "
-                         f"{setting.prompts_note}")
+        raise UserInputError(f"preset {name!r} needs the paper's prompts, which are not shipped: "
+                             f"{setting.prompts_note}")
     return fields, departures

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .errors import UserInputError
 from .json_lines import json_lines
 from .registry import unknown_name_message
 from .specs import env_positive_int
@@ -36,7 +37,7 @@ SMOKE_PROMPTS = [
 _COLUMN_CANDIDATES = ("prompt", "Prompt", "caption", "Caption", "text", "Text")
 
 
-class PromptFileError(ValueError):
+class PromptFileError(UserInputError):
     """A prompt file or set that cannot be read; the message says which and why."""
 
 

@@ -21,15 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError, UserInputError, UserLookupError
 
-class UnknownNameError(KeyError):
+
+class UnknownNameError(UserLookupError):
     """Raised for a name that is not registered; the message carries suggestions."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
         return str(self.args[0])
 
 
-class RegistryError(ValueError):
+class RegistryError(UserInputError):
     """Raised for a bad registration (duplicate or malformed name)."""
 
 
@@ -152,7 +154,7 @@ def load_plugin(path_or_module: str) -> None:
             return
         spec = importlib.util.spec_from_file_location(module_name, candidate)
         if spec is None or spec.loader is None:
-            raise ImportError(f"cannot import plugin file {path_or_module!r}")
+            raise PluginImportError(f"cannot import plugin file {path_or_module!r}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         try:
@@ -160,7 +162,7 @@ def load_plugin(path_or_module: str) -> None:
         except SyntaxError as exc:
             sys.modules.pop(module_name, None)
             message = f"plugin file {path_or_module!r} has a syntax error at line {exc.lineno}: {exc.msg}"
-            raise ImportError(message) from exc
+            raise PluginImportError(message) from exc
         except Exception as exc:
             sys.modules.pop(module_name, None)  # a fixed file can be loaded again
             raise PluginImportError(_import_failure(path_or_module, exc, candidate.resolve())) from exc
@@ -173,12 +175,13 @@ def load_plugin(path_or_module: str) -> None:
     except ModuleNotFoundError as exc:
         if exc.name and path_or_module.split(".")[0] != exc.name.split(".")[0]:
             raise PluginImportError(_import_failure(path_or_module, exc, None)) from exc
-        raise ImportError(f"plugin {path_or_module!r} is neither a .py file nor an importable module: {exc}") from exc
+        raise PluginImportError(f"plugin {path_or_module!r} is neither a .py file nor an importable module: "
+                                f"{exc}") from exc
     except Exception as exc:
         raise PluginImportError(_import_failure(path_or_module, exc, None)) from exc
 
 
-class PluginImportError(ImportError):
+class PluginImportError(UserError, ImportError):
     """A plugin that raised while being imported; the message names the plugin, the line and the error."""
 
 

@@ -23,27 +23,22 @@ import torch
 from .batch_autotune import BatchSizeProbe
 from .batch_autotune import recall as recall_batch_size
 from .batch_autotune import remember as remember_batch_size
-from .benchmark import AnalysisContext, PlannedItem, Result, build_benchmark, check_options, plan_with
+from .benchmark import AnalysisContext, PlannedItem, Result
 from .distributed import distributed_shard, owned_keys, wait_for_everyone
+from .execution import Execution
 from .generators import Generator, GeneratorPool
 from .image_checks import generated_image_problem
 from .image_tensors import generate_uint8, stack_by_size, to_pil
 from .manifest import default_run_id, run_manifest
-from .metrics import (
-    Metric,
-    MetricUnavailableError,
-    build_metric,
-    check_available,
-    metric_fingerprint,
-)
+from .metrics import Metric, MetricUnavailableError, build_metric, check_available
 from .oom import free_accelerator_memory, is_out_of_memory
+from .planning import plan_run, planned_records
 from .registry import load_plugin
-from .runtime import Runtime
 from .score_shards import ShardedStore, merge_shards, prepare_for_readers
 from .scoring import TensorScorer
 from .specs import RunSpec
 from .stage_timing import StageClock
-from .store import CorruptImageError, Store, image_key
+from .store import CorruptImageError, Store
 
 ProgressFactory = Callable[[str, int], "ProgressTask"]
 
@@ -126,29 +121,25 @@ class Runner:
     """Executes one RunSpec against one Store."""
 
     def __init__(self, spec: RunSpec, store: Store | str | os.PathLike[str], *, run_id: str | None = None,
-                 progress: ProgressFactory = _silent, log: Callable[[str], None] = lambda _: None,
-                 shard: tuple[int, int] | None = None, score_in_memory: bool = True,
-                 decode_workers: int | None = None):
+                 execution: Execution | None = None, progress: ProgressFactory = _silent,
+                 log: Callable[[str], None] = lambda _: None, shard: tuple[int, int] | None = None,
+                 score_in_memory: bool = True, decode_workers: int | None = None):
         self.spec = spec
         for plugin in spec.plugins:
             load_plugin(plugin)
+        #: How the run executes (device, batch size, fast paths); ``None``: what the spec was written with.
+        self.execution = execution if execution is not None else spec.execution_hint()
         self._distributed = None
         if shard is None:
             self._distributed, shard = distributed_shard()
         self.shard = shard
-        self.run_id = run_id or default_run_id(spec)
-        self.store = self._open_store(store)
-        device = spec.device
+        device = self.execution.device
         if self._distributed is not None and device in ("auto", "cuda") and torch.cuda.is_available():
             device = f"cuda:{self._distributed.local_process_index}"  # one GPU per process
-        options = spec.options
-        self.runtime = Runtime(device, spec.dtype, spec.batch_size, compile=bool(options.get("compile", False)),
-                               attention_slicing=bool(options.get("attention_slicing", False)),
-                               channels_last=bool(options.get("channels_last", False)),
-                               fuse_qkv=bool(options.get("fuse_qkv", False)),
-                               sdpa_backend=str(options.get("sdpa_backend", "auto")))
-        #: ``--batch-size auto``: probe batch sizes on the run's own work (see :mod:`.batch_autotune`).
-        self.auto_batch_size = bool(options.get("auto_batch_size", False))
+        self.runtime = self.execution.runtime(spec.dtype, device=device)
+        self.run_id = run_id or default_run_id(spec, self.execution)
+        self.log = log  # before the store: opening a sharded one may warn
+        self.store = self._open_store(store)
         #: Score images made in this run from their tensors, in the generation pass (False: decode the PNGs).
         self.score_in_memory = score_in_memory
         self.decode_workers = decode_workers
@@ -157,31 +148,28 @@ class Runner:
         self._last_generate_s = 0.0
         self.store.run_dir(self.run_id)  # a bad --run-id fails now (also under --dry-run), not after planning
         self.progress = progress if self.is_main_process else _silent
-        self.log = log
-        self.benchmark = build_benchmark(spec.benchmark)
-        check_options(self.benchmark, spec.options)  # a misspelt --option fails now, not as a silent default
-        # Every generator spec is built once, here (validates specs and weights, loads nothing heavy), and shared
+        # Every generator spec is built once (validates specs and weights, loads nothing heavy), and shared
         # with the benchmark's plan and analysis.
         self.pool = GeneratorPool(self.runtime)
-        # Two spellings of one spec (option order, spacing) are one generator, one manifest entry, one cache key.
-        self.plan: list[PlannedItem] = [PlannedItem(self.pool.canonical(p.generator), p.item)
-                                        for p in plan_with(self.benchmark, spec, self.pool)]
-        if not self.plan:
-            raise ValueError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and --seeds")
-        self.generators: dict[str, Generator] = {}
-        for planned in self.plan:
-            if planned.generator not in self.generators:
-                self.generators[planned.generator] = self.pool.get(planned.generator)
-        fingerprints = {name: gen.fingerprint() for name, gen in self.generators.items()}
-        self.image_keys = [image_key(fingerprints[p.generator], p.item.key_fields()) for p in self.plan]
-        self.metric_plan = self.benchmark.metrics_for(spec, self.plan)
-        self.metric_fps = {name: metric_fingerprint(name) for name in self.metric_plan}
+        self.run_plan = plan_run(spec, self.runtime, self.pool)
+        self.benchmark = self.run_plan.benchmark
+        self.plan: list[PlannedItem] = self.run_plan.plan
+        self.generators: dict[str, Generator] = self.run_plan.generators
+        self.image_keys = self.run_plan.image_keys
+        self.metric_plan = self.run_plan.metric_plan
+        self.metric_fps = self.run_plan.metric_fps
         for name in self.metric_plan:
             check_available(name)  # a metric that cannot load fails now, not after hours of generation
         self._metrics: dict[str, Metric] = {}
         self._quarantined_while_scoring: list[str] = []
         self.scorer = TensorScorer(self.store, self.runtime, self.metric_fps, self.clock, metrics=self._metrics,
                                    build=self._build_metric)
+
+    @property
+    def auto_batch_size(self) -> bool:
+        """``--batch-size auto``: probe batch sizes on the run's own work (see :mod:`.batch_autotune`)."""
+        return self.runtime.batch.auto
+
     def _open_store(self, store: Store | str | os.PathLike[str]) -> Store:
         """The Store; with several processes, one whose SQLite writes go to this process's own shard.
 
@@ -295,7 +283,7 @@ class Runner:
                     start = 0
                     while start < len(keys):
                         size = probe.next_size() if probe is not None else self.runtime.batch_size
-                        self.runtime.batch_size = size
+                        self.runtime.batch.set(size)
                         batch = keys[start : start + size]
                         done = self._generate_batch(generator, batch, unique, writer, pending, needed)
                         if probe is not None:
@@ -323,7 +311,7 @@ class Runner:
         remembered = recall_batch_size(self.store, generator.fingerprint(), self.runtime.torch_device,
                                        self._speed_setup())
         if remembered is not None:
-            self.runtime.batch_size = remembered
+            self.runtime.batch.set(remembered)
             self.log(f"--batch-size auto: using {remembered} for {generator.name}, measured by an earlier run")
             return None
         return BatchSizeProbe()
@@ -336,7 +324,7 @@ class Runner:
         elif n == size:  # a full call: its time per image counts (a short last call would not)
             probe.record(size, n, self._last_generate_s)
         if probe.finished:
-            self.runtime.batch_size = probe.chosen
+            self.runtime.batch.set(probe.chosen)
             rates = ", ".join(f"{k}: {v:.3g}" for k, v in sorted(probe.throughput.items()))
             self.log(f"--batch-size auto chose {probe.chosen} for {generator.name} (images/s by size: {rates}"
                      + (f"; {probe.out_of_memory_at} ran out of memory)" if probe.out_of_memory_at else ")"))
@@ -358,9 +346,10 @@ class Runner:
             self._last_generate_s = time.perf_counter() - started
         except Exception as exc:
             if is_out_of_memory(exc) and self.runtime.batch_size > 1:
-                self.runtime.batch_size = max(1, self.runtime.batch_size // 2)
+                self.runtime.batch.back_off()
                 self.log(f"out of memory with {len(keys)} images per batch; retrying with "
-                         f"{self.runtime.batch_size} (pass --batch-size {self.runtime.batch_size} next time)")
+                         f"{self.runtime.batch_size} (pass --batch-size {self.runtime.batch_size} next time: "
+                         "the batch size is not part of the run id, so the run resumes in the same folder)")
                 free_accelerator_memory()
                 return 0
             if len(keys) == 1:
@@ -418,8 +407,9 @@ class Runner:
                 return
             task = self.progress("scoring", len(needed))
             try:
-                self.scorer.score_cached(sorted(needed), needed, self.runtime.batch_size, advance=task.advance,
-                                         workers=self.decode_workers, unreadable=self._unreadable)
+                self.scorer.score_cached(sorted(needed), needed, self.runtime.batch.for_scoring(),
+                                         advance=task.advance, workers=self.decode_workers,
+                                         unreadable=self._unreadable)
             finally:
                 task.close()
 
@@ -465,7 +455,7 @@ class Runner:
     def analyze(self) -> Result:
         baselines = {name: self.pool.baseline(name, self.spec.baseline, required=False) for name in self.generators}
         ctx = AnalysisContext(self.store, self.spec, self.plan, self.image_keys, self.metric_fps, baselines,
-                              self.pool)
+                              self.pool, self.runtime)
         return self.benchmark.analyze(ctx)
 
     # -- whole run -------------------------------------------------------------------------
@@ -474,7 +464,8 @@ class Runner:
         generators = {name: {"fingerprint": gen.fingerprint(), "baseline": gen.baseline()}
                       for name, gen in self.generators.items()}
         return run_manifest(self.run_id, self.spec, status, self.runtime, generators, self.metric_fps,
-                            None if plan is None else plan.__dict__, **extra)
+                            None if plan is None else plan.__dict__, execution=self.execution.to_dict(),
+                            planned=planned_records(self.run_plan), **extra)
 
     def execute(self, *, dry_run: bool = False) -> RunOutcome:
         """Plan, generate, score and analyse; stops at the :class:`Result` (persisting and rendering it is

@@ -21,13 +21,15 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any
+
+from .errors import UserInputError
 
 _SPEC_RE = re.compile(r"^(?P<family>[A-Za-z0-9_.\-]+)(?::(?P<variant>[^\[\]]+))?(?:\[(?P<options>.*)\])?$")
 
 
-class SpecError(ValueError):
+class SpecError(UserInputError):
     """A spec string that cannot be parsed."""
 
 
@@ -49,9 +51,6 @@ def parse_value(text: str, *, key: str | None = None) -> Any:
         where = f"option {key!r}" if key else "an option"
         raise SpecError(f"{where} is {text!r}, which overflows to infinity: give a finite number")
     return value if isinstance(value, (int, float, bool)) or value is None else text
-
-
-_parse_value = parse_value  # the name other modules imported before it became public
 
 
 def _format_value(value: Any) -> str:
@@ -176,9 +175,21 @@ def _too_many_seeds(count: int, limit: int) -> SpecError:
                      f"the limit with {MAX_SEEDS_ENV}={count}")
 
 
+#: RunSpec.options keys older versions used for execution settings; they moved to iqabench.execution.Execution.
+SPEED_OPTIONS = ("compile", "attention_slicing", "channels_last", "fuse_qkv", "sdpa_backend", "auto_batch_size")
+
+
 @dataclass
 class RunSpec:
-    """Everything a run needs; stored verbatim in ``runs/<id>/run.json``."""
+    """*What* a run computes; stored verbatim in ``runs/<id>/run.json`` and hashed into the run id.
+
+    *How* it runs (device, batch size, fast paths, processes) is an
+    :class:`iqabench.execution.Execution`, passed to the Runner beside the spec.
+    ``RunSpec(..., device=..., batch_size=...)`` and speed flags in ``options``
+    (how specs were written before the split, and how old ``run.json`` files
+    read) are still accepted: they are kept apart as the execution the spec
+    was written with (:meth:`execution_hint`), never in :meth:`to_dict`.
+    """
 
     benchmark: str
     generators: list[str]
@@ -188,10 +199,25 @@ class RunSpec:
     limit: int | None = None
     baseline: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    device: str = "auto"
+    device: InitVar[str | None] = None
     dtype: str = "auto"
-    batch_size: int = 4
+    batch_size: InitVar[int | str | None] = None
     plugins: list[str] = field(default_factory=list)
+
+    def __post_init__(self, device: str | None, batch_size: int | str | None) -> None:
+        speed = {k: self.options[k] for k in SPEED_OPTIONS if k in self.options}
+        if speed:
+            self.options = {k: v for k, v in self.options.items() if k not in SPEED_OPTIONS}
+        hint = {**speed, **({"device": device} if device is not None else {}),
+                **({"batch_size": batch_size} if batch_size is not None else {})}
+        object.__setattr__(self, "_execution_hint", hint)
+
+    def execution_hint(self) -> Any:
+        """The :class:`~iqabench.execution.Execution` given through the old spellings (defaults otherwise)."""
+        from .execution import Execution
+
+        hint = dict(self._execution_hint)
+        return Execution.from_legacy(hint.pop("device", None), hint.pop("batch_size", None), hint)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,3 +225,8 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         return cls(**data)
+
+
+# Read-only views of the hint for code written before the split (``spec.device``); new code reads the Execution.
+RunSpec.device = property(lambda self: self._execution_hint.get("device", "auto"))  # type: ignore[assignment]
+RunSpec.batch_size = property(lambda self: self._execution_hint.get("batch_size", 4))  # type: ignore[assignment]

@@ -50,10 +50,11 @@ from typing import Any
 from PIL import Image
 
 from .atomic_io import atomic_write_bytes, atomic_write_text, is_stale_temp_file
+from .errors import UserError, UserInputError
 from .sqlite_tx import immediate_transaction, retry_locked
 
 
-class StoreError(OSError):
+class StoreError(UserError, OSError):
     """The store cannot be used as it is (a symbolic link inside it, its database gone); the message says why."""
 
 
@@ -77,16 +78,16 @@ def image_key(generator_fingerprint: Mapping[str, Any], item_fields: Mapping[str
 def safe_child(root: Path, name: str) -> Path:
     """``root / name`` for a user-given name, refusing anything that could leave ``root``."""
     if not _SAFE_NAME.match(name) or name in {".", ".."}:
-        raise ValueError(
+        raise UserInputError(
             f"name {name!r} is not allowed here: use letters, digits, '.', '_' and '-' (no path separators)"
         )
     path = (root / name).resolve()
     if path.parent != root.resolve():
-        raise ValueError(f"name {name!r} escapes {root}")
+        raise UserInputError(f"name {name!r} escapes {root}")
     return path
 
 
-class CorruptImageError(OSError):
+class CorruptImageError(UserError, OSError):
     """A cached image that cannot be trusted (does not decode, wrong size, a link)."""
 
     def __init__(self, key: str, reason: str):
@@ -414,11 +415,3 @@ class Store:
             raise FileNotFoundError(f"no run {run_id!r} in {self.runs_dir} (missing {path.name})")
         return json.loads(path.read_text("utf-8"))
 
-
-def __getattr__(name: str) -> Any:
-    # ``verify_store``/``StoreCheck`` moved to :mod:`.store_check`; the old import path keeps working.
-    if name in ("verify_store", "StoreCheck"):
-        from . import store_check
-
-        return getattr(store_check, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,6 @@ folder: its default file is ``<store>/reports/compare-<ids>-<time>.html``.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +28,16 @@ import pandas as pd
 from markupsafe import Markup
 
 from iqabench.atomic_io import atomic_write_text
+from iqabench.errors import UserInputError
 from iqabench.store import Store
 
 from .headline import Headline, headline, headline_html, legend
 from .persist import SavedResult, load_result
+from .runs import RunRef
 from .tables import to_latex, to_markdown
 
 REPORTS_DIR = "reports"
 ID_COLUMNS = ("prompt_id", "seed")
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """A finished run: the store that holds it and its id."""
-
-    store: Store
-    run_id: str
-
-    @property
-    def folder(self) -> Path:
-        return self.store.run_dir(self.run_id)
 
 
 def resolve_run(text: str, store_root: Path) -> RunRef:
@@ -57,7 +46,7 @@ def resolve_run(text: str, store_root: Path) -> RunRef:
     if path.is_dir() and (path / "run.json").is_file():
         path = path.resolve()
         if path.parent.name != "runs":
-            raise ValueError(f"{text} holds a run.json but is not inside a store's runs/ folder")
+            raise UserInputError(f"{text} holds a run.json but is not inside a store's runs/ folder")
         return RunRef(Store(path.parent.parent), path.name)
     if (Path(store_root) / "runs" / text / "run.json").is_file():
         return RunRef(Store(store_root), text)
@@ -83,8 +72,8 @@ def check_output(path: Path, refs: list[RunRef]) -> None:
     for ref in refs:
         folder = ref.folder.resolve()
         if target == folder or folder in target.parents:
-            raise ValueError(f"{path} is inside run {ref.run_id}'s folder; a comparison never overwrites a run's "
-                             "own report -- pick another -o path (or leave -o out for a new file)")
+            raise UserInputError(f"{path} is inside run {ref.run_id}'s folder; a comparison never overwrites a run's "
+                                 "own report -- pick another -o path (or leave -o out for a new file)")
 
 
 # --- merged headline -------------------------------------------------------------------------------------------
@@ -283,14 +272,13 @@ def paired_sources(results: dict[str, SavedResult]) -> list[tuple[str, str | Non
 
 def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[str, pd.DataFrame]]:
     """The comparison's HTML (inserted above the runs' own sections) and its tables, for export."""
-    from jinja2 import Environment, PackageLoader
+    from iqabench.templating import html_environment
 
     from .tables import table_view
 
     merged = merged_headlines(results)
     paired = paired_differences(results)
-    env = Environment(loader=PackageLoader("iqabench.reports", "templates"), autoescape=True, trim_blocks=True,
-                      lstrip_blocks=True)
+    env = html_environment("iqabench.reports")
     blocks = [(head.quantity, Markup(headline_html(head, uuid=f"m{i}")),
                [n for n in (legend(head), head.footnote) if n]) for i, head in enumerate(merged)]
     html = env.get_template("comparison.html.j2").render(
@@ -323,10 +311,10 @@ def render_comparison(refs: list[RunRef], out: Path | None = None) -> Path:
     from .render import render_runs
 
     if len(refs) < 1:
-        raise ValueError("a report needs at least one run")
+        raise UserInputError("a report needs at least one run")
     ids = [ref.run_id for ref in refs]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"the same run id appears twice ({', '.join(ids)}); give each run once")
+        raise UserInputError(f"the same run id appears twice ({', '.join(ids)}); give each run once")
     results = {ref.run_id: load_result(ref.store, ref.run_id) for ref in refs}
     path = Path(out) if out is not None else default_output(refs)
     check_output(path, refs)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
 from iqabench.csv_safety import escape_frame, unescape_frame
+from iqabench.errors import UserInputError
 from iqabench.results import ImageRef, Result
 from iqabench.store import safe_child
 
@@ -234,7 +235,7 @@ def _svg_body(name: str, text: str) -> str:
 
 def _image_ref(grid: str, data: Any) -> ImageRef:
     if not isinstance(data, dict) or "image_key" not in data:
-        raise ValueError(f"grid {grid!r} in {RESULT_FILE} holds an entry without an image_key")
+        raise UserInputError(f"grid {grid!r} in {RESULT_FILE} holds an entry without an image_key")
     scores = {str(k): (float("nan") if v is None else float(v)) for k, v in (data.get("scores") or {}).items()}
     return ImageRef(
         image_key=str(data["image_key"]),
@@ -252,7 +253,7 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         raise FileNotFoundError(f"run {run_id!r} has no saved result ({path} is missing); analyse the run first")
     document = json.loads(path.read_text("utf-8"))
     if document.get("format") != RESULT_FORMAT:
-        raise ValueError(f"{path} has format {document.get('format')!r}; this version reads {RESULT_FORMAT!r}")
+        raise UserInputError(f"{path} has format {document.get('format')!r}; this version reads {RESULT_FORMAT!r}")
 
     tables: dict[str, pd.DataFrame] = {}
     footnotes: dict[str, str] = {}

@@ -13,7 +13,6 @@ script constant below.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import io
 import json
@@ -30,6 +29,7 @@ from PIL import Image
 
 from iqabench.atomic_io import atomic_write_text
 from iqabench.image_tensors import default_workers
+from iqabench.templating import html_environment
 
 from .headline import headline, headline_html, legend
 from .persist import SavedResult, load_result
@@ -356,16 +356,9 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     return view
 
 
-@functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    """One environment per process: it keeps the compiled templates (compiling them costs ~10 ms a report)."""
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("iqabench.reports", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    """The reports' environment (:func:`iqabench.templating.html_environment`: compiled templates are kept)."""
+    return html_environment("iqabench.reports")
 
 
 def render_html(store: Store, run_ids: list[str]) -> str:
@@ -374,7 +367,7 @@ def render_html(store: Store, run_ids: list[str]) -> str:
         raise TypeError("run_ids must be a list of run ids, not one string")
     if not run_ids:
         raise ValueError("render_report needs at least one run id")
-    from .compare import RunRef
+    from .runs import RunRef
 
     return render_runs([RunRef(store, run_id) for run_id in dict.fromkeys(run_ids)])
 

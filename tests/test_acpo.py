@@ -250,27 +250,26 @@ def test_two_stream_network_is_bounded_differentiable_and_trains_on_mos():
 
 
 def test_train_acpo_command_writes_a_lora_the_generator_loads(tmp_path):
-    import typer
     from PIL import Image
     from typer.testing import CliRunner
 
-    from iqabench.adapters.acpo.cli import train_acpo_cmd
 
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    app = typer.Typer()
-    app.command()(train_acpo_cmd)
+    from iqabench.cli import app  # the real CLI: its one error boundary prints the sentence
+
     out = tmp_path / "lora"
-    result = CliRunner().invoke(app, ["--data", str(folder), "--out", str(out), "--base", "tiny-sd",
+    result = CliRunner().invoke(app, ["train", "acpo", "--data", str(folder), "--out", str(out), "--base", "tiny-sd",
                                       "--evaluator", "test_acpo_bright", "--max-steps", "1", "--resolution", "64",
                                       "--x0-mode", "rollout", "--rollout-steps", "2", "--save-every", "1"])
     assert result.exit_code == 0, result.output
     assert f"acpo:{out}" in result.output
     assert build_generator(f"acpo:{out}", RT).baseline().startswith("tiny-sd[")
-    bad = CliRunner().invoke(app, ["--data", str(folder), "--out", str(out), "--evaluator", "x", "--x0-mode", "nope"])
+    bad = CliRunner().invoke(app, ["train", "acpo", "--data", str(folder), "--out", str(out), "--evaluator", "x",
+                                   "--x0-mode", "nope"])
     assert bad.exit_code != 0 and "x0_mode 'nope' is unknown" in bad.output
 
 
@@ -290,7 +289,7 @@ def test_resume_continues_from_the_last_checkpoint_as_the_uninterrupted_run(tmp_
 
 
 def test_cli_maps_the_metric_score_range_onto_q():
-    from iqabench.adapters.acpo.cli import score_range
+    from iqabench.adapters.acpo.evaluator_spec import score_range
 
     assert score_range("topiq_nr") == (0.0, 1.0)  # pyiqa declares "~0, ~1"
     assert score_range("piqe") == (0.0, 100.0)

@@ -182,7 +182,7 @@ def test_evaluator_strings_pick_each_kind(tmp_path, tiny_clip_file):
 def test_train_acpo_accepts_an_ipce_and_a_two_stream_evaluator(tmp_path, tiny_clip_file):
     import typer
 
-    from iqabench.adapters.acpo.cli import train_acpo_cmd, train_two_stream_cmd
+    from iqabench.adapters.acpo.cli import train_two_stream_cmd
 
     table = synthetic_table(tmp_path / "data", n=8, teacher=False)
     app = typer.Typer()
@@ -193,18 +193,19 @@ def test_train_acpo_accepts_an_ipce_and_a_two_stream_evaluator(tmp_path, tiny_cl
     model, tokenizer = tiny_open_clip(0)
     ipce_file = save_ipce(IPCEEvaluator(model, tokenizer, layers=(0, 1)), tmp_path / "ipce.safetensors",
                           TINY_CLIP, str(tiny_clip_file))
-    app = typer.Typer()
-    app.command()(train_acpo_cmd)
+    from iqabench.cli import app  # the real CLI: its one error boundary prints the sentence
+
     for spec in (f"ipce:{ipce_file}", f"two-stream:{tmp_path / 'ts' / 'two_stream.safetensors'}"):
         out = tmp_path / spec.split(":")[0]
-        result = CliRunner().invoke(app, ["--data", str(tmp_path / "data"), "--out", str(out), "--base", "tiny-sd",
-                                          "--evaluator", spec, "--max-steps", "1", "--resolution", "64",
-                                          "--rollout-steps", "2", "--t-max", "20", "--save-every", "1"])
+        result = CliRunner().invoke(app, ["train", "acpo", "--data", str(tmp_path / "data"), "--out", str(out),
+                                          "--base", "tiny-sd", "--evaluator", spec, "--max-steps", "1",
+                                          "--resolution", "64", "--rollout-steps", "2", "--t-max", "20",
+                                          "--save-every", "1"])
         assert result.exit_code == 0, result.output
         assert (out / "pytorch_lora_weights.safetensors").is_file()
         assert json.loads((out / "lora.json").read_text())["acpo"]["x0_mode"] == "rollout"
-    bad = CliRunner().invoke(app, ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "x"), "--base",
-                                   "tiny-sd", "--evaluator", f"ipce:{tmp_path / 'nope.safetensors'}"])
+    bad = CliRunner().invoke(app, ["train", "acpo", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "x"),
+                                   "--base", "tiny-sd", "--evaluator", f"ipce:{tmp_path / 'nope.safetensors'}"])
     assert bad.exit_code != 0 and "train ipce" in bad.output
 
 
@@ -217,13 +218,9 @@ def test_train_acpo_accepts_an_ipce_and_a_two_stream_evaluator(tmp_path, tiny_cl
 def test_acpo_dry_run_resolves_the_evaluator(tmp_path, evaluator, sentence):
     """--dry-run used to print any evaluator string back; it now resolves it (no model is built) and refuses a bad
     one in one sentence, exactly as the real run would."""
-    import typer
+    from iqabench.cli import app  # the real CLI: its one error boundary prints the sentence
 
-    from iqabench.adapters.acpo.cli import train_acpo_cmd
-
-    app = typer.Typer()
-    app.command()(train_acpo_cmd)
-    args = ["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run"]
+    args = ["train", "acpo", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run"]
     bad = CliRunner().invoke(app, [*args, "--evaluator", evaluator.format(tmp=tmp_path)], env={"COLUMNS": "500"})
     assert bad.exit_code == 2 and "Traceback" not in bad.output, bad.output
     text = " ".join(bad.output.replace("│", " ").split())

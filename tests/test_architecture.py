@@ -111,6 +111,7 @@ def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(
 
 
 def test_two_spellings_of_one_spec_are_one_generator_and_one_manifest_entry(tmp_path, monkeypatch):
+    import iqabench.planning as planning_module
     import iqabench.runner as runner_module
     from iqabench.benchmark import PlannedItem
     from iqabench.generators import WorkItem
@@ -123,7 +124,7 @@ def test_two_spellings_of_one_spec_are_one_generator_and_one_manifest_entry(tmp_
     monkeypatch.setattr(entry, "factory", lambda spec, runtime: built.append(str(spec)) or original(spec, runtime))
     item = WorkItem("p0", "a red cube", 0)
     spellings = ["tiny-sd[steps=2,guidance_scale=1.0]", "tiny-sd[guidance_scale=1.0,steps=2]"]
-    monkeypatch.setattr(runner_module, "plan_with",
+    monkeypatch.setattr(planning_module, "plan_with",
                         lambda benchmark, spec, pool: [PlannedItem(s, item) for s in spellings])
     runner = runner_module.Runner(RunSpec("relgain", ["tiny-sd"], metrics=["entropy"], limit=1), tmp_path)
     assert built == ["tiny-sd[guidance_scale=1.0,steps=2]"]

@@ -14,7 +14,7 @@ from iqabench.atomic_io import (
     is_stale_temp_file,
     refuse_file_in_path,
 )
-from iqabench.errors import user_message
+from iqabench.cli.boundary import user_message
 
 
 def test_writes_replace_whole_files_and_leave_no_temporary_file(tmp_path):

@@ -143,9 +143,10 @@ def test_plugin_bug_keeps_its_traceback(tmp_path, capsys):
             def plan(self, spec):
                 pd.DataFrame({"a": [1], "b": [1, 2]})
     '''))
-    with pytest.raises(ValueError, match="All arrays must be of the same length"):
-        main(["run", "buggy-test", "-g", "tiny-sd", "--plugin", str(plugin), "--out", str(tmp_path), "--dry-run"])
-    assert "error:" not in capsys.readouterr().err
+    code, err, _ = cli(["run", "buggy-test", "-g", "tiny-sd", "--plugin", plugin, "--out", tmp_path, "--dry-run"],
+                       capsys)
+    assert code == 1 and "Traceback" in err and "All arrays must be of the same length" in err
+    assert "this is a bug in iqabench, please report it" in err
 
 
 # -- groups 4, 7, 8: bad values -------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from PIL import Image
 from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.prompts import PromptFileError, load_prompts
 from iqabench.specs import GeneratorSpec, SpecError, parse_seeds, parse_value
-from iqabench.store import CorruptImageError, Store, StoreError, verify_store
+from iqabench.store import CorruptImageError, Store, StoreError
+from iqabench.store_check import verify_store
 
 KEY = "ab" * 32
 
@@ -308,7 +309,7 @@ def test_error_boundary_rule():
     """Ours or the environment's: one sentence. Raised inside a library: a bug (None = keep the traceback)."""
     import errno
 
-    from iqabench.errors import user_message
+    from iqabench.cli.boundary import user_message
 
     def raised(make):
         try:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from iqabench.errors import UserInputError
+
 from .config import (
     ALL_LINEAR,
     DEFAULT_LAYERS,
@@ -27,15 +29,6 @@ from .config import (
     PAPER_T_MAX,
     PAPER_X0_MODE,
 )
-
-
-def __getattr__(name: str):
-    """``score_range`` stays importable from here, where it used to live, without importing torch for --help."""
-    if name == "score_range":
-        from .evaluator_spec import score_range
-
-        return score_range
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def train_acpo_cmd(
@@ -79,23 +72,20 @@ def train_acpo_cmd(
     from .training import AcpoConfig, train_acpo
 
     runtime = Runtime(device="auto", dtype="fp32")
-    try:
-        config = AcpoConfig(output_dir=str(out), max_steps=max_steps, learning_rate=lr, t_max=t_max,
-                            lambda_q=lambda_q, lambda_anchor=lambda_anchor, x0_mode=x0_mode,
-                            rollout_steps=rollout_steps, mse_window=mse_window, lora_targets=lora_targets,
-                            rank=rank, batch_size=batch_size, mixed_precision=mixed_precision,
-                            gradient_checkpointing=gradient_checkpointing, save_every=save_every, seed=seed,
-                            base=base)
-        kind, argument = check_evaluator(evaluator)  # unknown metric / missing file: one sentence, dry run too
-        if dry_run:
-            from dataclasses import asdict
+    config = AcpoConfig(output_dir=str(out), max_steps=max_steps, learning_rate=lr, t_max=t_max,
+                        lambda_q=lambda_q, lambda_anchor=lambda_anchor, x0_mode=x0_mode,
+                        rollout_steps=rollout_steps, mse_window=mse_window, lora_targets=lora_targets,
+                        rank=rank, batch_size=batch_size, mixed_precision=mixed_precision,
+                        gradient_checkpointing=gradient_checkpointing, save_every=save_every, seed=seed,
+                        base=base)
+    kind, argument = check_evaluator(evaluator)  # unknown metric / missing file: one sentence, dry run too
+    if dry_run:
+        from dataclasses import asdict
 
-            typer.echo(json.dumps({**asdict(config), "evaluator_kind": kind, "evaluator": argument,
-                                   "resolution": resolution}, sort_keys=True))
-            return
-        quality = build_evaluator(evaluator, runtime, score_low, score_high)
-    except (ValueError, FileNotFoundError, LookupError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        typer.echo(json.dumps({**asdict(config), "evaluator_kind": kind, "evaluator": argument,
+                               "resolution": resolution}, sort_keys=True))
+        return
+    quality = build_evaluator(evaluator, runtime, score_low, score_high)
     pipe = build_generator(base, runtime).load_pipeline()
     rows = ImageCaptionDataset(data, resolution=resolution)
     result = train_acpo(pipe, quality, rows, config)
@@ -105,8 +95,8 @@ def train_acpo_cmd(
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers") from exc
+    except ValueError:
+        raise UserInputError(f"{text!r} is not a comma-separated list of integers") from None
 
 
 def _range(text: str | None) -> tuple[float, float] | None:
@@ -114,8 +104,8 @@ def _range(text: str | None) -> tuple[float, float] | None:
         return None
     try:
         low, high = (float(x) for x in text.split(","))
-    except ValueError as exc:
-        raise typer.BadParameter(f"--mos-range {text!r}: write low,high (e.g. 1,5) or auto") from exc
+    except ValueError:
+        raise UserInputError(f"--mos-range {text!r}: write low,high (e.g. 1,5) or auto") from None
     return low, high
 
 
@@ -145,13 +135,10 @@ def train_ipce_cmd(
     from .ipce import train_ipce
     from .mos_table import read_mos_table
 
-    try:
-        rows = read_mos_table(table, path_column, prompt_column, score_column)
-        path, fit = train_ipce(rows, out, clip=clip, weights=weights, layers=_int_list(layers),
-                               mos_range=_range(mos_range), epochs=epochs, lr=lr, val_fraction=val_fraction,
-                               batch_size=batch_size, seed=seed, device=Runtime(device=device).torch_device)
-    except (ValueError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    rows = read_mos_table(table, path_column, prompt_column, score_column)
+    path, fit = train_ipce(rows, out, clip=clip, weights=weights, layers=_int_list(layers),
+                           mos_range=_range(mos_range), epochs=epochs, lr=lr, val_fraction=val_fraction,
+                           batch_size=batch_size, seed=seed, device=Runtime(device=device).torch_device)
     held_out = f"held-out SRCC {fit.srcc:.3f}, PLCC {fit.plcc:.3f}" if fit.srcc is not None else "no held-out split"
     typer.echo(f"fitted on {fit.n_train} images ({held_out}); use it as --evaluator ipce:{path}")
 
@@ -174,14 +161,11 @@ def train_two_stream_cmd(
     from .evaluators import TwoStreamIQA, train_two_stream
     from .mos_table import read_mos_table
 
-    try:
-        rows = read_mos_table(table, path_column, None, score_column)
-        torch_seed(seed)
-        model = TwoStreamIQA(width=width, size=size)
-        losses = train_two_stream(model, rows.images(range(len(rows)), size), rows.scores, epochs=epochs, lr=lr,
-                                  batch_size=batch_size, seed=seed, mos_range=_range(mos_range))
-    except (ValueError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    rows = read_mos_table(table, path_column, None, score_column)
+    torch_seed(seed)
+    model = TwoStreamIQA(width=width, size=size)
+    losses = train_two_stream(model, rows.images(range(len(rows)), size), rows.scores, epochs=epochs, lr=lr,
+                              batch_size=batch_size, seed=seed, mos_range=_range(mos_range))
     path = save_two_stream(model, out / "two_stream.safetensors", {"epochs": epochs, "final_loss": losses[-1]})
     typer.echo(f"trained {epochs} epochs (loss {losses[0]:.4f} -> {losses[-1]:.4f}); "
                f"use it as --evaluator two-stream:{path}")

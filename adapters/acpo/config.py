@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from iqabench.errors import UserInputError
+
 X0_MODES = ("one-step", "rollout")
 MSE_WINDOWS = ("all", "late")
 #: peft-style shorthand for "every ``nn.Linear`` of the UNet" (resolved to module names by :mod:`.lora`).
@@ -62,22 +64,22 @@ class AcpoConfig:
 
     def __post_init__(self) -> None:
         if self.x0_mode not in X0_MODES:
-            raise ValueError(f"x0_mode {self.x0_mode!r} is unknown: choose 'one-step' or 'rollout'")
+            raise UserInputError(f"x0_mode {self.x0_mode!r} is unknown: choose 'one-step' or 'rollout'")
         if self.mse_window not in MSE_WINDOWS:
-            raise ValueError(f"mse_window {self.mse_window!r} is unknown: choose 'all' (every timestep, the "
-                             "paper) or 'late' (t <= t_max only)")
+            raise UserInputError(f"mse_window {self.mse_window!r} is unknown: choose 'all' (every timestep, the "
+                                 "paper) or 'late' (t <= t_max only)")
         for name in ("max_steps", "t_max", "rollout_steps", "batch_size", "save_every", "rank"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lambda_q < 0 or self.lambda_anchor < 0:
-            raise ValueError("lambda_q and lambda_anchor must be >= 0")
+            raise UserInputError("lambda_q and lambda_anchor must be >= 0")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision {self.mixed_precision!r}: choose no, fp16 or bf16")
+            raise UserInputError(f"mixed_precision {self.mixed_precision!r}: choose no, fp16 or bf16")
         if isinstance(self.lora_targets, str):
             self.lora_targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
         self.lora_targets = tuple(self.lora_targets)
         if not self.lora_targets:
-            raise ValueError(f"lora_targets names no module: use {ALL_LINEAR!r} or names such as to_q,to_k")
+            raise UserInputError(f"lora_targets names no module: use {ALL_LINEAR!r} or names such as to_q,to_k")
 
 IPCE_CLIP = "ViT-B-32"  # official IPCE code: clip.load("ViT-B/32")
 IPCE_PRETRAINED = "openai"  # the OpenAI weights clip.load serves

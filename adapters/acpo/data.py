@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from iqabench.errors import UserInputError
+
 from ..iqa_adapter.dataset import center_crop_resize, read_records
 
 
@@ -17,7 +19,7 @@ class ImageCaptionDataset:
     def __init__(self, source: str | Path, resolution: int = 512):
         self.records = read_records(source)
         if not self.records:
-            raise ValueError(f"no images found in {source}")
+            raise UserInputError(f"no images found in {source}")
         self.resolution = resolution
 
     def __len__(self) -> int:

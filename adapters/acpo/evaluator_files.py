@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from iqabench.errors import UserInputError
+
 
 def save_evaluator_file(tensors: dict[str, torch.Tensor], path: str | Path, key: str, info: dict[str, Any]) -> Path:
     """Write ``tensors`` to ``path`` (folders created) with ``info`` as JSON under the metadata ``key``."""
@@ -31,5 +33,5 @@ def read_evaluator_info(path: Path, key: str, kind: str, train_command: str) -> 
         raw = (handle.metadata() or {}).get(key)
     if raw is None:
         article = "an" if kind[:1].lower() in "aeiou" else "a"
-        raise ValueError(f"{path} is not {article} {kind} checkpoint (no {key!r} metadata)")
+        raise UserInputError(f"{path} is not {article} {kind} checkpoint (no {key!r} metadata)")
     return json.loads(raw)

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from iqabench.errors import UserInputError
+
 from .evaluator_files import read_evaluator_info, save_evaluator_file
 from .evaluators import MetricEvaluator, TwoStreamIQA
 
@@ -44,10 +46,10 @@ def parse_evaluator(text: str) -> tuple[str, str]:
         if text.startswith(kind + ":"):
             argument = text[len(kind) + 1:].strip()
             if not argument:
-                raise ValueError(f"--evaluator {text!r} names no {'metric' if kind == 'metric' else 'checkpoint'}")
+                raise UserInputError(f"--evaluator {text!r} names no {'metric' if kind == 'metric' else 'checkpoint'}")
             return kind, argument
     if not text:
-        raise ValueError("--evaluator is empty: give a metric name, ipce:<file> or two-stream:<file>")
+        raise UserInputError("--evaluator is empty: give a metric name, ipce:<file> or two-stream:<file>")
     return "metric", text
 
 
@@ -67,8 +69,8 @@ def check_evaluator(text: str) -> tuple[str, str]:
 
         info = metric_info(argument)  # an unknown name raises with close matches
         if not info.differentiable:
-            raise ValueError(f"--evaluator {argument!r} is not differentiable, so it cannot train ACPO: pick a "
-                             "differentiable metric (e.g. topiq_nr), ipce:<file> or two-stream:<file>")
+            raise UserInputError(f"--evaluator {argument!r} is not differentiable, so it cannot train ACPO: pick a "
+                                 "differentiable metric (e.g. topiq_nr), ipce:<file> or two-stream:<file>")
     return kind, argument
 
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqabench.errors import UserInputError
+
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -40,9 +42,10 @@ class MetricEvaluator(nn.Module):
                  temperature: float = 1.0):
         super().__init__()
         if not getattr(metric, "differentiable", False):
-            raise ValueError(f"metric {getattr(metric, 'name', metric)!r} is not differentiable; ACPO needs gradients")
+            raise UserInputError(f"metric {getattr(metric, 'name', metric)!r} is not differentiable; "
+                                 f"ACPO needs gradients")
         if (low is None) != (high is None) or (low is not None and not high > low):
-            raise ValueError("give both low and high (with high > low) or neither")
+            raise UserInputError("give both low and high (with high > low) or neither")
         self.metric, self.low, self.high = metric, low, high
         self.center, self.temperature = center, temperature
         if isinstance(getattr(metric, "module", None), nn.Module):

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from iqabench.errors import UserInputError
+
 from .evaluator_files import read_evaluator_info, save_evaluator_file
 from .evaluators import IPCEEvaluator
 from .mos_table import MosTable
@@ -72,7 +74,7 @@ def fit_head(evaluator: IPCEEvaluator, features: torch.Tensor, scores: torch.Ten
 
     n = features.shape[0]
     if n < 2:
-        raise ValueError(f"need at least 2 rated images to fit the IPCE head, got {n}")
+        raise UserInputError(f"need at least 2 rated images to fit the IPCE head, got {n}")
     low, high = evaluator.mos_range
     target = ((scores.float() - low) / (high - low)).clamp(0, 1)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -123,7 +125,7 @@ def load_ipce(path: str | Path, device: str | torch.device = "cpu") -> IPCEEvalu
     state = load_file(str(path))
     missing = {"head.weight", "head.bias", "feature_mean", "feature_std"} - set(state)
     if missing:
-        raise ValueError(f"{path} lacks {sorted(missing)}")
+        raise UserInputError(f"{path} lacks {sorted(missing)}")
     evaluator.load_state_dict(state, strict=False)
     return evaluator.to(device).eval()
 
@@ -137,7 +139,7 @@ def train_ipce(table: MosTable, out: str | Path, *, clip: str = IPCE_CLIP, weigh
     if mos_range is None:
         mos_range = (float(table.scores.min()), float(table.scores.max()))
     if not mos_range[1] > mos_range[0]:
-        raise ValueError(f"the MOS range {mos_range} is empty: are all scores equal?")
+        raise UserInputError(f"the MOS range {mos_range} is empty: are all scores equal?")
     evaluator = IPCEEvaluator(model, tokenizer, layers=layers, mos_range=mos_range)
     features = extract_features(evaluator, table, batch_size)
     fit = fit_head(evaluator, features, table.scores, epochs=epochs, lr=lr, val_fraction=val_fraction, seed=seed)

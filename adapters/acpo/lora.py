@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from iqabench.errors import UserInputError
+
 from .config import ALL_LINEAR, PAPER_LORA_TARGETS
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -59,7 +61,7 @@ def lora_config(rank: int = 4, alpha: float | None = None, targets: Sequence[str
     from peft import LoraConfig
 
     if rank < 1:
-        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        raise UserInputError(f"LoRA rank must be >= 1, got {rank}")
     return LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights="gaussian",
                       target_modules=list(targets))
 
@@ -75,7 +77,7 @@ def add_lora(unet: Any, rank: int = 4, alpha: float | None = None, targets: Sequ
 
         inject_adapter_in_model(config, unet)
     if not any(p.requires_grad for p in unet.parameters()):
-        raise ValueError(f"no module of {type(unet).__name__} matches the LoRA targets {list(targets)}")
+        raise UserInputError(f"no module of {type(unet).__name__} matches the LoRA targets {list(targets)}")
 
 
 def lora_parameters(unet: Any) -> list[torch.nn.Parameter]:
@@ -142,4 +144,4 @@ def load_lora(unet: Any, folder: str | Path) -> None:
     add_lora(unet, int(info.get("rank", 4)), info.get("alpha"), info.get("targets", DEFAULT_TARGETS))
     result = set_peft_model_state_dict(unet, state)
     if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"{file} does not fit this UNet (unexpected keys {result.unexpected_keys[:3]})")
+        raise UserInputError(f"{file} does not fit this UNet (unexpected keys {result.unexpected_keys[:3]})")

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iqabench.errors import UserInputError
+
 COLUMNS = ("path", "prompt", "score")
 
 
@@ -50,15 +52,15 @@ def read_mos_table(path: str | Path, path_column: str = "path", prompt_column: s
     table = pd.read_parquet(table_path) if table_path.suffix == ".parquet" else pd.read_csv(table_path)
     missing = [c for c in (path_column, prompt_column, score_column) if c is not None and c not in table.columns]
     if missing:
-        raise ValueError(f"{table_path} lacks column(s) {missing}; it has {list(table.columns)} "
-                         f"(expected {', '.join(COLUMNS)})")
+        raise UserInputError(f"{table_path} lacks column(s) {missing}; it has {list(table.columns)} "
+                             f"(expected {', '.join(COLUMNS)})")
     if table.empty:
-        raise ValueError(f"{table_path} has no rows")
+        raise UserInputError(f"{table_path} has no rows")
     scores = pd.to_numeric(table[score_column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
-        raise ValueError(f"{table_path}: row {int(bad[0]) + 2} has a score that is not a number "
-                         f"({table[score_column].iloc[int(bad[0])]!r})")
+        raise UserInputError(f"{table_path}: row {int(bad[0]) + 2} has a score that is not a number "
+                             f"({table[score_column].iloc[int(bad[0])]!r})")
     paths = [Path(p) if Path(p).is_absolute() else table_path.parent / str(p) for p in table[path_column]]
     absent = [p for p in paths if not p.is_file()]
     if absent:

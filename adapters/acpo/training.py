@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from iqabench.errors import UserInputError
+
 from .checkpoints import latest_checkpoint, metadata, resume, save_checkpoint
 from .config import X0_MODES, AcpoConfig
 from .lora import add_lora, lora_parameters, save_lora
@@ -73,10 +75,11 @@ def train_acpo(pipe: Any, evaluator: Evaluator, dataset: Sequence[Mapping[str, A
     ``dataset`` rows: ``pixel_values`` ([3, R, R] in [-1, 1]) and ``caption``.
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+
+    from iqabench.progress import ProgressBar
 
     if len(dataset) == 0:
-        raise ValueError("the ACPO training set is empty")
+        raise UserInputError("the ACPO training set is empty")
     accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
     device = accelerator.device
     if not lora_parameters(pipe.unet):
@@ -106,8 +109,8 @@ def train_acpo(pipe: Any, evaluator: Evaluator, dataset: Sequence[Mapping[str, A
     unet.train()
     prepared, optimizer = accelerator.prepare(unet, optimizer)
     result = AcpoResult(step=step, resumed_from=resumed_from)
-    bar = tqdm(total=config.max_steps, initial=step, desc="train acpo",
-               disable=not (config.progress and accelerator.is_main_process))
+    bar = ProgressBar(total=config.max_steps, initial=step, desc="train acpo",
+                      disable=not (config.progress and accelerator.is_main_process))
     while step < config.max_steps:
         g = _step_generator(config.seed, step)
         batch = _batch(dataset, config.batch_size, g)

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from iqabench.errors import UserInputError
 from iqabench.generators import WorkItem, register_generator
 from iqabench.metrics import metric_fingerprint, metric_info
 from iqabench.options import Options, option
@@ -92,9 +93,9 @@ class GuidanceOptions(Options):
         float(self.alpha), float(self.floor)  # noqa: B018 - a non-number raises ValueError/TypeError here
         size = self.metric_size
         if size is not None and size != "native" and (isinstance(size, bool) or not _is_int(size) or int(size) < 8):
-            raise ValueError(f"metric_size={size!r} should be a side in pixels (>= 8), 'native' or None")
+            raise UserInputError(f"metric_size={size!r} should be a side in pixels (>= 8), 'native' or None")
         if self.tiny_decoder is not None and self.decoder != "tiny":
-            raise ValueError("tiny_decoder= is only read with decoder=tiny")
+            raise UserInputError("tiny_decoder= is only read with decoder=tiny")
 
 
 def _is_int(value: Any) -> bool:
@@ -138,8 +139,8 @@ def _metric_side(size: Any, metric: str, where: str) -> int | None:
 def _guidance_config(options: Mapping[str, Any], metric: str, where: str) -> GuidanceConfig:
     try:
         if options["decode"] not in DECODE_MODES:
-            raise ValueError(f"decode {options['decode']!r} is unknown: choose 'z' (decode z_t, the paper's "
-                             "formula) or 'x0' (decode the predicted clean latent)")
+            raise UserInputError(f"decode {options['decode']!r} is unknown: choose 'z' (decode z_t, the paper's "
+                                 "formula) or 'x0' (decode the predicted clean latent)")
         return GuidanceConfig(alpha=float(options["alpha"]), decode=str(options["decode"]),
                               floor=float(options["floor"]),
                               metric_size=_metric_side(options.get("metric_size"), metric, where),

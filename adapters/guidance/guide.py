@@ -70,6 +70,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from iqabench.errors import UserInputError
+
 from .schedule import noise_level, omega
 
 DECODE_MODES = ("z", "x0")
@@ -93,17 +95,18 @@ class GuidanceConfig:
 
     def __post_init__(self) -> None:
         if self.decode not in DECODE_MODES:
-            raise ValueError(f"guidance decode {self.decode!r} is unknown: choose 'z' (decode z_t, the paper's "
-                             "formula) or 'x0' (decode the predicted clean latent)")
+            raise UserInputError(f"guidance decode {self.decode!r} is unknown: choose 'z' (decode z_t, the paper's "
+                                 "formula) or 'x0' (decode the predicted clean latent)")
         if self.scaling not in SCALINGS:
-            raise ValueError(f"guidance scaling {self.scaling!r} is unknown: choose 'paper' (eps - alpha*omega*grad, "
-                             "the paper's formula) or 'classifier' (times sigma_t, classifier-guidance scaling)")
+            raise UserInputError(f"guidance scaling {self.scaling!r} is unknown: choose 'paper' (eps "
+                                 f"- alpha*omega*grad, "
+                                 "the paper's formula) or 'classifier' (times sigma_t, classifier-guidance scaling)")
         if not math.isfinite(self.alpha):
-            raise ValueError(f"guidance alpha must be a finite number, got {self.alpha!r}")
+            raise UserInputError(f"guidance alpha must be a finite number, got {self.alpha!r}")
         if not self.floor > 0:
-            raise ValueError(f"guidance floor must be > 0, got {self.floor!r}")
+            raise UserInputError(f"guidance floor must be > 0, got {self.floor!r}")
         if self.metric_size is not None and self.metric_size < 8:
-            raise ValueError(f"metric_size must be at least 8 pixels, got {self.metric_size!r}")
+            raise UserInputError(f"metric_size must be at least 8 pixels, got {self.metric_size!r}")
 
 
 def resize_shorter_side(image: torch.Tensor, side: int) -> torch.Tensor:

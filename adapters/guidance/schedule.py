@@ -32,8 +32,10 @@ from typing import Any
 
 import torch
 
+from iqabench.errors import UserError
 
-class UnsupportedSchedulerError(TypeError):
+
+class UnsupportedSchedulerError(UserError, TypeError):
     """The scheduler exposes neither ``alphas_cumprod`` nor a VE ``sigmas`` table."""
 
 

@@ -70,10 +70,7 @@ def train_cmd(
     from .phases import phase as training_phase
     from .phases import resolve_mixed_precision
 
-    try:
-        preset = training_phase(phase)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    preset = training_phase(phase)
     if preset.needs_init and init_from is None and not dry_run:
         raise typer.BadParameter("--phase 2 fine-tunes the phase-1 adapter: pass it with --init-from")
     resolution = resolution or preset.resolution

@@ -33,12 +33,14 @@ from typing import Any
 
 import torch
 
+from iqabench.errors import UserInputError
+
 VENDORED_STATS = "cc3m_metric_stats.csv"
 _TERM_RE = re.compile(r"^(?:p(?P<pct>\d+(?:\.\d+)?)|z=(?P<z>[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)|"
                       r"(?P<raw>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?))$", re.IGNORECASE)
 
 
-class TargetError(ValueError):
+class TargetError(UserInputError):
     """A quality target that cannot be parsed or resolved; the message is one sentence."""
 
 

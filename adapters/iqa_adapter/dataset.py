@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqabench.errors import UserInputError
+
 from ...csv_safety import escape_frame
 from .conditioning import MetricStats, load_stats, select_stats, write_stats_csv
 
@@ -62,11 +64,12 @@ def read_records(source: str | Path) -> list[Record]:
     elif path.suffix.lower() in (".jsonl", ".json"):
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
-        raise ValueError(f"unsupported dataset file {path.name!r}: use a folder, .csv, .jsonl or a saved HF dataset")
+        raise UserInputError(f"unsupported dataset file {path.name!r}: use a folder, .csv, .jsonl or "
+                             f"a saved HF dataset")
     records = []
     for i, row in enumerate(rows):
         if "image" not in row:
-            raise ValueError(f"{path.name} row {i} has no 'image' column (columns: {sorted(row)})")
+            raise UserInputError(f"{path.name} row {i} has no 'image' column (columns: {sorted(row)})")
         image = Path(str(row["image"]))
         image = image if image.is_absolute() else path.parent / image
         caption = row.get("caption", row.get("text", ""))
@@ -91,7 +94,7 @@ def _hf_records(path: Path) -> list[Record]:
         data = data["train"] if "train" in data else data[next(iter(data))]
     caption_col = "caption" if "caption" in data.column_names else "text" if "text" in data.column_names else None
     if "image" not in data.column_names:
-        raise ValueError(f"HF dataset at {path} has no 'image' column (columns: {data.column_names})")
+        raise UserInputError(f"HF dataset at {path} has no 'image' column (columns: {data.column_names})")
 
     def loader(i: int) -> Callable[[], Image.Image]:
         return lambda: data[i]["image"]
@@ -133,10 +136,10 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
     Images that cannot be read or scored are listed in ``failures.csv``.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from iqabench.distributed import distributed_shard
     from iqabench.metrics import build_metric
+    from iqabench.progress import ProgressBar
 
     state = None
     if shard is None:
@@ -151,7 +154,7 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
         frame = pd.read_parquet(part)
         missing = [m for m in metrics if m not in frame.columns]
         if missing:
-            raise ValueError(f"{part} was scored with other metrics (lacks {missing}); use a new out_dir")
+            raise UserInputError(f"{part} was scored with other metrics (lacks {missing}); use a new out_dir")
         done.update(frame["id"].astype(str))
     mine = [r for r in records if _owner(r.id, world) == rank]
     todo = [r for r in mine if r.id not in done]
@@ -160,8 +163,8 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     index = len(list(parts.glob(f"part-r{rank}-*.parquet")))
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress or rank != 0,
-               desc="score-dataset")
+    bar = ProgressBar(total=len(mine), initial=len(mine) - len(todo), disable=not progress or rank != 0,
+                      desc="score-dataset")
     for chunk in _batches(todo, step):
         readable, tensors = [], []
         for record in chunk:
@@ -231,7 +234,7 @@ def compute_stats(frame, metrics: Sequence[str]) -> dict[str, MetricStats]:
         values = frame[m].to_numpy(dtype=np.float64)
         values = values[np.isfinite(values)]
         if values.size < 2:
-            raise ValueError(f"metric {m!r} has fewer than 2 finite scores; cannot compute its statistics")
+            raise UserInputError(f"metric {m!r} has fewer than 2 finite scores; cannot compute its statistics")
         pcts = np.arange(0, 101)
         quantiles = dict(zip(pcts.astype(float).tolist(), np.percentile(values, pcts).tolist(), strict=True))
         stats[m] = MetricStats(m, float(values.mean()), float(values.std(ddof=1)), quantiles)
@@ -260,7 +263,7 @@ class ScoredImageDataset(torch.utils.data.Dataset):
         frame = pd.read_parquet(table)
         missing = [m for m in metrics if m not in frame.columns]
         if missing:
-            raise ValueError(f"{table} has no column for {missing}; score the dataset with those metrics first")
+            raise UserInputError(f"{table} has no column for {missing}; score the dataset with those metrics first")
         records = [Record(str(r["id"]), str(r["caption"]), str(r["image"])) for r in frame.to_dict("records")]
         stats_path = stats_path or Path(table).with_name("stats.csv")
         return cls(records, frame[list(metrics)].to_numpy().tolist(), metrics, load_stats(stats_path), resolution)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from iqabench.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class TrainingPhase:
@@ -37,8 +39,8 @@ PAPER_MIXED_PRECISION = "bf16"  # official slurm_train_script.sh: accelerate lau
 
 def phase(number: int) -> TrainingPhase:
     if number not in PHASES:
-        raise ValueError(f"--phase {number} is unknown: the paper has phase 1 (512 px, lr 1e-4) and "
-                         "phase 2 (1024 px fine-tune, lr 1e-5)")
+        raise UserInputError(f"--phase {number} is unknown: the paper has phase 1 (512 px, lr 1e-4) and "
+                             "phase 2 (1024 px fine-tune, lr 1e-5)")
     return PHASES[number]
 
 

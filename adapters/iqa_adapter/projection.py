@@ -15,10 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from iqabench.errors import UserInputError
+
 PROJECTIONS = ("linear", "mlp")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint that does not fit the adapter or the base model; the message is one sentence."""
 
 

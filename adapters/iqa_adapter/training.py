@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqabench import checkpoints
+from iqabench.errors import UserInputError
 
 from .adapter import AdapterConfig, IQAAdapter
 from .checkpoint import load_adapter, read_checkpoint, save_adapter
@@ -66,12 +67,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1 or self.gradient_accumulation_steps < 1 or self.save_every < 1:
-            raise ValueError("max_steps, batch_size, gradient_accumulation_steps and save_every must be >= 1")
+            raise UserInputError("max_steps, batch_size, gradient_accumulation_steps and save_every must be >= 1")
         drops = (self.quality_drop, self.text_drop, self.both_drop)
         if min(drops) < 0 or sum(drops) > 1:
-            raise ValueError(f"drop probabilities {drops} must be >= 0 and sum to at most 1")
+            raise UserInputError(f"drop probabilities {drops} must be >= 0 and sum to at most 1")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision {self.mixed_precision!r}: choose no, fp16 or bf16")
+            raise UserInputError(f"mixed_precision {self.mixed_precision!r}: choose no, fp16 or bf16")
 
 
 @dataclass
@@ -146,7 +147,8 @@ def train_adapter(pipe: Any, adapter: IQAAdapter, dataset: torch.utils.data.Data
     """
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
-    from tqdm.auto import tqdm
+
+    from iqabench.progress import ProgressBar
 
     accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision,
                                              gradient_accumulation_steps=config.gradient_accumulation_steps)
@@ -181,13 +183,13 @@ def train_adapter(pipe: Any, adapter: IQAAdapter, dataset: torch.utils.data.Data
     n = len(dataset)
     per_process = config.batch_size * accelerator.num_processes
     if n < per_process:  # every batch would be a ragged end, dropped: the loop would never take a step
-        raise ValueError(f"the training set has {n} example(s), fewer than one batch of {per_process} "
-                         f"(batch size {config.batch_size} x {accelerator.num_processes} process(es)); "
-                         "lower --batch-size or add data")
+        raise UserInputError(f"the training set has {n} example(s), fewer than one batch of {per_process} "
+                             f"(batch size {config.batch_size} x {accelerator.num_processes} process(es)); "
+                             "lower --batch-size or add data")
     micro_per_epoch = n // per_process
     result = TrainResult(step=step, resumed_from=resumed_from)
-    bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and accelerator.is_main_process),
-               desc="train iqa-adapter")
+    bar = ProgressBar(total=config.max_steps, initial=step, desc="train iqa-adapter",
+                      disable=not (config.progress and accelerator.is_main_process))
     micro = step * config.gradient_accumulation_steps
     running = 0.0
     while step < config.max_steps:

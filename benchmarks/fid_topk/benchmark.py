@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool, WorkItem
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
@@ -42,16 +43,16 @@ LOWER_BETTER = ("FID", "KID")
 def options(spec: RunSpec) -> dict[str, Any]:
     o = spec.options
     if "reference" not in o:
-        raise ValueError("fid-topk needs reference images: pass --option reference=<image folder or CSV/JSONL of "
-                         "caption,image pairs>")
+        raise UserInputError("fid-topk needs reference images: pass --option reference=<image folder or CSV/JSONL of "
+                             "caption,image pairs>")
     weights = str(o.get("weights", "pretrained"))
     if weights not in ("pretrained", RANDOM):
-        raise ValueError(f"--option weights={weights} is not understood; use weights=pretrained or weights=random "
-                         "(give files with inception_weights=PATH and clip_weights=PATH)")
+        raise UserInputError(f"--option weights={weights} is not understood; use weights=pretrained or weights=random "
+                             "(give files with inception_weights=PATH and clip_weights=PATH)")
     topk = [float(p) for p in str(o.get("topk", "25,10")).split(",") if p.strip()]
     for p in topk:
         if not 0 < p <= 100:
-            raise ValueError(f"--option topk percents must be in (0, 100], got {p:g}")
+            raise UserInputError(f"--option topk percents must be in (0, 100], got {p:g}")
     return {
         "reference": str(o["reference"]), "topk": topk, "weights": weights,
         "inception_weights": RANDOM if weights == RANDOM else str(o.get("inception_weights", "pretrained")),
@@ -92,26 +93,26 @@ class FidTopK(BaseBenchmark):
         prompts = self._prompts(spec, pairs)
         for g in generators.canonical_list(spec.generators):
             if g == REFERENCE_GENERATOR:
-                raise ValueError(f"{REFERENCE_GENERATOR} is the reference set, not a generator to evaluate")
+                raise UserInputError(f"{REFERENCE_GENERATOR} is the reference set, not a generator to evaluate")
             plan += [PlannedItem(g, WorkItem(f"reference:{i}", text, spec.seeds[0])) for i, text in enumerate(prompts)]
         return plan
 
     def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
         everything = super().metrics_for(spec, plan)  # validates: NR metrics only
         if not everything:
-            raise ValueError("fid-topk ranks reference images by IQA score: pass --metrics (e.g. piqe,entropy)")
+            raise UserInputError("fid-topk ranks reference images by IQA score: pass --metrics (e.g. piqe,entropy)")
         refs = [i for i, p in enumerate(plan) if p.generator == REFERENCE_GENERATOR]
         return {m: refs for m in everything}
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         spec = ctx.spec
         opts = options(spec)
-        device = _device(spec)
+        device = ctx.runtime.device
         present = [(p, k) for p, k in zip(ctx.plan, ctx.image_keys, strict=True) if ctx.store.has_image(k)]
         missing = len(ctx.plan) - len(present)
         ref = [(p, k) for p, k in present if p.generator == REFERENCE_GENERATOR]
         generators = [g for g in dict.fromkeys(p.generator for p in ctx.plan) if g != REFERENCE_GENERATOR]
-        inception = InceptionFeatures(opts["inception_weights"], device, batch_size=max(1, spec.batch_size))
+        inception = InceptionFeatures(opts["inception_weights"], device, policy=ctx.runtime.batch)
         feats = inception.features(ctx.store, [k for _, k in present])
         ref_keys = [k for _, k in ref]
         metrics = list(ctx.metric_fingerprints)
@@ -210,12 +211,6 @@ def best_and_worst(rank: list[str], ranking: dict[str, float], by_key: dict[str,
         refs.append(ImageRef(best, row, {"mean_z": ranking[best]}, group="best"))
         refs.append(ImageRef(worst, row, {"mean_z": ranking[worst]}, group="worst"))
     return refs
-
-
-def _device(spec: RunSpec) -> str:
-    from iqabench.runtime import Runtime
-
-    return Runtime(spec.device, spec.dtype, spec.batch_size).device
 
 
 def _clip(opts: dict[str, Any], device: str):

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqabench.batching import BatchPolicy, run_batched
+from iqabench.errors import UserInputError
 from iqabench.store import Store, content_key
 
 from ..geneval.clip import RANDOM, WeightsUnavailableError
@@ -83,9 +85,10 @@ class InceptionFeatures:
     """Extracts and caches torch-fidelity Inception features for Store images."""
 
     def __init__(self, weights: str = "pretrained", device: str | torch.device = "cpu", seed: int = 0,
-                 batch_size: int = 16):
+                 batch_size: int = 16, policy: BatchPolicy | None = None):
         self.device = torch.device(device)
-        self.batch_size = batch_size
+        #: the run's batch policy (``--batch-size``, ``auto``, out-of-memory back-off); else a fixed ``batch_size``
+        self.policy = policy if policy is not None else BatchPolicy(batch_size)
         self.random = weights == RANDOM
         if self.random:
             self.fingerprint = f"torch-fidelity-inception-v3/random-seed={seed}"
@@ -145,8 +148,8 @@ class InceptionFeatures:
                 out[key] = np.frombuffer(blob, dtype=np.float32)
             else:
                 todo.append(key)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
+
+        def extract(chunk: list[str]) -> list[str]:
             images = [load(k) for k in chunk]
             # Inception resizes every image to 299 itself; stacking needs one size per batch.
             groups: dict[tuple[int, int], list[int]] = {}
@@ -159,6 +162,9 @@ class InceptionFeatures:
                     store.put_blob(self._key(chunk[i]), f"float32[{width}]", row.tobytes())
                     out[chunk[i]] = row
             self.n_extracted += len(chunk)
+            return chunk
+
+        run_batched(todo, extract, self.policy)
         return out
 
 
@@ -173,7 +179,7 @@ def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 
     if len(features_a) < 2 or len(features_b) < 2:
-        raise ValueError(f"FID needs at least 2 images per set, got {len(features_a)} and {len(features_b)}")
+        raise UserInputError(f"FID needs at least 2 images per set, got {len(features_a)} and {len(features_b)}")
     stats_a = fid_features_to_statistics(features_a)
     stats_b = fid_features_to_statistics(features_b)
     return float(fid_statistics_to_metric(stats_a, stats_b, verbose=False)[KEY_METRIC_FID])
@@ -195,7 +201,7 @@ def kid(features_a: torch.Tensor, features_b: torch.Tensor, subsets: int = 100, 
 
     size = min(subset_size, len(features_a), len(features_b))
     if size < 2:
-        raise ValueError("KID needs at least 2 images per set")
+        raise UserInputError("KID needs at least 2 images per set")
     kwargs: dict[str, Any] = {"kid_subsets": subsets, "kid_subset_size": size, "rng_seed": seed, "verbose": False}
     out = kid_features_to_metric(features_a, features_b, **kwargs)
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])

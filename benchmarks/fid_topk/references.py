@@ -21,6 +21,7 @@ from typing import Any
 
 from PIL import Image
 
+from iqabench.errors import UserInputError
 from iqabench.generators import WorkItem, register_generator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -48,12 +49,12 @@ def load_reference(path: str | Path, limit: int | None = None) -> list[Reference
             image = row.get("image") or row.get("file_name")
             caption = row.get("caption")
             if not image or caption is None:
-                raise ValueError(f"{path} row {number} needs an 'image' (or 'file_name') and a 'caption' value")
+                raise UserInputError(f"{path} row {number} needs an 'image' (or 'file_name') and a 'caption' value")
             pairs.append(ReferencePair((path.parent / str(image)).resolve(), str(caption)))
     if limit is not None:
         pairs = pairs[:limit]
     if len(pairs) < 2:
-        raise ValueError(f"reference {path} holds {len(pairs)} image(s); FID needs at least 2")
+        raise UserInputError(f"reference {path} holds {len(pairs)} image(s); FID needs at least 2")
     missing = [p.image for p in pairs if not p.image.is_file()]
     if missing:
         raise FileNotFoundError(f"reference image {missing[0]} does not exist ({len(missing)} missing in all)")
@@ -66,7 +67,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     if path.suffix.lower() in (".csv", ".tsv"):
         return list(csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    raise ValueError(f"reference file {path} must be .csv, .tsv or .jsonl (or pass an image folder)")
+    raise UserInputError(f"reference file {path} must be .csv, .tsv or .jsonl (or pass an image folder)")
 
 
 def reference_item(index: int, pair: ReferencePair) -> WorkItem:

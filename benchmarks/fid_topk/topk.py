@@ -15,15 +15,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from iqabench.errors import UserInputError
+
 
 def mean_z_scores(scores: Mapping[str, Mapping[str, float | None]], lower_better: Mapping[str, bool],
                   keys: Sequence[str]) -> dict[str, float]:
     """image key -> mean z-score over metrics (higher is better), for keys scored by every metric."""
     if not scores:
-        raise ValueError("top-k subsets need at least one IQA metric (e.g. --metrics piqe,entropy)")
+        raise UserInputError("top-k subsets need at least one IQA metric (e.g. --metrics piqe,entropy)")
     usable = [k for k in keys if all(scores[m].get(k) is not None and np.isfinite(scores[m][k]) for m in scores)]
     if not usable:
-        raise ValueError("no reference image has a score from every metric; see the failures table")
+        raise UserInputError("no reference image has a score from every metric; see the failures table")
     total = np.zeros(len(usable))
     for metric, values in scores.items():
         v = np.array([values[k] for k in usable], dtype=np.float64)
@@ -36,7 +38,7 @@ def mean_z_scores(scores: Mapping[str, Mapping[str, float | None]], lower_better
 def top_fraction(ranking: Mapping[str, float], percent: float) -> list[str]:
     """The best ``percent``% keys by score (ceil, at least 2); ties keep the input order."""
     if not 0 < percent <= 100:
-        raise ValueError(f"top-k percent must be in (0, 100], got {percent}")
+        raise UserInputError(f"top-k percent must be in (0, 100], got {percent}")
     ordered = sorted(ranking, key=lambda k: -ranking[k])  # stable: ties keep input order
     n = min(len(ordered), max(2, math.ceil(len(ordered) * percent / 100)))
     return ordered[:n]

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool, WorkItem
 from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci, mean_of_strata_ci
@@ -62,8 +63,8 @@ def _options(spec: RunSpec) -> dict[str, Any]:
     o = spec.options
     weights = str(o.get("weights", "pretrained"))
     if weights not in ("pretrained", RANDOM):
-        raise ValueError(f"--option weights={weights} is not understood; use weights=pretrained or weights=random "
-                         "(give files with detector_weights=PATH and clip_weights=PATH)")
+        raise UserInputError(f"--option weights={weights} is not understood; use weights=pretrained or weights=random "
+                             "(give files with detector_weights=PATH and clip_weights=PATH)")
     detector = o.get("detector") or ("maskrcnn" if weights == RANDOM else "mask2former")
     return {
         "weights": weights,
@@ -90,7 +91,7 @@ def prompt_metadata(spec: RunSpec) -> list[tuple[int, dict[str, Any]]]:
         entries = [(i, json.loads(line)) for i, line in enumerate(path.read_text("utf-8").splitlines()) if line.strip()]
         bad = [i for i, m in entries if not isinstance(m, dict) or "tag" not in m or "prompt" not in m]
         if bad:
-            raise ValueError(f"{path} line {bad[0] + 1} is not GenEval metadata (needs 'tag', 'prompt', 'include')")
+            raise UserInputError(f"{path} line {bad[0] + 1} is not GenEval metadata (needs 'tag', 'prompt', 'include')")
     per_task = spec.options.get("per_task")
     if per_task is not None:
         seen: Counter[str] = Counter()
@@ -111,7 +112,7 @@ def seeds_for(spec: RunSpec) -> list[int]:
         return list(spec.seeds)
     n = int(spec.options.get("images_per_prompt", 4))
     if n < 1:
-        raise ValueError("--option images_per_prompt must be at least 1")
+        raise UserInputError("--option images_per_prompt must be at least 1")
     return [spec.seeds[0] + i for i in range(n)]
 
 
@@ -172,9 +173,7 @@ class GenEval(BaseBenchmark):
             cached = ctx.store.get_blob(blob_key)
             if cached is None:
                 if models is None:
-                    from iqabench.runtime import Runtime
-
-                    models = self._models(opts, Runtime(spec.device, spec.dtype, spec.batch_size).device)
+                    models = self._models(opts, ctx.runtime.device)
                 verdict = judge_image(ctx.store.load_image(key), str(ctx.store.image_path(key)), meta, *models,
                                       thresholds)
                 ctx.store.put_blob(blob_key, "geneval-eval", json.dumps(verdict).encode())

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from iqabench.cli.common import fail, out_console, user_errors
+from iqabench.cli.common import out_console
 
 
 def geneval_summary_command(
@@ -19,13 +19,9 @@ def geneval_summary_command(
     from .layout import read_results_jsonl
     from .rules import summarize
 
-    try:
-        if not results.is_file():
-            raise FileNotFoundError(f"no GenEval results file at {results}")
-        summary = summarize(read_results_jsonl(results))
-    except (*user_errors(), KeyError, TypeError) as exc:
-        fail(exc)
-        return
+    if not results.is_file():
+        raise FileNotFoundError(f"no GenEval results file at {results}")
+    summary = summarize(read_results_jsonl(results))
     table = Table("task", "correct", "images", "accuracy", title=f"GenEval: {escape(str(results))}")
     for tag, accuracy in summary.tasks.items():
         correct, total = summary.task_counts[tag]

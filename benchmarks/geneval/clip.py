@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from iqabench.errors import UserInputError
 from iqabench.generators import WeightsMissingError
 
 RANDOM = "random"
@@ -84,7 +85,7 @@ def build_clip(arch: str = "ViT-L-14", pretrained: str = "openai", weights: str 
         preprocess = open_clip.image_transform(64, is_train=False)
         return ClipModel(model, preprocess, tokenizer, device, f"open_clip-tiny-random/seed={seed}", True)
     if arch not in open_clip.list_models():
-        raise ValueError(f"open_clip has no architecture {arch!r}; see open_clip.list_models()")
+        raise UserInputError(f"open_clip has no architecture {arch!r}; see open_clip.list_models()")
     source = pretrained
     if weights != "pretrained":
         path = Path(weights).expanduser()

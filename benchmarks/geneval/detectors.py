@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqabench.errors import UserInputError
+
 from .clip import RANDOM, WeightsUnavailableError
 from .layout import load_object_names
 from .rules import Detection
@@ -52,7 +54,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+        raise UserInputError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
@@ -177,11 +179,11 @@ def build_detector(name: str | None = None, weights: str = "pretrained", device:
     """``name`` mask2former (official, default) or maskrcnn; ``weights`` pretrained, a path, or random."""
     name = name or ("maskrcnn" if weights == RANDOM else "mask2former")
     if name not in DETECTORS:
-        raise ValueError(f"unknown GenEval detector {name!r}; choose one of {', '.join(DETECTORS)}")
+        raise UserInputError(f"unknown GenEval detector {name!r}; choose one of {', '.join(DETECTORS)}")
     if name == "mask2former":
         if weights == RANDOM:
-            raise ValueError("a random-weight Mask2Former is not offered; use --option detector=maskrcnn "
-                             "with --option weights=random for a weights-free smoke run")
+            raise UserInputError("a random-weight Mask2Former is not offered; use --option detector=maskrcnn "
+                                 "with --option weights=random for a weights-free smoke run")
         return MMDetMask2Former(None if weights == "pretrained" else weights, kwargs.get("config"), device)
     if weights == RANDOM:  # small inputs and few proposals: a random RPN keeps 1000 boxes, slow on a CPU
         kwargs.setdefault("min_size", 128)

@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
+from iqabench.errors import UserInputError
 from iqabench.json_lines import json_lines
 
 RESULT_FIELDS = ("filename", "tag", "prompt", "correct", "reason", "metadata", "details")
@@ -87,15 +88,15 @@ def read_official_folder(root: str | Path) -> list[Sample]:
         try:
             metadata = json.loads(meta_path.read_text("utf-8"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_path} is not one JSON object: {exc.msg} at line {exc.lineno}") from None
+            raise UserInputError(f"{meta_path} is not one JSON object: {exc.msg} at line {exc.lineno}") from None
         if not isinstance(metadata, dict) or "tag" not in metadata or "prompt" not in metadata:
-            raise ValueError(f"{meta_path} lacks the 'tag' and 'prompt' fields of GenEval metadata")
+            raise UserInputError(f"{meta_path} lacks the 'tag' and 'prompt' fields of GenEval metadata")
         sample_dir = sub / "samples"
         for image in sample_dir.iterdir() if sample_dir.is_dir() else ():
             if image.is_file() and _SAMPLE.match(image.name):
                 samples.append(Sample(int(sub.name), int(image.stem), image, metadata))
     if not samples:
-        raise ValueError(f"no GenEval samples found under {root} (expected <index>/samples/<n>.png)")
+        raise UserInputError(f"no GenEval samples found under {root} (expected <index>/samples/<n>.png)")
     return sorted(samples, key=lambda s: (s.index, s.sample))
 
 
@@ -105,7 +106,7 @@ def write_results_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> 
     for row in rows:
         missing = [f for f in RESULT_FIELDS if f not in row]
         if missing:
-            raise ValueError(f"result row lacks the official field(s) {', '.join(missing)}")
+            raise UserInputError(f"result row lacks the official field(s) {', '.join(missing)}")
         lines.append(json.dumps({f: row[f] for f in RESULT_FIELDS}))
     path = Path(path)
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
@@ -124,6 +125,6 @@ def read_results_jsonl(path: str | Path) -> list[dict[str, Any]]:
     for number, row in json_lines(path.read_text("utf-8"), bad_line):
         missing = [f for f in ("tag", "correct", "metadata") if f not in row]
         if missing:
-            raise ValueError(f"{path} line {number} lacks the field(s) {', '.join(missing)}")
+            raise UserInputError(f"{path} line {number} lacks the field(s) {', '.join(missing)}")
         rows.append(row)
     return rows

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from iqabench.errors import UserInputError
+
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 RELATIONS = ("left of", "right of", "above", "below")
@@ -53,9 +55,9 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
-            raise ValueError(f"max_objects must be at least 1, got {self.max_objects}")
+            raise UserInputError(f"max_objects must be at least 1, got {self.max_objects}")
         if not 0.0 < self.max_overlap <= 1.0:
-            raise ValueError(f"max_overlap must be in (0, 1], got {self.max_overlap}")
+            raise UserInputError(f"max_overlap must be in (0, 1], got {self.max_overlap}")
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> Summary:
     correct when any of its images is.
     """
     if not rows:
-        raise ValueError("no GenEval results to summarize")
+        raise UserInputError("no GenEval results to summarize")
     by_prompt: dict[str, bool] = {}
     by_task: dict[str, list[bool]] = {}
     for row in rows:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import Result
+from iqabench.errors import UserInputError
 from iqabench.stats import describe_method, mean_ci
 
 CHOICES = ("left", "right", "equal")
@@ -44,7 +45,7 @@ def load_manifest(study: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"no study manifest at {path}: pass the folder `iqabench study export` wrote")
     manifest = json.loads(path.read_text("utf-8"))
     if manifest.get("format") != "iqabench-study/v1":
-        raise ValueError(f"{path} is not an iqabench study manifest (format {manifest.get('format')!r})")
+        raise UserInputError(f"{path} is not an iqabench study manifest (format {manifest.get('format')!r})")
     return manifest
 
 
@@ -57,8 +58,8 @@ def _rows_from_json(data: Any, source: str) -> list[dict[str, Any]]:
                  "choice": v.get("choice"), "study_id": data.get("study_id")} for v in data["votes"]]
     if isinstance(data, dict) and "pair_id" in data:
         return [data]
-    raise ValueError(f"{source}: expected the page's votes file ({{'participant', 'votes': [...]}}), a list of "
-                     "them, or a list of {participant, pair_id, choice} rows")
+    raise UserInputError(f"{source}: expected the page's votes file ({{'participant', 'votes': [...]}}), a list of "
+                         "them, or a list of {participant, pair_id, choice} rows")
 
 
 def load_votes(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -72,26 +73,26 @@ def load_votes(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
             reader = csv.DictReader(io.StringIO(text))
             missing = {"participant", "pair_id", "choice"} - set(reader.fieldnames or [])
             if missing:
-                raise ValueError(f"{path}: CSV lacks column(s) {', '.join(sorted(missing))} "
-                                 "(need participant, pair_id, choice)")
+                raise UserInputError(f"{path}: CSV lacks column(s) {', '.join(sorted(missing))} "
+                                     "(need participant, pair_id, choice)")
             rows += [dict(r) for r in reader]
         else:
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} is neither CSV (by extension) nor valid JSON: {exc}") from None
+                raise UserInputError(f"{path} is neither CSV (by extension) nor valid JSON: {exc}") from None
             rows += _rows_from_json(data, str(path))
     votes = pd.DataFrame(rows, columns=sorted({"participant", "pair_id", "choice", "study_id"} |
                                               {k for r in rows for k in r}))
     if votes.empty:
-        raise ValueError("the votes files hold no vote")
+        raise UserInputError("the votes files hold no vote")
     if votes.participant.isna().any() or (votes.participant.astype(str).str.strip() == "").any():
-        raise ValueError("some votes have no participant id")
+        raise UserInputError("some votes have no participant id")
     votes["participant"] = votes.participant.astype(str).str.strip()
     votes["choice"] = votes.choice.astype(str).str.strip().str.lower()
     bad = sorted(set(votes.choice) - set(CHOICES))
     if bad:
-        raise ValueError(f"unknown choice(s) {', '.join(map(repr, bad))}: each vote must be left, right or equal")
+        raise UserInputError(f"unknown choice(s) {', '.join(map(repr, bad))}: each vote must be left, right or equal")
     # a participant who voted twice on a pair (e.g. two downloads) counts once: the last vote wins
     return votes.drop_duplicates(["participant", "pair_id"], keep="last").reset_index(drop=True)
 
@@ -100,12 +101,12 @@ def _check_votes(manifest: dict[str, Any], votes: pd.DataFrame) -> None:
     known = {p["pair_id"] for p in manifest["pairs"]}
     unknown = sorted(set(votes.pair_id) - known)
     if unknown:
-        raise ValueError(f"{len(unknown)} vote(s) name pairs not in this study (e.g. {unknown[0]!r}): "
-                         "are the votes from another study export?")
+        raise UserInputError(f"{len(unknown)} vote(s) name pairs not in this study (e.g. {unknown[0]!r}): "
+                             "are the votes from another study export?")
     if "study_id" in votes:
         other = sorted({s for s in votes.study_id.dropna() if s != manifest["study_id"]})
         if other:
-            raise ValueError(f"votes are from study {other[0]!r}, but this study is {manifest['study_id']!r}")
+            raise UserInputError(f"votes are from study {other[0]!r}, but this study is {manifest['study_id']!r}")
 
 
 def verification_report(manifest: dict[str, Any], votes: pd.DataFrame, max_failed_checks: int = 0) -> pd.DataFrame:
@@ -279,7 +280,7 @@ def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = Non
     """Bradley-Terry log-strengths per condition with 95% bootstrap CIs, and notes on how they were fitted."""
     conditions = list(conditions or sorted(set(outcomes.a) | set(outcomes.b)))
     if len(conditions) < 2 or outcomes.empty:
-        raise ValueError("Bradley-Terry needs votes on at least two conditions")
+        raise UserInputError("Bradley-Terry needs votes on at least two conditions")
     notes = []
     wins = _win_matrix(outcomes, conditions)
     if prior is None:

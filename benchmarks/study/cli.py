@@ -11,10 +11,7 @@ from typing import Annotated
 
 import typer
 
-
-def _fail(exc: BaseException) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code=2)
+from iqabench.errors import UserInputError
 
 
 def study_export_cmd(
@@ -33,18 +30,14 @@ def study_export_cmd(
 
     from .export import collect_conditions, export_study
 
-    try:
-        if not out.is_dir():
-            raise FileNotFoundError(f"no store at {out}: pass --out with the folder your runs wrote to")
-        if n_verification < 0:
-            raise ValueError("--n-verification must be >= 0")
-        store = Store(out)
-        images = collect_conditions(store, runs)
-        page = export_study(store, images, dest, n_verification=n_verification, seed=seed, max_pairs=max_pairs,
-                            conditions=condition, title=title, run_ids=runs)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(exc)
-        return
+    if not out.is_dir():
+        raise FileNotFoundError(f"no store at {out}: pass --out with the folder your runs wrote to")
+    if n_verification < 0:
+        raise UserInputError("--n-verification must be >= 0")
+    store = Store(out)
+    images = collect_conditions(store, runs)
+    page = export_study(store, images, dest, n_verification=n_verification, seed=seed, max_pairs=max_pairs,
+                        conditions=condition, title=title, run_ids=runs)
     import json
 
     manifest = json.loads((page.parent / "study.json").read_text("utf-8"))
@@ -68,12 +61,8 @@ def study_analyze_cmd(
 
     from .analyze import analyze_study, load_manifest
 
-    try:
-        manifest = load_manifest(study)
-        result = analyze_study(study, votes, max_failed_checks=max_failed_checks, n_boot=n_boot)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
-        return
+    manifest = load_manifest(study)
+    result = analyze_study(study, votes, max_failed_checks=max_failed_checks, n_boot=n_boot)
     store = Store(Path(study) / "analysis")
     run_id = f"study-{manifest['study_id']}"
     save_result(store, run_id, result)

@@ -33,9 +33,9 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from iqabench.atomic_io import atomic_write_text
-from iqabench.runner import Runner
-from iqabench.specs import RunSpec
+from iqabench.errors import UserInputError
 from iqabench.store import Store, content_key
+from iqabench.templating import html_environment
 
 STUDY_FORMAT = "iqabench-study/v1"
 TEMPLATE = Path(__file__).with_name("page.html.j2")
@@ -59,20 +59,24 @@ def condition_label(generator: str, params: dict) -> str:
 def collect_conditions(store: Store, run_ids: Sequence[str]) -> pd.DataFrame:
     """Every cached image of the given runs as (condition, prompt_id, prompt, seed, image_key) rows.
 
-    The run's plan is rebuilt from its ``run.json`` (no model is loaded), so
-    any benchmark whose plan has several generators or params per prompt and
-    seed (relgain, scores, condition-sweep, ...) can feed a study.
+    The planned items and their image keys are read from each run's ``run.json`` (``planned``, written by the
+    runner): nothing is re-planned, so a run made on a GPU exports on a CPU machine (whose ``auto`` dtype would
+    give other keys), and no metric or generator weights are needed. Any benchmark whose plan has several
+    generators or params per prompt and seed (relgain, scores, condition-sweep, ...) can feed a study.
     """
     rows = []
     for run_id in run_ids:
         manifest = store.read_run_json(run_id)
-        spec = RunSpec.from_dict(manifest["spec"])
-        runner = Runner(spec, store, run_id=run_id)
-        for planned, key in zip(runner.plan, runner.image_keys, strict=True):
-            if store.has_image(key):
-                rows.append({"condition": condition_label(planned.generator, dict(planned.item.params)),
-                             "prompt_id": planned.item.prompt_id, "prompt": planned.item.prompt,
-                             "seed": planned.item.seed, "image_key": key})
+        planned = manifest.get("planned")
+        if not isinstance(planned, list):
+            raise UserInputError(f"run {run_id!r} was written by an older iqabench whose run.json does not list its "
+                                 "planned images; re-run the same `iqabench run` command once (cached images are "
+                                 "reused, nothing is regenerated) and export again")
+        for record in planned:
+            if store.has_image(record["image_key"]):
+                rows.append({"condition": condition_label(record["generator"], dict(record.get("params") or {})),
+                             "prompt_id": record["prompt_id"], "prompt": record["prompt"],
+                             "seed": int(record["seed"]), "image_key": record["image_key"]})
     frame = pd.DataFrame(rows, columns=["condition", "prompt_id", "prompt", "seed", "image_key"])
     return frame.drop_duplicates(["condition", "prompt_id", "seed"]).reset_index(drop=True)
 
@@ -94,14 +98,13 @@ def export_study(store: Store, images: pd.DataFrame, dest: str | os.PathLike[str
     conditions of the same prompt and seed becomes one question (at most
     ``max_pairs``, sampled with ``seed``); ``n_verification`` check pairs are mixed in.
     """
-    import jinja2
     import markupsafe
 
     if conditions:
         unknown = sorted(set(conditions) - set(images.condition))
         if unknown:
-            raise ValueError(f"condition(s) {', '.join(unknown)} not among the exported images; known: "
-                             f"{', '.join(sorted(set(images.condition)))}")
+            raise UserInputError(f"condition(s) {', '.join(unknown)} not among the exported images; known: "
+                                 f"{', '.join(sorted(set(images.condition)))}")
         images = images[images.condition.isin(conditions)]
     rng = random.Random(seed)
     questions = []
@@ -113,8 +116,8 @@ def export_study(store: Store, images: pd.DataFrame, dest: str | os.PathLike[str
                               "left": left.condition, "right": right.condition,
                               "left_key": left.image_key, "right_key": right.image_key, "verification": False})
     if not questions:
-        raise ValueError("no pair to vote on: the images must include at least two conditions of the same prompt "
-                         "and seed (e.g. a relgain or condition-sweep run)")
+        raise UserInputError("no pair to vote on: the images must include at least two conditions of the same prompt "
+                             "and seed (e.g. a relgain or condition-sweep run)")
     if max_pairs is not None and len(questions) > max_pairs:
         questions = rng.sample(questions, max_pairs)
 
@@ -149,7 +152,7 @@ def export_study(store: Store, images: pd.DataFrame, dest: str | os.PathLike[str
     atomic_write_text(dest / "study.json", json.dumps(manifest, indent=2))
     page_pairs = [{"pair_id": q["pair_id"], "prompt": q["prompt"], "left": f"images/{q['left_key']}.png",
                    "right": f"images/{q['right_key']}.png"} for q in questions]
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env = html_environment()
     script = SCRIPT.read_text("utf-8")
     page = env.from_string(TEMPLATE.read_text("utf-8")).render(
         title=title, csp=page_csp(script), script=markupsafe.Markup(script),

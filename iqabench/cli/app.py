@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+import traceback
+from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from .common import console, print_error
 from .listing import list_command
@@ -13,7 +17,35 @@ from .report import report_command
 from .run import run_command
 from .store import store_app
 
+
+class BoundaryGroup(TyperGroup):
+    """The root command group: every command, mounted ones included, runs inside its error boundary.
+
+    Living in the group (not only in :func:`main`) makes ``CliRunner().invoke(app, ...)`` and ``python -m
+    iqabench`` behave alike: a user error is one sentence with exit code 2, a bug its traceback plus the
+    "this is a bug" line (see :mod:`.boundary`).
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own exits and usage errors
+        except Exception as exc:
+            from .boundary import EXIT_USER_ERROR, bug_report_line, user_message
+
+            message = user_message(exc)
+            if message is None:  # a bug (ours or a plugin's): the traceback is what its author needs
+                traceback.print_exception(exc)
+                print_error(bug_report_line(exc))
+                exc.iqabench_reported = True  # type: ignore[attr-defined]
+                raise
+            print_error(message)
+            raise typer.Exit(code=EXIT_USER_ERROR) from None
+
+
 app = typer.Typer(
+    cls=BoundaryGroup,
     name="iqabench",
     help="Quality-aware text-to-image generation and IQA robustness benchmarks.",
     no_args_is_help=True,
@@ -51,17 +83,20 @@ mount_plugin_commands(app, groups)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The one error boundary of every command, mounted ones included (see :mod:`iqabench.errors`)."""
-    from ..errors import EXIT_USER_ERROR, user_message
-
+    """Run the CLI; the error boundary itself is :class:`BoundaryGroup` (see :mod:`iqabench.cli.boundary`)."""
     try:
         app(args=argv)  # usage errors are handled (and exit) inside; other exceptions come out here
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume from the cache")
         sys.exit(130)
     except Exception as exc:
-        message = user_message(exc)
-        if message is None:
-            raise  # a bug (ours or a plugin's): the traceback is what its author needs
-        print_error(message)
-        sys.exit(EXIT_USER_ERROR)
+        if not getattr(exc, "iqabench_reported", False):  # raised outside a command (e.g. while mounting)
+            from .boundary import EXIT_USER_ERROR, bug_report_line, user_message
+
+            message = user_message(exc)
+            if message is not None:
+                print_error(message)
+                sys.exit(EXIT_USER_ERROR)
+            traceback.print_exception(exc)
+            print_error(bug_report_line(exc))
+        sys.exit(1)

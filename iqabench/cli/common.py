@@ -1,4 +1,7 @@
-"""What every command shares: the consoles, the ``--out``/``--plugin`` options and the one-sentence error exit."""
+"""What every command shares: the consoles, the ``--out``/``--plugin`` options and the error line's format.
+
+Errors are not caught here: every command runs inside the one boundary, :class:`iqabench.cli.app.BoundaryGroup`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..registry import RegistryError, UnknownNameError, load_plugin
+from ..registry import load_plugin
 
 console = Console(stderr=True)
 out_console = Console()
@@ -22,33 +25,8 @@ PluginOption = Annotated[
 ]
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions a command catches and hands to :func:`fail`, which decides: one sentence, or the traceback."""
-    from ..generators import WeightsMissingError
-    from ..metrics import MetricUnavailableError
-    from ..prompts import PromptFileError
-    from ..specs import SpecError
-
-    return (UnknownNameError, RegistryError, WeightsMissingError, MetricUnavailableError, PromptFileError,
-            SpecError, ValueError, OSError, ImportError)
-
-
 def print_error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-
-
-def fail(exc: BaseException) -> None:
-    """One sentence and exit code 2 for a user or environment error; a bug is re-raised with its traceback.
-
-    Call it inside an ``except`` block (see :mod:`iqabench.errors` for the rule).
-    """
-    from ..errors import EXIT_USER_ERROR, user_message
-
-    message = user_message(exc)
-    if message is None:
-        raise exc
-    print_error(message)
-    raise typer.Exit(code=EXIT_USER_ERROR)
 
 
 def load_plugins(plugins: list[str] | None) -> None:

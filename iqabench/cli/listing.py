@@ -11,8 +11,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import UserInputError
 from ..registry import BENCHMARKS, GENERATORS, METRICS
-from .common import DEFAULT_OUT, OutOption, PluginOption, fail, load_plugins, out_console, user_errors
+from .common import DEFAULT_OUT, OutOption, PluginOption, load_plugins, out_console
 
 
 def list_command(
@@ -29,10 +30,7 @@ def list_command(
     if what == "runs":
         print_runs(Path(out))
         return
-    try:
-        load_plugins(plugin)
-    except user_errors() as exc:
-        fail(exc)
+    load_plugins(plugin)
     registries = {"generators": GENERATORS, "metrics": METRICS, "benchmarks": BENCHMARKS}
     if what == "prompts":
         table = Table("name", "description")
@@ -43,7 +41,7 @@ def list_command(
     if what not in registries:
         from ..registry import unknown_name_message
 
-        fail(ValueError(unknown_name_message("list", what, [*registries, "prompts", "runs"]).split(" Run")[0]))
+        raise UserInputError(unknown_name_message("list", what, [*registries, "prompts", "runs"]).split(" Run")[0])
     registry = registries[what]
     if what == "benchmarks" and options:
         _print_benchmark_options()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import DEFAULT_OUT, OutOption, fail, out_console, user_errors
+from .common import DEFAULT_OUT, OutOption, out_console
 
 
 def report_command(
@@ -28,12 +28,8 @@ def report_command(
 
     if output is not None and output.is_dir():
         output = output / REPORT_FILE  # `-o some/folder` means "put the report there", not "replace the folder"
-    try:
-        if output is not None:
-            refuse_file_in_path(output)
-        refs = [resolve_run(text, Path(out)) for text in runs]
-        path = render_comparison(refs, output)
-    except user_errors() as exc:
-        fail(exc)
-        return
+    if output is not None:
+        refuse_file_in_path(output)
+    refs = [resolve_run(text, Path(out)) for text in runs]
+    path = render_comparison(refs, output)
     out_console.print(f"report: {path}", highlight=False, soft_wrap=True)

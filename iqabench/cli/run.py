@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .common import DEFAULT_OUT, OutOption, PluginOption, console, fail, load_plugins, out_console, user_errors
+from ..errors import UserInputError
+from .common import DEFAULT_OUT, OutOption, PluginOption, console, load_plugins, out_console
 from .progress import RichProgress
 from .relaunch import relaunch
 from .summary import print_summary
@@ -63,58 +64,49 @@ def run_command(
     missing (re-run to retry them), 2 for a bad input or environment.
     """
     from ..api import execute
+    from ..batching import parse_batch_size
     from ..errors import EXIT_INCOMPLETE
+    from ..execution import Execution
     from ..runner import Runner
     from ..specs import RunSpec, SpecError, parse_value
 
     if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(relaunch(num_processes))
-    try:
-        load_plugins(plugin)
-        options: dict = {"compile": True} if compile else {}
-        if attention_slicing:
-            options["attention_slicing"] = True
-        # Opt-in fast paths (iqabench.fast_paths); recorded in run.json, not in image keys.
-        if channels_last:
-            options["channels_last"] = True
-        if fuse_qkv:
-            options["fuse_qkv"] = True
-        if sdpa_backend != "auto":
-            options["sdpa_backend"] = sdpa_backend
-        if batch_size == "auto":
-            options["auto_batch_size"] = True
-        given: set[str] = set()
-        for pair in option or []:
-            if "=" not in pair or not pair.split("=", 1)[0].strip():
-                raise SpecError(f"--option {pair!r} is not of the form key=value")
-            key, value = (part.strip() for part in pair.split("=", 1))
-            if key in given:
-                raise SpecError(f"--option {key!r} is given twice; keep one")
-            given.add(key)
-            options[key] = parse_value(value, key=key)
-        if prompt_column:
-            options["prompt_column"] = prompt_column
-        fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
-        if preset is not None and dry_run:  # before any generator is built: visible without the weights
-            resolved = ", ".join(f"{key}={fields[key]!r}" for key in
-                                 ("generators", "metrics", "prompts", "seeds", "limit", "options"))
-            console.print(f"{escape(preset)} resolves to: {escape(resolved)}", highlight=False, soft_wrap=True)
-        spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, device=device, dtype=dtype,
-                       batch_size=_batch_size(batch_size, device), plugins=list(plugin or []))
-        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
-        plan = runner.summarize_plan()
-        for line in plan.lines() if runner.is_main_process else []:
-            console.print(line, highlight=False, markup=False)
-        if dry_run:
-            return
-        columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=console, disable=not console.is_terminal and "CI" in os.environ) as bar:
-            runner.progress = RichProgress(bar)
-            outcome = execute(runner)
-    except user_errors() as exc:
-        fail(exc)
+    load_plugins(plugin)
+    options: dict = {}
+    given: set[str] = set()
+    for pair in option or []:
+        if "=" not in pair or not pair.split("=", 1)[0].strip():
+            raise SpecError(f"--option {pair!r} is not of the form key=value")
+        key, value = (part.strip() for part in pair.split("=", 1))
+        if key in given:
+            raise SpecError(f"--option {key!r} is given twice; keep one")
+        given.add(key)
+        options[key] = parse_value(value, key=key)
+    if prompt_column:
+        options["prompt_column"] = prompt_column
+    fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
+    if preset is not None and dry_run:  # before any generator is built: visible without the weights
+        resolved = ", ".join(f"{key}={fields[key]!r}" for key in
+                             ("generators", "metrics", "prompts", "seeds", "limit", "options"))
+        console.print(f"{escape(preset)} resolves to: {escape(resolved)}", highlight=False, soft_wrap=True)
+    spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, dtype=dtype, plugins=list(plugin or []))
+    # How it runs: not part of the spec, so none of these flags changes the run id or a cache key.
+    how = Execution(device=device, batch_size=parse_batch_size(batch_size), compile=compile,
+                    channels_last=channels_last, fuse_qkv=fuse_qkv, sdpa_backend=sdpa_backend,
+                    attention_slicing=attention_slicing, num_processes=num_processes)
+    runner = Runner(spec, out, run_id=run_id, execution=how,
+                    log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
+    plan = runner.summarize_plan()
+    for line in plan.lines() if runner.is_main_process else []:
+        console.print(line, highlight=False, markup=False)
+    if dry_run:
         return
+    columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal and "CI" in os.environ) as bar:
+        runner.progress = RichProgress(bar)
+        outcome = execute(runner)
     if not runner.is_main_process:
         return
     print_summary(outcome.result)
@@ -144,16 +136,6 @@ def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None,
             console.print(f"[yellow]note:[/] departs from {escape(preset)}: {escape(line)}", highlight=False)
         return fields
     if not given["generators"]:
-        raise ValueError("give at least one --generator (or a --preset paper:<id>)")
+        raise UserInputError("give at least one --generator (or a --preset paper:<id>)")
     return {"generators": given["generators"], "metrics": given["metrics"] or parse_metric_list("piqe,entropy"),
             "prompts": prompts or "smoke", "seeds": given["seeds"] or [0], "limit": limit, "options": options}
-
-
-def _batch_size(text: str, device: str) -> int:
-    """The starting batch size; with 'auto' the runner probes from 1 up (or reuses a remembered choice)."""
-    if text == "auto":
-        return 1
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"--batch-size must be a number or 'auto', not {text!r}") from None

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .common import DEFAULT_OUT, OutOption, fail, out_console, user_errors
+from ..errors import UserInputError
+from .common import DEFAULT_OUT, OutOption, out_console
 
 store_app = typer.Typer(help="Check and repair a store (image cache, scores, runs).", no_args_is_help=True)
 
@@ -27,12 +28,8 @@ def verify_command(
     from ..store_check import verify_store
 
     if not out.is_dir():
-        fail(FileNotFoundError(f"no store at {out}: pass --out the folder a run wrote"))
-    try:
-        check = verify_store(Store(out), repair=repair)
-    except user_errors() as exc:
-        fail(exc)
-        return
+        raise UserInputError(f"no store at {out}: pass --out the folder a run wrote")
+    check = verify_store(Store(out), repair=repair)
     for line in check.lines():
         out_console.print(line, highlight=False, markup=False, soft_wrap=True)
     if check.problems and not repair:

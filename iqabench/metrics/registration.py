@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import UserInputError
 from ..registry import METRICS, Entry
 from ..runtime import Runtime
 from .wrapper import Metric, MetricInfo, MetricUnavailableError, fingerprint
@@ -107,7 +108,7 @@ def parse_metric_list(text: str | list[str]) -> list[str]:
     names = text if isinstance(text, list) else [n.strip() for n in str(text).split(",")]
     names = [n for n in names if n]
     if not names:
-        raise ValueError("no metrics given: pass e.g. --metrics piqe,entropy")
+        raise UserInputError("no metrics given: pass e.g. --metrics piqe,entropy")
     for name in names:
         METRICS.get(name)  # raises UnknownNameError with suggestions
     return list(dict.fromkeys(names))

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import EnvironmentProblem, UserInputError
 from ..store import content_key
 
 # pyiqa metrics whose batched implementation is slower than one image at a time: entropy builds a one-hot
@@ -16,11 +17,11 @@ from ..store import content_key
 _MAX_BATCH = {"entropy": 1}
 
 
-class MetricUnavailableError(RuntimeError):
+class MetricUnavailableError(EnvironmentProblem):
     """A metric cannot be built here (missing weights or dependency). The message is one sentence."""
 
 
-class MetricContractError(ValueError):
+class MetricContractError(UserInputError):
     """A metric whose output is not one number per image; raised before any of its scores is stored."""
 
 

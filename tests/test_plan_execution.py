@@ -1,0 +1,199 @@
+"""Issue 22, items 1, 2 and 5: planning without side effects, *what* (RunSpec) apart from *how* (Execution),
+the batch policy reaching benchmarks' own passes, and errors classified by type at the one CLI boundary."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from iqabench.api import run
+from iqabench.execution import Execution
+from iqabench.manifest import default_run_id
+from iqabench.planning import plan_run
+from iqabench.runtime import Runtime
+from iqabench.specs import RunSpec
+from iqabench.store import content_key
+
+SPEC = dict(benchmark="relgain", generators=["tiny-sd[steps=1]"], metrics=["entropy"], limit=1)
+
+
+# -- run ids ------------------------------------------------------------------------------------------------------
+def test_speed_flags_and_batch_size_do_not_change_the_run_id():
+    spec = RunSpec(**SPEC)
+    plain = default_run_id(spec, Execution())
+    for how in (Execution(batch_size=16), Execution(batch_size="auto"), Execution(compile=True),
+                Execution(channels_last=True, fuse_qkv=True, sdpa_backend="math", attention_slicing=True),
+                Execution(num_processes=4)):
+        assert default_run_id(spec, how) == plain, how
+    assert default_run_id(spec, Execution(device="cpu")) != plain  # the device is part of it
+    assert default_run_id(RunSpec(**SPEC, dtype="fp16"), Execution()) != plain  # the dtype is part of the spec
+
+
+def test_the_out_of_memory_hint_resumes_the_same_run():
+    """The back-off says "pass --batch-size N next time": following it must not start a new run folder."""
+    spec = RunSpec(**SPEC)
+    assert default_run_id(spec, Execution(batch_size=8)) == default_run_id(spec, Execution(batch_size=4))
+
+
+def test_existing_run_ids_are_unchanged():
+    """Before the split the id hashed RunSpec.to_dict() with device and batch_size in it; specs made without speed
+    flags (and the default batch size) keep their ids, through the new API and the old spelling alike."""
+    spec = RunSpec(**SPEC)
+    legacy = {"benchmark": "relgain", "generators": ["tiny-sd[steps=1]"], "metrics": ["entropy"], "prompts": "smoke",
+              "seeds": [0], "limit": 1, "baseline": None, "options": {}, "device": "auto", "dtype": "auto",
+              "batch_size": 4, "plugins": []}
+    expected = f"relgain-{content_key('run/v1', legacy)[:10]}"
+    assert default_run_id(spec) == default_run_id(spec, Execution()) == expected == "relgain-da518ec699"
+    on_cpu = {**legacy, "device": "cpu"}
+    old_spelling = RunSpec(**SPEC, device="cpu", batch_size=4)
+    assert default_run_id(old_spelling) == f"relgain-{content_key('run/v1', on_cpu)[:10]}"
+
+
+def test_old_spellings_land_in_the_execution_not_the_spec():
+    spec = RunSpec(**SPEC, device="cpu", batch_size=2, options={"compile": True, "auto_batch_size": True})
+    assert "device" not in spec.to_dict() and "batch_size" not in spec.to_dict() and spec.options == {}
+    assert spec.execution_hint() == Execution(device="cpu", batch_size="auto", compile=True)
+    assert RunSpec.from_dict({**spec.to_dict(), "device": "cpu", "batch_size": 8}).execution_hint().batch_size == 8
+
+
+def test_runtime_is_immutable():
+    runtime = Runtime("cpu", "fp32", 3)
+    with pytest.raises(AttributeError):
+        runtime.device = "cuda"  # type: ignore[misc]
+    assert runtime.batch_size == 3 and runtime.batch.back_off() == 1 and runtime.batch_size == 1
+
+
+# -- planning -----------------------------------------------------------------------------------------------------
+def test_plan_run_has_no_side_effects(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = plan_run(RunSpec(**SPEC), Runtime("cpu", "fp32"))
+    assert list(tmp_path.iterdir()) == []  # no store, no run folder, nothing written
+    assert {p.generator for p in plan.plan} == {"tiny-sd[steps=1]", "tiny-sd[guidance_scale=1.0,steps=1]"}
+    assert len(set(plan.image_keys)) == 2 and set(plan.metric_fps) == {"entropy"}
+
+
+def test_study_export_of_a_run_planned_on_another_device_keeps_its_rows(tmp_path, monkeypatch):
+    """run.json records the resolved runtime and the planned keys; the export reads them and re-plans nothing,
+    so a run planned on cuda/fp16 exports on this CPU machine, and no metric (or its weights) is needed."""
+    import iqabench.metrics.registration as registration
+    import iqabench.planning as planning
+    from iqabench.benchmarks.study.export import collect_conditions
+    from iqabench.store import Store
+
+    outcome = run(RunSpec(**SPEC), out=tmp_path, execution=Execution(device="cpu", batch_size=2))
+    store = Store(tmp_path)
+    data = store.read_run_json(outcome.run_id)
+    assert data["runtime"] == {"device": "cpu", "device_type": "cpu", "dtype": "fp32"}
+    assert [r["image_key"] for r in data["planned"]] == outcome_keys(store, outcome.run_id)
+    assert data["execution"]["batch_size"] == 2 and "batch_size" not in data["spec"]
+    # as if planned on a GPU: another resolved dtype, which would give other keys if the export re-planned here
+    data["runtime"] = {"device": "cuda", "device_type": "cuda", "dtype": "fp16"}
+    data["spec"]["dtype"] = "fp16"
+    data["environment"].update(device="cuda", dtype="fp16")
+    (tmp_path / "runs" / outcome.run_id / "run.json").write_text(json.dumps(data))
+
+    def refuse(*_, **__):
+        raise AssertionError("the export must not plan or look at metrics")
+
+    monkeypatch.setattr(planning, "plan_run", refuse)
+    monkeypatch.setattr(registration, "check_available", refuse)
+    monkeypatch.setattr(registration, "metric_fingerprint", refuse)
+    rows = collect_conditions(store, [outcome.run_id])
+    assert len(rows) == 2 and set(rows.condition) == {"tiny-sd[steps=1]", "tiny-sd[guidance_scale=1.0,steps=1]"}
+
+
+def outcome_keys(store, run_id):
+    from iqabench.runner import Runner
+
+    return Runner(RunSpec(**SPEC), store, run_id=run_id, execution=Execution(device="cpu")).image_keys
+
+
+# -- the batch policy ---------------------------------------------------------------------------------------------
+def test_batch_size_auto_reaches_fid_topk_inception_pass(tmp_path, monkeypatch):
+    """``--batch-size auto`` used to become batch 1 plus a flag, and fid-topk's Inception pass ran one image per
+    batch; the pass now takes the run's batch policy."""
+    from test_fid_topk import _reference
+
+    from iqabench.benchmarks.fid_topk.features import InceptionFeatures
+
+    sizes: list[int] = []
+    original = InceptionFeatures._extract
+
+    def record(self, images):
+        sizes.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(InceptionFeatures, "_extract", record)
+    folder = _reference(tmp_path, 4)
+    options = {"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50", "kid_subsets": 10}
+    spec = RunSpec("fid-topk", ["tiny-sd[steps=1]"], metrics=["entropy"], options=options)
+    outcome = run(spec, out=tmp_path / "store", execution=Execution(device="cpu", batch_size="auto"), report=False)
+    assert outcome.result.summary["features_extracted"] == 8
+    assert sum(sizes) == 8 and max(sizes) > 1, sizes
+
+
+def test_a_pass_backs_off_on_out_of_memory():
+    from iqabench.batching import BatchPolicy, run_batched
+
+    policy = BatchPolicy("auto")
+    calls: list[int] = []
+
+    def call(chunk):
+        calls.append(len(chunk))
+        if len(chunk) > 4:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+        return [x * 2 for x in chunk]
+
+    assert run_batched(list(range(10)), call, policy) == [x * 2 for x in range(10)]
+    assert calls[:3] == [10, 5, 2] and policy.for_pass() == 2  # 16 -> 10 items, then halved until it fits
+
+
+# -- errors by type -----------------------------------------------------------------------------------------------
+def _cli(args, capsys):
+    from iqabench.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return info.value.code, capsys.readouterr().err
+
+
+def test_a_key_error_in_a_plugin_benchmark_is_a_bug_with_its_traceback(tmp_path, capsys):
+    plugin = tmp_path / "keyerror_bench.py"
+    plugin.write_text(textwrap.dedent('''
+        from iqabench.benchmark import BaseBenchmark, register_benchmark
+
+        @register_benchmark("keyerror-test", overwrite=True)
+        class KeyErrorBench(BaseBenchmark):
+            options = {}
+
+            def plan(self, spec, generators):
+                from iqabench.benchmark import PlannedItem
+                return [PlannedItem(g, item) for g in spec.generators for item in self.work_items(spec)]
+
+            def analyze(self, ctx):
+                return {}["relgain_per_item"]  # a bug planted in the analysis
+    '''))
+    code, err = _cli(["run", "keyerror-test", "-g", "tiny-sd[steps=1]", "--metrics", "entropy", "--limit", "1",
+                      "--plugin", plugin, "--out", tmp_path / "out", "--device", "cpu"], capsys)
+    assert code == 1 and "Traceback" in err and "KeyError: 'relgain_per_item'" in err
+    assert "this is a bug in iqabench, please report it" in err
+
+
+def test_a_user_mistake_is_still_one_sentence(tmp_path, capsys):
+    code, err = _cli(["run", "relgain", "-g", "tiny-sd", "--seeds", "3-1", "--out", tmp_path, "--dry-run"], capsys)
+    assert code == 2 and "Traceback" not in err and "bug" not in err
+    assert " ".join(err.split()) == "error: seed range '3-1' runs backwards"
+    code, err = _cli(["run", "relgain", "-g", "tiny-sd", "--batch-size", "0", "--out", tmp_path, "--dry-run"], capsys)
+    assert code == 2 and "--batch-size must be a whole number of at least 1" in err and "Traceback" not in err
+
+
+def test_auto_scores_cached_images_in_batches_not_one_by_one():
+    from iqabench.batching import AUTO_PASS_START, BatchPolicy
+
+    auto = BatchPolicy("auto")
+    assert auto.size == 1 and auto.for_scoring() == AUTO_PASS_START  # nothing probed: not one image per batch
+    auto.set(32)
+    assert auto.for_scoring() == 32
+    assert BatchPolicy(3).for_scoring() == 3
