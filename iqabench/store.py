@@ -458,10 +458,14 @@ class Store:
         return path
 
     def read_run_json(self, run_id: str) -> dict[str, Any]:
+        """The run's run.json, read bounded and shape-checked (RunFolderError naming the file when it is not
+        a JSON object iqabench could have written; see :mod:`.run_folders`)."""
+        from .run_folders import read_run_manifest
+
         path = self.run_dir(run_id) / "run.json"
         if not path.is_file():
             raise FileNotFoundError(f"no run {run_id!r} in {self.runs_dir} (missing {path.name})")
-        return json.loads(path.read_text("utf-8"))
+        return read_run_manifest(path)
 
 
 def __getattr__(name: str) -> Any:

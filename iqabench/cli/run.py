@@ -56,6 +56,11 @@ def run_command(
     plugin: PluginOption = None,
     allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when images or scores "
                                                  "are missing (the report shows a partial run).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let this spec replace a run of another spec "
+                                            "under the same --run-id (refused without it).")] = False,
+    trust_hub_code: Annotated[bool, typer.Option("--trust-hub-code", help="Allow metrics that import code from "
+                                                 "torch hub's cache (e.g. fid_dinov2); like trust_remote_code.")]
+    = False,
 ) -> None:
     """Generate, score and analyse a benchmark; writes runs/<id>/report.html.
 
@@ -67,6 +72,8 @@ def run_command(
     from ..runner import Runner
     from ..specs import RunSpec, SpecError, parse_value
 
+    if num_processes < 1:
+        fail(ValueError(f"--num-processes must be at least 1, not {num_processes}"))
     if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(relaunch(num_processes))
     try:
@@ -101,7 +108,8 @@ def run_command(
             console.print(f"{escape(preset)} resolves to: {escape(resolved)}", highlight=False, soft_wrap=True)
         spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, device=device, dtype=dtype,
                        batch_size=_batch_size(batch_size, device), plugins=list(plugin or []))
-        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
+        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"),
+                        overwrite=overwrite, trust_hub_code=trust_hub_code)
         plan = runner.summarize_plan()
         for line in plan.lines() if runner.is_main_process else []:
             console.print(line, highlight=False, markup=False)
