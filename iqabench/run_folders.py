@@ -111,7 +111,7 @@ def read_table(path: Path, *, max_bytes: int = MAX_TABLE_BYTES):
     try:
         return pd.read_csv(io.BytesIO(raw), keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = " ".join(str(exc).replace("Error tokenizing data. C error: ", "").split())[:200] or type(exc).__name__
         raise RunFolderError(f"{path} is not a readable CSV table ({reason}); it is damaged or not iqabench's"
                              ) from None
 

@@ -92,8 +92,8 @@ def run_rows(out: Path) -> list[dict[str, str]]:
         try:
             rows.append(_run_row(run_id, manifest))
         except (OSError, ValueError) as exc:  # RunFolderError (a ValueError) names the file and says why
-            rows.append({"id": run_id, "benchmark": "", "generators": "",
-                         "status": f"unreadable: {' '.join(str(exc).split())[:300]}", "date": ""})
+            why = " ".join(str(exc).replace(str(manifest), manifest.name).split())[:300]
+            rows.append({"id": run_id, "benchmark": "", "generators": "", "status": f"unreadable: {why}", "date": ""})
     return sorted(rows, key=lambda r: r["date"], reverse=True)
 
 
