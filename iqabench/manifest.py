@@ -14,14 +14,23 @@ from typing import Any
 
 import torch
 
+from .run_binding import RunIdInUseError
 from .runtime import Runtime
 from .specs import RunSpec
-from .store import content_key
+from .store import _SAFE_NAME, content_key
 
 
 def default_run_id(spec: RunSpec) -> str:
     """Same spec -> same run id, so re-running a killed command resumes into the same folder."""
     return f"{spec.benchmark}-{content_key('run/v1', spec.to_dict())[:10]}"
+
+
+def check_run_id_name(run_id: str) -> str:
+    """A user-given run id: non-empty and path-safe (a folder name under ``runs/``), or one sentence saying so."""
+    if not isinstance(run_id, str) or not _SAFE_NAME.match(run_id):
+        raise RunIdInUseError(f"--run-id {run_id!r} is not a usable run id: give 1 to 128 letters, digits, '.', '_' "
+                              "or '-', starting with a letter or digit (it names the folder runs/<id>)")
+    return run_id
 
 
 def versions() -> dict[str, str]:

@@ -35,16 +35,6 @@ class RunIdInUseError(ValueError):
     """The run id belongs to another spec, or another process is running it; the message says which."""
 
 
-def check_run_id_name(run_id: str) -> str:
-    """A user-given run id: non-empty and path-safe (a folder name under ``runs/``), or one sentence saying so."""
-    from .store import _SAFE_NAME
-
-    if not isinstance(run_id, str) or not _SAFE_NAME.match(run_id):
-        raise RunIdInUseError(f"--run-id {run_id!r} is not a usable run id: give 1 to 128 letters, digits, '.', '_' "
-                              "or '-', starting with a letter or digit (it names the folder runs/<id>)")
-    return run_id
-
-
 def _what(spec: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in spec.items() if k not in HOW_FIELDS}
     if isinstance(out.get("options"), dict):

@@ -28,7 +28,7 @@ from .distributed import distributed_shard, owned_keys, wait_for_everyone
 from .generators import Generator, GeneratorPool
 from .image_checks import generated_image_problem
 from .image_tensors import generate_uint8, stack_by_size, to_pil
-from .manifest import default_run_id, run_manifest
+from .manifest import check_run_id_name, default_run_id, run_manifest
 from .metrics import (
     Metric,
     MetricUnavailableError,
@@ -38,7 +38,7 @@ from .metrics import (
 )
 from .oom import free_accelerator_memory, is_out_of_memory
 from .registry import load_plugin
-from .run_binding import RunClaim, check_run_id, check_run_id_name, claim_run
+from .run_binding import RunClaim, check_run_id, claim_run
 from .runtime import Runtime
 from .score_shards import ShardedStore, merge_shards, prepare_for_readers
 from .scoring import TensorScorer
