@@ -85,7 +85,7 @@ def test_seed_range_past_any_run_cli_dry_run(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("run_id", ["", "../x", "a/b", ".hidden"])
 def test_bad_run_id_is_refused(tmp_path, capsys, run_id):
     code, err, _ = cli([*RUN, "--run-id", run_id, "--out", tmp_path, "--dry-run"], capsys)
-    assert code == 2 and one_error(err).startswith(f"--run-id {run_id!r} is not a usable run id")
+    assert code == 2 and one_error(err).startswith(f"--run-id {run_id!r} is not allowed as a run id")
 
 
 @pytest.mark.parametrize("n", ["0", "-1"])
