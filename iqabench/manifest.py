@@ -28,8 +28,8 @@ def default_run_id(spec: RunSpec) -> str:
 def check_run_id_name(run_id: str) -> str:
     """A user-given run id: non-empty and path-safe (a folder name under ``runs/``), or one sentence saying so."""
     if not isinstance(run_id, str) or not _SAFE_NAME.match(run_id):
-        raise RunIdInUseError(f"--run-id {run_id!r} is not allowed as a run id: give 1 to 128 letters, digits, '.', '_' "
-                              "or '-', starting with a letter or digit (it names the folder runs/<id>)")
+        raise RunIdInUseError(f"--run-id {run_id!r} is not allowed as a run id: give 1 to 128 letters, digits, '.', "
+                              "'_' or '-', starting with a letter or digit (it names the folder runs/<id>)")
     return run_id
 
 
