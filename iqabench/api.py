@@ -57,9 +57,17 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> RunOutcome:
     """Run ``runner``'s stages; on the main process, save the Result, mark the run complete, render the report."""
-    outcome = runner.execute(dry_run=dry_run)
-    if outcome.result is None:  # dry run, or a worker process of a distributed run
-        return outcome
+    try:
+        outcome = runner.execute(dry_run=dry_run, hold_run_id=True)  # held through the final writes below
+        if outcome.result is None:  # dry run, or a worker process of a distributed run
+            return outcome
+        return _finish(runner, outcome, report=report)
+    finally:
+        runner.release_run_id()
+
+
+def _finish(runner: Runner, outcome: RunOutcome, *, report: bool) -> RunOutcome:
+    """Save the Result, mark the run complete or incomplete, render its report."""
     from . import reports
 
     stage = "saving the results"

@@ -20,4 +20,6 @@ def json_lines(text: str, bad_line: Callable[[int, str], Exception]) -> Iterator
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise bad_line(number, exc.msg) from None
+        except RecursionError:  # "[[[[...": the decoder recurses once per level
+            raise bad_line(number, "nested too deeply") from None
         yield number, value

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .run_binding import RunIdInUseError
 from .runtime import Runtime
 from .specs import RunSpec
-from .store import content_key
+from .store import _SAFE_NAME, content_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from .execution import Execution
@@ -38,6 +39,14 @@ def default_run_id(spec: RunSpec, execution: Execution | None = None) -> str:
     execution = execution if execution is not None else spec.execution_hint()
     document = {**spec.to_dict(), "device": execution.device, "batch_size": _RUN_ID_BATCH_SIZE}
     return f"{spec.benchmark}-{content_key('run/v1', document)[:10]}"
+
+
+def check_run_id_name(run_id: str) -> str:
+    """A user-given run id: non-empty and path-safe (a folder name under ``runs/``), or one sentence saying so."""
+    if not isinstance(run_id, str) or not _SAFE_NAME.match(run_id):
+        raise RunIdInUseError(f"--run-id {run_id!r} is not allowed as a run id: give 1 to 128 letters, digits, '.', "
+                              "'_' or '-', starting with a letter or digit (it names the folder runs/<id>)")
+    return run_id
 
 
 def versions() -> dict[str, str]:

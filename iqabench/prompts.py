@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -84,6 +86,8 @@ BUILTIN_SETS = {
 
 def load_prompts(source: str, *, limit: int | None = None, column: str | None = None) -> list[Prompt]:
     """A built-in set name or a path; ``limit`` keeps the first N prompts."""
+    if limit is not None and limit < 1:
+        raise PromptFileError("--limit must be at least 1")
     if source in BUILTIN_SETS:
         texts = BUILTIN_SETS[source][1]()
         prompts = [Prompt(f"{source}:{i}", t) for i, t in enumerate(texts)]
@@ -94,20 +98,33 @@ def load_prompts(source: str, *, limit: int | None = None, column: str | None = 
                 raise PromptFileError(unknown_name_message("prompt set", source, BUILTIN_SETS).replace(
                     "iqabench list prompt sets", "iqabench list prompts"))
             raise PromptFileError(f"prompt file {source!r} does not exist")
-        prompts = _read_prompt_file(path, column)
+        prompts = _read_prompt_file(path, column, limit)
     if limit is not None:
-        if limit < 1:
-            raise PromptFileError("--limit must be at least 1")
         prompts = prompts[:limit]
     return prompts
 
 
-def _read_prompt_file(path: Path, column: str | None) -> list[Prompt]:
+def _open_regular(path: Path) -> int:
+    """A read descriptor of ``path``, refused unless it is a regular file: opened non-blocking so a FIFO (which
+    would wait for a writer forever) or a device is refused at once, then checked on the open descriptor."""
     if path.is_dir():
         raise PromptFileError(f"prompt file {str(path)!r} is a folder; pass a .txt, .csv, .tsv or .jsonl file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise PromptFileError(f"prompt file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PromptFileError(f"prompt file {str(path)!r} is not a regular file (a pipe, device or socket); save the "
+                              "prompts to a file and pass that")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_prompt_file(path: Path, column: str | None, limit: int | None = None) -> list[Prompt]:
     limit_bytes = max_prompt_bytes()
     try:
-        with open(path, "rb") as handle:  # bounded read: /dev/zero and endless pipes stop at the limit
+        with os.fdopen(_open_regular(path), "rb") as handle:  # bounded read: a huge file stops at the limit
             raw = handle.read(limit_bytes + 1)
     except OSError as exc:
         raise PromptFileError(f"prompt file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
@@ -135,6 +152,8 @@ def _read_prompt_file(path: Path, column: str | None) -> list[Prompt]:
     texts = [t.strip() for t in texts]
     if not any(texts):
         raise PromptFileError(f"prompt file {str(path)!r} holds no prompts")
+    if limit is not None:
+        texts = texts[:limit]  # --limit N uses the first N prompts, so it lifts the prompt-count limit (documented)
     if len(texts) > max_prompts():
         raise PromptFileError(
             f"prompt file {str(path)!r} holds {len(texts):,} prompts, more than the limit of {max_prompts():,}; "
@@ -163,12 +182,33 @@ def _pick_column(fields: list[str], column: str | None, path: Path) -> str:
 
 
 def _read_table(text: str, delimiter: str, column: str | None, path: Path) -> list[str]:
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    fields = [f for f in (reader.fieldnames or []) if f is not None]
-    if not fields:
-        raise PromptFileError(f"prompt file {str(path)!r} is empty")
-    name = _pick_column(fields, column, path)
-    return [(row.get(name) or "") for row in reader]
+    """The prompt column of a CSV/TSV file, read strictly: an unbalanced quote (which the lenient reader lets
+    swallow the rest of the file into one prompt) or a field over the csv module's limit is refused with the
+    line where its record starts."""
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        fields = [f for f in (reader.fieldnames or []) if f is not None]
+        if not fields:
+            raise PromptFileError(f"prompt file {str(path)!r} is empty")
+        name = _pick_column(fields, column, path)
+        texts = []
+        start = reader.line_num + 1
+        for row in reader:
+            texts.append(row.get(name) or "")
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise PromptFileError(f"prompt file {str(path)!r}, line {start}: a field is longer than "
+                                  f"{csv.field_size_limit():,} characters; no prompt is that long (is a quote "
+                                  "left open before it?)") from None
+        if "unexpected end of data" in str(exc):
+            why = "a quote opened here is never closed, so the rest of the file would be one prompt"
+        else:
+            why = f"not valid CSV ({exc})"
+        raise PromptFileError(f"prompt file {str(path)!r}, line {start}: {why}; fix the quoting (a quote inside a "
+                              "quoted field is written twice: \"\")") from None
+    return texts
 
 
 def _read_jsonl(text: str, column: str | None, path: Path) -> list[str]:

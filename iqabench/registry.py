@@ -166,6 +166,9 @@ def load_plugin(path_or_module: str) -> None:
         except Exception as exc:
             sys.modules.pop(module_name, None)  # a fixed file can be loaded again
             raise PluginImportError(_import_failure(path_or_module, exc, candidate.resolve())) from exc
+        except SystemExit as exc:
+            sys.modules.pop(module_name, None)
+            raise PluginImportError(_exit_at_import(path_or_module, exc)) from None
         except BaseException:
             sys.modules.pop(module_name, None)
             raise
@@ -179,6 +182,15 @@ def load_plugin(path_or_module: str) -> None:
                                 f"{exc}") from exc
     except Exception as exc:
         raise PluginImportError(_import_failure(path_or_module, exc, None)) from exc
+    except SystemExit as exc:
+        raise PluginImportError(_exit_at_import(path_or_module, exc)) from None
+
+
+def _exit_at_import(plugin: str, exc: SystemExit) -> str:
+    """A plugin that calls sys.exit() while imported would end iqabench (with code 0: "success") having done
+    nothing; it is an error instead."""
+    return (f"plugin {plugin!r} called sys.exit({exc.code!r}) while being imported; a plugin must register things, "
+            "not exit: remove the exit from its top level")
 
 
 class PluginImportError(UserError, ImportError):

@@ -29,11 +29,12 @@ from .execution import Execution
 from .generators import Generator, GeneratorPool
 from .image_checks import generated_image_problem
 from .image_tensors import generate_uint8, stack_by_size, to_pil
-from .manifest import default_run_id, run_manifest
+from .manifest import check_run_id_name, default_run_id, run_manifest
 from .metrics import Metric, MetricUnavailableError, build_metric, check_available
 from .oom import free_accelerator_memory, is_out_of_memory
 from .planning import plan_run, planned_records
 from .registry import load_plugin
+from .run_binding import RunClaim, check_run_id, claim_run
 from .score_shards import ShardedStore, merge_shards, prepare_for_readers
 from .scoring import TensorScorer
 from .specs import RunSpec
@@ -123,8 +124,14 @@ class Runner:
     def __init__(self, spec: RunSpec, store: Store | str | os.PathLike[str], *, run_id: str | None = None,
                  execution: Execution | None = None, progress: ProgressFactory = _silent,
                  log: Callable[[str], None] = lambda _: None, shard: tuple[int, int] | None = None,
-                 score_in_memory: bool = True, decode_workers: int | None = None):
+                 score_in_memory: bool = True, decode_workers: int | None = None, overwrite: bool = False,
+                 trust_hub_code: bool = False):
         self.spec = spec
+        #: ``--overwrite``: a run id whose run.json holds another spec may be replaced (see :mod:`.run_binding`).
+        self.overwrite = overwrite
+        self._claim: RunClaim | None = None
+        #: ``--trust-hub-code``: metrics may import code from torch hub's cache (see :mod:`.hub_code`).
+        self.trust_hub_code = trust_hub_code
         for plugin in spec.plugins:
             load_plugin(plugin)
         #: How the run executes (device, batch size, fast paths); ``None``: what the spec was written with.
@@ -137,7 +144,7 @@ class Runner:
         if self._distributed is not None and device in ("auto", "cuda") and torch.cuda.is_available():
             device = f"cuda:{self._distributed.local_process_index}"  # one GPU per process
         self.runtime = self.execution.runtime(spec.dtype, device=device)
-        self.run_id = run_id or default_run_id(spec, self.execution)
+        self.run_id = default_run_id(spec, self.execution) if run_id is None else check_run_id_name(run_id)
         self.log = log  # before the store: opening a sharded one may warn
         self.store = self._open_store(store)
         #: Score images made in this run from their tensors, in the generation pass (False: decode the PNGs).
@@ -147,6 +154,8 @@ class Runner:
         self._scored_in_memory: set[tuple[str, str]] = set()
         self._last_generate_s = 0.0
         self.store.run_dir(self.run_id)  # a bad --run-id fails now (also under --dry-run), not after planning
+        if self.is_main_process:  # a run id of another spec fails now too; claim_run re-checks under its lock
+            check_run_id(self.store.run_dir(self.run_id), spec.to_dict(), overwrite=overwrite)
         self.progress = progress if self.is_main_process else _silent
         # Every generator spec is built once (validates specs and weights, loads nothing heavy), and shared
         # with the benchmark's plan and analysis.
@@ -159,7 +168,7 @@ class Runner:
         self.metric_plan = self.run_plan.metric_plan
         self.metric_fps = self.run_plan.metric_fps
         for name in self.metric_plan:
-            check_available(name)  # a metric that cannot load fails now, not after hours of generation
+            check_available(name, trust_hub_code=trust_hub_code)  # fails now, not after hours of generation
         self._metrics: dict[str, Metric] = {}
         self._quarantined_while_scoring: list[str] = []
         self.scorer = TensorScorer(self.store, self.runtime, self.metric_fps, self.clock, metrics=self._metrics,
@@ -421,7 +430,7 @@ class Runner:
 
     def _build_metric(self, name: str) -> Metric:
         try:
-            return build_metric(name, self.runtime)
+            return build_metric(name, self.runtime, trust_hub_code=self.trust_hub_code)
         except MetricUnavailableError:
             raise
         except Exception as exc:
@@ -467,13 +476,31 @@ class Runner:
                             None if plan is None else plan.__dict__, execution=self.execution.to_dict(),
                             planned=planned_records(self.run_plan), **extra)
 
-    def execute(self, *, dry_run: bool = False) -> RunOutcome:
+    def execute(self, *, dry_run: bool = False, hold_run_id: bool = False) -> RunOutcome:
         """Plan, generate, score and analyse; stops at the :class:`Result` (persisting and rendering it is
-        :func:`iqabench.api.execute`'s job, so the runner never imports the report stage)."""
+        :func:`iqabench.api.execute`'s job, so the runner never imports the report stage).
+
+        The main process holds the run id (:func:`.run_binding.claim_run`) while it works; ``hold_run_id``
+        keeps it held after returning, until :meth:`release_run_id` (the API's final writes)."""
         plan = self.summarize_plan()
         outcome = RunOutcome(self.run_id, self.store.run_dir(self.run_id), plan)
         if dry_run:
             return outcome
+        if self.is_main_process and self._claim is None:
+            self._claim = claim_run(self.store.run_dir(self.run_id), self.spec.to_dict(), overwrite=self.overwrite)
+        try:
+            return self._execute(plan, outcome)
+        finally:
+            if not hold_run_id:
+                self.release_run_id()
+
+    def release_run_id(self) -> None:
+        """Let another process use this run id (the lock also goes when this process exits)."""
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
+    def _execute(self, plan: PlanSummary, outcome: RunOutcome) -> RunOutcome:
         self.store.sweep_temp_files()
         if self.is_main_process:
             self.store.write_run_json(self.run_id, self.manifest("running", plan))

@@ -301,6 +301,9 @@ def install() -> None:
             torch.jit.load = _refuse_torchscript
         for module_name in ("clip.clip", "pyiqa.archs.clip_model"):
             _patch_clip_download(module_name)
+    from . import hub_code
+
+    hub_code.install()  # code, not tensors: torch.hub.load imports a cached hubconf.py only with the opt-in
 
 
 def import_clip_loaders() -> None:

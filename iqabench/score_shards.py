@@ -178,8 +178,10 @@ def merge_shards(store: Store, run_id: str) -> int:
                                  "(SELECT image_key FROM shard.forgotten WHERE what = 'image')")
                 for table in SHARDED_TABLES:
                     if table in present:
-                        merged += conn.execute(
-                            f"INSERT OR REPLACE INTO main.{table} SELECT * FROM shard.{table}").rowcount
+                        # by column name: a shard written before a column was added (images.sha256) still merges
+                        columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA shard.table_info({table})"))
+                        merged += conn.execute(f"INSERT OR REPLACE INTO main.{table} ({columns}) "
+                                               f"SELECT {columns} FROM shard.{table}").rowcount
         finally:
             conn.execute("DETACH DATABASE shard")
         for leftover in (path, path.with_name(path.name + "-journal")):

@@ -123,9 +123,19 @@ def env_positive_int(name: str, default: int, error: type[Exception]) -> int:
     return int(raw)
 
 
+#: The most seeds ``IQABENCH_MAX_SEEDS`` may allow: a run plans one item per prompt and seed, so 10**8 seeds
+#: died with MemoryError while planning (even under --dry-run); 100,000 seeds is already 100,000 images per prompt.
+MAX_SEEDS_CEILING = 100_000
+
+
 def max_seeds() -> int:
-    """How many seeds one run may ask for: 10,000 unless ``IQABENCH_MAX_SEEDS`` says otherwise."""
-    return env_positive_int(MAX_SEEDS_ENV, DEFAULT_MAX_SEEDS, SpecError)
+    """How many seeds one run may ask for: 10,000 unless ``IQABENCH_MAX_SEEDS`` says otherwise (at most
+    :data:`MAX_SEEDS_CEILING`)."""
+    value = env_positive_int(MAX_SEEDS_ENV, DEFAULT_MAX_SEEDS, SpecError)
+    if value > MAX_SEEDS_CEILING:
+        raise SpecError(f"{MAX_SEEDS_ENV}={value} is above the most seeds one run can plan ({MAX_SEEDS_CEILING:,}); "
+                        "split the seeds over several runs")
+    return value
 
 
 def parse_seeds(text: str | int | list[int], *, limit: int | None = None) -> list[int]:
@@ -171,6 +181,10 @@ def _check_seed(seed: int) -> int:
 
 
 def _too_many_seeds(count: int, limit: int) -> SpecError:
+    if count > MAX_SEEDS_CEILING:  # no override can allow it: do not suggest one that would be refused
+        return SpecError(f"{count:,} seeds asked for, more than the limit of {limit:,} per run and more than any run "
+                         f"can plan ({MAX_SEEDS_CEILING:,}, the most {MAX_SEEDS_ENV} allows); split the seeds over "
+                         "several runs")
     return SpecError(f"{count:,} seeds asked for, more than the limit of {limit:,} per run; use fewer seeds or raise "
                      f"the limit with {MAX_SEEDS_ENV}={count}")
 

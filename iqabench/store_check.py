@@ -6,6 +6,7 @@ walks every file, compares the database with the disk and moves damage to ``cach
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -115,9 +116,9 @@ def verify_store(store: Store, *, repair: bool = False) -> StoreCheck:
         db.executemany("DELETE FROM failures WHERE image_key = ? AND stage = 'generate'",
                        [(k,) for k in check.stale_failures])
     for key in check.images_without_record:
-        path = store.image_path(key)
-        with Image.open(path) as img:
+        data = store.image_path(key).read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
             size = img.size
         with store._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO images VALUES (?,?,?,?)", (key, path.stat().st_size, *size))
+            store.record_image(db, key, data, size)
     return check

@@ -7,7 +7,8 @@ What a comparison adds to the runs' own sections:
   columns, estimates with their CIs, best per column marked -- the same Styler
   grid as a single run's headline, so numbers read the same;
 * where two runs scored the same prompts and seeds (their per-item tables share
-  ``(prompt_id, seed)``), the paired difference of every later run's generators
+  ``(prompt text, seed)``: pairs are matched by content, never by prompt file name and row index), the
+  paired difference of every later run's generators
   against the first run's, per metric: mean difference with a CI clustered by
   prompt, the paired t-test and the Wilcoxon signed-rank test, both with
   Holm-adjusted p-values across the whole table (one family of comparisons).
@@ -108,7 +109,7 @@ def merged_headlines(results: dict[str, SavedResult]) -> list[Headline]:
 
 # --- paired differences ----------------------------------------------------------------------------------------
 
-PER_ITEM_KEYS = ("generator", "prompt_id", "seed")
+PER_ITEM_KEYS = ("generator", "prompt_id", "prompt", "seed")  # prompt: the text items are paired by
 # columns of per-item tables that identify or describe an image rather than score it
 NOT_SCORES = {"generator", "prompt_id", "prompt", "seed", "condition", "role", "source", "image_key", "target",
               "scale", "baseline"}
@@ -136,7 +137,7 @@ def per_item_source(saved: SavedResult) -> tuple[str | None, str]:
     metric score.
     """
     tables = saved.tables
-    if "relgain_per_item" in tables:
+    if "relgain_per_item" in tables and "prompt" in set(map(str, tables["relgain_per_item"].columns)):
         return "relgain_per_item", "generator and baseline score per (prompt_id, seed, metric)"
     for name, frame in tables.items():
         if not (name.endswith("per_item") or name.endswith("per_image")):
@@ -149,7 +150,7 @@ def per_item_source(saved: SavedResult) -> tuple[str | None, str]:
                 "(generator, prompt_id, seed)"
             return name, f"one score per metric and {keyed}"
     names = ", ".join(tables) or "none"
-    return None, (f"no per-image metric scores keyed by (generator, prompt_id, seed) among its tables ({names}); "
+    return None, (f"no per-image metric scores keyed by (generator, prompt text, seed) among its tables ({names}); "
                   "aggregates (means, matrices, FID) or verdicts cannot be paired item by item")
 
 
@@ -159,15 +160,37 @@ def _score_columns(frame: pd.DataFrame) -> list[str]:
             and _is_metric(str(c))]
 
 
+def content_ids(frame: pd.DataFrame) -> pd.Series | None:
+    """The pairing key of each row in place of ``prompt_id``: the prompt *text* (issue 26), never the file name and
+    row index that prompt ids are made of, so two runs over different prompt files that share a name are not
+    paired item by item. Within a generator, an item is then (prompt text, seed); the same text given twice in one
+    file is numbered in file order ("text #2"). None when the table records no prompt text (nothing to pair by)."""
+    if "prompt" not in frame.columns:
+        return None
+    seen: dict[str, int] = {}
+    labels: dict[object, str] = {}
+    for prompt_id, text in dict.fromkeys(zip(frame["prompt_id"], frame["prompt"].astype(str), strict=True)):
+        if prompt_id in labels:
+            continue
+        seen[text] = seen.get(text, 0) + 1
+        labels[prompt_id] = text if seen[text] == 1 else f"{text} #{seen[text]}"
+    return frame["prompt_id"].map(labels)
+
+
 def item_scores(saved: SavedResult) -> pd.DataFrame:
     """Long per-image scores ``generator, condition, prompt_id, seed, metric, score`` from the run's per-item table
-    (see :func:`per_item_source`; ``condition`` is "" where the table has none); empty when the run has none."""
+    (see :func:`per_item_source`; ``condition`` is "" where the table has none); empty when the run has none.
+    ``prompt_id`` holds the prompt text (:func:`content_ids`): pairs are matched by content."""
     name, _ = per_item_source(saved)
     columns = ["generator", "condition", *ID_COLUMNS, "metric", "score"]
     if name is None:
         return pd.DataFrame(columns=columns)
     frame = saved.tables[name]
     frame = frame.reset_index() if frame.index.name else frame
+    content = content_ids(frame)
+    if content is None:
+        return pd.DataFrame(columns=columns)
+    frame = frame.assign(prompt_id=content)
     if name == "relgain_per_item":
         # the generators' scores only: the relgain baselines are the same base model with the same seeds in every
         # run, so pairing them across runs compares identical images (all-zero differences, p = 1)
@@ -201,6 +224,7 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
     reference = run_ids[0]
     rows = []
     identical: list[str] = []
+    unpaired: list[str] = []  # no shared (prompt text, seed) items: compared in the merged tables only
     for other in run_ids[1:]:
         a, b = scores[reference], scores[other]
         if a.empty or b.empty:
@@ -220,6 +244,8 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
                         list(ID_COLUMNS)).score
                     shared = left.index.intersection(right.index)
                     if len(shared) < 2:
+                        unpaired.append(f"{gen_b} ({other}) vs {gen_a} ({reference}), {metric}"
+                                        + (f", {cond}" if cond else ""))
                         continue
                     base = left.loc[shared].to_numpy(float)
                     method = right.loc[shared].to_numpy(float)
@@ -259,6 +285,10 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
     if identical:
         table.attrs["footnote"] = (table.attrs.get("footnote", "") + " Left out, identical images (every "
                                    "difference exactly 0): " + "; ".join(identical) + ".").strip()
+    if unpaired:
+        table.attrs["footnote"] = (table.attrs.get("footnote", "") + " Compared unpaired (merged tables only), "
+                                   "fewer than 2 shared (prompt text, seed) items: " + "; ".join(unpaired)
+                                   + ".").strip()
     return table
 
 

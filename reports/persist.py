@@ -35,6 +35,7 @@ from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
 from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.errors import UserInputError
 from iqabench.results import ImageRef, Result
+from iqabench.run_folders import RunFolderError, read_json_document, read_table, typed_field
 from iqabench.store import safe_child
 
 from .headline import HEADLINE_ATTR, headline, headline_latex
@@ -236,7 +237,10 @@ def _svg_body(name: str, text: str) -> str:
 def _image_ref(grid: str, data: Any) -> ImageRef:
     if not isinstance(data, dict) or "image_key" not in data:
         raise UserInputError(f"grid {grid!r} in {RESULT_FILE} holds an entry without an image_key")
-    scores = {str(k): (float("nan") if v is None else float(v)) for k, v in (data.get("scores") or {}).items()}
+    raw = data.get("scores") or {}
+    if not isinstance(raw, dict) or not all(v is None or isinstance(v, (int, float)) for v in raw.values()):
+        raise RunFolderError(f"grid {grid!r} in {RESULT_FILE} holds scores that are not numbers")
+    scores = {str(k): (float("nan") if v is None else float(v)) for k, v in raw.items()}
     return ImageRef(
         image_key=str(data["image_key"]),
         caption=str(data.get("caption", "")),
@@ -245,23 +249,34 @@ def _image_ref(grid: str, data: Any) -> ImageRef:
     )
 
 
+def _entries(document: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
+    """The ``tables``/``figures`` index of result.json: a list of objects with a string ``name``, or
+    RunFolderError naming the file."""
+    entries = typed_field(document, key, list, path, [])
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise RunFolderError(f"{path}: an entry of {key!r} is not an object with a name; the file is damaged or "
+                                 "not iqabench's")
+    return entries
+
+
 def load_result(store: Store, run_id: str) -> SavedResult:
     """Read what ``save_result`` wrote; raises FileNotFoundError when the run has no saved result."""
     folder = results_dir(store, run_id)
     path = folder / RESULT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"run {run_id!r} has no saved result ({path} is missing); analyse the run first")
-    document = json.loads(path.read_text("utf-8"))
+    document = read_json_document(path)  # bounded, a JSON object, not nested absurdly (iqabench.run_folders)
     if document.get("format") != RESULT_FORMAT:
         raise UserInputError(f"{path} has format {document.get('format')!r}; this version reads {RESULT_FORMAT!r}")
 
     tables: dict[str, pd.DataFrame] = {}
     footnotes: dict[str, str] = {}
-    for entry in document.get("tables", []):
+    for entry in _entries(document, "tables", path):
         name = entry["name"]
         csv_path = safe_child(folder, f"{name}.csv")
-        levels = int(entry.get("index_levels", 0))
-        frame = unescape_frame(pd.read_csv(csv_path, keep_default_na=True))
+        levels = typed_field(entry, "index_levels", int, path, 0)
+        frame = unescape_frame(read_table(csv_path))
         if levels:
             frame = frame.set_index(list(frame.columns[:levels]))
         footnotes[name] = str(entry.get("footnote") or "")
@@ -271,8 +286,8 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         tables[name] = frame
 
     figures, captions = {}, {}
-    notes = [str(n) for n in document.get("notes", [])]
-    for entry in document.get("figures", []):
+    notes = [str(n) for n in typed_field(document, "notes", list, path, [])]
+    for entry in _entries(document, "figures", path):
         name = entry["name"]
         captions[name] = str(entry.get("caption") or "")
         try:
@@ -280,15 +295,16 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         except (UnsafeFigureError, UnicodeDecodeError, OSError) as exc:
             notes.append(f"Figure {name!r} was left out of this report: {exc}")
 
-    grids = {name: [_image_ref(name, ref) for ref in refs] for name, refs in document.get("grids", {}).items()}
+    grids = {name: [_image_ref(name, ref) for ref in typed_field({"refs": refs}, "refs", list, path, [])]
+             for name, refs in typed_field(document, "grids", dict, path, {}).items()}
     return SavedResult(
         benchmark=str(document.get("benchmark", "")),
         tables=tables,
         figures=figures,
         grids=grids,
-        summary=dict(document.get("summary") or {}),
+        summary=dict(typed_field(document, "summary", dict, path, {}) or {}),
         notes=notes,
         footnotes=footnotes,
         captions=captions,
-        estimates=list(document.get("estimates") or []),
+        estimates=list(typed_field(document, "estimates", list, path, []) or []),
     )

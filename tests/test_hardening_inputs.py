@@ -47,8 +47,10 @@ def test_duplicate_spec_key_is_refused():
 # -- group 7: unbounded inputs ----------------------------------------------------------------
 def test_huge_seed_range_is_refused_before_expanding():
     with pytest.raises(SpecError, match=r"100,000,001 seeds asked for, more than the limit of 10,000.*"
-                                        r"IQABENCH_MAX_SEEDS=100000001"):
+                                        r"split the seeds over several runs"):  # issue 26: no override allows it
         parse_seeds("0-100000000")
+    with pytest.raises(SpecError, match=r"20,000 seeds .* IQABENCH_MAX_SEEDS=20000"):
+        parse_seeds("0-19999")
 
 
 def test_seed_limit_override(monkeypatch):
@@ -63,10 +65,17 @@ def test_overflowing_seed_is_refused():
         parse_seeds("4294967296")
 
 
-def test_dev_zero_as_prompt_file_stops_at_the_limit(monkeypatch):
+def test_dev_zero_as_prompt_file_stops_at_the_limit(monkeypatch, tmp_path):
+    # issue 26: prompt inputs must be regular files (a FIFO hung), so /dev/zero is refused before any read; the
+    # size bound still stops a huge regular file (a sparse one here)
     monkeypatch.setenv("IQABENCH_MAX_PROMPT_MB", "1")
-    with pytest.raises(PromptFileError, match=r"'/dev/zero' is larger than the limit of 1 MiB.*IQABENCH_MAX_PROMPT_MB"):
+    with pytest.raises(PromptFileError, match=r"'/dev/zero' is not a regular file"):
         load_prompts("/dev/zero")
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as handle:
+        handle.truncate(2**31)
+    with pytest.raises(PromptFileError, match=r"huge.txt' is larger than the limit of 1 MiB.*IQABENCH_MAX_PROMPT_MB"):
+        load_prompts(str(huge))
 
 
 def test_too_many_prompts_names_the_override(tmp_path, monkeypatch):
@@ -123,7 +132,8 @@ def test_damaged_image_is_detected_and_quarantined_not_deleted(store, damage):
            "same-size garbage": bytes(len(good))}[damage]
     path.write_bytes(bad)
     why = store.check_image(KEY)
-    assert why is not None and ("bytes, its record says" in why or "does not decode" in why)
+    assert why is not None and ("bytes, its record says" in why or "does not decode" in why
+                                or "sha256" in why)  # issue 26: same-size bytes are caught by the content hash
     moved = store.quarantine_image(KEY, why)
     assert moved.read_bytes() == bad and not path.exists()  # the bytes are kept for inspection
     assert store.get_scores([KEY], "piqe", "fp") == {}  # scores of the damaged bytes are forgotten

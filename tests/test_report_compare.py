@@ -145,7 +145,7 @@ def test_help_imports_no_heavy_library():
 
 def _sweep_run(store: Store, run_id: str, generator: str, shift: float) -> None:
     rng = np.random.default_rng(sum(map(ord, run_id)))  # distinct noise per run (identical scores are left out)
-    rows = [{"generator": generator, "condition": condition, "prompt_id": p, "seed": s,
+    rows = [{"generator": generator, "condition": condition, "prompt_id": p, "prompt": f"a photo of {p}", "seed": s,
              "piqe": 30 - level / 10 - shift + rng.normal(0, 0.3), "entropy": 6 + rng.normal(0, 0.01)}
             for condition, level in (("baseline", 0), ("p1", 1), ("p99", 99)) for p in PROMPTS for s in SEEDS]
     store.write_run_json(run_id, {"run_id": run_id, "benchmark": "condition-sweep", "status": "complete",
@@ -199,6 +199,7 @@ def test_relgain_baselines_are_not_paired_across_runs(tmp_path):
     store = Store(tmp_path / "store")
     for run_id, shift in (("rg-a", 0.0), ("rg-b", 1.0)):
         items = pd.DataFrame({"generator": "adapter", "baseline": "sd15", "prompt_id": np.repeat(PROMPTS, 2),
+                              "prompt": np.repeat([f"a photo of {p}" for p in PROMPTS], 2),
                               "seed": SEEDS * len(PROMPTS), "metric": "entropy",
                               "generator_score": np.arange(12.0) + shift * np.linspace(0, 1, 12),
                               "baseline_score": np.arange(12.0)})

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import pandas as pd
 
 from iqabench.benchmark import Result
 from iqabench.errors import UserInputError
+from iqabench.run_folders import RunFolderError, read_json_document, typed_field
 from iqabench.stats import describe_method, mean_ci
 
 CHOICES = ("left", "right", "equal")
@@ -43,9 +43,12 @@ def load_manifest(study: str | os.PathLike[str]) -> dict[str, Any]:
     path = path / "study.json" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no study manifest at {path}: pass the folder `iqabench study export` wrote")
-    manifest = json.loads(path.read_text("utf-8"))
+    manifest = read_json_document(path)  # bounded, an object, not nested absurdly
     if manifest.get("format") != "iqabench-study/v1":
         raise UserInputError(f"{path} is not an iqabench study manifest (format {manifest.get('format')!r})")
+    pairs = typed_field(manifest, "pairs", list, path, [])
+    if not all(isinstance(p, dict) and "pair_id" in p for p in pairs):
+        raise RunFolderError(f"{path}: an entry of 'pairs' is not an object with a pair_id; the file is damaged")
     return manifest
 
 
@@ -54,8 +57,11 @@ def _rows_from_json(data: Any, source: str) -> list[dict[str, Any]]:
         return [row for entry in data for row in _rows_from_json(entry, source)]
     if isinstance(data, dict) and "votes" in data:
         participant = data.get("participant")
+        votes = data["votes"]
+        if not isinstance(votes, list) or not all(isinstance(v, dict) for v in votes):
+            raise UserInputError(f"{source}: 'votes' must be a list of {{pair_id, choice}} objects")
         return [{"participant": v.get("participant", participant), "pair_id": v.get("pair_id"),
-                 "choice": v.get("choice"), "study_id": data.get("study_id")} for v in data["votes"]]
+                 "choice": v.get("choice"), "study_id": data.get("study_id")} for v in votes]
     if isinstance(data, dict) and "pair_id" in data:
         return [data]
     raise UserInputError(f"{source}: expected the page's votes file ({{'participant', 'votes': [...]}}), a list of "
@@ -68,19 +74,15 @@ def load_votes(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     for path in map(Path, paths):
         if not path.is_file():
             raise FileNotFoundError(f"no votes file at {path}")
-        text = path.read_text("utf-8")
         if path.suffix.lower() == ".csv":
-            reader = csv.DictReader(io.StringIO(text))
+            reader = csv.DictReader(io.StringIO(path.read_text("utf-8")))
             missing = {"participant", "pair_id", "choice"} - set(reader.fieldnames or [])
             if missing:
                 raise UserInputError(f"{path}: CSV lacks column(s) {', '.join(sorted(missing))} "
                                      "(need participant, pair_id, choice)")
             rows += [dict(r) for r in reader]
         else:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"{path} is neither CSV (by extension) nor valid JSON: {exc}") from None
+            data = read_json_document(path, top=(dict, list))  # bounded; deep nesting is one sentence
             rows += _rows_from_json(data, str(path))
     votes = pd.DataFrame(rows, columns=sorted({"participant", "pair_id", "choice", "study_id"} |
                                               {k for r in rows for k in r}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -49,9 +48,13 @@ def list_command(
     if what == "generators" and options:
         print_generator_options(registry)
         return
+    from ..hub_code import CODE_LOADING_METRICS, OPT_IN_FLAG
+
     table = Table("name", "description", *(["weights"] if what != "benchmarks" else []))
     for entry in registry:
         row = [entry.name, entry.description]
+        if what == "metrics" and entry.name in CODE_LOADING_METRICS:  # refused without the opt-in
+            row[1] = f"(runs cached code: needs {OPT_IN_FLAG}) {row[1]}"
         if what != "benchmarks":
             row.append(entry.weights_status())
         table.add_row(*row)
@@ -85,17 +88,24 @@ def run_rows(out: Path) -> list[dict[str, str]]:
     for manifest in sorted((out / "runs").glob("*/run.json")):
         run_id = manifest.parent.name
         try:
-            data = json.loads(manifest.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            rows.append({"id": run_id, "benchmark": "", "generators": "", "status": f"unreadable run.json ({exc})",
-                         "date": ""})
-            continue
-        spec = data.get("spec") or {}
-        rows.append({"id": run_id, "benchmark": str(data.get("benchmark") or spec.get("benchmark") or ""),
-                     "generators": ", ".join(str(g) for g in spec.get("generators") or []),
-                     "status": str(data.get("status", "")),
-                     "date": str(data.get("updated") or data.get("created") or "")[:16].replace("T", " ")})
+            rows.append(_run_row(run_id, manifest))
+        except (OSError, ValueError) as exc:  # RunFolderError (a ValueError) names the file and says why
+            why = " ".join(str(exc).replace(str(manifest), manifest.name).split())[:300]
+            rows.append({"id": run_id, "benchmark": "", "generators": "", "status": f"unreadable: {why}", "date": ""})
     return sorted(rows, key=lambda r: r["date"], reverse=True)
+
+
+def _run_row(run_id: str, manifest: Path) -> dict[str, str]:
+    """The ``list runs`` row of one run.json, read bounded and type-checked (:mod:`iqabench.run_folders`)."""
+    from ..run_folders import read_run_manifest, typed_field
+
+    data = read_run_manifest(manifest)
+    spec = typed_field(data, "spec", dict, manifest, {})
+    generators = typed_field(spec, "generators", list, manifest, [])
+    return {"id": run_id, "benchmark": str(data.get("benchmark") or spec.get("benchmark") or ""),
+            "generators": ", ".join(str(g) for g in generators),
+            "status": str(data.get("status", "")),
+            "date": str(data.get("updated") or data.get("created") or "")[:16].replace("T", " ")}
 
 
 def print_runs(out: Path) -> None:

@@ -57,6 +57,11 @@ def run_command(
     plugin: PluginOption = None,
     allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when images or scores "
                                                  "are missing (the report shows a partial run).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let this spec replace a run of another spec "
+                                            "under the same --run-id (refused without it).")] = False,
+    trust_hub_code: Annotated[bool, typer.Option("--trust-hub-code", help="Allow metrics that import code from "
+                                                 "torch hub's cache (e.g. fid_dinov2); like trust_remote_code.")]
+    = False,
 ) -> None:
     """Generate, score and analyse a benchmark; writes runs/<id>/report.html.
 
@@ -65,11 +70,13 @@ def run_command(
     """
     from ..api import execute
     from ..batching import parse_batch_size
-    from ..errors import EXIT_INCOMPLETE
+    from ..errors import EXIT_INCOMPLETE, UserInputError
     from ..execution import Execution
     from ..runner import Runner
     from ..specs import RunSpec, SpecError, parse_value
 
+    if num_processes < 1:
+        raise UserInputError(f"--num-processes must be at least 1, not {num_processes}")
     if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(relaunch(num_processes))
     load_plugins(plugin)
@@ -96,7 +103,8 @@ def run_command(
                     channels_last=channels_last, fuse_qkv=fuse_qkv, sdpa_backend=sdpa_backend,
                     attention_slicing=attention_slicing, num_processes=num_processes)
     runner = Runner(spec, out, run_id=run_id, execution=how,
-                    log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
+                    log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"), overwrite=overwrite,
+                    trust_hub_code=trust_hub_code)
     plan = runner.summarize_plan()
     for line in plan.lines() if runner.is_main_process else []:
         console.print(line, highlight=False, markup=False)

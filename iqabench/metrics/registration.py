@@ -62,8 +62,10 @@ def metric_fingerprint(name: str) -> str:
     return fingerprint(entry.extra["info"], str(entry.extra.get("version", "")))
 
 
-def check_available(name: str) -> None:
-    """Fail before any work when a metric surely cannot be built here (a weights file missing, offline mode on)."""
+def check_available(name: str, *, trust_hub_code: bool = False) -> None:
+    """Fail before any work when a metric surely cannot be built here (a weights file missing, offline mode on),
+    or would run code from a cache without the user's opt-in (:mod:`iqabench.hub_code`)."""
+    _refuse_cached_code(name, trust_hub_code)
     info = metric_info(name)
     if info.source == "pyiqa":
         from .pyiqa_weights import pyiqa_refusal
@@ -82,11 +84,29 @@ def check_available(name: str) -> None:
             )
 
 
-def build_metric(name: str, runtime: Runtime | None = None, *, as_loss: bool = False) -> Metric:
-    """Build a registered metric on the runtime's device. ``as_loss=True`` builds pyiqa models in loss mode."""
-    from .. import safe_load
+def _refuse_cached_code(name: str, trust_hub_code: bool) -> None:
+    from ..hub_code import is_trusted, refusal
 
+    refused = None if trust_hub_code or is_trusted() else refusal(name)  # is_trusted: inside build_metric's opt-in
+    if refused:
+        raise MetricUnavailableError(refused)
+
+
+def build_metric(name: str, runtime: Runtime | None = None, *, as_loss: bool = False,
+                 trust_hub_code: bool = False) -> Metric:
+    """Build a registered metric on the runtime's device. ``as_loss=True`` builds pyiqa models in loss mode.
+
+    ``trust_hub_code`` lets a metric import code from a cache (``torch.hub.load``; see :mod:`iqabench.hub_code`),
+    refused otherwise."""
+    from .. import hub_code, safe_load
+
+    _refuse_cached_code(name, trust_hub_code)
     safe_load.install()  # whatever the factory reads from a cache is read as tensors only
+    with hub_code.trusted(trust_hub_code):
+        return _build(name, runtime, as_loss)
+
+
+def _build(name: str, runtime: Runtime | None, as_loss: bool) -> Metric:
     runtime = runtime or Runtime()
     entry = METRICS.get(name)
     info: MetricInfo = entry.extra["info"]

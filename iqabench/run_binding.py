@@ -1,0 +1,126 @@
+"""A run id is bound to the spec that first used it: another spec is refused, and two processes never share one.
+
+Before issue 26, ``--run-id X`` with a different spec ran without a word and replaced X's run.json, tables and
+report, and two different specs started at once under one id both exited 0, one overwriting the other. Now:
+
+* :func:`spec_differences` compares the spec a run folder's ``run.json`` records with the new one, field by
+  field, ignoring the fields that say *how* a run executes rather than *what* it computes (a resume may use
+  another batch size or turn ``--compile`` on). It is one small function so that moving speed flags out of the
+  spec (issue 22's ``Execution``) only shrinks :data:`HOW_FIELDS`.
+* :func:`claim_run` takes an exclusive, non-blocking ``flock`` on ``runs/<id>/.lock`` for the whole run and then
+  checks the recorded spec; a second process asking for the same id while the first holds it is refused. The
+  kernel drops the lock when its holder dies (SIGKILL included), so a killed run resumes without clean-up.
+  ``flock`` is advisory and per host: two hosts on a network file system are not ordered by it (the sharded
+  multi-process run takes the lock in process 0 only).
+
+``--overwrite`` (``Runner(..., overwrite=True)``) lets a different spec replace the run; the lock is taken still.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+#: RunSpec fields that change how a run executes, never what it computes: not a spec difference.
+HOW_FIELDS = frozenset({"batch_size"})
+#: Core options with the same role (speed switches recorded in run.json, not in image keys).
+HOW_OPTIONS = frozenset({"compile", "attention_slicing", "channels_last", "fuse_qkv", "sdpa_backend",
+                         "auto_batch_size"})
+LOCK_FILE = ".lock"
+
+
+class RunIdInUseError(ValueError):
+    """The run id belongs to another spec, or another process is running it; the message says which."""
+
+
+def _what(spec: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in spec.items() if k not in HOW_FIELDS}
+    if isinstance(out.get("options"), dict):
+        out["options"] = {k: v for k, v in out["options"].items() if k not in HOW_OPTIONS}
+    return out
+
+
+def spec_differences(recorded: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the spec fields that differ (``options.scales`` for an option), sorted; [] when the same run."""
+    old, now = _what(recorded), _what(new)
+    differ = []
+    for name in sorted(set(old) | set(now)):
+        if name == "options" and isinstance(old.get(name), dict) and isinstance(now.get(name), dict):
+            differ += [f"options.{k}" for k in sorted(set(old[name]) | set(now[name]))
+                       if old[name].get(k) != now[name].get(k)]
+        elif old.get(name) != now.get(name):
+            differ.append(name)
+    return differ
+
+
+def recorded_spec(run_json: Path) -> dict[str, Any] | None:
+    """The spec a run.json records; None when there is no run.json. An unreadable one is treated as foreign."""
+    if not run_json.is_file():
+        return None
+    from .run_folders import read_json_document  # bounded, shape-checked read (issue 26, item 5)
+
+    document = read_json_document(run_json)
+    spec = document.get("spec")
+    if not isinstance(spec, dict):
+        raise RunIdInUseError(f"{run_json} records no spec; pass --overwrite to replace that run, or pick "
+                              "another --run-id")
+    return spec
+
+
+def check_run_id(run_dir: Path, spec: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Refuse (RunIdInUseError, one sentence with the differing fields) a run id whose run.json holds another spec."""
+    if overwrite:
+        return
+    try:
+        old = recorded_spec(run_dir / "run.json")
+    except ValueError as exc:  # unreadable run.json: another run's, perhaps damaged; never overwritten silently
+        raise RunIdInUseError(f"run id {run_dir.name!r} is taken by a run whose run.json cannot be read ({exc}); "
+                              "pass --overwrite to replace it, or pick another --run-id") from None
+    if old is None:
+        return
+    differ = spec_differences(old, spec)
+    if differ:
+        raise RunIdInUseError(
+            f"run id {run_dir.name!r} already holds a run of another spec (differing: {', '.join(differ)}); "
+            "pick another --run-id, leave --run-id out (the default id is derived from the spec), or pass "
+            "--overwrite to replace that run")
+
+
+class RunClaim:
+    """The held lock of one run folder; :meth:`release` (or process exit) frees it."""
+
+    def __init__(self, fd: int):
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def claim_run(run_dir: Path, spec: dict[str, Any], *, overwrite: bool = False) -> RunClaim:
+    """Lock ``run_dir`` for this process (refusing a second one), then check its recorded spec (see module doc)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise RunIdInUseError(f"run id {run_dir.name!r} is being run by another process (pid {holder}); wait for "
+                              "it to finish, or pick another --run-id") from None
+    claim = RunClaim(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        check_run_id(run_dir, spec, overwrite=overwrite)
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
