@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 OPT_IN_FLAG = "--trust-hub-code"
 
 #: Metrics whose build imports code from a cache, and what it imports.
@@ -38,7 +40,7 @@ _LOCK = threading.Lock()
 _ORIGINAL: dict[str, Any] = {}
 
 
-class UntrustedCodeError(PermissionError):
+class UntrustedCodeError(UserError, PermissionError):
     """Code from a cache was about to be imported without the user's opt-in; the message names the flag."""
 
 

@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import UserInputError
+
 #: RunSpec fields that change how a run executes, never what it computes: not a spec difference.
 HOW_FIELDS = frozenset({"batch_size"})
 #: Core options with the same role (speed switches recorded in run.json, not in image keys).
@@ -31,7 +33,7 @@ HOW_OPTIONS = frozenset({"compile", "attention_slicing", "channels_last", "fuse_
 LOCK_FILE = ".lock"
 
 
-class RunIdInUseError(ValueError):
+class RunIdInUseError(UserInputError):
     """The run id belongs to another spec, or another process is running it; the message says which."""
 
 
