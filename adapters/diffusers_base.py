@@ -108,7 +108,8 @@ class DiffusersGenerator:
     #: ``source`` never shares its parent's cache keys. Setting it explicitly (the built-in classes keep the
     #: labels their caches were written with) is how a subclass that does not change pixels opts in to sharing.
     fingerprint_class: ClassVar[str] = "diffusers-base/v1"
-    #: Item ``params`` keys this generator understands; subclasses add their own.
+    #: Item ``params`` keys this generator understands besides its options declared ``item_param`` (which each
+    #: instance adds); subclasses add their own.
     item_params: frozenset[str] = frozenset(GENERATION_OPTIONS)
     #: Options set from the spec itself rather than by the user (``path`` of ``diffusers:<folder>``): a spec
     #: derived from this generator's options (a quality generator's baseline) must leave them out.
@@ -137,6 +138,7 @@ class DiffusersGenerator:
         if defaults is None:
             defaults = {name: f.default for name, f in self.option_fields.items()}
         self.options = self._merge_options(spec, defaults)
+        self.item_params = frozenset(type(self).item_params) | self.item_option_names  # what items may override
         if not isinstance(options, Mapping):  # choices and cross-field checks (a quality generator parses its own)
             options.parse(self.options, f"generator {str(spec)!r}")
         self._pipeline = None
@@ -271,9 +273,8 @@ class DiffusersGenerator:
         where = f"generator {self.name!r}"
         overridable = self.item_option_names
         for key, value in params.items():
-            if key not in self.item_params and key not in overridable:
-                known = sorted(self.item_params | overridable)
-                raise ValueError(unknown_option_message(key, known, where, "item param"))
+            if key not in self.item_params:
+                raise ValueError(unknown_option_message(key, sorted(self.item_params), where, "item param"))
             if key in overridable:
                 opts[key] = check_option(fields[key], key, value, where)
         return opts

@@ -24,6 +24,7 @@ a quality generator passes every option it does not own to its base model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -116,13 +117,13 @@ class OptionMeta:
     pipeline_arg: str | None = None
     per_prompt: bool = False
     item_param: bool = False
-    fingerprint: str | None = None
+    fingerprint: str | None = None  # the fingerprint key ("": the option's name); None: not fingerprinted
     fingerprint_none: bool = False
 
 
 def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, rule: Rule | None = None,
            pipeline_arg: str | None = None, per_prompt: bool = False, item_param: bool = False,
-           fingerprint: bool | str = False, fingerprint_none: bool = False) -> Any:
+           fingerprint: bool | str | None = None, fingerprint_none: bool = False) -> Any:
     """A dataclass field declaring one option completely.
 
     ``help`` and ``choices`` (or ``rule``: see :func:`integer`, :func:`number`, :func:`text`) are shown by
@@ -130,11 +131,14 @@ def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, r
     ``pipeline_arg``: the diffusers ``pipeline(...)`` argument the value is passed as when it is not None
     (``per_prompt``: as one copy per prompt, e.g. ``negative_prompt``). ``item_param``: an item's params may
     override it for its own pipeline call. ``fingerprint``: the value changes pixels, so it enters the image
-    cache key (``True``: under the option's name, a string: under that key). A None value (the pipeline's own
+    cache key (``True``: under the option's name, a string: under that key; by default, an option with a
+    ``pipeline_arg`` does, since what reaches the pipeline changes pixels). A None value (the pipeline's own
     default) is left out of the fingerprint, so adding an option keeps every existing cache key;
     ``fingerprint_none`` keeps it in, as the options fingerprinted before issue 22 always did (their cached
     images keep their keys).
     """
+    if fingerprint is None:
+        fingerprint = pipeline_arg is not None
     key = fingerprint if isinstance(fingerprint, str) else "" if fingerprint else None  # "": the option's name
     meta = OptionMeta(help, choices, rule, pipeline_arg, per_prompt, item_param, key, fingerprint_none)
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "iqabench": meta})
@@ -168,13 +172,34 @@ def _type_name(f: dataclasses.Field) -> str:
     return f.type.__name__ if isinstance(f.type, type) else str(f.type)
 
 
+@functools.cache
 def option_fields(cls: type) -> dict[str, OptionField]:
-    """Name -> :class:`OptionField` of an option dataclass, in declaration order (plain fields included)."""
+    """Name -> :class:`OptionField` of an option dataclass, in declaration order (plain fields included).
+
+    A subclass that redeclares a field to change its default or help (``steps: int = option(2, "few steps")``)
+    keeps what the parent declared and it leaves unsaid (the rule, the pipeline argument, the fingerprint key):
+    a preset's new default must not silently stop the option from reaching the pipeline or the cache key.
+    """
+    parents = [b for b in cls.__mro__[1:] if dataclasses.is_dataclass(b)]
+    inherited = option_fields(parents[0]) if parents else {}
     out = {}
     for f in dataclasses.fields(cls):
         meta = f.metadata.get("iqabench") or OptionMeta(f.metadata.get("help", ""), f.metadata.get("choices"))
+        parent = inherited.get(f.name)
+        if parent is not None and parent.meta is not meta:
+            meta = _inherit(parent.meta, meta)
         out[f.name] = OptionField(f.name, _type_name(f), f.default, meta)
-    return out
+    return dict(out)
+
+
+def _inherit(parent: OptionMeta, child: OptionMeta) -> OptionMeta:
+    """``child``, with each attribute it leaves at OptionMeta's default taken from ``parent``."""
+    blank = OptionMeta()
+    values = {}
+    for f in dataclasses.fields(OptionMeta):
+        mine = getattr(child, f.name)
+        values[f.name] = getattr(parent, f.name) if mine == getattr(blank, f.name) else mine
+    return OptionMeta(**values)
 
 
 def short_repr(value: Any, limit: int = 40) -> str:
@@ -263,7 +288,7 @@ class Options:
     @classmethod
     def fields(cls) -> dict[str, OptionField]:
         """Name -> :class:`OptionField`: what listing, validation, fingerprint and the pipeline call iterate."""
-        return option_fields(cls)
+        return dict(option_fields(cls))
 
     @classmethod
     def parse(cls: type[T], values: Mapping[str, Any], where: str) -> T:

@@ -104,6 +104,25 @@ def test_the_fields_are_the_old_tables():
         HubOptions.defaults(stesp=35)
 
 
+def test_a_field_redeclared_for_a_new_default_keeps_its_declaration():
+    """A preset's ``steps: int = option(2, "few")`` must still reach the pipeline, the rule and the cache key."""
+
+    @dataclasses.dataclass(frozen=True)
+    class FewStep(TinyOptions):
+        steps: int = option(2, "few steps")
+
+    steps = FewStep.fields()["steps"]
+    assert (steps.default, steps.meta.help, steps.meta.pipeline_arg, steps.fingerprint_key) == (
+        2, "few steps", "num_inference_steps", "steps")
+    assert steps.meta.rule == TinyOptions.fields()["steps"].meta.rule
+    gen = DiffusersGenerator(GeneratorSpec.parse("few"), CPU, source="few", options=FewStep,
+                             tiny_builder=tiny_sd_pipeline)
+    assert gen.fingerprint()["steps"] == 2 and gen.generation_options({})["steps"] == 2
+    with pytest.raises(SpecError, match="option steps=0 is invalid"):
+        DiffusersGenerator(GeneratorSpec.parse("few[steps=0]"), CPU, source="few", options=FewStep,
+                           tiny_builder=tiny_sd_pipeline)
+
+
 def test_a_quality_generator_own_fingerprinted_field_enters_its_fingerprint():
     from iqabench.adapters.quality_base import QualityGenerator
     from iqabench.options import Options
@@ -198,7 +217,8 @@ def _cli(args, capsys):
     (f"guidance_scale={HUGE}", "option guidance_scale=100000000000... (401 digits) is invalid, expected a finite "
                                "number >= 0"),
     (f"seed={2**64}", f"option seed={2**64} is invalid, expected an integer >= 0 and <= 2**63 - 1"),
-])
+    ("steps=" + "9" * 5000, "option 'steps' is a number of 5000 characters: give a number of sensible size"),
+], ids=["steps", "guidance_scale-overflow", "seed-int64", "steps-5000-digits"])
 def test_cli_refuses_a_bad_option_value_before_any_work(option, shown, tmp_path, capsys):
     code, err = _cli(["run", "scores", "-g", f"tiny-sd[{option}]", "--metrics", "entropy", "--limit", "1",
                       "--out", tmp_path], capsys)
