@@ -165,6 +165,7 @@ class OptionInfo:
     type: str
     default: Any
     help: str
+    valid: str = ""  # the valid values, from the rule or the choices ("" when the field declares neither)
 
 
 def _type_name(f: dataclasses.Field) -> str:
@@ -301,11 +302,11 @@ class Options:
 
     @classmethod
     def describe(cls) -> list[OptionInfo]:
-        """One row per field for ``iqabench list generators --options``; the valid values follow the help."""
+        """One row per field for ``iqabench list generators --options``, with the valid values it declares."""
         rows = []
         for f in option_fields(cls).values():
-            rule = f.meta.rule
-            valid = f" ({rule.expected})" if rule is not None and rule.kind != "text" else ""
-            rows.append(OptionInfo(f.name, f.type, f.default, f.meta.help + valid))
+            rule, choices = f.meta.rule, f.meta.choices
+            valid = rule.expected if rule is not None else " | ".join(map(str, choices)) if choices else ""
+            rows.append(OptionInfo(f.name, f.type, f.default, f.meta.help, valid))
         return rows
 

@@ -57,7 +57,7 @@ def test_a_new_option_is_listed_validated_fingerprinted_and_passed_to_the_pipeli
     listing = " ".join(capsys.readouterr().out.split())
     assert "guidance_rescale" in listing and "rescale of the CFG noise" in listing
     row = next(r for r in RescaleOptions.describe() if r.name == "guidance_rescale")
-    assert row.help.endswith("(a finite number >= 0 and <= 1)") and row.default is None
+    assert row.valid == "a finite number >= 0 and <= 1" and row.default is None
     # validated when the spec becomes a generator
     with pytest.raises(SpecError) as bad:
         build_generator(f"{rescale_family}[guidance_rescale=2]", CPU)
