@@ -140,7 +140,7 @@ class DiffusersGenerator:
         self.options = self._merge_options(spec, defaults)
         self.item_params = frozenset(type(self).item_params) | self.item_option_names  # what items may override
         if not isinstance(options, Mapping):  # choices and cross-field checks (a quality generator parses its own)
-            options.parse(self.options, f"generator {str(spec)!r}")
+            options.parse(self.options, f"generator {short_text(str(spec))!r}")
         self._pipeline = None
         self.location: WeightsLocation | None = None
         if tiny_builder is None:

@@ -24,7 +24,7 @@ from typing import Any
 from .benchmark import AnalysisContext, BaseBenchmark, PlannedItem, register_benchmark
 from .generators import GeneratorPool, WeightsMissingError, WorkItem, build_generator, register_generator
 from .metrics import build_metric, metric_info, register_metric
-from .options import Options, integer, number, option, text
+from .options import Options, flag, integer, number, option, text
 from .results import ImageRef, Result
 from .runner import Runner, RunOutcome
 from .runtime import Runtime
@@ -45,8 +45,8 @@ _LAZY = {
 __all__ = [
     "AnalysisContext", "BaseBenchmark", "GeneratorPool", "GeneratorSpec", "ImageRef", "Options", "PlannedItem",
     "Result", "RunOutcome", "RunSpec", "Runner", "Runtime", "SpecError", "Store", "WeightsMissingError", "WorkItem",
-    "build_generator", "build_metric", "execute", "integer", "metric_info", "number", "option", "register_benchmark",
-    "register_generator", "register_metric", "run", "text", *_LAZY,
+    "build_generator", "build_metric", "execute", "flag", "integer", "metric_info", "number", "option",
+    "register_benchmark", "register_generator", "register_metric", "run", "text", *_LAZY,
 ]
 
 

@@ -3,7 +3,7 @@
 A generator family declares its spec options once, as a dataclass whose fields
 carry everything the toolkit needs to know about an option (``option(...)``):
 its type and default (the annotation and the field default), a one-line help,
-its valid values (a :class:`Rule` such as ``integer(1, 1000)``, or ``choices``),
+its valid values (a :class:`Rule`: ``integer(1, 1000)``, ``number(0)``, ``text()``, ``flag()``; or ``choices``),
 the pipeline argument it becomes (``pipeline_arg``), whether an item's params may
 override it (``item_param``) and whether, and under which key, it enters the
 generator's fingerprint (``fingerprint``). Everything that used to be written
@@ -40,7 +40,7 @@ INT64_MAX = 2**63 - 1
 # -- value rules ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """What values an option takes: a kind (``int``, ``number``, ``text``) and a range, read in one glance.
+    """What values an option takes: a kind (``int``, ``number``, ``text``, ``bool``) and a range, at one glance.
 
     Calling the rule returns the normalised value (``guidance_scale=7`` -> 7.0, so two spellings of one setting
     give one fingerprint, hence one cache key) or raises :class:`ValueError`; :attr:`expected` is how the error
@@ -60,12 +60,18 @@ class Rule:
             return self.words
         if self.kind == "text":
             return "a non-empty string" if self.nonempty else "text"
+        if self.kind == "bool":
+            return "true or false"
         what = "an integer" if self.kind == "int" else "a finite number"
         bounds = [f">= {_number(self.minimum)}" if self.minimum is not None else "",
                   f"<= {_number(self.maximum)}" if self.maximum is not None else ""]
         return " and ".join([what + (" " + bounds[0] if bounds[0] else ""), *([bounds[1]] if bounds[1] else [])])
 
     def __call__(self, value: Any) -> Any:
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(self.expected)
+            return value
         if self.kind == "text":
             if not isinstance(value, str) or (self.nonempty and not value):
                 raise ValueError(self.expected)
@@ -104,6 +110,11 @@ def number(minimum: float | None = None, maximum: float | None = None, *, words:
 def text(*, nonempty: bool = False) -> Rule:
     """A string (``nonempty``: not ``""``)."""
     return Rule("text", nonempty=nonempty)
+
+
+def flag() -> Rule:
+    """``true`` or ``false`` (a JSON boolean in the spec, e.g. ``use_resolution_binning=false``)."""
+    return Rule("bool")
 
 
 # -- the field declaration -------------------------------------------------------------------------------------

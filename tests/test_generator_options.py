@@ -15,7 +15,7 @@ from iqabench.adapters.diffusers_base import DiffusersGenerator
 from iqabench.adapters.generator_options import GENERATION_OPTIONS, GenerationOptions, HubOptions, TinyOptions
 from iqabench.cli import main
 from iqabench.generators import GENERATORS, WorkItem, build_generator, register_generator
-from iqabench.options import INT64_MAX, integer, number, option, text
+from iqabench.options import INT64_MAX, flag, integer, number, option, text
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 from iqabench.tiny_models import tiny_sd_pipeline
@@ -50,12 +50,14 @@ def test_a_new_option_is_listed_validated_fingerprinted_and_passed_to_the_pipeli
                                                                                    monkeypatch):
     from diffusers import StableDiffusionPipeline
 
-    from iqabench.cli.listing import print_generator_options
+    from iqabench.cli import listing as cli_listing
 
     # listed, with its valid range
-    print_generator_options([GENERATORS.get(rescale_family)])
+    monkeypatch.setattr(cli_listing.out_console, "_width", 250)  # one table line per option
+    cli_listing.print_generator_options([GENERATORS.get(rescale_family)])
     listing = " ".join(capsys.readouterr().out.split())
     assert "guidance_rescale" in listing and "rescale of the CFG noise" in listing
+    assert "│ a finite number >= 0 and <= 1 │" in listing
     row = next(r for r in RescaleOptions.describe() if r.name == "guidance_rescale")
     assert row.valid == "a finite number >= 0 and <= 1" and row.default is None
     # validated when the spec becomes a generator
@@ -187,6 +189,9 @@ def test_rules_read_in_one_glance():
     assert integer(0).expected == "an integer >= 0"
     assert number(0).expected == "a finite number >= 0"
     assert text(nonempty=True).expected == "a non-empty string"
+    assert flag()(False) is False and flag().expected == "true or false"
+    with pytest.raises(ValueError):
+        flag()(0)
     with pytest.raises(ValueError):
         integer(0, 10)(True)  # a bool is not an integer here
 
