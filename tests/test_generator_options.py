@@ -71,6 +71,10 @@ def test_a_new_option_is_listed_validated_fingerprinted_and_passed_to_the_pipeli
     gen = build_generator(f"{rescale_family}[guidance_rescale=1,steps=1]", CPU)
     assert gen.fingerprint()["guidance_rescale"] == 1.0
     assert gen.fingerprint() == build_generator(f"{rescale_family}[guidance_rescale=1.0,steps=1]", CPU).fingerprint()
+    # a quality generator on this base takes it too, and its baseline keeps it
+    guided = build_generator(f"guidance:topiq_nr[base={rescale_family},guidance_rescale=0.5]", CPU)
+    assert guided.fingerprint()["guidance_rescale"] == 0.5
+    assert guided.baseline() == f"{rescale_family}[guidance_rescale=0.5,seed=0]"  # the base options, as always
     # passed to the pipeline, and overridable per item (item params are checked by the same rule)
     calls = []
     original = StableDiffusionPipeline.__call__
