@@ -70,10 +70,11 @@ class GuidanceOptions(Options):
     """Gradient IQA guidance (IQA-Adapter paper Sec. 3.1); every other option goes to the base model."""
 
     base: str = option("sdxl", "base generator spec: any diffusers generator, acpo:<folder> included")
-    alpha: float = option(30.0, "guidance strength (the paper's SDXL value: 30); items may set alpha", rule=number())
+    alpha: float = option(30.0, "guidance strength (the paper's SDXL value: 30); items may set alpha", rule=number(),
+                          fingerprint=True)
     decode: str = option("z", "what f sees decoded: z (z_t, the paper's formula) or x0 (predicted clean latent)",
-                         choices=DECODE_MODES)
-    floor: float = option(0.01, "floor of the safe log of f's score", rule=number())
+                         choices=DECODE_MODES, fingerprint="variant")  # its old name: cache keys stay
+    floor: float = option(0.01, "floor of the safe log of f's score", rule=number(), fingerprint=True)
     metric_size: int | str | None = option(None, "f sees the decoded image with its shorter side resized to this "
                                            "many pixels, or 'native' (the metric's own input side, e.g. 384 for "
                                            "topiq_nr); None: as generated (the paper)")
@@ -205,12 +206,11 @@ class GuidanceGenerator(QualityGenerator):
         return fp
 
     def own_fingerprint(self) -> dict[str, Any]:
+        """What the fields cannot say: the metric's version, the resolved metric side, the decoder's files, and
+        the entries whose presence depends on a setting (alpha, decode as ``variant`` and floor are fields)."""
         fp: dict[str, Any] = {
             "metric": self.metric_name,
             "metric_fingerprint": metric_fingerprint(self.metric_name),
-            "alpha": self.config.alpha,
-            "variant": self.config.decode,  # the decode mode (z/x0), under its old name so cache keys stay
-            "floor": self.config.floor,
             "metric_size": self.config.metric_size,
             "omega": "linear-0-to-1",
         }

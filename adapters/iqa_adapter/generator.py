@@ -69,11 +69,11 @@ class AdapterOptions(Options):
     file: str | None = option(None, "file name of a preset inside weights_dir")
     metrics: str | None = option(None, "metrics the adapter was trained with, in input order: m1+m2")
     stats: str | None = option(None, "CSV of metric statistics that percentile targets refer to")
-    target: str = option("p99", "quality target: a percentile (p99) or a score per metric")
+    target: str = option("p99", "quality target: a percentile (p99) or a score per metric", fingerprint=True)
     scale: float = option(PAPER_SCALE, "lambda, the strength of the quality tokens (paper: 0.5; 0: the base model "
-                          "bit for bit; the official generate() default: 1.0)", rule=number())
+                          "bit for bit; the official generate() default: 1.0)", rule=number(), fingerprint=True)
     neg_k: float = option(0.0, "negative quality guidance for the unconditional branch (paper Sec. 8: 1)",
-                          rule=number())
+                          rule=number(), fingerprint=True)
 
 
 ADAPTER_OPTIONS: dict[str, Any] = AdapterOptions.defaults()
@@ -164,7 +164,7 @@ class IQAAdapterGenerator(QualityGenerator):
 
     # -- protocol -------------------------------------------------------------------------------------
     def own_fingerprint(self) -> dict[str, Any]:
-        """The adapter file's sha256, its metrics and stats, and every quality default."""
+        """The adapter file's sha256, its metrics and stats (target, scale and neg_k are fields)."""
         if self._sha256 is None:
             self._sha256 = file_sha256(self.checkpoint)
         fp: dict[str, Any] = fingerprint_values(GenerationOptions.fields(), self.options)
@@ -172,9 +172,6 @@ class IQAAdapterGenerator(QualityGenerator):
             "adapter_sha256": self._sha256,
             "metrics": list(self.metrics),
             "stats": {s.name: s.to_dict() for s in self.stats},
-            "target": self.options["target"],
-            "scale": float(self.options["scale"]),
-            "neg_k": float(self.options["neg_k"]),
         })
         return fp
 
