@@ -33,7 +33,7 @@ from .specs import SpecError
 
 T = TypeVar("T", bound="Options")
 
-#: The widest value a seed may take: torch's generators and numpy take it, and SQLite stores it (int64).
+#: The widest value a seed option may take (int64): torch's generators take it, JSON and SQLite keep it exact.
 INT64_MAX = 2**63 - 1
 
 
@@ -63,9 +63,9 @@ class Rule:
         if self.kind == "bool":
             return "true or false"
         what = "an integer" if self.kind == "int" else "a finite number"
-        bounds = [f">= {_number(self.minimum)}" if self.minimum is not None else "",
-                  f"<= {_number(self.maximum)}" if self.maximum is not None else ""]
-        return " and ".join([what + (" " + bounds[0] if bounds[0] else ""), *([bounds[1]] if bounds[1] else [])])
+        if self.minimum is not None:
+            what += f" >= {_number(self.minimum)}"
+        return what if self.maximum is None else f"{what} and <= {_number(self.maximum)}"
 
     def __call__(self, value: Any) -> Any:
         if self.kind == "bool":
