@@ -47,18 +47,29 @@ import torch
 from PIL import Image
 
 from iqabench import tiny_models
+from iqabench.errors import UserInputError
 from iqabench.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
 from iqabench.generators import WeightsMissingError, WorkItem
 from iqabench.image_checks import GeneratedImageError, finite_per_item
 from iqabench.image_tensors import pil_to_uint8, quantize, to_pil
+from iqabench.options import (
+    OptionField,
+    Options,
+    check_option,
+    fingerprint_values,
+    option_fields,
+    pipeline_arguments,
+    short_text,
+)
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
 from .generator_options import (
     GENERATION_OPTIONS,
+    HubOptions,
+    TinyOptions,
     base_model_spec,
     canonical_params,
-    check_value,
     unknown_option_message,
 )
 from .hub_cache import HUB_ID, WeightsLocation, find_weights, hub_cache_dir, local_signature, weights_status
@@ -77,10 +88,14 @@ __all__ = ["GENERATION_OPTIONS", "IMAGE_FORMAT_VERSION", "DiffusersGenerator", "
 class DiffusersGenerator:
     """A diffusers text-to-image pipeline behind the Generator protocol.
 
-    ``defaults`` names every option the spec may set (a key missing from it is an
-    unknown option) together with its default; ``None`` means "the pipeline's own
-    default". ``source`` is a hub id, or a label when ``tiny_builder`` builds the
-    pipeline in-process from ``options["seed"]``.
+    ``options`` is the family's option dataclass (default: :class:`HubOptions`, or :class:`TinyOptions` with a
+    ``tiny_builder``); its fields say how each option is checked, which pipeline argument it becomes and what
+    enters the fingerprint (:mod:`iqabench.options`). ``defaults`` names every option the spec may set (a key
+    missing from it is an unknown option) together with its default, ``None`` meaning "the pipeline's own
+    default"; it defaults to the dataclass's defaults (a preset passes ``HubOptions.defaults(steps=35)``).
+    A key of ``defaults`` that is not a field is taken as it is (neither checked nor fingerprinted).
+    ``source`` is a hub id, or a label when ``tiny_builder`` builds the pipeline in-process from
+    ``options["seed"]``.
 
     The baseline of a base generator is the same spec with ``guidance_scale=1.0``,
     i.e. the same pipeline without classifier-free guidance (diffusers skips the
@@ -94,7 +109,8 @@ class DiffusersGenerator:
     #: ``source`` never shares its parent's cache keys. Setting it explicitly (the built-in classes keep the
     #: labels their caches were written with) is how a subclass that does not change pixels opts in to sharing.
     fingerprint_class: ClassVar[str] = "diffusers-base/v1"
-    #: Item ``params`` keys this generator understands; subclasses add their own.
+    #: Item ``params`` keys this generator understands besides its options declared ``item_param`` (which each
+    #: instance adds); subclasses add their own.
     item_params: frozenset[str] = frozenset(GENERATION_OPTIONS)
     #: Options set from the spec itself rather than by the user (``path`` of ``diffusers:<folder>``): a spec
     #: derived from this generator's options (a quality generator's baseline) must leave them out.
@@ -107,15 +123,25 @@ class DiffusersGenerator:
             module = "" if cls.__module__.startswith("iqabench_plugin_") else f"{cls.__module__}."
             cls.fingerprint_class = f"{module}{cls.__qualname__}/v1"
 
-    def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, source: str, defaults: dict[str, Any],
-                 tiny_builder: Callable[[int], DiffusionPipeline] | None = None):
+    def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, source: str, defaults: Mapping[str, Any] | None = None,
+                 tiny_builder: Callable[[int], DiffusionPipeline] | None = None,
+                 options: type[Options] | Mapping[str, OptionField] | None = None):
         self.spec = spec
         self.runtime = runtime
         self.family = spec.family
         self.name = str(spec)
         self.source = source
         self.tiny_builder = tiny_builder
+        options = options or (TinyOptions if tiny_builder is not None else HubOptions)
+        #: name -> declared option (the one place validation, fingerprint and the pipeline call read from)
+        self.option_fields: dict[str, OptionField] = dict(options) if isinstance(options, Mapping) \
+            else option_fields(options)
+        if defaults is None:
+            defaults = {name: f.default for name, f in self.option_fields.items()}
         self.options = self._merge_options(spec, defaults)
+        self.item_params = frozenset(type(self).item_params) | self.item_option_names  # what items may override
+        if not isinstance(options, Mapping):  # choices and cross-field checks (a quality generator parses its own)
+            options.parse(self.options, f"generator {short_text(str(spec))!r}")
         self._pipeline = None
         self.location: WeightsLocation | None = None
         if tiny_builder is None:
@@ -123,13 +149,13 @@ class DiffusersGenerator:
 
     # -- construction -----------------------------------------------------------------------------------
     def _merge_options(self, spec: GeneratorSpec, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults with the spec's values, each checked by its field's rule (one sentence, before any work)."""
         options = dict(defaults)
+        where = f"generator {short_text(str(spec))!r}"
         for key, value in spec.options:
             if key not in defaults:
-                raise SpecError(unknown_option_message(key, list(defaults), f"generator {str(spec)!r}", "option"))
-            options[key] = None if value is None else check_value(key, value, f"generator {str(spec)!r}")
-        if options.get("path") is not None and options.get("revision") is not None:
-            raise SpecError(f"generator {str(spec)!r}: revision= selects a hub commit and cannot go with path=")
+                raise SpecError(unknown_option_message(key, list(defaults), where, "option"))
+            options[key] = check_option(self.option_fields.get(key), key, value, where)
         return options
 
     def _require_weights(self) -> WeightsLocation:
@@ -198,29 +224,22 @@ class DiffusersGenerator:
     # -- protocol ---------------------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes pixels; reads files' metadata at most, never loads the pipeline."""
-        opts = self.options
         fp: dict[str, Any] = {
             "class": self.fingerprint_class,
             "source": self.source,
-            "steps": opts.get("steps"),
-            "guidance_scale": opts.get("guidance_scale"),
-            "height": opts.get("height"),
-            "width": opts.get("width"),
-            "negative_prompt": opts.get("negative_prompt"),
+            **fingerprint_values(self.option_fields, self.options),  # every field declared ``fingerprint``
             "dtype": str(self.runtime.torch_dtype).removeprefix("torch."),
             "device_type": self.runtime.torch_device.type,
             "noise": "cpu-generator-per-item",
             "image_format": IMAGE_FORMAT_VERSION,
         }
         if self.tiny_builder is not None:
-            fp["tiny_seed"] = opts.get("seed", 0)
             fp["tiny_zoo_version"] = tiny_models.TINY_ZOO_VERSION
         if self.location is not None:
             index = self.location.model_index
             fp["pipeline"] = index.get("_class_name")
             scheduler = index.get("scheduler")
             fp["scheduler"] = scheduler[1] if isinstance(scheduler, list) and len(scheduler) == 2 else None
-            fp["variant"] = opts.get("variant")
             if self.location.commit is not None:
                 fp["commit"] = self.location.commit
             else:
@@ -243,15 +262,22 @@ class DiffusersGenerator:
         """
         return {}
 
+    @property
+    def item_option_names(self) -> frozenset[str]:
+        """The options items may override: the fields declared ``item_param``."""
+        return frozenset(name for name, f in self.option_fields.items() if f.meta.item_param)
+
     def generation_options(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The spec's generation options with one group's item ``params`` applied (validated)."""
-        opts = {k: self.options.get(k) for k in GENERATION_OPTIONS}
+        """The spec's pipeline options with one group's item ``params`` applied (validated by their fields)."""
+        fields = self.option_fields
+        opts = {k: self.options.get(k) for k, f in fields.items() if f.meta.item_param or f.meta.pipeline_arg}
         where = f"generator {self.name!r}"
+        overridable = self.item_option_names
         for key, value in params.items():
             if key not in self.item_params:
                 raise ValueError(unknown_option_message(key, sorted(self.item_params), where, "item param"))
-            if key in GENERATION_OPTIONS:
-                opts[key] = None if value is None else check_value(key, value, where)
+            if key in overridable:
+                opts[key] = check_option(fields[key], key, value, where)
         return opts
 
     def group_key(self, item: WorkItem) -> Hashable:
@@ -302,19 +328,13 @@ class DiffusersGenerator:
             "generator": [torch.Generator("cpu").manual_seed(int(item.seed)) for item in batch],
             "output_type": "pt",
         }
-        named = {"steps": "num_inference_steps", "guidance_scale": "guidance_scale", "height": "height",
-                 "width": "width"}
-        for key, arg in named.items():
-            if opts.get(key) is not None:
-                kwargs[arg] = opts[key]
-        if opts.get("negative_prompt") is not None:
-            kwargs["negative_prompt"] = [opts["negative_prompt"]] * len(batch)
+        kwargs.update(pipeline_arguments(self.option_fields, opts, len(batch)))  # the fields' ``pipeline_arg``
         kwargs.update(self.pipeline_kwargs(batch))
         accepts_any, accepted = self._call_signature(pipe)
         if not accepts_any:
             unsupported = sorted(k for k in kwargs if k not in accepted)
             if unsupported:
-                raise ValueError(
+                raise UserInputError(
                     f"generator {self.name!r}: {type(pipe).__name__} does not accept {', '.join(unsupported)}; "
                     "drop those options for this pipeline"
                 )

@@ -1,7 +1,10 @@
-"""Validation of the options a diffusers generator spec may set (``steps``, ``guidance_scale``, size, ...).
+"""The options a diffusers generator spec may set (``steps``, ``guidance_scale``, size, ...), as typed fields.
 
-Values are checked and normalised here (``guidance_scale=7`` -> 7.0) so that two
-spellings of the same setting give the same fingerprint, hence the same cache keys.
+Each field of :class:`GenerationOptions` / :class:`HubOptions` / :class:`TinyOptions` declares one option
+completely (see :mod:`iqabench.options`): its rule checks and normalises a value (``guidance_scale=7`` -> 7.0,
+so two spellings of one setting give one fingerprint, hence one cache key), its pipeline argument, whether
+items may override it and whether it is fingerprinted. :class:`~.diffusers_base.DiffusersGenerator` iterates
+over the fields; adding an option is adding a field here.
 """
 
 from __future__ import annotations
@@ -12,37 +15,9 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from iqabench.options import Options, option
-from iqabench.specs import GeneratorSpec, SpecError
-
-#: Options an item's ``params`` may override for its own pipeline call.
-GENERATION_OPTIONS = ("steps", "guidance_scale", "height", "width", "negative_prompt")
-
-
-# -- option checking -----------------------------------------------------------------------------------
-def check_value(key: str, value: Any, where: str) -> Any:
-    """Validate and normalise one option value (e.g. ``guidance_scale=7`` -> 7.0, so the fingerprint is stable)."""
-    def bad(expected: str) -> SpecError:
-        return SpecError(f"{where}: option {key}={value!r} is invalid, expected {expected}")
-
-    if key in ("steps", "seed"):
-        low = 1 if key == "steps" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise bad(f"an integer >= {low}")
-    elif key == "guidance_scale":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise bad("a number >= 0")
-        value = float(value)
-    elif key in ("height", "width"):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 8:
-            raise bad("a positive multiple of 8 (pixels)")
-    elif key == "negative_prompt":
-        if not isinstance(value, str):
-            raise bad("text")
-    elif key in ("path", "revision", "variant"):
-        if not isinstance(value, str) or not value:
-            raise bad("a non-empty string")
-    return value
+from iqabench.errors import UserInputError
+from iqabench.options import INT64_MAX, Options, integer, number, option, text
+from iqabench.specs import GeneratorSpec
 
 
 def unknown_option_message(key: str, known: Sequence[str], where: str, what: str) -> str:
@@ -71,34 +46,65 @@ def base_model_spec(base_spec: GeneratorSpec, options: Mapping[str, Any], base_o
 
 
 # -- typed options of the base families --------------------------------------------------------------------
+#: The largest image side an option may ask for: 8192 px is 4x SDXL's native side (64 Mpx per image); larger is a
+#: typo (an extra zero) that would otherwise fail, or exhaust memory, only when the first batch is generated.
+MAX_SIDE = 8192
+#: The most denoising steps a spec may ask for (issue 26: steps=100000000 made every image fail, exit 3).
+MAX_STEPS = 1000
+_SIDE = integer(8, MAX_SIDE, multiple_of=8, words=f"a positive multiple of 8 (pixels), at most {MAX_SIDE}")
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions(Options):
-    """What every diffusers generator takes (items may override these per image, see GENERATION_OPTIONS)."""
+    """What every diffusers generator takes (items may override these per image, see GENERATION_OPTIONS).
 
-    steps: int | None = option(None, "denoising steps (None: the preset's / pipeline's default)")
-    guidance_scale: float | None = option(None, "classifier-free guidance scale; <= 1 turns CFG off")
-    height: int | None = option(None, "image height in pixels, a multiple of 8")
-    width: int | None = option(None, "image width in pixels, a multiple of 8")
-    negative_prompt: str | None = option(None, "negative prompt for the unconditional branch")
+    Each field is the whole declaration of its option: its rule checks a spec's value, ``pipeline_arg`` is the
+    ``pipeline(...)`` argument it becomes, ``fingerprint`` puts it in the cache key. These five always were in the
+    fingerprint, None included (``fingerprint_none``), so their keys stay as they were.
+    """
 
-    def check(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                check_value(f.name, value, "option")
+    steps: int | None = option(None, "denoising steps (None: the preset's / pipeline's default)",
+                               rule=integer(1, MAX_STEPS), pipeline_arg="num_inference_steps", item_param=True,
+                               fingerprint=True, fingerprint_none=True)
+    guidance_scale: float | None = option(None, "classifier-free guidance scale; <= 1 turns CFG off", rule=number(0),
+                                          pipeline_arg="guidance_scale", item_param=True, fingerprint=True,
+                                          fingerprint_none=True)
+    height: int | None = option(None, "image height in pixels, a multiple of 8", rule=_SIDE, pipeline_arg="height",
+                                item_param=True, fingerprint=True, fingerprint_none=True)
+    width: int | None = option(None, "image width in pixels, a multiple of 8", rule=_SIDE, pipeline_arg="width",
+                               item_param=True, fingerprint=True, fingerprint_none=True)
+    negative_prompt: str | None = option(None, "negative prompt for the unconditional branch", rule=text(),
+                                         pipeline_arg="negative_prompt", per_prompt=True, item_param=True,
+                                         fingerprint=True, fingerprint_none=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class HubOptions(GenerationOptions):
-    """A pipeline from the Hugging Face cache or a local folder."""
+    """A pipeline from the Hugging Face cache or a local folder.
 
-    path: str | None = option(None, "local folder with the pipeline (save_pretrained / hf download layout)")
-    revision: str | None = option(None, "hub commit or branch in the local cache (not with path=)")
-    variant: str | None = option(None, "weights variant, e.g. fp16 (loads *.fp16.safetensors)")
+    ``path`` and ``revision`` are not fingerprinted by value: they select the files, whose commit or content
+    signature is in the fingerprint instead.
+    """
+
+    path: str | None = option(None, "local folder with the pipeline (save_pretrained / hf download layout)",
+                              rule=text(nonempty=True))
+    revision: str | None = option(None, "hub commit or branch in the local cache (not with path=)",
+                                  rule=text(nonempty=True))
+    variant: str | None = option(None, "weights variant, e.g. fp16 (loads *.fp16.safetensors)",
+                                 rule=text(nonempty=True), fingerprint=True, fingerprint_none=True)
+
+    def check(self) -> None:
+        if self.path is not None and self.revision is not None:
+            raise UserInputError("revision= selects a hub commit and cannot go with path=")
 
 
 @dataclasses.dataclass(frozen=True)
 class TinyOptions(GenerationOptions):
     """A tiny random pipeline built in-process (offline tests)."""
 
-    seed: int = option(0, "seed of the random weights")
+    seed: int = option(0, "seed of the random weights", rule=integer(0, INT64_MAX), fingerprint="tiny_seed",
+                       fingerprint_none=True)
+
+
+#: Options an item's ``params`` may override for its own pipeline call (the fields declared ``item_param``).
+GENERATION_OPTIONS = tuple(name for name, f in GenerationOptions.fields().items() if f.meta.item_param)

@@ -14,6 +14,7 @@ from typing import Any
 
 from iqabench import tiny_models
 from iqabench.generators import register_generator
+from iqabench.options import Options
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
@@ -26,9 +27,6 @@ from .hub_cache import HUB_ID, weights_status
 #: was renamed to :mod:`iqabench.tiny_models`; changing it would change every cached tiny image's key.
 TINY_SOURCE_PREFIX = "iqabench.testing."
 
-_COMMON = {"steps": None, "guidance_scale": None, "height": None, "width": None, "negative_prompt": None}
-_HUB = {**_COMMON, "path": None, "revision": None, "variant": None}
-
 
 def _no_variant(spec: GeneratorSpec) -> None:
     if spec.variant is not None:
@@ -38,18 +36,21 @@ def _no_variant(spec: GeneratorSpec) -> None:
         )
 
 
-def _preset(family: str, description: str, *, source: str, defaults: dict[str, Any], options: type,
-            option_defaults: dict[str, Any], weights: Callable[[], tuple[bool, str]] | None = None,
+def _preset(family: str, description: str, *, source: str, options: type[Options], preset: dict[str, Any],
+            weights: Callable[[], tuple[bool, str]] | None = None,
             tiny_builder: Callable[[int], Any] | None = None) -> None:
-    """Register ``family``: a DiffusersGenerator of ``source`` with these defaults (no ``:variant`` part)."""
+    """Register ``family``: a DiffusersGenerator of ``source`` whose ``options`` start from ``preset`` (no
+    ``:variant`` part); the listing shows the same defaults the generator starts from."""
+    defaults = options.defaults(**preset)
 
     def factory(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
         _no_variant(spec)
-        return DiffusersGenerator(spec, runtime, source=source, defaults=defaults, tiny_builder=tiny_builder)
+        return DiffusersGenerator(spec, runtime, source=source, defaults=defaults, tiny_builder=tiny_builder,
+                                  options=options)
 
     factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
     register_generator(family, description=description, weights=weights, options=options,
-                       option_defaults=option_defaults)(factory)
+                       option_defaults=preset)(factory)
 
 
 #: Hub presets: (family, hub id, steps, pixel size, description); CFG 7.5 for all. sd14 is ACPO's base (its SD
@@ -75,14 +76,13 @@ _TINY_PRESETS = (
 def _register_presets() -> None:
     for family, source, steps, size, description in _HUB_PRESETS:
         sampling = {"steps": steps, "guidance_scale": 7.5, "height": size, "width": size}
-        _preset(family, description, source=source, defaults={**_HUB, **sampling}, options=HubOptions,
-                option_defaults=sampling, weights=partial(weights_status, source))
+        _preset(family, description, source=source, options=HubOptions, preset=sampling,
+                weights=partial(weights_status, source))
     size = tiny_models.TINY_IMAGE_SIZE
     for family, builder, description in _TINY_PRESETS:
-        defaults = {**_COMMON, "steps": tiny_models.TINY_STEPS, "guidance_scale": 7.5, "height": size,
-                    "width": size, "seed": 0}
-        _preset(family, description, source=f"{TINY_SOURCE_PREFIX}{builder.__name__}", defaults=defaults,
-                options=TinyOptions, option_defaults=defaults, tiny_builder=builder)
+        sampling = {"steps": tiny_models.TINY_STEPS, "guidance_scale": 7.5, "height": size, "width": size}
+        _preset(family, description, source=f"{TINY_SOURCE_PREFIX}{builder.__name__}", options=TinyOptions,
+                preset=sampling, tiny_builder=builder)
 
 
 _register_presets()
@@ -99,12 +99,12 @@ def build_any_pipeline(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenera
     target = spec.variant
     if not target:
         raise SpecError("generator 'diffusers' needs a hub id or a folder: diffusers:org/name or diffusers:/path/dir")
-    defaults = {**_HUB}
     if HUB_ID.match(target) and not Path(target).expanduser().exists():
-        return DiffusersGenerator(spec, runtime, source=target, defaults=defaults)
+        return DiffusersGenerator(spec, runtime, source=target, options=HubOptions)
     if "path" in spec.options_dict:
         raise SpecError(f"generator {str(spec)!r} names its folder twice: use diffusers:/dir without path=")
     folder = str(Path(target).expanduser().resolve())
-    generator = DiffusersGenerator(spec, runtime, source=folder, defaults={**defaults, "path": folder})
+    generator = DiffusersGenerator(spec, runtime, source=folder, defaults=HubOptions.defaults(path=folder),
+                                   options=HubOptions)
     generator.implied_options = frozenset({"path"})
     return generator

@@ -12,8 +12,11 @@ changes its pixels". What they share lives here, once:
 * **baseline** — the base model with the same generation options, so RelGain's
   paired statistics compare like with like;
 * **fingerprint** — the base's fingerprint plus this class's label, the base
-  spec and :meth:`own_fingerprint`: a cache key changes whenever the base or
-  the wrapper changes pixels.
+  spec, its own options declared ``fingerprint`` and :meth:`own_fingerprint`:
+  a cache key changes whenever the base or the wrapper changes pixels;
+* **one option table** — the base's option fields and the family's own ones are
+  checked, passed to the pipeline and overridden by items the same way
+  (:mod:`iqabench.options`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from iqabench.generators import build_generator
-from iqabench.options import Options
+from iqabench.options import Options, fingerprint_values, option_fields, short_text
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
@@ -59,7 +62,7 @@ class QualityGenerator(DiffusersGenerator):
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, base: str | None = None, where: str | None = None):
         """``base``: the base model's spec; by default the spec's ``base=`` option, else ``own_options["base"]``."""
-        where = where or f"generator {str(spec)!r}"
+        where = where or f"generator {short_text(str(spec))!r}"
         if base is None:
             base = self.split_options(spec)[0].get("base", self.own_options.get("base"))
             if not base:
@@ -71,8 +74,9 @@ class QualityGenerator(DiffusersGenerator):
         base_gen = build_generator(self.base_spec.with_options(**base_options), runtime)
         if not isinstance(base_gen, DiffusersGenerator):
             raise SpecError(f"{where}: base {str(self.base_spec)!r} is not a diffusers pipeline generator")
+        own_fields = option_fields(self.options_class) if self.options_class else {}
         super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **self.own_options},
-                         tiny_builder=base_gen.tiny_builder)
+                         tiny_builder=base_gen.tiny_builder, options={**base_gen.option_fields, **own_fields})
         self._base_gen = base_gen
         self.implied_options = base_gen.implied_options  # a spec built on this one leaves them out too
         self.options["base"] = str(self.base_spec)
@@ -97,6 +101,8 @@ class QualityGenerator(DiffusersGenerator):
         """The base model's fingerprint, this class's label, the base spec and :meth:`own_fingerprint`."""
         fp = dict(self._base_gen.fingerprint())
         fp.update({"class": self.fingerprint_class, "base": str(self.base_spec)})
+        if self.options_class is not None:  # own options declared ``fingerprint`` (the base's are in its own)
+            fp.update(fingerprint_values(self.options_class.fields(), self.options))
         fp.update(self.own_fingerprint())
         return fp
 

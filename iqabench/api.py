@@ -26,7 +26,7 @@ from .execution import Execution
 from .generators import GeneratorPool, WeightsMissingError, WorkItem, build_generator, register_generator
 from .lazy import lazy_exports
 from .metrics import build_metric, metric_info, register_metric
-from .options import Options, option
+from .options import Options, flag, integer, number, option, text
 from .results import ImageRef, Result
 from .runner import Runner, RunOutcome
 from .runtime import Runtime
@@ -47,8 +47,9 @@ _LAZY = {
 __all__ = [
     "AnalysisContext", "BaseBenchmark", "Execution", "GeneratorPool", "GeneratorSpec", "ImageRef", "Options",
     "PlannedItem", "Result", "RunOutcome", "RunSpec", "Runner", "Runtime", "SpecError", "Store",
-    "WeightsMissingError", "WorkItem", "build_generator", "build_metric", "execute", "metric_info", "option",
-    "register_benchmark", "register_generator", "register_metric", "run", *_LAZY,
+    "WeightsMissingError", "WorkItem", "build_generator", "build_metric", "execute", "flag", "integer",
+    "metric_info", "number", "option", "register_benchmark", "register_generator", "register_metric", "run", "text",
+    *_LAZY,
 ]
 
 

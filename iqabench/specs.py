@@ -47,6 +47,9 @@ def parse_value(text: str, *, key: str | None = None) -> Any:
         raise SpecError(f"{where} is {text!r}: NaN and Infinity are not allowed, give a finite number") from None
     except json.JSONDecodeError:
         return text
+    except ValueError:  # an integer of more than 4,300 digits (Python's int-from-string limit)
+        where = f"option {key!r}" if key else "an option"
+        raise SpecError(f"{where} is a number of {len(text)} characters: give a number of sensible size") from None
     if isinstance(value, float) and not math.isfinite(value):
         where = f"option {key!r}" if key else "an option"
         raise SpecError(f"{where} is {text!r}, which overflows to infinity: give a finite number")

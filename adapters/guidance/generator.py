@@ -43,11 +43,11 @@ import torch
 from iqabench.errors import UserInputError
 from iqabench.generators import WorkItem, register_generator
 from iqabench.metrics import metric_fingerprint, metric_info
-from iqabench.options import Options, option
+from iqabench.options import Options, number, option, short_repr, short_text
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
-from ..generator_options import GENERATION_OPTIONS
+from ..generator_options import GENERATION_OPTIONS, MAX_SIDE
 from ..quality_base import QualityGenerator
 from .checkpointing import checkpoint_guidance
 from .guide import DECODE_MODES, SCALINGS, GuidanceConfig, IQAGuidance, guided_scheduler
@@ -71,10 +71,11 @@ class GuidanceOptions(Options):
     """Gradient IQA guidance (IQA-Adapter paper Sec. 3.1); every other option goes to the base model."""
 
     base: str = option("sdxl", "base generator spec: any diffusers generator, acpo:<folder> included")
-    alpha: float = option(30.0, "guidance strength (the paper's SDXL value: 30); items may set alpha")
+    alpha: float = option(30.0, "guidance strength (the paper's SDXL value: 30); items may set alpha", rule=number(),
+                          fingerprint=True)
     decode: str = option("z", "what f sees decoded: z (z_t, the paper's formula) or x0 (predicted clean latent)",
-                         choices=DECODE_MODES)
-    floor: float = option(0.01, "floor of the safe log of f's score")
+                         choices=DECODE_MODES, fingerprint="variant")  # its old name: cache keys stay
+    floor: float = option(0.01, "floor of the safe log of f's score", rule=number(), fingerprint=True)
     metric_size: int | str | None = option(None, "f sees the decoded image with its shorter side resized to this "
                                            "many pixels, or 'native' (the metric's own input side, e.g. 384 for "
                                            "topiq_nr); None: as generated (the paper)")
@@ -90,10 +91,11 @@ class GuidanceOptions(Options):
                                       "for SDXL bases, madebyollin/taesd for SD 1.x/2.x)")
 
     def check(self) -> None:
-        float(self.alpha), float(self.floor)  # noqa: B018 - a non-number raises ValueError/TypeError here
         size = self.metric_size
-        if size is not None and size != "native" and (isinstance(size, bool) or not _is_int(size) or int(size) < 8):
-            raise UserInputError(f"metric_size={size!r} should be a side in pixels (>= 8), 'native' or None")
+        if size is not None and size != "native" and (isinstance(size, bool) or not _is_int(size)
+                                                      or not 8 <= int(size) <= MAX_SIDE):
+            raise UserInputError(f"metric_size={short_repr(size)} should be a side in pixels (>= 8, at most "
+                                 f"{MAX_SIDE}), 'native' or None")
         if self.tiny_decoder is not None and self.decoder != "tiny":
             raise UserInputError("tiny_decoder= is only read with decoder=tiny")
 
@@ -101,7 +103,7 @@ class GuidanceOptions(Options):
 def _is_int(value: Any) -> bool:
     try:
         return int(value) == float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
 
 
@@ -145,7 +147,7 @@ def _guidance_config(options: Mapping[str, Any], metric: str, where: str) -> Gui
                               floor=float(options["floor"]),
                               metric_size=_metric_side(options.get("metric_size"), metric, where),
                               scaling=str(options["scaling"]))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SpecError(f"{where}: {exc}") from exc
 
 
@@ -159,7 +161,7 @@ class GuidanceGenerator(QualityGenerator):
     refusal = "the base of IQA guidance cannot itself be a guidance generator"
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime):
-        where = f"generator {str(spec)!r}"
+        where = f"generator {short_text(str(spec))!r}"
         if not spec.variant:
             raise SpecError("generator 'guidance' needs a differentiable NR metric: guidance:<metric>, "
                             "e.g. guidance:topiq_nr[alpha=30]")
@@ -205,12 +207,11 @@ class GuidanceGenerator(QualityGenerator):
         return fp
 
     def own_fingerprint(self) -> dict[str, Any]:
+        """What the fields cannot say: the metric's version, the resolved metric side, the decoder's files, and
+        the entries whose presence depends on a setting (alpha, decode as ``variant`` and floor are fields)."""
         fp: dict[str, Any] = {
             "metric": self.metric_name,
             "metric_fingerprint": metric_fingerprint(self.metric_name),
-            "alpha": self.config.alpha,
-            "variant": self.config.decode,  # the decode mode (z/x0), under its old name so cache keys stay
-            "floor": self.config.floor,
             "metric_size": self.config.metric_size,
             "omega": "linear-0-to-1",
         }

@@ -39,11 +39,11 @@ import torch
 from safetensors import safe_open
 
 from iqabench.generators import WorkItem, register_generator
-from iqabench.options import Options, option
+from iqabench.options import Options, fingerprint_values, number, option
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
-from ..generator_options import GENERATION_OPTIONS
+from ..generator_options import GENERATION_OPTIONS, GenerationOptions
 from ..quality_base import QualityGenerator
 from .adapter import IQAAdapter
 from .checkpoint import METADATA_KEY, PRESETS, file_sha256, load_adapter, preset_file
@@ -69,10 +69,11 @@ class AdapterOptions(Options):
     file: str | None = option(None, "file name of a preset inside weights_dir")
     metrics: str | None = option(None, "metrics the adapter was trained with, in input order: m1+m2")
     stats: str | None = option(None, "CSV of metric statistics that percentile targets refer to")
-    target: str = option("p99", "quality target: a percentile (p99) or a score per metric")
+    target: str = option("p99", "quality target: a percentile (p99) or a score per metric", fingerprint=True)
     scale: float = option(PAPER_SCALE, "lambda, the strength of the quality tokens (paper: 0.5; 0: the base model "
-                          "bit for bit; the official generate() default: 1.0)")
-    neg_k: float = option(0.0, "negative quality guidance for the unconditional branch (paper Sec. 8: 1)")
+                          "bit for bit; the official generate() default: 1.0)", rule=number(), fingerprint=True)
+    neg_k: float = option(0.0, "negative quality guidance for the unconditional branch (paper Sec. 8: 1)",
+                          rule=number(), fingerprint=True)
 
 
 ADAPTER_OPTIONS: dict[str, Any] = AdapterOptions.defaults()
@@ -151,7 +152,7 @@ class IQAAdapterGenerator(QualityGenerator):
             resolve_target(target, self.stats)
             scale = float(params.get("scale", self.options["scale"]))
             neg_k = float(params.get("neg_k", self.options["neg_k"]))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise TargetError(f"generator {self.name!r}: {exc}") from exc
         if scale < 0 or neg_k < 0:
             raise TargetError(f"generator {self.name!r}: scale and neg_k must be >= 0 (got {scale}, {neg_k})")
@@ -163,17 +164,14 @@ class IQAAdapterGenerator(QualityGenerator):
 
     # -- protocol -------------------------------------------------------------------------------------
     def own_fingerprint(self) -> dict[str, Any]:
-        """The adapter file's sha256, its metrics and stats, and every quality default."""
+        """The adapter file's sha256, its metrics and stats (target, scale and neg_k are fields)."""
         if self._sha256 is None:
             self._sha256 = file_sha256(self.checkpoint)
-        fp: dict[str, Any] = {key: self.options.get(key) for key in GENERATION_OPTIONS}
+        fp: dict[str, Any] = fingerprint_values(GenerationOptions.fields(), self.options)
         fp.update({
             "adapter_sha256": self._sha256,
             "metrics": list(self.metrics),
             "stats": {s.name: s.to_dict() for s in self.stats},
-            "target": self.options["target"],
-            "scale": float(self.options["scale"]),
-            "neg_k": float(self.options["neg_k"]),
         })
         return fp
 
@@ -190,7 +188,7 @@ class IQAAdapterGenerator(QualityGenerator):
         whose items all have scale 0 runs the base model's own processors.
         """
         scale = self._check_quality_params(item.params)[1]
-        gen_params = tuple(sorted((k, str(v)) for k, v in item.params.items() if k in GENERATION_OPTIONS))
+        gen_params = tuple(sorted((k, str(v)) for k, v in item.params.items() if k in self.item_option_names))
         return gen_params, scale == 0
 
     def generation_options(self, params: Mapping[str, Any]) -> dict[str, Any]:

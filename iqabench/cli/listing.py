@@ -137,14 +137,15 @@ def print_generator_options(registry) -> None:
     for entry in registry:
         options = entry.extra.get("options")
         title = f"{escape(entry.name)}: {escape(entry.description)}"
-        table = Table("option", "type", "default", "meaning", title=title, title_justify="left")
+        table = Table("option", "type", "default", "meaning", "valid values", title=title, title_justify="left")
         preset = entry.extra.get("option_defaults") or {}
         if options is None:
             out_console.print(f"{escape(entry.name)}: options not declared (see its documentation)", highlight=False)
             continue
         for info in options.describe():
             default = preset.get(info.name, info.default)
-            table.add_row(info.name, escape(info.type), escape(repr(default)), escape(info.help))
+            table.add_row(info.name, escape(info.type), escape(repr(default)), escape(info.help),
+                          escape(getattr(info, "valid", "")))
         out_console.print(table)
         doc = (options.__doc__ or "").strip().splitlines()[0] if options.__doc__ else ""
         if "base model" in doc:
