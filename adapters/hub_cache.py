@@ -105,6 +105,44 @@ def find_weights(source: str, *, path: str | None = None, revision: str | None =
     return WeightsLocation(where, commit, model_index), str(where)
 
 
+def _weight_variant(name: str) -> str | None:
+    """``fp16`` of ``diffusion_pytorch_model.fp16.safetensors`` (and of a shard ``...-00001-of-00002.fp16...``)."""
+    stem = name.rsplit("/", 1)[-1]
+    for suffix in _WEIGHT_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    return stem.rsplit(".", 1)[1] if "." in stem else None
+
+
+def loaded_files(model_index: Mapping[str, Any], files: list[str], variant: str | None = None) -> list[str]:
+    """The files of a pipeline repo (``files``: repo-relative paths) that ``from_pretrained`` reads.
+
+    ``model_index.json``; each loaded component's configs and tokenizer files; its weights in safetensors when
+    the repo has them (``.bin`` only where it has none), of the ``variant`` asked for (diffusers falls back to
+    the plain files where a component has no variant). What :data:`NOT_LOADED` names is left out: ``iqabench
+    fetch`` restricts ``snapshot_download`` to this list, so it downloads what the run loads and nothing else.
+    """
+    components = [name for name, value in model_index.items()
+                  if not name.startswith("_") and isinstance(value, list) and len(value) == 2
+                  and value[0] is not None and name not in NOT_LOADED]
+    chosen = ["model_index.json"] if "model_index.json" in files else []
+    for component in components:
+        mine = sorted(f for f in files if f.startswith(f"{component}/"))
+        chosen += [f for f in mine if not f.endswith(_WEIGHT_SUFFIXES)]
+        weights = [f for f in mine if f.endswith(_WEIGHT_SUFFIXES)]
+        for pick in ([f for f in weights if f.endswith(".safetensors")], [f for f in weights if f.endswith(".bin")]):
+            if not pick:
+                continue
+            wanted = [f for f in pick if _weight_variant(f) == variant] or [f for f in pick if not _weight_variant(f)]
+            chosen += wanted
+            break
+    return chosen
+
+
+def snapshot_files(folder: Path) -> list[str]:
+    """Repo-relative paths of every file in a local snapshot or pipeline folder."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 def weights_status(source: str, **kwargs: Any) -> tuple[bool, str]:
     """``(present, detail)`` for ``iqabench list generators`` (the registry's ``weights=`` probe)."""
     location, detail = find_weights(source, **kwargs)

@@ -36,7 +36,9 @@ from .metrics import (
     check_available,
     metric_fingerprint,
 )
+from .needs import collecting
 from .oom import free_accelerator_memory, is_out_of_memory
+from .preflight import DEFAULT_FETCH_HINT, ensure_present, run_needs
 from .registry import load_plugin
 from .runtime import Runtime
 from .score_shards import ShardedStore, merge_shards, prepare_for_readers
@@ -128,7 +130,7 @@ class Runner:
     def __init__(self, spec: RunSpec, store: Store | str | os.PathLike[str], *, run_id: str | None = None,
                  progress: ProgressFactory = _silent, log: Callable[[str], None] = lambda _: None,
                  shard: tuple[int, int] | None = None, score_in_memory: bool = True,
-                 decode_workers: int | None = None):
+                 decode_workers: int | None = None, preflight: bool = True, fetch_hint: str = DEFAULT_FETCH_HINT):
         self.spec = spec
         for plugin in spec.plugins:
             load_plugin(plugin)
@@ -160,21 +162,14 @@ class Runner:
         self.log = log
         self.benchmark = build_benchmark(spec.benchmark)
         check_options(self.benchmark, spec.options)  # a misspelt --option fails now, not as a silent default
-        # Every generator spec is built once, here (validates specs and weights, loads nothing heavy), and shared
-        # with the benchmark's plan and analysis.
-        self.pool = GeneratorPool(self.runtime)
-        # Two spellings of one spec (option order, spacing) are one generator, one manifest entry, one cache key.
-        self.plan: list[PlannedItem] = [PlannedItem(self.pool.canonical(p.generator), p.item)
-                                        for p in plan_with(self.benchmark, spec, self.pool)]
-        if not self.plan:
-            raise ValueError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and --seeds")
-        self.generators: dict[str, Generator] = {}
-        for planned in self.plan:
-            if planned.generator not in self.generators:
-                self.generators[planned.generator] = self.pool.get(planned.generator)
+        self._plan_generators(spec)
+        # Preflight (iqabench.preflight): every missing file at once, or downloaded first when online.
+        if preflight and ensure_present(self.needs, log=self.log, fetch_hint=fetch_hint):
+            self._plan_generators(spec)  # the downloaded files are there now
+        if preflight is False and any(not n.present for n in self.needs):
+            return  # a planning-only runner (`iqabench fetch`): it has its plan and needs, nothing to key yet
         fingerprints = {name: gen.fingerprint() for name, gen in self.generators.items()}
         self.image_keys = [image_key(fingerprints[p.generator], p.item.key_fields()) for p in self.plan]
-        self.metric_plan = self.benchmark.metrics_for(spec, self.plan)
         self.metric_fps = {name: metric_fingerprint(name) for name in self.metric_plan}
         for name in self.metric_plan:
             check_available(name)  # a metric that cannot load fails now, not after hours of generation
@@ -182,6 +177,24 @@ class Runner:
         self._quarantined_while_scoring: list[str] = []
         self.scorer = TensorScorer(self.store, self.runtime, self.metric_fps, self.clock, metrics=self._metrics,
                                    build=self._build_metric)
+    def _plan_generators(self, spec: RunSpec) -> None:
+        """Plan the run and build each generator once (validates specs, declares weights, loads nothing heavy),
+        shared with the benchmark's plan and analysis; every file the run needs lands in ``self.needs``."""
+        with collecting() as declared:
+            self.pool = GeneratorPool(self.runtime)
+            # Two spellings of one spec (option order, spacing) are one generator, one manifest entry, one key.
+            self.plan: list[PlannedItem] = [PlannedItem(self.pool.canonical(p.generator), p.item)
+                                            for p in plan_with(self.benchmark, spec, self.pool)]
+            if not self.plan:
+                raise ValueError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and "
+                                 "--seeds")
+            self.generators: dict[str, Generator] = {}
+            for planned in self.plan:
+                if planned.generator not in self.generators:
+                    self.generators[planned.generator] = self.pool.get(planned.generator)
+        self.metric_plan = self.benchmark.metrics_for(spec, self.plan)
+        self.needs = run_needs(self.benchmark, spec, self.metric_plan, declared)
+
     def _open_store(self, store: Store | str | os.PathLike[str]) -> Store:
         """The Store; with several processes, one whose SQLite writes go to this process's own shard.
 

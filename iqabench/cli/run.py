@@ -56,6 +56,8 @@ def run_command(
     plugin: PluginOption = None,
     allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when images or scores "
                                                  "are missing (the report shows a partial run).")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (as HF_HUB_OFFLINE=1): a "
+                                                            "missing file is reported, not downloaded.")] = False,
 ) -> None:
     """Generate, score and analyse a benchmark; writes runs/<id>/report.html.
 
@@ -63,10 +65,14 @@ def run_command(
     missing (re-run to retry them), 2 for a bad input or environment.
     """
     from ..api import execute
-    from ..errors import EXIT_INCOMPLETE
+    from ..errors import EXIT_INCOMPLETE, EXIT_USER_ERROR
+    from ..preflight import MissingPiecesError
     from ..runner import Runner
-    from ..specs import RunSpec, SpecError, parse_value
+    from ..specs import RunSpec
+    from .fetch import current_fetch_hint, print_missing
 
+    if offline:  # before any library reads it (huggingface_hub freezes HF_HUB_OFFLINE at import)
+        os.environ.update(HF_HUB_OFFLINE="1", IQABENCH_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(relaunch(num_processes))
     try:
@@ -83,17 +89,7 @@ def run_command(
             options["sdpa_backend"] = sdpa_backend
         if batch_size == "auto":
             options["auto_batch_size"] = True
-        given: set[str] = set()
-        for pair in option or []:
-            if "=" not in pair or not pair.split("=", 1)[0].strip():
-                raise SpecError(f"--option {pair!r} is not of the form key=value")
-            key, value = (part.strip() for part in pair.split("=", 1))
-            if key in given:
-                raise SpecError(f"--option {key!r} is given twice; keep one")
-            given.add(key)
-            options[key] = parse_value(value, key=key)
-        if prompt_column:
-            options["prompt_column"] = prompt_column
+        options.update(parse_options(option, prompt_column))
         fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
         if preset is not None and dry_run:  # before any generator is built: visible without the weights
             resolved = ", ".join(f"{key}={fields[key]!r}" for key in
@@ -101,7 +97,8 @@ def run_command(
             console.print(f"{escape(preset)} resolves to: {escape(resolved)}", highlight=False, soft_wrap=True)
         spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, device=device, dtype=dtype,
                        batch_size=_batch_size(batch_size, device), plugins=list(plugin or []))
-        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
+        runner = Runner(spec, out, run_id=run_id, log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"),
+                        fetch_hint=current_fetch_hint())
         plan = runner.summarize_plan()
         for line in plan.lines() if runner.is_main_process else []:
             console.print(line, highlight=False, markup=False)
@@ -112,6 +109,9 @@ def run_command(
         with Progress(*columns, console=console, disable=not console.is_terminal and "CI" in os.environ) as bar:
             runner.progress = RichProgress(bar)
             outcome = execute(runner)
+    except MissingPiecesError as exc:
+        print_missing(exc)
+        raise typer.Exit(EXIT_USER_ERROR) from None
     except user_errors() as exc:
         fail(exc)
         return
@@ -123,6 +123,23 @@ def run_command(
         console.print(f"[yellow]{escape(outcome.incomplete_summary())}[/]", highlight=False)
         if not allow_failures:
             raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def parse_options(option: list[str] | None, prompt_column: str | None) -> dict:
+    """``--option key=value`` pairs (values as JSON scalars; a key given twice is refused) plus --prompt-column."""
+    from ..specs import SpecError, parse_value
+
+    options: dict = {}
+    for pair in option or []:
+        if "=" not in pair or not pair.split("=", 1)[0].strip():
+            raise SpecError(f"--option {pair!r} is not of the form key=value")
+        key, value = (part.strip() for part in pair.split("=", 1))
+        if key in options:
+            raise SpecError(f"--option {key!r} is given twice; keep one")
+        options[key] = parse_value(value, key=key)
+    if prompt_column:
+        options["prompt_column"] = prompt_column
+    return options
 
 
 def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None, prompts: str | None,
