@@ -64,7 +64,11 @@ def __dir__() -> list[str]:
 
 def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> RunOutcome:
     """Run ``runner``'s stages; on the main process, save the Result, mark the run complete, render the report."""
-    outcome = runner.execute(dry_run=dry_run)
+    try:
+        outcome = runner.execute(dry_run=dry_run)
+    except BaseException as exc:  # KeyboardInterrupt and SystemExit too: the run must not stay "running"
+        _record_end(runner, exc)
+        raise
     if outcome.result is None:  # dry run, or a worker process of a distributed run
         return outcome
     from . import reports
@@ -87,6 +91,26 @@ def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> Ru
                                                                    error=error))
         raise
     return outcome
+
+
+def _record_end(runner: Runner, exc: BaseException) -> None:
+    """run.json of a run this process started says ``interrupted`` (Ctrl-C, a signal) or ``failed`` (an error,
+    an exit), with the reason, instead of staying ``running``."""
+    if not runner.is_main_process:
+        return
+    try:
+        current = runner.store.read_run_json(runner.run_id)
+    except (OSError, ValueError):
+        return
+    if current.get("status") != "running" or (current.get("owner") or {}).get("pid") != os.getpid():
+        return  # not started by this process (a dry run, or the error came before the run began)
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    try:
+        runner.store.write_run_json(runner.run_id, runner.manifest(status, None, plan=current.get("plan"),
+                                                                   error=reason, owner=current.get("owner")))
+    except Exception:  # recording must never hide the original error
+        pass
 
 
 def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: Any) -> RunOutcome:

@@ -176,7 +176,7 @@ def snapshot_plan(need: Need) -> dict[str, tuple[int | None, str | None]]:
 
     from huggingface_hub import hf_hub_download
 
-    from .adapters.hub_cache import hub_cache_dir, loaded_files
+    from .hub_files import hub_cache_dir, loaded_files
 
     files = _repo_files(need.source, need.revision)
     index = hf_hub_download(need.source, "model_index.json", revision=need.revision, cache_dir=hub_cache_dir())
@@ -187,7 +187,7 @@ def snapshot_plan(need: Need) -> dict[str, tuple[int | None, str | None]]:
 def fetch_snapshot(need: Need, log: Callable[[str], None]) -> None:
     from huggingface_hub import snapshot_download
 
-    from .adapters.hub_cache import hub_cache_dir
+    from .hub_files import hub_cache_dir
 
     plan = snapshot_plan(need)
     total = sum(size or 0 for size, _ in plan.values())
@@ -201,7 +201,7 @@ def fetch_snapshot(need: Need, log: Callable[[str], None]) -> None:
 def fetch_hub_file(need: Need, log: Callable[[str], None]) -> None:
     from huggingface_hub import hf_hub_download
 
-    from .adapters.hub_cache import hub_cache_dir
+    from .hub_files import hub_cache_dir
 
     assert need.filename is not None
     meta = _repo_files(need.source, need.revision).get(need.filename, (None, None))

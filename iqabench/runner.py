@@ -9,6 +9,7 @@ same generator, prompts and seeds generate each image once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import defaultdict
@@ -40,6 +41,7 @@ from .needs import collecting
 from .oom import free_accelerator_memory, is_out_of_memory
 from .preflight import DEFAULT_FETCH_HINT, ensure_present, run_needs
 from .registry import load_plugin
+from .run_status import Heartbeat, owner
 from .runtime import Runtime
 from .score_shards import ShardedStore, merge_shards, prepare_for_readers
 from .scoring import TensorScorer
@@ -498,7 +500,11 @@ class Runner:
             return outcome
         self.store.sweep_temp_files()
         if self.is_main_process:
-            self.store.write_run_json(self.run_id, self.manifest("running", plan))
+            self.store.write_run_json(self.run_id, self.manifest("running", plan, owner=owner()))
+        with Heartbeat(self.store.run_dir(self.run_id)) if self.is_main_process else contextlib.nullcontext():
+            return self._stages(outcome)
+
+    def _stages(self, outcome: RunOutcome) -> RunOutcome:
         self.build_metrics()
         self.generate()
         self._wait_for_everyone()  # every image exists before anyone scores

@@ -26,7 +26,8 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("iqabench.store", 2), ("iqabench.store_check", 2), ("iqabench.score_shards", 2), ("iqabench.sqlite_tx", 2),
     ("iqabench.metrics", 3),
     ("iqabench.benchmark", 4), ("iqabench.benchmarks", 4),
-    ("iqabench.runner", 5), ("iqabench.manifest", 5), ("iqabench.scoring", 5), ("iqabench.batch_autotune", 5),
+    ("iqabench.runner", 5), ("iqabench.manifest", 5), ("iqabench.run_status", 5), ("iqabench.preflight", 5),
+    ("iqabench.fetch", 5), ("iqabench.scoring", 5), ("iqabench.batch_autotune", 5),
     ("iqabench.reports", 6),
     # iqabench.errors is the CLI's error boundary (which exceptions are the user's), so it sits with the CLI
     ("iqabench.api", 7), ("iqabench.cli", 7), ("iqabench.errors", 7), ("iqabench.__main__", 7),

@@ -65,7 +65,7 @@ def clip_needs(arch: str, pretrained: str, weights: str) -> list[Need]:
     import open_clip
     from huggingface_hub import try_to_load_from_cache
 
-    from iqabench.adapters.hub_cache import hub_cache_dir
+    from iqabench.hub_files import hub_cache_dir
 
     repo = str(open_clip.get_pretrained_cfg(arch, pretrained).get("hf_hub", "")).rstrip("/")
     if not repo:

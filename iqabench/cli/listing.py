@@ -82,7 +82,12 @@ WIDE_TERMINAL = 110  # columns from which `list runs` prints one table row per r
 
 
 def run_rows(out: Path) -> list[dict[str, str]]:
-    """One row per ``runs/<id>/run.json`` under the store ``out``, newest first (unreadable ones say so)."""
+    """One row per ``runs/<id>/run.json`` under the store ``out``, newest first (unreadable ones say so).
+
+    A ``running`` run whose process is gone (or whose heartbeat stopped) is shown as dead.
+    """
+    from ..run_status import liveness
+
     rows = []
     for manifest in sorted((out / "runs").glob("*/run.json")):
         run_id = manifest.parent.name
@@ -95,7 +100,7 @@ def run_rows(out: Path) -> list[dict[str, str]]:
         spec = data.get("spec") or {}
         rows.append({"id": run_id, "benchmark": str(data.get("benchmark") or spec.get("benchmark") or ""),
                      "generators": ", ".join(str(g) for g in spec.get("generators") or []),
-                     "status": str(data.get("status", "")),
+                     "status": liveness(data, manifest.parent),
                      "date": str(data.get("updated") or data.get("created") or "")[:16].replace("T", " ")})
     return sorted(rows, key=lambda r: r["date"], reverse=True)
 
