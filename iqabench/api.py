@@ -107,10 +107,11 @@ def _record_end(runner: Runner, exc: BaseException) -> None:
     status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
     try:
-        runner.store.write_run_json(runner.run_id, runner.manifest(status, None, plan=current.get("plan"),
-                                                                   error=reason, owner=current.get("owner")))
-    except Exception:  # recording must never hide the original error
-        pass
+        manifest = runner.manifest(status, None, error=reason, owner=current.get("owner"))
+        manifest["plan"] = current.get("plan")
+        runner.store.write_run_json(runner.run_id, manifest)
+    except Exception as failure:  # recording must never hide the original error; it says it could not record
+        exc.add_note(f"iqabench could not mark run {runner.run_id} {status}: {type(failure).__name__}: {failure}")
 
 
 def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: Any) -> RunOutcome:

@@ -20,6 +20,7 @@ that would need unpickling is moved aside and reported, never left where a loade
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -119,9 +120,15 @@ def download_url(url: str, destination: Path, *, sha256: str | None = None,
             total = response.headers.get("Content-Length")
             expected = (int(total) + (have if resumed else 0)) if total is not None else None
             with open(partial, "ab" if resumed else "wb") as handle:
-                while block := response.read(CHUNK):
-                    handle.write(block)
-                    progress(len(block))
+                try:
+                    while block := response.read(CHUNK):
+                        handle.write(block)
+                        progress(len(block))
+                except (http.client.IncompleteRead, OSError) as exc:
+                    if isinstance(exc, http.client.IncompleteRead):
+                        handle.write(exc.partial)  # what did arrive is kept: the next run resumes after it
+                    raise FetchError(f"{url} was interrupted after {handle.tell()} bytes; run the same command "
+                                     "again to resume") from None
         size = partial.stat().st_size
         if expected is not None and size != expected:
             raise FetchError(f"{url} stopped at {size} of {expected} bytes; run the same command again to resume")
@@ -179,7 +186,8 @@ def snapshot_plan(need: Need) -> dict[str, tuple[int | None, str | None]]:
     from .hub_files import hub_cache_dir, loaded_files
 
     files = _repo_files(need.source, need.revision)
-    index = hf_hub_download(need.source, "model_index.json", revision=need.revision, cache_dir=hub_cache_dir())
+    index = hf_hub_download(need.source, "model_index.json", revision=need.revision, cache_dir=hub_cache_dir(),
+                            endpoint=hub_endpoint())
     model_index = json.loads(Path(index).read_text("utf-8"))
     return {f: files[f] for f in loaded_files(model_index, sorted(files), need.variant)}
 
@@ -193,7 +201,7 @@ def fetch_snapshot(need: Need, log: Callable[[str], None]) -> None:
     total = sum(size or 0 for size, _ in plan.values())
     log(f"{need.source}: {len(plan)} files, {human_size(total)}")
     folder = Path(snapshot_download(need.source, revision=need.revision, allow_patterns=sorted(plan),
-                                    cache_dir=hub_cache_dir()))
+                                    cache_dir=hub_cache_dir(), endpoint=hub_endpoint()))
     for name, (_, sha) in plan.items():
         _check_hub_file(folder / name, sha, f"{need.source}/{name}")
 
@@ -206,7 +214,8 @@ def fetch_hub_file(need: Need, log: Callable[[str], None]) -> None:
     assert need.filename is not None
     meta = _repo_files(need.source, need.revision).get(need.filename, (None, None))
     log(f"{need.source}/{need.filename}: {human_size(meta[0])}")
-    path = Path(hf_hub_download(need.source, need.filename, revision=need.revision, cache_dir=hub_cache_dir()))
+    path = Path(hf_hub_download(need.source, need.filename, revision=need.revision, cache_dir=hub_cache_dir(),
+                                endpoint=hub_endpoint()))
     _check_hub_file(path, meta[1], f"{need.source}/{need.filename}")
 
 

@@ -24,7 +24,7 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("iqabench", 0),
     ("iqabench.adapters", 1),
     ("iqabench.store", 2), ("iqabench.store_check", 2), ("iqabench.score_shards", 2), ("iqabench.sqlite_tx", 2),
-    ("iqabench.metrics", 3),
+    ("iqabench.metrics", 3), ("iqabench.metric_catalog", 3),
     ("iqabench.benchmark", 4), ("iqabench.benchmarks", 4),
     ("iqabench.runner", 5), ("iqabench.manifest", 5), ("iqabench.run_status", 5), ("iqabench.preflight", 5),
     ("iqabench.fetch", 5), ("iqabench.scoring", 5), ("iqabench.batch_autotune", 5),

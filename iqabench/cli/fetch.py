@@ -63,7 +63,7 @@ def print_missing(exc) -> None:
     """A :class:`~iqabench.preflight.MissingPiecesError` as one sentence and one table (wrapping, never cut)."""
     from ..preflight import as_rows
 
-    console.print(f"[bold red]error:[/] {escape(exc.summary())}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(exc.summary())}", highlight=False)  # wraps at the width
     table = Table("what", "size", "destination / source", box=box.SIMPLE_HEAD, show_lines=False)
     for row in as_rows(exc.missing):
         table.add_row(escape(row["what"]), row["size"], escape(f"{row['destination']}\nfrom {row['source']}"))

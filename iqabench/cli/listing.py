@@ -12,11 +12,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..registry import BENCHMARKS, GENERATORS, METRICS
-from .common import DEFAULT_OUT, OutOption, PluginOption, fail, load_plugins, out_console, user_errors
+from .common import DEFAULT_OUT, OutOption, PluginOption, fail, load_plugins, out_console, print_error, user_errors
 
 
 def list_command(
     what: Annotated[str, typer.Argument(help="generators, metrics, benchmarks, prompts or runs")],
+    names: Annotated[list[str] | None, typer.Argument(help="With metrics: only these names.")] = None,
+    missing: Annotated[bool, typer.Option("--missing", help="With metrics: only those whose weights are missing.")]
+    = False,
+    nr: Annotated[bool, typer.Option("--nr", help="With metrics: only no-reference metrics.")] = False,
+    fr: Annotated[bool, typer.Option("--fr", help="With metrics: only full-reference metrics.")] = False,
     plugin: PluginOption = None,
     options: Annotated[bool, typer.Option("--options", help="With benchmarks: each one's --option keys; with "
                                                             "generators: every spec option of each family, with "
@@ -29,6 +34,11 @@ def list_command(
     if what == "runs":
         print_runs(Path(out))
         return
+    if what == "metrics" and not plugin and not options:
+        print_metrics(names or [], missing=missing, mode="NR" if nr and not fr else "FR" if fr and not nr else None)
+        return
+    if names or missing or nr or fr:
+        fail(ValueError(f"names, --missing, --nr and --fr filter `list metrics` (without --plugin), not `list {what}`"))
     try:
         load_plugins(plugin)
     except user_errors() as exc:
@@ -60,6 +70,47 @@ def list_command(
     out_console.print(table)
 
 
+def print_metrics(names: list[str], *, missing: bool = False, mode: str | None = None) -> None:
+    """The pyiqa metrics from :mod:`iqabench.metric_catalog` (no model code imported): filtered, wrapped at any
+    width (a path or URL folds onto the next line, never cut)."""
+    from .. import metric_catalog as catalog
+
+    known = list(catalog.pyiqa_configs())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        from ..registry import unknown_name_message
+
+        print_error(unknown_name_message("metric", unknown[0], known))  # not fail(): it imports the error classes
+        raise typer.Exit(EXIT_USER_ERROR)
+    table = Table("name", "kind", "weights", box=box.SIMPLE_HEAD)
+    table.columns[0].no_wrap = True
+    table.columns[2].overflow = "fold"
+    shown = 0
+    for name in names or known:
+        info = catalog.metadata(name)
+        present, absent = catalog.weights_status(name)
+        if (mode and info["mode"] != mode) or (missing and present is not False):
+            continue
+        kind = f"{info['mode']}, {'lower' if info['lower_better'] else 'higher'} better"
+        table.add_row(name, kind + (f", {info['score_range']}" if info["score_range"] else ""),
+                      escape(_weights_cell(name, present, absent)))
+        shown += 1
+    out_console.print(table)
+    out_console.print(f"{shown} metric(s); `iqabench fetch scores --generator tiny-sd --metrics NAME` downloads one "
+                      "metric's files", highlight=False)
+
+
+def _weights_cell(name: str, present: bool | None, absent: list) -> str:
+    from .. import metric_catalog as catalog
+
+    if present is False:
+        return "missing: " + "; ".join(f"{catalog.resolve(e)[0]} (from {e['source']})" for e in absent)
+    entry = catalog.file_table().get(name) or {}
+    if present is None:
+        return entry.get("error") or "unverified: iqabench does not know every file this arch loads"
+    return "present" if entry.get("files") else "none needed"
+
+
 def _print_benchmark_options() -> None:
     """Each benchmark's declared ``--option`` keys, then the options every benchmark takes."""
     from ..benchmark import CORE_OPTIONS, build_benchmark, declared_options
@@ -78,6 +129,7 @@ def _print_benchmark_options() -> None:
     out_console.print(table)
 
 
+EXIT_USER_ERROR = 2  # iqabench.errors.EXIT_USER_ERROR, without importing it (it loads the error classes)
 WIDE_TERMINAL = 110  # columns from which `list runs` prints one table row per run
 
 

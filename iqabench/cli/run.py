@@ -10,7 +10,17 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .common import DEFAULT_OUT, OutOption, PluginOption, console, fail, load_plugins, out_console, user_errors
+from .common import (
+    DEFAULT_OUT,
+    OutOption,
+    PluginOption,
+    console,
+    fail,
+    load_plugins,
+    out_console,
+    print_error,
+    user_errors,
+)
 from .progress import RichProgress
 from .relaunch import relaunch
 from .summary import print_summary
@@ -64,6 +74,8 @@ def run_command(
     Exits 0 only when every planned image and score exists, 3 when some are
     missing (re-run to retry them), 2 for a bad input or environment.
     """
+    if metrics and not plugin:
+        _check_metric_names(metrics)  # a typo answered in a second, before torch and the models are imported
     from ..api import execute
     from ..errors import EXIT_INCOMPLETE, EXIT_USER_ERROR
     from ..preflight import MissingPiecesError
@@ -123,6 +135,25 @@ def run_command(
         console.print(f"[yellow]{escape(outcome.incomplete_summary())}[/]", highlight=False)
         if not allow_failures:
             raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _check_metric_names(metrics: str) -> None:
+    """Refuse a name that is neither a pyiqa metric nor registered so far, with pyiqa's close matches, fast."""
+    from .. import metric_catalog
+    from ..registry import METRICS, unknown_name_message
+
+    known = list(dict.fromkeys([*metric_catalog.pyiqa_configs(), *METRICS._entries]))
+    for name in (n.strip() for n in metrics.split(",")):
+        if name and known and name not in known and not _entry_point_metrics():
+            print_error(unknown_name_message("metric", name, known))
+            raise typer.Exit(2)
+
+
+def _entry_point_metrics() -> bool:
+    """Do installed packages register metrics (``iqabench.metrics`` entry points)? Then the registry decides."""
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group="iqabench.metrics"))
 
 
 def parse_options(option: list[str] | None, prompt_column: str | None) -> dict:
