@@ -149,7 +149,24 @@ def weights_status(name: str) -> tuple[bool | None, list[dict[str, Any]]]:
     entry = file_table().get(name)
     if entry is None or "error" in entry:
         return None, []
-    missing = [e for e in entry["files"] if not any(p.is_file() for p in resolve(e))]
+    missing = [e for e in entry["files"] if _found(e) is None]
     if missing:
         return False, missing
+    refused = [{**e, "refused": reason} for e in entry["files"] if (reason := _refusal(_found(e)))]
+    if refused:
+        return False, refused
     return (None if "unverified" in entry else True), []
+
+
+def _found(entry: dict[str, Any]) -> Path | None:
+    return next((p for p in resolve(entry) if p.is_file()), None)
+
+
+def _refusal(path: Path | None) -> str | None:
+    """safe_load's refusal of a present non-safetensors file (a planted pickle is not "present"); this check
+    imports torch, so only a listing that finds such files pays for it."""
+    if path is None or path.suffix == ".safetensors":
+        return None
+    from .safe_load import check_file
+
+    return check_file(path)

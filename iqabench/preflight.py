@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .generators import WeightsMissingError
-from .metrics import metric_needs, offline_mode
+from .metrics import MetricUnavailableError, metric_needs, offline_mode
 from .needs import Need, unique
 from .specs import RunSpec
 
@@ -22,7 +22,7 @@ from .specs import RunSpec
 DEFAULT_FETCH_HINT = "iqabench fetch <the same arguments as this run>"
 
 
-class MissingPiecesError(WeightsMissingError):
+class MissingPiecesError(WeightsMissingError, MetricUnavailableError):
     """Some of what a run needs is missing; ``missing`` holds all of it (the CLI prints it as one table)."""
 
     def __init__(self, missing: list[Need], fetch_hint: str = DEFAULT_FETCH_HINT, network: str | None = None):

@@ -64,11 +64,12 @@ def print_missing(exc) -> None:
     from ..preflight import as_rows
 
     console.print(f"[bold red]error:[/] {escape(exc.summary())}", highlight=False)  # wraps at the width
-    table = Table("what", "size", "destination / source", box=box.SIMPLE_HEAD, show_lines=False)
-    for row in as_rows(exc.missing):
-        table.add_row(escape(row["what"]), row["size"], escape(f"{row['destination']}\nfrom {row['source']}"))
-    for column in table.columns:
-        column.overflow = "fold"
+    table = Table("#", "missing piece: what (size), where it goes, where it comes from", box=box.SIMPLE_HEAD,
+                  show_lines=True)
+    table.columns[1].overflow = "fold"
+    for number, row in enumerate(as_rows(exc.missing), 1):
+        size = f" ({row['size']})" if row["size"] else ""
+        table.add_row(str(number), escape(f"{row['what']}{size}\nto   {row['destination']}\nfrom {row['source']}"))
     console.print(table)
 
 

@@ -82,7 +82,7 @@ def print_metrics(names: list[str], *, missing: bool = False, mode: str | None =
 
         print_error(unknown_name_message("metric", unknown[0], known))  # not fail(): it imports the error classes
         raise typer.Exit(EXIT_USER_ERROR)
-    table = Table("name", "kind", "weights", box=box.SIMPLE_HEAD)
+    table = Table("name", "kind", "weights")
     table.columns[0].no_wrap = True
     table.columns[2].overflow = "fold"
     shown = 0
@@ -104,11 +104,12 @@ def _weights_cell(name: str, present: bool | None, absent: list) -> str:
     from .. import metric_catalog as catalog
 
     if present is False:
-        return "missing: " + "; ".join(f"{catalog.resolve(e)[0]} (from {e['source']})" for e in absent)
+        return "; ".join(e["refused"] if "refused" in e else f"missing: {catalog.resolve(e)[0]} (from {e['source']})"
+                         for e in absent)
     entry = catalog.file_table().get(name) or {}
     if present is None:
         return entry.get("error") or "unverified: iqabench does not know every file this arch loads"
-    return "present" if entry.get("files") else "none needed"
+    return "present" if entry.get("files") else "no download needed"
 
 
 def _print_benchmark_options() -> None:

@@ -51,14 +51,17 @@ class WeightFile:
     def missing_sentence(self) -> str:
         return f"{self.what} {self.path.name} is not in {self.path.parent} ({self.how})"
 
-    def need(self) -> Need:
+    def need(self, metric: str = "") -> Need:
         """This file as a run's :class:`~iqabench.needs.Need` (what the preflight lists and fetch downloads)."""
         found = self.found()
-        present = found is not None and self.refused() is None
+        refused = self.refused()
+        what = f"{self.what} of {metric}" if metric else self.what
+        if refused:  # there, but safe_load would refuse it: say why in the table, and fetch replaces it
+            what = f"{what}, refused: {refused}"
         filename = self.path.name if self.kind == "hub-file" else None
-        return Need(self.what, found or self.path, self.kind, self.source, present,
+        return Need(what, found or self.path, self.kind, self.source, found is not None and refused is None,
                     size=found.stat().st_size if found is not None else None, filename=filename,
-                    message=self.missing_sentence() if found is None else (self.refused() or ""))
+                    message=self.missing_sentence() if found is None else (refused or ""))
 
 
 # -- where each library looks ----------------------------------------------------------------------------------------
@@ -250,4 +253,4 @@ def pyiqa_needs(name: str) -> list[Need]:
         files, _ = pyiqa_weight_files(name)
     except (ImportError, LookupError):
         return []  # not knowable here (pyiqa_weights_status says so): the build itself still checks
-    return [f.need() for f in files]
+    return [f.need(name) for f in files]
