@@ -181,14 +181,15 @@ def snapshot_plan(need: Need) -> dict[str, tuple[int | None, str | None]]:
     """The files of a hub pipeline ``from_pretrained`` reads, with sizes and published sha256 (asks the hub)."""
     import json
 
-    from huggingface_hub import hf_hub_download
-
-    from .hub_files import hub_cache_dir, loaded_files
+    from .hub_files import loaded_files
 
     files = _repo_files(need.source, need.revision)
-    index = hf_hub_download(need.source, "model_index.json", revision=need.revision, cache_dir=hub_cache_dir(),
-                            endpoint=hub_endpoint())
-    model_index = json.loads(Path(index).read_text("utf-8"))
+    url = f"{hub_endpoint()}/{need.source}/resolve/{need.revision or 'main'}/model_index.json"
+    try:  # read, not cached: `fetch --list` downloads nothing
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
+            model_index = json.loads(response.read().decode("utf-8"))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise FetchError(f"{need.source}'s model_index.json could not be read from {url} ({exc})") from None
     return {f: files[f] for f in loaded_files(model_index, sorted(files), need.variant)}
 
 

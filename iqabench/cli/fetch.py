@@ -90,6 +90,8 @@ def fetch_command(
     plugin: PluginOption = None,
     list_only: Annotated[bool, typer.Option("--list", help="Print every file the run loads (size, destination, "
                                                            "source) and download nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --list: one JSON object per file, for scripts.")]
+    = False,
 ) -> None:
     """Download every file a run needs (or --list them); then `iqabench run` the same arguments offline."""
     from ..fetch import FileRow, fetch, file_rows, human_size, unreachable
@@ -111,6 +113,12 @@ def fetch_command(
     network = "offline mode (HF_HUB_OFFLINE/IQABENCH_OFFLINE)" if offline_mode() else unreachable()
     if list_only:
         rows: list[FileRow] = file_rows(needs, online=network is None)
+        if as_json:
+            import json
+
+            for row in rows:  # plain lines (rich would wrap them at the terminal width)
+                typer.echo(json.dumps({**row.__dict__, "destination": str(row.destination)}))
+            return
         _print_rows(rows)
         return
     missing = [n for n in needs if not n.present]

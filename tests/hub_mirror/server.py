@@ -45,9 +45,11 @@ class Repo:
     repo_id: str
     folder: Path  # a snapshot folder (or any folder laid out as the repo)
     commit: str
+    extra: dict[str, Path] = field(default_factory=dict)  # more files under these names (not loaded, say)
 
     def files(self) -> dict[str, Path]:
-        return {p.relative_to(self.folder).as_posix(): p for p in sorted(self.folder.rglob("*")) if p.is_file()}
+        found = {p.relative_to(self.folder).as_posix(): p for p in sorted(self.folder.rglob("*")) if p.is_file()}
+        return {**found, **self.extra}
 
 
 @dataclass
