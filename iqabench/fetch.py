@@ -59,8 +59,8 @@ class FileRow:
 def mirrored(url: str) -> str:
     """``url`` through ``$IQABENCH_URL_MIRROR`` when set (``https://host/p`` -> ``<mirror>/host/p``)."""
     mirror = os.environ.get(MIRROR_ENV, "").rstrip("/")
-    if not mirror:
-        return url
+    if not mirror or url.startswith(hub_endpoint() + "/"):
+        return url  # hub URLs (pyiqa's weights live in a hub repo) already follow HF_ENDPOINT
     parsed = urlparse(url)
     return f"{mirror}/{parsed.netloc}{parsed.path}"
 
@@ -102,6 +102,7 @@ def download_url(url: str, destination: Path, *, sha256: str | None = None,
     sha256 does not match ``sha256`` or the prefix in the URL's file name.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
+    sha256 = sha256 or published_sha256(url)
     partial = destination.with_name(destination.name + ".incomplete")
     have = partial.stat().st_size if partial.is_file() else 0
     request = urllib.request.Request(mirrored(url), headers={"Range": f"bytes={have}-"} if have else {})
@@ -138,8 +139,41 @@ def download_url(url: str, destination: Path, *, sha256: str | None = None,
     return destination
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # the hub's checksum is on the redirect itself
+        return None
+
+
+def published_sha256(url: str) -> str | None:
+    """The sha256 the server publishes for ``url`` (the hub's ``X-Linked-Etag`` of an LFS file), if any.
+
+    pyiqa's weights live in a hub repository: this is how their checksum is known. A server that publishes
+    none (torch hub, OpenAI) leaves the check to the hash the URL itself carries.
+    """
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        response = opener.open(urllib.request.Request(mirrored(url), method="HEAD"), timeout=30)
+        headers = response.headers
+        response.close()
+    except urllib.error.HTTPError as exc:  # a 302 lands here with its headers
+        headers = exc.headers
+    except (urllib.error.URLError, OSError):
+        return None
+    tag = (headers.get("X-Linked-Etag") or "").strip('"').removeprefix("W/").strip('"')
+    return tag if re.fullmatch(r"[0-9a-f]{64}", tag) else None
+
+
+def url_sha256(url: str) -> str | None:
+    """The checksum a URL carries: OpenAI's CLIP URLs hold the full sha256 as a folder (the ``clip`` package
+    checks it), torch hub names hold a prefix (``resnet50-0676ba61.pth``, what ``check_hash`` compares)."""
+    parts = urlparse(url).path.split("/")
+    if len(parts) >= 2 and re.fullmatch(r"[0-9a-f]{64}", parts[-2]):
+        return parts[-2]
+    return expected_hash_prefix(url)
+
+
 def _verify(path: Path, url: str, sha256: str | None) -> None:
-    want = sha256 or expected_hash_prefix(url)
+    want = sha256 or url_sha256(url)
     if not want:
         return
     digest = file_sha256(path)
@@ -234,8 +268,15 @@ def _check_hub_file(path: Path, sha256: str | None, label: str) -> None:
 # -- the IQA-Adapter release (Google Drive) -------------------------------------------------------------------
 def fetch_gdrive(need: Need, log: Callable[[str], None]) -> None:
     assert need.filename is not None
-    if os.environ.get(MIRROR_ENV):
-        download_url(f"https://gdrive/{need.filename}", need.destination, sha256=need.sha256)
+    names = need.files or (need.filename,)
+    if os.environ.get(MIRROR_ENV):  # a mirror of the release: /gdrive/<file name>
+        for number, name in enumerate(names, 1):
+            try:
+                download_url(f"https://gdrive/{name}", need.destination.with_name(name), sha256=need.sha256)
+                return
+            except FetchError:
+                if number == len(names):
+                    raise
         return
     if not need.source.startswith("https://drive.google.com/"):
         raise FetchError(f"{need.what}: iqabench does not know the release's Google Drive folder; set "
@@ -248,12 +289,13 @@ def fetch_gdrive(need: Need, log: Callable[[str], None]) -> None:
                          f"{need.filename} in {need.destination.parent} by hand") from None
     scratch = need.destination.parent / ".gdrive-incomplete"
     gdown.download_folder(need.source, output=str(scratch), quiet=False, resume=True)
-    found = [p for p in scratch.rglob(need.filename) if p.is_file()]
+    found = [p for name in names for p in scratch.rglob(name) if p.is_file()]
     if not found:
-        raise FetchError(f"the release folder {need.source} has no {need.filename}; put the file in "
+        raise FetchError(f"the release folder {need.source} has none of {', '.join(names)}; put the file in "
                          f"{need.destination.parent} by hand")
-    os.replace(found[0], need.destination)
-    refuse_unsafe(need.destination)
+    target = need.destination.with_name(found[0].name)
+    os.replace(found[0], target)
+    refuse_unsafe(target)
     shutil.rmtree(scratch, ignore_errors=True)
 
 

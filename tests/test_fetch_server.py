@@ -40,15 +40,10 @@ def hub(mirror, tmp_path):
 
 
 def _cached_files(caches: Path) -> set[str]:
-    """Every file a loader can read under the caches (hub snapshots resolved; hub bookkeeping left out)."""
-    found = set()
-    for path in caches.rglob("*"):
-        parts = path.relative_to(caches).parts
-        if "hf" in parts[:1] and "snapshots" not in parts:
-            continue
-        if path.is_file():
-            found.add(str(path))
-    return found
+    """Every file a loader can read under the caches: hub snapshots, torch hub, CLIP, the adapter folder."""
+    roots = [*caches.glob("hf/hub/models--*/snapshots"), caches / "torch", caches / "home" / ".cache" / "clip",
+             caches / "iqa-adapter"]
+    return {str(p) for root in roots for p in root.rglob("*") if p.is_file()}
 
 
 def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_path):
@@ -147,15 +142,30 @@ def test_an_interrupted_download_resumes_where_it_stopped(plain, tmp_path):
 
 
 def test_a_corrupted_download_is_refused_and_deleted(plain, tmp_path):
+    """The server publishes the file's sha256 (as the hub does) but the bytes that arrive differ."""
     from iqabench.fetch import FetchError, download_url
 
     state, files = plain
-    (files / "weights-deadbeef.safetensors").write_bytes(b"not what was published" * 100)
+    (files / "weights.safetensors").write_bytes(b"what was published" * 100)
     state.add_plain(files)
-    target = tmp_path / "cache" / "weights-deadbeef.safetensors"
+    state.override["weights.safetensors"] = b"what arrived instead" * 100
+    target = tmp_path / "cache" / "weights.safetensors"
     with pytest.raises(FetchError, match="is corrupted"):
-        download_url("https://example.org/weights-deadbeef.safetensors", target)
+        download_url("https://example.org/weights.safetensors", target)
     assert not target.exists() and not target.with_name(target.name + ".incomplete").exists()
+
+
+def test_a_torch_hub_name_whose_hash_does_not_match_is_refused(plain, tmp_path):
+    """Without a published checksum, the sha256 prefix in a torch hub file name is checked (as check_hash does)."""
+    from iqabench.fetch import FetchError, download_url
+
+    state, files = plain
+    (files / "weights-deadbeef.npz").write_bytes(b"anything" * 100)  # not an LFS name: no checksum published
+    state.add_plain(files)
+    target = tmp_path / "cache" / "weights-deadbeef.npz"
+    with pytest.raises(FetchError, match="is corrupted"):
+        download_url("https://download.pytorch.org/models/weights-deadbeef.npz", target)
+    assert not target.exists()
 
 
 def test_a_planted_pickle_on_the_server_is_never_unpickled(plain, tmp_path):

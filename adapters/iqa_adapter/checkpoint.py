@@ -84,7 +84,7 @@ def preset_file(name: str, directory: str | Path | None = None, file: str | None
             return path
     message = (f"IQA-Adapter preset {name!r} needs {' or '.join(names)} from {RELEASE_URL} in {folder} "
                f"(set ${ENV_DIR} or the spec option weights_dir= to use another folder).")
-    declare(_release_need(name, folder / names[0], False, message))
+    declare(_release_need(name, folder / names[0], False, message, names))
     return folder / names[0]  # reached only while the preflight collects needs: the file it will ask for
 
 
@@ -92,11 +92,13 @@ def preset_file(name: str, directory: str | Path | None = None, file: str | None
 RELEASE_ENV = "IQABENCH_ADAPTER_RELEASE"
 
 
-def _release_need(name: str, path: Path, present: bool, message: str = "") -> Need:
-    """The preset file as a need: fetched from the release folder on Google Drive (gdown) when one is known."""
+def _release_need(name: str, path: Path, present: bool, message: str = "", names: list[str] | None = None) -> Need:
+    """The preset file as a need: fetched from the release folder on Google Drive (gdown) when one is known;
+    ``files`` are the names the release may use for it (the loader accepts either)."""
     source = os.environ.get(RELEASE_ENV) or RELEASE_URL
     return Need(f"IQA-Adapter preset {name}", path, "gdrive", source, present,
-                size=path.stat().st_size if present else None, filename=path.name, message=message)
+                size=path.stat().st_size if present else None, filename=path.name, message=message,
+                files=tuple(names or [path.name]))
 
 
 def file_sha256(path: str | Path) -> str:

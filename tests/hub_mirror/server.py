@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 
@@ -147,6 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _resolve(self, repo_id: str, revision: str, filename: str, body: bool) -> None:
         repo = self.state.repos.get(repo_id)
+        last = filename.rsplit("/", 1)[-1]
+        if repo is None and (last in self.state.plain or quote(last) in self.state.plain):
+            # a file of a repo not mirrored whole (pyiqa's weights repo; pyiqa names files by the quoted URL part)
+            return self._plain(last if last in self.state.plain else quote(last), body)
         path = repo.files().get(filename) if repo else None
         if repo is None or path is None:
             code = "RepoNotFound" if repo is None else "EntryNotFound"
@@ -167,7 +171,10 @@ class _Handler(BaseHTTPRequestHandler):
         data = self.state.override.get(name)
         if found is None and data is None:
             return self._send(404, b"not found", "text/plain", body=body)
-        self._send_content(data if data is not None else found.read_bytes(), name, body, {})
+        headers = {}
+        if found is not None and name.endswith(LFS_SUFFIXES):  # published as the hub does for LFS files
+            headers["X-Linked-Etag"] = f'"{self.state.sha256(found)}"'
+        self._send_content(data if data is not None else found.read_bytes(), name, body, headers)
 
     # -- bytes ---------------------------------------------------------------------------------------------------
     def _send_content(self, content: bytes, name: str, body: bool, headers: dict[str, str]) -> None:
