@@ -61,10 +61,11 @@ def run_needs(benchmark: Any, spec: RunSpec, metrics: Iterable[str], declared: I
 
 
 def ensure_present(needs: list[Need], *, log: Callable[[str], None] = lambda _: None,
-                   fetch_hint: str = DEFAULT_FETCH_HINT) -> bool:
+                   fetch_hint: str = DEFAULT_FETCH_HINT, download: bool = True) -> bool:
     """Raise :class:`MissingPiecesError` unless everything is there; online, download what can be first.
 
     Returns True when something was downloaded (the caller re-plans so the generators see their files).
+    ``download=False`` (several processes: they would race on the caches) only reports.
     ``HF_HUB_OFFLINE=1`` / ``IQABENCH_OFFLINE=1`` (``run --offline``) never touch the network; otherwise one
     short probe decides, so an unreachable network costs seconds and one sentence, not minutes of retries.
     """
@@ -72,7 +73,7 @@ def ensure_present(needs: list[Need], *, log: Callable[[str], None] = lambda _: 
     if not missing:
         return False
     fetchable = [n for n in missing if n.fetchable]
-    if offline_mode() or not fetchable or [n for n in missing if not n.fetchable]:
+    if not download or offline_mode() or not fetchable or [n for n in missing if not n.fetchable]:
         raise MissingPiecesError(missing, fetch_hint)
     from .fetch import fetch, human_size, unreachable
 

@@ -166,7 +166,8 @@ class Runner:
         check_options(self.benchmark, spec.options)  # a misspelt --option fails now, not as a silent default
         self._plan_generators(spec)
         # Preflight (iqabench.preflight): every missing file at once, or downloaded first when online.
-        if preflight and ensure_present(self.needs, log=self.log, fetch_hint=fetch_hint):
+        if preflight and ensure_present(self.needs, log=self.log, fetch_hint=fetch_hint,
+                                        download=self._distributed is None):
             self._plan_generators(spec)  # the downloaded files are there now
         if preflight is False and any(not n.present for n in self.needs):
             return  # a planning-only runner (`iqabench fetch`): it has its plan and needs, nothing to key yet
