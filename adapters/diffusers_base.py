@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -49,7 +50,7 @@ from PIL import Image
 from iqabench import tiny_models
 from iqabench.errors import UserInputError
 from iqabench.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
-from iqabench.generators import WeightsMissingError, WorkItem
+from iqabench.generators import WorkItem
 from iqabench.image_checks import GeneratedImageError, finite_per_item
 from iqabench.image_tensors import pil_to_uint8, quantize, to_pil
 from iqabench.options import (
@@ -61,6 +62,7 @@ from iqabench.options import (
     pipeline_arguments,
     short_text,
 )
+from iqabench.needs import Need, declare
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
@@ -72,7 +74,16 @@ from .generator_options import (
     canonical_params,
     unknown_option_message,
 )
-from .hub_cache import HUB_ID, WeightsLocation, find_weights, hub_cache_dir, local_signature, weights_status
+from .hub_cache import (
+    HUB_ID,
+    WeightsLocation,
+    find_weights,
+    hub_cache_dir,
+    loaded_files,
+    local_signature,
+    snapshot_files,
+    weights_status,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - diffusers is imported lazily
     from diffusers import DiffusionPipeline
@@ -158,24 +169,43 @@ class DiffusersGenerator:
             options[key] = check_option(self.option_fields.get(key), key, value, where)
         return options
 
-    def _require_weights(self) -> WeightsLocation:
-        """Find the files now (cheap, offline) so a missing model fails before any work starts."""
+    def _require_weights(self) -> WeightsLocation | None:
+        """Find the files now (cheap, offline) so a missing model fails before any work starts.
+
+        The snapshot is declared as a :class:`~iqabench.needs.Need` (what ``iqabench fetch`` lists and downloads);
+        while the preflight collects needs, a missing one returns None instead of raising.
+        """
         path = self.options.get("path")
+        variant = self.options.get("variant")
         location, detail = find_weights(self.source, path=path, revision=self.options.get("revision"),
-                                        variant=self.options.get("variant"))
-        if location is not None:
-            return location
+                                        variant=variant)
         if path is not None:
             download = f"`hf download {self.source} --local-dir DIR`" if HUB_ID.match(self.source) else "hf download"
-            raise WeightsMissingError(
-                f"generator {self.name!r} found no usable diffusers pipeline at {path} ({detail}); "
-                f"give a folder written by save_pretrained or by {download}"
-            )
-        raise WeightsMissingError(
-            f"weights for generator {self.name!r} are missing ({detail}, nothing is downloaded here): "
-            f"run `hf download {self.source}` on a connected machine and copy the cache over "
-            f"(or set HF_HUB_CACHE to it), or pass a local copy as {self.spec.family}[path=/dir]"
-        )
+            message = (f"generator {self.name!r} found no usable diffusers pipeline at {path} ({detail}); "
+                       f"give a folder written by save_pretrained or by {download}")
+            need = Need(f"pipeline folder of {self.name}", Path(path).expanduser(), "manual",
+                        "a folder written by save_pretrained", location is not None, message=message)
+        else:
+            need = self._hub_need(location, detail)
+        declare(need)
+        return location
+
+    def _hub_need(self, location: WeightsLocation | None, detail: str) -> Need:
+        """The hub snapshot this generator loads: the files of a present one, its cache folder when missing."""
+        variant = self.options.get("variant")
+        message = (f"weights for generator {self.name!r} are missing ({detail}, nothing is downloaded here): "
+                   f"run `iqabench fetch` with the same arguments on a connected machine (or `hf download "
+                   f"{self.source}`) and copy the cache over (or set HF_HUB_CACHE to it), or pass a local copy as "
+                   f"{self.spec.family}[path=/dir]")
+        what = f"{self.source} pipeline" + (f" ({variant} weights)" if variant else "")
+        if location is None:
+            folder = hub_cache_dir() / f"models--{self.source.replace('/', '--')}"
+            return Need(what, folder, "hub-snapshot", self.source, False, revision=self.options.get("revision"),
+                        variant=variant, message=message)
+        files = loaded_files(location.model_index, snapshot_files(location.folder), variant)
+        size = sum((location.folder / f).stat().st_size for f in files)
+        return Need(what, location.folder, "hub-snapshot", self.source, True, size=size,
+                    revision=self.options.get("revision"), variant=variant, files=tuple(files))
 
     # -- the pipeline ---------------------------------------------------------------------------------------
     @property

@@ -11,33 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iqabench.hub_files import (  # noqa: F401 - re-exported: where the generators have always imported them
+    _WEIGHT_SUFFIXES,
+    NOT_LOADED,
+    hub_cache_dir,
+    loaded_files,
+    snapshot_files,
+)
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 # -- where weights live --------------------------------------------------------------------------------
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment *now*.
-
-    ``huggingface_hub.constants`` freezes these paths at import time, so a test
-    or user changing ``HF_HUB_CACHE`` later would otherwise be ignored.
-    """
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    home = os.environ.get("HF_HOME")
-    if not home:
-        home = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache")), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
 @dataclass(frozen=True)
 class WeightsLocation:
     """Where a pipeline's files were found: a folder, plus the hub commit when it came from the cache."""
@@ -45,11 +36,6 @@ class WeightsLocation:
     folder: Path
     commit: str | None
     model_index: dict[str, Any]
-
-
-#: Components iqabench never loads (the SD 1.x safety checker blacks out images and would corrupt every IQA
-#: score; its feature extractor serves only it): a download without them is complete.
-NOT_LOADED = ("safety_checker", "feature_extractor")
 
 
 def _missing_components(folder: Path, model_index: Mapping[str, Any], variant: str | None) -> list[str]:

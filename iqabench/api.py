@@ -59,7 +59,11 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> RunOutcome:
     """Run ``runner``'s stages; on the main process, save the Result, mark the run complete, render the report."""
     try:
-        outcome = runner.execute(dry_run=dry_run, hold_run_id=True)  # held through the final writes below
+        try:
+            outcome = runner.execute(dry_run=dry_run, hold_run_id=True)  # held through the final writes below
+        except BaseException as exc:  # KeyboardInterrupt and SystemExit too: the run must not stay "running"
+            _record_end(runner, exc)
+            raise
         if outcome.result is None:  # dry run, or a worker process of a distributed run
             return outcome
         return _finish(runner, outcome, report=report)
@@ -73,7 +77,7 @@ def _finish(runner: Runner, outcome: RunOutcome, *, report: bool) -> RunOutcome:
 
     stage = "saving the results"
     try:
-        with runner.clock.stage("report"):  # the report's fixed cost, in the runner's stage clock (perf/overhead.py)
+        with runner.clock.stage("report"):  # the report: its fixed cost (perf/overhead_stages.py)
             reports.save_result(runner.store, runner.run_id, outcome.result)
             status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
             runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan,
@@ -89,6 +93,27 @@ def _finish(runner: Runner, outcome: RunOutcome, *, report: bool) -> RunOutcome:
                                                                    error=error))
         raise
     return outcome
+
+
+def _record_end(runner: Runner, exc: BaseException) -> None:
+    """run.json of a run this process started says ``interrupted`` (Ctrl-C, a signal) or ``failed`` (an error,
+    an exit), with the reason, instead of staying ``running``."""
+    if not runner.is_main_process:
+        return
+    try:
+        current = runner.store.read_run_json(runner.run_id)
+    except (OSError, ValueError):
+        return
+    if current.get("status") != "running" or (current.get("owner") or {}).get("pid") != os.getpid():
+        return  # not started by this process (a dry run, or the error came before the run began)
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    try:
+        manifest = runner.manifest(status, None, error=reason, owner=current.get("owner"))
+        manifest["plan"] = current.get("plan")
+        runner.store.write_run_json(runner.run_id, manifest)
+    except Exception as failure:  # recording must never hide the original error; it says it could not record
+        exc.add_note(f"iqabench could not mark run {runner.run_id} {status}: {type(failure).__name__}: {failure}")
 
 
 def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: Any) -> RunOutcome:

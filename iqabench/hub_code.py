@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
-
 from .errors import UserError
 
 OPT_IN_FLAG = "--trust-hub-code"
@@ -80,6 +78,8 @@ def _guarded_hub_load(repo_or_dir: Any, model: Any, *args: Any, **kwargs: Any) -
 def install() -> None:
     """Replace ``torch.hub.load`` by the guard (idempotent); done wherever a metric or generator is built."""
     with _LOCK:
+        import torch  # here, not at import: `list metrics` reads CODE_LOADING_METRICS without torch
+
         if "torch.hub.load" not in _ORIGINAL:
             _ORIGINAL["torch.hub.load"] = torch.hub.load
             torch.hub.load = _guarded_hub_load

@@ -95,3 +95,4 @@ def run_manifest(run_id: str, spec: RunSpec, status: str, runtime: Runtime, gene
         data["plan"] = plan
     data.update(extra)
     return data
+

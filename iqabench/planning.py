@@ -20,9 +20,28 @@ from .benchmark import Benchmark, PlannedItem, build_benchmark, check_options, p
 from .errors import UserInputError
 from .generators import Generator, GeneratorPool
 from .metrics import metric_fingerprint
+from .needs import Need, collecting
+from .preflight import run_needs
 from .runtime import Runtime
 from .specs import RunSpec
 from .store import image_key
+
+
+@dataclass(frozen=True)
+class PlannedWork:
+    """The plan before its keys: which generator makes which item, which metric scores which items, and every
+    file that takes (:class:`~iqabench.needs.Need`). Computable when weights are missing, so the preflight can
+    name all of them at once and ``iqabench fetch`` can list them."""
+
+    benchmark: Benchmark
+    plan: list[PlannedItem]
+    generators: dict[str, Generator]  # canonical spec -> the pool's generator (built, nothing loaded)
+    metric_plan: dict[str, list[int]]  # metric -> indices into ``plan``
+    needs: list[Need]
+
+    @property
+    def missing(self) -> list[Need]:
+        return [need for need in self.needs if not need.present]
 
 
 @dataclass(frozen=True)
@@ -37,34 +56,57 @@ class RunPlan:
     image_keys: list[str]
     metric_plan: dict[str, list[int]]  # metric -> indices into ``plan``
     metric_fps: dict[str, str]  # metric -> fingerprint used in the score cache
+    needs: list[Need]
 
     def fingerprints(self) -> dict[str, dict[str, Any]]:
         return {name: gen.fingerprint() for name, gen in self.generators.items()}
 
 
+def plan_work(spec: RunSpec, pool: GeneratorPool) -> PlannedWork:
+    """The benchmark's plan, its generators and metric plan, and every file they will load.
+
+    Generators declare their weights while they are built (:func:`iqabench.needs.collecting`): a missing file is
+    recorded as a missing :class:`~iqabench.needs.Need` instead of failing the first generator, so a preflight can
+    report all of them. Plugins named by ``spec.plugins`` must be loaded first.
+    """
+    with collecting() as declared:
+        benchmark = build_benchmark(spec.benchmark)
+        check_options(benchmark, spec.options)  # a misspelt --option fails now, not as a silent default
+        # Two spellings of one spec (option order, spacing) are one generator, one manifest entry, one cache key.
+        plan = [PlannedItem(pool.canonical(p.generator), p.item) for p in plan_with(benchmark, spec, pool)]
+        if not plan:
+            raise UserInputError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and "
+                                 "--seeds")
+        generators: dict[str, Generator] = {}
+        for planned in plan:
+            if planned.generator not in generators:
+                generators[planned.generator] = pool.get(planned.generator)
+    metric_plan = benchmark.metrics_for(spec, plan)
+    return PlannedWork(benchmark, plan, generators, metric_plan, run_needs(benchmark, spec, metric_plan, declared))
+
+
+def key_work(spec: RunSpec, runtime: Runtime, work: PlannedWork) -> RunPlan:
+    """The image key of every planned item and the fingerprint of every metric (needs the weights present)."""
+    fingerprints = {name: gen.fingerprint() for name, gen in work.generators.items()}
+    keys = [image_key(fingerprints[p.generator], p.item.key_fields()) for p in work.plan]
+    metric_fps = {name: metric_fingerprint(name) for name in work.metric_plan}
+    return RunPlan(spec, runtime, work.benchmark, work.plan, work.generators, keys, work.metric_plan, metric_fps,
+                   work.needs)
+
+
 def plan_run(spec: RunSpec, runtime: Runtime, pool: GeneratorPool | None = None) -> RunPlan:
     """The run's plan, keys and metric plan, computed from the spec and the resolved runtime only.
 
-    Pure up to building generator objects (validating their specs; no weights are read) and the benchmark's
-    own ``plan`` (which may read a prompt file). Plugins named by ``spec.plugins`` must be loaded first.
+    Pure up to building generator objects (validating their specs; weights are looked up, never read) and the
+    benchmark's own ``plan`` (which may read a prompt file). A missing file fails here with every missing piece
+    named (:class:`~iqabench.preflight.MissingPiecesError`); the Runner runs the preflight itself (and may
+    download) before keying.
     """
-    pool = pool if pool is not None else GeneratorPool(runtime)
-    benchmark = build_benchmark(spec.benchmark)
-    check_options(benchmark, spec.options)  # a misspelt --option fails now, not as a silent default
-    # Two spellings of one spec (option order, spacing) are one generator, one manifest entry, one cache key.
-    plan = [PlannedItem(pool.canonical(p.generator), p.item) for p in plan_with(benchmark, spec, pool)]
-    if not plan:
-        raise UserInputError(f"benchmark {spec.benchmark!r} planned no images: check --prompts, --limit and "
-                             "--seeds")
-    generators: dict[str, Generator] = {}
-    for planned in plan:
-        if planned.generator not in generators:
-            generators[planned.generator] = pool.get(planned.generator)
-    fingerprints = {name: gen.fingerprint() for name, gen in generators.items()}
-    keys = [image_key(fingerprints[p.generator], p.item.key_fields()) for p in plan]
-    metric_plan = benchmark.metrics_for(spec, plan)
-    metric_fps = {name: metric_fingerprint(name) for name in metric_plan}
-    return RunPlan(spec, runtime, benchmark, plan, generators, keys, metric_plan, metric_fps)
+    from .preflight import ensure_present
+
+    work = plan_work(spec, pool if pool is not None else GeneratorPool(runtime))
+    ensure_present(work.needs, download=False)
+    return key_work(spec, runtime, work)
 
 
 def planned_records(run_plan: RunPlan) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ same generator, prompts and seeds generate each image once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import defaultdict
@@ -32,9 +33,11 @@ from .image_tensors import generate_uint8, stack_by_size, to_pil
 from .manifest import check_run_id_name, default_run_id, run_manifest
 from .metrics import Metric, MetricUnavailableError, build_metric, check_available
 from .oom import free_accelerator_memory, is_out_of_memory
-from .planning import plan_run, planned_records
+from .planning import key_work, plan_work, planned_records
+from .preflight import DEFAULT_FETCH_HINT, ensure_present
 from .registry import load_plugin
 from .run_binding import RunClaim, check_run_id, claim_run
+from .run_status import Heartbeat, owner
 from .score_shards import ShardedStore, merge_shards, prepare_for_readers
 from .scoring import TensorScorer
 from .specs import RunSpec
@@ -125,7 +128,7 @@ class Runner:
                  execution: Execution | None = None, progress: ProgressFactory = _silent,
                  log: Callable[[str], None] = lambda _: None, shard: tuple[int, int] | None = None,
                  score_in_memory: bool = True, decode_workers: int | None = None, overwrite: bool = False,
-                 trust_hub_code: bool = False):
+                 trust_hub_code: bool = False, preflight: bool = True, fetch_hint: str = DEFAULT_FETCH_HINT):
         self.spec = spec
         #: ``--overwrite``: a run id whose run.json holds another spec may be replaced (see :mod:`.run_binding`).
         self.overwrite = overwrite
@@ -157,15 +160,24 @@ class Runner:
         if self.is_main_process:  # a run id of another spec fails now too; claim_run re-checks under its lock
             check_run_id(self.store.run_dir(self.run_id), spec.to_dict(), overwrite=overwrite)
         self.progress = progress if self.is_main_process else _silent
-        # Every generator spec is built once (validates specs and weights, loads nothing heavy), and shared
+        # Every generator spec is built once (validates specs, declares weights, loads nothing heavy), and shared
         # with the benchmark's plan and analysis.
         self.pool = GeneratorPool(self.runtime)
-        self.run_plan = plan_run(spec, self.runtime, self.pool)
-        self.benchmark = self.run_plan.benchmark
-        self.plan: list[PlannedItem] = self.run_plan.plan
-        self.generators: dict[str, Generator] = self.run_plan.generators
+        work = plan_work(spec, self.pool)
+        # Preflight (iqabench.preflight): every missing file at once, or downloaded first when online.
+        if preflight and ensure_present(work.needs, log=self.log, fetch_hint=fetch_hint,
+                                        download=self._distributed is None):
+            self.pool = GeneratorPool(self.runtime)
+            work = plan_work(spec, self.pool)  # the downloaded files are there now
+        self.needs = work.needs
+        self.benchmark = work.benchmark
+        self.plan: list[PlannedItem] = work.plan
+        self.generators: dict[str, Generator] = work.generators
+        self.metric_plan = work.metric_plan
+        if preflight is False and work.missing:
+            return  # a planning-only runner (`iqabench fetch`): it has its plan and needs, nothing to key yet
+        self.run_plan = key_work(spec, self.runtime, work)
         self.image_keys = self.run_plan.image_keys
-        self.metric_plan = self.run_plan.metric_plan
         self.metric_fps = self.run_plan.metric_fps
         for name in self.metric_plan:
             check_available(name, trust_hub_code=trust_hub_code)  # fails now, not after hours of generation
@@ -503,7 +515,11 @@ class Runner:
     def _execute(self, plan: PlanSummary, outcome: RunOutcome) -> RunOutcome:
         self.store.sweep_temp_files()
         if self.is_main_process:
-            self.store.write_run_json(self.run_id, self.manifest("running", plan))
+            self.store.write_run_json(self.run_id, self.manifest("running", plan, owner=owner()))
+        with Heartbeat(self.store.run_dir(self.run_id)) if self.is_main_process else contextlib.nullcontext():
+            return self._stages(outcome)
+
+    def _stages(self, outcome: RunOutcome) -> RunOutcome:
         self.build_metrics()
         self.generate()
         self._wait_for_everyone()  # every image exists before anyone scores

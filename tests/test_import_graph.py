@@ -25,11 +25,11 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("iqabench.store", 1), ("iqabench.store_check", 1), ("iqabench.score_shards", 1), ("iqabench.sqlite_tx", 1),
     # metrics sit below the generators: gradient guidance, ACPO's evaluator and `score-dataset` build registered
     # metrics, so the generators use the metric layer (while the data flows generators -> store -> metrics)
-    ("iqabench.metrics", 2),
+    ("iqabench.metrics", 2), ("iqabench.metric_catalog", 2),
     ("iqabench.adapters", 3),
     ("iqabench.benchmark", 4), ("iqabench.benchmarks", 4),
     ("iqabench.runner", 5), ("iqabench.manifest", 5), ("iqabench.scoring", 5), ("iqabench.batch_autotune", 5),
-    ("iqabench.planning", 5),
+    ("iqabench.planning", 5), ("iqabench.run_status", 5), ("iqabench.preflight", 5), ("iqabench.fetch", 5),
     ("iqabench.reports", 6),
     # iqabench.errors (the error classes) is core; the CLI's error boundary is iqabench.cli.boundary
     ("iqabench.api", 7), ("iqabench.cli", 7), ("iqabench.__main__", 7),

@@ -117,7 +117,7 @@ def test_run_preset_dry_run_shows_the_resolved_setting_before_the_weights_are_ne
         main(["run", "relgain", "--preset", "paper:iqa-fig3a", "--prompts", "smoke", "--limit", "2", "--dry-run",
               "--out", str(tmp_path / "store")])
     err = " ".join(capsys.readouterr().err.split())
-    assert info.value.code == 2 and "needs iqa_adapter_topiq_nr.safetensors" in err
+    assert info.value.code == 2 and "iqa_adapter_topiq_nr.safetensors" in err.replace(" ", "")  # preflight table
     resolved = err[err.index("paper:iqa-fig3a resolves to:"):err.index("error:")]
     assert ("generators=['iqa-adapter:topiq', 'iqa-adapter:hyperiqa', 'iqa-adapter:topiq+laion_aes']" in resolved
             and "metrics=['topiq_nr', 'hyperiqa', 'laion_aes']" in resolved and "seeds=[0]" in resolved

@@ -28,7 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from iqabench.generators import WeightsMissingError
+from iqabench.needs import Need, declare
 
 from .adapter import ATTN_PREFIX, PROJ_PREFIX, AdapterConfig, IQAAdapter
 from .conditioning import QualityEncoding, load_stats, select_stats
@@ -80,11 +80,25 @@ def preset_file(name: str, directory: str | Path | None = None, file: str | None
     for candidate in names:
         path = folder / candidate
         if path.is_file():
+            declare(_release_need(name, path, True))
             return path
-    raise WeightsMissingError(
-        f"IQA-Adapter preset {name!r} needs {' or '.join(names)} from {RELEASE_URL} in {folder} "
-        f"(set ${ENV_DIR} or the spec option weights_dir= to use another folder)."
-    )
+    message = (f"IQA-Adapter preset {name!r} needs {' or '.join(names)} from {RELEASE_URL} in {folder} "
+               f"(set ${ENV_DIR} or the spec option weights_dir= to use another folder).")
+    declare(_release_need(name, folder / names[0], False, message, names))
+    return folder / names[0]  # reached only while the preflight collects needs: the file it will ask for
+
+
+#: ``$IQABENCH_ADAPTER_RELEASE``: the Google Drive folder of the authors' release, for ``iqabench fetch``.
+RELEASE_ENV = "IQABENCH_ADAPTER_RELEASE"
+
+
+def _release_need(name: str, path: Path, present: bool, message: str = "", names: list[str] | None = None) -> Need:
+    """The preset file as a need: fetched from the release folder on Google Drive (gdown) when one is known;
+    ``files`` are the names the release may use for it (the loader accepts either)."""
+    source = os.environ.get(RELEASE_ENV) or RELEASE_URL
+    return Need(f"IQA-Adapter preset {name}", path, "gdrive", source, present,
+                size=path.stat().st_size if present else None, filename=path.name, message=message,
+                files=tuple(names or [path.name]))
 
 
 def file_sha256(path: str | Path) -> str:

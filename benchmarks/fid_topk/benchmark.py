@@ -97,6 +97,12 @@ class FidTopK(BaseBenchmark):
             plan += [PlannedItem(g, WorkItem(f"reference:{i}", text, spec.seeds[0])) for i, text in enumerate(prompts)]
         return plan
 
+    def needs(self, spec: RunSpec) -> list:
+        """Inception, CLIP and the reference set the analysis loads: checked before any image is made."""
+        from .needs import fid_topk_needs
+
+        return fid_topk_needs(options(spec))
+
     def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
         everything = super().metrics_for(spec, plan)  # validates: NR metrics only
         if not everything:

@@ -144,6 +144,14 @@ class GenEval(BaseBenchmark):
     def metrics_for(self, spec: RunSpec, plan: list[PlannedItem]) -> dict[str, list[int]]:
         return {}  # GenEval judges with a detector, not with IQA metrics
 
+    def needs(self, spec: RunSpec) -> list:
+        """The detector (and mmdetection) and CLIP the analysis loads: checked before any image is made."""
+        from .needs import clip_needs, detector_needs
+
+        opts = _options(spec)
+        return [*detector_needs(opts["detector"], opts["detector_weights"]),
+                *clip_needs(opts["clip_arch"], opts["clip_pretrained"], opts["clip_weights"])]
+
     # -- analysis ------------------------------------------------------------------------
     def _models(self, opts: dict[str, Any], device: str):
         from .clip import build_clip

@@ -12,11 +12,16 @@ from rich.table import Table
 
 from ..errors import UserInputError
 from ..registry import BENCHMARKS, GENERATORS, METRICS
-from .common import DEFAULT_OUT, OutOption, PluginOption, load_plugins, out_console
+from .common import DEFAULT_OUT, OutOption, PluginOption, load_plugins, out_console, print_error
 
 
 def list_command(
     what: Annotated[str, typer.Argument(help="generators, metrics, benchmarks, prompts or runs")],
+    names: Annotated[list[str] | None, typer.Argument(help="With metrics: only these names.")] = None,
+    missing: Annotated[bool, typer.Option("--missing", help="With metrics: only those whose weights are missing.")]
+    = False,
+    nr: Annotated[bool, typer.Option("--nr", help="With metrics: only no-reference metrics.")] = False,
+    fr: Annotated[bool, typer.Option("--fr", help="With metrics: only full-reference metrics.")] = False,
     plugin: PluginOption = None,
     options: Annotated[bool, typer.Option("--options", help="With benchmarks: each one's --option keys; with "
                                                             "generators: every spec option of each family, with "
@@ -29,6 +34,12 @@ def list_command(
     if what == "runs":
         print_runs(Path(out))
         return
+    if what == "metrics" and not plugin and not options:
+        print_metrics(names or [], missing=missing, mode="NR" if nr and not fr else "FR" if fr and not nr else None)
+        return
+    if names or missing or nr or fr:
+        raise UserInputError(f"names, --missing, --nr and --fr filter `list metrics` (without --plugin), "
+                             f"not `list {what}`")
     load_plugins(plugin)
     registries = {"generators": GENERATORS, "metrics": METRICS, "benchmarks": BENCHMARKS}
     if what == "prompts":
@@ -61,6 +72,51 @@ def list_command(
     out_console.print(table)
 
 
+def print_metrics(names: list[str], *, missing: bool = False, mode: str | None = None) -> None:
+    """The pyiqa metrics from :mod:`iqabench.metric_catalog` (no model code imported): filtered, wrapped at any
+    width (a path or URL folds onto the next line, never cut)."""
+    from .. import metric_catalog as catalog
+    from ..hub_code import CODE_LOADING_METRICS, OPT_IN_FLAG
+
+    known = list(catalog.pyiqa_configs())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        from ..registry import unknown_name_message
+
+        print_error(unknown_name_message("metric", unknown[0], known))  # not fail(): it imports the error classes
+        raise typer.Exit(EXIT_USER_ERROR)
+    table = Table("name", "kind", "weights")
+    table.columns[0].no_wrap = True
+    table.columns[2].overflow = "fold"
+    shown = 0
+    for name in names or known:
+        info = catalog.metadata(name)
+        present, absent = catalog.weights_status(name)
+        if (mode and info["mode"] != mode) or (missing and present is not False):
+            continue
+        kind = f"{info['mode']}, {'lower' if info['lower_better'] else 'higher'} better"
+        if name in CODE_LOADING_METRICS:  # refused without the opt-in (iqabench.hub_code)
+            kind += f", runs cached code: needs {OPT_IN_FLAG}"
+        table.add_row(name, kind + (f", {info['score_range']}" if info["score_range"] else ""),
+                      escape(_weights_cell(name, present, absent)))
+        shown += 1
+    out_console.print(table)
+    out_console.print(f"{shown} metric(s); `iqabench fetch scores --generator tiny-sd --metrics NAME` downloads one "
+                      "metric's files", highlight=False)
+
+
+def _weights_cell(name: str, present: bool | None, absent: list) -> str:
+    from .. import metric_catalog as catalog
+
+    if present is False:
+        return "; ".join(e["refused"] if "refused" in e else f"missing: {catalog.resolve(e)[0]} (from {e['source']})"
+                         for e in absent)
+    entry = catalog.file_table().get(name) or {}
+    if present is None:
+        return entry.get("error") or "unverified: iqabench does not know every file this arch loads"
+    return "present" if entry.get("files") else "no download needed"
+
+
 def _print_benchmark_options() -> None:
     """Each benchmark's declared ``--option`` keys, then the options every benchmark takes."""
     from ..benchmark import CORE_OPTIONS, build_benchmark, declared_options
@@ -79,11 +135,17 @@ def _print_benchmark_options() -> None:
     out_console.print(table)
 
 
+EXIT_USER_ERROR = 2  # iqabench.errors.EXIT_USER_ERROR, without importing it (it loads the error classes)
 WIDE_TERMINAL = 110  # columns from which `list runs` prints one table row per run
 
 
 def run_rows(out: Path) -> list[dict[str, str]]:
-    """One row per ``runs/<id>/run.json`` under the store ``out``, newest first (unreadable ones say so)."""
+    """One row per ``runs/<id>/run.json`` under the store ``out``, newest first (unreadable ones say so).
+
+    A ``running`` run whose process is gone (or whose heartbeat stopped) is shown as dead.
+    """
+    from ..run_status import liveness
+
     rows = []
     for manifest in sorted((out / "runs").glob("*/run.json")):
         run_id = manifest.parent.name
@@ -98,13 +160,14 @@ def run_rows(out: Path) -> list[dict[str, str]]:
 def _run_row(run_id: str, manifest: Path) -> dict[str, str]:
     """The ``list runs`` row of one run.json, read bounded and type-checked (:mod:`iqabench.run_folders`)."""
     from ..run_folders import read_run_manifest, typed_field
+    from ..run_status import liveness
 
     data = read_run_manifest(manifest)
     spec = typed_field(data, "spec", dict, manifest, {})
     generators = typed_field(spec, "generators", list, manifest, [])
     return {"id": run_id, "benchmark": str(data.get("benchmark") or spec.get("benchmark") or ""),
             "generators": ", ".join(str(g) for g in generators),
-            "status": str(data.get("status", "")),
+            "status": liveness(data, manifest.parent),
             "date": str(data.get("updated") or data.get("created") or "")[:16].replace("T", " ")}
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import UserInputError
-from .common import DEFAULT_OUT, OutOption, PluginOption, console, load_plugins, out_console
+from .common import DEFAULT_OUT, OutOption, PluginOption, console, load_plugins, out_console, print_error
 from .progress import RichProgress
 from .relaunch import relaunch
 from .summary import print_summary
@@ -62,37 +62,34 @@ def run_command(
     trust_hub_code: Annotated[bool, typer.Option("--trust-hub-code", help="Allow metrics that import code from "
                                                  "torch hub's cache (e.g. fid_dinov2); like trust_remote_code.")]
     = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (as HF_HUB_OFFLINE=1): a "
+                                                            "missing file is reported, not downloaded.")] = False,
 ) -> None:
     """Generate, score and analyse a benchmark; writes runs/<id>/report.html.
 
     Exits 0 only when every planned image and score exists, 3 when some are
     missing (re-run to retry them), 2 for a bad input or environment.
     """
+    if metrics and not plugin:
+        _check_metric_names(metrics)  # a typo answered in a second, before torch and the models are imported
     from ..api import execute
     from ..batching import parse_batch_size
-    from ..errors import EXIT_INCOMPLETE, UserInputError
+    from ..errors import EXIT_INCOMPLETE, EXIT_USER_ERROR
     from ..execution import Execution
+    from ..preflight import MissingPiecesError
     from ..runner import Runner
-    from ..specs import RunSpec, SpecError, parse_value
+    from ..specs import RunSpec
+    from .fetch import current_fetch_hint, print_missing
 
+    if offline:  # before any library reads it (huggingface_hub freezes HF_HUB_OFFLINE at import)
+        os.environ.update(HF_HUB_OFFLINE="1", IQABENCH_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if num_processes < 1:
         raise UserInputError(f"--num-processes must be at least 1, not {num_processes}")
     if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(relaunch(num_processes))
     load_plugins(plugin)
-    options: dict = {}
-    given: set[str] = set()
-    for pair in option or []:
-        if "=" not in pair or not pair.split("=", 1)[0].strip():
-            raise SpecError(f"--option {pair!r} is not of the form key=value")
-        key, value = (part.strip() for part in pair.split("=", 1))
-        if key in given:
-            raise SpecError(f"--option {key!r} is given twice; keep one")
-        given.add(key)
-        options[key] = parse_value(value, key=key)
-    if prompt_column:
-        options["prompt_column"] = prompt_column
-    fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
+    fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, parse_options(option, prompt_column),
+                        preset)
     if preset is not None and dry_run:  # before any generator is built: visible without the weights
         resolved = ", ".join(f"{key}={fields[key]!r}" for key in
                              ("generators", "metrics", "prompts", "seeds", "limit", "options"))
@@ -102,9 +99,13 @@ def run_command(
     how = Execution(device=device, batch_size=parse_batch_size(batch_size), compile=compile,
                     channels_last=channels_last, fuse_qkv=fuse_qkv, sdpa_backend=sdpa_backend,
                     attention_slicing=attention_slicing, num_processes=num_processes)
-    runner = Runner(spec, out, run_id=run_id, execution=how,
-                    log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"), overwrite=overwrite,
-                    trust_hub_code=trust_hub_code)
+    try:
+        runner = Runner(spec, out, run_id=run_id, execution=how,
+                        log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"), overwrite=overwrite,
+                        trust_hub_code=trust_hub_code, fetch_hint=current_fetch_hint())
+    except MissingPiecesError as exc:  # a table of every missing piece, not one sentence
+        print_missing(exc)
+        raise typer.Exit(EXIT_USER_ERROR) from None
     plan = runner.summarize_plan()
     for line in plan.lines() if runner.is_main_process else []:
         console.print(line, highlight=False, markup=False)
@@ -123,6 +124,42 @@ def run_command(
         console.print(f"[yellow]{escape(outcome.incomplete_summary())}[/]", highlight=False)
         if not allow_failures:
             raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _check_metric_names(metrics: str) -> None:
+    """Refuse a name that is neither a pyiqa metric nor registered so far, with pyiqa's close matches, fast."""
+    from .. import metric_catalog
+    from ..registry import METRICS, unknown_name_message
+
+    known = list(dict.fromkeys([*metric_catalog.pyiqa_configs(), *METRICS._entries]))
+    for name in (n.strip() for n in metrics.split(",")):
+        if name and known and name not in known and not _entry_point_metrics():
+            print_error(unknown_name_message("metric", name, known))
+            raise typer.Exit(2)
+
+
+def _entry_point_metrics() -> bool:
+    """Do installed packages register metrics (``iqabench.metrics`` entry points)? Then the registry decides."""
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group="iqabench.metrics"))
+
+
+def parse_options(option: list[str] | None, prompt_column: str | None) -> dict:
+    """``--option key=value`` pairs (values as JSON scalars; a key given twice is refused) plus --prompt-column."""
+    from ..specs import SpecError, parse_value
+
+    options: dict = {}
+    for pair in option or []:
+        if "=" not in pair or not pair.split("=", 1)[0].strip():
+            raise SpecError(f"--option {pair!r} is not of the form key=value")
+        key, value = (part.strip() for part in pair.split("=", 1))
+        if key in options:
+            raise SpecError(f"--option {key!r} is given twice; keep one")
+        options[key] = parse_value(value, key=key)
+    if prompt_column:
+        options["prompt_column"] = prompt_column
+    return options
 
 
 def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None, prompts: str | None,

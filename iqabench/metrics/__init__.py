@@ -26,6 +26,7 @@ from .registration import (
                            check_available,
                            metric_fingerprint,
                            metric_info,
+                           metric_needs,
                            offline_mode,
                            parse_metric_list,
                            register_metric,
@@ -34,7 +35,7 @@ from .wrapper import Metric, MetricContractError, MetricInfo, MetricUnavailableE
 
 __all__ = ["NO_DOWNLOAD_METRICS", "Metric", "MetricContractError", "MetricInfo", "MetricUnavailableError",
            "WeightFile", "build_metric",
-           "check_available", "metric_fingerprint", "metric_info", "offline_mode", "parse_metric_list",
+           "check_available", "metric_fingerprint", "metric_info", "metric_needs", "offline_mode", "parse_metric_list",
            "pyiqa_cache_dir", "pyiqa_info", "pyiqa_weight_files", "pyiqa_weights_status", "register_metric"]
 
 register_pyiqa_metrics()

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..needs import Need
+
 
 @dataclass(frozen=True)
 class WeightFile:
@@ -28,6 +30,8 @@ class WeightFile:
     what: str
     how: str
     alternatives: tuple[Path, ...] = ()  # other names the same loader accepts (timm: pytorch_model.bin)
+    kind: str = "url"  # how ``iqabench fetch`` gets it: "url" (source is the URL) or "hub-file" (source a repo id)
+    source: str = ""
 
     def found(self) -> Path | None:
         """The file the loader would read, if any is there."""
@@ -47,6 +51,18 @@ class WeightFile:
     def missing_sentence(self) -> str:
         return f"{self.what} {self.path.name} is not in {self.path.parent} ({self.how})"
 
+    def need(self, metric: str = "") -> Need:
+        """This file as a run's :class:`~iqabench.needs.Need` (what the preflight lists and fetch downloads)."""
+        found = self.found()
+        refused = self.refused()
+        what = f"{self.what} of {metric}" if metric else self.what
+        if refused:  # there, but safe_load would refuse it: say why in the table, and fetch replaces it
+            what = f"{what}, refused: {refused}"
+        filename = self.path.name if self.kind == "hub-file" else None
+        return Need(what, found or self.path, self.kind, self.source, found is not None and refused is None,
+                    size=found.stat().st_size if found is not None else None, filename=filename,
+                    message=self.missing_sentence() if found is None else (refused or ""))
+
 
 # -- where each library looks ----------------------------------------------------------------------------------------
 def pyiqa_cache_dir() -> Path:
@@ -65,7 +81,7 @@ def _torch_hub_dir() -> Path:
 def pyiqa_file(url: str) -> WeightFile:
     name = os.path.basename(urlparse(url).path)
     return WeightFile(pyiqa_cache_dir() / name, "pyiqa weights",
-                      f"download {url} into that folder on a connected machine")
+                      f"download {url} into that folder on a connected machine", source=url)
 
 
 def timm_backbone(model_name: str) -> WeightFile:
@@ -81,7 +97,8 @@ def timm_backbone(model_name: str) -> WeightFile:
     path = cached.get("model.safetensors", repo_dir / "model.safetensors")
     return WeightFile(path, f"timm backbone {model_name} (Hugging Face {repo_id})",
                       f"run `hf download {repo_id} model.safetensors` on a connected machine and copy the hub cache",
-                      tuple(p for f, p in cached.items() if f != "model.safetensors"))
+                      tuple(p for f, p in cached.items() if f != "model.safetensors"), kind="hub-file",
+                      source=repo_id)
 
 
 def torchvision_backbone(weights_enum: str) -> WeightFile:
@@ -91,7 +108,7 @@ def torchvision_backbone(weights_enum: str) -> WeightFile:
     enum_name, member = weights_enum.split(".")
     url = getattr(getattr(torchvision.models, enum_name), member).url
     return WeightFile(_torch_hub_dir() / "checkpoints" / os.path.basename(url),
-                      f"torchvision backbone {weights_enum}", f"download {url} into that folder")
+                      f"torchvision backbone {weights_enum}", f"download {url} into that folder", source=url)
 
 
 def openai_clip(name: str, *, pyiqa_copy: bool) -> WeightFile:
@@ -100,7 +117,8 @@ def openai_clip(name: str, *, pyiqa_copy: bool) -> WeightFile:
 
     url = _MODELS[name]
     folder = _torch_hub_dir() / "clip" if pyiqa_copy else Path(os.path.expanduser("~/.cache/clip"))
-    return WeightFile(folder / os.path.basename(url), f"OpenAI CLIP {name}", f"download {url} into that folder")
+    return WeightFile(folder / os.path.basename(url), f"OpenAI CLIP {name}", f"download {url} into that folder",
+                      source=url)
 
 
 # -- what each arch loads ------------------------------------------------------------------------------------------
@@ -227,3 +245,12 @@ def pyiqa_weights_status(name: str) -> tuple[bool | None, str]:
     if not files:
         return True, "no download needed"
     return True, ", ".join(f.path.name for f in files)
+
+
+def pyiqa_needs(name: str) -> list[Need]:
+    """Every file building pyiqa metric ``name`` reads, as needs; an arch iqabench cannot read is one manual need."""
+    try:
+        files, _ = pyiqa_weight_files(name)
+    except (ImportError, LookupError):
+        return []  # not knowable here (pyiqa_weights_status says so): the build itself still checks
+    return [f.need(name) for f in files]

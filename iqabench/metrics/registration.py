@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
 from ..errors import UserInputError
+from ..needs import Need
 from ..registry import METRICS, Entry
 from ..runtime import Runtime
 from .wrapper import Metric, MetricInfo, MetricUnavailableError, fingerprint
@@ -132,3 +134,20 @@ def parse_metric_list(text: str | list[str]) -> list[str]:
     for name in names:
         METRICS.get(name)  # raises UnknownNameError with suggestions
     return list(dict.fromkeys(names))
+
+
+def metric_needs(name: str) -> list[Need]:
+    """Every file building metric ``name`` reads (pyiqa's table), or the user probe's verdict as one need."""
+    entry = METRICS.get(name)
+    if entry.extra["info"].source == "pyiqa":
+        from .pyiqa_weights import pyiqa_needs
+
+        return pyiqa_needs(name)
+    if entry.weights is None:
+        return []
+    try:
+        present, detail = entry.weights()
+    except Exception as exc:  # a user's probe must not stop the preflight; the build still checks for itself
+        return [Need(f"metric {name}", Path("."), "manual", f"its weights probe raised {exc}", True)]
+    return [Need(f"metric {name} weights", Path(detail if present else "."), "manual", detail or "its plugin",
+                 present is not False, message=f"metric {name!r}: {detail}")]

@@ -1,0 +1,165 @@
+"""``iqabench fetch``: the files a run needs, listed (``--list``) or downloaded into the caches its loaders read.
+
+It takes ``run``'s selection arguments and plans the run exactly as ``run`` does (the same Runner, with the
+preflight collecting instead of refusing), so the list is what the run will load: nothing missing, nothing
+extra. The cluster workflow: ``iqabench fetch ...`` on a login node with internet, then ``iqabench run ...
+--offline`` (or ``HF_HUB_OFFLINE=1``) on the compute nodes that share the caches.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from .common import PluginOption, console, fail, load_plugins, out_console, user_errors
+
+#: ``run`` options that choose what a run loads (kept in the suggested ``iqabench fetch`` command), with whether
+#: each takes a value; every other ``run`` option (speed, output, --dry-run) is dropped from it.
+SELECTION_OPTIONS = {"--generator": True, "-g": True, "--metrics": True, "--baseline": True, "--prompts": True,
+                     "--prompt-column": True, "--limit": True, "--seeds": True, "--preset": True, "--option": True,
+                     "--plugin": True}
+
+
+def fetch_hint(argv: list[str]) -> str:
+    """``iqabench fetch`` with the selection arguments of this ``iqabench run`` command line."""
+    words, i = ["iqabench", "fetch"], 0
+    args = argv[argv.index("run") + 1:] if "run" in argv else []
+    while i < len(args):
+        word = args[i]
+        name = word.split("=", 1)[0]
+        if not word.startswith("-"):
+            words.append(word)
+        elif name in SELECTION_OPTIONS:
+            takes = SELECTION_OPTIONS[name] and "=" not in word
+            words += args[i:i + 1 + takes]
+            i += takes
+        elif i + 1 < len(args) and not args[i + 1].startswith("-") and not _is_flag(name):
+            i += 1  # another option's value
+        i += 1
+    return " ".join(_quote(w) for w in words)
+
+
+_FLAGS = {"--dry-run", "--compile", "--channels-last", "--fuse-qkv", "--attention-slicing", "--allow-failures",
+          "--offline"}
+
+
+def _is_flag(name: str) -> bool:
+    return name in _FLAGS
+
+
+def _quote(word: str) -> str:
+    import shlex
+
+    return shlex.quote(word)
+
+
+def print_missing(exc) -> None:
+    """A :class:`~iqabench.preflight.MissingPiecesError` as one sentence and one table (wrapping, never cut)."""
+    from ..preflight import as_rows
+
+    console.print(f"[bold red]error:[/] {escape(exc.summary())}", highlight=False)  # wraps at the width
+    table = Table("#", "missing piece: what (size), where it goes, where it comes from", box=box.SIMPLE_HEAD,
+                  show_lines=True)
+    table.columns[1].overflow = "fold"
+    for number, row in enumerate(as_rows(exc.missing), 1):
+        size = f" ({row['size']})" if row["size"] else ""
+        table.add_row(str(number), escape(f"{row['what']}{size}\nto   {row['destination']}\nfrom {row['source']}"))
+    console.print(table)
+
+
+def fetch_command(
+    benchmark: Annotated[str, typer.Argument(help="Benchmark name, as for `iqabench run`.")],
+    generator: Annotated[list[str] | None, typer.Option("--generator", "-g", help="Generator spec (repeatable).")]
+    = None,
+    metrics: Annotated[str | None, typer.Option(help="Comma-separated metric names [default: piqe,entropy].")]
+    = None,
+    baseline: Annotated[str | None, typer.Option(help="Override the generators' own baseline.")] = None,
+    prompts: Annotated[str | None, typer.Option(help="Prompt set or file, as for run.")] = None,
+    prompt_column: Annotated[str | None, typer.Option(help="Column holding prompts in CSV/TSV/JSONL.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. '0-3'.")] = None,
+    preset: Annotated[str | None, typer.Option(help="A paper's setting, e.g. paper:iqa-fig3a.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Benchmark option key=value (repeatable).")]
+    = None,
+    plugin: PluginOption = None,
+    list_only: Annotated[bool, typer.Option("--list", help="Print every file the run loads (size, destination, "
+                                                           "source) and download nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --list: one JSON object per file, for scripts.")]
+    = False,
+) -> None:
+    """Download every file a run needs (or --list them); then `iqabench run` the same arguments offline."""
+    from ..fetch import FileRow, fetch, file_rows, human_size, unreachable
+    from ..metrics import offline_mode
+    from ..runner import Runner
+    from ..specs import RunSpec
+    from .run import parse_options, run_fields
+
+    try:
+        load_plugins(plugin)
+        options = parse_options(option, prompt_column)
+        fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
+        spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, device="cpu", plugins=list(plugin or []))
+        with tempfile.TemporaryDirectory(prefix="iqabench-fetch-") as scratch:
+            needs = Runner(spec, scratch, preflight=False).needs
+    except user_errors() as exc:
+        fail(exc)
+        return
+    network = "offline mode (HF_HUB_OFFLINE/IQABENCH_OFFLINE)" if offline_mode() else unreachable()
+    if list_only:
+        rows: list[FileRow] = file_rows(needs, online=network is None)
+        if as_json:
+            import json
+
+            for row in rows:  # plain lines (rich would wrap them at the terminal width)
+                typer.echo(json.dumps({**row.__dict__, "destination": str(row.destination)}))
+            return
+        _print_rows(rows)
+        return
+    missing = [n for n in needs if not n.present]
+    manual = [n for n in missing if not n.fetchable]
+    if not missing:
+        out_console.print(f"all {len(needs)} file(s) this run needs are present", highlight=False)
+        return
+    if network is not None and any(n.fetchable for n in missing):
+        console.print(f"[bold red]error:[/] {escape(network)}: nothing was downloaded", highlight=False)
+        raise typer.Exit(2)
+    failures = fetch(missing, log=lambda m: console.print(escape(m), highlight=False))
+    for line in failures:
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    for need in manual:
+        console.print(f"[yellow]by hand:[/] {escape(need.what)}: {escape(need.source)} "
+                      f"({escape(str(need.destination))})", highlight=False, soft_wrap=True)
+    if failures or manual:
+        raise typer.Exit(2)
+    fetched = [n for n in missing if n.fetchable]
+    total = sum(n.size or 0 for n in fetched)
+    out_console.print(f"fetched {len(fetched)} missing piece(s){' (' + human_size(total) + ' known)' if total else ''}"
+                      "; the run can go offline now", highlight=False)
+
+
+def _print_rows(rows) -> None:
+    from ..fetch import human_size
+
+    table = Table("what", "file", "size", "destination / source", box=box.SIMPLE_HEAD)
+    for column in table.columns:
+        column.overflow = "fold"
+    for row in rows:
+        mark = "" if row.present else " (missing)"
+        table.add_row(escape(row.what + mark), escape(row.name), human_size(row.size),
+                      escape(f"{row.destination}\nfrom {row.source}"))
+    out_console.print(table)
+    known = [r.size for r in rows if r.size is not None]
+    out_console.print(f"{len(rows)} file(s), {human_size(sum(known))}"
+                      + (f" known ({len(rows) - len(known)} of unknown size)" if len(known) < len(rows) else ""),
+                      highlight=False)
+
+
+def current_fetch_hint() -> str:
+    return fetch_hint(sys.argv)
+

@@ -1,0 +1,172 @@
+"""The pyiqa metric catalog without importing pyiqa or torch: names, NR/FR, direction, range, and weight files.
+
+``iqabench list metrics`` and a metric-name check used to import every pyiqa architecture (15 s; q_align alone
+12.7 s). Here:
+
+* the metadata is pyiqa's own ``default_model_configs.py``, read as a file (it is a plain dict) without
+  running ``pyiqa/__init__``;
+* the files each metric's build reads (:mod:`iqabench.metrics.pyiqa_weights`, which imports the arch
+  modules) are computed once per pyiqa version into a table of *portable* entries (a root such as ``pyiqa``
+  or ``hf`` plus a relative name), shipped for the pinned pyiqa version as ``iqabench/data/pyiqa_files.json``
+  and otherwise written to ``~/.cache/iqabench`` on first use (JSON: nothing is unpickled or imported);
+* each entry is resolved against the environment *now* (``TORCH_HOME``, ``HF_HOME``, ``HOME``), as the loaders
+  themselves do, so the status is a few ``stat`` calls.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+SHIPPED_TABLE = Path(__file__).resolve().parent / "data" / "pyiqa_files.json"
+EXCLUDED = ("fid", "inception_score")  # dataset-level, not per-image: not registered as metrics
+
+
+def pyiqa_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyiqa")
+    except PackageNotFoundError:  # pragma: no cover
+        return ""
+
+
+@lru_cache(maxsize=1)
+def pyiqa_configs() -> dict[str, dict[str, Any]]:
+    """pyiqa's ``DEFAULT_CONFIGS``, read from its file without importing the pyiqa package (plain data)."""
+    spec = importlib.util.find_spec("pyiqa")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_model_configs.py"
+    namespace: dict[str, Any] = {"OrderedDict": OrderedDict}
+    source = path.read_text("utf-8").replace("from collections import OrderedDict", "")
+    exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - pyiqa's own installed source, as import does
+    return {k: v for k, v in namespace["DEFAULT_CONFIGS"].items() if k not in EXCLUDED}
+
+
+def metadata(name: str) -> dict[str, Any]:
+    """mode (NR/FR), lower_better, score_range of a pyiqa metric, from its config."""
+    config = pyiqa_configs()[name]
+    return {"mode": "FR" if config.get("metric_mode") == "FR" else "NR",
+            "lower_better": bool(config.get("lower_better", False)), "score_range": config.get("score_range")}
+
+
+# -- where the loaders look, from the environment now ------------------------------------------------------------
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch (``$TORCH_HOME/hub``)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache")), "torch")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def _hub_file(repo_id: str, filename: str) -> Path:
+    """The cached file of ``repo_id`` at its ``main`` ref (what ``try_to_load_from_cache`` answers)."""
+    from .hub_files import hub_cache_dir
+
+    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / "main"
+    commit = ref.read_text().strip() if ref.is_file() else "<commit>"
+    return repo / "snapshots" / commit / filename
+
+
+def resolve(entry: dict[str, Any]) -> list[Path]:
+    """The path(s) a portable entry stands for now: the file, then the alternatives the loader accepts."""
+    root, name = entry["root"], entry["name"]
+    if root == "hf":
+        return [_hub_file(entry["repo"], n) for n in (name, *entry.get("alternatives", ()))]
+    base = {"pyiqa": torch_hub_dir() / "pyiqa", "torch_checkpoints": torch_hub_dir() / "checkpoints",
+            "torch_clip": torch_hub_dir() / "clip", "clip_home": Path(os.path.expanduser("~/.cache/clip"))}[root]
+    return [base / name]
+
+
+# -- the table of files per metric ---------------------------------------------------------------------------
+def _portable(file: Any) -> dict[str, Any]:
+    """A :class:`~iqabench.metrics.pyiqa_weights.WeightFile` as root + name: the table holds for any cache."""
+    from .metrics.pyiqa_weights import pyiqa_cache_dir
+
+    entry: dict[str, Any] = {"what": file.what, "kind": file.kind, "source": file.source, "name": file.path.name}
+    if file.kind == "hub-file":
+        entry.update(root="hf", repo=file.source, alternatives=[p.name for p in file.alternatives])
+        return entry
+    parent = file.path.parent
+    hub = torch_hub_dir()
+    roots = {pyiqa_cache_dir(): "pyiqa", hub / "checkpoints": "torch_checkpoints", hub / "clip": "torch_clip",
+             Path(os.path.expanduser("~/.cache/clip")): "clip_home"}
+    entry["root"] = roots[parent]
+    return entry
+
+
+def generate(names: Iterable[str]) -> dict[str, Any]:
+    """The table for ``names`` from the real loaders' tables (imports pyiqa's arch modules: slow, done once)."""
+    from .metrics.pyiqa_weights import pyiqa_weight_files
+
+    metrics: dict[str, Any] = {}
+    for name in names:
+        try:
+            files, verified = pyiqa_weight_files(name)
+        except ImportError as exc:
+            metrics[name] = {"error": f"pyiqa cannot import its arch ({exc})"}
+            continue
+        except LookupError as exc:
+            metrics[name] = {"unverified": str(exc), "files": []}
+            continue
+        metrics[name] = {"files": [_portable(f) for f in files], **({} if verified else {"unverified": "backbones"})}
+    return {"pyiqa": pyiqa_version(), "metrics": metrics}
+
+
+def _user_table_path() -> Path:
+    return Path(os.path.expanduser("~/.cache/iqabench")) / f"pyiqa_files-{pyiqa_version()}.json"
+
+
+@lru_cache(maxsize=1)
+def file_table() -> dict[str, Any]:
+    """metric -> its files' portable entries, for the installed pyiqa (shipped, cached, or computed now)."""
+    for path in (SHIPPED_TABLE, _user_table_path()):
+        try:
+            table = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if table.get("pyiqa") == pyiqa_version():
+            return table["metrics"]
+    table = generate(pyiqa_configs())
+    try:
+        path = _user_table_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(table, indent=1, sort_keys=True), "utf-8")
+    except OSError:  # a read-only home: computed again next time
+        pass
+    return table["metrics"]
+
+
+def weights_status(name: str) -> tuple[bool | None, list[dict[str, Any]]]:
+    """(present, entries missing): True when every file is there, None when iqabench cannot tell."""
+    entry = file_table().get(name)
+    if entry is None or "error" in entry:
+        return None, []
+    missing = [e for e in entry["files"] if _found(e) is None]
+    if missing:
+        return False, missing
+    refused = [{**e, "refused": reason} for e in entry["files"] if (reason := _refusal(_found(e)))]
+    if refused:
+        return False, refused
+    return (None if "unverified" in entry else True), []
+
+
+def _found(entry: dict[str, Any]) -> Path | None:
+    return next((p for p in resolve(entry) if p.is_file()), None)
+
+
+def _refusal(path: Path | None) -> str | None:
+    """safe_load's refusal of a present non-safetensors file (a planted pickle is not "present"); this check
+    imports torch, so only a listing that finds such files pays for it."""
+    if path is None or path.suffix == ".safetensors":
+        return None
+    from .safe_load import check_file
+
+    return check_file(path)

@@ -1,0 +1,86 @@
+"""Is a run that run.json calls ``running`` still running? pid + host + a heartbeat file say.
+
+Light on purpose (no torch): ``iqabench list runs`` reads it for every run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+HEARTBEAT_FILE = "heartbeat"
+HEARTBEAT_S = 30.0
+#: A run on another host whose heartbeat is older than this is shown as dead (several missed beats).
+STALE_AFTER_S = 10 * HEARTBEAT_S
+
+
+def owner() -> dict[str, Any]:
+    """Who writes this run: process id and host, recorded in run.json while it runs."""
+    return {"pid": os.getpid(), "host": platform.node()}
+
+
+class Heartbeat:
+    """Touches ``runs/<id>/heartbeat`` every :data:`HEARTBEAT_S` seconds while a run works (a daemon thread).
+
+    ``list runs`` reads it with the pid and host in run.json: a run whose process is gone (same host) or whose
+    heartbeat stopped (another host sharing the store) is shown as dead, never as running forever.
+    """
+
+    def __init__(self, run_dir: Any, every: float = HEARTBEAT_S):
+        import threading
+
+        self.path = run_dir / HEARTBEAT_FILE
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="iqabench-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.path.touch()
+            except OSError:  # a full or vanished disk must not kill the run; list runs then calls it stale
+                pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def liveness(data: dict[str, Any], run_dir: Any, now: float | None = None) -> str:
+    """The status to show: run.json's, except a ``running`` run whose writer is gone, which is ``dead``.
+
+    Same host: the recorded pid no longer exists. Another host: no heartbeat for :data:`STALE_AFTER_S`.
+    """
+    import time
+
+    status = str(data.get("status", ""))
+    if status != "running":
+        return status
+    who = data.get("owner") or {}
+    beat = run_dir / HEARTBEAT_FILE
+    age = (now or time.time()) - beat.stat().st_mtime if beat.is_file() else None
+    if who.get("host") == platform.node() and isinstance(who.get("pid"), int):
+        if not _pid_alive(who["pid"]):
+            return f"dead (process {who['pid']} is gone; re-run to resume)"
+        return status
+    if age is None or age > STALE_AFTER_S:
+        since = "never" if age is None else f"{age / 60:.0f} min ago"
+        return f"dead (last heartbeat {since}; re-run to resume)"
+    return status

@@ -1,0 +1,184 @@
+"""`iqabench fetch` against a real HTTP server on 127.0.0.1 that speaks the hub's API (tests/hub_mirror/server.py).
+
+Empty caches, the README's IQA-Adapter command: ``fetch --list`` names every file, ``fetch`` downloads exactly
+those (a variant and a safety checker the loader never reads stay on the server), and the run then succeeds
+with ``HF_HUB_OFFLINE=1``. Plain URLs: an interrupted download resumes with a Range request, a corrupted one
+is refused, a planted pickle is never unpickled. Online, a run downloads on first use; an unreachable hub is
+reported in one sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hub_mirror.server import HubServer, serve
+from test_fetch_preflight import ADAPTER_RUN, cli, empty_caches
+
+SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+@pytest.fixture(scope="module")
+def mirror(hub_mirror):
+    return hub_mirror.ensure("hf", "adapters", "pyiqa:topiq_nr", "pyiqa:laion_aes")
+
+
+@pytest.fixture
+def hub(mirror, tmp_path):
+    state = HubServer()
+    state.add_hf_cache(mirror.root / "hf" / "hub")
+    state.add_plain(mirror.root / "torch" / "hub" / "pyiqa", mirror.root / "torch" / "hub" / "checkpoints",
+                    mirror.root / "home" / ".cache" / "clip", mirror.root / "iqa-adapter")
+    unet = next(p for n, p in state.repos[SDXL].files().items() if n.startswith("unet/") and n.endswith(".safetensors"))
+    state.repos[SDXL].extra.update({"unet/diffusion_pytorch_model.fp16.safetensors": unet,
+                                    "safety_checker/model.safetensors": unet})
+    with serve(state) as running:
+        yield running
+
+
+def _cached_files(caches: Path) -> set[str]:
+    """Every file a loader can read under the caches: hub snapshots, torch hub, CLIP, the adapter folder."""
+    roots = [*caches.glob("hf/hub/models--*/snapshots"), caches / "torch", caches / "home" / ".cache" / "clip",
+             caches / "iqa-adapter"]
+    return {str(p) for root in roots for p in root.rglob("*") if p.is_file()}
+
+
+def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_path):
+    caches = tmp_path / "caches"
+    env = empty_caches(caches, HF_ENDPOINT=hub.url, IQABENCH_URL_MIRROR=hub.url)
+    fetch_args = ["fetch", *ADAPTER_RUN, "--limit", "1"]
+    before = cli(env, *fetch_args, "--list", "--json", cwd=tmp_path)
+    assert before.returncode == 0, before.stderr[-3000:]
+    listed = [json.loads(line) for line in before.stdout.splitlines()]
+    assert not _cached_files(caches), "--list downloaded something"
+    assert not any(r["present"] for r in listed)
+    names = {r["name"] for r in listed}
+    assert {"iqa_adapter_topiq_nr.safetensors", "model_index.json", "unet/diffusion_pytorch_model.safetensors",
+            "model.safetensors", "cfanet_nr_koniq_res50-9a73138b.pth", "ViT-L-14.pt"} <= names
+    assert not {"unet/diffusion_pytorch_model.fp16.safetensors", "safety_checker/model.safetensors"} & names
+
+    fetched = cli(env, *fetch_args, cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
+    after = cli(env, *fetch_args, "--list", "--json", cwd=tmp_path)
+    rows = [json.loads(line) for line in after.stdout.splitlines()]
+    assert all(r["present"] for r in rows) and len(rows) == len(listed)
+    assert {str(Path(r["destination"])) for r in rows} == _cached_files(caches)  # none missing, none extra
+    assert not any("fp16" in p or "safety_checker" in p for p in hub.requested("GET"))
+
+    offline = {**env, "HF_HUB_OFFLINE": "1", "IQABENCH_OFFLINE": "1"}
+    hub.requests.clear()
+    out = tmp_path / "out"
+    run = cli(offline, "run", *ADAPTER_RUN, "--limit", "1", "--seeds", "0", "--batch-size", "1", "--device", "cpu",
+              "--dtype", "fp32", "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [manifest] = out.glob("runs/*/run.json")
+    assert json.loads(manifest.read_text())["status"] == "complete"
+    assert hub.requests == [], "the offline run touched the network"
+
+
+def test_an_online_run_downloads_on_first_use_and_says_what(hub, tmp_path):
+    env = empty_caches(tmp_path / "caches", HF_ENDPOINT=hub.url, IQABENCH_URL_MIRROR=hub.url)
+    out = tmp_path / "out"
+    run = cli(env, "run", "scores", "--generator", "tiny-sd[steps=1]", "--metrics", "topiq_nr", "--limit", "1",
+              "--batch-size", "1", "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "first use: downloading 2 missing file(s)" in " ".join(run.stderr.split())
+    assert json.loads(next(out.glob("runs/*/run.json")).read_text())["status"] == "complete"
+
+
+def test_an_unreachable_hub_is_one_sentence_without_retries(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = empty_caches(tmp_path / "caches", HF_ENDPOINT=dead, IQABENCH_URL_MIRROR=dead)
+    started = time.monotonic()
+    run = cli(env, "run", "scores", "--generator", "tiny-sd[steps=1]", "--metrics", "topiq_nr", "--limit", "1",
+              "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert run.returncode == 2
+    text = " ".join(run.stderr.split())
+    assert f"{dead} is unreachable" in text and text.count("is unreachable") == 1
+    assert "Retrying" not in run.stderr and "Traceback" not in run.stderr
+    assert time.monotonic() - started < 120  # imports dominate; no retry back-off
+
+
+# -- plain URLs: resume, corruption, planted pickles ------------------------------------------------------------
+def _named_by_hash(folder: Path, stem: str, data: bytes) -> Path:
+    path = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:8]}.safetensors"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def plain(tmp_path, monkeypatch):
+    files = tmp_path / "served"
+    files.mkdir()
+    state = HubServer()
+    with serve(state) as running:
+        monkeypatch.setenv("IQABENCH_URL_MIRROR", running.url)
+        yield running, files
+
+
+def test_an_interrupted_download_resumes_where_it_stopped(plain, tmp_path):
+    from iqabench.fetch import FetchError, download_url
+
+    state, files = plain
+    data = bytes(range(256)) * 400
+    served = _named_by_hash(files, "weights", data)
+    state.add_plain(files)
+    state.truncate[served.name] = 30_000
+    target = tmp_path / "cache" / served.name
+    url = f"https://example.org/models/{served.name}"
+    with pytest.raises(FetchError, match="30000.*run the same command again to resume"):
+        download_url(url, target)
+    assert not target.exists() and target.with_name(target.name + ".incomplete").stat().st_size == 30_000
+    download_url(url, target)
+    assert target.read_bytes() == data
+    assert [r for m, _, r in state.requests if m == "GET"] == [None, "bytes=30000-"]
+
+
+def test_a_corrupted_download_is_refused_and_deleted(plain, tmp_path):
+    """The server publishes the file's sha256 (as the hub does) but the bytes that arrive differ."""
+    from iqabench.fetch import FetchError, download_url
+
+    state, files = plain
+    (files / "weights.safetensors").write_bytes(b"what was published" * 100)
+    state.add_plain(files)
+    state.override["weights.safetensors"] = b"what arrived instead" * 100
+    target = tmp_path / "cache" / "weights.safetensors"
+    with pytest.raises(FetchError, match="is corrupted"):
+        download_url("https://example.org/weights.safetensors", target)
+    assert not target.exists() and not target.with_name(target.name + ".incomplete").exists()
+
+
+def test_a_torch_hub_name_whose_hash_does_not_match_is_refused(plain, tmp_path):
+    """Without a published checksum, the sha256 prefix in a torch hub file name is checked (as check_hash does)."""
+    from iqabench.fetch import FetchError, download_url
+
+    state, files = plain
+    (files / "weights-deadbeef.npz").write_bytes(b"anything" * 100)  # not an LFS name: no checksum published
+    state.add_plain(files)
+    target = tmp_path / "cache" / "weights-deadbeef.npz"
+    with pytest.raises(FetchError, match="is corrupted"):
+        download_url("https://download.pytorch.org/models/weights-deadbeef.npz", target)
+    assert not target.exists()
+
+
+def test_a_planted_pickle_on_the_server_is_never_unpickled(plain, tmp_path):
+    from hub_mirror.planted import plant
+
+    from iqabench.fetch import FetchError, download_url
+
+    state, files = plain
+    marker = tmp_path / "pwned"
+    plant(files / "model.pth", marker)
+    state.add_plain(files)
+    target = tmp_path / "cache" / "model.pth"
+    with pytest.raises(FetchError, match="nothing was loaded"):
+        download_url("https://example.org/model.pth", target)
+    assert not marker.exists() and not target.exists()
+    assert target.with_name("model.pth.refused").is_file()
