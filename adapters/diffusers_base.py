@@ -53,6 +53,7 @@ from iqabench.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
 from iqabench.generators import WorkItem
 from iqabench.image_checks import GeneratedImageError, finite_per_item
 from iqabench.image_tensors import pil_to_uint8, quantize, to_pil
+from iqabench.needs import Need, declare
 from iqabench.options import (
     OptionField,
     Options,
@@ -62,7 +63,6 @@ from iqabench.options import (
     pipeline_arguments,
     short_text,
 )
-from iqabench.needs import Need, declare
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 

@@ -17,7 +17,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from .common import PluginOption, console, fail, load_plugins, out_console, user_errors
+from .common import PluginOption, console, load_plugins, out_console
 
 #: ``run`` options that choose what a run loads (kept in the suggested ``iqabench fetch`` command), with whether
 #: each takes a value; every other ``run`` option (speed, output, --dry-run) is dropped from it.
@@ -94,22 +94,19 @@ def fetch_command(
     = False,
 ) -> None:
     """Download every file a run needs (or --list them); then `iqabench run` the same arguments offline."""
+    from ..execution import Execution
     from ..fetch import FileRow, fetch, file_rows, human_size, unreachable
     from ..metrics import offline_mode
     from ..runner import Runner
     from ..specs import RunSpec
     from .run import parse_options, run_fields
 
-    try:
-        load_plugins(plugin)
-        options = parse_options(option, prompt_column)
-        fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
-        spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, device="cpu", plugins=list(plugin or []))
-        with tempfile.TemporaryDirectory(prefix="iqabench-fetch-") as scratch:
-            needs = Runner(spec, scratch, preflight=False).needs
-    except user_errors() as exc:
-        fail(exc)
-        return
+    load_plugins(plugin)
+    options = parse_options(option, prompt_column)
+    fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
+    spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, plugins=list(plugin or []))
+    with tempfile.TemporaryDirectory(prefix="iqabench-fetch-") as scratch:
+        needs = Runner(spec, scratch, execution=Execution(device="cpu"), preflight=False).needs
     network = "offline mode (HF_HUB_OFFLINE/IQABENCH_OFFLINE)" if offline_mode() else unreachable()
     if list_only:
         rows: list[FileRow] = file_rows(needs, online=network is None)

@@ -144,7 +144,6 @@ def run_rows(out: Path) -> list[dict[str, str]]:
 
     A ``running`` run whose process is gone (or whose heartbeat stopped) is shown as dead.
     """
-    from ..run_status import liveness
 
     rows = []
     for manifest in sorted((out / "runs").glob("*/run.json")):
