@@ -99,7 +99,7 @@ def fetch_command(
     from ..metrics import offline_mode
     from ..runner import Runner
     from ..specs import RunSpec
-    from .run import parse_options, run_fields
+    from .selection import parse_options, run_fields
 
     load_plugins(plugin)
     options = parse_options(option, prompt_column)

@@ -14,6 +14,7 @@ from ..errors import UserInputError
 from .common import DEFAULT_OUT, OutOption, PluginOption, console, load_plugins, out_console, print_error
 from .progress import RichProgress
 from .relaunch import relaunch
+from .selection import parse_options, run_fields
 from .summary import print_summary
 
 
@@ -143,44 +144,3 @@ def _entry_point_metrics() -> bool:
     from importlib.metadata import entry_points
 
     return bool(entry_points(group="iqabench.metrics"))
-
-
-def parse_options(option: list[str] | None, prompt_column: str | None) -> dict:
-    """``--option key=value`` pairs (values as JSON scalars; a key given twice is refused) plus --prompt-column."""
-    from ..specs import SpecError, parse_value
-
-    options: dict = {}
-    for pair in option or []:
-        if "=" not in pair or not pair.split("=", 1)[0].strip():
-            raise SpecError(f"--option {pair!r} is not of the form key=value")
-        key, value = (part.strip() for part in pair.split("=", 1))
-        if key in options:
-            raise SpecError(f"--option {key!r} is given twice; keep one")
-        options[key] = parse_value(value, key=key)
-    if prompt_column:
-        options["prompt_column"] = prompt_column
-    return options
-
-
-def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None, prompts: str | None,
-               seeds: str | None, limit: int | None, options: dict, preset: str | None) -> dict:
-    """generators/metrics/prompts/seeds/limit/options of the RunSpec: the command line's, over a ``--preset``'s
-    paper values (:mod:`iqabench.paper_presets`), over the plain defaults."""
-    from ..metrics import parse_metric_list
-    from ..specs import parse_seeds
-
-    given = {"generators": list(generator or []),
-             "metrics": parse_metric_list(metrics) if metrics is not None else None,  # "" is refused, not defaulted
-             "prompts": prompts, "seeds": parse_seeds(seeds) if seeds is not None else None, "limit": limit,
-             "options": options}
-    if preset is not None:
-        from .. import paper_presets
-
-        fields, departures = paper_presets.apply(preset, benchmark, given)
-        for line in departures:
-            console.print(f"[yellow]note:[/] departs from {escape(preset)}: {escape(line)}", highlight=False)
-        return fields
-    if not given["generators"]:
-        raise UserInputError("give at least one --generator (or a --preset paper:<id>)")
-    return {"generators": given["generators"], "metrics": given["metrics"] or parse_metric_list("piqe,entropy"),
-            "prompts": prompts or "smoke", "seeds": given["seeds"] or [0], "limit": limit, "options": options}
