@@ -71,7 +71,7 @@ def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> Ru
 
     stage = "saving the results"
     try:
-        with runner.clock.stage("report"):  # the report's fixed cost, in the runner's stage clock (perf/overhead_stages.py)
+        with runner.clock.stage("report"):  # the report: its fixed cost (perf/overhead_stages.py)
             reports.save_result(runner.store, runner.run_id, outcome.result)
             status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
             runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan,
