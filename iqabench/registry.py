@@ -16,7 +16,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,12 @@ class Entry:
 class Registry:
     """A dict of :class:`Entry` keyed by name, filled lazily from built-ins and entry points."""
 
-    def __init__(self, kind: str, builtin_modules: tuple[str, ...], entry_point_group: str):
+    def __init__(self, kind: str, builtin_modules: tuple[str, ...], entry_point_group: str,
+                 builtin_index: Mapping[str, str] | None = None):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._builtin_modules = builtin_modules
+        self._builtin_index = dict(builtin_index or {})
         self._entry_point_group = entry_point_group
         self._loaded = False
 
@@ -110,6 +112,13 @@ class Registry:
                 self.add(Entry(ep.name, obj, (obj.__doc__ or "").strip().split("\n")[0]))
 
     def get(self, name: str) -> Entry:
+        if not self._loaded and name not in self._entries and name in self._builtin_index:
+            # A run asks for one built-in: import its module alone, not every built-in's dependencies (plotting
+            # stacks, detectors). Built-ins win over entry points with the same name, so the answer is the same
+            # one a full load would give.
+            importlib.import_module(self._builtin_index[name])
+        if name in self._entries and (self._loaded or name in self._builtin_index):
+            return self._entries[name]
         self._ensure_loaded()
         if name in self._entries:
             return self._entries[name]
@@ -212,4 +221,15 @@ def _import_failure(plugin: str, exc: BaseException, path: Path | None) -> str:
 
 GENERATORS = Registry("generator", ("iqabench.adapters.builtin",), "iqabench.generators")
 METRICS = Registry("metric", ("iqabench.metrics",), "iqabench.metrics")
-BENCHMARKS = Registry("benchmark", ("iqabench.benchmarks.builtin",), "iqabench.benchmarks")
+BENCHMARKS = Registry("benchmark", ("iqabench.benchmarks.builtin",), "iqabench.benchmarks",
+                      builtin_index={
+                          "adversarial-gradcam": "iqabench.benchmarks.adversarial_gradcam",
+                          "condition-sweep": "iqabench.benchmarks.condition_sweep",
+                          "fid-topk": "iqabench.benchmarks.fid_topk.benchmark",
+                          "fr-distances": "iqabench.benchmarks.fr_distances",
+                          "geneval": "iqabench.benchmarks.geneval.benchmark",
+                          "relgain": "iqabench.benchmarks.relgain",
+                          "scale-sweep": "iqabench.benchmarks.scale_sweep",
+                          "scores": "iqabench.benchmarks.scores",
+                          "seed-consistency": "iqabench.benchmarks.seed_consistency",
+                      })

@@ -1,6 +1,6 @@
 """The report stage's fixed cost at full image size, with no generator: save a Result, render report.html.
 
-``perf/overhead.py`` times the report inside a whole run; on the CPU its images
+``perf/overhead_stages.py`` times the report inside a whole run; on the CPU its images
 are the tiny test models' 64 px ones, and a GPU run is needed for full-size
 images. Here the images are ``--images`` random smooth PNGs of ``--size`` px put
 in a Store (as a run would have cached them), and the Result is what a relgain

@@ -29,7 +29,7 @@ def scripts(args) -> dict[str, list[str]]:
     return {
         "scoring": ["scoring.py", "--generator", args.generator, "--images", str(n), "--batch-size", "8",
                     "--decode-images", str(n), "--decode-size", "128" if args.quick else "512", *common],
-        "overhead": ["overhead.py", "--generator", args.generator, "--images", str(n), "--batch-size", "8",
+        "overhead": ["overhead_stages.py", "--generator", args.generator, "--images", str(n), "--batch-size", "8",
                      "--repeats", "1" if args.quick else "3", *common],
         "throughput": ["throughput.py", "--generator", args.generator, "--images", "4" if args.quick else "8",
                        "--batch-sizes", "1,4", "--fast-paths",
