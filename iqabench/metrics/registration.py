@@ -26,18 +26,20 @@ def register_metric(
     weights: Callable[[], tuple[bool, str]] | None = None,
     overwrite: bool = False,
     native_side: int | None = None,
+    prompt_aware: bool = False,
 ):
     """Register a user IQA model: decorate ``factory(device) -> nn.Module`` mapping [N,3,H,W] in [0,1] to [N].
 
     ``version`` goes into the score-cache key: change it when the model's weights change. ``native_side``:
     the image side the model was trained at, if any (what guidance's ``metric_size=native`` resizes to).
+    ``prompt_aware``: the factory's module is ``module(images, prompts) -> [N]`` and gets each image's prompt.
     """
     if mode not in ("NR", "FR"):
         raise ValueError(f"metric mode must be 'NR' or 'FR', not {mode!r}")
 
     def decorator(factory: Callable[[torch.device], nn.Module]):
         info = MetricInfo(name, mode, bool(lower_better), score_range, bool(differentiable), "user",
-                          native_side)
+                          native_side, bool(prompt_aware))
         doc = description or (factory.__doc__ or "").strip().split("\n")[0] or "user-registered metric"
         METRICS.add(Entry(name, factory, doc, weights, {"info": info, "version": version}), overwrite=overwrite)
         return factory
@@ -51,12 +53,22 @@ def offline_mode() -> bool:
     return any(flag in ("1", "true", "yes") for flag in flags)
 
 
+def resolve_metric(name: str) -> None:
+    """Register a parameterised metric name (``ipce:<checkpoint>``) on first use; other names are untouched."""
+    from .preference import IPCE_PREFIX, register_ipce_metric
+
+    if name.startswith(IPCE_PREFIX):
+        register_ipce_metric(name)
+
+
 def metric_info(name: str) -> MetricInfo:
+    resolve_metric(name)
     return METRICS.get(name).extra["info"]
 
 
 def metric_fingerprint(name: str) -> str:
     """The fingerprint ``build_metric(name).fingerprint()`` will have, without building the model."""
+    resolve_metric(name)
     entry = METRICS.get(name)
     return fingerprint(entry.extra["info"], str(entry.extra.get("version", "")))
 
@@ -87,6 +99,7 @@ def build_metric(name: str, runtime: Runtime | None = None, *, as_loss: bool = F
 
     safe_load.install()  # whatever the factory reads from a cache is read as tensors only
     runtime = runtime or Runtime()
+    resolve_metric(name)
     entry = METRICS.get(name)
     info: MetricInfo = entry.extra["info"]
     device = runtime.torch_device
@@ -109,5 +122,6 @@ def parse_metric_list(text: str | list[str]) -> list[str]:
     if not names:
         raise ValueError("no metrics given: pass e.g. --metrics piqe,entropy")
     for name in names:
+        resolve_metric(name)
         METRICS.get(name)  # raises UnknownNameError with suggestions
     return list(dict.fromkeys(names))

@@ -1,0 +1,149 @@
+"""Text-image preference metrics, scored against each image's prompt: PickScore, CLIPScore, and IPCE checkpoints.
+
+They are *prompt-aware* metrics (``MetricInfo.prompt_aware``): the module is called as ``module(images,
+prompts)`` with [N, 3, H, W] floats in [0, 1] and one prompt per image, and the scorer hands each image the
+prompt it was generated from. Each loads the released weights from the Hugging Face hub cache with
+``from_pretrained`` (safetensors, or a ``.bin`` read tensors-only through :mod:`iqabench.safe_load`).
+
+* ``pickscore`` (Kirstain et al., *Pick-a-Pic*, 2023): ``yuvalkirstain/PickScore_v1`` with the processor of
+  ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``; score = ``logit_scale.exp() * cos(image, prompt)``, the model
+  card's formula (the same code is in X1716/IQA-Adapter ``metric_calculation/calc_hps_scores_CC3M.py``).
+* ``clipscore`` (Hessel et al., *CLIPScore*, EMNLP 2021, Sec. 3): ``CLIP-S = 2.5 * max(cos(image, text), 0)``
+  with OpenAI ViT-B/32 and the prompt prefixed by "A photo depicts " as in the paper and its reference code
+  (jmhessel/clipscore). It replaces pyiqa's ``clipscore`` entry (same formula), which could not receive a prompt
+  and resizes tensors rather than PIL images as the reference code does.
+* ``clipscore_100``: ``100 * max(cos, 0)`` with ViT-L/14 and the bare prompt, torchmetrics' ``CLIPScore``
+  convention that most text-to-image papers report (values ~30 rather than ~0.75).
+* ``ipce:<checkpoint>``: the IPCE-style evaluator fitted by ``iqabench train ipce`` (ACPO's evaluator), on its
+  MOS scale; registered on first use of the name, its file's SHA-256 in the score-cache version.
+
+Images reach the processors as 8-bit PIL images, as they were written to the cache, so a score equals the
+reference code run on the PNG. None of these is differentiable through the processor (``differentiable=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .preference_weights import HUB_FILES, preference_weights_status
+
+HESSEL_W = 2.5  # CLIPScore paper, Sec. 3: w = 2.5 rescales CLIP-S to roughly [0, 1]
+HESSEL_PREFIX = "A photo depicts "  # the prompt prefix of the CLIPScore paper and its reference code
+IPCE_PREFIX = "ipce:"
+
+
+def to_pil(images: torch.Tensor) -> list:
+    """[N, 3, H, W] floats in [0, 1] -> 8-bit PIL images (exact for images that came from PNGs)."""
+    from PIL import Image
+
+    arrays = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arrays]
+
+
+def _embeds(out) -> torch.Tensor:
+    """The projected embeddings: a tensor up to transformers 4, the ``pooler_output`` of the output from 5 on."""
+    return out if torch.is_tensor(out) else out.pooler_output
+
+
+class ClipPreference(nn.Module):
+    """``scale * cos(image, text)`` of a Hugging Face ``CLIPModel`` (clamped at 0 when ``clamp``)."""
+
+    def __init__(self, model_repo: str, processor_repo: str, *, scale: float | None, clamp: bool, prefix: str = ""):
+        super().__init__()
+        from transformers import AutoProcessor, CLIPModel
+
+        self.model = CLIPModel.from_pretrained(model_repo).eval()
+        self.processor = AutoProcessor.from_pretrained(processor_repo)
+        self.scale, self.clamp, self.prefix = scale, clamp, prefix
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        pixels = self.processor(images=to_pil(images), return_tensors="pt")["pixel_values"].to(device)
+        text = self.processor(text=[self.prefix + p for p in prompts], padding=True, truncation=True, max_length=77,
+                              return_tensors="pt").to(device)
+        image_embs = _embeds(self.model.get_image_features(pixel_values=pixels))
+        text_embs = _embeds(self.model.get_text_features(**text))
+        image_embs = image_embs / image_embs.norm(dim=-1, keepdim=True)
+        text_embs = text_embs / text_embs.norm(dim=-1, keepdim=True)
+        cos = (image_embs * text_embs).sum(dim=-1)
+        if self.clamp:
+            cos = cos.clamp(min=0)
+        scale = self.model.logit_scale.exp() if self.scale is None else self.scale
+        return (scale * cos).float()
+
+
+def build_pickscore(device: torch.device) -> nn.Module:
+    """PickScore v1: logit_scale.exp() x cosine of the fine-tuned CLIP-H (about 18-23 for typical images)."""
+    (model_repo, _), (processor_repo, _) = HUB_FILES["pickscore"]
+    return ClipPreference(model_repo, processor_repo, scale=None, clamp=False)
+
+
+def build_clipscore(device: torch.device) -> nn.Module:
+    """CLIPScore as Hessel et al. define it: 2.5 x max(cos, 0), ViT-B/32, "A photo depicts " prefix."""
+    ((repo, _),) = HUB_FILES["clipscore"]
+    return ClipPreference(repo, repo, scale=HESSEL_W, clamp=True, prefix=HESSEL_PREFIX)
+
+
+def build_clipscore_100(device: torch.device) -> nn.Module:
+    """CLIPScore as torchmetrics computes it: 100 x max(cos, 0), ViT-L/14, the bare prompt."""
+    ((repo, _),) = HUB_FILES["clipscore_100"]
+    return ClipPreference(repo, repo, scale=100.0, clamp=True)
+
+
+class IpceMetric(nn.Module):
+    """An IPCE checkpoint's predicted MOS (its ``mos_range``, 1-5 by default) for an image and its prompt."""
+
+    def __init__(self, path: str, device: torch.device):
+        super().__init__()
+        from ..adapters.acpo.ipce import load_ipce
+
+        self.evaluator = load_ipce(path, device)
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return self.evaluator.mos(images, list(prompts))
+
+
+def register_preference_metrics() -> None:
+    """Register ``pickscore``, ``clipscore`` and ``clipscore_100`` (``ipce:<file>`` registers on first use)."""
+    from .registration import register_metric
+
+    table = (("pickscore", build_pickscore, "PickScore_v1", None),
+             ("clipscore", build_clipscore, "hessel2021-w2.5-vitb32", "0, 2.5"),
+             ("clipscore_100", build_clipscore_100, "torchmetrics-w100-vitl14", "0, 100"))
+    for name, factory, version, score_range in table:
+        register_metric(name, lower_better=False, differentiable=False, prompt_aware=True, score_range=score_range,
+                        version=version, description=(factory.__doc__ or "").strip().splitlines()[0],
+                        weights=lambda n=name: preference_weights_status(n), native_side=224,
+                        overwrite=name == "clipscore")(factory)
+
+
+def register_ipce_metric(name: str) -> None:
+    """Register ``ipce:<checkpoint>`` (a prompt-aware metric) the first time a run names it.
+
+    The score-cache version is the checkpoint's SHA-256, so a re-fitted evaluator never reuses old scores.
+    """
+    import hashlib
+    from pathlib import Path
+
+    from ..adapters.acpo.evaluator_files import read_evaluator_info
+    from ..adapters.acpo.ipce import METADATA_KEY
+    from ..registry import METRICS
+    from .registration import register_metric
+
+    if name in METRICS._entries:
+        return
+    path = Path(name[len(IPCE_PREFIX):]).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"metric {name!r}: no IPCE checkpoint at {path}; write one with `iqabench train ipce`")
+    info = read_evaluator_info(path, METADATA_KEY, "IPCE", "iqabench train ipce")
+    low, high = info["mos_range"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+    def build(device: torch.device) -> nn.Module:
+        return IpceMetric(str(path), device)
+
+    register_metric(name, lower_better=False, differentiable=False, prompt_aware=True, score_range=f"{low}, {high}",
+                    version=f"ipce-sha256-{digest}", description=f"IPCE evaluator {path.name} (predicted MOS)")(build)
