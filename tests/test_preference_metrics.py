@@ -1,4 +1,4 @@
-"""Issue 28: text-image preference metrics (PickScore, CLIPScore) from the hub mirror's weights, equal to their
+"""Issue 28: text-image preference metrics (PickScore, CLIPScore, HPSv2) from the hub mirror's weights, equal to their
 reference formulas computed with transformers' ``CLIPModel`` directly, and the prompt-aware protocol that hands
 each image its own prompt in relgain (and scores / sweeps, which share the scorer)."""
 
@@ -43,7 +43,27 @@ SCRIPT = textwrap.dedent('''
 
     repos = {"pickscore": ("yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
              "clipscore": ("openai/clip-vit-base-patch32",) * 2,
-             "clipscore_100": ("openai/clip-vit-large-patch14",) * 2}
+             "clipscore_100": ("openai/clip-vit-large-patch14",) * 2,
+             "hpsv2": ("HPS_v2_compressed.pt", None), "hpsv2.1": ("HPS_v2.1_compressed.pt", None)}
+    def hps_reference(filename, image, prompt):
+        """hpsv2.score's formula with open_clip directly: diag(normalised image @ normalised text features)."""
+        import open_clip
+        from huggingface_hub import hf_hub_download
+        model = open_clip.create_model("ViT-H-14", pretrained=None)
+        state = torch.load(hf_hub_download("xswu/HPSv2", filename), map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        model.eval()
+        preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+        with torch.no_grad():
+            image_features = model.encode_image(preprocess(image)[None])
+            text_features = model.encode_text(open_clip.get_tokenizer("ViT-H-14")([prompt]))
+            image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+            text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+            return float((image_features @ text_features.T)[0, 0])
+
+    sys.path.insert(0, "tests")
+    from hub_mirror.preference_cache import use_tiny_vit_h14
+    use_tiny_vit_h14()
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
     batch = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
@@ -52,8 +72,9 @@ SCRIPT = textwrap.dedent('''
         metric = build_metric(name)
         info = metric_info(name)
         mine = float(metric.score(batch, prompts=["a red bicycle leaning on a wall"])[0])
-        out[name] = {"mine": mine, "reference": reference(model_repo, processor_repo, image,
-                                                          "a red bicycle leaning on a wall", name),
+        expected = (hps_reference(model_repo, image, "a red bicycle leaning on a wall") if name.startswith("hps")
+                    else reference(model_repo, processor_repo, image, "a red bicycle leaning on a wall", name))
+        out[name] = {"mine": mine, "reference": expected,
                      "lower_better": info.lower_better, "prompt_aware": info.prompt_aware,
                      "fingerprint": metric.fingerprint()}
         try:
@@ -87,7 +108,7 @@ def measured(hub_mirror, tmp_path_factory):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["pickscore", "clipscore", "clipscore_100"])
+@pytest.mark.parametrize("name", ["pickscore", "clipscore", "clipscore_100", "hpsv2", "hpsv2.1"])
 def test_preference_metric_equals_its_reference_formula_on_the_mirror_weights(measured, name):
     row = measured[name]
     assert row["mine"] == pytest.approx(row["reference"], rel=1e-5, abs=1e-6)
@@ -99,7 +120,8 @@ def test_clipscore_conventions_differ_by_their_published_weights(measured):
     # CLIP-S is bounded by 2.5 (Hessel et al.); torchmetrics' convention by 100
     assert 0 <= measured["clipscore"]["mine"] <= 2.5
     assert 0 <= measured["clipscore_100"]["mine"] <= 100
-    assert len({measured[n]["fingerprint"] for n in ("pickscore", "clipscore", "clipscore_100")}) == 3
+    assert len({measured[n]["fingerprint"] for n in ("pickscore", "clipscore", "clipscore_100", "hpsv2")}) == 4
+    assert measured["hpsv2"]["mine"] != measured["hpsv2.1"]["mine"]  # two releases, two weights files
 
 
 def test_each_image_in_a_run_is_scored_against_its_own_prompt(measured):

@@ -1,4 +1,4 @@
-"""Text-image preference metrics, scored against each image's prompt: PickScore, CLIPScore, and IPCE checkpoints.
+"""Text-image preference metrics, scored against each image's prompt: PickScore, CLIPScore, HPSv2, IPCE checkpoints.
 
 They are *prompt-aware* metrics (``MetricInfo.prompt_aware``): the module is called as ``module(images,
 prompts)`` with [N, 3, H, W] floats in [0, 1] and one prompt per image, and the scorer hands each image the
@@ -14,6 +14,9 @@ prompt it was generated from. Each loads the released weights from the Hugging F
   and resizes tensors rather than PIL images as the reference code does.
 * ``clipscore_100``: ``100 * max(cos, 0)`` with ViT-L/14 and the bare prompt, torchmetrics' ``CLIPScore``
   convention that most text-to-image papers report (values ~30 rather than ~0.75).
+* ``hpsv2`` / ``hpsv2.1`` (Wu et al., *Human Preference Score v2*, 2023): cos(image, prompt) of open_clip
+  ViT-H-14 with ``HPS_v2_compressed.pt`` / ``HPS_v2.1_compressed.pt`` from ``xswu/HPSv2`` (a ``torch.save`` file,
+  read tensors-only), as ``hpsv2.score`` computes it.
 * ``ipce:<checkpoint>``: the IPCE-style evaluator fitted by ``iqabench train ipce`` (ACPO's evaluator), on its
   MOS scale; registered on first use of the name, its file's SHA-256 in the score-cache version.
 
@@ -93,6 +96,52 @@ def build_clipscore_100(device: torch.device) -> nn.Module:
     return ClipPreference(repo, repo, scale=100.0, clamp=True)
 
 
+#: HPSv2's architecture: open_clip ViT-H-14 (hpsv2 builds ``create_model_and_transforms('ViT-H-14', ...)`` and
+#: loads the checkpoint's ``state_dict`` over it).
+HPS_ARCH = "ViT-H-14"
+
+
+class HPSv2(nn.Module):
+    """HPSv2 score: cos(image, prompt) of open_clip ViT-H-14 with the HPSv2 weights (hpsv2's ``score``:
+    ``diag(image_features @ text_features.T)``, no logit scale); about 0.2-0.3 for typical images."""
+
+    def __init__(self, filename: str):
+        super().__init__()
+        import open_clip
+        from huggingface_hub import hf_hub_download
+
+        from ..safe_load import load_tensors
+
+        ((repo, _),) = HUB_FILES["hpsv2"]
+        path = hf_hub_download(repo, filename)
+        state = load_tensors(path)  # a torch.save file: read tensors-only, never unpickled
+        state = state.get("state_dict", state)
+        self.model = open_clip.create_model(HPS_ARCH, pretrained=None)
+        self.model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(HPS_ARCH)
+        self.preprocess = open_clip.image_transform(self.model.visual.image_size, is_train=False)
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        pixels = torch.stack([self.preprocess(image) for image in to_pil(images)]).to(device)
+        image_features = self.model.encode_image(pixels)
+        text_features = self.model.encode_text(self.tokenizer(list(prompts)).to(device))
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+        return (image_features * text_features).sum(dim=-1).float()
+
+
+def build_hpsv2(device: torch.device) -> nn.Module:
+    """HPSv2.0: cos(image, prompt) of the HPSv2 ViT-H-14 (the version the IQA-Adapter authors scored CC3M with)."""
+    return HPSv2(HUB_FILES["hpsv2"][0][1][0])
+
+
+def build_hpsv2_1(device: torch.device) -> nn.Module:
+    """HPSv2.1: the same model with the v2.1 weights."""
+    return HPSv2(HUB_FILES["hpsv2.1"][0][1][0])
+
+
 class IpceMetric(nn.Module):
     """An IPCE checkpoint's predicted MOS (its ``mos_range``, 1-5 by default) for an image and its prompt."""
 
@@ -107,12 +156,14 @@ class IpceMetric(nn.Module):
 
 
 def register_preference_metrics() -> None:
-    """Register ``pickscore``, ``clipscore`` and ``clipscore_100`` (``ipce:<file>`` registers on first use)."""
+    """Register pickscore, clipscore, clipscore_100, hpsv2, hpsv2.1 (``ipce:<file>`` registers on first use)."""
     from .registration import register_metric
 
     table = (("pickscore", build_pickscore, "PickScore_v1", None),
              ("clipscore", build_clipscore, "hessel2021-w2.5-vitb32", "0, 2.5"),
-             ("clipscore_100", build_clipscore_100, "torchmetrics-w100-vitl14", "0, 100"))
+             ("clipscore_100", build_clipscore_100, "torchmetrics-w100-vitl14", "0, 100"),
+             ("hpsv2", build_hpsv2, "HPS_v2_compressed", "~0.2, ~0.35"),
+             ("hpsv2.1", build_hpsv2_1, "HPS_v2.1_compressed", "~0.2, ~0.35"))
     for name, factory, version, score_range in table:
         register_metric(name, lower_better=False, differentiable=False, prompt_aware=True, score_range=score_range,
                         version=version, description=(factory.__doc__ or "").strip().splitlines()[0],

@@ -1,4 +1,4 @@
-"""Which hub files each text-image preference metric reads (PickScore, CLIPScore), where, and whether they are there.
+"""Which hub files each text-image preference metric reads (PickScore, CLIPScore, HPSv2), where, and if they are there.
 
 The same :class:`~.pyiqa_weights.WeightFile` records the pyiqa metrics use, so ``iqabench list metrics`` and a
 ``fetch`` of a run's files list them the same way: one row per file in the Hugging Face hub cache folder
@@ -22,6 +22,9 @@ HUB_FILES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
                   ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", ("config.json", *PROCESSOR_FILES))),
     # CLIPScore (Hessel et al. 2021): OpenAI CLIP ViT-B/32, the model of the paper and its reference code.
     "clipscore": (("openai/clip-vit-base-patch32", (*MODEL_FILES, *PROCESSOR_FILES)),),
+    # HPSv2 (Wu et al. 2023): open_clip ViT-H-14 fine-tuned; hpsv2.score downloads this file from xswu/HPSv2.
+    "hpsv2": (("xswu/HPSv2", ("HPS_v2_compressed.pt",)),),
+    "hpsv2.1": (("xswu/HPSv2", ("HPS_v2.1_compressed.pt",)),),
     # torchmetrics' CLIPScore default model (ViT-L/14) for the 100 x max(cos, 0) convention.
     "clipscore_100": (("openai/clip-vit-large-patch14", (*MODEL_FILES, *PROCESSOR_FILES)),),
 }

@@ -16,7 +16,7 @@ import torch
 
 from iqabench.metrics.preference_weights import HUB_FILES
 
-from .hf_cache import write_saved_pretrained
+from .hf_cache import write_saved_pretrained, write_snapshot
 
 
 def tiny_clip_model(seed: int):
@@ -45,9 +45,42 @@ def clip_processor():
                          tokenizer=tiny_models.tiny_clip_tokenizer())
 
 
+#: open_clip's ViT-H-14 scaled down (same module names, so the same state-dict keys): the HPSv2 test process points
+#: open_clip's "ViT-H-14" config at it (``use_tiny_vit_h14``); a real ViT-H-14 file would be 2 GB.
+TINY_VIT_H14 = {"embed_dim": 32,
+                "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 32},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+def use_tiny_vit_h14() -> None:
+    """Make ``open_clip.create_model("ViT-H-14")`` build :data:`TINY_VIT_H14` in this process."""
+    import open_clip.factory
+
+    open_clip.factory._MODEL_CONFIGS["ViT-H-14"] = TINY_VIT_H14
+
+
+def write_hpsv2(cache: Path, seed: int = 0) -> Path:
+    """``xswu/HPSv2`` with ``HPS_v2_compressed.pt`` and ``HPS_v2.1_compressed.pt``: ``torch.save({"state_dict":
+    ...})`` of an open_clip ViT-H-14-layout model (fp16, as the "compressed" release is), random weights."""
+    import tempfile
+
+    import open_clip
+
+    use_tiny_vit_h14()
+    files = {}
+    with tempfile.TemporaryDirectory(prefix="hub-mirror-") as scratch:
+        for index, name in enumerate(("HPS_v2_compressed.pt", "HPS_v2.1_compressed.pt")):
+            torch.manual_seed(seed * 7 + index)
+            model = open_clip.create_model("ViT-H-14", pretrained=None)
+            state = {k: v.half() for k, v in model.state_dict().items()}
+            files[name] = Path(scratch) / name
+            torch.save({"state_dict": state}, files[name])
+        return write_snapshot(cache, "xswu/HPSv2", files)
+
+
 def write_preference_cache(cache: Path, seed: int = 0) -> dict[str, Path]:
     """Every repository of :data:`HUB_FILES`: models where a metric reads a model, processors where it reads one."""
-    written: dict[str, Path] = {}
+    written: dict[str, Path] = {"xswu/HPSv2": write_hpsv2(cache, seed)}
     for index, (_metric, repos) in enumerate(sorted(HUB_FILES.items())):
         for repo_id, files in repos:
             if repo_id in written:
