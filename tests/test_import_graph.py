@@ -43,6 +43,8 @@ ALLOWED = {
         "the study kit re-plans finished runs to find their images: it drives the runner as the CLI does",
     ("iqabench.adapters.iqa_adapter.dataset", "iqabench.metrics"):
         "`score-dataset` scores a training set with registered metrics before training",
+    ("iqabench.adapters.acpo.metric", "iqabench.metrics"):
+        "ACPO's IPCE evaluator is also Table 2's metric: `ipce:<file>` registers itself in the metric registry",
 }
 
 

@@ -7,7 +7,6 @@ import sys
 import typer
 
 from .common import console, print_error
-from .fid_stats import fid_stats_app
 from .listing import list_command
 from .plugins import mount_plugin_commands
 from .report import report_command
@@ -41,7 +40,6 @@ app.command("run")(run_command)
 app.command("report")(report_command)
 app.command("list")(list_command)
 app.add_typer(store_app, name="store")
-app.add_typer(fid_stats_app, name="fid-stats")
 
 #: Groups plugins may add commands to (``groups["train"].command("my-method")(...)``).
 train_app = typer.Typer(help="Train generators and their evaluators: iqa-adapter, acpo, ipce, two-stream.",

@@ -17,8 +17,8 @@ prompt it was generated from. Each loads the released weights from the Hugging F
 * ``hpsv2`` / ``hpsv2.1`` (Wu et al., *Human Preference Score v2*, 2023): cos(image, prompt) of open_clip
   ViT-H-14 with ``HPS_v2_compressed.pt`` / ``HPS_v2.1_compressed.pt`` from ``xswu/HPSv2`` (a ``torch.save`` file,
   read tensors-only), as ``hpsv2.score`` computes it.
-* ``ipce:<checkpoint>``: the IPCE-style evaluator fitted by ``iqabench train ipce`` (ACPO's evaluator), on its
-  MOS scale; registered on first use of the name, its file's SHA-256 in the score-cache version.
+* ``ipce:<checkpoint>`` (the IPCE evaluator ``iqabench train ipce`` fits) is in the ACPO plugin,
+  ``iqabench.adapters.acpo.metric``, registered on first use of the name (``registration.METRIC_FAMILIES``).
 
 Images reach the processors as 8-bit PIL images, as they were written to the cache, so a score equals the
 reference code run on the PNG. None of these is differentiable through the processor (``differentiable=False``).
@@ -35,7 +35,6 @@ from .preference_weights import HUB_FILES, preference_weights_status
 
 HESSEL_W = 2.5  # CLIPScore paper, Sec. 3: w = 2.5 rescales CLIP-S to roughly [0, 1]
 HESSEL_PREFIX = "A photo depicts "  # the prompt prefix of the CLIPScore paper and its reference code
-IPCE_PREFIX = "ipce:"
 
 
 def to_pil(images: torch.Tensor) -> list:
@@ -142,19 +141,6 @@ def build_hpsv2_1(device: torch.device) -> nn.Module:
     return HPSv2(HUB_FILES["hpsv2.1"][0][1][0])
 
 
-class IpceMetric(nn.Module):
-    """An IPCE checkpoint's predicted MOS (its ``mos_range``, 1-5 by default) for an image and its prompt."""
-
-    def __init__(self, path: str, device: torch.device):
-        super().__init__()
-        from ..adapters.acpo.ipce import load_ipce
-
-        self.evaluator = load_ipce(path, device)
-
-    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        return self.evaluator.mos(images, list(prompts))
-
-
 def register_preference_metrics() -> None:
     """Register pickscore, clipscore, clipscore_100, hpsv2, hpsv2.1 (``ipce:<file>`` registers on first use)."""
     from .registration import register_metric
@@ -169,32 +155,3 @@ def register_preference_metrics() -> None:
                         version=version, description=(factory.__doc__ or "").strip().splitlines()[0],
                         weights=lambda n=name: preference_weights_status(n), native_side=224,
                         overwrite=name == "clipscore")(factory)
-
-
-def register_ipce_metric(name: str) -> None:
-    """Register ``ipce:<checkpoint>`` (a prompt-aware metric) the first time a run names it.
-
-    The score-cache version is the checkpoint's SHA-256, so a re-fitted evaluator never reuses old scores.
-    """
-    import hashlib
-    from pathlib import Path
-
-    from ..adapters.acpo.evaluator_files import read_evaluator_info
-    from ..adapters.acpo.ipce import METADATA_KEY
-    from ..registry import METRICS
-    from .registration import register_metric
-
-    if name in METRICS._entries:
-        return
-    path = Path(name[len(IPCE_PREFIX):]).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"metric {name!r}: no IPCE checkpoint at {path}; write one with `iqabench train ipce`")
-    info = read_evaluator_info(path, METADATA_KEY, "IPCE", "iqabench train ipce")
-    low, high = info["mos_range"]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-    def build(device: torch.device) -> nn.Module:
-        return IpceMetric(str(path), device)
-
-    register_metric(name, lower_better=False, differentiable=False, prompt_aware=True, score_range=f"{low}, {high}",
-                    version=f"ipce-sha256-{digest}", description=f"IPCE evaluator {path.name} (predicted MOS)")(build)

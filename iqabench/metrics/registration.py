@@ -53,12 +53,19 @@ def offline_mode() -> bool:
     return any(flag in ("1", "true", "yes") for flag in flags)
 
 
+#: Parameterised metric names: prefix -> the module whose ``register_family_metric(name)`` registers such a name on
+#: first use. Imported by name, as the registries import their built-in plugin modules (the core imports no
+#: plugin package); plugins may add their own prefix.
+METRIC_FAMILIES: dict[str, str] = {"ipce:": "iqabench.adapters.acpo.metric"}
+
+
 def resolve_metric(name: str) -> None:
     """Register a parameterised metric name (``ipce:<checkpoint>``) on first use; other names are untouched."""
-    from .preference import IPCE_PREFIX, register_ipce_metric
+    import importlib
 
-    if name.startswith(IPCE_PREFIX):
-        register_ipce_metric(name)
+    for prefix, module in METRIC_FAMILIES.items():
+        if name.startswith(prefix) and name not in METRICS._entries:
+            importlib.import_module(module).register_family_metric(name)
 
 
 def metric_info(name: str) -> MetricInfo:

@@ -2,7 +2,8 @@
 
 The file (mu, sigma in torch-fidelity / clean-fid layout, plus the image count and the Inception weights' hash)
 is what ``iqabench run fid-topk --option reference_stats=stats.npz`` compares against, e.g. the full MS-COCO
-training set of the IQA-Adapter paper's Table 5. The work is in ``iqabench.benchmarks.fid_topk.stats``.
+training set of the IQA-Adapter paper's Table 5. The work is in :mod:`.stats`. Mounted by the GenEval / FID
+plugin's ``iqabench.cli`` entry point (``benchmarks/geneval/cli.py``), so no new entry point is needed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from .common import fail, out_console, user_errors
+from iqabench.cli.common import fail, out_console, user_errors
 
 fid_stats_app = typer.Typer(help="Reference Inception statistics for fid-topk (FID against a large real set).",
                             no_args_is_help=True)
@@ -28,8 +29,9 @@ def build_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
 ) -> None:
     """Extract torch-fidelity Inception features of every image and write their mean and covariance."""
-    from ..benchmarks.fid_topk.stats import build_statistics, save_statistics
-    from ..runtime import Runtime
+    from iqabench.runtime import Runtime
+
+    from .stats import build_statistics, save_statistics
 
     try:
         if out.suffix != ".npz":
@@ -39,6 +41,11 @@ def build_command(
     except user_errors() as exc:
         fail(exc)
         return
+    weights = f", weights sha256 {stats.inception_sha256}" if stats.inception_sha256 else ""
     out_console.print(f"wrote {path}: {stats.num_features} images, {len(stats.mu)}-d features, extractor "
-                      f"{stats.extractor}" + (f", weights sha256 {stats.inception_sha256}"
-                                              if stats.inception_sha256 else ""), highlight=False, markup=False, soft_wrap=True)
+                      f"{stats.extractor}{weights}", highlight=False, markup=False, soft_wrap=True)
+
+
+def mount(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    """Adds ``iqabench fid-stats build``."""
+    app.add_typer(fid_stats_app, name="fid-stats")
