@@ -211,3 +211,29 @@ def test_fid_topk_with_a_statistics_file_equals_torch_fidelity_on_the_same_featu
         run(RunSpec("fid-topk", ["tiny-sd"], metrics=["piqe"], options={**options, "reference_stats":
                                                                         str(tmp_path / "other.npz")}),
             out=tmp_path / "st2")
+
+
+def test_top_k_subsets_come_from_the_topk_reference_of_any_size(tmp_path):
+    """Table 5's structure on the tiny model: captions + CLIP-I partners from `reference`, FID-Full from the
+    statistics file, top-k% from the (larger) ranked `topk_reference` set, scored by every metric of the run."""
+    from iqabench.benchmarks.fid_topk.stats import build_statistics, save_statistics
+
+    captions = _reference(tmp_path, 3)
+    ranked = tmp_path / "train"
+    ranked.mkdir()
+    for i, image in enumerate(_images(6, 11, size=(64, 64))):
+        image.save(ranked / f"train_{i}.png")
+    stats = save_statistics(build_statistics(ranked, "random"), tmp_path / "train.npz")
+    options = {"reference": str(captions / "pairs.csv"), "reference_stats": str(stats), "topk_reference": str(ranked),
+               "weights": "random", "topk": "50", "kid_subsets": 4, "allow_small_topk": True}
+    outcome = run(RunSpec("fid-topk", ["tiny-sd"], metrics=["piqe", "entropy"], options=options, limit=2),
+                  out=tmp_path / "store")
+    result = outcome.result
+    assert outcome.complete
+    assert result.summary["n_reference"] == 6 and result.summary["topk_sizes"] == {"50": 3}  # the ranked set
+    assert result.summary["reference_stats"]["num_features"] == 6
+    ranking = result.tables["reference_ranking"]
+    assert sorted(ranking["image"].map(lambda p: p.rsplit("/", 1)[-1])) == [f"train_{i}.png" for i in range(6)]
+    numeric = result.tables["fid_topk_numeric"]
+    assert np.isfinite(numeric.loc["tiny-sd", ["FID", "FID top-50%", "KID", "CLIP-I"]].astype(float)).all()
+    assert result.summary["features_extracted"] == 2 + 2 + 6  # generated, caption partners, ranked set

@@ -131,3 +131,19 @@ def test_each_image_in_a_run_is_scored_against_its_own_prompt(measured):
     assert len(prompts) == 2  # two prompts, each with the base and its baseline image
     for stored, expected, _ in run["pairs"]:
         assert stored == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_missing_preference_weights_are_named_before_any_work_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from iqabench.metrics import MetricUnavailableError, check_available, preference_weight_files
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    files = preference_weight_files("pickscore")  # what `iqabench fetch` / `list metrics` read
+    assert [f.path.name for f in files] == ["config.json", "model.safetensors", "config.json",
+                                            "preprocessor_config.json", "tokenizer_config.json", "tokenizer.json"]
+    assert "yuvalkirstain/PickScore_v1" in files[0].what and "laion/CLIP-ViT-H-14" in files[2].what
+    with pytest.raises(MetricUnavailableError, match=r"'pickscore' cannot be built offline.*PickScore_v1.*"
+                                                     r"model\.safetensors is not in"):
+        check_available("pickscore")
+    assert [f.path.name for f in preference_weight_files("hpsv2")] == ["HPS_v2_compressed.pt"]

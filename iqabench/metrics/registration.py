@@ -89,10 +89,9 @@ def check_available(name: str) -> None:
         refused = pyiqa_refusal(name)
         if refused:  # a planted file: refused before pyiqa reads anything
             raise MetricUnavailableError(f"metric {name!r} was not built: {refused}")
-    if info.source == "pyiqa" and offline_mode():
-        from .pyiqa_weights import pyiqa_weights_status
-
-        present, detail = pyiqa_weights_status(name)
+    if offline_mode():
+        entry = METRICS.get(name)
+        present, detail = entry.weights() if entry.weights is not None else (None, "")
         if present is False:
             raise MetricUnavailableError(
                 f"metric {name!r} cannot be built offline (HF_HUB_OFFLINE/IQABENCH_OFFLINE): {detail}, "
