@@ -30,6 +30,16 @@ HUB_FILES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 }
 
 
+class HubFile(WeightFile):
+    """A hub file: configs and tokenizers are JSON/text (nothing to unpickle), only model files are checked."""
+
+    def refused(self) -> str | None:
+        found = self.found()
+        if found is None or found.suffix in (".json", ".txt", ".safetensors"):
+            return None
+        return super().refused()
+
+
 def hub_file(repo_id: str, filename: str) -> WeightFile:
     """``filename`` of ``repo_id`` in the hub cache (the snapshot ``refs/main`` points at)."""
     import huggingface_hub.constants as hf_constants
@@ -45,7 +55,7 @@ def hub_file(repo_id: str, filename: str) -> WeightFile:
     if filename == "model.safetensors":
         bin_file = cached("pytorch_model.bin")
         alternatives = (bin_file,) if bin_file else ()
-    return WeightFile(path, f"Hugging Face {repo_id}",
+    return HubFile(path, f"Hugging Face {repo_id}",
                       f"run `hf download {repo_id} {filename}` on a connected machine and copy the hub cache",
                       alternatives)
 
