@@ -44,11 +44,31 @@ class PaperSetting:
     images: int = 0  # images the run generates (all generators and baselines), for the cost model
     model: str = "sdxl"  # cost-model family of the generated images: "sdxl" (1024 px) or "sd14" (512 px)
     unconfirmed: tuple[str, ...] = ()
+    #: ``--option`` values the user must give (files the project cannot ship) -> the file the paper used
+    required_options: Mapping[str, str] = field(default_factory=dict)
 
 
 _SDXL = {"base": "sdxl (stabilityai/stable-diffusion-xl-base-1.0)", "steps": 35, "guidance_scale": 7.5,
          "height": 1024, "width": 1024}
 _ADAPTER = {**_SDXL, "scale (lambda)": 0.5, "target": "p99"}
+RELEASED_ADAPTERS = ("iqa-adapter:topiq", "iqa-adapter:hyperiqa", "iqa-adapter:topiq+laion_aes")
+#: Table 5 ranks COCO by "the average score across all IQA/IAA metrics": the pyiqa metrics the official code scores
+#: CC3M with (X1716/IQA-Adapter metric_calculation/calc_metrics_CC3M.py, both its active and its commented list).
+TABLE5_METRICS = ("topiq_nr", "topiq_nr-flive", "topiq_nr-spaq", "maniqa", "clipiqa+", "musiq-paq2piq", "arniqa",
+                  "arniqa-kadid", "topiq_iaa", "dbcnn", "laion_aes", "liqe_mix", "liqe", "maniqa-pipal",
+                  "nima-vgg16-ava", "hyperiqa", "tres-flive", "arniqa-flive")
+_ACPO_GENERATION = {"base": "sd14 (CompVis/stable-diffusion-v1-4)", "steps": 50, "guidance_scale": 7.5,
+                    "height": 512, "width": 512,
+                    "train": "iqabench train acpo --base sd14 (the paper's defaults: rollout x0 over the last 10 "
+                             "steps, MSE over all timesteps, LoRA on every linear layer, Adam lr 2e-5, 1000 steps, "
+                             "T_max 100, lambda_q 0.1)"}
+ACPO_METRICS = ("pickscore", "clipscore", "ipce:runs/ipce/ipce.safetensors")
+_ACPO_UNCONFIRMED = ("sampling steps and CFG of the evaluation (diffusers' SD v1.4 defaults 50 / 7.5 are used)",
+                     "the number of prompts and seeds (the cost is given per 1,000 prompts, model + base)",
+                     "the CLIPScore convention (Hessel et al.'s 2.5 max(cos, 0) is used; clipscore_100 is the "
+                     "100x one)",
+                     "the evaluator used for training (any of the three kinds can be passed)",
+                     "lambda_anchor, LoRA rank, batch size (the paper is silent; see 'Where the papers are silent')")
 
 SETTINGS: dict[str, PaperSetting] = {s.id: s for s in (
     PaperSetting(
@@ -63,37 +83,47 @@ SETTINGS: dict[str, PaperSetting] = {s.id: s for s in (
         images=8200 * 4, model="sdxl",
         unconfirmed=("the figure has 22 adapters; only the 3 released ones can be run, so 3 are listed",
                      "its full metric list; the command scores the released adapters' own metrics",
-                     "the seed per prompt (one image per prompt, seed 0, is ours)",
-                     "the target of Fig. 3a (p99, the top of the training distribution, is the project default)"),
+                     "the seed per prompt (one image per prompt, seed 0, is ours)"),
     ),
     PaperSetting(
         id="iqa-table5", paper="IQA-Adapter",
-        what="Table 5: FID against COCO images and their top-k% IQA subsets, IS, KID, CLIP-T, CLIP-I",
+        what="Table 5: FID against the full MS-COCO training set (FID-Full) and its top-10% / top-25% subsets by "
+             "the average IQA/IAA score, IS, KID, CLIP-T, CLIP-I",
         benchmark="fid-topk",
         generators=("sdxl", "iqa-adapter:topiq"),
-        metrics=("topiq_nr", "laion_aes"),
+        metrics=TABLE5_METRICS,
         seeds=(0,), limit=10000, prompts=None,
         prompts_note="10,000 COCO captions with their images, as --option reference=coco_10k.csv "
                      "(caption,image pairs; not shipped); the captions are the prompts",
         needs="reference",
         options={"topk": "25,10"},
+        required_options={
+            "reference": "coco_10k.csv: 10,000 MS-COCO caption,image pairs (the captions generated from; CLIP-I "
+                         "partners)",
+            "reference_stats": "coco_train.npz: Inception statistics of the MS-COCO training set, written by "
+                               "`iqabench fid-stats build coco/train2017/ --out coco_train.npz`",
+            "topk_reference": "coco/train2017/: the MS-COCO training images, ranked by the mean z-score of every "
+                              "metric of the run for the top-k% subsets",
+        },
         generation=_ADAPTER,
         images=2 * 10000, model="sdxl",
-        unconfirmed=("which COCO split and which 10,000 captions", "the top-k percents (25 and 10 are ours)",
-                     "the metrics whose mean z-score ranks the reference images (topiq_nr, laion_aes are ours)",
+        unconfirmed=("which 10,000 captions are generated from",
+                     "the metric list: 'all IQA/IAA metrics' is read as the 18 pyiqa metrics the official code "
+                     "scores (X1716/IQA-Adapter metric_calculation/calc_metrics_CC3M.py), mean of z-scores",
                      "the generators of every row (the base and the released topiq adapter are listed)"),
     ),
     PaperSetting(
         id="iqa-fig14", paper="IQA-Adapter",
-        what="Fig. 14 (supplementary Sec. 17): per-generation RelGain over 25 prompts x 100 seeds",
+        what="Fig. 14 (supplementary Sec. 17): per-generation RelGain over 25 prompts x 100 seeds, for every "
+             "adapter",
         benchmark="seed-consistency",
-        generators=("iqa-adapter:topiq",),
-        metrics=("topiq_nr",),
+        generators=RELEASED_ADAPTERS,
+        metrics=("topiq_nr", "hyperiqa", "laion_aes"),
         seeds=tuple(range(100)), limit=25, prompts=None,
         prompts_note="25 prompts (the paper's list is not shipped: pass it with --prompts)",
         generation=_ADAPTER,
-        images=25 * 100 * 2, model="sdxl",
-        unconfirmed=("the 25 prompts", "the adapter and metric shown (topiq adapter, topiq_nr are ours)"),
+        images=25 * 100 * (len(RELEASED_ADAPTERS) + 1), model="sdxl",
+        unconfirmed=("the 25 prompts", "the figure's adapters beyond the 3 released ones"),
     ),
     PaperSetting(
         id="iqa-guidance", paper="IQA-Adapter",
@@ -110,23 +140,35 @@ SETTINGS: dict[str, PaperSetting] = {s.id: s for s in (
     ),
     PaperSetting(
         id="acpo-table2", paper="ACPO",
-        what="Table 2: paired comparison (improvement, std, paired t, p, win rate) of the ACPO LoRA on SD v1.4 "
-             "against SD v1.4",
+        what="Table 2 (DrawBench): paired comparison (improvement, std, paired t, p, win rate) of the ACPO LoRA on "
+             "SD v1.4 against SD v1.4 in PickScore, CLIPScore and IPCE",
         benchmark="relgain",
-        generators=("acpo:runs/acpo-sd14",),
-        metrics=("topiq_nr",),
+        generators=("acpo:runs/acpo-sd14",), metrics=ACPO_METRICS,
         seeds=(0,), limit=None, prompts=None,
-        prompts_note="unseen DiffusionDB prompts and DrawBench (not shipped: pass each with --prompts)",
-        generation={"base": "sd14 (CompVis/stable-diffusion-v1-4)", "steps": 50, "guidance_scale": 7.5,
-                    "height": 512, "width": 512, "train": "iqabench train acpo --base sd14 (the paper's defaults: "
-                    "rollout x0 over the last 10 steps, MSE over all timesteps, LoRA on every linear layer, "
-                    "Adam lr 2e-5, 1000 steps, T_max 100, lambda_q 0.1)"},
-        images=2 * 1000, model="sd14",
-        unconfirmed=("sampling steps and CFG of the evaluation (diffusers' SD v1.4 defaults 50 / 7.5 are used)",
-                     "the number of prompts and seeds (the cost is given per 1,000 prompts, model + base)",
-                     "the metric of the paired statistics (topiq_nr is ours)",
-                     "the evaluator used for training (any of the three kinds can be passed)",
-                     "lambda_anchor, LoRA rank, batch size (the paper is silent; see 'Where the papers are silent')"),
+        prompts_note="DrawBench's 200 prompts (licence not stated by the Imagen release: not shipped; pass them "
+                     "with --prompts drawbench.txt)",
+        generation=_ACPO_GENERATION, images=2 * 200, model="sd14", unconfirmed=_ACPO_UNCONFIRMED,
+    ),
+    PaperSetting(
+        id="acpo-table2-parti", paper="ACPO",
+        what="Table 2 (PartiPrompts): the same paired comparison on PartiPrompts",
+        benchmark="relgain",
+        generators=("acpo:runs/acpo-sd14",), metrics=ACPO_METRICS,
+        seeds=(0,), limit=None, prompts="parti",
+        prompts_note="PartiPrompts, shipped (Apache-2.0): the built-in set 'parti'",
+        generation=_ACPO_GENERATION, images=2 * 1632, model="sd14", unconfirmed=_ACPO_UNCONFIRMED,
+    ),
+    PaperSetting(
+        id="acpo-table2-diffusiondb", paper="ACPO",
+        what="Table 2 (DiffusionDB): the same paired comparison on a sample of unseen DiffusionDB prompts",
+        benchmark="relgain",
+        generators=("acpo:runs/acpo-sd14",), metrics=ACPO_METRICS,
+        seeds=(0,), limit=None, prompts=None,
+        prompts_note="a sample of DiffusionDB prompts unseen in training (CC0, but the paper's sample is not "
+                     "known: pass it with --prompts diffusiondb_sample.txt)",
+        generation=_ACPO_GENERATION, images=2 * 1000, model="sd14",
+        unconfirmed=("the DiffusionDB sample and its size (the cost is given per 1,000 prompts)",
+                     *_ACPO_UNCONFIRMED[1:]),
     ),
 )}
 
@@ -182,9 +224,11 @@ def apply(name: str, benchmark: str, given: Mapping[str, Any]) -> tuple[dict[str
         options[key] = value
     fields["options"] = options
     if setting.needs == "reference":
-        if "reference" not in options:
-            raise UserInputError(f"preset {name!r} needs the paper's reference images, which are not shipped: "
-                                 f"{setting.prompts_note}")
+        missing = [k for k in setting.required_options or {"reference": setting.prompts_note} if k not in options]
+        if missing:
+            files = "; ".join(f"--option {k}=<{(setting.required_options or {}).get(k, setting.prompts_note)}>"
+                              for k in missing)
+            raise UserInputError(f"preset {name!r} needs files the project cannot ship: {files}")
         fields["prompts"] = fields["prompts"] or "smoke"  # unused: the reference captions are the prompts
     elif fields["prompts"] is None:
         raise UserInputError(f"preset {name!r} needs the paper's prompts, which are not shipped: "

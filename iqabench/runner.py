@@ -185,6 +185,7 @@ class Runner:
         self._quarantined_while_scoring: list[str] = []
         self.scorer = TensorScorer(self.store, self.runtime, self.metric_fps, self.clock, metrics=self._metrics,
                                    build=self._build_metric)
+        self.scorer.prompts = {k: p.item.prompt for p, k in zip(self.plan, self.image_keys, strict=True)}
 
     @property
     def auto_batch_size(self) -> bool:

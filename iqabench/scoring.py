@@ -38,6 +38,8 @@ class TensorScorer:
         self.runtime = runtime
         self.metric_fps = dict(metric_fps)
         self.metrics: dict[str, Metric] = {} if metrics is None else metrics  # shared with the runner
+        #: image key -> the prompt it was generated from, for prompt-aware metrics (the runner fills it)
+        self.prompts: dict[str, str] = {}
         self._build = build or (lambda name: build_metric(name, self.runtime))
         self.clock = clock or StageClock(runtime.torch_device)
 
@@ -75,7 +77,8 @@ class TensorScorer:
         fp = self.metric_fps[metric.name]
         try:
             with self.clock.busy(stage):
-                values = metric.score(batch).tolist()
+                prompts = [self.prompts[k] for k in keys] if metric.info.prompt_aware else None
+                values = metric.score(batch, prompts=prompts).tolist()
             return [(k, metric.name, fp, _finite_or_none(v), None if np.isfinite(v) else "non-finite score")
                     for k, v in zip(keys, values, strict=True)]
         except MetricContractError:

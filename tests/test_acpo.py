@@ -129,7 +129,11 @@ def test_acpo_defaults_are_the_papers():
     assert defaults["base"] == "sd14"  # SD v1.4, the paper's base
     assert defaults["x0_mode"] == "rollout" and defaults["rollout_steps"] == 10
     assert defaults["mse_window"] == "all" and defaults["lora_targets"] == ALL_LINEAR
-    assert (defaults["lr"], defaults["max_steps"], defaults["t_max"], defaults["lambda_q"]) == (2e-5, 1000, 100, 0.1)
+    from iqabench.adapters.acpo.config import resolve_lambda_q
+
+    assert defaults["lambda_q"] == "appendix"  # the named reading (issue 28) of the appendix's 0.1
+    assert (defaults["lr"], defaults["max_steps"], defaults["t_max"], resolve_lambda_q(defaults["lambda_q"])) == (
+        2e-5, 1000, 100, 0.1)
 
 
 def test_lora_goes_on_every_linear_layer_of_the_unet_by_default():

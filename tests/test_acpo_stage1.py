@@ -228,3 +228,57 @@ def test_acpo_dry_run_resolves_the_evaluator(tmp_path, evaluator, sentence):
     good = CliRunner().invoke(app, [*args, "--evaluator", "topiq_nr"])
     assert good.exit_code == 0, good.output
     assert json.loads(good.output)["evaluator"] == "topiq_nr"
+
+
+def test_ipce_paper_schedule_trains_three_stages_each_from_the_last(tmp_path, tiny_clip_file):
+    """Issue 28: --schedule paper fits one table per stage (AGIQA, AIGCIQA2023, AIGCQA-30K), each starting from
+    the previous head; the last stage writes --out; a wrong table count is one sentence."""
+    import typer
+
+    from iqabench.adapters.acpo.cli import train_ipce_cmd
+
+    tables = [synthetic_table(tmp_path / f"d{i}", n=12, seed=i) for i in range(3)]
+    app = typer.Typer()
+    app.command()(train_ipce_cmd)
+    common = ["--clip", TINY_CLIP, "--weights", str(tiny_clip_file), "--layers", "0,1", "--device", "cpu",
+              "--epochs", "5"]
+    result = CliRunner().invoke(app, ["--schedule", "paper", *[a for t in tables for a in ("--table", str(t))],
+                                      "--out", str(tmp_path / "ipce"), *common])
+    assert result.exit_code == 0, result.output
+    assert "stage 3/3 (AIGCQA-30K)" in result.output
+    assert (tmp_path / "ipce" / "stage1" / "ipce.safetensors").is_file()
+    assert (tmp_path / "ipce" / "stage2" / "ipce.safetensors").is_file()
+    assert (tmp_path / "ipce" / "ipce.safetensors").is_file()
+    bad = CliRunner().invoke(app, ["--schedule", "paper", "--table", str(tables[0]), "--out", str(tmp_path / "x"),
+                                   *common])
+    assert bad.exit_code != 0 and "one --table each" in bad.output
+
+
+def test_ipce_checkpoint_is_a_prompt_aware_metric_in_a_run(tmp_path, tiny_clip_file):
+    """Issue 28: ``ipce:<file>`` scores each generated image against its own prompt inside relgain, and the stored
+    score equals the evaluator's MOS for that image and prompt."""
+    from iqabench.api import run
+    from iqabench.metrics import metric_info
+    from iqabench.runner import Runner
+    from iqabench.specs import RunSpec
+    from iqabench.store import Store
+
+    model = tiny_clip_file  # registered under TINY_CLIP by the fixture
+    import open_clip
+
+    clip = open_clip.create_model(TINY_CLIP, pretrained=str(model))
+    evaluator = IPCEEvaluator(clip.eval(), open_clip.get_tokenizer("ViT-B-32"), layers=(0, 1))
+    path = save_ipce(evaluator, tmp_path / "ipce.safetensors", TINY_CLIP, str(model))
+    name = f"ipce:{path}"
+    assert metric_info(name).prompt_aware and not metric_info(name).lower_better
+    spec = RunSpec("relgain", ["tiny-sd"], metrics=[name], prompts="smoke", limit=2)
+    outcome = run(spec, out=tmp_path / "store", report=False)
+    assert outcome.complete
+    runner, store = Runner(spec, tmp_path / "store"), Store(tmp_path / "store")
+    loaded = load_ipce(path)
+    for planned, key in zip(runner.plan, runner.image_keys, strict=True):
+        stored = store.get_scores([key], name, runner.metric_fps[name])[key]
+        image = torch.from_numpy(np.array(store.load_image(key))).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            expected = float(loaded.mos(image, [planned.item.prompt])[0])
+        assert stored == pytest.approx(expected, rel=1e-5)

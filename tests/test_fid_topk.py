@@ -122,7 +122,8 @@ def test_reference_loading(tmp_path):
 
 def test_offline_smoke_runs_and_second_generator_reuses_reference_features(tmp_path):
     folder = _reference(tmp_path, 4)
-    options = {"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50", "kid_subsets": 10}
+    options = {"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50", "kid_subsets": 10,
+               "allow_small_topk": True}
     spec = RunSpec("fid-topk", ["tiny-sd"], metrics=["piqe", "entropy"], options=options)
     outcome = run(spec, out=tmp_path / "store")
     result = outcome.result
@@ -145,3 +146,94 @@ def test_offline_smoke_runs_and_second_generator_reuses_reference_features(tmp_p
 def test_missing_reference_option_is_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="fid-topk needs reference images"):
         run(RunSpec("fid-topk", ["tiny-sd"]), out=tmp_path)
+
+
+def test_a_top_k_subset_smaller_than_the_feature_dimension_is_refused_before_any_work(tmp_path):
+    folder = _reference(tmp_path, 4)
+    options = {"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50"}
+    with pytest.raises(ValueError, match=r"top-50% subset of 4 ranked reference images holds 2 images, fewer than "
+                                         r"the 2048 Inception features.*allow_small_topk=true"):
+        run(RunSpec("fid-topk", ["tiny-sd"], metrics=["piqe"], options=options), out=tmp_path / "store")
+    assert not (tmp_path / "store" / "cache" / "images").exists() or not any(
+        (tmp_path / "store" / "cache" / "images").rglob("*.png"))
+
+
+def test_statistics_files_round_trip_and_read_clean_fid_layout(tmp_path):
+    from iqabench.benchmarks.fid_topk.stats import load_statistics, save_statistics, statistics_from_features
+
+    rng = np.random.default_rng(3)
+    feats = torch.from_numpy(rng.normal(size=(30, 2048)).astype(np.float32))
+    stats = statistics_from_features(feats, "extractor-x", "ab" * 32)
+    back = load_statistics(save_statistics(stats, tmp_path / "s.npz"))
+    assert np.array_equal(back.mu, stats.mu) and np.array_equal(back.sigma, stats.sigma)
+    assert (back.num_features, back.extractor, back.inception_sha256) == (30, "extractor-x", "ab" * 32)
+    np.savez_compressed(tmp_path / "clean.npz", mu=stats.mu.astype(np.float64), sigma=stats.sigma)  # clean-fid
+    plain = load_statistics(tmp_path / "clean.npz")
+    assert plain.num_features is None and plain.inception_sha256 == ""
+    np.savez(tmp_path / "pickled.npz", mu=np.array([object()], dtype=object), sigma=stats.sigma)
+    with pytest.raises(ValueError, match="not a plain .npz of arrays.*nothing was unpickled"):
+        load_statistics(tmp_path / "pickled.npz")
+
+
+def test_fid_topk_with_a_statistics_file_equals_torch_fidelity_on_the_same_features(tmp_path):
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from typer.testing import CliRunner
+
+    from iqabench.benchmarks.fid_topk.stats import load_statistics
+    from iqabench.cli.app import app
+    from iqabench.store import Store
+
+    folder = _reference(tmp_path, 5)
+    out = tmp_path / "coco_train.npz"
+    built = CliRunner().invoke(app, ["fid-stats", "build", str(folder), "--out", str(out), "--weights", "random"])
+    assert built.exit_code == 0, built.output
+    assert "wrote" in built.output and "5 images" in built.output
+    stats = load_statistics(out)
+    assert stats.num_features == 5 and stats.extractor == "torch-fidelity-inception-v3/random-seed=0"
+    options = {"reference": str(folder / "pairs.csv"), "reference_stats": str(out), "weights": "random",
+               "topk": "50", "kid_subsets": 4, "allow_small_topk": "true"}
+    outcome = run(RunSpec("fid-topk", ["tiny-sd"], metrics=["piqe"], options=options, limit=3), out=tmp_path / "st")
+    result = outcome.result
+    assert result.summary["reference_stats"]["num_features"] == 5
+    # The same features, straight through torch-fidelity: the generated images' cached features vs the folder's.
+    store = Store(tmp_path / "st")
+    extractor = InceptionFeatures("random")
+    gen_keys = [ref.image_key for ref in result.grids["samples"] if ref.group == "tiny-sd"]
+    assert len(gen_keys) == 3
+    gen = split(np.stack(list(extractor.features(store, gen_keys).values())))[0]
+    ref = split(extractor._extract(_images(5, 7, size=(64, 64))))[0]
+    expected = fid_statistics_to_metric(fid_features_to_statistics(gen), fid_features_to_statistics(ref), False)
+    fid_value = result.tables["fid_topk_numeric"].loc["tiny-sd", "FID"]
+    assert fid_value == pytest.approx(expected["frechet_inception_distance"], rel=1e-6)
+    # Statistics made with other Inception weights are refused before any work.
+    np.savez_compressed(tmp_path / "other.npz", mu=stats.mu, sigma=stats.sigma, extractor=np.array("other-net"))
+    with pytest.raises(ValueError, match="come from extractor 'other-net'"):
+        run(RunSpec("fid-topk", ["tiny-sd"], metrics=["piqe"], options={**options, "reference_stats":
+                                                                        str(tmp_path / "other.npz")}),
+            out=tmp_path / "st2")
+
+
+def test_top_k_subsets_come_from_the_topk_reference_of_any_size(tmp_path):
+    """Table 5's structure on the tiny model: captions + CLIP-I partners from `reference`, FID-Full from the
+    statistics file, top-k% from the (larger) ranked `topk_reference` set, scored by every metric of the run."""
+    from iqabench.benchmarks.fid_topk.stats import build_statistics, save_statistics
+
+    captions = _reference(tmp_path, 3)
+    ranked = tmp_path / "train"
+    ranked.mkdir()
+    for i, image in enumerate(_images(6, 11, size=(64, 64))):
+        image.save(ranked / f"train_{i}.png")
+    stats = save_statistics(build_statistics(ranked, "random"), tmp_path / "train.npz")
+    options = {"reference": str(captions / "pairs.csv"), "reference_stats": str(stats), "topk_reference": str(ranked),
+               "weights": "random", "topk": "50", "kid_subsets": 4, "allow_small_topk": True}
+    outcome = run(RunSpec("fid-topk", ["tiny-sd"], metrics=["piqe", "entropy"], options=options, limit=2),
+                  out=tmp_path / "store")
+    result = outcome.result
+    assert outcome.complete
+    assert result.summary["n_reference"] == 6 and result.summary["topk_sizes"] == {"50": 3}  # the ranked set
+    assert result.summary["reference_stats"]["num_features"] == 6
+    ranking = result.tables["reference_ranking"]
+    assert sorted(ranking["image"].map(lambda p: p.rsplit("/", 1)[-1])) == [f"train_{i}.png" for i in range(6)]
+    numeric = result.tables["fid_topk_numeric"]
+    assert np.isfinite(numeric.loc["tiny-sd", ["FID", "FID top-50%", "KID", "CLIP-I"]].astype(float)).all()
+    assert result.summary["features_extracted"] == 2 + 2 + 6  # generated, caption partners, ranked set

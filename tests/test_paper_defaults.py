@@ -25,8 +25,14 @@ def test_iqa_adapter_lambda_is_the_papers_0_5_and_1_0_stays_reachable():
 
 def test_training_phases_are_the_papers():
     one, two = PHASES[1], PHASES[2]
-    assert (one.resolution, one.learning_rate, one.batch_size, one.needs_init) == (512, 1e-4, 8, False)
-    assert (two.resolution, two.learning_rate, two.batch_size, two.epochs, two.needs_init) == (1024, 1e-5, 16, 3, True)
+    assert (one.resolution, one.learning_rate, one.batch_size, one.steps, one.needs_init) == (512, 1e-4, 8, 24_000,
+                                                                                               False)
+    assert (two.resolution, two.learning_rate, two.batch_size, two.steps, two.needs_init) == (1024, 1e-5, 16, 3_000,
+                                                                                              True)
+    assert (one.dataset, two.dataset) == ("CC3M", "LAION subset")
+    from iqabench.adapters.iqa_adapter import cli, phases
+
+    assert cli.PAPER_DEVICES == phases.PAPER_DEVICES == 40  # the torch-free CLI's copy of the estimate's default
     config = TrainConfig(output_dir="x")
     assert (config.learning_rate, config.batch_size) == (1e-4, 8)  # phase 1 / official train script
     assert (config.adam_beta1, config.adam_beta2, config.weight_decay) == (0.9, 0.999, 1e-2)
@@ -42,8 +48,8 @@ def test_mixed_precision_is_bf16_where_supported_and_fp32_on_cpu():
 
 
 @pytest.mark.parametrize("phase, expected", [
-    (1, {"resolution": 512, "learning_rate": 1e-4, "batch_size": 8, "epochs": None}),
-    (2, {"resolution": 1024, "learning_rate": 1e-5, "batch_size": 16, "epochs": 3}),
+    (1, {"resolution": 512, "learning_rate": 1e-4, "batch_size": 8, "epochs": None, "max_steps": 24_000}),
+    (2, {"resolution": 1024, "learning_rate": 1e-5, "batch_size": 16, "epochs": None, "max_steps": 3_000}),
 ])
 def test_train_iqa_adapter_phase_presets_resolve(tmp_path, phase, expected):
     import typer

@@ -107,18 +107,33 @@ def test_table5_command_is_the_papers_setting(offline, monkeypatch):
     spec = resolve_run(command, monkeypatch)
     assert spec.benchmark == "fid-topk" and spec.limit == 10000 and spec.seeds == [0]
     assert spec.generators == ["sdxl", "iqa-adapter:topiq"]
-    assert spec.options == {"topk": "25,10", "reference": "coco_10k.csv"}
+    assert spec.options == {"topk": "25,10", "reference": "coco_10k.csv", "reference_stats": "coco_train.npz",
+                            "topk_reference": "coco/train2017/"}
+    from iqabench.paper_presets import TABLE5_METRICS
+
+    assert spec.metrics == list(TABLE5_METRICS) and len(spec.metrics) == 18  # "all IQA/IAA metrics"
     assert {k: generation("sdxl")[k] for k in SDXL} == SDXL
     assert generation("iqa-adapter:topiq")["scale"] == 0.5
+    (stats_command,) = documented("iqa-table5-stats")
+    assert stats_command[:3] == ["iqabench", "fid-stats", "build"] and "coco_train.npz" in stats_command
+
+
+def test_table5_preset_names_the_files_it_needs(offline, monkeypatch):
+    from iqabench import paper_presets
+
+    with pytest.raises(ValueError, match=r"--option reference_stats=<coco_train.npz.*--option topk_reference="):
+        paper_presets.apply("paper:iqa-table5", "fid-topk", {"options": {"reference": "coco_10k.csv"}})
 
 
 def test_fig14_command_is_the_papers_setting(offline, monkeypatch):
     (command,) = documented("iqa-fig14")
     spec = resolve_run(command, monkeypatch)
     assert spec.benchmark == "seed-consistency" and spec.limit == 25 and spec.seeds == list(range(100))
-    assert spec.generators == ["iqa-adapter:topiq"] and spec.metrics == ["topiq_nr"]
-    options = generation("iqa-adapter:topiq")
-    assert {k: options[k] for k in SDXL} == SDXL and options["scale"] == 0.5
+    assert spec.generators == ["iqa-adapter:topiq", "iqa-adapter:hyperiqa", "iqa-adapter:topiq+laion_aes"]
+    assert spec.metrics == ["topiq_nr", "hyperiqa", "laion_aes"]
+    for name in spec.generators:  # every released adapter, at the paper's lambda and target
+        options = generation(name)
+        assert {k: options[k] for k in SDXL} == SDXL and options["scale"] == 0.5 and options["target"] == "p99"
 
 
 def test_guidance_command_is_the_papers_formula(offline, monkeypatch):
@@ -137,6 +152,7 @@ def test_acpo_table2_commands_are_the_papers_setting(offline, monkeypatch):
 
     ipce, train = documented("acpo-table2-train")
     assert ipce[:3] == ["iqabench", "train", "ipce"]
+    assert ipce[ipce.index("--schedule") + 1] == "paper" and ipce.count("--table") == 3  # three-stage pre-training
     # --dry-run checks that the evaluator checkpoint the first command writes exists; stand in for that step.
     evaluator = Path(next(a for a in train if a.startswith("ipce:")).split(":", 1)[1])
     evaluator.parent.mkdir(parents=True, exist_ok=True)
@@ -150,9 +166,15 @@ def test_acpo_table2_commands_are_the_papers_setting(offline, monkeypatch):
     assert (settings["learning_rate"], settings["max_steps"], settings["t_max"], settings["lambda_q"]) == (
         2e-5, 1000, 100, 0.1)
     assert settings["evaluator_kind"] == "ipce"
-    (command,) = documented("acpo-table2")
-    spec = resolve_run(command, monkeypatch)
-    assert spec.benchmark == "relgain" and spec.generators == ["acpo:runs/acpo-sd14"]
+    evaluator.write_bytes(b"")
+    prompts = {"acpo-table2": "drawbench.txt", "acpo-table2-parti": "parti",
+               "acpo-table2-diffusiondb": "diffusiondb_sample.txt"}
+    for preset, prompt_set in prompts.items():
+        (command,) = documented(preset)
+        spec = resolve_run(command, monkeypatch)
+        assert spec.benchmark == "relgain" and spec.generators == ["acpo:runs/acpo-sd14"]
+        assert spec.metrics == ["pickscore", "clipscore", "ipce:runs/ipce/ipce.safetensors"]  # Table 2's metrics
+        assert spec.prompts == prompt_set
     generator = build_generator(spec.generators[0], Runtime("cpu", "fp32", 1))
     assert generator.base_spec.family == "sd14"
     assert {k: generator.options[k] for k in SD14} == SD14
@@ -163,13 +185,57 @@ def test_iqa_adapter_training_commands_are_the_papers_phases(offline):
     from iqabench.cli.app import app
 
     one, two = documented("iqa-train")
-    expected = {1: (512, 1e-4, 8), 2: (1024, 1e-5, 16)}
+    expected = {1: (512, 1e-4, 8, 24_000), 2: (1024, 1e-5, 16, 3_000)}
     for number, argv in ((1, one), (2, two)):
         dry = CliRunner().invoke(app, [*argv[1:], "--dry-run"])
         assert dry.exit_code == 0, dry.output
         settings = json.loads(dry.output.strip().splitlines()[-1])
-        assert (settings["resolution"], settings["learning_rate"], settings["batch_size"]) == expected[number]
-    assert settings["epochs"] == 3 and settings["init_from"].endswith("adapter.safetensors")
+        assert (settings["resolution"], settings["learning_rate"], settings["batch_size"],
+                settings["max_steps"]) == expected[number]
+    assert settings["epochs"] is None and settings["init_from"].endswith("checkpoint-24000/adapter.safetensors")
+
+
+def test_iqa_adapter_paper_preset_is_both_phases_with_the_estimate_first(offline):
+    from iqabench.cli.app import app
+
+    (argv,) = documented("iqa-train-paper")
+    dry = CliRunner().invoke(app, [*argv[1:], "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    lines = dry.output.strip().splitlines()
+    assert lines[0].startswith("estimated cost: 198 A100-hours")  # printed first
+    plan = json.loads(lines[-1])
+    one, two = plan["phases"]
+    assert (one["max_steps"], one["dataset"], one["resolution"], one["learning_rate"]) == (24_000, "CC3M", 512, 1e-4)
+    assert (two["max_steps"], two["dataset"], two["resolution"], two["learning_rate"]) == (
+        3_000, "LAION subset", 1024, 1e-5)
+    assert one["scores"] == "cc3m/scores.parquet" and two["scores"] == "laion_hq/scores.parquet"
+    assert two["init_from"].endswith("phase1/checkpoint-24000/adapter.safetensors")
+    for phase in (one, two):
+        assert (phase["optimizer"], phase["betas"], phase["weight_decay"]) == ("AdamW", [0.9, 0.999], 1e-2)
+    no_phase2 = CliRunner().invoke(app, [*argv[1:argv.index("--phase2-scores")], *argv[argv.index("--metrics"):]])
+    assert no_phase2.exit_code != 0 and "--phase2-scores" in no_phase2.output
+
+
+def test_acpo_interpretations_are_named_settings(offline):
+    from iqabench.adapters.acpo.config import LAMBDA_Q_SETTINGS, resolve_lambda_q
+    from iqabench.adapters.acpo.rollout import rollout_timesteps
+    from iqabench.cli.app import app
+
+    assert LAMBDA_Q_SETTINGS == {"appendix": 0.1, "main-text": 1.0}
+    assert resolve_lambda_q("main-text") == 1.0 and resolve_lambda_q("0.3") == 0.3
+    with pytest.raises(ValueError, match="appendix"):
+        resolve_lambda_q("optimal")
+    assert rollout_timesteps(95, 10) == [95, 86, 76, 66, 57, 48, 38, 28, 19, 10]  # even: all inside T_max
+    assert rollout_timesteps(95, 10, 50) == [95, 80, 60, 40, 20, 0]  # the 50-step grid has 5 steps below 95
+    (_, train) = documented("acpo-table2-train")
+    evaluator = Path(next(a for a in train if a.startswith("ipce:")).split(":", 1)[1])
+    evaluator.parent.mkdir(parents=True, exist_ok=True)
+    evaluator.write_bytes(b"")
+    dry = CliRunner().invoke(app, [*train[1:], "--lambda-q", "main-text", "--rollout-grid", "sampler-50",
+                                   "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    settings = json.loads(dry.output.strip().splitlines()[-1])
+    assert (settings["lambda_q"], settings["rollout_grid"]) == (1.0, "sampler-50")
 
 
 def test_presets_refuse_a_wrong_benchmark_and_missing_prompts(offline, monkeypatch):
@@ -200,5 +266,6 @@ def test_plain_preset_paper_picks_the_benchmarks_only_setting():
 
     fields, _ = paper_presets.apply("paper", "seed-consistency", {"prompts": "p.txt"})
     assert fields["seeds"] == list(range(100)) and fields["limit"] == 25
-    with pytest.raises(ValueError, match="paper:iqa-fig3a, paper:iqa-guidance, paper:acpo-table2"):
+    with pytest.raises(ValueError, match="paper:iqa-fig3a, paper:iqa-guidance, paper:acpo-table2, "
+                                         "paper:acpo-table2-parti, paper:acpo-table2-diffusiondb"):
         paper_presets.apply("paper", "relgain", {"prompts": "p.txt"})

@@ -19,15 +19,17 @@ from .config import (
     DEFAULT_LAYERS,
     IPCE_CLIP,
     IPCE_MOS_RANGE,
+    IPCE_PAPER_SCHEDULE,
     IPCE_PRETRAINED,
     PAPER_BASE,
-    PAPER_LAMBDA_Q,
     PAPER_LEARNING_RATE,
     PAPER_MAX_STEPS,
     PAPER_MSE_WINDOW,
+    PAPER_ROLLOUT_GRID,
     PAPER_ROLLOUT_STEPS,
     PAPER_T_MAX,
     PAPER_X0_MODE,
+    resolve_lambda_q,
 )
 
 
@@ -42,10 +44,15 @@ def train_acpo_cmd(
     max_steps: int = typer.Option(PAPER_MAX_STEPS, "--max-steps"),
     lr: float = typer.Option(PAPER_LEARNING_RATE, "--learning-rate"),
     t_max: int = typer.Option(PAPER_T_MAX, "--t-max", help="late window of the anchor and quality terms: t <= T_max"),
-    lambda_q: float = typer.Option(PAPER_LAMBDA_Q, "--lambda-q"),
+    lambda_q: str = typer.Option("appendix", "--lambda-q",
+                                 help="a number, or the paper's readings: appendix (0.1, the SD runs; default) or "
+                                      "main-text (1.0, 'optimal' for DDPM)"),
     lambda_anchor: float = typer.Option(1.0, "--lambda-anchor", help="paper silent; see docs/paper_settings.md"),
     x0_mode: str = typer.Option(PAPER_X0_MODE, "--x0-mode", help="rollout (paper, Table 8) or one-step"),
     rollout_steps: int = typer.Option(PAPER_ROLLOUT_STEPS, "--rollout-steps", help="K for --x0-mode rollout"),
+    rollout_grid: str = typer.Option(PAPER_ROLLOUT_GRID, "--rollout-grid",
+                                     help="reading of 'the last K steps': even (K steps evenly from t to 0; "
+                                          "default) or sampler-50 (the 50-step DDIM grid's last K)"),
     mse_window: str = typer.Option(PAPER_MSE_WINDOW, "--mse-window",
                                    help="all (denoising MSE over every timestep, the paper) or late (t <= T_max)"),
     lora_targets: str = typer.Option(ALL_LINEAR, "--lora-targets",
@@ -73,9 +80,9 @@ def train_acpo_cmd(
 
     runtime = Runtime(device="auto", dtype="fp32")
     config = AcpoConfig(output_dir=str(out), max_steps=max_steps, learning_rate=lr, t_max=t_max,
-                        lambda_q=lambda_q, lambda_anchor=lambda_anchor, x0_mode=x0_mode,
-                        rollout_steps=rollout_steps, mse_window=mse_window, lora_targets=lora_targets,
-                        rank=rank, batch_size=batch_size, mixed_precision=mixed_precision,
+                        lambda_q=resolve_lambda_q(lambda_q), lambda_anchor=lambda_anchor, x0_mode=x0_mode,
+                        rollout_steps=rollout_steps, rollout_grid=rollout_grid, mse_window=mse_window,
+                        lora_targets=lora_targets, rank=rank, batch_size=batch_size, mixed_precision=mixed_precision,
                         gradient_checkpointing=gradient_checkpointing, save_every=save_every, seed=seed,
                         base=base)
     kind, argument = check_evaluator(evaluator)  # unknown metric / missing file: one sentence, dry run too
@@ -109,8 +116,27 @@ def _range(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
+def ipce_stages(schedule: str, tables: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """(table, output folder) per stage: one stage, or the paper's three (the last one writes ``out``)."""
+    if schedule == "single":
+        if len(tables) != 1:
+            raise typer.BadParameter(f"--schedule single fits one --table, got {len(tables)}; use --schedule paper "
+                                     "for the staged pre-training")
+        return [(tables[0], out)]
+    if schedule != "paper":
+        raise typer.BadParameter(f"--schedule {schedule!r} is unknown: choose single or paper")
+    if len(tables) != len(IPCE_PAPER_SCHEDULE):
+        raise typer.BadParameter(f"--schedule paper has {len(IPCE_PAPER_SCHEDULE)} stages "
+                                 f"({', then '.join(IPCE_PAPER_SCHEDULE)}): give one --table each, in order")
+    return [(t, out if i == len(tables) - 1 else out / f"stage{i + 1}") for i, t in enumerate(tables)]
+
+
 def train_ipce_cmd(
-    table: Path = typer.Option(..., "--table", help="CSV/Parquet of rated images: path, prompt, score"),
+    table: list[Path] = typer.Option(..., "--table", help="CSV/Parquet of rated images: path, prompt, score "
+                                                          "(repeat it with --schedule paper: one per stage)"),
+    schedule: str = typer.Option("single", "--schedule",
+                                 help="single (one table) or paper: the ACPO paper's three-stage pre-training, "
+                                      "AGIQA-1K/3K then AIGCIQA2023 then AIGCQA-30K, one --table each, in order"),
     out: Path = typer.Option(..., "--out", help="output folder (ipce.safetensors, ipce_fit.json)"),
     clip: str = typer.Option(IPCE_CLIP, "--clip", help="open_clip model name (official IPCE: ViT-B/32)"),
     weights: str = typer.Option(IPCE_PRETRAINED, "--weights",
@@ -135,10 +161,16 @@ def train_ipce_cmd(
     from .ipce import train_ipce
     from .mos_table import read_mos_table
 
-    rows = read_mos_table(table, path_column, prompt_column, score_column)
-    path, fit = train_ipce(rows, out, clip=clip, weights=weights, layers=_int_list(layers),
-                           mos_range=_range(mos_range), epochs=epochs, lr=lr, val_fraction=val_fraction,
-                           batch_size=batch_size, seed=seed, device=Runtime(device=device).torch_device)
+    stages = ipce_stages(schedule, table, out)
+    path = None
+    for number, (stage_table, stage_out) in enumerate(stages, 1):
+        if len(stages) > 1:
+            typer.echo(f"stage {number}/{len(stages)} ({IPCE_PAPER_SCHEDULE[number - 1]}): {stage_table}")
+        rows = read_mos_table(stage_table, path_column, prompt_column, score_column)
+        path, fit = train_ipce(rows, stage_out, clip=clip, weights=weights, layers=_int_list(layers),
+                               mos_range=_range(mos_range), epochs=epochs, lr=lr, val_fraction=val_fraction,
+                               batch_size=batch_size, seed=seed, device=Runtime(device=device).torch_device,
+                               init_from=path)
     held_out = f"held-out SRCC {fit.srcc:.3f}, PLCC {fit.plcc:.3f}" if fit.srcc is not None else "no held-out split"
     typer.echo(f"fitted on {fit.n_train} images ({held_out}); use it as --evaluator ipce:{path}")
 

@@ -30,6 +30,33 @@ PAPER_MAX_STEPS = 1000
 PAPER_T_MAX = 100  # late window t <= T_max
 PAPER_LAMBDA_Q = 0.1  # SD ablations (the DDPM experiments use 1.0)
 
+# -- interpretations: where the paper gives two values or leaves a word open, each reading has a name -----------
+#: lambda_q: the appendix's hyper-parameter table gives 0.1 (the SD runs); the main text calls 1.0 "optimal" in its
+#: DDPM lambda_q sweep. ``--lambda-q appendix|main-text`` picks one by name; a number is taken as it is.
+LAMBDA_Q_SETTINGS = {"appendix": 0.1, "main-text": 1.0}
+#: Rollout K ("the last K steps", Table 8 picks 10): ``even`` = K deterministic DDIM steps evenly spaced from the
+#: drawn t down to 0 (every step stays inside the late window t <= T_max); ``sampler-50`` = the last K steps of
+#: the 50-step DDIM sampling grid (spacing 1000/50 = 20) at or below t, i.e. the steps sampling would take.
+ROLLOUT_GRIDS = {"even": None, "sampler-50": 50}
+PAPER_ROLLOUT_GRID = "even"  # interpretation: keeps all K steps below T_max = 100 (sampler-50 has only 5 there)
+#: IPCE stage 1, as the ACPO paper describes its evaluators' pre-training: three stages on AGIQA-1K/3K, then
+#: AIGCIQA2023, then AIGCQA-30K (``iqabench train ipce --schedule paper --table a.csv --table b.csv --table c.csv``
+#: fits the head on each table in turn, each stage starting from the last).
+IPCE_PAPER_SCHEDULE = ("AGIQA-1K + AGIQA-3K", "AIGCIQA2023", "AIGCQA-30K")
+
+
+def resolve_lambda_q(value: str | float) -> float:
+    """``appendix`` (0.1), ``main-text`` (1.0) or a number."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value in LAMBDA_Q_SETTINGS:
+        return LAMBDA_Q_SETTINGS[value]
+    try:
+        return float(value)
+    except ValueError:
+        raise UserInputError(f"--lambda-q {value!r}: give a number or one of the paper's readings "
+                         f"{', '.join(f'{k} ({v:g})' for k, v in LAMBDA_Q_SETTINGS.items())}") from None
+
 
 @dataclass
 class AcpoConfig:
@@ -50,6 +77,7 @@ class AcpoConfig:
     lambda_anchor: float = 1.0  # paper silent: 1 weighs the anchor like the MSE term it shares units with
     x0_mode: str = PAPER_X0_MODE
     rollout_steps: int = PAPER_ROLLOUT_STEPS
+    rollout_grid: str = PAPER_ROLLOUT_GRID  # interpretation of "the last K steps" (ROLLOUT_GRIDS)
     mse_window: str = PAPER_MSE_WINDOW
     lora_targets: tuple[str, ...] = field(default_factory=lambda: PAPER_LORA_TARGETS)
     batch_size: int = 1  # paper silent: the rollout keeps K+1 UNet graphs for backward, so memory grows with batch*K
@@ -65,6 +93,9 @@ class AcpoConfig:
     def __post_init__(self) -> None:
         if self.x0_mode not in X0_MODES:
             raise UserInputError(f"x0_mode {self.x0_mode!r} is unknown: choose 'one-step' or 'rollout'")
+        if self.rollout_grid not in ROLLOUT_GRIDS:
+            raise UserInputError(f"rollout_grid {self.rollout_grid!r} is unknown: choose "
+                                 f"{' or '.join(ROLLOUT_GRIDS)}")
         if self.mse_window not in MSE_WINDOWS:
             raise UserInputError(f"mse_window {self.mse_window!r} is unknown: choose 'all' (every timestep, the "
                                  "paper) or 'late' (t <= t_max only)")

@@ -133,14 +133,23 @@ def load_ipce(path: str | Path, device: str | torch.device = "cpu") -> IPCEEvalu
 def train_ipce(table: MosTable, out: str | Path, *, clip: str = IPCE_CLIP, weights: str | None = IPCE_PRETRAINED,
                layers: tuple[int, ...] = DEFAULT_LAYERS, mos_range: tuple[float, float] | None = IPCE_MOS_RANGE,
                epochs: int = 500, lr: float = 1e-2, val_fraction: float = 0.2, batch_size: int = 32, seed: int = 0,
-               device: str | torch.device = "cpu") -> tuple[Path, IpceFit]:
-    """Stage 1 end to end: load CLIP, extract features, fit the head, write ``out/ipce.safetensors``."""
+               device: str | torch.device = "cpu", init_from: str | Path | None = None) -> tuple[Path, IpceFit]:
+    """Stage 1 end to end: load CLIP, extract features, fit the head, write ``out/ipce.safetensors``.
+
+    ``init_from``: an earlier IPCE checkpoint whose head this fit starts from (the paper's staged pre-training:
+    AGIQA-1K/3K, then AIGCIQA2023, then AIGCQA-30K; the feature standardisation is recomputed per table).
+    """
     model, tokenizer = load_clip(clip, weights, device)
     if mos_range is None:
         mos_range = (float(table.scores.min()), float(table.scores.max()))
     if not mos_range[1] > mos_range[0]:
         raise UserInputError(f"the MOS range {mos_range} is empty: are all scores equal?")
     evaluator = IPCEEvaluator(model, tokenizer, layers=layers, mos_range=mos_range)
+    if init_from is not None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(init_from))
+        evaluator.head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
     features = extract_features(evaluator, table, batch_size)
     fit = fit_head(evaluator, features, table.scores, epochs=epochs, lr=lr, val_fraction=val_fraction, seed=seed)
     path = save_ipce(evaluator, Path(out) / "ipce.safetensors", clip, weights,

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import AcpoConfig
+from .config import ROLLOUT_GRIDS, AcpoConfig
 from .lora import adapters_disabled
 from .rollout import estimate_x0
 
@@ -118,7 +118,7 @@ def step_losses(pipe: Any, unet: Any, evaluator: Evaluator, batch: Mapping[str, 
         mse = F.mse_loss(pred, _target(scheduler, latents, noise, t).float())
     anchor = F.mse_loss(pred, frozen)
     x0 = estimate_x0(config.x0_mode, scheduler, lambda x, tt: context(unet, x, tt), x_t, t, pred,
-                     config.rollout_steps)
+                     config.rollout_steps, ROLLOUT_GRIDS[config.rollout_grid])
     quality = evaluator(decode(pipe, x0), list(batch["caption"]))
     q_loss = (1 - quality).mean()
     total = mse + config.lambda_anchor * anchor + config.lambda_q * q_loss

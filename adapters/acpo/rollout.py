@@ -34,14 +34,21 @@ def eps_and_x0(pred: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor, predicti
     return eps, x0
 
 
-def rollout_timesteps(t0: int, k: int) -> list[int]:
-    """The last ``k`` sampling steps from t0 down to 0, evenly spaced, distinct, all <= t0."""
-    points = torch.linspace(t0, 0, k + 1).round().long().tolist()[:-1]
-    return sorted(set(points), reverse=True)
+def rollout_timesteps(t0: int, k: int, sampler_steps: int | None = None, train_steps: int = 1000) -> list[int]:
+    """The last ``k`` sampling steps from t0 down to 0, distinct, all <= t0: evenly spaced (``sampler_steps``
+    None), or t0 then the ``sampler_steps``-step DDIM grid's timesteps below it (spacing train_steps //
+    sampler_steps), the first ``k`` of them."""
+    if sampler_steps is None:
+        points = torch.linspace(t0, 0, k + 1).round().long().tolist()[:-1]
+        return sorted(set(points), reverse=True)
+    spacing = max(1, train_steps // sampler_steps)
+    grid = [t for t in range(0, train_steps, spacing) if t < t0]
+    return [t0, *sorted(grid, reverse=True)][:k]
 
 
 def estimate_x0(mode: str, scheduler: Any, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor, steps: int) -> torch.Tensor:
+                x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor, steps: int,
+                sampler_steps: int | None = None) -> torch.Tensor:
     """x0_hat for ``mode``; ``pred`` is the LoRA output at (x_t, t), reused as the rollout's first step.
 
     ``predict(x, t)`` runs the LoRA UNet (with the batch's conditioning). Rollout needs one shared start t per
@@ -51,7 +58,8 @@ def estimate_x0(mode: str, scheduler: Any, predict: Callable[[torch.Tensor, torc
     _, x0 = eps_and_x0(pred, x_t, alpha_bar(scheduler, t, x_t), prediction)
     if mode == "one-step":
         return x0
-    times = rollout_timesteps(int(t[0]), steps)  # times[0] == t: x_t and pred are step 0
+    times = rollout_timesteps(int(t[0]), steps, sampler_steps,  # times[0] == t: x_t and pred are step 0
+                              int(scheduler.config.num_train_timesteps))
     x = x_t
     for i, now in enumerate(times):
         t_now = torch.full_like(t, now)

@@ -9,7 +9,13 @@ FID against the full reference and each top-k% subset, Inception Score, KID,
 and CLIP-T / CLIP-I through open_clip.
 
 Options (``--option key=value``): ``reference`` (required: image folder or
-CSV/TSV/JSONL of caption,image pairs), ``topk`` (percents, ``25,10``), ``weights``
+CSV/TSV/JSONL of caption,image pairs: the captions generated from and the CLIP-I
+partners), ``reference_stats`` (a torch-fidelity / clean-fid ``.npz`` of mu/sigma:
+the "FID" column is against it, e.g. the full COCO train set; see ``stats``),
+``topk_reference`` (folder or CSV of any size ranked for the top-k subsets and
+the FID reference when no statistics are given; default ``reference``; not cut by
+``--limit``), ``allow_small_topk`` (run a top-k subset smaller than the 2048
+Inception features anyway), ``topk`` (percents, ``25,10``), ``weights``
 (pretrained | random: random Inception and CLIP for a weights-free smoke run),
 ``inception_weights`` (path), ``clip_arch`` (ViT-L-14), ``clip_pretrained``
 (openai), ``clip_weights`` (path), ``isc_splits`` (10), ``kid_subsets`` (100),
@@ -18,6 +24,7 @@ CSV/TSV/JSONL of caption,image pairs), ``topk`` (percents, ``25,10``), ``weights
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -31,8 +38,9 @@ from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
 
 from ..geneval.clip import RANDOM
-from .features import InceptionFeatures, fid, inception_score, kid, split
-from .references import REFERENCE_GENERATOR, load_reference, reference_item
+from .features import InceptionFeatures, fid, inception_identity, inception_score, kid, split
+from .references import REFERENCE_GENERATOR, TOPK_PREFIX, load_reference, reference_item
+from .stats import FEATURE_DIM, check_compatible, fid_against, load_statistics
 from .topk import mean_z_scores, top_fraction
 
 SMOKE_NOTE = ("WEIGHTS-FREE SMOKE RUN: Inception and CLIP have random weights (--option weights=random). Every "
@@ -55,6 +63,9 @@ def options(spec: RunSpec) -> dict[str, Any]:
             raise UserInputError(f"--option topk percents must be in (0, 100], got {p:g}")
     return {
         "reference": str(o["reference"]), "topk": topk, "weights": weights,
+        "reference_stats": str(o["reference_stats"]) if o.get("reference_stats") else None,
+        "topk_reference": str(o.get("topk_reference") or o["reference"]),
+        "allow_small_topk": _flag(o.get("allow_small_topk", False)),
         "inception_weights": RANDOM if weights == RANDOM else str(o.get("inception_weights", "pretrained")),
         "clip_arch": str(o.get("clip_arch", "ViT-L-14")), "clip_pretrained": str(o.get("clip_pretrained", "openai")),
         "clip_weights": RANDOM if weights == RANDOM else str(o.get("clip_weights", "pretrained")),
@@ -63,11 +74,36 @@ def options(spec: RunSpec) -> dict[str, Any]:
     }
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise UserInputError(f"--option allow_small_topk={value} is not understood; use true or false")
+
+
+def check_topk_sizes(n_ranked: int, topk: list[float], allowed: bool) -> None:
+    """Refuse, before any work, a top-k subset with fewer images than Inception features (unless allowed)."""
+    for p in topk:
+        size = min(n_ranked, max(2, math.ceil(n_ranked * p / 100)))
+        if size < FEATURE_DIM and not allowed:
+            raise UserInputError(
+                f"the top-{p:g}% subset of {n_ranked} ranked reference images holds {size} images, fewer than the "
+                f"{FEATURE_DIM} Inception features, so its covariance is singular and its FID biased: rank a larger "
+                "set with --option topk_reference=<folder or CSV> (Table 5 ranks the COCO training set) or pass "
+                "--option allow_small_topk=true to run it anyway")
+
+
 @register_benchmark("fid-topk", description="FID vs real images and their top-k% IQA subsets, IS, KID, CLIP-T/I "
                                             "(paper Table 5)")
 class FidTopK(BaseBenchmark):
     options = {
         "reference": "real images: a folder or a CSV/JSONL of caption,image pairs (required)",
+        "reference_stats": "precomputed Inception statistics (.npz with mu, sigma) for the FID column",
+        "topk_reference": "images ranked for the top-k subsets (any size; default: reference)",
+        "allow_small_topk": "true: run top-k subsets smaller than 2048 images (biased FID)",
         "topk": "top-k percents of the reference by IQA (default 25,10)",
         "weights": "pretrained or random",
         "inception_weights": "Inception weights file",
@@ -89,7 +125,14 @@ class FidTopK(BaseBenchmark):
     def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
         opts = options(spec)
         pairs = load_reference(opts["reference"], spec.limit)
+        ranked = pairs if opts["topk_reference"] == opts["reference"] else load_reference(opts["topk_reference"])
+        check_topk_sizes(len(ranked), opts["topk"], opts["allow_small_topk"])
+        if opts["reference_stats"]:  # a bad or mismatched file fails now, before generation
+            check_compatible(load_statistics(opts["reference_stats"]), *inception_identity(opts["inception_weights"]))
         plan = [PlannedItem(REFERENCE_GENERATOR, reference_item(i, p)) for i, p in enumerate(pairs)]
+        if ranked is not pairs:
+            plan += [PlannedItem(REFERENCE_GENERATOR, reference_item(i, p, prefix=TOPK_PREFIX))
+                     for i, p in enumerate(ranked)]
         prompts = self._prompts(spec, pairs)
         for g in generators.canonical_list(spec.generators):
             if g == REFERENCE_GENERATOR:
@@ -107,8 +150,8 @@ class FidTopK(BaseBenchmark):
         everything = super().metrics_for(spec, plan)  # validates: NR metrics only
         if not everything:
             raise UserInputError("fid-topk ranks reference images by IQA score: pass --metrics (e.g. piqe,entropy)")
-        refs = [i for i, p in enumerate(plan) if p.generator == REFERENCE_GENERATOR]
-        return {m: refs for m in everything}
+        ranked = _ranked_items(plan)
+        return {m: [i for i, _ in ranked] for m in everything}
 
     def analyze(self, ctx: AnalysisContext) -> Result:
         spec = ctx.spec
@@ -116,16 +159,22 @@ class FidTopK(BaseBenchmark):
         device = ctx.runtime.device
         present = [(p, k) for p, k in zip(ctx.plan, ctx.image_keys, strict=True) if ctx.store.has_image(k)]
         missing = len(ctx.plan) - len(present)
-        ref = [(p, k) for p, k in present if p.generator == REFERENCE_GENERATOR]
+        ref = [(p, k) for p, k in present if p.generator == REFERENCE_GENERATOR
+               and not p.item.prompt_id.startswith(TOPK_PREFIX)]
+        ranked_keys = [k for _, (p, k) in _ranked_items(present, key=lambda x: x[0])]
         generators = [g for g in dict.fromkeys(p.generator for p in ctx.plan) if g != REFERENCE_GENERATOR]
         inception = InceptionFeatures(opts["inception_weights"], device, policy=ctx.runtime.batch)
         feats = inception.features(ctx.store, [k for _, k in present])
         ref_keys = [k for _, k in ref]
         metrics = list(ctx.metric_fingerprints)
         scores = {m: ctx.scores(m) for m in metrics}
-        ranking = mean_z_scores(scores, {m: metric_info(m).lower_better for m in metrics}, ref_keys)
+        ranking = mean_z_scores(scores, {m: metric_info(m).lower_better for m in metrics}, ranked_keys)
         subsets = {p: top_fraction(ranking, p) for p in opts["topk"]}
-        ref_pool, _ = split(np.stack([feats[k] for k in ref_keys]))
+        ref_pool, _ = split(np.stack([feats[k] for k in ranked_keys]))  # KID, and FID without statistics
+        stats = None
+        if opts["reference_stats"]:
+            stats = load_statistics(opts["reference_stats"])
+            check_compatible(stats, inception.fingerprint, inception.weights_sha256)
         sub_pools = {p: split(np.stack([feats[k] for k in keys]))[0] for p, keys in subsets.items()}
 
         clip = _clip(opts, device)
@@ -141,7 +190,7 @@ class FidTopK(BaseBenchmark):
                 continue
             keys = [k for _, k in mine]
             pool, logits = split(np.stack([feats[k] for k in keys]))
-            row: dict[str, Any] = {"generator": g, "FID": fid(pool, ref_pool)}
+            row: dict[str, Any] = {"generator": g, "FID": fid_against(pool, stats) if stats else fid(pool, ref_pool)}
             for p, sub in sub_pools.items():
                 row[f"FID top-{p:g}%"] = fid(pool, sub)
             row["IS"], row["IS_std"] = inception_score(logits, opts["isc_splits"])
@@ -157,19 +206,23 @@ class FidTopK(BaseBenchmark):
                 row["CLIP-I"] = float((100 * (img_emb[[i for i, _ in pairs]] * ref_stack).sum(dim=1)).mean())
             row["n_images"] = len(mine)
             rows.append(row)
-        return self._result(ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip)
+        ranked = [(p, k) for p, k in present if k in ranking]
+        return self._result(ctx, opts, rows, generators, ranking, subsets, ranked, missing, inception, clip, stats)
 
-    def _result(self, ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip) -> Result:
+    def _result(self, ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip,
+                stats) -> Result:
         smoke = opts["weights"] == RANDOM
         notes = [SMOKE_NOTE] if smoke else []
+        full = (f"the reference statistics {stats.path} ({stats.num_features or 'an unstated number of'} images)"
+                if stats else f"{len(ranking)} reference images")
         notes.append(
-            f"FID against {len(ranking)} reference images and their top-k% subsets "
+            f"FID against {full}; FID top-k% against the top-k% of {len(ranking)} ranked reference images: "
             + ", ".join(f"top-{p:g}% = {len(s)} images" for p, s in subsets.items())
             + f" ranked by the mean z-score of {', '.join(ctx.metric_fingerprints)} (sign flipped where lower is "
             "better). FID, IS and KID: torch-fidelity's Inception features and functions. CLIP-T = 100 x cosine "
             "(image, caption); CLIP-I = 100 x cosine (generated, real image of the same caption); open_clip "
             f"{clip.fingerprint}.")
-        if len(ranking) < 2048:
+        if len(ranking) < FEATURE_DIM and not stats:
             notes.append(f"Only {len(ranking)} reference images: with fewer than 2048 the 2048-d covariance is "
                          "singular and FID is strongly biased upwards; compare numbers only at equal set sizes "
                          "(the paper uses 10,000 MS-COCO pairs).")
@@ -196,11 +249,21 @@ class FidTopK(BaseBenchmark):
                                    if p.generator in generators and ctx.store.has_image(k)]
         result.summary = {
             "generators": generators, "smoke_run": smoke, "n_reference": len(ranking),
+            "reference_stats": {"path": stats.path, "num_features": stats.num_features,
+                                "inception_sha256": stats.inception_sha256} if stats else None,
             "topk_sizes": {f"{p:g}": len(s) for p, s in subsets.items()},
             "features_extracted": inception.n_extracted, "inception": inception.fingerprint, "clip": clip.fingerprint,
             "fid": {r["generator"]: r.get("FID") for r in rows},
         }
         return result
+
+
+def _ranked_items(items: list, key=lambda p: p) -> list:
+    """(index, item) of the reference images ranked for the top-k subsets: the ``topk_reference`` images when the
+    run has them (their prompt ids start with ``topk:``), else the ``reference`` images."""
+    refs = [(i, x) for i, x in enumerate(items) if key(x).generator == REFERENCE_GENERATOR]
+    topk = [(i, x) for i, x in refs if key(x).item.prompt_id.startswith(TOPK_PREFIX)]
+    return topk or refs
 
 
 def best_and_worst(rank: list[str], ranking: dict[str, float], by_key: dict[str, Any]) -> list[ImageRef]:

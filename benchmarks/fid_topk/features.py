@@ -81,6 +81,36 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_tensors(path)  # safetensors or a plain-tensor file; anything else refused in one sentence
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a weights file (torch hub names torch-fidelity's file after its first 8 hex digits)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _weights_path(weights: str) -> Path:
+    path = default_inception_path() if weights == "pretrained" else Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"Inception weights {path.name} not found at {path}; download torch-fidelity's "
+            f"{INCEPTION_FILE} on a connected machine into {path.parent}, or pass "
+            "--option inception_weights=PATH, or --option weights=random for a weights-free smoke run")
+    return path
+
+
+def inception_identity(weights: str = "pretrained", seed: int = 0) -> tuple[str, str]:
+    """(extractor fingerprint, SHA-256 of the weights file or "" for random weights), without loading the network:
+    what reference statistics record and what a run checks them against before generating."""
+    if weights == RANDOM:
+        return f"torch-fidelity-inception-v3/random-seed={seed}", ""
+    path = _weights_path(weights)
+    return f"torch-fidelity-inception-v3/{path.name}", file_sha256(path)
+
+
 class InceptionFeatures:
     """Extracts and caches torch-fidelity Inception features for Store images."""
 
@@ -90,18 +120,8 @@ class InceptionFeatures:
         #: the run's batch policy (``--batch-size``, ``auto``, out-of-memory back-off); else a fixed ``batch_size``
         self.policy = policy if policy is not None else BatchPolicy(batch_size)
         self.random = weights == RANDOM
-        if self.random:
-            self.fingerprint = f"torch-fidelity-inception-v3/random-seed={seed}"
-            state = None
-        else:
-            path = default_inception_path() if weights == "pretrained" else Path(weights).expanduser()
-            if not path.is_file():
-                raise WeightsUnavailableError(
-                    f"Inception weights {path.name} not found at {path}; download torch-fidelity's "
-                    f"{INCEPTION_FILE} on a connected machine into {path.parent}, or pass "
-                    "--option inception_weights=PATH, or --option weights=random for a weights-free smoke run")
-            state = _read_weights(path)
-            self.fingerprint = f"torch-fidelity-inception-v3/{path.name}"
+        self.fingerprint, self.weights_sha256 = inception_identity(weights, seed)
+        state = None if self.random else _read_weights(_weights_path(weights))
         self._state, self._seed = state, seed
         self._model = None
         self.n_extracted = 0  # images run through the network (cache misses), for the cache benchmark

@@ -26,6 +26,8 @@ from iqabench.generators import WorkItem, register_generator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 REFERENCE_GENERATOR = "fid-reference"
+#: prompt-id prefix of the images ranked for the top-k subsets when they are not the ``reference`` images
+TOPK_PREFIX = "topk:"
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,12 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     raise UserInputError(f"reference file {path} must be .csv, .tsv or .jsonl (or pass an image folder)")
 
 
-def reference_item(index: int, pair: ReferencePair) -> WorkItem:
+def reference_item(index: int, pair: ReferencePair, prefix: str = "reference:") -> WorkItem:
     """The work item whose 'generation' reads this reference image; its key changes when the file does."""
     stat = pair.image.stat()
     params = {"image": str(pair.image), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
               "captioned": pair.caption is not None}
-    return WorkItem(f"reference:{index}", pair.caption or pair.image.name, 0, params)
+    return WorkItem(f"{prefix}{index}", pair.caption or pair.image.name, 0, params)
 
 
 class ReferenceImages:
@@ -95,7 +97,7 @@ class ReferenceImages:
         out = []
         for item in items:
             if "image" not in item.params:
-                raise ValueError(f"{REFERENCE_GENERATOR} items carry the image path in params['image']")
+                raise UserInputError(f"{REFERENCE_GENERATOR} items carry the image path in params['image']")
             with Image.open(item.params["image"]) as image:
                 out.append(image.convert("RGB"))
         return out

@@ -33,5 +33,9 @@ def geneval_summary_command(
 
 
 def mount(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    """Entry point of the ``iqabench.cli`` group: adds ``geneval-summary``."""
+    """Entry point of the ``iqabench.cli`` group: adds ``geneval-summary`` and, for the FID half of the GenEval / FID
+    benchmarks (docs/geneval_fid.md), ``fid-stats build``."""
+    from ..fid_topk.cli import mount as mount_fid_stats
+
     app.command("geneval-summary")(geneval_summary_command)
+    mount_fid_stats(app, groups)

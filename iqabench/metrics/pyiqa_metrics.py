@@ -27,8 +27,8 @@ _NON_DIFFERENTIABLE = {"piqe", "entropy", "niqe", "brisque", "ilniqe", "nrqm", "
 
 #: The input side each model was trained at or resizes to itself, where one is documented (guidance's
 #: ``metric_size=native``): topiq_nr, pyiqa's options/train/TOPIQ/train_TOPIQ_res50_koniq.yml (random 384 px
-#: crops of KonIQ at 512x384; the ResNet-50 variant runs at any size at test time); hyperiqa, its arch resizes
-#: every input to 224x224; laion_aes, OpenAI CLIP ViT-L/14 preprocessing (shorter side 224, centre crop).
+#: crops of KonIQ at 512x384; the ResNet-50 variant runs at any size at test time); hyperiqa, its arch averages
+#: 25 uniform 224-px crops at test time; laion_aes, OpenAI CLIP ViT-L/14 preprocessing (shorter side 224, centre crop).
 NATIVE_SIDES = {"topiq_nr": 384, "hyperiqa": 224, "laion_aes": 224}
 
 

@@ -29,18 +29,20 @@ def register_metric(
     weights: Callable[[], tuple[bool, str]] | None = None,
     overwrite: bool = False,
     native_side: int | None = None,
+    prompt_aware: bool = False,
 ):
     """Register a user IQA model: decorate ``factory(device) -> nn.Module`` mapping [N,3,H,W] in [0,1] to [N].
 
     ``version`` goes into the score-cache key: change it when the model's weights change. ``native_side``:
     the image side the model was trained at, if any (what guidance's ``metric_size=native`` resizes to).
+    ``prompt_aware``: the factory's module is ``module(images, prompts) -> [N]`` and gets each image's prompt.
     """
     if mode not in ("NR", "FR"):
         raise ValueError(f"metric mode must be 'NR' or 'FR', not {mode!r}")
 
     def decorator(factory: Callable[[torch.device], nn.Module]):
         info = MetricInfo(name, mode, bool(lower_better), score_range, bool(differentiable), "user",
-                          native_side)
+                          native_side, bool(prompt_aware))
         doc = description or (factory.__doc__ or "").strip().split("\n")[0] or "user-registered metric"
         METRICS.add(Entry(name, factory, doc, weights, {"info": info, "version": version}), overwrite=overwrite)
         return factory
@@ -54,12 +56,29 @@ def offline_mode() -> bool:
     return any(flag in ("1", "true", "yes") for flag in flags)
 
 
+#: Parameterised metric names: prefix -> the module whose ``register_family_metric(name)`` registers such a name on
+#: first use. Imported by name, as the registries import their built-in plugin modules (the core imports no
+#: plugin package); plugins may add their own prefix.
+METRIC_FAMILIES: dict[str, str] = {"ipce:": "iqabench.adapters.acpo.metric"}
+
+
+def resolve_metric(name: str) -> None:
+    """Register a parameterised metric name (``ipce:<checkpoint>``) on first use; other names are untouched."""
+    import importlib
+
+    for prefix, module in METRIC_FAMILIES.items():
+        if name.startswith(prefix) and name not in METRICS._entries:
+            importlib.import_module(module).register_family_metric(name)
+
+
 def metric_info(name: str) -> MetricInfo:
+    resolve_metric(name)
     return METRICS.get(name).extra["info"]
 
 
 def metric_fingerprint(name: str) -> str:
     """The fingerprint ``build_metric(name).fingerprint()`` will have, without building the model."""
+    resolve_metric(name)
     entry = METRICS.get(name)
     return fingerprint(entry.extra["info"], str(entry.extra.get("version", "")))
 
@@ -75,10 +94,9 @@ def check_available(name: str, *, trust_hub_code: bool = False) -> None:
         refused = pyiqa_refusal(name)
         if refused:  # a planted file: refused before pyiqa reads anything
             raise MetricUnavailableError(f"metric {name!r} was not built: {refused}")
-    if info.source == "pyiqa" and offline_mode():
-        from .pyiqa_weights import pyiqa_weights_status
-
-        present, detail = pyiqa_weights_status(name)
+    if offline_mode():
+        entry = METRICS.get(name)
+        present, detail = entry.weights() if entry.weights is not None else (None, "")
         if present is False:
             raise MetricUnavailableError(
                 f"metric {name!r} cannot be built offline (HF_HUB_OFFLINE/IQABENCH_OFFLINE): {detail}, "
@@ -110,6 +128,7 @@ def build_metric(name: str, runtime: Runtime | None = None, *, as_loss: bool = F
 
 def _build(name: str, runtime: Runtime | None, as_loss: bool) -> Metric:
     runtime = runtime or Runtime()
+    resolve_metric(name)
     entry = METRICS.get(name)
     info: MetricInfo = entry.extra["info"]
     device = runtime.torch_device
@@ -132,6 +151,7 @@ def parse_metric_list(text: str | list[str]) -> list[str]:
     if not names:
         raise UserInputError("no metrics given: pass e.g. --metrics piqe,entropy")
     for name in names:
+        resolve_metric(name)
         METRICS.get(name)  # raises UnknownNameError with suggestions
     return list(dict.fromkeys(names))
 

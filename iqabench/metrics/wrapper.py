@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,6 +54,10 @@ class MetricInfo:
     #: None when it has none; guidance's ``metric_size=native`` resizes to it. Not in the fingerprint: it
     #: describes the model, it does not change its scores.
     native_side: int | None = None
+    #: Scores an image against its prompt (PickScore, CLIPScore, IPCE): the module is called as
+    #: ``module(images, prompts)`` and the scorer passes each image's generation prompt. Not in the fingerprint
+    #: (the image key already holds the prompt).
+    prompt_aware: bool = False
 
 
 def fingerprint(info: MetricInfo, version: str) -> str:
@@ -82,9 +87,16 @@ class Metric:
     def fingerprint(self) -> str:
         return fingerprint(self.info, self._version)
 
-    def _forward(self, images: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+    def _forward(self, images: torch.Tensor, refs: torch.Tensor | None,
+                 prompts: Sequence[str] | None = None) -> torch.Tensor:
         images = images.to(self.device, torch.float32)
-        if self.mode == "FR":
+        if self.info.prompt_aware:
+            if prompts is None or len(prompts) != len(images):
+                raise MetricUnavailableError(f"metric {self.name!r} scores an image against its prompt, and this "
+                                             "use of it passes no prompt per image; use it in relgain, scores or "
+                                             "a sweep (they pass each image's prompt)")
+            out = self.module(images, list(prompts))
+        elif self.mode == "FR":
             if refs is None:
                 raise ValueError(f"metric {self.name!r} is full-reference: pass reference images")
             out = self.module(images, refs.to(self.device, torch.float32))
@@ -95,9 +107,12 @@ class Metric:
         return one_score_per_image(self.name, out, images.shape[0])
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, refs: torch.Tensor | None = None) -> torch.Tensor:
+    def score(self, images: torch.Tensor, refs: torch.Tensor | None = None,
+              prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """[N] scores; ``prompts`` (one per image) are required by prompt-aware metrics and ignored by others."""
         step = _MAX_BATCH.get(self.name, len(images)) or 1
-        parts = [self._forward(images[i : i + step], None if refs is None else refs[i : i + step])
+        parts = [self._forward(images[i : i + step], None if refs is None else refs[i : i + step],
+                               None if prompts is None else list(prompts)[i : i + step])
                  for i in range(0, len(images), step)]
         return torch.cat(parts).detach().float().cpu()
 

@@ -20,7 +20,8 @@ Parts (``parts=``): ``hf`` (diffusers pipelines of the presets), ``clip``
 (open_clip ViT-L-14/openai; ``clip:ViT-B-32`` for the IPCE evaluator's),
 ``torch`` (torch-fidelity Inception, torchvision Mask R-CNN), ``tiny-decoders`` (TAESD / TAESDXL for
 guidance's ``decoder=tiny``, with a planted pickled ``.bin`` beside the safetensors), ``adapters``
-(IQA-Adapter presets), and ``pyiqa`` (metric weights and their backbones;
+(IQA-Adapter presets), ``preference`` (PickScore, CLIPScore, HPSv2 hub repositories),
+and ``pyiqa`` (metric weights and their backbones;
 ``pyiqa:<metric>`` for one metric; see ``pyiqa_cache``).
 """
 
@@ -108,6 +109,12 @@ def _adapters(root: Path, env: dict[str, str]) -> object:
     return write_adapter_dir(Path(env["IQABENCH_ADAPTER_DIR"]))
 
 
+def _preference(root: Path, env: dict[str, str]) -> object:
+    from .preference_cache import write_preference_cache
+
+    return write_preference_cache(Path(env["HF_HUB_CACHE"]))
+
+
 def _pyiqa(root: Path, env: dict[str, str], metric: str | None = None) -> object:
     from .pyiqa_cache import PYIQA_METRICS, write_pyiqa_mirror
 
@@ -123,6 +130,7 @@ WRITERS: dict[str, Callable[..., object]] = {
     "tiny-decoders": _tiny_decoders,
     "adapters": _adapters,
     "pyiqa": _pyiqa,
+    "preference": _preference,
 }
 
 

@@ -1,0 +1,149 @@
+"""Issue 28: text-image preference metrics (PickScore, CLIPScore, HPSv2) from the hub mirror's weights, equal to their
+reference formulas computed with transformers' ``CLIPModel`` directly, and the prompt-aware protocol that hands
+each image its own prompt in relgain (and scores / sweeps, which share the scorer)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in a subprocess: huggingface_hub and transformers freeze the cache path at import (see tests/hub_mirror).
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    import numpy as np, torch
+    from PIL import Image
+    from transformers import AutoProcessor, CLIPModel
+
+    from iqabench.metrics import build_metric, metric_info
+    from iqabench.api import run
+    from iqabench.specs import RunSpec
+    from iqabench.store import Store
+
+    def reference(model_repo, processor_repo, image, prompt, kind):
+        """The papers' formulas, straight from transformers (the PickScore model card's code; Hessel et al.'s
+        CLIP-S = 2.5 max(cos, 0) with the 'A photo depicts ' prefix; torchmetrics' 100 max(cos, 0))."""
+        model = CLIPModel.from_pretrained(model_repo).eval()
+        processor = AutoProcessor.from_pretrained(processor_repo)
+        text = {"clipscore": "A photo depicts " + prompt}.get(kind, prompt)
+        with torch.no_grad():  # CLIPModel's own forward: logits_per_image = logit_scale.exp() * cos
+            inputs = processor(text=[text], images=[image], padding=True, truncation=True, max_length=77,
+                               return_tensors="pt")
+            logits = model(**inputs).logits_per_image[0, 0]
+            cos = logits / model.logit_scale.exp()
+        if kind == "pickscore":
+            return float(logits)
+        return float({"clipscore": 2.5, "clipscore_100": 100.0}[kind] * max(float(cos), 0.0))
+
+    repos = {"pickscore": ("yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+             "clipscore": ("openai/clip-vit-base-patch32",) * 2,
+             "clipscore_100": ("openai/clip-vit-large-patch14",) * 2,
+             "hpsv2": ("HPS_v2_compressed.pt", None), "hpsv2.1": ("HPS_v2.1_compressed.pt", None)}
+    def hps_reference(filename, image, prompt):
+        """hpsv2.score's formula with open_clip directly: diag(normalised image @ normalised text features)."""
+        import open_clip
+        from huggingface_hub import hf_hub_download
+        model = open_clip.create_model("ViT-H-14", pretrained=None)
+        state = torch.load(hf_hub_download("xswu/HPSv2", filename), map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        model.eval()
+        preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+        with torch.no_grad():
+            image_features = model.encode_image(preprocess(image)[None])
+            text_features = model.encode_text(open_clip.get_tokenizer("ViT-H-14")([prompt]))
+            image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+            text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+            return float((image_features @ text_features.T)[0, 0])
+
+    sys.path.insert(0, "tests")
+    from hub_mirror.preference_cache import use_tiny_vit_h14
+    use_tiny_vit_h14()
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    batch = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
+    out = {}
+    for name, (model_repo, processor_repo) in repos.items():
+        metric = build_metric(name)
+        info = metric_info(name)
+        mine = float(metric.score(batch, prompts=["a red bicycle leaning on a wall"])[0])
+        expected = (hps_reference(model_repo, image, "a red bicycle leaning on a wall") if name.startswith("hps")
+                    else reference(model_repo, processor_repo, image, "a red bicycle leaning on a wall", name))
+        out[name] = {"mine": mine, "reference": expected,
+                     "lower_better": info.lower_better, "prompt_aware": info.prompt_aware,
+                     "fingerprint": metric.fingerprint()}
+        try:
+            metric.score(batch)
+        except Exception as exc:
+            out[name]["without_prompt"] = str(exc)
+
+    # the prompt reaches the metric inside a run: each stored score equals the formula on that image's prompt
+    outcome = run(RunSpec("relgain", ["tiny-sd"], metrics=["pickscore"], prompts="smoke", limit=2),
+                  out=sys.argv[1], report=False)
+    store = Store(sys.argv[1])
+    from iqabench.runner import Runner
+    runner = Runner(RunSpec("relgain", ["tiny-sd"], metrics=["pickscore"], prompts="smoke", limit=2), sys.argv[1])
+    pairs = []
+    for planned, key in zip(runner.plan, runner.image_keys):
+        stored = store.get_scores([key], "pickscore", runner.metric_fps["pickscore"])[key]
+        pairs.append((stored, reference(*repos["pickscore"], store.load_image(key), planned.item.prompt,
+                                        "pickscore"), planned.item.prompt))
+    out["run"] = {"complete": outcome.complete, "pairs": pairs}
+    print(json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def measured(hub_mirror, tmp_path_factory):
+    hub_mirror.ensure("preference")
+    store = tmp_path_factory.mktemp("pref-store")
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(store)], env=hub_mirror.environ(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["pickscore", "clipscore", "clipscore_100", "hpsv2", "hpsv2.1"])
+def test_preference_metric_equals_its_reference_formula_on_the_mirror_weights(measured, name):
+    row = measured[name]
+    assert row["mine"] == pytest.approx(row["reference"], rel=1e-5, abs=1e-6)
+    assert row["lower_better"] is False and row["prompt_aware"] is True
+    assert "passes no prompt" in row["without_prompt"]
+
+
+def test_clipscore_conventions_differ_by_their_published_weights(measured):
+    # CLIP-S is bounded by 2.5 (Hessel et al.); torchmetrics' convention by 100
+    assert 0 <= measured["clipscore"]["mine"] <= 2.5
+    assert 0 <= measured["clipscore_100"]["mine"] <= 100
+    assert len({measured[n]["fingerprint"] for n in ("pickscore", "clipscore", "clipscore_100", "hpsv2")}) == 4
+    assert measured["hpsv2"]["mine"] != measured["hpsv2.1"]["mine"]  # two releases, two weights files
+
+
+def test_each_image_in_a_run_is_scored_against_its_own_prompt(measured):
+    run = measured["run"]
+    assert run["complete"]
+    prompts = {p for _, _, p in run["pairs"]}
+    assert len(prompts) == 2  # two prompts, each with the base and its baseline image
+    for stored, expected, _ in run["pairs"]:
+        assert stored == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_missing_preference_weights_are_named_before_any_work_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from iqabench.metrics import MetricUnavailableError, check_available, preference_weight_files
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    files = preference_weight_files("pickscore")  # what `iqabench fetch` / `list metrics` read
+    assert [f.path.name for f in files] == ["config.json", "model.safetensors", "config.json",
+                                            "preprocessor_config.json", "tokenizer_config.json", "tokenizer.json"]
+    assert "yuvalkirstain/PickScore_v1" in files[0].what and "laion/CLIP-ViT-H-14" in files[2].what
+    with pytest.raises(MetricUnavailableError, match=r"'pickscore' cannot be built offline.*PickScore_v1.*"
+                                                     r"model\.safetensors is not in"):
+        check_available("pickscore")
+    assert [f.path.name for f in preference_weight_files("hpsv2")] == ["HPS_v2_compressed.pt"]
