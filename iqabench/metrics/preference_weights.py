@@ -56,8 +56,8 @@ def hub_file(repo_id: str, filename: str) -> WeightFile:
         bin_file = cached("pytorch_model.bin")
         alternatives = (bin_file,) if bin_file else ()
     return HubFile(path, f"Hugging Face {repo_id}",
-                      f"run `hf download {repo_id} {filename}` on a connected machine and copy the hub cache",
-                      alternatives)
+                   f"run `iqabench fetch` (or `hf download {repo_id} {filename}`) on a connected machine and copy "
+                   "the hub cache", alternatives, kind="hub-file", source=repo_id)
 
 
 def preference_weight_files(name: str) -> list[WeightFile]:

@@ -163,6 +163,10 @@ def metric_needs(name: str) -> list[Need]:
         from .pyiqa_weights import pyiqa_needs
 
         return pyiqa_needs(name)
+    from .preference_weights import HUB_FILES, preference_weight_files
+
+    if name in HUB_FILES:  # the released files in their hub repositories: `iqabench fetch` downloads them
+        return [f.need(name) for f in preference_weight_files(name)]
     if entry.weights is None:
         return []
     try:
