@@ -4,7 +4,15 @@ Each field of :class:`GenerationOptions` / :class:`HubOptions` / :class:`TinyOpt
 completely (see :mod:`iqabench.options`): its rule checks and normalises a value (``guidance_scale=7`` -> 7.0,
 so two spellings of one setting give one fingerprint, hence one cache key), its pipeline argument, whether
 items may override it and whether it is fingerprinted. :class:`~.diffusers_base.DiffusersGenerator` iterates
-over the fields; adding an option is adding a field here.
+over the fields; adding an option is adding a field, here (every pipeline) or in a family's subclass of
+:class:`HubOptions` passed as ``options=`` (one model family), e.g.::
+
+    max_sequence_length: int | None = option(None, "T5 prompt tokens", rule=integer(1, 512),
+                                             pipeline_arg="max_sequence_length")
+    use_resolution_binning: bool | None = option(None, "snap the size to the trained ratios", rule=flag(),
+                                                 pipeline_arg="use_resolution_binning")
+
+Left at None, such an option is neither passed nor fingerprinted, so existing cache keys stay.
 """
 
 from __future__ import annotations
