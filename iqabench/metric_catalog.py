@@ -170,3 +170,32 @@ def _refusal(path: Path | None) -> str | None:
     from .safe_load import check_file
 
     return check_file(path)
+
+
+def needs(name: str) -> list[Any] | None:
+    """Every file building pyiqa metric ``name`` reads, as :class:`~iqabench.needs.Need`s, from the table (no
+    arch module imported: the preflight stays cheap); None when the table cannot tell (the loaders' own answer
+    is then computed)."""
+    from .needs import Need
+
+    entry = file_table().get(name)
+    if entry is None or "error" in entry:
+        return None
+    out = []
+    for file in entry["files"]:
+        found = _found(file)
+        refused = _refusal(found)
+        what = f"{file['what']} of {name}" + (f", refused: {refused}" if refused else "")
+        destination = found or resolve(file)[0]
+        out.append(Need(what, destination, file["kind"], _endpoint(file["source"]), found is not None and not refused,
+                        size=found.stat().st_size if found is not None else None,
+                        filename=file["name"] if file["kind"] == "hub-file" else None,
+                        message=refused or f"{file['what']} {destination.name} is not in {destination.parent}"))
+    return out
+
+
+def _endpoint(url: str) -> str:
+    """pyiqa's weights live in a hub repository: under ``HF_ENDPOINT`` when one is set, as pyiqa fetches them."""
+    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/")
+    default = "https://huggingface.co/"
+    return f"{endpoint}/{url[len(default):]}" if endpoint and url.startswith(default) else url

@@ -171,13 +171,14 @@ def test_list_metrics_filters_wraps_at_80_columns_and_imports_no_model_code(tmp_
     assert "EXIT 0 HEAVY []" in proc.stderr, proc.stderr
     lines = proc.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
-    names = [line.split()[0] for line in lines if line.strip() and line.split()[0] in ("topiq_nr", "laion_aes", "psnr")]
+    words = [line.replace("│", " ").split() for line in lines]
+    names = [w[0] for w in words if w and w[0] in ("topiq_nr", "laion_aes", "psnr")]
     assert names == ["topiq_nr", "laion_aes"]  # psnr is FR (and needs no file)
-    joined = "".join(proc.stdout.split())  # folded, never cut: each URL is there whole
+    joined = "".join(proc.stdout.replace("│", " ").split())  # folded, never cut: each URL is there whole
     assert "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/cfanet_nr_koniq_res50-9a73138b.pth" \
         in joined
     fr = _in_process(["list", "metrics", "--fr"], env, tmp_path)
-    rows = [line.split()[0] for line in fr.stdout.splitlines() if "FR," in line]
+    rows = [line.replace("│", " ").split()[0] for line in fr.stdout.splitlines() if "FR," in line]
     assert "psnr" in rows and "topiq_nr" not in rows and "lpips" in rows
 
 

@@ -160,9 +160,11 @@ def metric_needs(name: str) -> list[Need]:
     """Every file building metric ``name`` reads (pyiqa's table), or the user probe's verdict as one need."""
     entry = METRICS.get(name)
     if entry.extra["info"].source == "pyiqa":
+        from ..metric_catalog import needs
         from .pyiqa_weights import pyiqa_needs
 
-        return pyiqa_needs(name)
+        listed = needs(name)  # the per-version table: no arch module imported
+        return pyiqa_needs(name) if listed is None else listed
     from .preference_weights import HUB_FILES, preference_weight_files
 
     if name in HUB_FILES:  # the released files in their hub repositories: `iqabench fetch` downloads them
