@@ -30,8 +30,8 @@ class BoundaryGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # click's own exits and usage errors
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, typer.Exit, typer.Abort):
+            raise  # click's and typer's own exits and usage errors (typer's Exit is not click's)
         except Exception as exc:
             from .boundary import EXIT_USER_ERROR, bug_report_line, user_message
 
