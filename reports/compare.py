@@ -336,7 +336,7 @@ def render_comparison(refs: list[RunRef], out: Path | None = None) -> Path:
     for name, frame in tables.items():
         note = frame.attrs.get("footnote", "")
         atomic_write_text(path.with_name(f"{path.stem}.{name}.csv"), frame.to_csv(index=frame.index.name is not None))
-        atomic_write_text(path.with_name(f"{path.stem}.{name}.tex"), to_latex(frame, name, note))
+        atomic_write_text(path.with_name(f"{path.stem}.{name}.tex"), to_latex(frame, name, note, run=path.stem))
         atomic_write_text(path.with_name(f"{path.stem}.{name}.md"), to_markdown(frame, note))
     atomic_write_text(path, html)
     return path
