@@ -147,6 +147,7 @@ class RunView:
     grids: list[GridView] = field(default_factory=list)
     provenance: str = ""
     missing: str | None = None
+    legend: list[tuple[str, str]] = field(default_factory=list)  # (short label, full spec) where they differ
 
 
 class _Thumbnails:
@@ -210,7 +211,8 @@ def _shown_keys(refs: list[ImageRef]) -> list[str]:
     return [ref.image_key for cells in rows for ref in cells if ref is not None]
 
 
-def _grid_view(name: str, refs: list[ImageRef], thumbs: Callable[[str], tuple[str | None, str | None]]) -> GridView:
+def _grid_view(name: str, refs: list[ImageRef], thumbs: Callable[[str], tuple[str | None, str | None]],
+               labels: dict[str, str] | None = None) -> GridView:
     """Columns are ImageRef.group (order of first appearance); rows line up the same caption across groups.
 
     The first ``GRID_VISIBLE_ROWS`` rows show; rows up to ``MAX_GRID_ROWS`` sit behind a "show all" toggle;
@@ -228,6 +230,7 @@ def _grid_view(name: str, refs: list[ImageRef], thumbs: Callable[[str], tuple[st
             scores = [(metric, format_number(value)) for metric, value in ref.scores.items()]
             row.append(Thumb(uri, ref.caption, scores, error))
         rows.append((caption, row))
+    groups = [(labels or {}).get(group, group) for group in groups]
     return GridView(name, groups, rows[:GRID_VISIBLE_ROWS], rows[GRID_VISIBLE_ROWS:], len(slots))
 
 
@@ -331,9 +334,14 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     if result is None:
         view.missing = "This run has no saved results yet (was it analysed?)."
         return view
+    labels = _run_aliases(view.generators, result)
+    view.legend = [(alias, spec) for spec, alias in labels.items() if alias != spec]
+    view.generators = [labels.get(g, g) for g in view.generators]
     head = headline(result.tables, result.footnotes)
     shown_summary = dict(summary)
     if head is not None:
+        rows = head.estimate.index.map(lambda r: labels.get(str(r), str(r)))
+        head.estimate.index = head.low.index = head.high.index = rows
         view.headline = Markup(headline_html(head, uuid=f"h-{run_id}"))
         columns = f" and {head.estimate.columns.name}" if head.estimate.columns.name else ""
         view.headline_title = f"{head.quantity} by {head.estimate.index.name or 'row'}{columns} " \
@@ -347,13 +355,26 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     view.failures = _failures(summary.get(FAILURES_KEY)) or _failures(manifest.get(FAILURES_KEY))
     view.smoke = next((n for n in result.notes if n.startswith(SMOKE_PREFIX)), None)
     view.notes = [n for n in result.notes if n != view.smoke]
-    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS), result.footnotes.get(name, ""))
+    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS, labels), result.footnotes.get(name, ""))
                    for name, frame in result.tables.items()]
     view.figures = [FigureBlock(name, Markup(svg), _figure_caption(name, result.captions.get(name, "")))
                     for name, svg in result.figures.items()]
     thumbs.prefetch([key for refs in result.grids.values() for key in _shown_keys(refs)])  # all grids at once
-    view.grids = [_grid_view(name, refs, thumbs) for name, refs in result.grids.items()]
+    view.grids = [_grid_view(name, refs, thumbs, labels) for name, refs in result.grids.items()]
     return view
+
+
+def _run_aliases(generators: list[str], result: SavedResult) -> dict[str, str]:
+    """Short labels (``iqabench.labels``) for the run's generators and every spec its tables and grids name."""
+    from iqabench.labels import generator_aliases
+
+    from .tables import frame_aliases
+
+    specs = list(generators)
+    for frame in result.tables.values():
+        specs += list(frame_aliases(frame))
+    specs += [ref.group for refs in result.grids.values() for ref in refs if ref.group]
+    return generator_aliases(specs)
 
 
 @functools.lru_cache(maxsize=1)

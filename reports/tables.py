@@ -76,12 +76,14 @@ def has_row_labels(frame: pd.DataFrame) -> bool:
 SIGNED_ATTR = "signed"  # DataFrame.attrs key: CI'd columns whose zero means "no effect" (marked "n.s.")
 
 
-def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
+def table_view(frame: pd.DataFrame, max_rows: int | None = None, labels: dict[str, str] | None = None) -> TableView:
     """Rows of formatted cells; a labelled index becomes leading row-header columns.
 
     ``max_rows`` keeps only the first rows (a paper-scale per-item table has millions; the CSV keeps them all)
-    and records the full count in ``total_rows``.
+    and records the full count in ``total_rows``. ``labels`` maps text cells (generator specs) to the short
+    labels the page uses (``iqabench.labels.generator_aliases``); the page's legend table gives the full specs.
     """
+    labels = {k: v for k, v in (labels or {}).items() if k != v}
     total = len(frame)
     # columns whose 0 means "no effect" (attrs["signed"]): " n.s." where the CI includes 0, as in the headline
     signed = {str(c) for c in frame.attrs.get(SIGNED_ATTR, ())}
@@ -107,7 +109,10 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
                     cell = replace(cell, text=cell.text + " n.s.")
                 row.append(cell)
             else:
-                row.append(_cell(record[col], header=position < index_levels))
+                cell = _cell(record[col], header=position < index_levels)
+                if not cell.numeric and cell.text in labels:
+                    cell = replace(cell, text=labels[cell.text], sort_key=labels[cell.text])
+                row.append(cell)
         rows.append(row)
     return TableView(shown, rows, total if total > len(rows) else 0)
 
@@ -125,9 +130,23 @@ def footnote(frame: pd.DataFrame) -> str:
     return note
 
 
+GENERATOR_COLUMNS = ("generator", "vs_generator", "baseline", "method", "source", "condition")
+
+
+def frame_aliases(frame: pd.DataFrame) -> dict[str, str]:
+    """Short labels for the generator specs a table holds (columns/index levels named in ``GENERATOR_COLUMNS``):
+    what an export prints instead of a local path."""
+    from iqabench.labels import generator_aliases
+
+    flat = frame.reset_index() if has_row_labels(frame) else frame
+    values = [str(v) for c in flat.columns if str(c) in GENERATOR_COLUMNS for v in flat[c].dropna().unique()]
+    return generator_aliases(values)
+
+
 def display_frame(frame: pd.DataFrame, max_rows: int | None = None) -> pd.DataFrame:
-    """Strings as the report shows them: index as leading columns, ``X [low, high]`` for each CI'd column."""
-    view = table_view(frame, max_rows)
+    """Strings as the report shows them: index as leading columns, ``X [low, high]`` for each CI'd column,
+    generator specs as their short labels."""
+    view = table_view(frame, max_rows, labels=frame_aliases(frame))
     return pd.DataFrame([[cell.text for cell in row] for row in view.rows], columns=view.columns)
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
 from iqabench.generators import GeneratorPool, WorkItem
+from iqabench.labels import generator_aliases
 from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci, mean_of_strata_ci
 from iqabench.store import content_key
@@ -235,18 +236,24 @@ class GenEval(BaseBenchmark):
         if rows:
             reasons = []
             for r in rows:
-                if not r["correct"]:
-                    for line in r["reason"].splitlines():
-                        reasons.append({"generator": r["generator"], "task": r["tag"], "kind": reason_kind(line)})
+                if not r["correct"]:  # one entry per image and kind: n counts images, not failed clauses
+                    for kind in dict.fromkeys(reason_kind(line) for line in r["reason"].splitlines()):
+                        reasons.append({"generator": r["generator"], "task": r["tag"], "kind": kind})
             if reasons:
                 counts = pd.DataFrame(reasons).value_counts().rename("n").reset_index()
-                result.tables["failure_reasons"] = counts.sort_values(["generator", "task", "n"],
-                                                                      ascending=[True, True, False],
-                                                                      ignore_index=True)
+                counts = counts.sort_values(["generator", "task", "n"], ascending=[True, True, False],
+                                            ignore_index=True)
+                counts.attrs["footnote"] = ("n: incorrect images with at least one failure of this kind; an image "
+                                            "that fails in two ways counts once under each kind.")
+                result.tables["failure_reasons"] = counts
             result.tables["geneval_per_image"] = frame.drop(columns=["metadata", "details"])
+            # one row per incorrect image, labelled with all that distinguishes it (generator, prompt, seed) and
+            # its first failure reason: reasons differ per image, so lining generators up by caption put
+            # different seeds side by side
+            aliases = generator_aliases(generators)
             result.grids["failures"] = [
-                ImageRef(r["image_key"], f"{r['prompt']} — {r['reason'].splitlines()[0] if r['reason'] else ''}",
-                         group=r["generator"])
+                ImageRef(r["image_key"], f"{aliases.get(g, g)}: {r['prompt']} (seed {r['seed']}) — "
+                         f"{r['reason'].splitlines()[0] if r['reason'] else 'incorrect'}", group="incorrect image")
                 for g in generators for r in [x for x in rows if x["generator"] == g and not x["correct"]]]
         export = spec.options.get("export")
         if export:
