@@ -291,11 +291,14 @@ def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[s
     paired = paired_differences(results)
     env = Environment(loader=PackageLoader("iqabench.reports", "templates"), autoescape=True, trim_blocks=True,
                       lstrip_blocks=True)
-    blocks = [(head.quantity, Markup(headline_html(head, uuid=f"m{i}")),
-               [n for n in (legend(head), head.footnote) if n]) for i, head in enumerate(merged)]
+    from .comparison_view import aliased, merged_svg, paired_display, paired_note, unit_of
+
+    shown = [aliased(head) for head in merged]
+    blocks = [(head.quantity, unit_of(head.quantity), Markup(headline_html(head, uuid=f"m{i}")),
+               [n for n in (legend(head), head.footnote) if n], merged_svg(head, i)) for i, head in enumerate(shown)]
     html = env.get_template("comparison.html.j2").render(
-        run_ids=list(results), merged=blocks, paired=table_view(paired) if len(paired) else None,
-        paired_note=paired.attrs.get("footnote", ""), sources=paired_sources(results))
+        run_ids=list(results), merged=blocks, paired=table_view(paired_display(paired)) if len(paired) else None,
+        paired_note=paired_note(paired) if len(paired) else "", sources=paired_sources(results))
     tables = {}
     for head in merged:  # named after the quantity (merged_relgain), so the files say what they hold
         name = "merged_" + "".join(ch if ch.isalnum() else "_" for ch in str(head.source)).strip("_")

@@ -341,7 +341,8 @@ def test_heatmap_is_diverging_centred_and_annotated():
     low, mid, high = (mesh.cmap(x) for x in (0.0, 0.5, 1.0))
     assert low[0] > low[2] and high[2] > high[0]  # losses red, gains blue
     assert min(mid[:3]) > 0.9  # no change is (near) white
-    assert sorted(t.get_text() for t in ax.texts) == ["-3.2", "0.0", "12.5"]  # NaN cell left blank
+    # the shared formatter: true minus, 3 significant figures, 0 without decimals; NaN cell left blank
+    assert sorted(t.get_text() for t in ax.texts) == ["0", "12.5", "−3.25"]
     assert ax.get_title() == "RelGain (%)"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["iqa-adapter:topiq", "guidance:topiq_nr"]
 
