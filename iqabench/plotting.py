@@ -200,3 +200,20 @@ def legend_outside(ax: Any, **kwargs: Any) -> Any:
     return ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.02, 1.0),
                      borderaxespad=0.0, fontsize=max(MIN_FONT_PT, kwargs.pop("fontsize", MIN_FONT_PT)),
                      frameon=False, **kwargs)
+
+
+def figure_legend(fig: Figure, axes: list, ncol: int | None = None) -> Any:
+    """One legend for all panels, under them (outside every panel's data), one entry per label: a baseline drawn
+    in each panel, or by two series of one generator, is listed once."""
+    unique: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if not label.startswith("_"):
+                unique.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not unique:
+        return None
+    ncol = ncol or min(3, len(unique))
+    return fig.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+                      fontsize=MIN_FONT_PT + 1, frameon=False)
