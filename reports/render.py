@@ -400,16 +400,23 @@ def render_html(store: Store, run_ids: list[str]) -> str:
     return render_runs([RunRef(store, run_id) for run_id in dict.fromkeys(run_ids)])
 
 
+def _overview(runs: list[RunView]) -> TableView:
+    """The Runs table; a column no run has a value for is left out (a study analysis has no generators, metrics,
+    status or date: a row of dashes says nothing)."""
+    columns = ["run", "benchmark", "generators", "metrics", "n images", "status", "created"]
+    texts = [[run.run_id, run.benchmark, ", ".join(run.generators) or MISSING, ", ".join(run.metrics) or MISSING,
+              run.n_images, run.status, run.created] for run in runs]
+    keep = [j for j in range(len(columns)) if j < 2 or any(row[j] not in ("", MISSING) for row in texts)]
+    return TableView([columns[j] for j in keep],
+                     [[Cell(row[j], row[j], False, header=j == 0) for j in keep] for row in texts])
+
+
 def render_runs(refs: list, comparison: Markup | None = None) -> str:
     """The page for runs that may live in different stores (``RunRef``s), with an optional comparison block."""
     thumbs: dict[Path, _Thumbnails] = {}
     runs = [_run_view(ref.store, ref.run_id, thumbs.setdefault(Path(ref.store.root), _Thumbnails(ref.store)))
             for ref in refs]
-    overview = TableView(["run", "benchmark", "generators", "metrics", "n images", "status", "created"], [])
-    for run in runs:
-        texts = [run.run_id, run.benchmark, ", ".join(run.generators) or MISSING, ", ".join(run.metrics) or MISSING,
-                 run.n_images, run.status, run.created]
-        overview.rows.append([Cell(t, t, False, header=i == 0) for i, t in enumerate(texts)])
+    overview = _overview(runs)
     smoke = [(run.run_id, run.smoke) for run in runs if run.smoke]
     title = (
         f"iqabench report: {runs[0].benchmark or 'run'} {runs[0].run_id}"

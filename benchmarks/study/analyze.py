@@ -274,6 +274,9 @@ def fit_bradley_terry(wins: np.ndarray, prior: float = 0.0, tol: float = 1e-10, 
     return scores - scores.mean()
 
 
+BT_NOISE = 1e-9  # |log-strength| below this is the fit's rounding noise, reported as 0
+
+
 def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = None, *, n_boot: int = 500,
                   seed: int = 0, prior: float | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Bradley-Terry log-strengths per condition with 95% bootstrap CIs, and notes on how they were fitted."""
@@ -289,6 +292,9 @@ def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = Non
             notes.append("Bradley-Terry: some condition never won or never lost, so the maximum-likelihood fit does "
                          f"not exist; {prior:g} pseudo-wins per compared pair and direction were added.")
     scores = fit_bradley_terry(wins, prior)
+    # below the fit's tolerance a log-strength is numerical noise of the centring (1.973e-11 printed as a
+    # result): it is 0, the mean of all conditions
+    scores = np.where(np.abs(scores) < BT_NOISE, 0.0, scores)
     rng = np.random.default_rng(seed)
     participants = outcomes.participant.unique()
     by_participant = participants.size > 1
@@ -358,6 +364,9 @@ def _bt_figure(bt: pd.DataFrame):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from iqabench.labels import generator_label
+    from iqabench.plotting import ellipsize, style_axes
+
     fig = Figure(figsize=(6.5, 0.45 * len(bt) + 1.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -368,9 +377,11 @@ def _bt_figure(bt: pd.DataFrame):
     above = np.maximum(order.ci_high - order.bt_score, 0.0)
     ax.errorbar(order.bt_score, y, xerr=[below, above], fmt="o", capsize=3)
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(y, [c if len(c) <= 45 else "..." + c[-42:] for c in order.condition], fontsize=7)
+    ax.set_yticks(y, [ellipsize(generator_label(c), 45) for c in order.condition])
     ax.set_xlabel("Bradley-Terry log-strength (95% CI)")
+    style_axes(ax)
     fig.tight_layout()
-    fig.set_label("Bradley-Terry log-strength of each condition with its 95% bootstrap CI (0 = the reference "
-                  "condition); further right = preferred more often.")
+    fig.set_label("Bradley-Terry log-strength of each condition with its 95% bootstrap CI; the fit is centred so "
+                  "that the conditions' log-strengths average 0 (0 = the average condition, not a reference "
+                  "condition; a difference of ln 3 = preferred 3 to 1); further right = preferred more often.")
     return fig
