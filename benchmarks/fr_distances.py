@@ -188,7 +188,7 @@ def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
         grid("mean_distance"), f"{metric}: mean {what}\n{name}", fmt=".2f", scale="sequential",
         low=grid("mean_distance_ci_low"), high=grid("mean_distance_ci_high"), null=null,
         caption=f"{metric}: mean full-reference {what} between the images of every pair of conditions (same prompt "
-                f"and seed; rows: image, columns: reference) for {generator}, with its 95% CI (bootstrap over "
+                f"and seed; rows: image, columns: reference) for {name}, with its 95% CI (bootstrap over "
                 "prompts); sequential colours (distances are >= 0)"
                 + ("; hatched, faded cells: the CI includes 0 (not measurably apart); the diagonal (an image against "
                    "itself, exactly 0) is not hatched." if null is not None else "."))

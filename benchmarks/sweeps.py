@@ -251,11 +251,13 @@ def grid_refs(ctx: AnalysisContext, frame: pd.DataFrame, group_col: str):
     from iqabench.labels import generator_aliases
 
     wide = frame.pivot_table(index="image_key", columns="metric", values="score", aggfunc="first")
-    first = frame.drop_duplicates("image_key")
     refs: list[ImageRef] = []
     # several generators (adapters) share prompts and seeds: the row label names the generator too, else the
-    # grid repeats "prompt (seed 0)" rows that differ by something the reader cannot see
-    by_generator = "generator" in first and first["generator"].nunique() > 1
+    # grid repeats "prompt (seed 0)" rows that differ by something the reader cannot see; a baseline image
+    # shared by two adapters then shows in both rows
+    # (only when a column holds several generators' images: seed-consistency's columns are the generators)
+    by_generator = "generator" in frame and bool((frame.groupby(group_col)["generator"].nunique() > 1).any())
+    first = frame.drop_duplicates(["generator", "image_key"] if by_generator else "image_key")
     aliases = generator_aliases(first["generator"].astype(str)) if by_generator else {}
     keys = ["generator", "prompt_id", "seed"] if by_generator else ["prompt_id", "seed"]
     for _, rows in first.groupby(keys, sort=False):

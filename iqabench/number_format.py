@@ -78,11 +78,12 @@ def _special(value: Any) -> str | None:
     return None
 
 
-def format_number(value: Any, decimals: int | None = None, sig: int = SIG) -> str:
+def format_number(value: Any, decimals: int | None = None, sig: int = SIG, trim: bool = True) -> str:
     """A number as the report prints it: ints as is, floats to ``sig`` significant figures (trailing zeros
     dropped), NaN/None as a dash, a true minus sign, scientific notation outside [1e-3, 1e6).
 
     ``decimals`` forces fixed decimals (kept, not trimmed): how :func:`format_ci` lines up a CI's bounds.
+    ``trim=False`` keeps trailing zeros: measured scores side by side (a grid's thumbnails) keep one precision.
     """
     special = _special(value)
     if special is not None:
@@ -96,7 +97,8 @@ def format_number(value: Any, decimals: int | None = None, sig: int = SIG) -> st
     rounded = round(value, places)
     if rounded and _magnitude(rounded) != _magnitude(value):  # 9.996 -> 10.0: one significant figure fewer
         places = max(0, places - 1)
-    return _signed(_trim(f"{value:.{places}f}"))
+    text = f"{value:.{places}f}"
+    return _signed(_trim(text) if trim else text)
 
 
 def ci_decimals(value: float, low: float, high: float, sig: int = SIG) -> int | None:

@@ -227,7 +227,7 @@ def _grid_view(name: str, refs: list[ImageRef], thumbs: Callable[[str], tuple[st
                 row.append(None)
                 continue
             uri, error = thumbs(ref.image_key)
-            scores = [(metric, format_number(value)) for metric, value in ref.scores.items()]
+            scores = [(metric, format_number(value, trim=False)) for metric, value in ref.scores.items()]
             row.append(Thumb(uri, ref.caption, scores, error))
         rows.append((caption, row))
     groups = [(labels or {}).get(group, group) for group in groups]
@@ -261,16 +261,22 @@ def _is_number(value: Any) -> bool:
     return value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
 
 
-def _summary_items(summary: dict[str, Any]) -> list[tuple[str, str]]:
+def _summary_items(summary: dict[str, Any], labels: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """Summary values as short text: numbers formatted, lists joined, mappings as ``key: value`` pairs.
 
     A mapping of numbers keyed ``"generator | metric"`` repeats the headline table, so it is left out when a
     headline exists (the caller passes only what remains).
     """
+    labels = labels or {}
+
     def text_of(v: Any) -> str:
         if isinstance(v, bool):  # True/False read as yes/no on the page
             return "yes" if v else "no"
-        return format_number(v) if _is_number(v) else str(v)
+        return format_number(v) if _is_number(v) else labels.get(str(v), str(v))
+
+    def key_of(k: Any) -> str:  # "spec | metric" keys name a generator first
+        head, sep, tail = str(k).partition(" | ")
+        return labels.get(head, head) + sep + tail
 
     items = []
     for key, value in summary.items():
@@ -279,7 +285,7 @@ def _summary_items(summary: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, dict):
             if not value:
                 continue
-            text = "; ".join(f"{k}: {text_of(v)}" for k, v in value.items())
+            text = "; ".join(f"{key_of(k)}: {text_of(v)}" for k, v in value.items())
         elif isinstance(value, (list, tuple)):
             text = ", ".join(text_of(v) for v in value) or MISSING
         else:
@@ -350,7 +356,7 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
         # mappings of numbers repeat the headline table's estimates without their CIs
         shown_summary = {k: v for k, v in summary.items()
                          if not (isinstance(v, dict) and v and all(_is_number(x) for x in v.values()))}
-    view.summary = _summary_items(shown_summary)
+    view.summary = _summary_items(shown_summary, labels)
     # the benchmark's own list wins; else what the runner recorded in run.json (image key -> "stage: detail")
     view.failures = _failures(summary.get(FAILURES_KEY)) or _failures(manifest.get(FAILURES_KEY))
     view.smoke = next((n for n in result.notes if n.startswith(SMOKE_PREFIX)), None)

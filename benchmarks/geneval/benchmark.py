@@ -59,6 +59,33 @@ def reason_kind(line: str) -> str:
     return "other"
 
 
+def failure_reason_counts(rows: list[dict]) -> pd.DataFrame:
+    """Per (generator, task, kind): n = incorrect images with at least one failure of that kind (one image with
+    two failed clauses of one kind counts once: n counts images, not clauses)."""
+    reasons = []
+    for r in rows:
+        if not r["correct"]:
+            for kind in dict.fromkeys(reason_kind(line) for line in r["reason"].splitlines()):
+                reasons.append({"generator": r["generator"], "task": r["tag"], "kind": kind})
+    if not reasons:
+        return pd.DataFrame(columns=["generator", "task", "kind", "n"])
+    counts = pd.DataFrame(reasons).value_counts().rename("n").reset_index()
+    counts = counts.sort_values(["generator", "task", "n"], ascending=[True, True, False], ignore_index=True)
+    counts.attrs["footnote"] = ("n: incorrect images with at least one failure of this kind; an image that fails "
+                                "in two ways counts once under each kind.")
+    return counts
+
+
+def failure_grid(rows: list[dict], generators: list[str]) -> list[ImageRef]:
+    """One grid row per incorrect image, labelled with all that distinguishes it (generator, prompt, seed) and
+    its first failure reason. Reasons differ per image, so lining generators up by caption put different seeds
+    side by side."""
+    aliases = generator_aliases(generators)
+    return [ImageRef(r["image_key"], f"{aliases.get(g, g)}: {r['prompt']} (seed {r['seed']}) — "
+                     f"{r['reason'].splitlines()[0] if r['reason'] else 'incorrect'}", group="incorrect image")
+            for g in generators for r in rows if r["generator"] == g and not r["correct"]]
+
+
 def _options(spec: RunSpec) -> dict[str, Any]:
     o = spec.options
     weights = str(o.get("weights", "pretrained"))
@@ -234,27 +261,11 @@ class GenEval(BaseBenchmark):
                         "accuracies), per generator; sequential colours from 0 to 1"
                         + ("; brackets: 95% CI over prompts." if has_ci else "."))
         if rows:
-            reasons = []
-            for r in rows:
-                if not r["correct"]:  # one entry per image and kind: n counts images, not failed clauses
-                    for kind in dict.fromkeys(reason_kind(line) for line in r["reason"].splitlines()):
-                        reasons.append({"generator": r["generator"], "task": r["tag"], "kind": kind})
-            if reasons:
-                counts = pd.DataFrame(reasons).value_counts().rename("n").reset_index()
-                counts = counts.sort_values(["generator", "task", "n"], ascending=[True, True, False],
-                                            ignore_index=True)
-                counts.attrs["footnote"] = ("n: incorrect images with at least one failure of this kind; an image "
-                                            "that fails in two ways counts once under each kind.")
+            counts = failure_reason_counts(rows)
+            if len(counts):
                 result.tables["failure_reasons"] = counts
             result.tables["geneval_per_image"] = frame.drop(columns=["metadata", "details"])
-            # one row per incorrect image, labelled with all that distinguishes it (generator, prompt, seed) and
-            # its first failure reason: reasons differ per image, so lining generators up by caption put
-            # different seeds side by side
-            aliases = generator_aliases(generators)
-            result.grids["failures"] = [
-                ImageRef(r["image_key"], f"{aliases.get(g, g)}: {r['prompt']} (seed {r['seed']}) — "
-                         f"{r['reason'].splitlines()[0] if r['reason'] else 'incorrect'}", group="incorrect image")
-                for g in generators for r in [x for x in rows if x["generator"] == g and not x["correct"]]]
+            result.grids["failures"] = failure_grid(rows, generators)
         export = spec.options.get("export")
         if export:
             self._export(ctx, Path(str(export)), rows, generators)
