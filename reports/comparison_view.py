@@ -71,8 +71,12 @@ def paired_note(table: pd.DataFrame) -> str:
     note = str(table.attrs.get("footnote", ""))
     methods = sorted(set(table["ci_method"].astype(str))) if "ci_method" in table else []
     extra = f" CI method: {', '.join(methods)}." if methods else ""
-    return (f"Unit: {UNITS['difference']}. " + note + extra
+    text = (f"Unit: {UNITS['difference']}. " + note + extra
             + " The CSV export holds every column (n_prompts, ci_method, per-row directions).").strip()
+    specs = list(table["generator"].astype(str)) + list(table["vs_generator"].astype(str)) if len(table) else []
+    for spec, alias in sorted(generator_aliases(specs).items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(spec, alias)  # the footnote names generators the way the table does
+    return text
 
 
 def merged_figure(head: Headline, title: str):
