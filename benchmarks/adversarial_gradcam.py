@@ -347,7 +347,7 @@ class AdversarialGradCAM(BaseBenchmark):
                     ax.imshow(array)
                     ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
                     value = scores[target].get(key)
-                    title = f"{ellipsize(generator_label(label), 26)}\n{ellipsize(target, 18)} = {_fmt(value)}"
+                    title = f"{ellipsize(generator_label(label), 34)}\n{ellipsize(target, 24)} = {_fmt(value)}"
                     ax.set_title(title, fontsize=MIN_FONT_PT)
                     ax.axis("off")
                     if label != "base":

@@ -359,8 +359,9 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     view.summary = _summary_items(shown_summary, labels)
     # the benchmark's own list wins; else what the runner recorded in run.json (image key -> "stage: detail")
     view.failures = _failures(summary.get(FAILURES_KEY)) or _failures(manifest.get(FAILURES_KEY))
-    view.smoke = next((n for n in result.notes if n.startswith(SMOKE_PREFIX)), None)
-    view.notes = [n for n in result.notes if n != view.smoke]
+    notes = [_with_labels(n, labels) for n in result.notes]  # the runner's notes name generators by full spec
+    view.smoke = next((n for n in notes if n.startswith(SMOKE_PREFIX)), None)
+    view.notes = [n for n in notes if n != view.smoke]
     view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS, labels), result.footnotes.get(name, ""))
                    for name, frame in result.tables.items()]
     view.figures = [FigureBlock(name, Markup(svg), _figure_caption(name, result.captions.get(name, "")))
@@ -368,6 +369,14 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     thumbs.prefetch([key for refs in result.grids.values() for key in _shown_keys(refs)])  # all grids at once
     view.grids = [_grid_view(name, refs, thumbs, labels) for name, refs in result.grids.items()]
     return view
+
+
+def _with_labels(text: str, labels: dict[str, str]) -> str:
+    """``text`` with every full generator spec replaced by its short label (longest spec first)."""
+    for spec, alias in sorted(labels.items(), key=lambda kv: -len(kv[0])):
+        if spec != alias:
+            text = text.replace(spec, alias)
+    return text
 
 
 def _run_aliases(generators: list[str], result: SavedResult) -> dict[str, str]:
