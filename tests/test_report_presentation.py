@@ -212,10 +212,15 @@ def test_latex_exports_have_unique_labels_human_headers_and_math_minus(tmp_path)
     assert "\\resizebox{\\ifdim\\width>\\linewidth" in paired and "/home/user" not in paired
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (apt-get install "
-                    "texlive-latex-base texlive-latex-recommended)")
 def test_every_exported_tex_compiles_with_pdflatex_without_overfull_boxes(tmp_path):
+    from browser import in_ci
     from test_report import _relgain_table, make_result
+
+    if shutil.which("pdflatex") is None:  # part of the contract in CI (.ci/run installs it), optional elsewhere
+        reason = "pdflatex is not installed: apt-get install texlive-latex-base texlive-latex-recommended"
+        if in_ci():
+            pytest.fail(reason + " (required because CI is set)")
+        pytest.skip(reason)
 
     store = Store(tmp_path / "store")
     for run_id in ("r1", "r2"):
