@@ -182,7 +182,7 @@ def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str]):
     if not matrix.notna().to_numpy().any():
         return None
     return heatmap_figure(
-        matrix, "Spearman correlation, target vs score (aligned)", fmt=".2f",
+        matrix, "Spearman correlation, target vs score (aligned)", fmt=".2f", spread=1.0,  # one scale for all runs
         low=grid("aligned_spearman_ci_low"), high=grid("aligned_spearman_ci_high"),
         caption="Spearman correlation between the target percentile and each image's score, sign flipped for "
                 "lower-is-better metrics, with its 95% CI (bootstrap over prompts): positive (blue) = a higher "

@@ -357,3 +357,24 @@ def test_comparison_banner_covers_every_run_and_states_units(tmp_path):
         assert f">{column}<" in header
     assert "ci_method" not in header and "vs_run" not in header
     assert "iqa-adapter:adB (run-b) vs sd15 (run-a)" in paired and "/home/u" not in paired.split("<thead>")[1]
+
+
+def test_bounded_quantities_use_a_fixed_colour_scale_so_runs_compare():
+    from iqabench.benchmarks.condition_sweep import correlation_heatmap
+
+    table = pd.DataFrame({"generator": ["g"], "metric": ["piqe"], "aligned_spearman": [0.2],
+                          "aligned_spearman_ci_low": [0.1], "aligned_spearman_ci_high": [0.3]})
+    mesh = correlation_heatmap(table, ["piqe"]).axes[0].collections[0]
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (-1.0, 1.0)  # was autoscaled to +-0.2 in this run
+
+
+def test_comparison_draws_merged_gains_on_one_colour_scale():
+    from iqabench.reports.comparison_view import merged_figure
+
+    index = pd.Index(["a (r1)", "b (r2)"], name="generator")
+    head = Headline("relgain", "relgain", pd.DataFrame({"piqe": [1.0, 8.0]}, index=index),
+                    pd.DataFrame({"piqe": [0.5, 7.0]}, index=index), pd.DataFrame({"piqe": [1.5, 9.0]}, index=index),
+                    {"piqe": True}, True)
+    fig = merged_figure(head, "relgain, all runs")
+    assert len(fig.axes[0].collections) == 1  # one mesh, one norm: both runs' rows on the same scale
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a (r1)", "b (r2)"]

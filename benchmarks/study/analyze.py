@@ -208,7 +208,7 @@ def pairwise_figure(table: pd.DataFrame):
 
     return ci_table_heatmap(
         table, "condition", table["condition"].tolist(), "Win rate of row over column", column_axis="opponent",
-        center=0.5, fmt=".2f",
+        center=0.5, fmt=".2f", spread=0.5,  # a share: the full 0-1 range, so two studies colour alike
         caption="Share of votes the row condition won against the column condition (ties count half), with its 95% "
                 "CI (bootstrap over participants); diverging around 0.5, the no-preference point: blue = row "
                 "preferred; hatched, faded cells: the CI includes 0.5 (no detectable preference).")
