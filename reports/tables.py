@@ -114,7 +114,8 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None, labels: dict[st
                     cell = replace(cell, text=labels[cell.text], sort_key=labels[cell.text])
                 row.append(cell)
         rows.append(row)
-    return TableView(shown, rows, total if total > len(rows) else 0)
+    headers = [labels.get(c, c) for c in shown]  # a matrix's columns can be generators (study: conditions)
+    return TableView(headers, rows, total if total > len(rows) else 0)
 
 
 # --- exports: the same formatted cells as the report, for LaTeX, Markdown and the terminal ----------------------

@@ -312,6 +312,7 @@ def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = Non
         samples.append(fit_bradley_terry(boot_wins, boot_prior, tol=1e-8))
     samples = np.array(samples)
     low, high = np.quantile(samples, [0.025, 0.975], axis=0)
+    low, high = (np.where(np.abs(b) < BT_NOISE, 0.0, b) for b in (low, high))
     notes.append(f"Bradley-Terry CIs: 95% percentile bootstrap ({n_boot} resamples of "
                  f"{'participants' if by_participant else 'votes (one participant)'}).")
     table = pd.DataFrame({"condition": conditions, "bt_score": scores, "ci_low": low, "ci_high": high,
