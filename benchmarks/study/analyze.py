@@ -274,7 +274,7 @@ def fit_bradley_terry(wins: np.ndarray, prior: float = 0.0, tol: float = 1e-10, 
     return scores - scores.mean()
 
 
-BT_NOISE = 1e-9  # |log-strength| below this is the fit's rounding noise, reported as 0
+BT_NOISE = 1e-6  # |log-strength| below this is the fits' convergence noise (bootstrap fits stop at tol 1e-8): 0
 
 
 def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = None, *, n_boot: int = 500,
@@ -292,7 +292,7 @@ def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = Non
             notes.append("Bradley-Terry: some condition never won or never lost, so the maximum-likelihood fit does "
                          f"not exist; {prior:g} pseudo-wins per compared pair and direction were added.")
     scores = fit_bradley_terry(wins, prior)
-    # below the fit's tolerance a log-strength is numerical noise of the centring (1.973e-11 printed as a
+    # below BT_NOISE a log-strength is numerical noise of the centring (1.973e-11 printed as a
     # result): it is 0, the mean of all conditions
     scores = np.where(np.abs(scores) < BT_NOISE, 0.0, scores)
     rng = np.random.default_rng(seed)
