@@ -104,6 +104,8 @@ class RelGain(BaseBenchmark):
             paired["wilcoxon_p_value_holm"] = holm(paired["wilcoxon_p_value"].to_numpy(float))
         paired.attrs["footnote"] = (describe_method(paired["ci_method"].tolist()) + " Tests: two-sided paired t and "
                                     "Wilcoxon signed-rank; *_holm: Holm-adjusted across this table.")
+        paired.attrs["latex_columns"] = ["generator", "baseline", "metric", "n_pairs", "improvement", "p_value",
+                                         "p_value_holm", "wilcoxon_p_value_holm", "win_rate"]
         matrix = summary.pivot(index="generator", columns="metric", values="relgain").reindex(
             index=generators, columns=metrics)
         result = Result(self.name, notes=notes)

@@ -267,6 +267,8 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
             + " Tests: two-sided paired t and Wilcoxon signed-rank; *_holm: Holm-adjusted across this table. "
             "win_rate: share of items improved (ties half). n.s.: the difference's 95% CI includes 0.")
         table.attrs["signed"] = ["difference"]  # n.s. marks, as in the headline tables
+        table.attrs["latex_columns"] = ["run", "generator", "vs_generator", "condition", "metric", "difference",
+                                        "t_p", "t_p_holm", "wilcoxon_p_holm", "n_pairs", "win_rate"]
     if identical:
         table.attrs["footnote"] = (table.attrs.get("footnote", "") + " Left out, identical images (every "
                                    "difference exactly 0): " + "; ".join(identical) + ".").strip()

@@ -121,6 +121,9 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None, labels: dict[st
 # --- exports: the same formatted cells as the report, for LaTeX, Markdown and the terminal ----------------------
 
 FOOTNOTE_ATTR = "footnote"  # DataFrame.attrs key a benchmark sets to say how a table's numbers were made
+# DataFrame.attrs key: the columns (after CI merging: "X" stands for "X [low, high]") a .tex export keeps, so a
+# wide table fits the page at a readable size instead of shrinking to it; the CSV keeps every column
+LATEX_COLUMNS_ATTR = "latex_columns"
 
 
 def footnote(frame: pd.DataFrame) -> str:
@@ -185,6 +188,10 @@ def to_latex(frame: pd.DataFrame, name: str, note: str = "", run: str = "") -> s
     shown = display_frame(frame)
     numeric = _numeric_columns(frame, list(shown.columns))
     caption = name.replace("_", " ") + (f". {note}" if note else "")
+    chosen = [str(c) for c in frame.attrs.get(LATEX_COLUMNS_ATTR, ()) if str(c) in shown.columns]
+    if chosen and len(chosen) < len(shown.columns):  # the table's own choice of what a paper prints
+        shown = shown[chosen]
+        caption = caption.rstrip().rstrip(".") + f". Other columns: {name}.csv."
     return latex_table(shown, caption=caption, tag=label(run, name), numeric=numeric,
                        raw_headers=_metric_names(list(shown.columns)))
 

@@ -386,3 +386,14 @@ def test_comparison_draws_merged_gains_on_one_colour_scale():
     fig = merged_figure(head, "relgain, all runs")
     assert len(fig.axes[0].collections) == 1  # one mesh, one norm: both runs' rows on the same scale
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a (r1)", "b (r2)"]
+
+
+def test_a_table_can_choose_the_columns_its_latex_export_prints():
+    from iqabench.reports.tables import to_latex
+
+    frame = _wide_paired()
+    frame.attrs["latex_columns"] = ["generator", "metric", "improvement", "p_value_holm"]
+    tex = to_latex(frame, "paired_statistics", "note", run="r1")
+    header = tex.split("\\toprule\n")[1].split("\n")[0]
+    assert header == "generator & metric & improvement & p value (Holm) \\\\"
+    assert "note. Other columns: paired\\_statistics.csv." in tex and "[$-$2.00, " in tex
