@@ -236,8 +236,15 @@ def test_every_exported_tex_compiles_with_pdflatex_without_overfull_boxes(tmp_pa
     tables = {"relgain": _relgain_table(), "paired_statistics": _wide_paired()}
     save_result(store, "r1", Result("relgain", tables=tables))
     save_result(store, "r2", make_result())
-    tex_files = sorted(store.runs_dir.glob("*/results/*.tex"))
-    assert len(tex_files) >= 5
+    from test_report_compare import _scores_run
+
+    from iqabench.reports.compare import RunRef, render_comparison
+
+    _scores_run(store, "s1", "sd15", 0.0, "2026-01-01T10:00:00+00:00")
+    _scores_run(store, "s22", "iqa-adapter:/home/u/adB.safetensors", 2.0, "2026-01-02T10:00:00+00:00")
+    page = render_comparison([RunRef(store, "s1"), RunRef(store, "s22")], out=tmp_path / "cmp" / "c.html")
+    tex_files = sorted(store.runs_dir.glob("*/results/*.tex")) + sorted(page.parent.glob("*.tex"))
+    assert len(tex_files) >= 9 and any("paired_differences" in p.name for p in tex_files)
     body = "\n".join(f"\\input{{{p}}}\n\\clearpage" for p in tex_files)
     doc = tmp_path / "paper.tex"
     doc.write_text("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
