@@ -228,13 +228,16 @@ def _legend_figures():
 @pytest.mark.parametrize("name", ["curves", "curves_one_baseline", "distributions"])
 def test_every_legend_lies_inside_its_saved_figure(name):
     fig = _legend_figures()[name]
-    fig.savefig(io.BytesIO(), format="png", dpi=100)  # lays the figure out as the report's export does
+    fig.savefig(io.BytesIO(), format="png", dpi=100, bbox_inches="tight")  # as the report's exports save it
     renderer = fig.canvas.get_renderer()
-    box = fig.bbox
-    legends = [legend for ax in fig.axes if (legend := ax.get_legend()) is not None]
+    # the exports save with bbox_inches="tight": the saved area is the tight box of every artist
+    box = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)
+    legends = [legend for ax in fig.axes if (legend := ax.get_legend()) is not None] + list(fig.legends)
     assert legends, "figure has no legend"
     for legend in legends:
         extent = legend.get_window_extent(renderer)
+        for ax in fig.axes:  # issue 27: outside the data, never on the curves
+            assert not extent.overlaps(ax.get_window_extent(renderer)), (extent, ax.get_window_extent(renderer))
         assert extent.x0 >= box.x0 - 0.5 and extent.y0 >= box.y0 - 0.5, (extent, box)
         assert extent.x1 <= box.x1 + 0.5 and extent.y1 <= box.y1 + 0.5, (extent, box)
         texts = [t.get_text() for t in legend.get_texts()]
