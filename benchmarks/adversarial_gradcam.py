@@ -35,7 +35,9 @@ from torch import nn
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
 from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
+from iqabench.labels import generator_label
 from iqabench.metrics import build_metric, metric_info, parse_metric_list
+from iqabench.number_format import format_number
 from iqabench.registry import METRICS
 from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci, relative_gains
@@ -145,6 +147,46 @@ def inflation_index(transfer: pd.DataFrame) -> pd.Series:
     return pd.Series(out, name="inflation_index")
 
 
+def inflation_table(gains: dict[tuple[str, str], np.ndarray], targets: list[str], panel: list[str],
+                    prompts: list[str]) -> pd.DataFrame:
+    """The inflation index per target with a 95% CI: per item, the gain on the target minus the mean gain on the
+    other panel metrics, averaged over items with a bootstrap CI clustered by prompt (equal to
+    :func:`inflation_index` of the matrix when every gain is finite: a difference of means is a mean of
+    differences)."""
+    rows = []
+    for target in targets:
+        own = gains[(target, target)]
+        others = [gains[(target, m)] for m in panel if m != target]
+        if not others:
+            continue
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an item with no finite other gain: NaN, dropped
+            per_item = own - np.nanmean(np.vstack(others), axis=0)
+        est = mean_ci(per_item, np.asarray(prompts, dtype=object))
+        rows.append({"target": target, "inflation_index": est.value, "inflation_index_ci_low": est.ci_low,
+                     "inflation_index_ci_high": est.ci_high, "n": est.n, "ci_method": est.method})
+    out = pd.DataFrame(rows, columns=["target", "inflation_index", "inflation_index_ci_low",
+                                      "inflation_index_ci_high", "n", "ci_method"])
+    out.attrs["footnote"] = ("Inflation index (percentage points): RelGain on the guided metric minus the mean "
+                             "RelGain on the other panel metrics, per item, averaged. "
+                             + describe_method(out["ci_method"].tolist()))
+    return out
+
+
+def cam_shift_summary(shifts: pd.DataFrame) -> pd.DataFrame:
+    """Mean CAM shift per (target, method) with a 95% bootstrap CI clustered by prompt."""
+    rows = []
+    for (target, method), group in shifts.groupby(["target", "method"], sort=False):
+        est = mean_ci(group.cam_shift.to_numpy(float), group.prompt_id.to_numpy(object))
+        rows.append({"target": target, "method": method, "cam_shift": est.value, "cam_shift_ci_low": est.ci_low,
+                     "cam_shift_ci_high": est.ci_high, "n": est.n, "ci_method": est.method})
+    out = pd.DataFrame(rows)
+    out.attrs["footnote"] = ("cam_shift = 1 − Pearson correlation between the CAM of the base image and of the "
+                             "method's image (0: attention unchanged). "
+                             + describe_method(out["ci_method"].tolist() if rows else []))
+    return out
+
+
 def relgain_cell(method: str, metric: str, base: np.ndarray, other: np.ndarray, prompts: list[str],
                  lower_better: bool) -> dict:
     """One cell of the transfer matrix: mean RelGain (%) of ``other`` over ``base`` on the same items, with a 95%
@@ -243,11 +285,15 @@ class AdversarialGradCAM(BaseBenchmark):
         items = list({(p.item.prompt_id, p.item.seed): p.item for p in ctx.plan}.values())
         methods = {f"guidance on {t}": g for t, g in guided.items()} | {a: a for a in adapters}
         rows = []
+        item_gains: dict[tuple[str, str], np.ndarray] = {}
         for label, generator in methods.items():
             for m in panel:
                 b = np.array([_v(scores[m].get(key_of[(base, i.prompt_id, i.seed)])) for i in items])
                 g = np.array([_v(scores[m].get(key_of[(generator, i.prompt_id, i.seed)])) for i in items])
                 rows.append(relgain_cell(label, m, b, g, [i.prompt_id for i in items], metric_info(m).lower_better))
+                if label.startswith("guidance on "):
+                    gains = relative_gains(b, g, metric_info(m).lower_better).gains
+                    item_gains[(label[len("guidance on "):], m)] = gains
         table = transfer_table(rows, list(methods), panel)
         matrix = table.set_index("method")[panel]
         transfer = matrix.loc[[f"guidance on {t}" for t in targets]].rename(index=lambda s: s[len("guidance on "):])
@@ -258,7 +304,7 @@ class AdversarialGradCAM(BaseBenchmark):
                             "and seeds; positive = better. Inflation index = gain on the guided metric minus the "
                             "mean gain on the other panel metrics.")
         result.tables["transfer_matrix"] = table
-        result.tables["inflation_index"] = inflation.rename_axis("target").reset_index()
+        result.tables["inflation_index"] = inflation_table(item_gains, targets, panel, [i.prompt_id for i in items])
         result.figures["transfer_matrix"] = transfer_figure(table, panel)
         self._cams(ctx, result, base, targets, guided, adapters, items, key_of, scores)
         result.summary = {"base": base, "targets": targets, "panel": panel, "adapters": adapters,
@@ -266,6 +312,8 @@ class AdversarialGradCAM(BaseBenchmark):
         return result
 
     def _cams(self, ctx, result, base, targets, guided, adapters, items, key_of, scores) -> None:
+        from iqabench.plotting import MIN_FONT_PT, ellipsize
+
         spec = ctx.spec
         n_items = int(spec.options.get("cam_items", 2))
         runtime = ctx.runtime
@@ -299,7 +347,8 @@ class AdversarialGradCAM(BaseBenchmark):
                     ax.imshow(array)
                     ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
                     value = scores[target].get(key)
-                    ax.set_title(f"{label[:28]}\n{target} = {_fmt(value)}", fontsize=7)
+                    title = f"{ellipsize(generator_label(label), 34)}\n{ellipsize(target, 24)} = {_fmt(value)}"
+                    ax.set_title(title, fontsize=MIN_FONT_PT)
                     ax.axis("off")
                     if label != "base":
                         shift_rows.append({"target": target, "prompt_id": item.prompt_id, "seed": item.seed,
@@ -312,10 +361,7 @@ class AdversarialGradCAM(BaseBenchmark):
         if shift_rows:
             shifts = pd.DataFrame(shift_rows)
             result.tables["cam_shift"] = shifts
-            result.tables["cam_shift_mean"] = shifts.groupby(["target", "method"], sort=False).cam_shift.agg(
-                ["mean", "count"]).reset_index()
-            result.notes.append("cam_shift = 1 - Pearson correlation between the CAM of the base image and of the "
-                                "method's image (0: attention unchanged).")
+            result.tables["cam_shift_mean"] = cam_shift_summary(shifts)
 
 
 def _v(value: float | None) -> float:
@@ -323,4 +369,4 @@ def _v(value: float | None) -> float:
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
+    return "n/a" if value is None else format_number(value)

@@ -109,6 +109,8 @@ def curves_figure(means: pd.DataFrame, baselines: pd.DataFrame, metrics: list[st
                   series: list[str] | None = None):
     """Mean score vs ``x`` per metric, one line per series (generator, or generator+target), CI band and
     each generator's baseline level as a dashed line."""
+    from iqabench.plotting import figure_legend, style_axes
+
     fig, axes = new_figure(len(metrics))
     series = series or ["generator"]
     for ax, metric in zip(axes, metrics, strict=True):
@@ -118,16 +120,18 @@ def curves_figure(means: pd.DataFrame, baselines: pd.DataFrame, metrics: list[st
             name = " | ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
             line = ax.plot(group[x], group["mean"], marker="o", markersize=3, label=_short(name))[0]
             ax.fill_between(group[x], group.mean_ci_low, group.mean_ci_high, color=line.get_color(), alpha=0.15)
-        rows = list(baselines[baselines.metric == metric].itertuples())
-        for row in rows:  # labelled as the baseline, not with the generator's name
+        rows = baselines[baselines.metric == metric].drop_duplicates(["generator"])
+        levels = rows.drop_duplicates(["mean"])  # generators sharing one base model share one baseline line
+        for row in levels.itertuples():  # labelled as the baseline, not with the generator's name
             ax.axhline(row.mean, linestyle="--", color="grey", linewidth=1,
-                       label="baseline (no adapter)" if len(rows) == 1 else f"baseline · {_short(row.generator)}")
+                       label="baseline (no adapter)" if len(levels) == 1 else f"baseline · {_short(row.generator)}")
         direction = "lower is better" if _lower(metric) else "higher is better"
         ax.set_title(f"{metric} ({direction})")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mean score")
-        ax.legend(fontsize=7, loc="best", framealpha=0.85)
+        style_axes(ax)
     fig.tight_layout()
+    figure_legend(fig, axes)  # under the panels, never on the curves; one entry per line
     fig.set_label(f"Mean score (line) and its 95% CI (band) against the {xlabel}, one panel per metric; the "
                   "dashed line is the baseline (same prompts and seeds, no adapter).")
     return fig
@@ -136,6 +140,8 @@ def curves_figure(means: pd.DataFrame, baselines: pd.DataFrame, metrics: list[st
 def distributions_figure(frame: pd.DataFrame, metrics: list[str]):
     """Per-metric score distribution at every target (boxes), generators side by side (Fig. 10)."""
     import seaborn as sns
+
+    from iqabench.plotting import figure_legend, style_axes
 
     fig, axes = new_figure(len(metrics))
     data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))].copy()
@@ -149,8 +155,9 @@ def distributions_figure(frame: pd.DataFrame, metrics: list[str]):
             continue
         sns.boxplot(data=subset, x="target", y="score", hue="generator", order=order, ax=ax, fliersize=1.5)
         ax.set_title(metric)
-        ax.legend(fontsize=7, framealpha=0.85)
+        style_axes(ax)
     fig.tight_layout()
+    figure_legend(fig, axes)
     fig.set_label("Distribution of image scores at each target percentile (box: quartiles, whiskers: 1.5 IQR), "
                   "one panel per metric, generators side by side.")
     return fig
@@ -175,7 +182,7 @@ def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str]):
     if not matrix.notna().to_numpy().any():
         return None
     return heatmap_figure(
-        matrix, "Spearman correlation, target vs score (aligned)", fmt=".2f",
+        matrix, "Spearman correlation, target vs score (aligned)", fmt=".2f", spread=1.0,  # one scale for all runs
         low=grid("aligned_spearman_ci_low"), high=grid("aligned_spearman_ci_high"),
         caption="Spearman correlation between the target percentile and each image's score, sign flipped for "
                 "lower-is-better metrics, with its 95% CI (bootstrap over prompts): positive (blue) = a higher "
@@ -193,8 +200,12 @@ def aligned_spearman_summary(correlations: pd.DataFrame) -> dict[str, float]:
 
 
 def _short(text: str, limit: int = 40) -> str:
-    """Checkpoint paths make long legend labels; keep the tail, which names the file."""
-    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+    """Legend and axis labels: a checkpoint path as its file stem (``iqabench.labels``), cut with an ellipsis."""
+    from iqabench.labels import generator_label
+    from iqabench.plotting import ellipsize
+
+    parts = str(text).split(" | ")
+    return ellipsize(" | ".join(generator_label(p) for p in parts), limit)
 
 
 def _lower(metric: str) -> bool:

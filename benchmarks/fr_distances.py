@@ -172,6 +172,7 @@ def extreme_pair_table(matrix: pd.DataFrame, lowest: str, highest: str) -> pd.Da
 def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
     """One sequential-colour heatmap (distances are >= 0, so no diverging scale) with each cell's CI; cells whose
     CI includes 0 (the pair is not measurably apart) are hatched and faded."""
+    from iqabench.labels import generator_label
     from iqabench.plotting import heatmap_figure
 
     mine = matrix[(matrix.metric == metric) & (matrix.generator == generator)]
@@ -182,15 +183,16 @@ def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
         out.index.name, out.columns.name = "image", "reference"
         return out.astype(float)
 
-    name = generator if len(generator) < 50 else "..." + generator[-47:]
+    name = generator_label(generator)  # a path target as its file stem; the title ellipsizes what still overflows
     null = 0.0 if what == "distance" else None
     return heatmap_figure(
         grid("mean_distance"), f"{metric}: mean {what}\n{name}", fmt=".2f", scale="sequential",
         low=grid("mean_distance_ci_low"), high=grid("mean_distance_ci_high"), null=null,
         caption=f"{metric}: mean full-reference {what} between the images of every pair of conditions (same prompt "
-                f"and seed; rows: image, columns: reference) for {generator}, with its 95% CI (bootstrap over "
+                f"and seed; rows: image, columns: reference) for {name}, with its 95% CI (bootstrap over "
                 "prompts); sequential colours (distances are >= 0)"
-                + ("; hatched, faded cells: the CI includes 0 (not measurably apart)." if null is not None else "."))
+                + ("; hatched, faded cells: the CI includes 0 (not measurably apart); the diagonal (an image against "
+                   "itself, exactly 0) is not hatched." if null is not None else "."))
 
 
 @register_benchmark("fr-distances",

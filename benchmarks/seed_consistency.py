@@ -117,6 +117,9 @@ def distribution_figure(gains: pd.DataFrame, metrics: list[str]):
     """Violin of per-generation RelGain per metric (one violin per generator), zero line drawn (Fig. 14)."""
     import seaborn as sns
 
+    from iqabench.labels import generator_label
+    from iqabench.plotting import ellipsize, style_axes
+
     fig, axes = new_figure(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         data = gains[(gains.metric == metric) & np.isfinite(gains.relgain)]
@@ -129,7 +132,9 @@ def distribution_figure(gains: pd.DataFrame, metrics: list[str]):
         ax.set_title(f"{metric}: per-generation RelGain")
         ax.set_xlabel("")
         ax.set_ylabel("RelGain, %")
-        ax.tick_params(axis="x", labelrotation=15, labelsize=7)
+        ax.set_xticks(ax.get_xticks(), [ellipsize(generator_label(t.get_text()), 28) for t in ax.get_xticklabels()])
+        ax.tick_params(axis="x", labelrotation=15)
+        style_axes(ax)
     fig.tight_layout()
     fig.set_label("Distribution of the relative gain (%) of every single generation (prompt x seed) over the "
                   "baseline, one violin per generator (lines: quartiles), one panel per metric; positive = better; "

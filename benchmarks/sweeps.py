@@ -249,16 +249,25 @@ def grid_refs(ctx: AnalysisContext, frame: pd.DataFrame, group_col: str):
     (reports/render.py); cutting rows here would make it report a wrong n.
     """
     from iqabench.benchmark import ImageRef
+    from iqabench.labels import generator_aliases
 
     wide = frame.pivot_table(index="image_key", columns="metric", values="score", aggfunc="first")
-    first = frame.drop_duplicates("image_key")
     refs: list[ImageRef] = []
-    pairs = list(dict.fromkeys(zip(first.prompt_id, first.seed, strict=True)))
-    for prompt_id, seed in pairs:
-        rows = first[(first.prompt_id == prompt_id) & (first.seed == seed)]
+    # several generators (adapters) share prompts and seeds: the row label names the generator too, else the
+    # grid repeats "prompt (seed 0)" rows that differ by something the reader cannot see; a baseline image
+    # shared by two adapters then shows in both rows
+    # (only when a column holds several generators' images: seed-consistency's columns are the generators)
+    by_generator = "generator" in frame and bool((frame.groupby(group_col)["generator"].nunique() > 1).any())
+    first = frame.drop_duplicates(["generator", "image_key"] if by_generator else "image_key")
+    aliases = generator_aliases(first["generator"].astype(str)) if by_generator else {}
+    keys = ["generator", "prompt_id", "seed"] if by_generator else ["prompt_id", "seed"]
+    for _, rows in first.groupby(keys, sort=False):
         for _, row in rows.iterrows():
             if not ctx.store.has_image(row.image_key):
                 continue
             shown = {m: float(v) for m, v in wide.loc[row.image_key].items() if np.isfinite(v)}
-            refs.append(ImageRef(row.image_key, f"{row.prompt} (seed {seed})", shown, group=str(row[group_col])))
+            caption = f"{row.prompt} (seed {row.seed})"
+            if by_generator:
+                caption = f"{aliases[str(row.generator)]}: {caption}"
+            refs.append(ImageRef(row.image_key, caption, shown, group=str(row[group_col])))
     return refs

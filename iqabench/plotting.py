@@ -18,11 +18,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from iqabench.labels import generator_label
+from iqabench.number_format import format_ci, format_number
+
+MIN_FONT_PT = 8  # no text in a figure smaller than this at 100 %
+
 
 def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: str = ".1f", *,
                    low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
                    scale: str = "diverging", vmin: float | None = None, vmax: float | None = None,
-                   caption: str = "", null: float | None = None) -> Figure:
+                   caption: str = "", null: float | None = None, spread: float | None = None) -> Figure:
     """An annotated heatmap that carries its uncertainty.
 
     ``scale="diverging"`` (RelGain, correlations, differences: quantities with a
@@ -40,6 +45,11 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     "no change"); cells whose CI includes ``null`` are then hatched the same way. Missing cells (NaN) stay
     blank. The caption (``Figure.get_label()``, shown under the figure in the
     report) says what is plotted; pass ``caption`` to replace the generated one.
+
+    Numbers are written by ``iqabench.number_format`` (the tables' formatter; ``fmt`` is only validated, kept
+    for callers that pass it). ``spread`` fixes a diverging scale's half-range (a correlation: 1), so two runs
+    of a bounded quantity colour the same value alike; text is at least ``MIN_FONT_PT`` and long titles end in
+    an ellipsis.
     """
     if not isinstance(matrix, pd.DataFrame) or matrix.empty:
         raise ValueError("heatmap_figure needs a non-empty pandas DataFrame (rows x columns of numbers)")
@@ -60,7 +70,8 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     array = values.to_numpy()
     finite = array[np.isfinite(array)]
     if scale == "diverging":
-        spread = float(np.max(np.abs(finite - center))) if finite.size else 1.0
+        if spread is None:
+            spread = float(np.max(np.abs(finite - center))) if finite.size else 1.0
         spread = spread if spread > 0 else 1.0
         color_kw = {"cmap": "RdBu", "center": center, "vmin": center - spread, "vmax": center + spread}
     else:
@@ -68,19 +79,21 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
         hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
         color_kw = {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1.0}
 
-    fmt = _readable_format(array, fmt)
     annot = np.full(array.shape, "", dtype=object)
     for (i, j), value in np.ndenumerate(array):
         if not np.isfinite(value):
             continue
-        text = format(value, fmt)
-        if bounds is not None and np.isfinite(bounds[0][i, j]) and np.isfinite(bounds[1][i, j]):
-            text += f"\n[{format(bounds[0][i, j], fmt)}, {format(bounds[1][i, j], fmt)}]"
-        annot[i, j] = text
+        # the report's formatter (significant figures, true minus, no "-0.0", no "0.0 [0.0, 0.0]" for a small
+        # non-zero effect), the estimate over its CI
+        annot[i, j] = format_ci(value, *(b[i, j] for b in bounds)).replace(" [", "\n[", 1) if bounds is not None \
+            else format_number(value)
     ns = np.zeros(array.shape, dtype=bool)
     reference = center if scale == "diverging" else null
     if bounds is not None and reference is not None:
-        ns = np.isfinite(bounds[0]) & np.isfinite(bounds[1]) & (bounds[0] <= reference) & (bounds[1] >= reference)
+        # a CI of zero width at the null (fr-distances' diagonal: an image against itself) is trivially that
+        # value, not an effect that failed a test: no hatching
+        ns = (np.isfinite(bounds[0]) & np.isfinite(bounds[1]) & (bounds[0] <= reference) & (bounds[1] >= reference)
+              & (bounds[0] < bounds[1]))
 
     # Generator specs can be long paths: shorten labels for the axes (the tables keep the full names).
     values = values.rename(index=_short_label, columns=_short_label)
@@ -94,16 +107,17 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
         # seaborn 0.13 calls Colormap.set_bad, which matplotlib >= 3.11 flags as pending deprecation
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         sns.heatmap(values, ax=ax, annot=annot, fmt="", linewidths=0.5, linecolor="white",
-                    annot_kws={"fontsize": 8 if bounds is not None else 10}, cbar_kws={"shrink": 0.8},
+                    annot_kws={"fontsize": MIN_FONT_PT if bounds is not None else 10}, cbar_kws={"shrink": 0.8},
                     **color_kw)
     for i, j in zip(*np.nonzero(ns), strict=True):
         ax.add_patch(Rectangle((j, i), 1, 1, facecolor="white", alpha=0.55, hatch="///", edgecolor="grey",
                                linewidth=0))
-    ax.set_title(title)
+    ax.set_title(short_title(title, fig.get_figwidth()), fontsize=11)
     ax.set_xlabel(str(matrix.columns.name or ""))
     ax.set_ylabel(str(matrix.index.name or ""))
     ax.tick_params(axis="x", labelrotation=30)
     ax.tick_params(axis="y", labelrotation=0)
+    style_axes(ax)
     fig.tight_layout()
     fig.set_label(caption or _heatmap_caption(matrix, title, scale, center, bounds is not None, null))
     return fig
@@ -144,16 +158,6 @@ def _heatmap_caption(matrix: pd.DataFrame, title: str, scale: str, center: float
     return text
 
 
-def _readable_format(array: np.ndarray, fmt: str) -> str:
-    """``fmt``, or ``.2g`` when ``fmt`` would print the largest value as 0 (a RelGain of 0.0008% shown as
-    "0.0 [0.0, 0.0]" says nothing; "0.00078 [0.00071, 0.00092]" does)."""
-    finite = np.abs(array[np.isfinite(array)])
-    largest = float(finite.max()) if finite.size else 0.0
-    if largest > 0 and float(format(largest, fmt)) == 0.0:
-        return ".2g"
-    return fmt
-
-
 def hatched_cells(fig: Figure) -> list[tuple[int, int]]:
     """(row, column) of the cells ``heatmap_figure`` hatched as not significant (for tests and checks)."""
     ax = fig.axes[0]
@@ -162,8 +166,54 @@ def hatched_cells(fig: Figure) -> list[tuple[int, int]]:
 
 
 def _short_label(label: object, limit: int = 36) -> str:
-    text = str(label)
-    if len(text) <= limit:
-        return text
-    keep = (limit - 1) // 2
-    return f"{text[:keep]}…{text[-keep:]}"
+    """Axis labels: a generator spec as its short label (``iqabench.labels``), then cut at the end with an ellipsis."""
+    return ellipsize(generator_label(label), limit)
+
+
+def ellipsize(text: object, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked by a trailing ellipsis (never silently clipped)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: max(1, limit - 1)].rstrip() + "…"
+
+
+def short_title(title: str, width_in: float, font_pt: float = 11.0) -> str:
+    """Each line of ``title`` cut with an ellipsis to what fits ``width_in`` inches at ``font_pt`` (about 0.55
+    em per character)."""
+    limit = max(12, int(width_in * 72 / (0.55 * font_pt)))
+    return "\n".join(ellipsize(line, limit) for line in str(title).splitlines())
+
+
+def style_axes(ax: Any, font_pt: float = MIN_FONT_PT) -> None:
+    """Tick labels and axis labels at least ``font_pt`` points (a 6 pt label is unreadable at 100 %)."""
+    ax.tick_params(labelsize=max(font_pt, 8))
+    ax.xaxis.label.set_fontsize(max(font_pt + 1, 9))
+    ax.yaxis.label.set_fontsize(max(font_pt + 1, 9))
+
+
+def legend_outside(ax: Any, **kwargs: Any) -> Any:
+    """A legend to the right of the axes, outside the data, one entry per label (matplotlib repeats a label
+    given to several artists, e.g. a baseline line drawn in every panel)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    if not unique:
+        return None
+    return ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                     borderaxespad=0.0, fontsize=max(MIN_FONT_PT, kwargs.pop("fontsize", MIN_FONT_PT)),
+                     frameon=False, **kwargs)
+
+
+def figure_legend(fig: Figure, axes: list, ncol: int | None = None) -> Any:
+    """One legend for all panels, under them (outside every panel's data), one entry per label: a baseline drawn
+    in each panel, or by two series of one generator, is listed once."""
+    unique: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if not label.startswith("_"):
+                unique.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not unique:
+        return None
+    ncol = ncol or min(3, len(unique))
+    return fig.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+                      fontsize=MIN_FONT_PT + 1, frameon=False)

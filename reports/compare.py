@@ -282,6 +282,8 @@ def paired_differences(results: dict[str, SavedResult]) -> pd.DataFrame:
             + " Tests: two-sided paired t and Wilcoxon signed-rank; *_holm: Holm-adjusted across this table. "
             "win_rate: share of items improved (ties half). n.s.: the difference's 95% CI includes 0.")
         table.attrs["signed"] = ["difference"]  # n.s. marks, as in the headline tables
+        table.attrs["latex_columns"] = ["run", "generator", "vs_generator", "condition", "metric", "difference",
+                                        "t_p", "t_p_holm", "wilcoxon_p_holm", "n_pairs", "win_rate"]
     if identical:
         table.attrs["footnote"] = (table.attrs.get("footnote", "") + " Left out, identical images (every "
                                    "difference exactly 0): " + "; ".join(identical) + ".").strip()
@@ -309,11 +311,14 @@ def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[s
     merged = merged_headlines(results)
     paired = paired_differences(results)
     env = html_environment("iqabench.reports")
-    blocks = [(head.quantity, Markup(headline_html(head, uuid=f"m{i}")),
-               [n for n in (legend(head), head.footnote) if n]) for i, head in enumerate(merged)]
+    from .comparison_view import aliased, merged_svg, paired_display, paired_note, unit_of
+
+    shown = [aliased(head) for head in merged]
+    blocks = [(head.quantity, unit_of(head.quantity), Markup(headline_html(head, uuid=f"m{i}")),
+               [n for n in (legend(head), head.footnote) if n], merged_svg(head, i)) for i, head in enumerate(shown)]
     html = env.get_template("comparison.html.j2").render(
-        run_ids=list(results), merged=blocks, paired=table_view(paired) if len(paired) else None,
-        paired_note=paired.attrs.get("footnote", ""), sources=paired_sources(results))
+        run_ids=list(results), merged=blocks, paired=table_view(paired_display(paired)) if len(paired) else None,
+        paired_note=paired_note(paired) if len(paired) else "", sources=paired_sources(results))
     tables = {}
     for head in merged:  # named after the quantity (merged_relgain), so the files say what they hold
         name = "merged_" + "".join(ch if ch.isalnum() else "_" for ch in str(head.source)).strip("_")
@@ -354,7 +359,7 @@ def render_comparison(refs: list[RunRef], out: Path | None = None) -> Path:
     for name, frame in tables.items():
         note = frame.attrs.get("footnote", "")
         atomic_write_text(path.with_name(f"{path.stem}.{name}.csv"), frame.to_csv(index=frame.index.name is not None))
-        atomic_write_text(path.with_name(f"{path.stem}.{name}.tex"), to_latex(frame, name, note))
+        atomic_write_text(path.with_name(f"{path.stem}.{name}.tex"), to_latex(frame, name, note, run=path.stem))
         atomic_write_text(path.with_name(f"{path.stem}.{name}.md"), to_markdown(frame, note))
     atomic_write_text(path, html)
     return path

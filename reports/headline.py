@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .tables import CI_HIGH, CI_LOW, _decimals, ci_columns, format_number, has_row_labels
+from .tables import CI_HIGH, CI_LOW, ci_columns, format_ci, has_row_labels
 
 HEADLINE_ATTR = "headline"  # DataFrame.attrs key: {"value": column, "signed": bool} to choose/describe the headline
 
@@ -124,17 +124,11 @@ def headline(tables: dict[str, pd.DataFrame], footnotes: dict[str, str] | None =
 
 
 def _fmt(triple: tuple[float, float, float], signed: bool) -> str:
-    """``est [low, high]`` to about three significant digits of the largest of the three (so bounds line up)."""
+    """``est [low, high]`` through the shared formatter (``iqabench.number_format.format_ci``), plus " n.s."."""
     value, low, high = triple
-    if value is None or not np.isfinite(value):
-        return format_number(float("nan"))
-    largest = max(abs(v) for v in (value, low, high) if np.isfinite(v))
-    decimals = None if (largest != 0 and not 1e-3 <= largest < 1e5) else max(0, _decimals(largest) - 1)
-    text = format_number(value, decimals)
-    if np.isfinite(low) and np.isfinite(high):
-        text += f" [{format_number(low, decimals)}, {format_number(high, decimals)}]"
-        if signed and low <= 0 <= high:
-            text += " n.s."
+    text = format_ci(value, low, high)
+    if signed and np.isfinite(low) and np.isfinite(high) and low <= 0 <= high:
+        text += " n.s."
     return text
 
 
@@ -158,6 +152,33 @@ def best_mask(head: Headline) -> pd.DataFrame:
     return mask
 
 
+def bold_mask(head: Headline) -> pd.DataFrame:
+    """The cells a table may print in bold: the best of its column *and* significantly so.
+
+    The single place the decision rule lives (HTML headline, ``*.headline.tex``, comparison): a bold n.s. cell
+    reads as a winner. When the Headline carries a boolean ``significant`` frame (the statistics issue's
+    decision rule), it is read as is; until then: a signed quantity's best is bold only when its CI excludes 0,
+    any other best only when its CI does not overlap the CI of any other row of its column (no CIs: the best
+    is bold, as for FID).
+    """
+    best = best_mask(head)
+    significant = getattr(head, "significant", None)
+    if isinstance(significant, pd.DataFrame):
+        return best & significant.reindex_like(best).fillna(False).astype(bool)
+    if head.signed:
+        return best & ~not_significant(head)
+    keep = best.copy()
+    for col in best.columns:
+        low, high = head.low[col].to_numpy(float), head.high[col].to_numpy(float)
+        for i in np.flatnonzero(best[col].to_numpy()):
+            if not (np.isfinite(low[i]) and np.isfinite(high[i])):
+                continue
+            others = [j for j in range(len(low)) if j != i and np.isfinite(low[j]) and np.isfinite(high[j])]
+            if low[i] == high[i] or any(low[j] <= high[i] and low[i] <= high[j] for j in others):
+                keep.iat[i, best.columns.get_loc(col)] = False
+    return keep
+
+
 def not_significant(head: Headline) -> pd.DataFrame:
     if not head.signed:
         return pd.DataFrame(False, index=head.estimate.index, columns=head.estimate.columns)
@@ -170,7 +191,7 @@ def headline_html(head: Headline, uuid: str) -> str:
         [[(head.estimate.iat[i, j], head.low.iat[i, j], head.high.iat[i, j])
           for j in range(head.estimate.shape[1])] for i in range(head.estimate.shape[0])],
         index=head.estimate.index.astype(str), columns=head.estimate.columns.astype(str))
-    best, ns = best_mask(head), not_significant(head)
+    best, ns = bold_mask(head), not_significant(head)
     classes = pd.DataFrame(
         [["num" + (" best" if best.iat[i, j] else "") + (" ns" if ns.iat[i, j] else "")
           for j in range(best.shape[1])] for i in range(best.shape[0])],
@@ -184,31 +205,28 @@ def headline_html(head: Headline, uuid: str) -> str:
     return styler.to_html(cell_ids=False, doctype_html=False)
 
 
-def headline_latex(head: Headline, name: str = "headline") -> str:
-    """The headline grid as a booktabs table: the same cells as the HTML (``est [low, high]``, "n.s."), the best
-    per column in ``\\textbf{}`` (a Styler ``--rwrap`` LaTeX style), labels and caption LaTeX-escaped."""
-    from .tables import latex_escape
+def headline_latex(head: Headline, name: str = "headline", run: str = "") -> str:
+    """The headline grid as a booktabs table: the same cells as the HTML (``est [low, high]``, "n.s."), bold
+    only where :func:`bold_mask` allows, fitted to ``\\linewidth``, labelled ``tab:<run>-<name>-headline`` (the
+    full table's export is ``tab:<run>-<name>``)."""
+    from .latex import label, latex_table
 
+    rows = head.estimate.index.name or "row"
     text = pd.DataFrame([[cell_text(head, i, j) for j in range(head.estimate.shape[1])]
-                         for i in range(head.estimate.shape[0])],
-                        index=head.estimate.index.astype(str), columns=head.estimate.columns.astype(str))
-    best = best_mask(head)
-    css = pd.DataFrame([["textbf: --rwrap;" if best.iat[i, j] else "" for j in range(best.shape[1])]
-                        for i in range(best.shape[0])], index=text.index, columns=text.columns)
-    styler = (text.style.format(escape="latex").format_index(escape="latex", axis=0)
-              .format_index(escape="latex", axis=1).apply(lambda _: css, axis=None))
-    styler.index.names = [None]
-    styler.columns.names = [None]
-    caption = latex_escape(". ".join(p for p in (head.quantity, legend(head), head.footnote) if p))
-    label = "tab:" + "".join(ch if ch.isalnum() or ch in "-:" else "-" for ch in name)
-    return styler.to_latex(hrules=True, column_format="l" + "r" * text.shape[1], caption=caption, label=label,
-                           position_float="centering")
+                         for i in range(head.estimate.shape[0])], columns=head.estimate.columns.astype(str))
+    text.insert(0, rows, list(head.estimate.index.astype(str)))
+    bold = bold_mask(head).reset_index(drop=True).set_axis(list(text.columns[1:]), axis=1)
+    caption = ". ".join(p for p in (head.quantity, legend(head), head.footnote) if p)
+    return latex_table(text, caption=caption, tag=label(run, name, "headline"), numeric=set(text.columns[1:]),
+                       bold=bold, raw_headers=set(text.columns[1:]))
 
 
 def legend(head: Headline) -> str:
     parts = []
     if len(head.estimate) > 1 and any(v is not None for v in head.higher_better.values()):
-        parts.append("bold: best in its column" + ("" if head.signed else " (by the metric's direction)"))
+        parts.append("bold: best in its column" + (", its 95% CI excluding 0" if head.signed else
+                                                  " (by the metric's direction), its 95% CI overlapping no other "
+                                                  "row's"))
     if head.signed:
         parts.append("n.s.: the 95% CI includes 0 (no detectable difference); signs are aligned so that "
                      "positive means better")

@@ -130,10 +130,15 @@ def figure_caption(fig: Figure) -> str:
 
 
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
-    """PNG (300 dpi) or PDF bytes of ``fig``, deterministic (no creation date in the metadata)."""
+    """PNG (300 dpi) or PDF bytes of ``fig``, deterministic (no creation date in the metadata).
+
+    PDFs embed TrueType (Type 42) fonts: matplotlib's default Type 3 fonts are refused by many publishers'
+    checks (IEEE PDF eXpress, ACM) and do not select or search as text.
+    """
     buffer = io.BytesIO()
     metadata = {"CreationDate": None} if fmt == "pdf" else {}
-    fig.savefig(buffer, format=fmt, dpi=FIGURE_DPI, metadata=metadata, bbox_inches="tight")
+    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
+        fig.savefig(buffer, format=fmt, dpi=FIGURE_DPI, metadata=metadata, bbox_inches="tight")
     return buffer.getvalue()
 
 
@@ -190,9 +195,10 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
         if table.attrs.get(HEADLINE_ATTR):
             entry["headline"] = _jsonable(dict(table.attrs[HEADLINE_ATTR]))
         if len(table) <= EXPORT_MAX_ROWS:
-            grid = headline_latex(head, name) if head is not None and head.source == name else None
-            for suffix, text in ((".tex", to_latex(table, name, note)), (".md", to_markdown(table, note)),
-                                 (".headline.tex", grid)):
+            grid = headline_latex(head, name, run=run_id) if head is not None and head.source == name else None
+            exports = ((".tex", to_latex(table, name, note, run=run_id)), (".md", to_markdown(table, note)),
+                       (".headline.tex", grid))
+            for suffix, text in exports:
                 if text is None:
                     continue
                 path = table_paths[name].with_suffix(suffix)

@@ -147,6 +147,7 @@ class RunView:
     grids: list[GridView] = field(default_factory=list)
     provenance: str = ""
     missing: str | None = None
+    legend: list[tuple[str, str]] = field(default_factory=list)  # (short label, full spec) where they differ
 
 
 class _Thumbnails:
@@ -210,7 +211,8 @@ def _shown_keys(refs: list[ImageRef]) -> list[str]:
     return [ref.image_key for cells in rows for ref in cells if ref is not None]
 
 
-def _grid_view(name: str, refs: list[ImageRef], thumbs: Callable[[str], tuple[str | None, str | None]]) -> GridView:
+def _grid_view(name: str, refs: list[ImageRef], thumbs: Callable[[str], tuple[str | None, str | None]],
+               labels: dict[str, str] | None = None) -> GridView:
     """Columns are ImageRef.group (order of first appearance); rows line up the same caption across groups.
 
     The first ``GRID_VISIBLE_ROWS`` rows show; rows up to ``MAX_GRID_ROWS`` sit behind a "show all" toggle;
@@ -225,9 +227,10 @@ def _grid_view(name: str, refs: list[ImageRef], thumbs: Callable[[str], tuple[st
                 row.append(None)
                 continue
             uri, error = thumbs(ref.image_key)
-            scores = [(metric, format_number(value)) for metric, value in ref.scores.items()]
+            scores = [(metric, format_number(value, trim=False)) for metric, value in ref.scores.items()]
             row.append(Thumb(uri, ref.caption, scores, error))
         rows.append((caption, row))
+    groups = [(labels or {}).get(group, group) for group in groups]
     return GridView(name, groups, rows[:GRID_VISIBLE_ROWS], rows[GRID_VISIBLE_ROWS:], len(slots))
 
 
@@ -258,16 +261,22 @@ def _is_number(value: Any) -> bool:
     return value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
 
 
-def _summary_items(summary: dict[str, Any]) -> list[tuple[str, str]]:
+def _summary_items(summary: dict[str, Any], labels: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """Summary values as short text: numbers formatted, lists joined, mappings as ``key: value`` pairs.
 
     A mapping of numbers keyed ``"generator | metric"`` repeats the headline table, so it is left out when a
     headline exists (the caller passes only what remains).
     """
+    labels = labels or {}
+
     def text_of(v: Any) -> str:
         if isinstance(v, bool):  # True/False read as yes/no on the page
             return "yes" if v else "no"
-        return format_number(v) if _is_number(v) else str(v)
+        return format_number(v) if _is_number(v) else labels.get(str(v), str(v))
+
+    def key_of(k: Any) -> str:  # "spec | metric" keys name a generator first
+        head, sep, tail = str(k).partition(" | ")
+        return labels.get(head, head) + sep + tail
 
     items = []
     for key, value in summary.items():
@@ -276,7 +285,7 @@ def _summary_items(summary: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, dict):
             if not value:
                 continue
-            text = "; ".join(f"{k}: {text_of(v)}" for k, v in value.items())
+            text = "; ".join(f"{key_of(k)}: {text_of(v)}" for k, v in value.items())
         elif isinstance(value, (list, tuple)):
             text = ", ".join(text_of(v) for v in value) or MISSING
         else:
@@ -331,9 +340,14 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     if result is None:
         view.missing = "This run has no saved results yet (was it analysed?)."
         return view
+    labels = _run_aliases(view.generators, result)
+    view.legend = [(alias, spec) for spec, alias in labels.items() if alias != spec]
+    view.generators = [labels.get(g, g) for g in view.generators]
     head = headline(result.tables, result.footnotes)
     shown_summary = dict(summary)
     if head is not None:
+        rows = head.estimate.index.map(lambda r: labels.get(str(r), str(r)))
+        head.estimate.index = head.low.index = head.high.index = rows
         view.headline = Markup(headline_html(head, uuid=f"h-{run_id}"))
         columns = f" and {head.estimate.columns.name}" if head.estimate.columns.name else ""
         view.headline_title = f"{head.quantity} by {head.estimate.index.name or 'row'}{columns} " \
@@ -342,18 +356,40 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
         # mappings of numbers repeat the headline table's estimates without their CIs
         shown_summary = {k: v for k, v in summary.items()
                          if not (isinstance(v, dict) and v and all(_is_number(x) for x in v.values()))}
-    view.summary = _summary_items(shown_summary)
+    view.summary = _summary_items(shown_summary, labels)
     # the benchmark's own list wins; else what the runner recorded in run.json (image key -> "stage: detail")
     view.failures = _failures(summary.get(FAILURES_KEY)) or _failures(manifest.get(FAILURES_KEY))
-    view.smoke = next((n for n in result.notes if n.startswith(SMOKE_PREFIX)), None)
-    view.notes = [n for n in result.notes if n != view.smoke]
-    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS), result.footnotes.get(name, ""))
+    notes = [_with_labels(n, labels) for n in result.notes]  # the runner's notes name generators by full spec
+    view.smoke = next((n for n in notes if n.startswith(SMOKE_PREFIX)), None)
+    view.notes = [n for n in notes if n != view.smoke]
+    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS, labels), result.footnotes.get(name, ""))
                    for name, frame in result.tables.items()]
     view.figures = [FigureBlock(name, Markup(svg), _figure_caption(name, result.captions.get(name, "")))
                     for name, svg in result.figures.items()]
     thumbs.prefetch([key for refs in result.grids.values() for key in _shown_keys(refs)])  # all grids at once
-    view.grids = [_grid_view(name, refs, thumbs) for name, refs in result.grids.items()]
+    view.grids = [_grid_view(name, refs, thumbs, labels) for name, refs in result.grids.items()]
     return view
+
+
+def _with_labels(text: str, labels: dict[str, str]) -> str:
+    """``text`` with every full generator spec replaced by its short label (longest spec first)."""
+    for spec, alias in sorted(labels.items(), key=lambda kv: -len(kv[0])):
+        if spec != alias:
+            text = text.replace(spec, alias)
+    return text
+
+
+def _run_aliases(generators: list[str], result: SavedResult) -> dict[str, str]:
+    """Short labels (``iqabench.labels``) for the run's generators and every spec its tables and grids name."""
+    from iqabench.labels import generator_aliases
+
+    from .tables import frame_aliases
+
+    specs = list(generators)
+    for frame in result.tables.values():
+        specs += list(frame_aliases(frame))
+    specs += [ref.group for refs in result.grids.values() for ref in refs if ref.group]
+    return generator_aliases(specs)
 
 
 def _environment() -> jinja2.Environment:
@@ -372,16 +408,23 @@ def render_html(store: Store, run_ids: list[str]) -> str:
     return render_runs([RunRef(store, run_id) for run_id in dict.fromkeys(run_ids)])
 
 
+def _overview(runs: list[RunView]) -> TableView:
+    """The Runs table; a column no run has a value for is left out (a study analysis has no generators, metrics,
+    status or date: a row of dashes says nothing)."""
+    columns = ["run", "benchmark", "generators", "metrics", "n images", "status", "created"]
+    texts = [[run.run_id, run.benchmark, ", ".join(run.generators) or MISSING, ", ".join(run.metrics) or MISSING,
+              run.n_images, run.status, run.created] for run in runs]
+    keep = [j for j in range(len(columns)) if j < 2 or any(row[j] not in ("", MISSING) for row in texts)]
+    return TableView([columns[j] for j in keep],
+                     [[Cell(row[j], row[j], False, header=j == 0) for j in keep] for row in texts])
+
+
 def render_runs(refs: list, comparison: Markup | None = None) -> str:
     """The page for runs that may live in different stores (``RunRef``s), with an optional comparison block."""
     thumbs: dict[Path, _Thumbnails] = {}
     runs = [_run_view(ref.store, ref.run_id, thumbs.setdefault(Path(ref.store.root), _Thumbnails(ref.store)))
             for ref in refs]
-    overview = TableView(["run", "benchmark", "generators", "metrics", "n images", "status", "created"], [])
-    for run in runs:
-        texts = [run.run_id, run.benchmark, ", ".join(run.generators) or MISSING, ", ".join(run.metrics) or MISSING,
-                 run.n_images, run.status, run.created]
-        overview.rows.append([Cell(t, t, False, header=i == 0) for i, t in enumerate(texts)])
+    overview = _overview(runs)
     smoke = [(run.run_id, run.smoke) for run in runs if run.smoke]
     title = (
         f"iqabench report: {runs[0].benchmark or 'run'} {runs[0].run_id}"

@@ -1,23 +1,24 @@
 """Turning DataFrames and summary values into report cells.
 
-Every number in the report goes through ``format_number`` so the same value
-reads the same everywhere. A confidence interval is shown next to its point
-estimate: columns ``X``, ``X_ci_low``, ``X_ci_high`` become one column
-``X`` reading ``X [low, high]``, with low and high printed to the estimate's
-precision so the bounds line up with it.
+Every number in the report goes through ``iqabench.number_format`` (``format_number``,
+``format_ci``) so the same value reads the same in tables, figures and exports. A
+confidence interval is shown next to its point estimate: columns ``X``,
+``X_ci_low``, ``X_ci_high`` become one column ``X`` reading ``X [low, high]``.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
 
+from iqabench.number_format import MISSING, format_ci, format_number, is_number
+
+__all__ = ["MISSING", "Cell", "TableView", "format_ci", "format_number", "table_view"]
+
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
-MISSING = "–"
 
 
 @dataclass(frozen=True)
@@ -36,33 +37,7 @@ class TableView:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _decimals(value: float) -> int:
-    """Decimals that show about four significant digits for values in [1e-3, 1e5)."""
-    magnitude = math.floor(math.log10(abs(value))) if value else 0
-    return max(0, 3 - magnitude)
-
-
-def format_number(value: Any, decimals: int | None = None) -> str:
-    """Human-readable number: ints as is, floats to ~4 significant digits, NaN as a dash."""
-    if value is None:
-        return MISSING
-    if not _is_number(value):
-        return str(value)
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    value = float(value)
-    if math.isnan(value):
-        return MISSING
-    if math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    if decimals is None:
-        if value != 0 and not 1e-3 <= abs(value) < 1e5:
-            return f"{value:.3e}"
-        decimals = _decimals(value)
-    return f"{value:.{decimals}f}"
+    return is_number(value)
 
 
 def _cell(value: Any, header: bool = False) -> Cell:
@@ -75,12 +50,7 @@ def _cell(value: Any, header: bool = False) -> Cell:
 def _ci_cell(value: Any, low: Any, high: Any) -> Cell:
     if not _is_number(value) or math.isnan(float(value)):
         return _cell(value)
-    value = float(value)
-    decimals = None if (value != 0 and not 1e-3 <= abs(value) < 1e5) else _decimals(value)
-    point = format_number(value, decimals)
-    if any(not _is_number(b) or math.isnan(float(b)) for b in (low, high)):
-        return Cell(point, repr(value), True)
-    return Cell(f"{point} [{format_number(low, decimals)}, {format_number(high, decimals)}]", repr(value), True)
+    return Cell(format_ci(value, low, high), repr(float(value)), True)
 
 
 def ci_columns(columns: list[str]) -> dict[str, tuple[str, str]]:
@@ -106,12 +76,14 @@ def has_row_labels(frame: pd.DataFrame) -> bool:
 SIGNED_ATTR = "signed"  # DataFrame.attrs key: CI'd columns whose zero means "no effect" (marked "n.s.")
 
 
-def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
+def table_view(frame: pd.DataFrame, max_rows: int | None = None, labels: dict[str, str] | None = None) -> TableView:
     """Rows of formatted cells; a labelled index becomes leading row-header columns.
 
     ``max_rows`` keeps only the first rows (a paper-scale per-item table has millions; the CSV keeps them all)
-    and records the full count in ``total_rows``.
+    and records the full count in ``total_rows``. ``labels`` maps text cells (generator specs) to the short
+    labels the page uses (``iqabench.labels.generator_aliases``); the page's legend table gives the full specs.
     """
+    labels = {k: v for k, v in (labels or {}).items() if k != v}
     total = len(frame)
     # columns whose 0 means "no effect" (attrs["signed"]): " n.s." where the CI includes 0, as in the headline
     signed = {str(c) for c in frame.attrs.get(SIGNED_ATTR, ())}
@@ -137,14 +109,21 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
                     cell = replace(cell, text=cell.text + " n.s.")
                 row.append(cell)
             else:
-                row.append(_cell(record[col], header=position < index_levels))
+                cell = _cell(record[col], header=position < index_levels)
+                if not cell.numeric and cell.text in labels:
+                    cell = replace(cell, text=labels[cell.text], sort_key=labels[cell.text])
+                row.append(cell)
         rows.append(row)
-    return TableView(shown, rows, total if total > len(rows) else 0)
+    headers = [labels.get(c, c) for c in shown]  # a matrix's columns can be generators (study: conditions)
+    return TableView(headers, rows, total if total > len(rows) else 0)
 
 
 # --- exports: the same formatted cells as the report, for LaTeX, Markdown and the terminal ----------------------
 
 FOOTNOTE_ATTR = "footnote"  # DataFrame.attrs key a benchmark sets to say how a table's numbers were made
+# DataFrame.attrs key: the columns (after CI merging: "X" stands for "X [low, high]") a .tex export keeps, so a
+# wide table fits the page at a readable size instead of shrinking to it; the CSV keeps every column
+LATEX_COLUMNS_ATTR = "latex_columns"
 
 
 def footnote(frame: pd.DataFrame) -> str:
@@ -155,9 +134,23 @@ def footnote(frame: pd.DataFrame) -> str:
     return note
 
 
+GENERATOR_COLUMNS = ("generator", "vs_generator", "baseline", "method", "source", "condition")
+
+
+def frame_aliases(frame: pd.DataFrame) -> dict[str, str]:
+    """Short labels for the generator specs a table holds (columns/index levels named in ``GENERATOR_COLUMNS``):
+    what an export prints instead of a local path."""
+    from iqabench.labels import generator_aliases
+
+    flat = frame.reset_index() if has_row_labels(frame) else frame
+    values = [str(v) for c in flat.columns if str(c) in GENERATOR_COLUMNS for v in flat[c].dropna().unique()]
+    return generator_aliases(values)
+
+
 def display_frame(frame: pd.DataFrame, max_rows: int | None = None) -> pd.DataFrame:
-    """Strings as the report shows them: index as leading columns, ``X [low, high]`` for each CI'd column."""
-    view = table_view(frame, max_rows)
+    """Strings as the report shows them: index as leading columns, ``X [low, high]`` for each CI'd column,
+    generator specs as their short labels."""
+    view = table_view(frame, max_rows, labels=frame_aliases(frame))
     return pd.DataFrame([[cell.text for cell in row] for row in view.rows], columns=view.columns)
 
 
@@ -167,21 +160,40 @@ def _numeric_columns(frame: pd.DataFrame, shown: list[str]) -> set[str]:
     return {c for c in shown if c in flat and pd.api.types.is_numeric_dtype(flat[c])}
 
 
-def to_latex(frame: pd.DataFrame, name: str, note: str = "") -> str:
-    """A booktabs ``table`` (``\\toprule/\\midrule/\\bottomrule``) that pastes into a paper unchanged.
+def _metric_names(columns: list[str]) -> set[str]:
+    """Columns named after a registered metric: their headers stay as written (``topiq_nr``, not "topiq nr")."""
+    try:
+        from iqabench.metrics import metric_info
+    except ImportError:  # pragma: no cover
+        return set()
+    names = set()
+    for column in columns:
+        try:
+            metric_info(column)
+        except Exception:  # not a metric name
+            continue
+        names.add(column)
+    return names
 
-    Built with pandas ``Styler.to_latex``; cells are the report's formatted
-    strings, LaTeX-escaped; numeric columns are right-aligned; the footnote
-    (how the CIs were computed) becomes the caption. Needs ``booktabs``.
+
+def to_latex(frame: pd.DataFrame, name: str, note: str = "", run: str = "") -> str:
+    """A booktabs ``table`` that pastes into a paper unchanged and fits ``\\linewidth`` (see reports/latex.py).
+
+    Cells are the report's formatted strings; numeric columns are right-aligned; the footnote (how the CIs were
+    computed) becomes the caption; the label is ``tab:<run>-<name>``, unique per run and table. Needs
+    ``booktabs`` and ``graphicx``.
     """
+    from .latex import label, latex_table
+
     shown = display_frame(frame)
     numeric = _numeric_columns(frame, list(shown.columns))
-    column_format = "".join("r" if c in numeric else "l" for c in shown.columns)
-    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    caption = latex_escape(name.replace("_", " ") + (f". {note}" if note else ""))
-    label = "tab:" + "".join(ch if ch.isalnum() or ch in "-:" else "-" for ch in name)
-    return styler.to_latex(hrules=True, column_format=column_format, caption=caption, label=label,
-                           position_float="centering")
+    caption = name.replace("_", " ") + (f". {note}" if note else "")
+    chosen = [str(c) for c in frame.attrs.get(LATEX_COLUMNS_ATTR, ()) if str(c) in shown.columns]
+    if chosen and len(chosen) < len(shown.columns):  # the table's own choice of what a paper prints
+        shown = shown[chosen]
+        caption = caption.rstrip().rstrip(".") + f". Other columns: {name}.csv."
+    return latex_table(shown, caption=caption, tag=label(run, name), numeric=numeric,
+                       raw_headers=_metric_names(list(shown.columns)))
 
 
 def latex_escape(text: str) -> str:

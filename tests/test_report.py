@@ -122,11 +122,11 @@ def test_tables_export_as_booktabs_latex_and_markdown_with_their_footnote(store)
     folder = store.run_dir("run-a") / "results"
     tex = (folder / "scores.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    assert "iqa-adapter:topiq & 35.50 [33.25, 37.75] & 2 \\\\" in tex
+    assert "iqa-adapter:topiq & 35.5 [33.2, 37.8] & 2 \\\\" in tex
     assert "\\caption{scores. Brackets: 95\\% CI, BCa bootstrap over images.}" in tex
-    assert "\\begin{tabular}{lrr}" in tex
+    assert "\\begin{tabular}{lrr}" in tex and "\\resizebox{" in tex
     md = (folder / "scores.md").read_text()
-    assert "| iqa-adapter:topiq |" in md and "35.50 [33.25, 37.75]" in md and "BCa bootstrap over images" in md
+    assert "| iqa-adapter:topiq |" in md and "35.5 [33.2, 37.8]" in md and "BCa bootstrap over images" in md
 
 
 def test_figures_export_as_300_dpi_png_and_pdf(store):
@@ -195,13 +195,13 @@ def test_unsafe_table_or_figure_name_is_refused_before_writing(store, kind, name
 def test_table_view_merges_confidence_intervals_and_formats_numbers():
     view = table_view(make_result().tables["scores"])
     assert view.columns == ["generator", "piqe", "n"]
-    assert [cell.text for cell in view.rows[0]] == ["tiny-sd", "41.23 [39.00, 43.50]", "2"]
-    assert view.rows[1][1].text == "35.50 [33.25, 37.75]"
+    assert [cell.text for cell in view.rows[0]] == ["tiny-sd", "41.2 [39.0, 43.5]", "2"]
+    assert view.rows[1][1].text == "35.5 [33.2, 37.8]"
     assert view.rows[0][1].sort_key == repr(41.23456)
     matrix = table_view(relgain_matrix())
     assert matrix.columns == ["generator", "piqe", "entropy"]
     assert matrix.rows[0][0].header and not matrix.rows[0][1].header
-    assert [cell.text for cell in matrix.rows[1]] == ["guidance:topiq_nr", "0.000", "–"]
+    assert [cell.text for cell in matrix.rows[1]] == ["guidance:topiq_nr", "0", "–"]
 
 
 def test_render_shows_tables_figures_thumbnails_and_escapes_prompts(store):
@@ -209,7 +209,7 @@ def test_render_shows_tables_figures_thumbnails_and_escapes_prompts(store):
     path = render_report(store, ["run-a"])
     assert path == store.run_dir("run-a") / "report.html"
     html = path.read_text("utf-8")
-    assert "41.23 [39.00, 43.50]" in html and "-3.250" in html
+    assert "41.2 [39.0, 43.5]" in html and "−3.25" in html
     assert html.count("<svg") == 1 and "<?xml" not in html
     assert html.count('src="data:image/png;base64,') == 2
     assert "&lt;script&gt;alert(1)&lt;/script&gt; a cat / seed 0" in html
@@ -289,7 +289,7 @@ def test_two_runs_render_side_by_side_with_a_runs_table(store):
     for text in ("run-a", "run-b", "tiny-sd, iqa-adapter:topiq", "sd15", "piqe, entropy", "complete"):
         assert text in overview, text
     section_b = html.split('id="run-run-b"')[1]
-    assert "fid topk" in section_b and "12.00" in section_b and "-1.500" in section_b  # the summary, formatted
+    assert "fid topk" in section_b and "12" in section_b and "−1.5" in section_b  # the summary, formatted
     assert 'id="run-run-a"' in html and 'id="run-run-b"' in html
     assert html.index('id="run-run-a"') < html.index('id="run-run-b"')
 
@@ -341,7 +341,8 @@ def test_heatmap_is_diverging_centred_and_annotated():
     low, mid, high = (mesh.cmap(x) for x in (0.0, 0.5, 1.0))
     assert low[0] > low[2] and high[2] > high[0]  # losses red, gains blue
     assert min(mid[:3]) > 0.9  # no change is (near) white
-    assert sorted(t.get_text() for t in ax.texts) == ["-3.2", "0.0", "12.5"]  # NaN cell left blank
+    # the shared formatter: true minus, 3 significant figures, 0 without decimals; NaN cell left blank
+    assert sorted(t.get_text() for t in ax.texts) == ["0", "12.5", "−3.25"]
     assert ax.get_title() == "RelGain (%)"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["iqa-adapter:topiq", "guidance:topiq_nr"]
 
@@ -362,7 +363,7 @@ def test_summary_is_text_not_json_and_runner_failures_are_shown(store):
     save_result(store, "run-b", Result("relgain", summary=summary))
     html = render_html(store, ["run-b"])
     summary_block = html.split('<dl class="summary">')[1].split("</dl>")[0]
-    assert "<dd>sd15 | piqe: 2.500; sd15 | entropy: -0.7500</dd>" in summary_block
+    assert "<dd>sd15 | piqe: 2.5; sd15 | entropy: −0.75</dd>" in summary_block
     assert "<dd>sd15, x&lt;y</dd>" in summary_block and "<dt>n items</dt><dd>3</dd>" in summary_block
     assert "{" not in summary_block and "&#34;" not in summary_block  # no JSON
     assert "abc123: generate: CUDA out of memory" in html
@@ -413,10 +414,10 @@ def test_headline_marks_best_and_not_significant_cells_with_styler(store):
     head = html.split('class="headline"')[1].split("</table>")[0]
     by_text = {text.strip(): cls for cls, text in re.findall(r'<td [^>]*class="([^"]*)"\s*>([^<]*)</td>', head)}
     assert len(by_text) == 4
-    assert {"num", "ns"} <= set(by_text["2.2 [-7.0, 11.0] n.s."].split())
+    assert {"num", "ns"} <= set(by_text["2.2 [−7.0, 11.0] n.s."].split())
     assert "best" in by_text["8.0 [4.0, 12.0]"].split()  # best piqe gain
     assert "best" in by_text["5.00 [1.00, 9.00]"].split() and "ns" not in by_text["5.00 [1.00, 9.00]"].split()
-    assert "ns" not in by_text["-1.00 [-3.00, -0.50]"].split()  # a significant loss is not n.s.
+    assert "ns" not in by_text["−1.00 [−3.00, −0.50]"].split()  # a significant loss is not n.s.
     assert "g&lt;2&gt;" in head and "g<2>" not in head  # Styler escapes labels
     after = html.split('class="headline"')[1]
     assert "n.s.: the 95% CI includes 0" in after and "BCa bootstrap over images" in after
@@ -491,7 +492,7 @@ def test_latex_exports_escape_captions_and_carry_bold_best_and_ns(store):
     save_result(store, "run-a", Result("relgain", tables={"relgain": table}))
     tex = (store.run_dir("run-a") / "results" / "relgain.headline.tex").read_text()  # the grid as in the report
     assert "\\textbf{8.0 [4.0, 12.0]}" in tex and "\\textbf{5.00 [1.00, 9.00]}" in tex  # best per column
-    assert "2.2 [-7.0, 11.0] n.s." in tex and "\\textbf{2.2" not in tex
+    assert "2.2 [$-$7.0, 11.0] n.s." in tex and "\\textbf{2.2" not in tex
     assert "a\\_b 50\\% \\#1 \\{x\\}" in tex and "g<2>" in tex and "\\toprule" in tex
 
 

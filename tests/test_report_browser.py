@@ -57,7 +57,7 @@ def test_report_opens_without_console_errors_and_shows_the_table(chromium, repor
     page = chromium.open(report)
     assert page.console_errors() == []
     assert chromium.driver.title == "iqabench report: relgain r1"
-    assert chromium.find_xpath("//td[normalize-space()='35.50 [33.00, 38.00]']").is_displayed()
+    assert chromium.find_xpath("//td[normalize-space()='35.5 [33.0, 38.0]']").is_displayed()
     assert chromium.find("figure.plot svg").is_displayed()
     thumb = chromium.find("figure.thumb img")
     assert chromium.run_js("return arguments[0].complete && arguments[0].naturalWidth", thumb) == 96
@@ -157,3 +157,27 @@ def test_comparison_report_shows_both_runs_generators(chromium, tmp_path):  # no
     assert "Paired differences against run-a" in chromium.find("section.comparison").text
     assert chromium.overflowing() == []
     assert page.console_errors() == []
+
+
+def test_comparison_key_columns_are_visible_at_1280_px_without_scrolling_sideways(chromium, tmp_path):  # noqa: F811
+    """Issue 27: estimate, CI, p and Holm-adjusted p of the paired table sit inside a 1280 px viewport (they were
+    only reachable by scrolling the table sideways)."""
+    from test_report_compare import _scores_run
+
+    from iqabench.reports.compare import RunRef, render_comparison
+
+    store = Store(tmp_path / "store")
+    _scores_run(store, "run-a", "iqa-adapter:/home/someone/checkpoints/adapter_a.safetensors[scale=0.5]", 0.0,
+                "2026-01-01T10:00:00+00:00")
+    _scores_run(store, "run-bb", "iqa-adapter:/home/someone/checkpoints/adapter_b.safetensors[scale=0.5]", 2.0,
+                "2026-01-02T10:00:00+00:00")
+    page = chromium.open(render_comparison([RunRef(store, "run-a"), RunRef(store, "run-bb")]))
+    chromium.set_width(1280)
+    table = chromium.find_xpath("//h3[contains(., 'Paired differences')]/following::table[1]")
+    headers = [th.text.replace("\n", " ") for th in table.find_elements("css selector", "thead th")]
+    for column in ("difference", "t p", "t p (Holm)", "Wilcoxon p (Holm)"):
+        assert column in headers, headers
+    right = chromium.run_js("var r = arguments[0].getBoundingClientRect(); return r.right;", table)
+    scroll = chromium.run_js("var s = arguments[0].closest('.scroll'); return s.scrollWidth - s.clientWidth;", table)
+    assert right <= 1280 and scroll <= 0  # the whole table, key columns included, is in view without scrolling
+    assert chromium.overflowing() == [] and page.console_errors() == []

@@ -106,7 +106,7 @@ def test_condition_sweep_correlations_have_prompt_bootstrap_cis_and_hatch_the_un
     assert hatched_cells(correlation_heatmap(table, ["entropy", "piqe"])) == [(0, 1)]
 
 
-def test_fr_distance_matrix_has_cis_and_hatches_cells_whose_ci_includes_zero():
+def test_fr_distance_matrix_has_cis_and_leaves_its_trivial_zero_diagonal_unhatched():
     rng = np.random.default_rng(1)
     conditions = ["baseline", "p1", "p99"]
     rows = [{"metric": "ssim", "generator": "G", "prompt_id": p, "seed": s, "condition_a": a, "condition_b": b,
@@ -116,8 +116,18 @@ def test_fr_distance_matrix_has_cis_and_hatches_cells_whose_ci_includes_zero():
     _assert_ci_columns_bound(table, ["mean_distance"])
     assert (table.n == len(PROMPTS) * len(SEEDS)).all() and "prompts" in table.attrs["footnote"]
     fig = matrix_figure(table, "ssim", "G", "distance")
-    assert hatched_cells(fig) == [(0, 0), (1, 1), (2, 2)]  # an image vs itself: distance 0; the rest moved
-    assert "CI includes 0" in fig.get_label()
+    # an image vs itself is exactly 0 with a zero-width CI: trivially so, not a failed test (issue 27); the rest moved
+    assert hatched_cells(fig) == []
+    assert "CI includes 0" in fig.get_label() and "diagonal" in fig.get_label()
+
+
+def test_heatmap_hatches_a_ci_that_crosses_the_null_but_not_a_zero_width_one_at_it():
+    from iqabench.plotting import heatmap_figure
+
+    grid = pd.DataFrame([[0.0, 0.05], [0.3, 0.0]])
+    low, high = pd.DataFrame([[0.0, -0.02], [0.2, 0.0]]), pd.DataFrame([[0.0, 0.1], [0.4, 0.0]])
+    fig = heatmap_figure(grid, "d", scale="sequential", low=low, high=high, null=0.0)
+    assert hatched_cells(fig) == [(0, 1)]
 
 
 def test_scale_sweep_gap_has_a_paired_ci_aligned_for_lower_is_better_metrics():
@@ -218,13 +228,16 @@ def _legend_figures():
 @pytest.mark.parametrize("name", ["curves", "curves_one_baseline", "distributions"])
 def test_every_legend_lies_inside_its_saved_figure(name):
     fig = _legend_figures()[name]
-    fig.savefig(io.BytesIO(), format="png", dpi=100)  # lays the figure out as the report's export does
+    fig.savefig(io.BytesIO(), format="png", dpi=100, bbox_inches="tight")  # as the report's exports save it
     renderer = fig.canvas.get_renderer()
-    box = fig.bbox
-    legends = [legend for ax in fig.axes if (legend := ax.get_legend()) is not None]
+    # the exports save with bbox_inches="tight": the saved area is the tight box of every artist
+    box = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)
+    legends = [legend for ax in fig.axes if (legend := ax.get_legend()) is not None] + list(fig.legends)
     assert legends, "figure has no legend"
     for legend in legends:
         extent = legend.get_window_extent(renderer)
+        for ax in fig.axes:  # issue 27: outside the data, never on the curves
+            assert not extent.overlaps(ax.get_window_extent(renderer)), (extent, ax.get_window_extent(renderer))
         assert extent.x0 >= box.x0 - 0.5 and extent.y0 >= box.y0 - 0.5, (extent, box)
         assert extent.x1 <= box.x1 + 0.5 and extent.y1 <= box.y1 + 0.5, (extent, box)
         texts = [t.get_text() for t in legend.get_texts()]

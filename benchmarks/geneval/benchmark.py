@@ -31,6 +31,7 @@ import pandas as pd
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
 from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool, WorkItem
+from iqabench.labels import generator_aliases
 from iqabench.specs import RunSpec
 from iqabench.stats import describe_method, mean_ci, mean_of_strata_ci
 from iqabench.store import content_key
@@ -57,6 +58,33 @@ def reason_kind(line: str) -> str:
     if re.match(r"^expected .+>=\d+, found \d+$", line):
         return "missing object"
     return "other"
+
+
+def failure_reason_counts(rows: list[dict]) -> pd.DataFrame:
+    """Per (generator, task, kind): n = incorrect images with at least one failure of that kind (one image with
+    two failed clauses of one kind counts once: n counts images, not clauses)."""
+    reasons = []
+    for r in rows:
+        if not r["correct"]:
+            for kind in dict.fromkeys(reason_kind(line) for line in r["reason"].splitlines()):
+                reasons.append({"generator": r["generator"], "task": r["tag"], "kind": kind})
+    if not reasons:
+        return pd.DataFrame(columns=["generator", "task", "kind", "n"])
+    counts = pd.DataFrame(reasons).value_counts().rename("n").reset_index()
+    counts = counts.sort_values(["generator", "task", "n"], ascending=[True, True, False], ignore_index=True)
+    counts.attrs["footnote"] = ("n: incorrect images with at least one failure of this kind; an image that fails "
+                                "in two ways counts once under each kind.")
+    return counts
+
+
+def failure_grid(rows: list[dict], generators: list[str]) -> list[ImageRef]:
+    """One grid row per incorrect image, labelled with all that distinguishes it (generator, prompt, seed) and
+    its first failure reason. Reasons differ per image, so lining generators up by caption put different seeds
+    side by side."""
+    aliases = generator_aliases(generators)
+    return [ImageRef(r["image_key"], f"{aliases.get(g, g)}: {r['prompt']} (seed {r['seed']}) — "
+                     f"{r['reason'].splitlines()[0] if r['reason'] else 'incorrect'}", group="incorrect image")
+            for g in generators for r in rows if r["generator"] == g and not r["correct"]]
 
 
 def _options(spec: RunSpec) -> dict[str, Any]:
@@ -240,21 +268,11 @@ class GenEval(BaseBenchmark):
                         "accuracies), per generator; sequential colours from 0 to 1"
                         + ("; brackets: 95% CI over prompts." if has_ci else "."))
         if rows:
-            reasons = []
-            for r in rows:
-                if not r["correct"]:
-                    for line in r["reason"].splitlines():
-                        reasons.append({"generator": r["generator"], "task": r["tag"], "kind": reason_kind(line)})
-            if reasons:
-                counts = pd.DataFrame(reasons).value_counts().rename("n").reset_index()
-                result.tables["failure_reasons"] = counts.sort_values(["generator", "task", "n"],
-                                                                      ascending=[True, True, False],
-                                                                      ignore_index=True)
+            counts = failure_reason_counts(rows)
+            if len(counts):
+                result.tables["failure_reasons"] = counts
             result.tables["geneval_per_image"] = frame.drop(columns=["metadata", "details"])
-            result.grids["failures"] = [
-                ImageRef(r["image_key"], f"{r['prompt']} — {r['reason'].splitlines()[0] if r['reason'] else ''}",
-                         group=r["generator"])
-                for g in generators for r in [x for x in rows if x["generator"] == g and not x["correct"]]]
+            result.grids["failures"] = failure_grid(rows, generators)
         export = spec.options.get("export")
         if export:
             self._export(ctx, Path(str(export)), rows, generators)

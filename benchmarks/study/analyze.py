@@ -211,7 +211,7 @@ def pairwise_figure(table: pd.DataFrame):
 
     return ci_table_heatmap(
         table, "condition", table["condition"].tolist(), "Win rate of row over column", column_axis="opponent",
-        center=0.5, fmt=".2f",
+        center=0.5, fmt=".2f", spread=0.5,  # a share: the full 0-1 range, so two studies colour alike
         caption="Share of votes the row condition won against the column condition (ties count half), with its 95% "
                 "CI (bootstrap over participants); diverging around 0.5, the no-preference point: blue = row "
                 "preferred; hatched, faded cells: the CI includes 0.5 (no detectable preference).")
@@ -277,6 +277,9 @@ def fit_bradley_terry(wins: np.ndarray, prior: float = 0.0, tol: float = 1e-10, 
     return scores - scores.mean()
 
 
+BT_NOISE = 1e-6  # |log-strength| below this is the fits' convergence noise (bootstrap fits stop at tol 1e-8): 0
+
+
 def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = None, *, n_boot: int = 500,
                   seed: int = 0, prior: float | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Bradley-Terry log-strengths per condition with 95% bootstrap CIs, and notes on how they were fitted."""
@@ -292,6 +295,9 @@ def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = Non
             notes.append("Bradley-Terry: some condition never won or never lost, so the maximum-likelihood fit does "
                          f"not exist; {prior:g} pseudo-wins per compared pair and direction were added.")
     scores = fit_bradley_terry(wins, prior)
+    # below BT_NOISE a log-strength is numerical noise of the centring (1.973e-11 printed as a
+    # result): it is 0, the mean of all conditions
+    scores = np.where(np.abs(scores) < BT_NOISE, 0.0, scores)
     rng = np.random.default_rng(seed)
     participants = outcomes.participant.unique()
     by_participant = participants.size > 1
@@ -309,6 +315,7 @@ def bradley_terry(outcomes: pd.DataFrame, conditions: Sequence[str] | None = Non
         samples.append(fit_bradley_terry(boot_wins, boot_prior, tol=1e-8))
     samples = np.array(samples)
     low, high = np.quantile(samples, [0.025, 0.975], axis=0)
+    low, high = (np.where(np.abs(b) < BT_NOISE, 0.0, b) for b in (low, high))
     notes.append(f"Bradley-Terry CIs: 95% percentile bootstrap ({n_boot} resamples of "
                  f"{'participants' if by_participant else 'votes (one participant)'}).")
     table = pd.DataFrame({"condition": conditions, "bt_score": scores, "ci_low": low, "ci_high": high,
@@ -361,6 +368,9 @@ def _bt_figure(bt: pd.DataFrame):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from iqabench.labels import generator_label
+    from iqabench.plotting import ellipsize, style_axes
+
     fig = Figure(figsize=(6.5, 0.45 * len(bt) + 1.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -371,9 +381,11 @@ def _bt_figure(bt: pd.DataFrame):
     above = np.maximum(order.ci_high - order.bt_score, 0.0)
     ax.errorbar(order.bt_score, y, xerr=[below, above], fmt="o", capsize=3)
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(y, [c if len(c) <= 45 else "..." + c[-42:] for c in order.condition], fontsize=7)
+    ax.set_yticks(y, [ellipsize(generator_label(c), 45) for c in order.condition])
     ax.set_xlabel("Bradley-Terry log-strength (95% CI)")
+    style_axes(ax)
     fig.tight_layout()
-    fig.set_label("Bradley-Terry log-strength of each condition with its 95% bootstrap CI (0 = the reference "
-                  "condition); further right = preferred more often.")
+    fig.set_label("Bradley-Terry log-strength of each condition with its 95% bootstrap CI; the fit is centred so "
+                  "that the conditions' log-strengths average 0 (0 = the average condition, not a reference "
+                  "condition; a difference of ln 3 = preferred 3 to 1); further right = preferred more often.")
     return fig

@@ -1,0 +1,122 @@
+"""How the comparison page shows its numbers (presentation only; the statistics live in ``compare.py`` / core).
+
+* Units per quantity (:func:`unit_of`): a merged RelGain is in %, a paired difference in the metric's own units;
+  the page says so next to every table instead of leaving a raw-unit difference under a % table.
+* The paired-differences table as the page shows it (:func:`paired_display`): the key columns -- comparison,
+  metric, difference with its CI, p and Holm-adjusted p -- first and compact enough to read at 1280 px without
+  scrolling sideways; the rest (CI method, direction) said once in the footnote. The exported CSV keeps every
+  column.
+* One colour scale for every run (:func:`merged_figure`): the runs' own heatmaps are autoscaled per run, so the
+  page adds one heatmap of the merged grid where the same value is the same colour whatever run it came from.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from iqabench.labels import generator_aliases
+
+from .headline import Headline
+
+# quantity (headline quantity or table column) -> unit the page prints next to it
+UNITS = {
+    "relgain": "% of the baseline's score (sign aligned: positive = better)",
+    "score": "each metric's own units",
+    "difference": "each metric's own units (sign aligned: positive = better)",
+    "accuracy": "share of correct images (0 to 1)",
+    "overall": "share of correct images (0 to 1)",
+    "win_rate": "share of pairs won (0 to 1)",
+    "fid": "FID (lower is better)",
+    "spearman": "Spearman correlation (−1 to 1)",
+    "bt_score": "Bradley-Terry strength (relative; shares sum to 1)",
+}
+
+
+def unit_of(quantity: str) -> str:
+    """The unit of a headline quantity or table column (the first known word it contains), else ""."""
+    text = quantity.lower()
+    return next((unit for word, unit in UNITS.items() if word in text), "")
+
+
+def paired_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The paired-differences table as the page shows it: short labels, key columns first, constant columns
+    moved to the footnote; ``X``/``X_ci_low``/``X_ci_high`` kept so the page prints ``X [low, high]``."""
+    if table.empty:
+        return table
+    specs = list(table["generator"].astype(str)) + list(table["vs_generator"].astype(str))
+    aliases = generator_aliases(specs)
+    out = pd.DataFrame({
+        "comparison": [f"{aliases[g]} ({r}) vs {aliases[vg]} ({vr})" for g, r, vg, vr in
+                       zip(table["generator"].astype(str), table["run"], table["vs_generator"].astype(str),
+                           table["vs_run"], strict=True)],
+    })
+    if "condition" in table:
+        out["condition"] = table["condition"].to_numpy()
+    arrows = {"lower is better": " (↓ better)", "higher is better": " (↑ better)"}
+    out["metric"] = [f"{m}{arrows.get(str(d), '')}" for m, d in zip(table["metric"], table["direction"],
+                                                                     strict=True)]
+    renames = {"difference": "difference", "difference_ci_low": "difference_ci_low",
+               "difference_ci_high": "difference_ci_high", "t_p": "t p", "t_p_holm": "t p (Holm)",
+               "wilcoxon_p": "Wilcoxon p", "wilcoxon_p_holm": "Wilcoxon p (Holm)", "n_pairs": "n pairs",
+               "win_rate": "win rate"}
+    for column, shown in renames.items():
+        if column in table:
+            out[shown] = table[column].to_numpy()
+    out.attrs = dict(table.attrs)
+    return out
+
+
+def paired_note(table: pd.DataFrame) -> str:
+    """The footnote of the shown table: the unit, then what the CSV holds that the page folds away."""
+    note = str(table.attrs.get("footnote", ""))
+    methods = sorted(set(table["ci_method"].astype(str))) if "ci_method" in table else []
+    extra = f" CI method: {', '.join(methods)}." if methods else ""
+    text = (f"Unit: {UNITS['difference']}. " + note + extra
+            + " The CSV export holds every column (n_prompts, ci_method, per-row directions).").strip()
+    specs = list(table["generator"].astype(str)) + list(table["vs_generator"].astype(str)) if len(table) else []
+    for spec, alias in sorted(generator_aliases(specs).items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(spec, alias)  # the footnote names generators the way the table does
+    return text
+
+
+def merged_figure(head: Headline, title: str):
+    """A heatmap of a merged grid on one colour scale for every run (``iqabench.plotting.heatmap_figure``)."""
+    from iqabench.plotting import heatmap_figure
+
+    shares = unit_of(head.quantity).startswith("share")
+    if not (head.signed or shares):
+        return None  # raw scores of different metrics share no colour scale (each column has its own units)
+    estimate = head.estimate.copy()
+    estimate.index.name = "generator (run)"
+    estimate.columns.name = estimate.columns.name or "metric"
+    bounds = {"low": head.low.set_axis(estimate.index), "high": head.high.set_axis(estimate.index)}
+    kwargs = {"scale": "diverging"} if head.signed else {"scale": "sequential", "vmin": 0.0, "vmax": 1.0}
+    return heatmap_figure(estimate, title, **bounds, **kwargs,
+                          caption=f"{title}: every run's rows on one colour scale (the runs' own figures below "
+                                  "are scaled per run).")
+
+
+def merged_svg(head: Headline, index: int):
+    """:func:`merged_figure` as inline SVG markup, or None when the quantity has no shared scale."""
+    from markupsafe import Markup
+
+    from .persist import figure_svg
+    from .sanitize import sanitize_svg
+
+    fig = merged_figure(head, f"{head.quantity}, all runs")
+    if fig is None:
+        return None
+    return Markup(sanitize_svg(figure_svg(fig, salt=f"comparison/{index}")))
+
+
+def aliased(head: Headline) -> Headline:
+    """A copy of a merged headline whose ``spec (run)`` rows read ``label (run)`` (``iqabench.labels``)."""
+    from dataclasses import replace
+
+    rows = [str(r) for r in head.estimate.index]
+    specs = [r.rsplit(" (", 1)[0] for r in rows]
+    aliases = generator_aliases(specs)
+    index = pd.Index([aliases[s] + r[len(s):] for s, r in zip(specs, rows, strict=True)],
+                     name=head.estimate.index.name)
+    return replace(head, estimate=head.estimate.set_axis(index), low=head.low.set_axis(index),
+                   high=head.high.set_axis(index))
