@@ -39,6 +39,16 @@ def check_value(key: str, value: Any, where: str) -> Any:
     elif key == "negative_prompt":
         if not isinstance(value, str):
             raise bad("text")
+    elif key == "true_cfg_scale":  # issue 25 family options (see FamilyOptions below)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+            raise bad("a number >= 1 (1: true CFG off)")
+        value = float(value)
+    elif key == "max_sequence_length":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad("an integer >= 1 (T5 tokens)")
+    elif key == "use_resolution_binning":
+        if not isinstance(value, bool):
+            raise bad("true or false")
     elif key in ("path", "revision", "variant"):
         if not isinstance(value, str) or not value:
             raise bad("a non-empty string")
@@ -102,3 +112,37 @@ class TinyOptions(GenerationOptions):
     """A tiny random pipeline built in-process (offline tests)."""
 
     seed: int = option(0, "seed of the random weights")
+
+
+# -- issue 25: options only SD3 / FLUX / PixArt pipelines take (grouped here for the options-system port) ---------
+@dataclasses.dataclass(frozen=True)
+class FamilyOptions(Options):
+    """Pipeline arguments of the SD3 / FLUX.1 / PixArt-Sigma families (refused on a family that lacks them)."""
+
+    true_cfg_scale: float | None = option(None, "FLUX: real classifier-free guidance with negative_prompt when > 1 "
+                                          "(guidance_scale is FLUX-dev's embedded guidance)")
+    max_sequence_length: int | None = option(None, "SD3 / FLUX / PixArt: T5 prompt length in tokens")
+    use_resolution_binning: bool | None = option(None, "PixArt: sample at the nearest trained resolution bin and "
+                                                 "resize to height x width (the pipeline's default: true)")
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                check_value(f.name, value, "option")
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyHubOptions(HubOptions, FamilyOptions):
+    """A pipeline from the Hugging Face cache or a local folder, with the SD3 / FLUX / PixArt options."""
+
+    def check(self) -> None:
+        HubOptions.check(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyTinyOptions(TinyOptions, FamilyOptions):
+    """A tiny random SD3 / FLUX / PixArt pipeline built in-process (offline tests)."""
+
+    def check(self) -> None:
+        TinyOptions.check(self)
