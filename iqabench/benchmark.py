@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .generators import GeneratorPool, WorkItem
+from .identical import PairCheck, identical_pairs
 from .registry import BENCHMARKS
 from .results import ImageRef, Result
 
@@ -42,6 +43,7 @@ class AnalysisContext:
     baselines: dict[str, str | None] = field(default_factory=dict)
     #: the run's generators, each built once: ask it, never ``build_generator`` (see GeneratorPool)
     generators: GeneratorPool = field(default_factory=GeneratorPool)
+    _identical: dict[str, PairCheck] | None = field(default=None, repr=False)
 
     def scores(self, metric: str) -> dict[str, float | None]:
         """image key -> score (None where scoring failed) for every planned image scored with ``metric``."""
@@ -52,6 +54,13 @@ class AnalysisContext:
 
     def failures(self) -> dict[str, str]:
         return self.store.failures(self.image_keys)
+
+    def identical_to_baseline(self) -> dict[str, PairCheck]:
+        """generator -> how many of its images are pixel-identical to its baseline's (see :mod:`.identical`);
+        a comparison identical throughout has no effect to measure and must not be reported as 0."""
+        if self._identical is None:
+            self._identical = identical_pairs(self.plan, self.image_keys, self.baselines, self.store.image_path)
+        return self._identical
 
 
 class Benchmark(Protocol):
