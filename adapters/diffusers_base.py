@@ -54,6 +54,7 @@ from iqabench.image_tensors import pil_to_uint8, quantize, to_pil
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
+from .families import family_baseline, family_settings, resolve_family
 from .generator_options import (
     GENERATION_OPTIONS,
     base_model_spec,
@@ -61,7 +62,6 @@ from .generator_options import (
     check_value,
     unknown_option_message,
 )
-from .families import family_baseline, family_settings, resolve_family
 from .hub_cache import HUB_ID, WeightsLocation, find_weights, hub_cache_dir, local_signature, weights_status
 
 if TYPE_CHECKING:  # pragma: no cover - diffusers is imported lazily

@@ -473,7 +473,13 @@ class Runner:
         ctx = AnalysisContext(self.store, self.spec, self.plan, self.image_keys, self.metric_fps, baselines,
                               self.pool)
         result = self.benchmark.analyze(ctx)
-        # issue 25: a comparison whose two sides made the same pixels is flagged, whatever the benchmark
+        if isinstance(result, Result):
+            self._flag_comparisons(result, ctx)
+        return result
+
+    def _flag_comparisons(self, result: Result, ctx: AnalysisContext) -> None:
+        """Issue 25: a comparison whose two sides made the same pixels is flagged, whatever the benchmark, and
+        a baseline that is not plainly "CFG off" (FLUX-dev's embedded guidance 1.0) says what it is."""
         same = [c for c in ctx.identical_to_baseline().values() if c.all_identical]
         for check in same:
             result.notes.insert(0, check.sentence())
@@ -482,7 +488,6 @@ class Runner:
         if not self.spec.baseline:  # what "the same model without guidance" means where it is not CFG off
             result.notes.extend(note for name in self.pool.canonical_list(self.spec.generators)
                                 if (note := getattr(self.pool.get(name), "baseline_note", None)))
-        return result
 
     # -- whole run -------------------------------------------------------------------------
     def manifest(self, status: str, plan: PlanSummary | None = None, **extra: Any) -> dict[str, Any]:

@@ -132,7 +132,8 @@ def tiny_autoencoder(seed: int = 0, latent_channels: int = 4):
     """A random-weight ``AutoencoderTiny`` (TAESD's architecture, narrower) for the tiny VAE's latents.
 
     Same latent channels (16 for the SD3 / FLUX tiny models) and the same 1/4 scale as :func:`_vae`, so
-    guidance's ``decoder=tiny`` runs on the tiny pipelines; like every tiny model it only checks mechanics, it decodes nothing meaningful.
+    guidance's ``decoder=tiny`` runs on the tiny pipelines; like every tiny model it only checks mechanics, it
+    decodes nothing meaningful.
     """
     from diffusers import AutoencoderTiny
 

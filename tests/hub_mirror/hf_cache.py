@@ -239,8 +239,10 @@ def write_open_clip(cache: Path, arch: str = "ViT-L-14", tag: str = "openai", se
 #: The distilled decoders guidance's ``decoder=tiny`` reads (adapters/guidance/tiny_decoder.py).
 TINY_DECODER_IDS = ("madebyollin/taesdxl", "madebyollin/taesd", "madebyollin/taesd3", "madebyollin/taef1")
 #: the released configs of the 16-channel decoders (SD3, FLUX.1): latent channels, scaling and shift
-_TINY_DECODER_CONFIGS = {"madebyollin/taesd3": {"latent_channels": 16, "scaling_factor": 1.5305, "shift_factor": 0.0609},
-                         "madebyollin/taef1": {"latent_channels": 16, "scaling_factor": 0.3611, "shift_factor": 0.1159}}
+_TINY_DECODER_CONFIGS = {
+    "madebyollin/taesd3": {"latent_channels": 16, "scaling_factor": 1.5305, "shift_factor": 0.0609},
+    "madebyollin/taef1": {"latent_channels": 16, "scaling_factor": 0.3611, "shift_factor": 0.1159},
+}
 
 
 def write_tiny_decoders(cache: Path, seed: int = 0, *, pickle_marker: Path | None = None) -> dict[str, Path]:
