@@ -133,16 +133,11 @@ class FamilyOptions(Options):
 
 
 @dataclasses.dataclass(frozen=True)
-class FamilyHubOptions(HubOptions, FamilyOptions):
-    """A pipeline from the Hugging Face cache or a local folder, with the SD3 / FLUX / PixArt options."""
-
-    def check(self) -> None:
-        HubOptions.check(self)
+class FamilyHubOptions(FamilyOptions, HubOptions):
+    """A pipeline from the Hugging Face cache or a local folder, with the SD3 / FLUX / PixArt options (listed last;
+    ``check`` validates every field, the common ones included)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class FamilyTinyOptions(TinyOptions, FamilyOptions):
+class FamilyTinyOptions(FamilyOptions, TinyOptions):
     """A tiny random SD3 / FLUX / PixArt pipeline built in-process (offline tests)."""
-
-    def check(self) -> None:
-        TinyOptions.check(self)
