@@ -150,11 +150,7 @@ def family_settings(family: PipelineFamily, options: dict[str, Any], user_option
     if family.guidance != "cfg" and options.get("negative_prompt") is not None and not true_cfg:
         warnings.warn(f"{where}: negative_prompt has no effect on a {family.label} unless true_cfg_scale > 1 "
                       "(it runs no classifier-free guidance otherwise)", UserWarning, stacklevel=3)
-    if family.guidance == "cfg" and options.get("negative_prompt") is not None and "guidance_scale" in user_options \
-            and (options.get("guidance_scale") or 0) <= 1.0:
-        warnings.warn(f"{where}: negative_prompt has no effect at guidance_scale <= 1 (CFG is off)", UserWarning,
-                      stacklevel=3)
-    if family.guidance == "distilled" and "guidance_scale" in user_options:
+    if family.guidance == "distilled" and "guidance_scale" in user_options and options.get("guidance_scale"):
         warnings.warn(f"{where}: guidance_scale has no effect on a {family.label} (it has no guidance input)",
                       UserWarning, stacklevel=3)
     settings: dict[str, Any] = {"family": family.name}

@@ -112,6 +112,10 @@ class QualityGenerator(DiffusersGenerator):
         return base_model_spec(self.base_spec, self.options, self._base_gen.options, self.own_options,
                                self._base_gen.implied_options)
 
+    #: the baseline is the base model itself, whatever its family: no family note, always a baseline
+    baseline_note = None
+    no_baseline_reason = None
+
     def load_pipeline(self):
         """The base generator's pipeline (so an ``acpo:`` base comes with its LoRA); subclasses add theirs."""
         return self._base_gen.load_pipeline()
