@@ -66,6 +66,7 @@ from iqabench.options import (
 from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
+from .families import family_baseline, family_settings, resolve_family
 from .generator_options import (
     GENERATION_OPTIONS,
     HubOptions,
@@ -157,6 +158,10 @@ class DiffusersGenerator:
         self.location: WeightsLocation | None = None
         if tiny_builder is None:
             self.location = self._require_weights()
+        # issue 25: what this pipeline family means (baseline, options, wrappers), see adapters/families.py
+        self.pipeline_family, transformer_config = resolve_family(tiny_builder, self.location)
+        self.family_settings = family_settings(self.pipeline_family, self.options, set(spec.options_dict),
+                                               transformer_config, f"generator {self.name!r}")
 
     # -- construction -----------------------------------------------------------------------------------
     def _merge_options(self, spec: GeneratorSpec, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -265,6 +270,8 @@ class DiffusersGenerator:
         }
         if self.tiny_builder is not None:
             fp["tiny_zoo_version"] = tiny_models.TINY_ZOO_VERSION
+        if self.family_settings:  # SD3 / FLUX / PixArt only: SD 1.x/2.x/SDXL keys stay as pinned
+            fp.update(self.family_settings)
         if self.location is not None:
             index = self.location.model_index
             fp["pipeline"] = index.get("_class_name")
@@ -278,10 +285,23 @@ class DiffusersGenerator:
         return fp
 
     def baseline(self) -> str | None:
-        """Same spec without classifier-free guidance (``guidance_scale=1.0``); None when already there."""
-        if self.options.get("guidance_scale") == 1.0:
-            return None
-        return str(self.spec.with_options(guidance_scale=1.0))
+        """Same spec without classifier-free guidance (``guidance_scale=1.0``); None when already there.
+
+        Per family (adapters/families.py): FLUX-dev's is embedded guidance 1.0, or true CFG off when
+        ``true_cfg_scale`` > 1; FLUX-schnell has none (:attr:`no_baseline_reason` says why)."""
+        return family_baseline(self.pipeline_family, self.spec, self.options)[0]
+
+    @property
+    def baseline_note(self) -> str | None:
+        """What the baseline means where it is not plainly "CFG off" (shown in the report), else None."""
+        baseline, note = family_baseline(self.pipeline_family, self.spec, self.options)
+        return note if baseline is not None else None
+
+    @property
+    def no_baseline_reason(self) -> str | None:
+        """Why this generator names no baseline, where the family is the reason (FLUX-schnell)."""
+        baseline, note = family_baseline(self.pipeline_family, self.spec, self.options)
+        return note if baseline is None else None
 
     def pipeline_kwargs(self, items: Sequence[WorkItem]) -> dict[str, Any]:
         """Override point: extra ``pipeline(...)`` arguments for one call.
@@ -377,12 +397,14 @@ class DiffusersGenerator:
             kwargs["callback_on_step_end"] = keep_latents
         with sdpa_backend(self.runtime.sdpa_backend):
             output = pipe(**kwargs)
-        finite = finite_per_item(final.get("latents"))
+        images = output.images
+        # no callback_on_step_end (PixArt): check the decoded images instead, NaN latents decode to NaN pixels
+        finite = finite_per_item(final.get("latents") if "latents" in final else
+                                 images if isinstance(images, torch.Tensor) else None)
         if finite is not None and not all(finite[: len(batch)]):
             bad = [item.prompt_id for item, ok in zip(batch, finite, strict=False) if not ok]
             raise GeneratedImageError(f"generator {self.name!r} produced non-finite latents (NaN or inf) for "
                                       f"{', '.join(dict.fromkeys(bad))}: check its weights and guidance_scale")
-        images = output.images
         if isinstance(images, torch.Tensor):
             return quantize(images)
         return torch.stack([pil_to_uint8(image) for image in images])  # a pipeline that ignores output_type

@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from iqabench.errors import UserInputError
-from iqabench.options import INT64_MAX, Options, integer, number, option, text
+from iqabench.options import INT64_MAX, Options, flag, integer, number, option, text
 from iqabench.specs import GeneratorSpec
 
 
@@ -116,3 +116,32 @@ class TinyOptions(GenerationOptions):
 
 #: Options an item's ``params`` may override for its own pipeline call (the fields declared ``item_param``).
 GENERATION_OPTIONS = tuple(name for name, f in GenerationOptions.fields().items() if f.meta.item_param)
+
+
+# -- issue 25: options only SD3 / FLUX / PixArt pipelines take -------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class FamilyOptions(Options):
+    """Pipeline arguments of the SD3 / FLUX.1 / PixArt-Sigma families (refused on a family that lacks them, see
+    :mod:`.families`). They enter the fingerprint through the family's settings (``DiffusersGenerator``), with the
+    resolution actually sampled, so SD 1.x/2.x/SDXL keys stay as pinned."""
+
+    true_cfg_scale: float | None = option(None, "FLUX: real classifier-free guidance with negative_prompt when > 1 "
+                                          "(guidance_scale is FLUX-dev's embedded guidance)", rule=number(1, 100),
+                                          pipeline_arg="true_cfg_scale", fingerprint=False)
+    max_sequence_length: int | None = option(None, "SD3 / FLUX / PixArt: T5 prompt length in tokens",
+                                             rule=integer(1, 4096), pipeline_arg="max_sequence_length",
+                                             fingerprint=False)
+    use_resolution_binning: bool | None = option(None, "PixArt: sample at the nearest trained resolution bin and "
+                                                 "resize to height x width (the pipeline's default: true)",
+                                                 rule=flag(), pipeline_arg="use_resolution_binning",
+                                                 fingerprint=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyHubOptions(FamilyOptions, HubOptions):
+    """A pipeline from the Hugging Face cache or a local folder, with the SD3 / FLUX / PixArt options."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyTinyOptions(FamilyOptions, TinyOptions):
+    """A tiny random SD3 / FLUX / PixArt pipeline built in-process (offline tests)."""

@@ -19,7 +19,7 @@ from iqabench.runtime import Runtime
 from iqabench.specs import GeneratorSpec, SpecError
 
 from .diffusers_base import DiffusersGenerator
-from .generator_options import HubOptions, TinyOptions
+from .generator_options import FamilyHubOptions, FamilyTinyOptions, HubOptions, TinyOptions
 from .hub_cache import HUB_ID, weights_status
 
 # -- built-in generators -----------------------------------------------------------------------------------
@@ -87,24 +87,68 @@ def _register_presets() -> None:
 
 _register_presets()
 
+# -- issue 25: SD3.5, FLUX.1, PixArt-Sigma ----------------------------------------------------------------------
+#: (family, hub id, sampling defaults, description): the model cards' / diffusers docs' settings (docs/weights.md)
+_MODERN_PRESETS = (
+    ("sd35", "stabilityai/stable-diffusion-3.5-medium",
+     {"steps": 40, "guidance_scale": 4.5, "height": 1024, "width": 1024},
+     "Stable Diffusion 3.5 medium (40 steps, CFG 4.5, 1024 px: its model card)"),
+    ("flux-dev", "black-forest-labs/FLUX.1-dev",
+     {"steps": 50, "guidance_scale": 3.5, "height": 1024, "width": 1024, "max_sequence_length": 512},
+     "FLUX.1-dev (50 steps, embedded guidance 3.5, 1024 px, 512 T5 tokens: its model card)"),
+    ("flux-schnell", "black-forest-labs/FLUX.1-schnell",
+     {"steps": 4, "guidance_scale": 0.0, "height": 1024, "width": 1024, "max_sequence_length": 256},
+     "FLUX.1-schnell (4 steps, guidance 0, 1024 px, 256 T5 tokens: diffusers' docs); no default baseline"),
+    ("pixart-sigma", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+     {"steps": 20, "guidance_scale": 4.5, "height": 1024, "width": 1024, "use_resolution_binning": True},
+     "PixArt-Sigma XL 1024 (20 steps, CFG 4.5, 1024 px, resolution binning: diffusers' defaults)"),
+)
+_MODERN_TINY = (
+    ("tiny-sd3", "tiny_sd3_pipeline", {"guidance_scale": 4.5, "max_sequence_length": 32},
+     "Tiny random SD3.5-like pipeline for offline tests (64 px, 4 steps, CFG 4.5, flow matching)"),
+    ("tiny-flux", "tiny_flux_pipeline", {"guidance_scale": 3.5, "max_sequence_length": 32},
+     "Tiny random FLUX.1-dev-like pipeline for offline tests (64 px, 4 steps, embedded guidance 3.5)"),
+    ("tiny-flux-schnell", "tiny_flux_schnell_pipeline", {"guidance_scale": 0.0, "max_sequence_length": 32},
+     "Tiny random FLUX.1-schnell-like pipeline for offline tests (64 px, 4 steps, no guidance input)"),
+    ("tiny-pixart", "tiny_pixart_pipeline", {"guidance_scale": 4.5, "use_resolution_binning": False},
+     "Tiny random PixArt-Sigma-like pipeline for offline tests (64 px, 4 steps, CFG 4.5, no resolution binning)"),
+)
+
+
+def _register_modern_presets() -> None:
+    from iqabench import tiny_modern
+
+    for family, source, sampling, description in _MODERN_PRESETS:
+        _preset(family, description, source=source, options=FamilyHubOptions, preset=sampling,
+                weights=partial(weights_status, source))
+    size = tiny_models.TINY_IMAGE_SIZE
+    for family, name, sampling, description in _MODERN_TINY:
+        preset = {"steps": tiny_models.TINY_STEPS, "height": size, "width": size, **sampling}
+        _preset(family, description, source=f"iqabench.tiny_modern.{name}", options=FamilyTinyOptions,
+                preset=preset, tiny_builder=getattr(tiny_modern, name))
+
+
+_register_modern_presets()
+
 
 def _any_pipeline_status() -> tuple[bool, str]:
     return True, "checked per spec: diffusers:<hub id> in the HF cache, or diffusers:<local folder>"
 
 
 @register_generator("diffusers", description="Any diffusers text-to-image pipeline: diffusers:<hub id or folder>",
-                    weights=_any_pipeline_status, options=HubOptions)
+                    weights=_any_pipeline_status, options=FamilyHubOptions)
 def build_any_pipeline(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
     """``diffusers:org/name`` (from the HF cache) or ``diffusers:/path/to/folder``; the pipeline's own defaults."""
     target = spec.variant
     if not target:
         raise SpecError("generator 'diffusers' needs a hub id or a folder: diffusers:org/name or diffusers:/path/dir")
+    # the family options (FamilyHubOptions) are refused where the pipeline does not take them (.families)
     if HUB_ID.match(target) and not Path(target).expanduser().exists():
-        return DiffusersGenerator(spec, runtime, source=target, options=HubOptions)
+        return DiffusersGenerator(spec, runtime, source=target, options=FamilyHubOptions)
     if "path" in spec.options_dict:
         raise SpecError(f"generator {str(spec)!r} names its folder twice: use diffusers:/dir without path=")
     folder = str(Path(target).expanduser().resolve())
-    generator = DiffusersGenerator(spec, runtime, source=folder, defaults=HubOptions.defaults(path=folder),
-                                   options=HubOptions)
+    generator = DiffusersGenerator(spec, runtime, source=folder, defaults=FamilyHubOptions.defaults(path=folder),
+                                   options=FamilyHubOptions)
     generator.implied_options = frozenset({"path"})
     return generator

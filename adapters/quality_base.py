@@ -53,6 +53,9 @@ class QualityGenerator(DiffusersGenerator):
     refused_bases: ClassVar[tuple[str, ...]] = ()
     #: how the refusal reads, e.g. "the base of IQA guidance cannot itself be a guidance generator"
     refusal: ClassVar[str] = "cannot wrap a {family} generator"
+    #: what this family changes in the base, when it needs the UNet's cross-attention layers (IQA-Adapter: its
+    #: decoupled attention processors; ACPO: its LoRA); None when any pipeline will do (gradient guidance)
+    needs_unet_cross_attention: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,6 +78,10 @@ class QualityGenerator(DiffusersGenerator):
         if not isinstance(base_gen, DiffusersGenerator):
             raise SpecError(f"{where}: base {str(self.base_spec)!r} is not a diffusers pipeline generator")
         own_fields = option_fields(self.options_class) if self.options_class else {}
+        family = base_gen.pipeline_family
+        if self.needs_unet_cross_attention and not family.unet:
+            raise SpecError(f"{where}: {self.needs_unet_cross_attention}, but base {str(self.base_spec)!r} is a "
+                            f"{family.label}, so there is nothing to attach it to; use an SD 1.x/2.x or SDXL base")
         super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **self.own_options},
                          tiny_builder=base_gen.tiny_builder, options={**base_gen.option_fields, **own_fields})
         self._base_gen = base_gen
@@ -110,6 +117,10 @@ class QualityGenerator(DiffusersGenerator):
         """The base model with the same generation options (what RelGain compares against)."""
         return base_model_spec(self.base_spec, self.options, self._base_gen.options, self.own_options,
                                self._base_gen.implied_options)
+
+    #: the baseline is the base model itself, whatever its family: no family note, always a baseline
+    baseline_note = None
+    no_baseline_reason = None
 
     def load_pipeline(self):
         """The base generator's pipeline (so an ``acpo:`` base comes with its LoRA); subclasses add theirs."""

@@ -47,14 +47,18 @@ class RelGain(BaseBenchmark):
         scores = {m: ctx.scores(m) for m in metrics}
 
         per_item_rows, summary_rows, paired_rows, notes = [], [], [], []
+        identical = ctx.identical_to_baseline()  # issue 25: same pixels on both sides is no measured 0
         for g in generators:
             b = baselines[g]
+            same = g in identical and identical[g].all_identical
             for m in metrics:
                 info = metric_info(m)
                 base_keys = [key_of[(b, i.prompt_id, i.seed)] for i in items]
                 gen_keys = [key_of[(g, i.prompt_id, i.seed)] for i in items]
                 base = np.array([_value(scores[m].get(k)) for k in base_keys])
                 method = np.array([_value(scores[m].get(k)) for k in gen_keys])
+                if same:  # nothing was compared: blank, not 0.00 [0.00, 0.00] (the run notes say why)
+                    method = np.full_like(method, np.nan)
                 gains = relative_gains(base, method, info.lower_better)
                 prompts = [i.prompt_id for i in items]
                 paired_rows.append({"generator": g, "baseline": b, "metric": m,
@@ -64,11 +68,11 @@ class RelGain(BaseBenchmark):
                         "generator": g, "baseline": b, "metric": m, "prompt_id": item.prompt_id,
                         "prompt": item.prompt, "seed": item.seed, "baseline_score": base[i],
                         "generator_score": method[i], "relgain": gains.gains[i],
-                        "status": _status(base[i], method[i], gains.usable[i]),
+                        "status": "identical to baseline" if same else _status(base[i], method[i], gains.usable[i]),
                     })
                 usable = gains.gains[gains.usable]
                 est = mean_ci(gains.gains, prompts)  # NaN (unusable) items dropped; clustered by prompt
-                n_missing = int((~np.isfinite(base) | ~np.isfinite(method)).sum())
+                n_missing = 0 if same else int((~np.isfinite(base) | ~np.isfinite(method)).sum())
                 summary_rows.append({
                     "generator": g, "baseline": b, "metric": m,
                     "direction": "lower is better" if info.lower_better else "higher is better",
@@ -79,6 +83,7 @@ class RelGain(BaseBenchmark):
                     "baseline_mean": float(np.nanmean(base)) if np.isfinite(base).any() else float("nan"),
                     "generator_mean": float(np.nanmean(method)) if np.isfinite(method).any() else float("nan"),
                     "improved_share": float(np.mean(usable > 0)) if usable.size else float("nan"),
+                    "identical_to_baseline": same,
                 })
                 if gains.n_near_zero:
                     notes.append(f"{g} / {m}: {gains.n_near_zero} item(s) had a baseline score within "

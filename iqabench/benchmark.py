@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import UserInputError
 from .generators import GeneratorPool, WorkItem
+from .identical import PairCheck, identical_pairs
 from .registry import BENCHMARKS
 from .results import ImageRef, Result
 
@@ -51,6 +52,7 @@ class AnalysisContext:
     def __post_init__(self) -> None:
         if self.runtime is None:
             self.runtime = self.generators.runtime
+    _identical: dict[str, PairCheck] | None = field(default=None, repr=False)
 
     def scores(self, metric: str) -> dict[str, float | None]:
         """image key -> score (None where scoring failed) for every planned image scored with ``metric``."""
@@ -61,6 +63,13 @@ class AnalysisContext:
 
     def failures(self) -> dict[str, str]:
         return self.store.failures(self.image_keys)
+
+    def identical_to_baseline(self) -> dict[str, PairCheck]:
+        """generator -> how many of its images are pixel-identical to its baseline's (see :mod:`.identical`);
+        a comparison identical throughout has no effect to measure and must not be reported as 0."""
+        if self._identical is None:
+            self._identical = identical_pairs(self.plan, self.image_keys, self.baselines, self.store.image_path)
+        return self._identical
 
 
 class Benchmark(Protocol):

@@ -131,7 +131,11 @@ class GeneratorPool:
         generator's own baseline. With ``required``, a generator that names none fails with one sentence."""
         if override:
             return canonical_spec(override)
-        own = self.get(spec).baseline()
+        generator = self.get(spec)
+        own = generator.baseline()
+        reason = getattr(generator, "no_baseline_reason", None)  # e.g. FLUX-schnell: no "without guidance"
+        if own is None and required and reason:
+            raise ValueError(reason)
         if own is None and required:
             raise UserInputError(f"generator {canonical_spec(spec)!r} names no baseline to compare against; pass "
                                  "--baseline SPEC (e.g. --baseline tiny-sd[guidance_scale=1.0])")

@@ -155,6 +155,7 @@ class Runner:
         self.decode_workers = decode_workers
         self.clock = StageClock(self.runtime.torch_device)
         self._scored_in_memory: set[tuple[str, str]] = set()
+        self._generators_ok: set[str] = set()  # generators with at least one image made in this run
         self._last_generate_s = 0.0
         self.store.run_dir(self.run_id)  # a bad --run-id fails now (also under --dry-run), not after planning
         if self.is_main_process:  # a run id of another spec fails now too; claim_run re-checks under its lock
@@ -377,12 +378,17 @@ class Runner:
             if len(keys) == 1:
                 self.store.record_failure(keys[0], "generate", _one_line(exc))
                 self.log(f"generation failed for {items[0].prompt_id} seed {items[0].seed}: {_one_line(exc)}")
+                if generator.name not in self._generators_ok and is_permanent_error(exc):
+                    raise GeneratorBrokenError(
+                        f"generator {generator.name!r} failed on its first image with {_one_line(exc)}; an error "
+                        "of this kind fails every image the same way, so the rest were not attempted") from exc
                 return 1
             handled = 0
             while handled < len(keys):  # isolate the failing item(s); the rest of the batch still lands
                 # 0 means an out-of-memory back-off shrank the batch: retry the same item, do not skip it.
                 handled += self._generate_batch(generator, [keys[handled]], unique, writer, pending, needed)
             return len(keys)
+        self._generators_ok.add(generator.name)
         if len(images) != len(items):
             raise RuntimeError(f"generator {generator.name!r} returned {len(images)} images for {len(items)} items")
         rows: dict[str, list] = defaultdict(list)
@@ -478,7 +484,22 @@ class Runner:
         baselines = {name: self.pool.baseline(name, self.spec.baseline, required=False) for name in self.generators}
         ctx = AnalysisContext(self.store, self.spec, self.plan, self.image_keys, self.metric_fps, baselines,
                               self.pool, self.runtime)
-        return self.benchmark.analyze(ctx)
+        result = self.benchmark.analyze(ctx)
+        if isinstance(result, Result):
+            self._flag_comparisons(result, ctx)
+        return result
+
+    def _flag_comparisons(self, result: Result, ctx: AnalysisContext) -> None:
+        """Issue 25: a comparison whose two sides made the same pixels is flagged, whatever the benchmark, and
+        a baseline that is not plainly "CFG off" (FLUX-dev's embedded guidance 1.0) says what it is."""
+        same = [c for c in ctx.identical_to_baseline().values() if c.all_identical]
+        for check in same:
+            result.notes.insert(0, check.sentence())
+        if same:
+            result.summary["identical_to_baseline"] = {c.generator: c.baseline for c in same}
+        if not self.spec.baseline:  # what "the same model without guidance" means where it is not CFG off
+            result.notes.extend(note for name in self.pool.canonical_list(self.spec.generators)
+                                if (note := getattr(self.pool.get(name), "baseline_note", None)))
 
     # -- whole run -------------------------------------------------------------------------
     def manifest(self, status: str, plan: PlanSummary | None = None, **extra: Any) -> dict[str, Any]:
@@ -549,6 +570,20 @@ class Runner:
         outcome.failures = self.store.failures(self.image_keys)
         self.completeness(outcome)
         return outcome
+
+
+class GeneratorBrokenError(RuntimeError):
+    """A generator's first image failed with an error that would fail every image (issue 25): the run stops."""
+
+
+def is_permanent_error(exc: BaseException) -> bool:
+    """An error that does not depend on the image or the moment (a wrong argument, a missing attribute, an
+    unsupported scheduler): out-of-memory, unusable outputs (NaN, constant) and I/O count as transient."""
+    from .image_checks import GeneratedImageError
+
+    if is_out_of_memory(exc) or isinstance(exc, (GeneratedImageError, OSError)):
+        return False
+    return isinstance(exc, (TypeError, AttributeError, ValueError, LookupError, NotImplementedError, ImportError))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -128,18 +128,19 @@ def _vae(seed: int, scaling_factor: float):
     ).eval()
 
 
-def tiny_autoencoder(seed: int = 0):
+def tiny_autoencoder(seed: int = 0, latent_channels: int = 4):
     """A random-weight ``AutoencoderTiny`` (TAESD's architecture, narrower) for the tiny VAE's latents.
 
-    Same latent channels and the same 1/4 scale as :func:`_vae`, so guidance's ``decoder=tiny`` runs on the
-    tiny pipelines; like every tiny model it only checks mechanics, it decodes nothing meaningful.
+    Same latent channels (16 for the SD3 / FLUX tiny models) and the same 1/4 scale as :func:`_vae`, so
+    guidance's ``decoder=tiny`` runs on the tiny pipelines; like every tiny model it only checks mechanics, it
+    decodes nothing meaningful.
     """
     from diffusers import AutoencoderTiny
 
     _seeded(_check_seed(seed), "tiny_autoencoder")
     return AutoencoderTiny(
         encoder_block_out_channels=(16, 16, 16), decoder_block_out_channels=(16, 16, 16),
-        num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1), latent_channels=4,
+        num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1), latent_channels=latent_channels,
     ).eval()
 
 

@@ -41,6 +41,7 @@ def test_each_plugin_example_is_short_and_runs_through_the_cli(tmp_path):
                               str(tmp_path / "generator.py")], capture_output=True, text=True, timeout=300,
                              cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
     assert listing.returncode == 0, listing.stderr
-    rows = [line for line in listing.stdout.split("few-step-sd", 1)[1].splitlines() if "│" in line]
+    table = listing.stdout.split("few-step-sd", 1)[1].split("└", 1)[0]  # its own table only, not the next one's
+    rows = [line for line in table.splitlines() if "│" in line]
     cells = {r.split("│")[1].strip(): [c.strip() for c in r.split("│")[2:4]] for r in rows[:8]}
     assert cells["steps"] == ["int", "2"] and cells["height"] == ["int", "64"] and cells["seed"] == ["int", "0"]

@@ -45,6 +45,7 @@ class AcpoGenerator(QualityGenerator):
     options_class = AcpoOptions
     refused_bases = ("acpo", "guidance")
     refusal = "the base must be a plain diffusers generator, not {base!r}"
+    needs_unet_cross_attention = "ACPO's checkpoints are LoRA weights for a UNet's attention layers"
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime):
         if not spec.variant:

@@ -88,7 +88,8 @@ class GuidanceOptions(Options):
     decoder: str = option("vae", "what the gradient decodes with: vae (the base model's, the paper) or tiny (a "
                           "distilled tiny decoder, TAESD/TAESDXL: much cheaper, different images)", choices=DECODERS)
     tiny_decoder: str | None = option(None, "with decoder=tiny: its hub id or folder (None: madebyollin/taesdxl "
-                                      "for SDXL bases, madebyollin/taesd for SD 1.x/2.x)")
+                                      "for SDXL and PixArt-Sigma bases, madebyollin/taesd for SD 1.x/2.x, "
+                                      "madebyollin/taesd3 for SD3, madebyollin/taef1 for FLUX.1)")
 
     def check(self) -> None:
         size = self.metric_size
@@ -262,12 +263,20 @@ class GuidanceGenerator(QualityGenerator):
         if self.tiny_decoder_files is None:
             from iqabench.tiny_models import tiny_autoencoder
 
-            decoder = tiny_autoencoder(int(self.options.get("seed", 0) or 0))
+            decoder = tiny_autoencoder(int(self.options.get("seed", 0) or 0), latent_channels=channels)
         else:
             decoder = load_tiny_decoder(self.tiny_decoder_files, channels, where)
         decoder = decoder.to(device=pipe.vae.device)
         # (cast only when needed: diffusers warns on every .to(dtype=...) of a model that is already in it)
         return decoder if decoder.dtype == pipe.vae.dtype else decoder.to(dtype=pipe.vae.dtype)
+
+    def _unpacker(self, opts: Mapping[str, Any]) -> Any:
+        """FLUX: packed [B, tokens, 4C] latents -> [B, C, h, w], with diffusers' own ``_unpack_latents``."""
+        pipe = self.pipeline
+        factor = pipe.vae_scale_factor
+        height = opts.get("height") or pipe.default_sample_size * factor
+        width = opts.get("width") or pipe.default_sample_size * factor
+        return lambda latents: type(pipe)._unpack_latents(latents, height, width, factor)
 
     def _call(self, batch: list[WorkItem], opts: Mapping[str, Any]) -> torch.Tensor:
         alpha = batch[0].params.get("alpha", self.config.alpha)
@@ -277,6 +286,7 @@ class GuidanceGenerator(QualityGenerator):
         guidance = self.guidance()
         guidance.config = replace(guidance.config, alpha=config.alpha)
         guidance.trace = []
+        guidance.unpack = self._unpacker(opts) if self.pipeline_family.packed_latents else None
         with guided_scheduler(self.pipeline.scheduler, guidance):
             return super()._call(batch, opts)
 

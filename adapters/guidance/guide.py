@@ -45,6 +45,17 @@ graph) before f: a metric trained on 384 px crops then runs at 384 px instead of
 e.g. a distilled tiny decoder (:mod:`.tiny_decoder`); the pipeline's final decode
 is untouched. Both change the images, so both are in the cache key.
 
+**Flow-matching (velocity) models (SD3, FLUX; issue 25).** With ``x_t = (1 - s) x0 + s eps`` and
+``v = eps - x0`` (s: the scheduler's sigma), changing eps by d at fixed x_t changes x0 by ``-s d / (1 - s)``
+and v by ``d / (1 - s)``. So the paper's eps_hat = eps - alpha*omega*g becomes
+
+    v_hat = v - alpha * omega(t) * g / (1 - s)          (g = grad_{x_t} log f(D(.)); classifier: times s)
+
+with ``x0_hat = x_t - s v`` for ``decode=x0``. FLUX hands the scheduler *packed* latents (2x2 patches as
+tokens): ``unpack`` (set by the generator from diffusers' ``FluxPipeline._unpack_latents``) unpacks them,
+inside the graph, before decoding. The paper's alpha = 30 is an SDXL eps value; on these models alpha is
+calibrated per family (docs/guidance.md).
+
 **log of a non-positive score.** f may return zero or negative numbers (a
 lower-is-better metric, a z-score, an untrained net). We use the *safe log*
 
@@ -156,6 +167,8 @@ class IQAGuidance:
     config: GuidanceConfig = field(default_factory=GuidanceConfig)
     trace: list[StepRecord] = field(default_factory=list)
     decoder: Any = None
+    #: packed latents -> [B, C, h, w] before decoding (FLUX), or None
+    unpack: Any = None
 
     def __post_init__(self) -> None:
         if self.decoder is not None:
@@ -174,6 +187,8 @@ class IQAGuidance:
         (1.0 for ``AutoencoderTiny``, whose decoder takes the UNet's latents as they are) and get [-1, 1]."""
         vae = self._decoder
         cfg = vae.config
+        if self.unpack is not None:
+            latent = self.unpack(latent)
         latent = latent / cfg.scaling_factor
         if getattr(cfg, "shift_factor", None):
             latent = latent + cfg.shift_factor
@@ -191,6 +206,8 @@ class IQAGuidance:
         if self.config.alpha == 0 or w == 0:
             self.trace.append(StepRecord(level.index, level.n, w, level.sigma, None, None))
             return model_output
+        if level.flow:
+            return self._guided_velocity(level, w, model_output, sample)
         prediction = getattr(scheduler.config, "prediction_type", "epsilon")
         if prediction not in ("epsilon", "v_prediction"):
             raise ValueError(f"IQA guidance needs an epsilon or v_prediction model, not {prediction!r}")
@@ -216,6 +233,21 @@ class IQAGuidance:
         self.trace.append(StepRecord(level.index, level.n, w, level.sigma, float(logf.detach().mean()),
                                      float(grad.norm())))
         return (out + delta).to(model_output.dtype)
+
+    def _guided_velocity(self, level: Any, w: float, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """v_hat for a flow-matching step (module docstring): the UNet/transformer output v is a constant."""
+        s = level.sigma
+        with torch.enable_grad():
+            x_t = sample.detach().float().requires_grad_(True)
+            v = model_output.detach().float()
+            latent = x_t if self.config.decode == "z" else x_t - s * v
+            logf = log_quality(self.metric.raw(self.decode(latent)).to(x_t.device), self.metric.lower_better,
+                               self.config.floor)
+            (grad,) = torch.autograd.grad(logf.sum(), x_t)  # grad_{x_t} log f(D(.))
+        factor = s if self.config.scaling == "classifier" else 1.0
+        delta = -self.config.alpha * w * factor * grad / max(1.0 - s, 1e-3)  # d v = d eps / (1 - s)
+        self.trace.append(StepRecord(level.index, level.n, w, s, float(logf.detach().mean()), float(grad.norm())))
+        return (v + delta).to(model_output.dtype)
 
 
 @contextmanager

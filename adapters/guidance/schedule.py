@@ -22,6 +22,10 @@ sigma_t is what makes one alpha mean the same on every scheduler under that opti
 A scheduler is VE when it has a ``sigmas`` table and an ``init_noise_sigma``
 above 1 (DPM-Solver keeps a ``sigmas`` table too but samples in VP space with
 ``init_noise_sigma == 1``).
+
+* **Flow-matching schedulers** (``FlowMatchEulerDiscreteScheduler``: SD3, FLUX; issue 25): the sample is
+  ``x_t = (1 - s) x0 + s eps`` and the model predicts the velocity ``v = eps - x0``; ``sigma`` here is the
+  scheduler's own ``s`` at this step (:mod:`.guide` turns the eps formula into one on v).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class NoiseLevel:
     sigma: float  # sigma_t of the guidance formula
     alpha_bar: float  # VP-equivalent alphas_cumprod at this step
     ve: bool  # the sample is x0 + sigma*eps (Euler-style) rather than VP
+    flow: bool = False  # flow matching: the sample is (1 - sigma) x0 + sigma eps, the model predicts v
 
     @property
     def vp_scale(self) -> float:
@@ -59,6 +64,11 @@ def is_ve(scheduler: Any) -> bool:
     sigmas = getattr(scheduler, "sigmas", None)
     init = getattr(scheduler, "init_noise_sigma", 1.0)
     return sigmas is not None and float(torch.as_tensor(init).max()) > 1.0
+
+
+def is_flow(scheduler: Any) -> bool:
+    """A flow-matching scheduler: diffusers' ``FlowMatch*`` classes (a sigma table in [0, 1], no alphas_cumprod)."""
+    return type(scheduler).__name__.startswith("FlowMatch") and getattr(scheduler, "sigmas", None) is not None
 
 
 def step_index(scheduler: Any, timestep: Any) -> int:
@@ -87,14 +97,20 @@ def noise_level(scheduler: Any, timestep: Any) -> NoiseLevel:
         raise ValueError("the scheduler has no timesteps yet; call set_timesteps first")
     index = step_index(scheduler, timestep)
     n = len(timesteps)
+    if is_flow(scheduler):
+        s = float(scheduler.sigmas[index])
+        return NoiseLevel(index, n, s, (1.0 - s) ** 2 / ((1.0 - s) ** 2 + s**2), False, flow=True)
     if is_ve(scheduler):
         sigma = float(scheduler.sigmas[index])
         return NoiseLevel(index, n, sigma, 1.0 / (1.0 + sigma**2), True)
     alphas = getattr(scheduler, "alphas_cumprod", None)
     if alphas is None:
+        has_sigmas = getattr(scheduler, "sigmas", None) is not None
+        what = ("a sigma table, but its init_noise_sigma is 1 (not VE) and it is not a flow-matching scheduler"
+                if has_sigmas else "no sigma table")
         raise UnsupportedSchedulerError(
-            f"{type(scheduler).__name__} has neither alphas_cumprod nor a VE sigma table, so sigma_t is undefined; "
-            "use a DDPM/DDIM-style or Euler-style scheduler for IQA guidance")
+            f"{type(scheduler).__name__} has no alphas_cumprod and {what}, so sigma_t is undefined; use a "
+            "DDPM/DDIM-style, Euler-style or FlowMatch scheduler for IQA guidance")
     t = int(torch.as_tensor(timestep).reshape(-1)[0])
     alpha_bar = float(alphas[t])
     return NoiseLevel(index, n, math.sqrt(1.0 - alpha_bar), alpha_bar, False)

@@ -44,7 +44,13 @@ WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 
 def default_tiny_decoder(pipeline_class: str) -> str:
-    """TAESDXL for an SDXL pipeline, TAESD for SD 1.x / 2.x (the latent space decides, not the image size)."""
+    """TAESDXL for an SDXL pipeline, TAESD for SD 1.x / 2.x, TAESD3 for SD3, TAEF1 for FLUX.1 and TAESDXL for
+    PixArt-Sigma (it uses the SDXL VAE): the latent space decides, not the image size."""
+    from ..families import family_of
+
+    own = family_of(pipeline_class).tiny_decoder
+    if own is not None:
+        return own
     return TINY_DECODER_SDXL if "XL" in pipeline_class else TINY_DECODER_SD
 
 

@@ -111,6 +111,8 @@ class IQAAdapterGenerator(QualityGenerator):
     options_class = AdapterOptions
     refused_bases = ("iqa-adapter",)
     refusal = "an IQA-Adapter's base cannot itself be an IQA-Adapter"
+    needs_unet_cross_attention = ("IQA-Adapter adds decoupled quality keys and values to a UNet's "
+                                  "cross-attention layers")
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime):
         if not spec.variant:

@@ -16,7 +16,8 @@ The environment also sets ``HF_HUB_OFFLINE=1`` so a file the mirror lacks fails
 at once. Set it *before* importing pyiqa / huggingface_hub in the process that
 loads (they freeze cache paths at import): tests run the CLI in a subprocess.
 
-Parts (``parts=``): ``hf`` (diffusers pipelines of the presets), ``clip``
+Parts (``parts=``): ``hf`` (diffusers pipelines of the presets), ``hf-modern`` (SD3.5 medium, FLUX.1-dev/schnell,
+PixArt-Sigma, see ``modern``), ``clip``
 (open_clip ViT-L-14/openai; ``clip:ViT-B-32`` for the IPCE evaluator's),
 ``torch`` (torch-fidelity Inception, torchvision Mask R-CNN), ``tiny-decoders`` (TAESD / TAESDXL for
 guidance's ``decoder=tiny``, with a planted pickled ``.bin`` beside the safetensors), ``adapters``
@@ -85,6 +86,12 @@ def _hf(root: Path, env: dict[str, str]) -> object:
     return write_pipelines(Path(env["HF_HUB_CACHE"]))
 
 
+def _hf_modern(root: Path, env: dict[str, str]) -> object:
+    from .modern import write_modern
+
+    return write_modern(Path(env["HF_HUB_CACHE"]))
+
+
 def _clip(root: Path, env: dict[str, str], arch: str = "ViT-L-14") -> object:
     from .hf_cache import write_open_clip
 
@@ -125,6 +132,7 @@ def _pyiqa(root: Path, env: dict[str, str], metric: str | None = None) -> object
 #: parallel additions merge cleanly.
 WRITERS: dict[str, Callable[..., object]] = {
     "hf": _hf,
+    "hf-modern": _hf_modern,
     "clip": _clip,
     "torch": _torch,
     "tiny-decoders": _tiny_decoders,

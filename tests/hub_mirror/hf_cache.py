@@ -237,7 +237,12 @@ def write_open_clip(cache: Path, arch: str = "ViT-L-14", tag: str = "openai", se
 
 # -- tiny decoders (guidance decoder=tiny) ------------------------------------------------------------------
 #: The distilled decoders guidance's ``decoder=tiny`` reads (adapters/guidance/tiny_decoder.py).
-TINY_DECODER_IDS = ("madebyollin/taesdxl", "madebyollin/taesd")
+TINY_DECODER_IDS = ("madebyollin/taesdxl", "madebyollin/taesd", "madebyollin/taesd3", "madebyollin/taef1")
+#: the released configs of the 16-channel decoders (SD3, FLUX.1): latent channels, scaling and shift
+_TINY_DECODER_CONFIGS = {
+    "madebyollin/taesd3": {"latent_channels": 16, "scaling_factor": 1.5305, "shift_factor": 0.0609},
+    "madebyollin/taef1": {"latent_channels": 16, "scaling_factor": 0.3611, "shift_factor": 0.1159},
+}
 
 
 def write_tiny_decoders(cache: Path, seed: int = 0, *, pickle_marker: Path | None = None) -> dict[str, Path]:
@@ -255,7 +260,7 @@ def write_tiny_decoders(cache: Path, seed: int = 0, *, pickle_marker: Path | Non
     written = {}
     for index, repo_id in enumerate(TINY_DECODER_IDS):
         torch.manual_seed(seed * 1009 + index)
-        model = AutoencoderTiny()
+        model = AutoencoderTiny(**_TINY_DECODER_CONFIGS.get(repo_id, {}))
 
         def save(folder: Path, model=model) -> None:
             model.save_pretrained(folder, safe_serialization=True)

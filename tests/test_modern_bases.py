@@ -1,0 +1,293 @@
+"""Issue 25: SD3 / FLUX.1 (dev-like and schnell-like) / PixArt-Sigma benchmarked correctly, offline.
+
+Tiny random pipelines of each family (iqabench.tiny_modern) and their hub-mirror snapshots under the real ids
+(tests/hub_mirror/modern.py); 2 steps, 64 px, one or two images per side. Numbers mean nothing (random
+weights); what is asserted is what each family's comparison *means* and that every benchmark runs over it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from iqabench.api import run
+from iqabench.generators import GeneratorPool, WorkItem, build_generator, register_generator
+from iqabench.metrics import register_metric
+from iqabench.runner import GeneratorBrokenError
+from iqabench.runtime import Runtime
+from iqabench.specs import RunSpec, SpecError
+
+
+class Brightness(nn.Module):
+    """A smooth differentiable stand-in for an NR metric (mean pixel value + 0.5)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 + x.mean(dim=(1, 2, 3))
+
+
+register_metric("test_bright25", lower_better=False, overwrite=True)(lambda device: Brightness())
+
+RT = Runtime(device="cpu", dtype="fp32", batch_size=1)
+TINY = {"sd3": "tiny-sd3[steps=2]", "flux-dev": "tiny-flux[steps=2]", "flux-schnell": "tiny-flux-schnell[steps=2]",
+        "pixart": "tiny-pixart[steps=2]"}
+#: gradient guidance strength per family on the tiny random models (their VAE gradients are ~1e-3 per latent)
+ALPHA = 2000.0
+
+
+def _pixels(images) -> list[np.ndarray]:
+    return [np.asarray(im, dtype=np.float64) for im in images]
+
+
+# -- the tiny models and what each family means ----------------------------------------------------------------
+def test_tiny_models_are_the_real_classes_with_offline_tokenizers():
+    from iqabench import tiny_modern
+
+    t5 = tiny_modern.tiny_t5_tokenizer()
+    ids = t5("a photo of a red cat").input_ids
+    assert len(t5) == tiny_modern.T5_VOCAB and ids[-1] == t5.eos_token_id == 1 and t5.pad_token_id == 0
+    assert t5.unk_token_id not in ids  # trained on English words: a plain prompt has no unknown piece
+    assert tiny_modern.t5_sentencepiece_model() == tiny_modern.t5_sentencepiece_model.__wrapped__()  # deterministic
+    assert {f: build_generator(spec, RT).pipeline_family.name for f, spec in TINY.items()} == {f: f for f in TINY}
+    dev, schnell = tiny_modern.tiny_flux_pipeline(), tiny_modern.tiny_flux_schnell_pipeline()
+    assert type(dev).__name__ == type(schnell).__name__ == "FluxPipeline"
+    assert dev.transformer.config.guidance_embeds and not schnell.transformer.config.guidance_embeds
+
+
+def test_each_family_has_an_honest_baseline():
+    pool = GeneratorPool(RT)
+    assert pool.baseline("tiny-sd3[steps=2]") == "tiny-sd3[guidance_scale=1.0,steps=2]"  # CFG off
+    assert pool.baseline("tiny-pixart[steps=2]") == "tiny-pixart[guidance_scale=1.0,steps=2]"
+    dev = pool.get("tiny-flux[steps=2]")
+    assert dev.baseline() == "tiny-flux[guidance_scale=1.0,steps=2]" and "embedded guidance 1.0" in dev.baseline_note
+    true_cfg = pool.get("tiny-flux[negative_prompt=blurry,steps=2,true_cfg_scale=4.0]")
+    assert true_cfg.baseline() == "tiny-flux[negative_prompt=blurry,steps=2,true_cfg_scale=1.0]"
+    with pytest.raises(ValueError, match="FLUX.1-schnell-like .* no 'same model without guidance'; pass --baseline"):
+        pool.baseline("tiny-flux-schnell[steps=2]")
+    assert pool.baseline("tiny-flux-schnell[steps=2]", "tiny-flux-schnell[steps=4]") == "tiny-flux-schnell[steps=4]"
+
+
+def test_family_options_reach_the_pipeline_or_are_refused_or_warned_about():
+    with pytest.raises(SpecError, match="true_cfg_scale= has no meaning for a Stable Diffusion 3 pipeline"):
+        build_generator("tiny-sd3[true_cfg_scale=2.0]", RT)
+    with pytest.raises(SpecError, match="use_resolution_binning= has no meaning"):
+        build_generator("tiny-flux[use_resolution_binning=true]", RT)
+    with pytest.raises(SpecError, match="unknown option 'max_sequence_length'"):
+        build_generator("tiny-sd[max_sequence_length=77]", RT)
+    with pytest.warns(UserWarning, match="negative_prompt has no effect .* unless true_cfg_scale > 1"):
+        build_generator("tiny-flux[negative_prompt=blurry]", RT)
+    with pytest.warns(UserWarning, match="guidance_scale has no effect on a FLUX.1-schnell"):
+        build_generator("tiny-flux-schnell[guidance_scale=3.0]", RT)
+    with pytest.warns(UserWarning, match="PixArt samples at 256x256 .* resizes to the asked 64x64"):
+        binned = build_generator("tiny-pixart[use_resolution_binning=true]", RT)
+    fp = binned.fingerprint()
+    assert fp["sampled_size"] == [256, 256] and fp["use_resolution_binning"] is True
+    assert set(fp["caption_libs"]) == {"bs4", "ftfy"} and isinstance(fp["clean_caption"], bool)
+    plain = build_generator("tiny-pixart", RT).fingerprint()
+    assert "sampled_size" not in plain and plain["use_resolution_binning"] is False
+    # max_sequence_length and true_cfg_scale change the pipeline call, hence the images and the cache key
+    long, short = (build_generator(f"tiny-flux[max_sequence_length={n},steps=2]", RT) for n in (32, 8))
+    assert long.fingerprint() != short.fingerprint()
+    item = [WorkItem("p", "a red cat sitting on a wooden bench in the evening sun", 0)]
+    assert not np.array_equal(*_pixels([long.generate(item)[0], short.generate(item)[0]]))
+    cfg = build_generator("tiny-flux[negative_prompt=blurry,steps=2,true_cfg_scale=4.0]", RT)
+    off = build_generator("tiny-flux[negative_prompt=blurry,steps=2,true_cfg_scale=1.0]", RT)
+    assert not np.array_equal(*_pixels([cfg.generate(item)[0], off.generate(item)[0]]))
+
+
+def test_iqa_adapter_and_acpo_are_refused_on_bases_without_unet_cross_attention(tmp_path):
+    from test_iqa_adapter_generator import tiny_checkpoint
+
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    for base in ("tiny-sd3", "tiny-flux", "tiny-pixart"):
+        with pytest.raises(SpecError, match="IQA-Adapter adds decoupled quality keys and values to a UNet's "
+                                            "cross-attention layers, but base .* no UNet"):
+            build_generator(f"iqa-adapter:{checkpoint}[base={base}]", RT)
+    from iqabench.adapters.acpo.generator import AcpoGenerator
+
+    assert "UNet" in AcpoGenerator.needs_unet_cross_attention
+
+
+# -- gradient guidance on flow-matching and transformer bases ---------------------------------------------------
+@pytest.mark.parametrize("family", ["sd3", "flux-dev", "flux-schnell", "pixart"])
+def test_guided_metric_rises_with_alpha_and_falls_with_minus_alpha(family):
+    """v_hat = v - alpha*omega*g/(1-s) on SD3/FLUX (FLUX's packed latents unpacked), eps on PixArt."""
+    base = TINY[family].replace("steps=2", "steps=3")
+    items = [WorkItem("p0", "a photo of a cat", 0)]
+    bright = {}
+    for alpha in (0.0, ALPHA, -ALPHA):
+        generator = build_generator(f"guidance:test_bright25[alpha={alpha},base={base}]", RT)
+        bright[alpha] = _pixels(generator.generate(items))[0].mean()
+        if alpha:
+            assert [r.omega for r in generator.guidance().trace] == [0.0, 0.5, 1.0]
+    assert bright[ALPHA] > bright[0.0] > bright[-ALPHA]
+
+
+def test_flow_schedule_level_and_truthful_unsupported_message():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from iqabench.adapters.guidance import noise_level
+    from iqabench.adapters.guidance.schedule import UnsupportedSchedulerError
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(4)
+    level = noise_level(scheduler, scheduler.timesteps[2])
+    assert level.flow and level.sigma == pytest.approx(float(scheduler.sigmas[2])) and 0 < level.sigma < 1
+
+    class NoTable:
+        timesteps = torch.tensor([999, 500])
+        sigmas = torch.tensor([1.0, 0.5, 0.0])
+        init_noise_sigma = 1.0
+        step_index = 0
+
+    with pytest.raises(UnsupportedSchedulerError, match="has no alphas_cumprod and a sigma table, but its "
+                                                        "init_noise_sigma is 1 .* not a flow-matching scheduler"):
+        noise_level(NoTable(), 999)
+
+
+def test_tiny_decoder_defaults_follow_the_latent_space():
+    from iqabench.adapters.guidance.tiny_decoder import default_tiny_decoder
+
+    assert default_tiny_decoder("StableDiffusion3Pipeline") == "madebyollin/taesd3"
+    assert default_tiny_decoder("FluxPipeline") == "madebyollin/taef1"
+    assert default_tiny_decoder("PixArtSigmaPipeline") == "madebyollin/taesdxl"
+    assert default_tiny_decoder("StableDiffusionXLPipeline") == "madebyollin/taesdxl"
+    generator = build_generator(f"guidance:test_bright25[alpha={ALPHA},base=tiny-flux[steps=2],decoder=tiny]", RT)
+    image = generator.generate([WorkItem("p0", "a cat", 0)])[0]
+    assert image.size == (64, 64) and generator.guidance()._decoder.config.latent_channels == 16
+
+
+# -- benchmarks over every family, offline ---------------------------------------------------------------------
+def _relgain(tmp_path, generators, baseline=None, **kw):
+    spec = RunSpec("relgain", generators, metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1],
+                   batch_size=1, baseline=baseline, **kw)
+    return run(spec, out=tmp_path)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux-dev", "pixart"])
+def test_relgain_scores_seed_consistency_and_guidance_over_each_family(family, tmp_path):
+    base = TINY[family]
+    guided = f"guidance:test_bright25[alpha={ALPHA},base={base}]"
+    outcome = _relgain(tmp_path, [base, guided])
+    table = outcome.result.tables["relgain"].set_index("generator")
+    assert np.isfinite(table["relgain"]).all() and not table["identical_to_baseline"].any()
+    scale = {"sd3": "4.5", "flux-dev": "3.5", "pixart": "4.5"}[family]  # guidance's baseline: its base, as is
+    assert table.loc[guided, "baseline"].startswith(base.split("[")[0] + f"[guidance_scale={scale},")
+    assert table.loc[base, "baseline"] == base.replace("[", "[guidance_scale=1.0,")
+    assert outcome.complete and "identical_to_baseline" not in outcome.result.summary
+    if family == "flux-dev":  # labelled for the base model's comparison, not for guidance's (its base is it)
+        assert [n for n in outcome.result.notes if "embedded guidance 1.0" in n] == [
+            f"baseline of {base}: embedded guidance 1.0 (FLUX-dev's guidance_scale is an input of the distilled "
+            "model, not CFG; it runs no CFG either way)"]
+    scores = run(RunSpec("scores", [base], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1]), out=tmp_path)
+    assert scores.plan.n_to_generate == 0 and scores.result.tables["scores"]["n"].tolist() == [2]
+    seeds = run(RunSpec("seed-consistency", [base], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1]),
+                out=tmp_path)
+    assert seeds.plan.n_to_generate == 0 and seeds.complete
+
+
+def test_flux_schnell_needs_a_baseline_and_identical_sides_are_never_a_measured_zero(tmp_path):
+    with pytest.raises(ValueError, match="no 'same model without guidance'; pass --baseline"):
+        _relgain(tmp_path, [TINY["flux-schnell"]])
+    # guidance_scale changes nothing on schnell: both sides make the same pixels under different keys
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = _relgain(tmp_path, [TINY["flux-schnell"]], baseline="tiny-flux-schnell[guidance_scale=5.0,steps=2]")
+    row = outcome.result.tables["relgain"].iloc[0]
+    assert bool(row["identical_to_baseline"]) and np.isnan(row["relgain"]) and np.isnan(row["relgain_ci_low"])
+    assert outcome.result.summary["identical_to_baseline"] == {
+        "tiny-flux-schnell[steps=2]": "tiny-flux-schnell[guidance_scale=5.0,steps=2]"}
+    assert any("pixel-identical images for all 2 paired item(s)" in note for note in outcome.result.notes)
+    per_item = outcome.result.tables["relgain_per_item"]
+    assert (per_item["status"] == "identical to baseline").all()
+    # a real comparison on schnell (guided vs its base) is measured
+    guided = _relgain(tmp_path, [f"guidance:test_bright25[alpha={ALPHA},base={TINY['flux-schnell']}]"])
+    assert np.isfinite(guided.result.tables["relgain"]["relgain"]).all()
+
+
+def test_geneval_and_fid_topk_run_over_every_family(tmp_path):
+    from test_fid_topk import _reference
+
+    generators = list(TINY.values())
+    geneval = run(RunSpec("geneval", generators, prompts="geneval", seeds=[0], batch_size=1,
+                          options={"weights": "random", "per_task": 1, "images_per_prompt": 1}), out=tmp_path)
+    table = geneval.result.tables["geneval_numeric"]
+    assert geneval.complete and (table.loc[generators, "n_images"] == 6).all()
+    folder = _reference(tmp_path, 2)
+    fid = run(RunSpec("fid-topk", generators, metrics=["entropy"], batch_size=1,
+                      options={"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50",
+                               "kid_subsets": 2}), out=tmp_path)
+    numeric = fid.result.tables["fid_topk_numeric"]
+    assert fid.complete and np.isfinite(numeric.loc[generators, "FID"].astype(float)).all()
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux-dev", "flux-schnell", "pixart"])
+def test_adversarial_gradcam_robustness_runs_over_each_family(family, tmp_path):
+    spec = RunSpec("adversarial-gradcam", [], metrics=["entropy"], limit=1, seeds=[0], batch_size=1,
+                   options={"guided_metrics": "test_bright25", "base": TINY[family], "alpha": ALPHA, "cam_items": 1})
+    outcome = run(spec, out=tmp_path)
+    assert outcome.complete and len(outcome.result.tables)
+
+
+# -- a generator that cannot work stops the run at its first image ----------------------------------------------
+class _Broken:
+    def __init__(self, spec, runtime):
+        self.calls = 0
+
+    def fingerprint(self):
+        return {"class": "broken-test/v1"}
+
+    def baseline(self):
+        return None
+
+    def generate(self, items):
+        _Broken.calls += 1
+        raise AttributeError("'StableDiffusion3Pipeline' object has no attribute 'unet'")
+
+
+def test_first_image_failing_with_a_permanent_error_stops_the_run(tmp_path):
+    _Broken.calls = 0
+    register_generator("broken-test", overwrite=True)(lambda spec, runtime: _Broken(spec, runtime))
+    with pytest.raises(GeneratorBrokenError, match="failed on its first image with AttributeError: .* the rest "
+                                                   "were not attempted"):
+        run(RunSpec("scores", ["broken-test"], metrics=["entropy"], prompts="smoke", limit=3, seeds=[0, 1],
+                    batch_size=1), out=tmp_path)
+    assert _Broken.calls == 1
+
+
+# -- the presets over their hub-mirror snapshots (real ids, real layouts) -----------------------------------
+SMALL = "steps=2,height=64,width=64,max_sequence_length=32"
+
+
+def test_presets_load_their_hub_snapshots_and_run_relgain_and_guidance(hub_mirror, monkeypatch, tmp_path):
+    mirror = hub_mirror.ensure("hf-modern").apply(monkeypatch)
+    generators = [f"sd35[{SMALL}]", f"flux-dev[{SMALL}]", f"pixart-sigma[{SMALL},use_resolution_binning=false]",
+                  f"guidance:test_bright25[alpha={ALPHA},base=flux-dev,{SMALL}]"]
+    outcome = _relgain(tmp_path, generators)
+    table = outcome.result.tables["relgain"].set_index("generator")
+    assert np.isfinite(table["relgain"]).all() and outcome.complete
+    for benchmark in ("scores", "seed-consistency"):  # the relgain images, reused from the cache
+        again = run(RunSpec(benchmark, generators[:3], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1],
+                            batch_size=1), out=tmp_path)
+        assert again.complete and again.plan.n_to_generate == 0
+    pool = GeneratorPool(RT)
+    assert pool.get(f"flux-dev[{SMALL}]").fingerprint()["family"] == "flux-dev"
+    assert pool.get(f"flux-schnell[{SMALL}]").fingerprint()["family"] == "flux-schnell"
+    with pytest.raises(ValueError, match="pass --baseline"):
+        pool.baseline("flux-schnell")
+    # the defaults are the published ones
+    defaults = {f: build_generator(f, RT).options for f in ("sd35", "flux-dev", "flux-schnell", "pixart-sigma")}
+    assert [(o["steps"], o["guidance_scale"], o["height"]) for o in defaults.values()] == [
+        (40, 4.5, 1024), (50, 3.5, 1024), (4, 0.0, 1024), (20, 4.5, 1024)]
+    assert defaults["flux-schnell"]["max_sequence_length"] == 256
+    # and diffusers:<folder> of a snapshot is recognised as its family
+    folder = mirror.written["hf-modern"]["black-forest-labs/FLUX.1-schnell"]
+    direct = build_generator(f"diffusers:{folder}[steps=2,height=64,width=64]", RT)
+    assert direct.pipeline_family.name == "flux-schnell" and direct.baseline() is None
+    image = direct.generate([WorkItem("p", "a cat", 0)])[0]
+    assert isinstance(image, Image.Image) and pd.notna(image.size[0])
