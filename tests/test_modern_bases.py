@@ -220,8 +220,8 @@ def test_geneval_and_fid_topk_run_over_every_family(tmp_path):
     assert geneval.complete and (table.loc[generators, "n_images"] == 6).all()
     folder = _reference(tmp_path, 2)
     fid = run(RunSpec("fid-topk", generators, metrics=["entropy"], batch_size=1,
-                      options={"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50", "allow_small_topk": True,
-                               "kid_subsets": 2}), out=tmp_path)
+                      options={"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50",
+                               "allow_small_topk": True, "kid_subsets": 2}), out=tmp_path)
     numeric = fid.result.tables["fid_topk_numeric"]
     assert fid.complete and np.isfinite(numeric.loc[generators, "FID"].astype(float)).all()
 
