@@ -399,30 +399,35 @@ class Runner:
                         rows[row[0]].append(row)
         on_cpu = to_host(images)  # PIL and PNG on the writer thread
         check = getattr(generator, "check_outputs", True)  # False for generators that return real photos
-        for key, item, image in zip(keys, items, on_cpu, strict=True):
-            pending.append(writer.submit(self._write_image, key, item, image, rows.get(key, []), check))
+        batch = [(key, item, image, rows.get(key, [])) for key, item, image in zip(keys, items, on_cpu, strict=True)]
+        pending.append(writer.submit(self._write_batch, batch, check))
+        for key in keys:
             self._scored_in_memory.update((key, row[1]) for row in rows.get(key, []))
         self._drain(pending, block=False)
         return len(keys)
 
-    def _write_image(self, key: str, item: Any, image: torch.Tensor, rows: list, check: bool) -> None:
-        """Writer thread: check the image, write its PNG (bit-identical to diffusers' PIL output), then its scores.
+    def _write_batch(self, batch: list[tuple[str, Any, torch.Tensor, list]], check: bool) -> None:
+        """Writer thread: check each image, write the batch's PNGs (bit-identical to diffusers' PIL output), then
+        their records and scores in one transaction (:meth:`Store.put_images`).
 
         An unusable image (constant, empty) is recorded as a failure, never cached, and its scores are dropped.
         """
-        pil = to_pil(image)
-        problem = generated_image_problem(pil) if check else None
-        if problem is not None:
-            self.store.record_failure(key, "generate", problem)
-            self.log(f"generation failed for {item.prompt_id} seed {item.seed}: {problem}")
-            return
-        self.store.put_image(key, pil)
-        self.store.put_scores(rows)
+        good = []
+        for key, item, image, rows in batch:
+            pil = to_pil(image)
+            problem = generated_image_problem(pil) if check else None
+            if problem is not None:
+                self.store.record_failure(key, "generate", problem)
+                self.log(f"generation failed for {item.prompt_id} seed {item.seed}: {problem}")
+                continue
+            good.append((key, pil, rows))
+        if good:
+            self.store.put_images(good)
 
     @staticmethod
     def _drain(pending: list[Future], *, block: bool) -> None:
-        """Surface write errors; keep at most a few encoded images in flight."""
-        while pending and (block or pending[0].done() or len(pending) > 8):
+        """Surface write errors; keep at most a few batches in flight."""
+        while pending and (block or pending[0].done() or len(pending) > 2):
             pending.pop(0).result()
 
     def score(self) -> None:
