@@ -64,11 +64,25 @@ def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> Ru
         except BaseException as exc:  # KeyboardInterrupt and SystemExit too: the run must not stay "running"
             _record_end(runner, exc)
             raise
+        if outcome.unchanged:
+            return _unchanged(runner, outcome)
         if outcome.result is None:  # dry run, or a worker process of a distributed run
             return outcome
         return _finish(runner, outcome, report=report)
     finally:
         runner.release_run_id()
+
+
+def _unchanged(runner: Runner, outcome: RunOutcome) -> RunOutcome:
+    """A resume whose analysis would read what the finished run's did: its saved result and report stand; only
+    run.json is written back (it said "running" while the run checked its images and scores)."""
+    from .reports.persist import load_result
+
+    outcome.result = load_result(runner.store, runner.run_id)
+    outcome.report = runner.store.run_dir(runner.run_id) / "report.html"
+    runner.store.write_run_json(runner.run_id, runner.manifest("complete", outcome.plan, failures=outcome.failures,
+                                                               analysis_inputs=outcome.analysis_inputs))
+    return outcome
 
 
 def _finish(runner: Runner, outcome: RunOutcome, *, report: bool) -> RunOutcome:
@@ -80,8 +94,8 @@ def _finish(runner: Runner, outcome: RunOutcome, *, report: bool) -> RunOutcome:
         with runner.clock.stage("report"):  # the report: its fixed cost (perf/overhead_stages.py)
             reports.save_result(runner.store, runner.run_id, outcome.result)
             status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
-            runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan,
-                                                                       failures=outcome.failures))
+            runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan, failures=outcome.failures,
+                                                                       analysis_inputs=outcome.analysis_inputs))
             if report:
                 stage = "rendering the report"
                 outcome.report = reports.render_report(runner.store, [runner.run_id])

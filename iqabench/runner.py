@@ -95,6 +95,10 @@ class RunOutcome:
     missing_images: int = 0  # planned images that do not exist after the run (generation failed)
     n_scores: int = 0  # planned (image, metric) scores
     missing_scores: dict[str, int] = field(default_factory=dict)  # metric -> scores absent or failed
+    #: digest of everything the analysis reads (see :meth:`Runner.analysis_inputs`), recorded in run.json
+    analysis_inputs: str | None = None
+    #: the analysis inputs equal those of the finished run already in the folder: its result and report stand
+    unchanged: bool = False
 
     @property
     def complete(self) -> bool:
@@ -399,30 +403,35 @@ class Runner:
                         rows[row[0]].append(row)
         on_cpu = to_host(images)  # PIL and PNG on the writer thread
         check = getattr(generator, "check_outputs", True)  # False for generators that return real photos
-        for key, item, image in zip(keys, items, on_cpu, strict=True):
-            pending.append(writer.submit(self._write_image, key, item, image, rows.get(key, []), check))
+        batch = [(key, item, image, rows.get(key, [])) for key, item, image in zip(keys, items, on_cpu, strict=True)]
+        pending.append(writer.submit(self._write_batch, batch, check))
+        for key in keys:
             self._scored_in_memory.update((key, row[1]) for row in rows.get(key, []))
         self._drain(pending, block=False)
         return len(keys)
 
-    def _write_image(self, key: str, item: Any, image: torch.Tensor, rows: list, check: bool) -> None:
-        """Writer thread: check the image, write its PNG (bit-identical to diffusers' PIL output), then its scores.
+    def _write_batch(self, batch: list[tuple[str, Any, torch.Tensor, list]], check: bool) -> None:
+        """Writer thread: check each image, write the batch's PNGs (bit-identical to diffusers' PIL output), then
+        their records and scores in one transaction (:meth:`Store.put_images`).
 
         An unusable image (constant, empty) is recorded as a failure, never cached, and its scores are dropped.
         """
-        pil = to_pil(image)
-        problem = generated_image_problem(pil) if check else None
-        if problem is not None:
-            self.store.record_failure(key, "generate", problem)
-            self.log(f"generation failed for {item.prompt_id} seed {item.seed}: {problem}")
-            return
-        self.store.put_image(key, pil)
-        self.store.put_scores(rows)
+        good = []
+        for key, item, image, rows in batch:
+            pil = to_pil(image)
+            problem = generated_image_problem(pil) if check else None
+            if problem is not None:
+                self.store.record_failure(key, "generate", problem)
+                self.log(f"generation failed for {item.prompt_id} seed {item.seed}: {problem}")
+                continue
+            good.append((key, pil, rows))
+        if good:
+            self.store.put_images(good)
 
     @staticmethod
     def _drain(pending: list[Future], *, block: bool) -> None:
-        """Surface write errors; keep at most a few encoded images in flight."""
-        while pending and (block or pending[0].done() or len(pending) > 8):
+        """Surface write errors; keep at most a few batches in flight."""
+        while pending and (block or pending[0].done() or len(pending) > 2):
             pending.pop(0).result()
 
     def score(self) -> None:
@@ -537,9 +546,45 @@ class Runner:
     def _execute(self, plan: PlanSummary, outcome: RunOutcome) -> RunOutcome:
         self.store.sweep_temp_files()
         if self.is_main_process:
+            self._previous = self._read_previous_manifest()
             self.store.write_run_json(self.run_id, self.manifest("running", plan, owner=owner()))
         with Heartbeat(self.store.run_dir(self.run_id)) if self.is_main_process else contextlib.nullcontext():
             return self._stages(outcome)
+
+    def _read_previous_manifest(self) -> dict[str, Any]:
+        """The run.json a finished earlier run left here (empty when there is none or it cannot be read)."""
+        try:
+            return self.store.read_run_json(self.run_id)
+        except (OSError, ValueError):
+            return {}
+
+    def analysis_inputs(self) -> str:
+        """sha256 of everything the analysis reads: the spec, iqabench's version, every planned image key with
+        its recorded PNG digest, every planned score (value or error) and the failures. Equal inputs give an
+        equal result, so a resume of a finished run need not analyse, save or render again (issue 29)."""
+        import hashlib
+        import json
+
+        from . import __version__
+
+        keys = sorted(set(self.image_keys))
+        scores = {}
+        for metric, indices in sorted(self.metric_plan.items()):
+            wanted = sorted({self.image_keys[i] for i in indices})
+            got = self.store.get_scores(wanted, metric, self.metric_fps[metric])
+            scores[metric] = [[k, got.get(k, "absent")] for k in wanted]
+        document = {"spec": self.spec.to_dict(), "version": __version__, "code": _analysis_code_digest(self.benchmark),
+                    "metrics": self.metric_fps,
+                    "images": [[k, self.store.image_digest(k)] for k in keys], "scores": scores,
+                    "failures": sorted(self.store.failures(keys).items())}
+        return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _finished_with(self, inputs: str) -> bool:
+        """The folder holds a complete run whose analysis read exactly ``inputs``, with its result and report."""
+        previous = getattr(self, "_previous", {})
+        folder = self.store.run_dir(self.run_id)
+        return (previous.get("status") == "complete" and previous.get("analysis_inputs") == inputs
+                and (folder / "report.html").is_file() and (folder / "results" / "result.json").is_file())
 
     def _stages(self, outcome: RunOutcome) -> RunOutcome:
         self.build_metrics()
@@ -560,6 +605,12 @@ class Runner:
             with self.clock.stage("merge-shards"):
                 merge_shards(self.store, self.run_id)  # alone now: the others are past their last write
                 self.store.finish_sharding()
+        outcome.analysis_inputs = self.analysis_inputs()
+        if self._finished_with(outcome.analysis_inputs):
+            outcome.unchanged = True  # the saved result and report are this analysis's: nothing is rewritten
+            outcome.failures = self.store.failures(self.image_keys)
+            self.completeness(outcome)
+            return outcome
         result = self.analyze()
         random_weights = [name for name, gen in self.generators.items() if getattr(gen, "tiny_builder", None)]
         if random_weights:
@@ -570,6 +621,28 @@ class Runner:
         outcome.failures = self.store.failures(self.image_keys)
         self.completeness(outcome)
         return outcome
+
+
+def _analysis_code_digest(benchmark: Any) -> str:
+    """sha256 of the code that turns scores into the result and the report: the benchmark's module and the report
+    package (its modules and templates). A development checkout changes them without a version bump, and a
+    resume must not keep a result or report the current code would not make."""
+    import hashlib
+    import inspect
+
+    digest = hashlib.sha256()
+    files = [inspect.getsourcefile(type(benchmark))]
+    import importlib.util
+
+    spec = importlib.util.find_spec("iqabench.reports")  # the runner never imports the report stage itself
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    reports = Path(locations[0]) if locations else Path(__file__).resolve().parent.parent / "reports"
+    files += sorted(str(p) for p in reports.rglob("*") if p.suffix in (".py", ".j2", ".html", ".css", ".js"))
+    for name in files:
+        if name and Path(name).is_file():
+            digest.update(name.encode())
+            digest.update(Path(name).read_bytes())
+    return digest.hexdigest()
 
 
 class GeneratorBrokenError(RuntimeError):

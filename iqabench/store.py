@@ -42,7 +42,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -237,16 +237,34 @@ class Store:
             return False
 
     def put_image(self, key: str, image: Image.Image) -> Path:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        path = self.image_path(key)
-        self.refuse_symlinks(path.parent)
-        data = buffer.getvalue()
-        atomic_write_bytes(path, data)
+        return self.put_images([(key, image, [])])[0]
+
+    def put_images(self, entries: Sequence[tuple[str, Image.Image, Sequence[tuple]]]) -> list[Path]:
+        """Write a batch of (key, image, score rows): every PNG atomically and durably (fsync, rename), then the
+        image records, cleared failures and in-memory scores of the whole batch in **one** transaction.
+
+        Files before records, as for one image: a crash in between leaves PNGs without records, which the next
+        reuse verifies by decoding (the unrecorded-image path), never records without files. One commit per batch
+        instead of two per image keeps the writer thread from competing with the pipeline (issue 29).
+        """
+        written = []
+        for key, image, _ in entries:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            path = self.image_path(key)
+            self.refuse_symlinks(path.parent)
+            data = buffer.getvalue()
+            atomic_write_bytes(path, data)
+            written.append((key, data, image.size, path))
+        rows = [row for _, _, batch_rows in entries for row in batch_rows]
         with self._transaction() as db:
-            db.execute("DELETE FROM failures WHERE image_key = ? AND stage = 'generate'", (key,))
-            self.record_image(db, key, data, image.size)
-        return path
+            for key, data, size, _ in written:
+                db.execute("DELETE FROM failures WHERE image_key = ? AND stage = 'generate'", (key,))
+                self.record_image(db, key, data, size)
+            if rows:
+                db.executemany("INSERT OR REPLACE INTO scores (image_key, metric, metric_fp, value, error) "
+                               "VALUES (?,?,?,?,?)", rows)
+        return [path for *_, path in written]
 
     @staticmethod
     def record_image(db: sqlite3.Connection, key: str, data: bytes, size: tuple[int, int]) -> None:

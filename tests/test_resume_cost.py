@@ -1,0 +1,50 @@
+"""A resume of a finished run does no work it need not (issue 29): same inputs, no analysis, nothing rewritten."""
+
+from iqabench import RunSpec, run
+from iqabench.runner import Runner
+
+SPEC = dict(benchmark="scores", generators=["tiny-sd"], metrics=["entropy"], prompts="smoke", limit=2, seeds=[0])
+
+
+def _mtimes(folder):
+    return {p.relative_to(folder): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and p.name not in ("run.json", "heartbeat", ".lock")}
+
+
+def test_resume_of_a_finished_run_rewrites_no_result_or_report_and_does_not_analyse(tmp_path, monkeypatch):
+    first = run(RunSpec(**SPEC), out=tmp_path)
+    assert first.complete and first.report.is_file()
+    before = _mtimes(first.run_dir)
+    assert any(str(p).endswith("report.html") for p in before) and len(before) > 3
+
+    def refuse(self):
+        raise AssertionError("a finished run with unchanged inputs was analysed again")
+
+    monkeypatch.setattr(Runner, "analyze", refuse)
+    again = run(RunSpec(**SPEC), out=tmp_path)
+    assert again.unchanged and again.complete
+    assert again.report == first.report and again.result is not None and again.result.tables
+    assert _mtimes(first.run_dir) == before  # tables, figures, result.json and report.html untouched
+    manifest = again.run_dir / "run.json"
+    import json
+
+    data = json.loads(manifest.read_text())
+    assert data["status"] == "complete" and data["analysis_inputs"] == again.analysis_inputs
+
+
+def test_a_changed_score_or_a_missing_report_makes_the_resume_analyse_again(tmp_path, monkeypatch):
+    from iqabench.store import Store
+
+    first = run(RunSpec(**SPEC), out=tmp_path)
+    store = Store(tmp_path)
+    with store._transaction() as db:
+        db.execute("UPDATE scores SET value = value + 1 WHERE metric = 'entropy'")
+    store.close()
+    calls = []
+    original = Runner.analyze
+    monkeypatch.setattr(Runner, "analyze", lambda self: calls.append(1) or original(self))
+    again = run(RunSpec(**SPEC), out=tmp_path)
+    assert calls == [1] and not again.unchanged and again.analysis_inputs != first.analysis_inputs
+    again.report.unlink()
+    third = run(RunSpec(**SPEC), out=tmp_path)
+    assert calls == [1, 1] and not third.unchanged and third.report.is_file()
