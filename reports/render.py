@@ -331,7 +331,7 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     if result is None:
         view.missing = "This run has no saved results yet (was it analysed?)."
         return view
-    head = headline(result.tables, result.footnotes)
+    head = headline(result)
     shown_summary = dict(summary)
     if head is not None:
         view.headline = Markup(headline_html(head, uuid=f"h-{run_id}"))
@@ -347,7 +347,8 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     view.failures = _failures(summary.get(FAILURES_KEY)) or _failures(manifest.get(FAILURES_KEY))
     view.smoke = next((n for n in result.notes if n.startswith(SMOKE_PREFIX)), None)
     view.notes = [n for n in result.notes if n != view.smoke]
-    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS), result.footnotes.get(name, ""))
+    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS, result.table(name)),
+                              result.footnotes.get(name, ""))
                    for name, frame in result.tables.items()]
     view.figures = [FigureBlock(name, Markup(svg), _figure_caption(name, result.captions.get(name, "")))
                     for name, svg in result.figures.items()]

@@ -16,6 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from iqabench.results import Table
+from iqabench.stats import CI_LEVEL_TEXT
+
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 MISSING = "–"
 
@@ -103,18 +106,20 @@ def has_row_labels(frame: pd.DataFrame) -> bool:
     return not pd.api.types.is_integer_dtype(frame.index.dtype)
 
 
-SIGNED_ATTR = "signed"  # DataFrame.attrs key: CI'd columns whose zero means "no effect" (marked "n.s.")
-
-
-def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
+def table_view(frame: pd.DataFrame, max_rows: int | None = None, info: Table | None = None) -> TableView:
     """Rows of formatted cells; a labelled index becomes leading row-header columns.
 
     ``max_rows`` keeps only the first rows (a paper-scale per-item table has millions; the CSV keeps them all)
-    and records the full count in ``total_rows``.
+    and records the full count in ``total_rows``. ``info`` (the typed Table) supplies the marks: " n.s." on an
+    effect cell whose Holm-adjusted p-value column says not significant, and "too few ... for a 95% CI" in
+    place of the brackets of a row resting on fewer than MIN_UNITS units.
     """
     total = len(frame)
-    # columns whose 0 means "no effect" (attrs["signed"]): " n.s." where the CI includes 0, as in the headline
-    signed = {str(c) for c in frame.attrs.get(SIGNED_ATTR, ())}
+    info = info if info is not None and info.frame is frame else None
+    effects = dict(info.effects) if info is not None else {}
+    significant = {c: info.significant(c) for c in effects if info.effects[c] in frame} if info else {}
+    few = info.too_few_units() if info is not None else [False] * total
+    plural = "prompts" if info is None or info.unit in ("", "prompt") else info.unit + "s"
     if max_rows is not None and total > max_rows:
         frame = frame.iloc[:max_rows]
     index_levels = 0
@@ -127,13 +132,15 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
     hidden = {c for pair in cis.values() for c in pair}
     shown = [c for c in columns if c not in hidden]
     rows = []
-    for record in frame.to_dict("records"):
+    for r, record in enumerate(frame.to_dict("records")):
         row = []
         for position, col in enumerate(shown):
             if col in cis:
                 low, high = cis[col]
-                cell = _ci_cell(record[col], record[low], record[high])
-                if col in signed and record[low] <= 0 <= record[high]:
+                cell = _ci_cell(record[col], *((float("nan"),) * 2 if few[r] else (record[low], record[high])))
+                if few[r] and cell.numeric:
+                    cell = replace(cell, text=cell.text + f" (too few {plural} for a {CI_LEVEL_TEXT} CI)")
+                if col in significant and cell.numeric and not significant[col][r]:
                     cell = replace(cell, text=cell.text + " n.s.")
                 row.append(cell)
             else:
@@ -144,20 +151,18 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None) -> TableView:
 
 # --- exports: the same formatted cells as the report, for LaTeX, Markdown and the terminal ----------------------
 
-FOOTNOTE_ATTR = "footnote"  # DataFrame.attrs key a benchmark sets to say how a table's numbers were made
-
-
-def footnote(frame: pd.DataFrame) -> str:
-    """The table's footnote (``frame.attrs['footnote']``), or a generic one for a table with CI columns."""
-    note = str(frame.attrs.get(FOOTNOTE_ATTR, "") or "")
+def footnote(table: Table | pd.DataFrame) -> str:
+    """The table's footnote (``Table.footnote``), or a generic one for a table with CI columns."""
+    frame = table.frame if isinstance(table, Table) else table
+    note = table.footnote if isinstance(table, Table) else ""
     if not note and ci_columns([str(c) for c in frame.columns]):
         note = "Brackets: 95% confidence interval."
     return note
 
 
-def display_frame(frame: pd.DataFrame, max_rows: int | None = None) -> pd.DataFrame:
+def display_frame(frame: pd.DataFrame, max_rows: int | None = None, info: Table | None = None) -> pd.DataFrame:
     """Strings as the report shows them: index as leading columns, ``X [low, high]`` for each CI'd column."""
-    view = table_view(frame, max_rows)
+    view = table_view(frame, max_rows, info)
     return pd.DataFrame([[cell.text for cell in row] for row in view.rows], columns=view.columns)
 
 
@@ -167,14 +172,14 @@ def _numeric_columns(frame: pd.DataFrame, shown: list[str]) -> set[str]:
     return {c for c in shown if c in flat and pd.api.types.is_numeric_dtype(flat[c])}
 
 
-def to_latex(frame: pd.DataFrame, name: str, note: str = "") -> str:
+def to_latex(frame: pd.DataFrame, name: str, note: str = "", info: Table | None = None) -> str:
     """A booktabs ``table`` (``\\toprule/\\midrule/\\bottomrule``) that pastes into a paper unchanged.
 
     Built with pandas ``Styler.to_latex``; cells are the report's formatted
     strings, LaTeX-escaped; numeric columns are right-aligned; the footnote
     (how the CIs were computed) becomes the caption. Needs ``booktabs``.
     """
-    shown = display_frame(frame)
+    shown = display_frame(frame, info=info)
     numeric = _numeric_columns(frame, list(shown.columns))
     column_format = "".join("r" if c in numeric else "l" for c in shown.columns)
     styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
@@ -192,9 +197,9 @@ def latex_escape(text: str) -> str:
     return _escape_latex(text)
 
 
-def to_markdown(frame: pd.DataFrame, note: str = "") -> str:
+def to_markdown(frame: pd.DataFrame, note: str = "", info: Table | None = None) -> str:
     """A GitHub-flavoured Markdown table (via pandas/tabulate) with the footnote under it."""
-    shown = display_frame(frame)
+    shown = display_frame(frame, info=info)
     numeric = _numeric_columns(frame, list(shown.columns))
     shown = shown.map(lambda text: text.replace("|", "\\|")).set_axis([c.replace("|", "\\|") for c in shown.columns],
                                                                        axis=1)

@@ -86,6 +86,9 @@ class FidTopK(BaseBenchmark):
         return [p.text for p in load_prompts(spec.prompts, limit=spec.limit, column=spec.options.get("prompt_column"))]
 
     def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+        if len(spec.seeds) > 1:  # refused before any work: a silent reduction to the first seed misreports the run
+            raise ValueError(f"fid-topk makes one image per caption (one seed), but --seeds gave {len(spec.seeds)} "
+                             f"seeds; pass one seed, e.g. --seeds {spec.seeds[0]}")
         opts = options(spec)
         pairs = load_reference(opts["reference"], spec.limit)
         plan = [PlannedItem(REFERENCE_GENERATOR, reference_item(i, p)) for i, p in enumerate(pairs)]
@@ -171,12 +174,16 @@ class FidTopK(BaseBenchmark):
         result = Result(self.name, notes=notes)
         numeric = pd.DataFrame(rows).set_index("generator")
         shown = [c for c in numeric.columns if not c.endswith("_std") and c != "n_images"]
-        # the report's headline marks the best per column (lower FID/KID, higher IS/CLIP) with pandas Styler
-        numeric.attrs["headline"] = {"columns": shown, "lower_better": [c for c in shown if c.startswith(LOWER_BETTER)],
-                                     "quantity": "FID / IS / KID / CLIP scores"}
-        numeric.attrs["footnote"] = ("IS and KID: mean over splits/subsets (their standard deviations are the *_std "
-                                     "columns); FID has no CI (one number per image set).")
-        result.tables["fid_topk_numeric"] = numeric
+        from iqabench.decisions import level_table, wide_headline
+
+        note = ("IS and KID: mean over splits/subsets (their standard deviations are the *_std columns); FID has no "
+                "CI (one number per image set). Levels of one image set each: no test, no bold.")
+        result.add_table("fid_topk_numeric", level_table(numeric, footnote=note, unit="image"))
+        result.headlines.append(wide_headline(
+            "fid_topk_numeric", numeric.reset_index(), row_key="generator", columns=shown,
+            quantity="FID / IS / KID / CLIP scores", signed=False,
+            higher_better={c: not c.startswith(LOWER_BETTER) for c in shown}, footnote=note, unit="image",
+            n_images=int(numeric["n_images"].max()) if len(numeric) else None, n_units_column=None))
         rank = sorted(ranking, key=lambda k: -ranking[k])
         by_key = {k: p for p, k in ref}
         result.tables["reference_ranking"] = pd.DataFrame([
