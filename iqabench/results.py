@@ -58,6 +58,10 @@ class Table:
     effects: dict[str, str] = field(default_factory=dict)
     n_units_column: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.n_units_column and "n_units" in getattr(self.frame, "columns", ()):
+            self.n_units_column = "n_units"  # the conventional column: CIs below MIN_UNITS are not shown
+
     def significant(self, column: str) -> list[bool]:
         """Per row: the effect in ``column`` is significant under the table's one decision rule."""
         import numpy as np
