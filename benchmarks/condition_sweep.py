@@ -261,9 +261,9 @@ class ConditionSweep(SweepBenchmark):
         table = result.add_table("correlation", correlation_table(correlations))
         if len(table.frame):
             result.headlines.append(correlation_headline(table, len(set(ctx.image_keys))))
-        result.per_item = sweep_per_item(frame)
         frame["condition"] = [target_label(t) if role == "generator" else "baseline"
                               for role, t in zip(frame.role, frame.get("target", np.nan), strict=True)]
+        result.per_item = sweep_per_item(frame)
         result.tables["per_image"] = frame.pivot_table(
             index=["generator", "condition", "prompt_id", "seed"], columns="metric", values="score",
             sort=False).reset_index()

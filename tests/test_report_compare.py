@@ -13,9 +13,9 @@ from statsmodels.stats.multitest import multipletests
 from typer.testing import CliRunner
 
 from iqabench.cli import app
-from iqabench.reports import save_result
 from iqabench.compare import paired_differences
 from iqabench.decisions import long_headline, wide_headline
+from iqabench.reports import save_result
 from iqabench.reports.compare import render_comparison, resolve_run
 from iqabench.reports.persist import load_result
 from iqabench.results import PerItemScores, Result
