@@ -154,6 +154,8 @@ def merged_frame(head: Headline) -> pd.DataFrame:
         if np.isfinite(head.low[column].to_numpy(float)).any():
             out[f"{column}_ci_low"] = head.low[column]
             out[f"{column}_ci_high"] = head.high[column]
+        if head.p_value is not None:
+            out[f"{column}_p"] = head.p_value[column]
         if head.p_adjusted is not None:
             out[f"{column}_p_holm"] = head.p_adjusted[column]
     if head.n_units is not None:  # the fewest units any cell of the row rests on (decides "too few for a CI")
@@ -170,8 +172,9 @@ def compare_runs(results: dict[str, Result]) -> Result:
         name = "merged_" + "".join(ch if ch.isalnum() else "_" for ch in str(head.source)).strip("_")
         name = name if name not in out.tables else f"{name}_{len(out.tables) + 1}"
         effects = {str(c): f"{c}_p_holm" for c in head.estimate.columns} if head.p_adjusted is not None else {}
+        raw = {str(c): f"{c}_p" for c in head.estimate.columns} if head.p_value is not None else {}
         out.add_table(name, Table(merged_frame(head), head.footnote, head.unit, effects,
-                                   "n_units" if head.n_units is not None else ""))
+                                   "n_units" if head.n_units is not None else "", raw))
     paired = paired_differences(results)
     if len(paired.frame):
         out.add_table("paired_differences", paired)

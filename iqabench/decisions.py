@@ -37,7 +37,7 @@ def effect_table(frame: pd.DataFrame, effects: dict[str, str], *, footnote: str 
         for c in columns:
             frame[holm_column(c)] = pd.Series(dtype=float)
     return Table(frame, footnote=footnote, unit=unit, effects={c: holm_column(c) for c in columns},
-                 n_units_column=n_units_column if n_units_column in frame else "")
+                 n_units_column=n_units_column if n_units_column in frame else "", p_values=dict(effects))
 
 
 def level_table(frame: pd.DataFrame, *, footnote: str = "", unit: str = "", n_units_column: str = "n_units") -> Table:

@@ -57,6 +57,8 @@ class Table:
     unit: str = ""  # "prompt", "image", "participant" or "" (no inference: counts, listings)
     effects: dict[str, str] = field(default_factory=dict)
     n_units_column: str = ""
+    #: effect column -> its unadjusted p-value column (the test at the inference unit), Holm's input
+    p_values: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.n_units_column and "n_units" in getattr(self.frame, "columns", ()):
@@ -81,7 +83,7 @@ class Table:
 
     def describe(self) -> dict[str, Any]:
         return {"footnote": self.footnote, "unit": self.unit, "effects": dict(self.effects),
-                "n_units_column": self.n_units_column}
+                "n_units_column": self.n_units_column, "p_values": dict(self.p_values)}
 
 
 @dataclass

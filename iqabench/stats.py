@@ -236,7 +236,7 @@ def paired_statistics(base: np.ndarray, method: np.ndarray, lower_better: bool,
     n = int(diff.size)
     est = mean_ci(diff, groups)
     test = unit_test(diff, groups)
-    return {"n_pairs": n, "n_units": test.n_units, "unit": test.unit,
+    return {"n_pairs": n, "n_units": test.n_units, "unit": test.unit, "n_images": n,
             "baseline_mean": float(base.mean()) if n else float("nan"),
             "generator_mean": float(method.mean()) if n else float("nan"),
             "improvement": float(diff.mean()) if n else float("nan"),

@@ -324,9 +324,11 @@ def load_result(store: Store, run_id: str) -> SavedResult:
             frame = frame.set_index(list(frame.columns[:levels]))
         footnotes[name] = str(entry.get("footnote") or "")
         effects = {str(k): str(v) for k, v in (entry.get("effects") or {}).items()}
+        raw = {str(k): str(v) for k, v in (entry.get("p_values") or {}).items()}
         table_info[name] = Table(frame, footnotes[name], str(entry.get("unit") or ""),
                                  {k: v for k, v in effects.items() if v in frame.columns},
-                                 str(entry.get("n_units_column") or ""))
+                                 str(entry.get("n_units_column") or ""),
+                                 {k: v for k, v in raw.items() if v in frame.columns})
         tables[name] = frame
 
     figures, captions = {}, {}
