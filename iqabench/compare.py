@@ -159,7 +159,7 @@ def merged_frame(head: Headline) -> pd.DataFrame:
         if head.p_adjusted is not None:
             out[f"{column}_p_holm"] = head.p_adjusted[column]
     if head.n_units is not None:  # the fewest units any cell of the row rests on (decides "too few for a CI")
-        out["n_units"] = head.n_units.min(axis=1)
+        out["n_units"] = head.n_units.min(axis=1).round().astype("Int64")
     out.index.name = "generator (run)"
     return out
 
