@@ -235,3 +235,27 @@ def test_result_keeps_tables_and_their_contract_together():
     assert result.table("t") is table and result.tables["t"] is frame
     result.tables["t"] = pd.DataFrame({"x": [2.0]})  # replaced behind the contract's back: no stale footnote
     assert result.table("t").footnote == ""
+
+
+def test_fid_bootstrap_interval_comes_from_torch_fidelity_resamples_and_widens_with_fewer_images():
+    import torch
+
+    from iqabench.benchmarks.fid_topk.features import fid_bootstrap_ci
+
+    gen = torch.from_numpy(np.random.default_rng(0).normal(0.5, 1.0, (400, 8)).astype(np.float32))
+    ref = torch.from_numpy(np.random.default_rng(1).normal(0.0, 1.0, (400, 8)).astype(np.float32))
+    wide = fid_bootstrap_ci(gen[:40], ref, 60)
+    narrow = fid_bootstrap_ci(gen, ref, 60)
+    assert wide[0] < wide[1] and narrow[0] < narrow[1]
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]  # 10x the images: a tighter interval
+    assert fid_bootstrap_ci(gen, ref, 60) == narrow  # seeded: the same resamples every time
+
+
+def test_fid_topk_refuses_several_seeds_before_any_work():
+    from iqabench.benchmarks.fid_topk.benchmark import FidTopK
+    from iqabench.generators import GeneratorPool
+    from iqabench.specs import RunSpec
+
+    spec = RunSpec("fid-topk", ["tiny-sd"], seeds=[0, 1, 2], options={"reference": "/nonexistent"})
+    with pytest.raises(ValueError, match="one image per caption .* gave 3 seeds; pass one seed, e.g. --seeds 0"):
+        FidTopK().plan(spec, GeneratorPool())

@@ -18,6 +18,7 @@ CSV/TSV/JSONL of caption,image pairs), ``topk`` (percents, ``25,10``), ``weights
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
 
 from ..geneval.clip import RANDOM
-from .features import InceptionFeatures, fid, inception_score, kid, split
+from .features import InceptionFeatures, fid, fid_bootstrap_ci, inception_score, kid, split
 from .references import REFERENCE_GENERATOR, load_reference, reference_item
 from .topk import mean_z_scores, top_fraction
 
@@ -59,7 +60,18 @@ def options(spec: RunSpec) -> dict[str, Any]:
         "clip_weights": RANDOM if weights == RANDOM else str(o.get("clip_weights", "pretrained")),
         "isc_splits": int(o.get("isc_splits", 10)), "kid_subsets": int(o.get("kid_subsets", 100)),
         "kid_subset_size": int(o.get("kid_subset_size", 1000)),
+        "fid_bootstrap": _non_negative_int(o.get("fid_bootstrap", 0), "fid_bootstrap"),
     }
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0 or str(value).strip() not in (str(number), f"{number}.0"):
+        raise ValueError(f"--option {name}={value!r} must be a whole number >= 0")
+    return number
 
 
 @register_benchmark("fid-topk", description="FID vs real images and their top-k% IQA subsets, IS, KID, CLIP-T/I "
@@ -76,6 +88,8 @@ class FidTopK(BaseBenchmark):
         "isc_splits": "Inception Score splits (default 10)",
         "kid_subsets": "KID subsets (default 100)",
         "kid_subset_size": "KID subset size (default 1000)",
+        "fid_bootstrap": "resamples of the generated images for a 95% percentile CI of FID (default 0: none; "
+                         "each resample costs one 2048-d matrix square root, see docs/statistics.md)",
     }
 
     def _prompts(self, spec: RunSpec, pairs) -> list[str]:
@@ -130,6 +144,7 @@ class FidTopK(BaseBenchmark):
         paired = all(p.item.params.get("captioned") for p, _ in ref)  # CLIP-I needs real images of the same caption
 
         rows = []
+        bootstrap_seconds = 0.0
         for g in generators:
             mine = [(p, k) for p, k in present if p.generator == g]
             if len(mine) < 2:
@@ -138,6 +153,10 @@ class FidTopK(BaseBenchmark):
             keys = [k for _, k in mine]
             pool, logits = split(np.stack([feats[k] for k in keys]))
             row: dict[str, Any] = {"generator": g, "FID": fid(pool, ref_pool)}
+            if opts["fid_bootstrap"]:
+                started = time.perf_counter()
+                row["FID_ci_low"], row["FID_ci_high"] = fid_bootstrap_ci(pool, ref_pool, opts["fid_bootstrap"])
+                bootstrap_seconds += time.perf_counter() - started
             for p, sub in sub_pools.items():
                 row[f"FID top-{p:g}%"] = fid(pool, sub)
             row["IS"], row["IS_std"] = inception_score(logits, opts["isc_splits"])
@@ -153,7 +172,15 @@ class FidTopK(BaseBenchmark):
                 row["CLIP-I"] = float((100 * (img_emb[[i for i, _ in pairs]] * ref_stack).sum(dim=1)).mean())
             row["n_images"] = len(mine)
             rows.append(row)
-        return self._result(ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip)
+        result = self._result(ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip)
+        if opts["fid_bootstrap"]:
+            result.notes.append(
+                f"FID brackets: 95% percentile bootstrap of the generated images ({opts['fid_bootstrap']} resamples "
+                "with replacement, the reference set held fixed, so the interval covers the sampling of generated "
+                "images only). Duplicated images in a resample shrink its covariance, so resampled FIDs sit above "
+                "the estimate (FID is biased by set size): read the width, not the position; measured cost: "
+                f"{bootstrap_seconds:.1f} s for {len(rows)} generator(s).")
+        return result
 
     def _result(self, ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip) -> Result:
         smoke = opts["weights"] == RANDOM
@@ -173,11 +200,13 @@ class FidTopK(BaseBenchmark):
             notes.append(f"{missing} planned image(s) are missing (generation or reading failed) and were left out.")
         result = Result(self.name, notes=notes)
         numeric = pd.DataFrame(rows).set_index("generator")
-        shown = [c for c in numeric.columns if not c.endswith("_std") and c != "n_images"]
+        shown = [c for c in numeric.columns if not c.endswith(("_std", "_ci_low", "_ci_high")) and c != "n_images"]
         from iqabench.decisions import level_table, wide_headline
 
-        note = ("IS and KID: mean over splits/subsets (their standard deviations are the *_std columns); FID has no "
-                "CI (one number per image set). Levels of one image set each: no test, no bold.")
+        note = ("IS and KID: mean over splits/subsets, reported with their standard deviation over splits/subsets "
+                "(the *_std columns: the spread of the statistic, not a CI); FID: "
+                + ("95% percentile bootstrap CI over generated images (notes: cost)" if opts["fid_bootstrap"] else
+                   "no CI unless --option fid_bootstrap=N") + ". Levels of one image set each: no test, no bold.")
         result.add_table("fid_topk_numeric", level_table(numeric, footnote=note, unit="image"))
         result.headlines.append(wide_headline(
             "fid_topk_numeric", numeric.reset_index(), row_key="generator", columns=shown,
