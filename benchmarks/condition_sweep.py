@@ -257,7 +257,7 @@ class ConditionSweep(SweepBenchmark):
         if note := missing_scores_note(frame, "generation or scoring failed"):
             result.notes.append(note)
         result.add_table("scores_by_target", level_table(means, footnote=means_footnote(means)))
-        result.tables["baseline"] = baselines
+        result.add_table("baseline", level_table(baselines, footnote=means_footnote(baselines)))
         table = result.add_table("correlation", correlation_table(correlations))
         if len(table.frame):
             result.headlines.append(correlation_headline(table, len(set(ctx.image_keys))))

@@ -179,7 +179,7 @@ class ScaleSweep(SweepBenchmark):
                               for role, t, s in zip(frame.role, frame.target, frame.scale, strict=True)]
         labelled = means.assign(target=means.target.map(target_label))
         result.add_table("scores_by_scale", level_table(labelled, footnote=means_footnote(labelled)))
-        result.tables["baseline"] = baselines
+        result.add_table("baseline", level_table(baselines, footnote=means_footnote(baselines)))
         gaps = scale_gap(means, generated)
         top = result.add_table("gap_at_max_lambda", gap_table(gap_at_max_scale(gaps)))
         if "p_value" in top.frame:
