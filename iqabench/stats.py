@@ -11,6 +11,11 @@ interval is scipy's BCa (bias-corrected and accelerated; Efron 1987) when it
 applies, and the plain percentile interval when BCa is undefined (fewer than 3
 units, a degenerate jackknife) or too costly (its jackknife is quadratic in the
 number of units). The method used is returned, so every table can name it.
+
+Tests run at the same unit (:func:`unit_test`: per-prompt means when seeds
+repeat; :func:`cluster_permutation_p` for correlations), and one table's tests
+are decided together by :func:`decide` (Holm, statsmodels' ``multipletests``).
+An Estimate's CI is descriptive: no mark is ever read from it (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -56,11 +61,6 @@ class Estimate:
     n: int  # finite values used
     n_clusters: int  # prompts when clustered, else == n
     method: str  # "BCa", "percentile", "cluster BCa", "cluster percentile", "stratified cluster percentile", "none"
-
-    @property
-    def significant(self) -> bool:
-        """The CI excludes 0 (meaningful for differences and gains only)."""
-        return bool(np.isfinite(self.ci_low) and np.isfinite(self.ci_high) and (self.ci_low > 0 or self.ci_high < 0))
 
 
 def relative_gains(base: np.ndarray, method: np.ndarray, lower_better: bool, eps: float = RELGAIN_EPS) -> RelGainItems:
