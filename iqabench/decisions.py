@@ -98,18 +98,19 @@ def _finish(source, quantity, est, low, high, higher_better, signed, footnote, p
 
 
 def unit_sentence(unit: str, n_units: Sequence[float] | float | None = None, n_images: int | None = None) -> str:
-    """The footnote sentence naming the inference unit, its count and the small-sample rule."""
+    """The footnote sentence naming the inference unit, how many there are and the small-sample rule."""
     if not unit:
         return ""
-    counts = [] if n_units is None else [int(v) for v in np.atleast_1d(np.asarray(n_units, float))
-                                         if np.isfinite(v)]
-    many = (f"{min(counts)}" if counts and min(counts) == max(counts) else
-            f"{min(counts)}-{max(counts)}" if counts else "")
+    counts = [] if n_units is None else [int(v) for v in np.atleast_1d(np.asarray(n_units, float)) if np.isfinite(v)]
     plural = "prompts" if unit == "prompt" else unit + "s"
-    text = f"Inference unit: the {unit} (n = {many} {plural}" if many else f"Inference unit: the {unit} ("
-    text += (f" from {n_images} images" if n_images else "") + ")"
-    text = text.replace("( from", "(from").replace("()", "")
-    return (text + f"; below {MIN_UNITS} {plural} no {CI_LEVEL_TEXT} CI is shown.")
+    parts = []
+    if counts:
+        many = str(min(counts)) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+        parts.append(f"n = {many} {plural}")
+    if n_images:
+        parts.append(f"from {n_images} images")
+    detail = f" ({' '.join(parts)})" if parts else ""
+    return f"Inference unit: the {unit}{detail}; below {MIN_UNITS} {plural} no {CI_LEVEL_TEXT} CI is shown."
 
 
 def decision_sentence() -> str:
