@@ -380,7 +380,11 @@ def cluster_permutation_p(statistic: Callable[[np.ndarray, np.ndarray], float], 
 
 def too_few_units(n_units: float | int | None) -> bool:
     """Whether an estimate rests on fewer than MIN_UNITS independent units (its CI is not shown)."""
-    return n_units is None or not np.isfinite(float(n_units)) or int(n_units) < MIN_UNITS
+    try:
+        count = float(n_units)  # None, pd.NA or text: no count, so no CI
+    except (TypeError, ValueError):
+        return True
+    return not np.isfinite(count) or count < MIN_UNITS
 
 
 def statistic_ci(statistic: Callable[..., float], *columns: Sequence[float] | np.ndarray,
