@@ -40,7 +40,7 @@ from iqabench.metrics import build_metric, metric_info, parse_metric_list
 from iqabench.number_format import format_number
 from iqabench.registry import METRICS
 from iqabench.specs import RunSpec
-from iqabench.stats import describe_method, mean_ci, relative_gains
+from iqabench.stats import describe_method, mean_ci, relative_gains, unit_test
 
 from .sweeps import new_figure
 
@@ -193,8 +193,10 @@ def relgain_cell(method: str, metric: str, base: np.ndarray, other: np.ndarray, 
     bootstrap CI clustered by prompt (several seeds of one prompt are not independent)."""
     gains = relative_gains(base, other, lower_better).gains
     est = mean_ci(gains, np.asarray(prompts, dtype=object))
+    test = unit_test(gains, np.asarray(prompts, dtype=object))  # one-sample t on per-prompt mean gains
     return {"method": method, "metric": metric, "relgain": est.value, "relgain_ci_low": est.ci_low,
-            "relgain_ci_high": est.ci_high, "n": est.n, "ci_method": est.method}
+            "relgain_ci_high": est.ci_high, "p_value": test.p_value, "n": est.n, "n_units": test.n_units,
+            "unit": test.unit, "ci_method": est.method}
 
 
 def transfer_table(cells: list[dict], methods: list[str], panel: list[str]) -> pd.DataFrame:
@@ -202,28 +204,45 @@ def transfer_table(cells: list[dict], methods: list[str], panel: list[str]) -> p
     ``est [low, high]`` in the report); the run's headline (a signed quantity: "n.s." where the CI includes 0)."""
     long = pd.DataFrame(cells)
     out = pd.DataFrame({"method": methods})
-    for column, suffix in (("relgain", ""), ("relgain_ci_low", "_ci_low"), ("relgain_ci_high", "_ci_high")):
+    for column, suffix in (("relgain", ""), ("relgain_ci_low", "_ci_low"), ("relgain_ci_high", "_ci_high"),
+                           ("p_value", "_p")):
         wide = long.pivot(index="method", columns="metric", values=column).reindex(index=methods, columns=panel)
         for metric in panel:
             out[metric + suffix] = wide[metric].to_numpy(float)
-    out = out[["method", *[m + s for m in panel for s in ("", "_ci_low", "_ci_high")]]]
-    out.attrs["headline"] = {"columns": panel, "quantity": "RelGain (%) over the base model", "signed": True}
-    out.attrs["footnote"] = ("RelGain (%) of each panel metric over the base model on the same prompts and seeds, "
-                             "signs aligned so that positive = better. "
-                             + describe_method(long["ci_method"].tolist() if len(long) else []))
+    units = long.pivot(index="method", columns="metric", values="n_units").reindex(index=methods, columns=panel)
+    out = out[["method", *[m + s for m in panel for s in ("", "_ci_low", "_ci_high", "_p")]]]
+    out["n_units"] = units.min(axis=1).to_numpy(float)
     return out
 
 
-def transfer_figure(table: pd.DataFrame, panel: list[str]):
+def transfer_typed(out: pd.DataFrame, long: pd.DataFrame, panel: list[str]):
+    """The transfer matrix as a typed Table (each panel column an effect, Holm over all cells) and its Headline."""
+    from iqabench.decisions import decision_sentence, effect_table, unit_sentence, wide_headline
+
+    unit = "/".join(dict.fromkeys(long["unit"])) if len(long) else ""
+    note = ("RelGain (%) of each panel metric over the base model on the same prompts and seeds, "
+            "signs aligned so that positive = better. "
+            + describe_method(long["ci_method"].tolist() if len(long) else []) + " "
+            + unit_sentence(unit, out["n_units"].to_numpy(float) if len(out) else None)
+            + " <metric>_p: one-sample t-test of mean gain 0 on per-unit mean gains. " + decision_sentence())
+    table = effect_table(out, {m: m + "_p" for m in panel}, footnote=note, unit=unit)
+    head = wide_headline("transfer_matrix", out, row_key="method", columns=panel,
+                         quantity="RelGain (%) over the base model", signed=True, higher_better=True,
+                         footnote=note, unit=unit)
+    return table, head
+
+
+def transfer_figure(table: pd.DataFrame, panel: list[str], significant: pd.DataFrame | None = None):
     """The transfer matrix as a heatmap with each cell's CI; cells whose CI includes 0 are hatched and faded."""
     from iqabench.plotting import ci_table_heatmap
 
     return ci_table_heatmap(
-        table, "method", panel, "RelGain, % (method x panel metric)", column_axis="metric",
+        table, "method", panel, "RelGain, % (method x panel metric)", column_axis="metric", significant=significant,
         caption="Mean relative gain (%) of every panel metric over the base model when guiding on one target "
                 "metric (rows), with its 95% CI (bootstrap over prompts), signs aligned so that positive (blue) is "
-                "better; hatched, faded cells: the CI includes 0 (no detectable change). A large gain on the "
-                "guided metric alone suggests the guidance exploits that metric.")
+                "better; hatched, faded cells: not significant (Holm-adjusted p >= 0.05 over the matrix; "
+                "without tests: the CI includes 0). A large gain on the guided metric alone suggests the guidance "
+                "exploits that metric.")
 
 
 @register_benchmark("adversarial-gradcam", description="Cross-metric transfer of IQA guidance, inflation index "
@@ -303,9 +322,11 @@ class AdversarialGradCAM(BaseBenchmark):
         result.notes.append(f"Base model: {base}. RelGain (%) of every panel metric over the base on the same prompts "
                             "and seeds; positive = better. Inflation index = gain on the guided metric minus the "
                             "mean gain on the other panel metrics.")
-        result.tables["transfer_matrix"] = table
+        typed, head = transfer_typed(table, pd.DataFrame(rows), panel)
+        result.add_table("transfer_matrix", typed)
+        result.headlines.append(head)
         result.tables["inflation_index"] = inflation_table(item_gains, targets, panel, [i.prompt_id for i in items])
-        result.figures["transfer_matrix"] = transfer_figure(table, panel)
+        result.figures["transfer_matrix"] = transfer_figure(table, panel, head.significant)
         self._cams(ctx, result, base, targets, guided, adapters, items, key_of, scores)
         result.summary = {"base": base, "targets": targets, "panel": panel, "adapters": adapters,
                           "inflation_index": inflation.to_dict(), "n_items": len(items)}

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, Result, register_benchmark
+from iqabench.decisions import level_table, long_headline
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
@@ -26,9 +27,11 @@ from .sweeps import (
     SweepBenchmark,
     grid_refs,
     mean_with_ci,
+    means_footnote,
     missing_scores_note,
     new_figure,
     parse_targets,
+    sweep_per_item,
     sweep_slots,
     target_label,
 )
@@ -57,12 +60,14 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
     ``spearman`` and ``aligned_spearman`` carry a 95% bootstrap CI
     (:func:`iqabench.stats.spearman_ci`): the correlation of the ranks is recomputed on
     resampled *prompts* (all targets and seeds of a drawn prompt together, as
-    they are not independent), so a correlation whose CI includes 0 is marked
-    not significant in the heatmap and the headline.
+    they are not independent). ``spearman_p`` tests it at the same unit: a
+    cluster permutation test (:func:`iqabench.stats.cluster_permutation_p`,
+    scores shuffled within each prompt), not scipy's image-level p-value, which
+    counts ``targets x seeds`` images of one prompt as independent.
     """
     from scipy import stats
 
-    from iqabench.stats import describe_method, spearman_ci
+    from iqabench.stats import cluster_permutation_p, inference_unit, pearson, spearman_ci
 
     rows = []
     data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))]
@@ -71,13 +76,17 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
         y = group.score.to_numpy(float)
         row = {"generator": generator, "metric": metric, "n": int(x.size), "spearman": np.nan,
                "spearman_ci_low": np.nan, "spearman_ci_high": np.nan,
-               "spearman_p": np.nan, "pearson": np.nan, "pearson_p": np.nan, "ci_method": "none"}
+               "spearman_p": np.nan, "pearson": np.nan, "ci_method": "none"}
+        prompts = group["prompt_id"].to_numpy() if "prompt_id" in group else None
+        row.update(n_units=int(len(set(prompts))) if prompts is not None else int(x.size),
+                   unit=inference_unit(prompts), n_images=int(x.size))
         if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
             rho = stats.spearmanr(x, y)
             r = stats.pearsonr(x, y)
-            est = spearman_ci(x, y, group["prompt_id"].to_numpy() if "prompt_id" in group else None)
-            row.update(spearman=float(rho.statistic), spearman_p=float(rho.pvalue),
-                       pearson=float(r.statistic), pearson_p=float(r.pvalue), spearman_ci_low=est.ci_low,
+            est = spearman_ci(x, y, prompts)
+            p = cluster_permutation_p(pearson, stats.rankdata(x), stats.rankdata(y), prompts)
+            row.update(spearman=float(rho.statistic), spearman_p=p,
+                       pearson=float(r.statistic), spearman_ci_low=est.ci_low,
                        spearman_ci_high=est.ci_high, ci_method=est.method)
         means = group.groupby(by).score.mean()
         row["spearman_of_means"] = np.nan
@@ -89,15 +98,32 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
         row["aligned_spearman_ci_low"], row["aligned_spearman_ci_high"] = bounds
         row["aligned_spearman_of_means"] = sign * row["spearman_of_means"]
         rows.append(row)
-    out = pd.DataFrame(rows)
-    # the terminal and report headline: generator x metric, aligned so that positive = the condition works
-    out.attrs["headline"] = {"value": "aligned_spearman", "signed": True,
-                             "quantity": f"Spearman correlation, {by} vs score (aligned: + = better)"}
-    out.attrs["footnote"] = (
-        "aligned_spearman: Spearman correlation of the swept value and the score over images, sign flipped for "
-        "lower-is-better metrics (positive = a higher setting gives better scores). "
-        + describe_method(out["ci_method"].tolist() if rows else [], helper="spearman_ci"))
-    return out
+    return pd.DataFrame(rows)
+
+
+def correlation_table(out: pd.DataFrame):
+    """The correlation table typed: ``aligned_spearman`` is the effect (0 = the setting does nothing)."""
+    from iqabench.decisions import decision_sentence, effect_table, unit_sentence
+    from iqabench.stats import describe_method
+
+    if out.empty:
+        return effect_table(out, {})
+    unit = "/".join(dict.fromkeys(out.unit))
+    note = ("aligned_spearman: Spearman correlation of the swept value and the score over images, sign flipped for "
+            "lower-is-better metrics (positive = a higher setting gives better scores). "
+            + describe_method(out["ci_method"].tolist(), helper="spearman_ci") + " "
+            + unit_sentence(unit, out.n_units.to_numpy(float), int(out.n_images.max()))
+            + " spearman_p: two-sided cluster permutation test (scores shuffled within each prompt, "
+            "iqabench.stats.cluster_permutation_p). " + decision_sentence())
+    return effect_table(out, {"aligned_spearman": "spearman_p"}, footnote=note, unit=unit)
+
+
+def correlation_headline(table, n_images: int | None = None):
+    """The terminal and report headline: generator x metric, aligned so that positive = the condition works."""
+    return long_headline(
+        "correlation", table.frame, row_key="generator", column_key="metric", value="aligned_spearman",
+        quantity="Spearman correlation, target vs score (aligned: + = better)", signed=True, higher_better=True,
+        footnote=table.footnote, p_column="spearman_p", unit=table.unit, n_images=n_images)
 
 
 def baseline_levels(frame: pd.DataFrame) -> pd.DataFrame:
@@ -163,7 +189,7 @@ def distributions_figure(frame: pd.DataFrame, metrics: list[str]):
     return fig
 
 
-def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str]):
+def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str], significant: pd.DataFrame | None = None):
     """Generators x metrics heatmap of ``aligned_spearman`` with its CI; cells whose CI includes 0 are hatched.
 
     Aligned: sign flipped for lower-is-better metrics, so blue always means "a
@@ -184,10 +210,11 @@ def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str]):
     return heatmap_figure(
         matrix, "Spearman correlation, target vs score (aligned)", fmt=".2f", spread=1.0,  # one scale for all runs
         low=grid("aligned_spearman_ci_low"), high=grid("aligned_spearman_ci_high"),
+        significant=None if significant is None else significant.rename(index=_short),
         caption="Spearman correlation between the target percentile and each image's score, sign flipped for "
                 "lower-is-better metrics, with its 95% CI (bootstrap over prompts): positive (blue) = a higher "
                 "target gives better scores, the condition works; negative (red) = it backfires. Hatched, faded "
-                "cells: the CI includes 0 (not significant).")
+                "cells: not significant (Holm-adjusted cluster permutation p >= 0.05 over the table's cells).")
 
 
 def aligned_spearman_summary(correlations: pd.DataFrame) -> dict[str, float]:
@@ -240,11 +267,14 @@ class ConditionSweep(SweepBenchmark):
             "spearman_of_means correlates the target with the per-target mean score (1 = monotone mean curve).")
         if note := missing_scores_note(frame, "generation or scoring failed"):
             result.notes.append(note)
-        result.tables["scores_by_target"] = means
-        result.tables["baseline"] = baselines
-        result.tables["correlation"] = correlations
+        result.add_table("scores_by_target", level_table(means, footnote=means_footnote(means)))
+        result.add_table("baseline", level_table(baselines, footnote=means_footnote(baselines)))
+        table = result.add_table("correlation", correlation_table(correlations))
+        if len(table.frame):
+            result.headlines.append(correlation_headline(table, len(set(ctx.image_keys))))
         frame["condition"] = [target_label(t) if role == "generator" else "baseline"
                               for role, t in zip(frame.role, frame.get("target", np.nan), strict=True)]
+        result.per_item = sweep_per_item(frame)
         result.tables["per_image"] = frame.pivot_table(
             index=["generator", "condition", "prompt_id", "seed"], columns="metric", values="score",
             sort=False).reset_index()
@@ -253,7 +283,8 @@ class ConditionSweep(SweepBenchmark):
         result.figures["score_distributions"] = distributions_figure(frame, metrics)
         # aligned: sign flipped for lower-is-better metrics, so blue always means "a higher target gives better
         # scores" (the condition works) and red that it backfires, whatever the metric's direction
-        figure = correlation_heatmap(correlations, metrics)
+        figure = correlation_heatmap(correlations, metrics,
+                                     result.headline.significant if result.headlines else None)
         if figure is not None:
             result.figures["correlation_heatmap"] = figure
         result.grids["targets"] = grid_refs(ctx, frame, "condition")

@@ -30,10 +30,12 @@ import pandas as pd
 import torch
 
 from iqabench.benchmark import AnalysisContext, PlannedItem, Result, register_benchmark
+from iqabench.decisions import level_table, long_headline
 from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import Metric, MetricUnavailableError, build_metric, metric_info, parse_metric_list
 from iqabench.specs import RunSpec
+from iqabench.stats import describe_method
 from iqabench.store import Store, content_key
 
 from .condition_sweep import sweep_targets, target_slots
@@ -66,6 +68,11 @@ def distance_transform(name: str) -> str:
     except ValueError:
         pass
     return "similarity"
+
+
+def distance_label(name: str) -> str:
+    """The name of what a distance column holds: ``1-ssim`` for a similarity shown as 1 - value, else the metric."""
+    return f"1-{name}" if distance_transform(name) == "1 - value" else name
 
 
 def to_distance(values: np.ndarray, transform: str) -> np.ndarray:
@@ -135,7 +142,7 @@ def matrix_table(pairs: pd.DataFrame, orders: dict[str, list[str]]) -> pd.DataFr
     the cell, clustered by prompt when a prompt has several seeds. ``orders``
     gives each metric's condition order (rows and columns of its matrix).
     """
-    from iqabench.stats import describe_method, mean_ci
+    from iqabench.stats import mean_ci
 
     rows = []
     for (metric, generator), subset in pairs.groupby(["metric", "generator"], sort=False):
@@ -146,10 +153,11 @@ def matrix_table(pairs: pd.DataFrame, orders: dict[str, list[str]]) -> pd.DataFr
                 est = mean_ci(cell.distance.to_numpy(float), cell.prompt_id.to_numpy())
                 rows.append({"generator": generator, "metric": metric, "image": a, "reference": b,
                              "mean_distance": est.value, "mean_distance_ci_low": est.ci_low,
-                             "mean_distance_ci_high": est.ci_high, "n": est.n, "ci_method": est.method})
+                             "mean_distance_ci_high": est.ci_high, "n": est.n, "n_units": est.n_clusters,
+                             "ci_method": est.method})
     table = pd.DataFrame(rows, columns=["generator", "metric", "image", "reference", "mean_distance",
-                                        "mean_distance_ci_low", "mean_distance_ci_high", "n", "ci_method"])
-    table.attrs["footnote"] = describe_method(table.ci_method.tolist())
+                                        "mean_distance_ci_low", "mean_distance_ci_high", "n", "n_units", "ci_method"])
+    table.insert(2, "quantity", [distance_label(m) for m in table.metric])
     return table
 
 
@@ -157,16 +165,30 @@ def extreme_pair_table(matrix: pd.DataFrame, lowest: str, highest: str) -> pd.Da
     """The headline: per (generator, metric), the mean distance between the images at the lowest and the highest
     target (how much the condition moves an image of one prompt and seed), with its CI."""
     pair = matrix[(matrix.image == lowest) & (matrix.reference == highest)].reset_index(drop=True)
-    pair = pair.assign(pair=f"{lowest} vs {highest}")[["generator", "metric", "pair", "mean_distance",
+    return pair.assign(pair=f"{lowest} vs {highest}")[["generator", "metric", "quantity", "pair", "mean_distance",
                                                        "mean_distance_ci_low", "mean_distance_ci_high", "n",
-                                                       "ci_method"]]
-    pair.attrs["headline"] = {"value": "mean_distance", "signed": False,
-                              "quantity": f"Mean distance, {lowest} vs {highest} image"}
+                                                       "n_units", "ci_method"]]
+
+
+def distance_footnote(pair: pd.DataFrame, lowest: str, highest: str) -> str:
+    """How the distances were made; ``quantity`` names what each column holds (1-ssim = 1 - SSIM)."""
+    from iqabench.decisions import unit_sentence
     from iqabench.stats import describe_method
 
-    pair.attrs["footnote"] = (f"Mean distance between the {lowest} image (distorted) and the {highest} image "
-                              "(reference) of the same prompt and seed. " + describe_method(pair.ci_method.tolist()))
-    return pair
+    return (f"Mean distance between the {lowest} image (distorted) and the {highest} image (reference) of the same "
+            "prompt and seed; quantity names what is averaged (1-ssim = 1 - SSIM: similarities bounded by 1 become "
+            "distances). " + describe_method(pair.ci_method.tolist()) + " "
+            + unit_sentence("prompt", pair.n_units.to_numpy(float))
+            + " Distances are levels: no test, no bold.")
+
+
+def extremes_typed(pair: pd.DataFrame, lowest: str, highest: str, n_images: int | None = None):
+    """The extremes table typed (levels: no test) and the run's headline (generator x quantity, e.g. 1-ssim)."""
+    note = distance_footnote(pair, lowest, highest)
+    head = long_headline("fr_extremes", pair, row_key="generator", column_key="quantity", value="mean_distance",
+                         quantity=f"Mean distance, {lowest} vs {highest} image", signed=False, higher_better=None,
+                         footnote=note, unit="prompt", n_images=n_images)
+    return level_table(pair, footnote=note, unit="prompt"), head
 
 
 def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
@@ -269,14 +291,18 @@ class FRDistances(SweepBenchmark):
         matrix = matrix_table(pairs, conditions_of) if len(pairs) else pd.DataFrame()
         targets = [target_label(t) for t in sweep_targets(spec)]
         if len(matrix) and len(targets) >= 2:
-            result.tables["fr_extremes"] = extreme_pair_table(matrix, targets[0], targets[-1])
+            table, head = extremes_typed(extreme_pair_table(matrix, targets[0], targets[-1]), targets[0],
+                                         targets[-1], len(set(ctx.image_keys)))
+            result.add_table("fr_extremes", table)
+            result.headlines.append(head)
         for metric in used:
             what = "value" if distance_transform(metric) == "similarity" else "distance"
             generators = list(dict.fromkeys(matrix.generator[matrix.metric == metric])) if len(matrix) else []
             for k, generator in enumerate(generators):
                 suffix = "" if k == 0 else f"_{k + 1}"
                 result.figures[f"fr_matrix_{_safe(metric)}{suffix}"] = matrix_figure(matrix, metric, generator, what)
-        result.tables["fr_matrix"] = matrix
+        result.add_table("fr_matrix", level_table(matrix, footnote=describe_method(matrix.ci_method.tolist())
+                                             if len(matrix) else "", unit="prompt"))
         result.tables["fr_pairs"] = pairs
         result.summary = {
             "metrics_used": used, "metrics_requested": names, "conditions": order,

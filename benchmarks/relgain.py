@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.decisions import decision_sentence, effect_table, long_headline, unit_sentence
 from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
+from iqabench.results import PerItemScores
 from iqabench.specs import RunSpec
-from iqabench.stats import RELGAIN_EPS, describe_method, holm, mean_ci, paired_statistics, relative_gains
+from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, paired_statistics, relative_gains, unit_test
 
 
 @register_benchmark("relgain", description="Relative IQA gain of each generator over its baseline (paper Fig. 3a)")
@@ -72,12 +74,14 @@ class RelGain(BaseBenchmark):
                     })
                 usable = gains.gains[gains.usable]
                 est = mean_ci(gains.gains, prompts)  # NaN (unusable) items dropped; clustered by prompt
+                test = unit_test(gains.gains, prompts)  # one-sample t on per-prompt mean gains (n = prompts)
                 n_missing = 0 if same else int((~np.isfinite(base) | ~np.isfinite(method)).sum())
                 summary_rows.append({
                     "generator": g, "baseline": b, "metric": m,
                     "direction": "lower is better" if info.lower_better else "higher is better",
                     "relgain": float(np.mean(usable)) if usable.size else float("nan"),
-                    "relgain_ci_low": est.ci_low, "relgain_ci_high": est.ci_high, "ci_method": est.method,
+                    "relgain_ci_low": est.ci_low, "relgain_ci_high": est.ci_high, "p_value": test.p_value,
+                    "n_units": test.n_units, "unit": test.unit, "n_images": test.n_images, "ci_method": est.method,
                     "n": int(usable.size), "n_near_zero_excluded": gains.n_near_zero,
                     "n_negative_baseline": gains.n_negative_base, "n_missing": n_missing,
                     "baseline_mean": float(np.nanmean(base)) if np.isfinite(base).any() else float("nan"),
@@ -98,26 +102,43 @@ class RelGain(BaseBenchmark):
                         "lower-is-better metrics, so positive means better. Items whose baseline score is within "
                         f"{RELGAIN_EPS:g} of zero are excluded (division by ~0); negative baseline scores are divided "
                         "by their absolute value. Paired statistics (ACPO, Table 2): improvement = mean signed "
-                        "difference (positive = better), two-sided paired t-test and Wilcoxon signed-rank test, "
-                        "p-values Holm-corrected across the table, win rate = share of items improved (ties count "
-                        "half).")
+                        "difference (positive = better), two-sided paired t-test and Wilcoxon signed-rank test on "
+                        "per-prompt mean differences when seeds repeat within prompts (else on images), "
+                        "win rate = share of items improved (ties count half).")
 
         summary = pd.DataFrame(summary_rows)
-        summary.attrs["footnote"] = describe_method(summary["ci_method"].tolist())
+        unit = "/".join(dict.fromkeys(summary["unit"])) if len(summary) else ""
+        n_images = len(items)
+        common = unit_sentence(unit, summary["n_units"].to_numpy(float) if len(summary) else None, n_images)
+        note = (describe_method(summary["ci_method"].tolist() if len(summary) else []) + " " + common
+                + " p_value: one-sample t-test of mean gain 0 on the per-unit mean gains. " + decision_sentence())
+        relgain = effect_table(summary, {"relgain": "p_value"}, footnote=note, unit=unit)
         paired = pd.DataFrame(paired_rows)
-        if len(paired):
-            paired["p_value_holm"] = holm(paired["p_value"].to_numpy(float))
-            paired["wilcoxon_p_value_holm"] = holm(paired["wilcoxon_p_value"].to_numpy(float))
-        paired.attrs["footnote"] = (describe_method(paired["ci_method"].tolist()) + " Tests: two-sided paired t and "
-                                    "Wilcoxon signed-rank; *_holm: Holm-adjusted across this table.")
-        paired.attrs["latex_columns"] = ["generator", "baseline", "metric", "n_pairs", "improvement", "p_value",
-                                         "p_value_holm", "wilcoxon_p_value_holm", "win_rate"]
+        paired_note = (describe_method(paired["ci_method"].tolist() if len(paired) else []) + " " + common
+                       + " Tests: two-sided paired t (p_value, the decision) and Wilcoxon signed-rank (a check, "
+                       "unadjusted) on per-unit mean differences. " + decision_sentence())
         matrix = summary.pivot(index="generator", columns="metric", values="relgain").reindex(
             index=generators, columns=metrics)
         result = Result(self.name, notes=notes)
-        result.tables["relgain"] = summary
-        result.tables["paired_statistics"] = paired
-        result.tables["relgain_per_item"] = pd.DataFrame(per_item_rows)
+        result.add_table("relgain", relgain)
+        paired_table = effect_table(paired, {"improvement": "p_value"}, footnote=paired_note, unit=unit)
+        # the .tex keeps what fits a page (the CSV has every column); reports.tables.LATEX_COLUMNS_ATTR
+        paired_table.frame.attrs["latex_columns"] = [
+            c for c in ("generator", "baseline", "metric", "n_units", "improvement", "p_value", "improvement_p_holm",
+                        "wilcoxon_p_value", "win_rate") if c in paired_table.frame]
+        result.add_table("paired_statistics", paired_table)
+        result.add_table("relgain_per_item", pd.DataFrame(per_item_rows))
+        result.headlines.append(long_headline(
+            "relgain", relgain.frame, row_key="generator", column_key="metric", value="relgain",
+            quantity="relgain", signed=True, higher_better=True, footnote=note, p_column="p_value", unit=unit,
+            n_images=n_images))
+        per_item = pd.DataFrame(per_item_rows)
+        if len(per_item):
+            # the generators' scores only: the baselines are the same base model with the same seeds in every
+            # run, so pairing them across runs would compare identical images
+            lower = {m: metric_info(m).lower_better for m in metrics}
+            result.per_item = PerItemScores(per_item.assign(
+                condition="", score=per_item.generator_score, lower_better=per_item.metric.map(lower)))
         failures = ctx.failures()
         errors = [{"image_key": k, "metric": m, "error": e} for m in metrics for k, e in ctx.score_errors(m).items()]
         if failures or errors:
@@ -131,10 +152,11 @@ class RelGain(BaseBenchmark):
 
         result.figures["relgain_matrix"] = heatmap_figure(
             matrix, "RelGain, % (generators x metrics)", fmt=".2g", low=grid("relgain_ci_low"),
-            high=grid("relgain_ci_high"),
+            high=grid("relgain_ci_high"), significant=result.headline.significant,
             caption="Mean relative IQA gain (%) of each generator over its baseline on the same prompts and seeds, "
                     "per metric, signs flipped for lower-is-better metrics so that positive (blue) is better; "
-                    "brackets: 95% CI clustered by prompt; hatched, faded cells: the CI includes 0.")
+                    "brackets: 95% CI clustered by prompt; hatched, faded cells: not significant "
+                    "(Holm-adjusted p >= 0.05 over the table's cells).")
         result.grids["baseline_vs_generator"] = self._grid(ctx, generators, baselines, items, key_of, scores)
         result.summary = {
             "generators": generators, "baselines": baselines, "metrics": metrics,

@@ -17,18 +17,21 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, Result, register_benchmark
+from iqabench.decisions import level_table, long_headline
 from iqabench.generators import GeneratorPool
 from iqabench.specs import RunSpec
 
-from .condition_sweep import baseline_levels, curves_figure, target_correlations
+from .condition_sweep import baseline_levels, correlation_table, curves_figure, target_correlations
 from .sweeps import (
     Slot,
     SweepBenchmark,
     grid_refs,
     mean_with_ci,
+    means_footnote,
     missing_scores_note,
     parse_number_list,
     parse_targets,
+    sweep_per_item,
     sweep_slots,
     target_label,
 )
@@ -57,7 +60,7 @@ def scale_gap(means: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Data
     and ``aligned_gap`` flips its sign for lower-is-better metrics so that
     positive always means "the higher target scores better".
     """
-    from iqabench.stats import describe_method, mean_ci
+    from iqabench.stats import mean_ci, unit_test
 
     from .condition_sweep import _lower
 
@@ -76,19 +79,40 @@ def scale_gap(means: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Data
             shared = at[low_t].index.intersection(at[high_t].index)
             diff = at[high_t].loc[shared].to_numpy(float) - at[low_t].loc[shared].to_numpy(float)
             est = mean_ci(diff, [p for p, _ in shared])
+            test = unit_test(diff, [p for p, _ in shared])  # paired t on per-prompt mean differences
             sign = -1.0 if _lower(str(metric)) else 1.0
             row.update(gap=est.value, gap_ci_low=est.ci_low, gap_ci_high=est.ci_high,
                        direction="lower is better" if sign < 0 else "higher is better", aligned_gap=sign * est.value,
-                       n=est.n, ci_method=est.method)
+                       n=est.n, p_value=test.p_value, n_units=test.n_units, unit=test.unit,
+                       n_images=test.n_images, ci_method=est.method)
             row["aligned_gap_ci_low"], row["aligned_gap_ci_high"] = sorted([sign * est.ci_low, sign * est.ci_high])
         rows.append(row)
-    out = pd.DataFrame(rows)
-    if frame is not None and rows:
-        out.attrs["footnote"] = ("gap = mean over (prompt, seed) items of the score at the highest target minus at "
-                                 "the lowest; aligned_gap flips it for lower-is-better metrics (positive = the "
-                                 "higher target scores better). "
-                                 + describe_method(out["ci_method"].tolist()))
-    return out
+    return pd.DataFrame(rows)
+
+
+def gap_footnote(gaps: pd.DataFrame) -> str:
+    """How a gap table's brackets, tests and marks were made."""
+    from iqabench.decisions import decision_sentence, unit_sentence
+    from iqabench.stats import describe_method
+
+    if gaps.empty or "ci_method" not in gaps:
+        return ""
+    return ("gap = mean over (prompt, seed) items of the score at the highest target minus at the lowest; "
+            "aligned_gap flips it for lower-is-better metrics (positive = the higher target scores better). "
+            + describe_method(gaps["ci_method"].tolist()) + " "
+            + unit_sentence("/".join(dict.fromkeys(gaps.unit)), gaps.n_units.to_numpy(float),
+                            int(gaps.n_images.max()))
+            + " p_value: paired t-test on per-unit mean differences. " + decision_sentence())
+
+
+def gap_table(gaps: pd.DataFrame):
+    """The gap table typed: ``aligned_gap`` is the effect, Holm over the table's rows."""
+    from iqabench.decisions import effect_table
+
+    if gaps.empty or "p_value" not in gaps:
+        return effect_table(gaps, {})
+    return effect_table(gaps, {"aligned_gap": "p_value"}, footnote=gap_footnote(gaps),
+                        unit="/".join(dict.fromkeys(gaps.unit)))
 
 
 def gap_at_max_scale(gaps: pd.DataFrame) -> pd.DataFrame:
@@ -96,13 +120,19 @@ def gap_at_max_scale(gaps: pd.DataFrame) -> pd.DataFrame:
     if gaps.empty:
         return gaps
     top = gaps[gaps.scale == gaps.scale.max()].reset_index(drop=True)
-    top = top[[c for c in ("generator", "metric", "direction", "scale", "low_target", "high_target", "aligned_gap",
-                           "aligned_gap_ci_low", "aligned_gap_ci_high", "gap", "n", "ci_method") if c in top]]
-    top.attrs["headline"] = {"value": "aligned_gap", "signed": True,
-                             "quantity": "Score gap, highest minus lowest target, at the largest lambda "
-                                         "(aligned: + = better)"}
-    top.attrs["footnote"] = gaps.attrs.get("footnote", "")
-    return top
+    return top[[c for c in ("generator", "metric", "direction", "scale", "low_target", "high_target", "aligned_gap",
+                            "aligned_gap_ci_low", "aligned_gap_ci_high", "gap", "p_value", "n", "n_units", "unit",
+                            "n_images", "ci_method") if c in top]]
+
+
+GAP_QUANTITY = "Score gap, highest minus lowest target, at the largest lambda (aligned: + = better)"
+
+
+def gap_headline(top, n_images: int | None = None):
+    """The run's headline: the aligned gap at the largest lambda, generator x metric, Holm over its cells."""
+    return long_headline("gap_at_max_lambda", top.frame, row_key="generator", column_key="metric",
+                         value="aligned_gap", quantity=GAP_QUANTITY, signed=True, higher_better=True,
+                         footnote=top.footnote, p_column="p_value", unit=top.unit, n_images=n_images)
 
 
 def aligned_gap_summary(gaps: pd.DataFrame) -> dict[str, float]:
@@ -148,12 +178,15 @@ class ScaleSweep(SweepBenchmark):
         frame["condition"] = [f"{target_label(t)}, lambda={s:g}" if role == "generator" else "baseline"
                               for role, t, s in zip(frame.role, frame.target, frame.scale, strict=True)]
         labelled = means.assign(target=means.target.map(target_label))
-        result.tables["scores_by_scale"] = labelled
-        result.tables["baseline"] = baselines
+        result.add_table("scores_by_scale", level_table(labelled, footnote=means_footnote(labelled)))
+        result.add_table("baseline", level_table(baselines, footnote=means_footnote(baselines)))
         gaps = scale_gap(means, generated)
-        result.tables["gap_at_max_lambda"] = gap_at_max_scale(gaps)
-        result.tables["target_gap"] = gaps
-        result.tables["scale_correlation"] = trend
+        top = result.add_table("gap_at_max_lambda", gap_table(gap_at_max_scale(gaps)))
+        if "p_value" in top.frame:
+            result.headlines.append(gap_headline(top, len(set(ctx.image_keys))))
+        result.add_table("target_gap", gap_table(gaps))
+        result.add_table("scale_correlation", correlation_table(trend))
+        result.per_item = sweep_per_item(frame)
         result.tables["per_image"] = frame.pivot_table(
             index=["generator", "condition", "prompt_id", "seed"], columns="metric", values="score",
             sort=False).reset_index()

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
+from iqabench.decisions import level_table, unit_sentence
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
+from iqabench.results import PerItemScores
 from iqabench.specs import RunSpec
-from iqabench.stats import describe_method, mean_ci
+from iqabench.stats import describe_method, inference_unit, mean_ci
 
 
 @register_benchmark("scores", description="Mean IQA score per generator and metric, with 95% bootstrap CIs")
@@ -38,16 +40,33 @@ class Scores(BaseBenchmark):
                 rows.append({"generator": g, "metric": m,
                              "direction": "lower is better" if metric_info(m).lower_better else "higher is better",
                              "score": est.value, "score_ci_low": est.ci_low, "score_ci_high": est.ci_high,
-                             "n": est.n, "n_prompts": est.n_clusters, "n_missing": int(values.size - est.n),
+                             "n": est.n, "n_prompts": est.n_clusters, "n_units": est.n_clusters,
+                             "unit": inference_unit(prompts), "n_missing": int(values.size - est.n),
                              "ci_method": est.method})
         for p, k in zip(ctx.plan, ctx.image_keys, strict=True):
             per_item.append({"generator": p.generator, "prompt_id": p.item.prompt_id, "prompt": p.item.prompt,
                              "seed": p.item.seed, **{m: scores[m].get(k) for m in metrics}})
         table = pd.DataFrame(rows)
-        table.attrs["footnote"] = describe_method(table["ci_method"].tolist() if rows else [])
+        unit = "/".join(dict.fromkeys(table["unit"])) if rows else ""
+        note = (describe_method(table["ci_method"].tolist() if rows else []) + " "
+                + unit_sentence(unit, table["n_units"].to_numpy(float) if rows else None, int(table["n"].max())
+                                if rows else None)
+                + " Mean scores are levels, not effects: no test, no bold (compare runs with `iqabench report A B`).")
         result = Result(self.name)
-        result.tables["scores"] = table
+        result.add_table("scores", level_table(table, footnote=note, unit=unit))
         result.tables["scores_per_item"] = pd.DataFrame(per_item)
+        if rows:
+            from iqabench.decisions import long_headline
+
+            result.headlines.append(long_headline(
+                "scores", table, row_key="generator", column_key="metric", value="score", quantity="score",
+                signed=False, higher_better={m: not metric_info(m).lower_better for m in metrics}, footnote=note,
+                unit=unit, n_images=len(set(ctx.image_keys))))
+            long = pd.DataFrame(per_item).melt(id_vars=["generator", "prompt_id", "prompt", "seed"],
+                                               value_vars=metrics, var_name="metric", value_name="score")
+            result.per_item = PerItemScores(long.assign(
+                condition="", score=long.score.astype(float),
+                lower_better=long.metric.map({m: metric_info(m).lower_better for m in metrics})))
         result.grids["samples"] = [
             ImageRef(k, f"{p.item.prompt} (seed {p.item.seed})",
                      {m: v for m in metrics if (v := scores[m].get(k)) is not None}, group=p.generator)

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 
 from iqabench.benchmark import AnalysisContext, Result, register_benchmark
+from iqabench.decisions import decision_sentence, effect_table, long_headline, unit_sentence
 from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
-from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, relative_gains
+from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, relative_gains, unit_test
 
 from .sweeps import Slot, SweepBenchmark, grid_refs, new_figure, sweep_slots
 
@@ -80,12 +81,14 @@ def summarize_gains(gains: pd.DataFrame, near_zero: float = NEAR_ZERO_PERCENT) -
         values = group.relgain.to_numpy(float)
         # several seeds per prompt: the CI resamples prompts (iqabench.stats.mean_ci)
         est = mean_ci(values, group.prompt_id.to_numpy())
+        test = unit_test(values, group.prompt_id.to_numpy())  # one-sample t on per-prompt mean gains
         values = values[np.isfinite(values)]
         low, high = est.ci_low, est.ci_high
         n = int(values.size)
         rows.append({
             "generator": generator, "metric": metric, "n": n,
             "mean": float(values.mean()) if n else np.nan, "mean_ci_low": low, "mean_ci_high": high,
+            "p_value": test.p_value, "n_units": test.n_units, "unit": test.unit, "n_images": test.n_images,
             "median": float(np.median(values)) if n else np.nan,
             "std": float(values.std(ddof=1)) if n > 1 else np.nan,
             "q05": float(np.quantile(values, 0.05)) if n else np.nan,
@@ -96,10 +99,16 @@ def summarize_gains(gains: pd.DataFrame, near_zero: float = NEAR_ZERO_PERCENT) -
             "n_near_zero_baseline_excluded": int((finite & ~group.usable.to_numpy(bool)).sum()),
             "n_missing": int((~finite).sum()), "ci_method": est.method,
         })
-    out = pd.DataFrame(rows)
-    out.attrs["footnote"] = describe_method(out["ci_method"].tolist() if rows else [])
-    out.attrs["headline"] = {"value": "mean", "signed": True}  # mean per-generation RelGain: 0 = no gain
-    return out
+    return pd.DataFrame(rows)
+
+
+def summary_footnote(summary: pd.DataFrame) -> str:
+    """How the seed_consistency table's brackets, tests and marks were made (the one statement of the method)."""
+    unit = "/".join(dict.fromkeys(summary["unit"])) if len(summary) else ""
+    return (describe_method(summary["ci_method"].tolist() if len(summary) else []) + " "
+            + unit_sentence(unit, summary["n_units"].to_numpy(float) if len(summary) else None,
+                            int(summary["n_images"].max()) if len(summary) else None)
+            + " p_value: one-sample t-test of mean RelGain 0 on the per-prompt mean gains. " + decision_sentence())
 
 
 def per_prompt_summary(gains: pd.DataFrame) -> pd.DataFrame:
@@ -164,7 +173,8 @@ class SeedConsistency(SweepBenchmark):
         result.notes.append(
             f"{n_prompts} prompts x {len(spec.seeds)} seeds; every generation is compared with the baseline image "
             "of the same prompt and seed. RelGain per generation = (f(x') - f(x)) / |f(x)| x 100, sign flipped for "
-            "lower-is-better metrics (positive = better). Mean brackets: 95% percentile bootstrap over generations.")
+            "lower-is-better metrics (positive = better). The mean's brackets and test: see the seed_consistency "
+            "table's footnote.")
         result.notes.append(
             f"near_zero_share = share of generations with |RelGain| < {near_zero:g}% (no visible change in score); "
             f"baseline scores within {RELGAIN_EPS:g} of zero make the relative gain undefined and are excluded.")
@@ -175,7 +185,14 @@ class SeedConsistency(SweepBenchmark):
             if row.n_missing:
                 result.notes.append(f"{row.generator} / {row.metric}: {row.n_missing} generation(s) lack a score "
                                     "(generation or scoring failed).")
-        result.tables["seed_consistency"] = summary
+        note = summary_footnote(summary)
+        unit = "/".join(dict.fromkeys(summary["unit"])) if len(summary) else ""
+        table = result.add_table("seed_consistency", effect_table(summary, {"mean": "p_value"}, footnote=note,
+                                                                  unit=unit))
+        result.headlines.append(long_headline(
+            "seed_consistency", table.frame, row_key="generator", column_key="metric", value="mean",
+            quantity="mean per-generation RelGain (%)", signed=True, higher_better=True, footnote=note,
+            p_column="p_value", unit=unit, n_images=len(set(ctx.image_keys))))
         result.tables["per_prompt"] = per_prompt_summary(gains)
         result.tables["per_generation"] = gains.drop(columns="usable")
         result.figures["relgain_distribution"] = distribution_figure(gains, metrics)

@@ -224,11 +224,25 @@ def mean_with_ci(frame: pd.DataFrame, by: list[str], value: str = "score") -> pd
         est = mean_ci(values, group["prompt_id"].to_numpy() if "prompt_id" in group else None)
         keys = keys if isinstance(keys, tuple) else (keys,)
         rows.append({**dict(zip(by, keys, strict=True)), "mean": est.value, "mean_ci_low": est.ci_low,
-                     "mean_ci_high": est.ci_high, "n": est.n, "n_missing": int(values.size - est.n),
+                     "mean_ci_high": est.ci_high, "n": est.n, "n_units": est.n_clusters,
+                     "n_missing": int(values.size - est.n),
                      "ci_method": est.method})
-    out = pd.DataFrame(rows)
-    out.attrs["footnote"] = describe_method(out["ci_method"].tolist() if rows else [])
-    return out
+    return pd.DataFrame(rows)
+
+
+def means_footnote(means: pd.DataFrame) -> str:
+    """How a table of means (levels: no test, no bold) got its brackets."""
+    return describe_method(means["ci_method"].tolist() if len(means) else [])
+
+
+def sweep_per_item(frame: pd.DataFrame):
+    """The sweep's per-image scores as PerItemScores (``condition``: the swept setting; baselines "baseline")."""
+    from iqabench.metrics import metric_info
+    from iqabench.results import PerItemScores
+
+    lower = {m: metric_info(m).lower_better for m in frame.metric.unique()}
+    return PerItemScores(frame.assign(condition=frame["condition"].astype(str),
+                                      lower_better=frame.metric.map(lower)))
 
 
 def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.3, max_cols: int = 3) -> tuple[Figure, list]:

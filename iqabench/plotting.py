@@ -27,7 +27,8 @@ MIN_FONT_PT = 8  # no text in a figure smaller than this at 100 %
 def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: str = ".1f", *,
                    low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
                    scale: str = "diverging", vmin: float | None = None, vmax: float | None = None,
-                   caption: str = "", null: float | None = None, spread: float | None = None) -> Figure:
+                   caption: str = "", null: float | None = None, spread: float | None = None,
+                   significant: pd.DataFrame | None = None) -> Figure:
     """An annotated heatmap that carries its uncertainty.
 
     ``scale="diverging"`` (RelGain, correlations, differences: quantities with a
@@ -43,7 +44,9 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     effect is not painted as solidly as a real one. A sequential scale has no
     such point unless the caller names one with ``null`` (e.g. a distance of 0:
     "no change"); cells whose CI includes ``null`` are then hatched the same way. Missing cells (NaN) stay
-    blank. The caption (``Figure.get_label()``, shown under the figure in the
+    blank. ``significant`` (booleans, same shape: the table's Holm decision) replaces the CI rule: every cell
+    not significant is hatched, so the figure marks what the tables mark.
+    The caption (``Figure.get_label()``, shown under the figure in the
     report) says what is plotted; pass ``caption`` to replace the generated one.
 
     Numbers are written by ``iqabench.number_format`` (the tables' formatter; ``fmt`` is only validated, kept
@@ -94,6 +97,8 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
         # value, not an effect that failed a test: no hatching
         ns = (np.isfinite(bounds[0]) & np.isfinite(bounds[1]) & (bounds[0] <= reference) & (bounds[1] >= reference)
               & (bounds[0] < bounds[1]))
+    if significant is not None:
+        ns = np.isfinite(array) & ~significant.reindex_like(matrix).fillna(False).astype(bool).to_numpy()
 
     # Generator specs can be long paths: shorten labels for the axes (the tables keep the full names).
     values = values.rename(index=_short_label, columns=_short_label)

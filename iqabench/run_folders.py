@@ -103,15 +103,16 @@ def typed_field(document: dict[str, Any], name: str, kind: type | tuple[type, ..
                          f"{' or '.join(k.__name__ for k in kinds)}; the file is damaged or not iqabench's")
 
 
-def read_table(path: Path, *, max_bytes: int = MAX_TABLE_BYTES):
-    """A result table (CSV) as a DataFrame; RunFolderError naming the file when it is not a readable CSV."""
+def read_table(path: Path, *, max_bytes: int = MAX_TABLE_BYTES, **read_csv: Any):
+    """A result table (CSV) as a DataFrame; RunFolderError naming the file when it is not a readable CSV.
+    ``read_csv``: further pandas ``read_csv`` arguments (e.g. ``dtype``)."""
     import io
 
     import pandas as pd
 
     raw = _bounded_bytes(path, max_bytes)
     try:
-        return pd.read_csv(io.BytesIO(raw), keep_default_na=True)
+        return pd.read_csv(io.BytesIO(raw), keep_default_na=True, **read_csv)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         reason = " ".join(str(exc).replace("Error tokenizing data. C error: ", "").split())[:200] or type(exc).__name__
         raise RunFolderError(f"{path} is not a readable CSV table ({reason}); it is damaged or not iqabench's"

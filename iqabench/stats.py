@@ -11,6 +11,11 @@ interval is scipy's BCa (bias-corrected and accelerated; Efron 1987) when it
 applies, and the plain percentile interval when BCa is undefined (fewer than 3
 units, a degenerate jackknife) or too costly (its jackknife is quadratic in the
 number of units). The method used is returned, so every table can name it.
+
+Tests run at the same unit (:func:`unit_test`: per-prompt means when seeds
+repeat; :func:`cluster_permutation_p` for correlations), and one table's tests
+are decided together by :func:`decide` (Holm, statsmodels' ``multipletests``).
+An Estimate's CI is descriptive: no mark is ever read from it (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ import numpy as np
 RELGAIN_EPS = 1e-6
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
+CI_LEVEL_TEXT = f"{CONFIDENCE:.0%}"
 # BCa's jackknife recomputes the statistic once per unit; above this many units use the percentile interval.
 BCA_MAX_UNITS = 2000
+#: The one decision rule (docs/statistics.md): a cell is significant when its Holm-adjusted p-value, adjusted over
+#: the cells of its table, is below ALPHA.
+ALPHA = 0.05
+#: Below this many independent units (prompts, or images with one seed per prompt) no 95% CI is shown: the
+#: interval is still computed and stored, but the report reads "too few prompts for a 95% CI". Same everywhere.
+MIN_UNITS = 10
 
 
 @dataclass(frozen=True)
@@ -49,11 +61,6 @@ class Estimate:
     n: int  # finite values used
     n_clusters: int  # prompts when clustered, else == n
     method: str  # "BCa", "percentile", "cluster BCa", "cluster percentile", "stratified cluster percentile", "none"
-
-    @property
-    def significant(self) -> bool:
-        """The CI excludes 0 (meaningful for differences and gains only)."""
-        return bool(np.isfinite(self.ci_low) and np.isfinite(self.ci_high) and (self.ci_low > 0 or self.ci_high < 0))
 
 
 def relative_gains(base: np.ndarray, method: np.ndarray, lower_better: bool, eps: float = RELGAIN_EPS) -> RelGainItems:
@@ -209,17 +216,15 @@ def paired_statistics(base: np.ndarray, method: np.ndarray, lower_better: bool,
     """The paired comparison of ACPO's Table 2: means, improvement, its std, paired t, Wilcoxon, win rate.
 
     ``improvement`` is mean(method - base), negated for lower-is-better metrics
-    so positive means better; the t-test (scipy's ``ttest_rel``) is two-sided on
-    the same signed differences; next to it the Wilcoxon signed-rank test
-    (``scipy.stats.wilcoxon``, zero differences dropped as in Wilcoxon's
-    original test), which does not assume normal differences; ``win_rate`` is
-    the share of items improved (ties count as half a win). ``improvement`` gets
-    a bootstrap CI, clustered by ``clusters`` (prompt ids) when given. Pairs
-    with a missing score are dropped. Both tests treat pairs as independent;
-    with several seeds per prompt read them next to the clustered CI.
+    so positive means better. Both tests are two-sided and run at the
+    inference unit (:func:`unit_test`): with several seeds per prompt
+    (``clusters`` repeat) the paired t-test and the Wilcoxon signed-rank test
+    are computed on the per-prompt mean differences, so n is the number of
+    prompts -- the same unit the bootstrap CI resamples; with one image per
+    prompt they are the ordinary paired tests over images. ``win_rate`` is the
+    share of items improved (ties count as half a win). Pairs with a missing
+    score are dropped.
     """
-    from scipy import stats
-
     base = np.asarray(base, dtype=np.float64)
     method = np.asarray(method, dtype=np.float64)
     keep = np.isfinite(base) & np.isfinite(method)
@@ -230,43 +235,156 @@ def paired_statistics(base: np.ndarray, method: np.ndarray, lower_better: bool,
         diff = -diff
     n = int(diff.size)
     est = mean_ci(diff, groups)
-    out = {"n_pairs": n, "baseline_mean": float(base.mean()) if n else float("nan"),
-           "generator_mean": float(method.mean()) if n else float("nan"),
-           "improvement": float(diff.mean()) if n else float("nan"),
-           "improvement_ci_low": est.ci_low, "improvement_ci_high": est.ci_high,
-           "improvement_std": float(diff.std(ddof=1)) if n > 1 else float("nan"),
-           "t_statistic": float("nan"), "p_value": float("nan"),
-           "wilcoxon_statistic": float("nan"), "wilcoxon_p_value": float("nan"),
-           "win_rate": float(((diff > 0) + 0.5 * (diff == 0)).mean()) if n else float("nan"),
-           "ci_method": est.method}
-    if n > 1 and np.any(diff != diff[0]):
-        test = stats.ttest_rel(method, base) if not lower_better else stats.ttest_rel(base, method)
-        out["t_statistic"], out["p_value"] = float(test.statistic), float(test.pvalue)
-    if np.count_nonzero(diff) >= 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # small-sample / exact-distribution notes
-            w = stats.wilcoxon(diff, zero_method="wilcox")
-        out["wilcoxon_statistic"], out["wilcoxon_p_value"] = float(w.statistic), float(w.pvalue)
-    return out
+    test = unit_test(diff, groups)
+    return {"n_pairs": n, "n_units": test.n_units, "unit": test.unit, "n_images": n,
+            "baseline_mean": float(base.mean()) if n else float("nan"),
+            "generator_mean": float(method.mean()) if n else float("nan"),
+            "improvement": float(diff.mean()) if n else float("nan"),
+            "improvement_ci_low": est.ci_low, "improvement_ci_high": est.ci_high,
+            "improvement_std": float(diff.std(ddof=1)) if n > 1 else float("nan"),
+            "t_statistic": test.t_statistic, "p_value": test.p_value,
+            "wilcoxon_statistic": test.wilcoxon_statistic, "wilcoxon_p_value": test.wilcoxon_p_value,
+            "win_rate": float(((diff > 0) + 0.5 * (diff == 0)).mean()) if n else float("nan"),
+            "ci_method": est.method}
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (Holm 1979); NaNs stay NaN and do not count as tests.
+    """Holm-Bonferroni adjusted p-values (Holm 1979) by statsmodels' ``multipletests(method="holm")``; NaNs stay
+    NaN and do not count as tests.
 
     Controls the family-wise error rate across one table of comparisons
-    without assuming independence: the i-th smallest of m p-values is scaled
-    by (m - i + 1), then made monotone and capped at 1.
+    without assuming independence. Delegating to statsmodels keeps every mark a
+    table shows reproducible with that one call.
     """
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(p.shape, np.nan)
-    finite = np.flatnonzero(np.isfinite(p))
-    m = finite.size
-    if not m:
-        return out
-    order = finite[np.argsort(p[finite], kind="stable")]
-    scaled = p[order] * (m - np.arange(m))
-    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    finite = np.isfinite(p)
+    if finite.any():
+        out[finite] = multipletests(p[finite], method="holm")[1]
     return out
+
+
+def decide(p_values: Sequence[float] | np.ndarray, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """(Holm-adjusted p, significant) for one table's family of tests: the one decision rule every mark follows.
+
+    ``significant`` is False where the p-value is NaN (no test was possible).
+    """
+    adjusted = holm(p_values)
+    with np.errstate(invalid="ignore"):
+        return adjusted, np.isfinite(adjusted) & (adjusted < alpha)
+
+
+def inference_unit(clusters: Sequence[object] | np.ndarray | None, n: int | None = None) -> str:
+    """"prompt" when some prompt holds several images (seeds repeat within prompts), else "image"."""
+    if clusters is None:
+        return "image"
+    labels = [str(c) for c in np.asarray(clusters, dtype=object).ravel()]
+    return "prompt" if len(set(labels)) < len(labels) else "image"
+
+
+@dataclass(frozen=True)
+class UnitTest:
+    """A two-sided test that the mean of ``values`` is 0, computed on one value per inference unit."""
+
+    t_statistic: float
+    p_value: float  # one-sample t on the unit means
+    wilcoxon_p_value: float  # Wilcoxon signed-rank on the unit means (zero differences dropped)
+    wilcoxon_statistic: float
+    n_units: int
+    n_images: int
+    unit: str  # "prompt" or "image"
+
+
+def unit_means(values: Sequence[float] | np.ndarray,
+               clusters: Sequence[object] | np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """One value per inference unit: the mean of each prompt's finite values when prompts repeat, else the values.
+
+    Why: seeds of one prompt share its difficulty, so a test over images counts
+    ``prompts x seeds`` as independent and its p-value is too small; the mean
+    per prompt is the independent observation (the same unit the CI resamples).
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    keep = np.isfinite(values)
+    if clusters is None:
+        return values[keep], "image"
+    labels = np.asarray(clusters, dtype=object).ravel()
+    if labels.shape != values.shape:
+        raise ValueError(f"clusters has {labels.size} labels for {values.size} values; give one per value")
+    labels = labels[keep]
+    unit = inference_unit(labels)
+    if unit == "image":
+        return values[keep], unit
+    index: dict[str, int] = {}
+    inverse = np.array([index.setdefault(str(c), len(index)) for c in labels], dtype=np.intp)
+    return np.bincount(inverse, weights=values[keep]) / np.bincount(inverse), unit
+
+
+def unit_test(values: Sequence[float] | np.ndarray,
+              clusters: Sequence[object] | np.ndarray | None = None) -> UnitTest:
+    """Two-sided one-sample t and Wilcoxon signed-rank tests of mean 0, on one value per unit (``unit_means``).
+
+    For paired differences this is the paired t-test on per-prompt mean
+    differences; n is the number of units, never the number of images.
+    """
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64).ravel()
+    means, unit = unit_means(values, clusters)
+    n_images = int(np.isfinite(values).sum())
+    t_stat = p = w_p = w_stat = float("nan")
+    if means.size > 1 and np.ptp(means) > 0:
+        test = stats.ttest_1samp(means, 0.0)
+        t_stat, p = float(test.statistic), float(test.pvalue)
+    elif means.size > 1 and means[0] != 0:
+        t_stat, p = (float("inf") if means[0] > 0 else float("-inf")), 0.0  # every unit the same non-zero value
+    if np.count_nonzero(means) >= 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # small-sample / exact-distribution notes
+            w = stats.wilcoxon(means, zero_method="wilcox")
+        w_p, w_stat = float(w.pvalue), float(w.statistic)
+    return UnitTest(t_stat, p, w_p, w_stat, int(means.size), n_images, unit)
+
+
+def cluster_permutation_p(statistic: Callable[[np.ndarray, np.ndarray], float], x: Sequence[float] | np.ndarray,
+                          y: Sequence[float] | np.ndarray, clusters: Sequence[object] | np.ndarray | None = None, *,
+                          n_resamples: int = N_RESAMPLES, seed: int = 0) -> float:
+    """Two-sided permutation p-value of ``statistic(x, y)`` (e.g. a correlation), permuting ``y`` within clusters.
+
+    Under "no association within a prompt" the scores of one prompt are
+    exchangeable across its conditions, so shuffling them inside each prompt
+    keeps every prompt's level and spread (what makes images of one prompt
+    alike) and breaks only the association tested. With no clusters it is the
+    ordinary permutation test. p = (1 + #|T*| >= |T|) / (1 + resamples).
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    labels = np.zeros(x.size, dtype=object) if clusters is None else np.asarray(clusters, dtype=object).ravel()[keep]
+    observed = statistic(x, y)
+    if x.size < 3 or not np.isfinite(observed):
+        return float("nan")
+    groups = [np.flatnonzero(labels == c) for c in dict.fromkeys(labels.tolist())]
+    rng = np.random.default_rng(seed)
+    hits = 0
+    shuffled = y.copy()
+    for _ in range(n_resamples):
+        for rows in groups:
+            shuffled[rows] = y[rng.permutation(rows)]
+        value = statistic(x, shuffled)
+        hits += bool(np.isfinite(value) and abs(value) >= abs(observed) - 1e-12)
+    return (1 + hits) / (1 + n_resamples)
+
+
+def too_few_units(n_units: float | int | None) -> bool:
+    """Whether an estimate rests on fewer than MIN_UNITS independent units (its CI is not shown)."""
+    try:
+        count = float(n_units)  # None, pd.NA or text: no count, so no CI
+    except (TypeError, ValueError):
+        return True
+    return not np.isfinite(count) or count < MIN_UNITS
 
 
 def statistic_ci(statistic: Callable[..., float], *columns: Sequence[float] | np.ndarray,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from iqabench.labels import generator_aliases
+from iqabench.results import Table
 
 from .headline import Headline
 
@@ -38,42 +39,43 @@ def unit_of(quantity: str) -> str:
     return next((unit for word, unit in UNITS.items() if word in text), "")
 
 
-def paired_display(table: pd.DataFrame) -> pd.DataFrame:
-    """The paired-differences table as the page shows it: short labels, key columns first, constant columns
-    moved to the footnote; ``X``/``X_ci_low``/``X_ci_high`` kept so the page prints ``X [low, high]``."""
-    if table.empty:
-        return table
-    specs = list(table["generator"].astype(str)) + list(table["vs_generator"].astype(str))
+def paired_display(table: Table) -> Table:
+    """The paired-differences table as the page shows it: short labels, key columns first (comparison, metric,
+    difference with its CI, Holm-adjusted p, t p), constant columns moved to the footnote; the same decision
+    (``difference`` marked n.s. by its Holm p) and the same too-few-units rule as the full table, which the CSV
+    export keeps."""
+    frame = table.frame
+    specs = list(frame["generator"].astype(str)) + list(frame["vs_generator"].astype(str))
     aliases = generator_aliases(specs)
     out = pd.DataFrame({
         "comparison": [f"{aliases[g]} ({r}) vs {aliases[vg]} ({vr})" for g, r, vg, vr in
-                       zip(table["generator"].astype(str), table["run"], table["vs_generator"].astype(str),
-                           table["vs_run"], strict=True)],
+                       zip(frame["generator"].astype(str), frame["run"], frame["vs_generator"].astype(str),
+                           frame["vs_run"], strict=True)],
     })
-    if "condition" in table:
-        out["condition"] = table["condition"].to_numpy()
+    if "condition" in frame:
+        out["condition"] = frame["condition"].to_numpy()
     arrows = {"lower is better": " (↓ better)", "higher is better": " (↑ better)"}
-    out["metric"] = [f"{m}{arrows.get(str(d), '')}" for m, d in zip(table["metric"], table["direction"],
+    out["metric"] = [f"{m}{arrows.get(str(d), '')}" for m, d in zip(frame["metric"], frame["direction"],
                                                                      strict=True)]
     renames = {"difference": "difference", "difference_ci_low": "difference_ci_low",
-               "difference_ci_high": "difference_ci_high", "t_p": "t p", "t_p_holm": "t p (Holm)",
-               "wilcoxon_p": "Wilcoxon p", "wilcoxon_p_holm": "Wilcoxon p (Holm)", "n_pairs": "n pairs",
-               "win_rate": "win rate"}
+               "difference_ci_high": "difference_ci_high", "difference_p_holm": "p (Holm)", "t_p": "t p",
+               "wilcoxon_p": "Wilcoxon p", "n_units": "n units", "n_images": "n images", "win_rate": "win rate"}
     for column, shown in renames.items():
-        if column in table:
-            out[shown] = table[column].to_numpy()
-    out.attrs = dict(table.attrs)
-    return out
+        if column in frame:
+            out[shown] = frame[column].to_numpy()
+    effects = {"difference": "p (Holm)"} if "p (Holm)" in out else {}
+    return Table(out, footnote=paired_note(table), unit=table.unit, effects=effects,
+                 n_units_column="n units" if "n units" in out else "")
 
 
-def paired_note(table: pd.DataFrame) -> str:
+def paired_note(table: Table) -> str:
     """The footnote of the shown table: the unit, then what the CSV holds that the page folds away."""
-    note = str(table.attrs.get("footnote", ""))
-    methods = sorted(set(table["ci_method"].astype(str))) if "ci_method" in table else []
+    frame = table.frame
+    methods = sorted(set(frame["ci_method"].astype(str))) if "ci_method" in frame else []
     extra = f" CI method: {', '.join(methods)}." if methods else ""
-    text = (f"Unit: {UNITS['difference']}. " + note + extra
-            + " The CSV export holds every column (n_prompts, ci_method, per-row directions).").strip()
-    specs = list(table["generator"].astype(str)) + list(table["vs_generator"].astype(str)) if len(table) else []
+    text = (f"Unit: {UNITS['difference']}. " + table.footnote + extra
+            + " The CSV export holds every column (unit, ci_method, per-row directions).").strip()
+    specs = list(frame["generator"].astype(str)) + list(frame["vs_generator"].astype(str)) if len(frame) else []
     for spec, alias in sorted(generator_aliases(specs).items(), key=lambda kv: -len(kv[0])):
         text = text.replace(spec, alias)  # the footnote names generators the way the table does
     return text
@@ -91,7 +93,8 @@ def merged_figure(head: Headline, title: str):
     estimate.columns.name = estimate.columns.name or "metric"
     bounds = {"low": head.low.set_axis(estimate.index), "high": head.high.set_axis(estimate.index)}
     kwargs = {"scale": "diverging"} if head.signed else {"scale": "sequential", "vmin": 0.0, "vmax": 1.0}
-    return heatmap_figure(estimate, title, **bounds, **kwargs,
+    significant = head.significant.set_axis(estimate.index) if head.signed else None
+    return heatmap_figure(estimate, title, **bounds, **kwargs, significant=significant,
                           caption=f"{title}: every run's rows on one colour scale (the runs' own figures below "
                                   "are scaled per run).")
 
@@ -111,12 +114,9 @@ def merged_svg(head: Headline, index: int):
 
 def aliased(head: Headline) -> Headline:
     """A copy of a merged headline whose ``spec (run)`` rows read ``label (run)`` (``iqabench.labels``)."""
-    from dataclasses import replace
+    from .headline import relabel
 
     rows = [str(r) for r in head.estimate.index]
     specs = [r.rsplit(" (", 1)[0] for r in rows]
     aliases = generator_aliases(specs)
-    index = pd.Index([aliases[s] + r[len(s):] for s, r in zip(specs, rows, strict=True)],
-                     name=head.estimate.index.name)
-    return replace(head, estimate=head.estimate.set_axis(index), low=head.low.set_axis(index),
-                   high=head.high.set_axis(index))
+    return relabel(head, [aliases[s] + r[len(s):] for s, r in zip(specs, rows, strict=True)])

@@ -2,8 +2,11 @@
 
 Layout (format ``iqabench-result/v1``)::
 
-    results/result.json     benchmark, summary, notes, grids (ImageRef dicts), table and figure index,
-                            estimates (every value with a CI: estimate, ci_low, ci_high, n, method)
+    results/result.json     schema_version, benchmark, summary, notes, grids (ImageRef dicts), table index (each
+                            table's footnote, unit, effect -> Holm p column), headlines (grids of estimates, CIs,
+                            p-values, Holm-adjusted p, significant, bold, n_units), figure index, estimates
+                            (every value with a CI: estimate, ci_low, ci_high, n_units, unit, method)
+    results/per_item_scores.csv   the PerItemScores a cross-run comparison pairs (fixed columns)
     results/<table>.csv     one CSV per table (index columns first when the index is meaningful)
     results/<table>.tex     the same table as a booktabs LaTeX table (formatted, CIs in brackets, footnote caption)
     results/<table>.md      the same table as Markdown
@@ -34,13 +37,13 @@ import pandas as pd
 from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
 from iqabench.csv_safety import escape_frame, unescape_frame
 from iqabench.errors import UserInputError
-from iqabench.results import ImageRef, Result
+from iqabench.results import SCHEMA_VERSION, Headline, ImageRef, PerItemScores, Result, Table
 from iqabench.run_folders import RunFolderError, read_json_document, read_table, typed_field
 from iqabench.store import safe_child
 
-from .headline import HEADLINE_ATTR, headline, headline_latex
+from .headline import headline_latex
 from .sanitize import UnsafeFigureError, sanitize_svg
-from .tables import CI_HIGH, CI_LOW, FOOTNOTE_ATTR, ci_columns, footnote, has_row_labels, to_latex, to_markdown
+from .tables import CI_HIGH, CI_LOW, ci_columns, footnote, has_row_labels, to_latex, to_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -49,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RESULT_FORMAT = "iqabench-result/v1"
 RESULT_FILE = "result.json"
+PER_ITEM_FILE = "per_item_scores.csv"
 FIGURE_DPI = 300
 # .tex/.md exports are for tables a reader pastes; per-item tables of paper-scale runs stay CSV-only.
 EXPORT_MAX_ROWS = 5000
@@ -142,13 +146,17 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def table_estimates(name: str, frame: pd.DataFrame, note: str) -> list[dict[str, Any]]:
-    """Every value of ``frame`` that has a CI, as ``{table, row, quantity, estimate, ci_low, ci_high, n, method}``.
+def table_estimates(name: str, frame: pd.DataFrame, note: str, info: Table | None = None) -> list[dict[str, Any]]:
+    """Every value of ``frame`` that has a CI, as ``{table, row, quantity, estimate, ci_low, ci_high, n, n_units,
+    unit, n_images, p_holm, significant, method}``.
 
     ``row`` holds the row's label columns (text columns such as generator and
     metric); ``n`` is the row's ``n``/``n_pairs`` column when there is one;
-    ``method`` is the row's ``ci_method`` column, else the table's footnote.
+    ``n_units`` the independent units the CI and test rest on; ``p_holm`` and
+    ``significant`` are set for the table's effect columns; ``method`` is the
+    row's ``ci_method`` column, else the table's footnote.
     """
+    info = info or Table(frame)
     columns = [str(c) for c in frame.columns]
     cis = ci_columns(columns)
     if not cis:
@@ -158,16 +166,56 @@ def table_estimates(name: str, frame: pd.DataFrame, note: str) -> list[dict[str,
     labels = [c for c in columns if c not in cis and c not in hidden and not pd.api.types.is_numeric_dtype(frame[c])
               and c != "ci_method"]
     n_col = next((c for c in ("n", "n_pairs", "n_images") if c in columns), None)
+    labels = [c for c in labels if c != "unit"]
+    from iqabench.stats import ALPHA
+
     out = []
     for record in frame.to_dict("records"):
         for col in cis:
+            p_col = info.effects.get(col)
+            p = record.get(p_col) if p_col else None
             out.append({
                 "table": name, "row": {c: record[c] for c in labels}, "quantity": col,
                 "estimate": record[col], "ci_low": record[col + CI_LOW], "ci_high": record[col + CI_HIGH],
                 "n": record[n_col] if n_col else None,
+                "n_units": record.get(info.n_units_column) if info.n_units_column else None,
+                "unit": record.get("unit", info.unit) or info.unit, "n_images": record.get("n_images"),
+                "p_holm": p, "significant": (bool(p is not None and math.isfinite(p) and p < ALPHA)
+                                             if p_col else None),
                 "method": str(record["ci_method"]) if "ci_method" in record else note,
             })
     return out
+
+
+def _grid_json(frame: pd.DataFrame | None) -> list[list[Any]] | None:
+    return None if frame is None else _jsonable(frame.to_numpy().tolist())
+
+
+def headline_json(head: Headline) -> dict[str, Any]:
+    """A Headline as result.json holds it: every grid as rows of values, plus the decisions it implies."""
+    return {"source": head.source, "quantity": head.quantity, "row_key": head.estimate.index.name,
+            "rows": [str(r) for r in head.estimate.index], "columns": [str(c) for c in head.estimate.columns],
+            "higher_better": _jsonable(head.higher_better), "signed": head.signed, "footnote": head.footnote,
+            "unit": head.unit, "n_images": head.n_images,
+            **{part: _grid_json(getattr(head, part))
+               for part in ("estimate", "low", "high", "p_value", "p_adjusted", "n_units")},
+            "significant": _grid_json(head.significant), "bold": _grid_json(head.bold)}
+
+
+def headline_from_json(data: dict[str, Any]) -> Headline:
+    """The Headline ``headline_json`` wrote (the decisions are recomputed from the p-values, and agree)."""
+    index = pd.Index([str(r) for r in data["rows"]], name=data.get("row_key"))
+    columns = [str(c) for c in data["columns"]]
+
+    def grid(part: str) -> pd.DataFrame | None:
+        if data.get(part) is None:
+            return None
+        values = [[float("nan") if v is None else float(v) for v in row] for row in data[part]]
+        return pd.DataFrame(values, index=index, columns=columns, dtype=float)
+    return Headline(str(data["source"]), str(data["quantity"]), grid("estimate"), grid("low"), grid("high"),
+                    {str(k): v for k, v in (data.get("higher_better") or {}).items()}, bool(data.get("signed")),
+                    str(data.get("footnote") or ""), grid("p_value"), grid("p_adjusted"), grid("n_units"),
+                    str(data.get("unit") or ""), data.get("n_images"))
 
 
 def save_result(store: Store, run_id: str, result: Result) -> None:
@@ -184,20 +232,19 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
                 raise TypeError(f"grid {grid!r} holds a {type(ref).__name__}; expected iqabench ImageRef")
 
     tables_index, estimates = [], []
-    # the table heading the run also exports as the report shows it: best per column in bold, "n.s." marks
-    head = headline(result.tables, {name: footnote(table) for name, table in result.tables.items()})
+    # the table heading the run also exports as the report shows it: best significant cell in bold, "n.s." marks
+    head = result.headline
     for name, table in result.tables.items():
         frame, levels = _table_frame(name, table)
-        note = footnote(table)
+        info = result.table(name)
+        note = footnote(info)
         atomic_write_text(table_paths[name], escape_frame(frame).to_csv(index=False))
         entry: dict[str, Any] = {"name": name, "file": table_paths[name].name, "index_levels": levels,
-                                 "footnote": note, "exports": []}
-        if table.attrs.get(HEADLINE_ATTR):
-            entry["headline"] = _jsonable(dict(table.attrs[HEADLINE_ATTR]))
+                                 **_jsonable(info.describe()), "footnote": note, "exports": []}
         if len(table) <= EXPORT_MAX_ROWS:
             grid = headline_latex(head, name, run=run_id) if head is not None and head.source == name else None
-            exports = ((".tex", to_latex(table, name, note, run=run_id)), (".md", to_markdown(table, note)),
-                       (".headline.tex", grid))
+            exports = ((".tex", to_latex(table, name, note, run=run_id, info=info)),
+                       (".md", to_markdown(table, note, info)), (".headline.tex", grid))
             for suffix, text in exports:
                 if text is None:
                     continue
@@ -205,7 +252,7 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
                 atomic_write_text(path, text)
                 entry["exports"].append(path.name)
         tables_index.append(entry)
-        estimates += table_estimates(name, frame, note)
+        estimates += table_estimates(name, frame, note, info)
 
     import matplotlib.pyplot as plt  # only to release pyplot-managed figures; no-op for bare Figures
 
@@ -222,14 +269,21 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
         figures_index.append({"name": name, "file": figure_paths[name].name, "exports": exports,
                               "caption": figure_caption(fig)})
 
+    per_item = None
+    if result.per_item is not None:
+        atomic_write_text(folder / PER_ITEM_FILE, escape_frame(result.per_item.frame).to_csv(index=False))
+        per_item = PER_ITEM_FILE
     document = {
         "format": RESULT_FORMAT,
+        "schema_version": SCHEMA_VERSION,
         "benchmark": result.benchmark,
         "summary": _jsonable(result.summary),
         "notes": [str(note) for note in result.notes],
         "grids": {name: [_jsonable(asdict(ref)) for ref in refs] for name, refs in result.grids.items()},
         "tables": tables_index,
         "figures": figures_index,
+        "headlines": [headline_json(h) for h in result.headlines],
+        "per_item_scores": per_item,
         "estimates": _jsonable(estimates),
     }
     atomic_write_text(folder / RESULT_FILE, json.dumps(document, indent=2, allow_nan=False))
@@ -276,7 +330,12 @@ def load_result(store: Store, run_id: str) -> SavedResult:
     if document.get("format") != RESULT_FORMAT:
         raise UserInputError(f"{path} has format {document.get('format')!r}; this version reads {RESULT_FORMAT!r}")
 
+    version = typed_field(document, "schema_version", int, path, 1) or 1
+    if version > SCHEMA_VERSION:
+        raise UserInputError(f"{path} has schema_version {version}; this version of iqabench reads up to "
+                             f"{SCHEMA_VERSION} (upgrade iqabench to read it)")
     tables: dict[str, pd.DataFrame] = {}
+    table_info: dict[str, Table] = {}
     footnotes: dict[str, str] = {}
     for entry in _entries(document, "tables", path):
         name = entry["name"]
@@ -286,9 +345,12 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         if levels:
             frame = frame.set_index(list(frame.columns[:levels]))
         footnotes[name] = str(entry.get("footnote") or "")
-        frame.attrs[FOOTNOTE_ATTR] = footnotes[name]
-        if isinstance(entry.get("headline"), dict):
-            frame.attrs[HEADLINE_ATTR] = entry["headline"]
+        effects = {str(k): str(v) for k, v in (entry.get("effects") or {}).items()}
+        raw = {str(k): str(v) for k, v in (entry.get("p_values") or {}).items()}
+        table_info[name] = Table(frame, footnotes[name], str(entry.get("unit") or ""),
+                                 {k: v for k, v in effects.items() if v in frame.columns},
+                                 str(entry.get("n_units_column") or ""),
+                                 {k: v for k, v in raw.items() if v in frame.columns})
         tables[name] = frame
 
     figures, captions = {}, {}
@@ -303,6 +365,15 @@ def load_result(store: Store, run_id: str) -> SavedResult:
 
     grids = {name: [_image_ref(name, ref) for ref in typed_field({"refs": refs}, "refs", list, path, [])]
              for name, refs in typed_field(document, "grids", dict, path, {}).items()}
+    headlines = [headline_from_json(h) for h in typed_field(document, "headlines", list, path, []) or []]
+    if version < SCHEMA_VERSION:
+        notes.append(f"This run was saved with result schema {version} (before iqabench's typed results): its "
+                     "tables are shown as saved, without a headline, significance marks or paired comparisons.")
+    per_item = None
+    if document.get("per_item_scores"):
+        per_item = PerItemScores(unescape_frame(read_table(safe_child(folder, PER_ITEM_FILE),
+                                                           dtype={"condition": str, "prompt_id": str}))
+                                 .fillna({"condition": ""}))
     return SavedResult(
         benchmark=str(document.get("benchmark", "")),
         tables=tables,
@@ -313,4 +384,7 @@ def load_result(store: Store, run_id: str) -> SavedResult:
         footnotes=footnotes,
         captions=captions,
         estimates=list(typed_field(document, "estimates", list, path, []) or []),
+        table_info=table_info,
+        headlines=headlines,
+        per_item=per_item,
     )

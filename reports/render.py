@@ -31,7 +31,7 @@ from iqabench.atomic_io import atomic_write_text
 from iqabench.image_tensors import default_workers
 from iqabench.templating import html_environment
 
-from .headline import headline, headline_html, legend
+from .headline import headline, headline_html, legend, relabel
 from .persist import SavedResult, load_result
 from .tables import MISSING, Cell, TableView, format_number, table_view
 
@@ -343,11 +343,10 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     labels = _run_aliases(view.generators, result)
     view.legend = [(alias, spec) for spec, alias in labels.items() if alias != spec]
     view.generators = [labels.get(g, g) for g in view.generators]
-    head = headline(result.tables, result.footnotes)
+    head = headline(result)
     shown_summary = dict(summary)
     if head is not None:
-        rows = head.estimate.index.map(lambda r: labels.get(str(r), str(r)))
-        head.estimate.index = head.low.index = head.high.index = rows
+        head = relabel(head, [labels.get(str(r), str(r)) for r in head.estimate.index])
         view.headline = Markup(headline_html(head, uuid=f"h-{run_id}"))
         columns = f" and {head.estimate.columns.name}" if head.estimate.columns.name else ""
         view.headline_title = f"{head.quantity} by {head.estimate.index.name or 'row'}{columns} " \
@@ -362,7 +361,8 @@ def _run_view(store: Store, run_id: str, thumbs: _Thumbnails) -> RunView:
     notes = [_with_labels(n, labels) for n in result.notes]  # the runner's notes name generators by full spec
     view.smoke = next((n for n in notes if n.startswith(SMOKE_PREFIX)), None)
     view.notes = [n for n in notes if n != view.smoke]
-    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS, labels), result.footnotes.get(name, ""))
+    view.tables = [TableBlock(name, table_view(frame, MAX_TABLE_ROWS, result.table(name), labels),
+                              result.footnotes.get(name, ""))
                    for name, frame in result.tables.items()]
     view.figures = [FigureBlock(name, Markup(svg), _figure_caption(name, result.captions.get(name, "")))
                     for name, svg in result.figures.items()]

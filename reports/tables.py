@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 
 from iqabench.number_format import MISSING, format_ci, format_number, is_number
+from iqabench.results import Table
+from iqabench.stats import CI_LEVEL_TEXT
 
 __all__ = ["MISSING", "Cell", "TableView", "format_ci", "format_number", "table_view"]
 
@@ -73,20 +75,24 @@ def has_row_labels(frame: pd.DataFrame) -> bool:
     return not pd.api.types.is_integer_dtype(frame.index.dtype)
 
 
-SIGNED_ATTR = "signed"  # DataFrame.attrs key: CI'd columns whose zero means "no effect" (marked "n.s.")
-
-
-def table_view(frame: pd.DataFrame, max_rows: int | None = None, labels: dict[str, str] | None = None) -> TableView:
+def table_view(frame: pd.DataFrame, max_rows: int | None = None, info: Table | None = None,
+               labels: dict[str, str] | None = None) -> TableView:
     """Rows of formatted cells; a labelled index becomes leading row-header columns.
 
     ``max_rows`` keeps only the first rows (a paper-scale per-item table has millions; the CSV keeps them all)
-    and records the full count in ``total_rows``. ``labels`` maps text cells (generator specs) to the short
-    labels the page uses (``iqabench.labels.generator_aliases``); the page's legend table gives the full specs.
+    and records the full count in ``total_rows``. ``info`` (the typed Table) supplies the marks: " n.s." on an
+    effect cell whose Holm-adjusted p-value column says not significant, and "too few ... for a 95% CI" in
+    place of the brackets of a row resting on fewer than MIN_UNITS units. ``labels`` maps text cells (generator
+    specs) to the short labels the page uses (``iqabench.labels.generator_aliases``); the page's legend table
+    gives the full specs.
     """
     labels = {k: v for k, v in (labels or {}).items() if k != v}
     total = len(frame)
-    # columns whose 0 means "no effect" (attrs["signed"]): " n.s." where the CI includes 0, as in the headline
-    signed = {str(c) for c in frame.attrs.get(SIGNED_ATTR, ())}
+    info = info if info is not None and info.frame is frame else None
+    effects = dict(info.effects) if info is not None else {}
+    significant = {c: info.significant(c) for c in effects if info.effects[c] in frame} if info else {}
+    few = info.too_few_units() if info is not None else [False] * total
+    plural = "prompts" if info is None or info.unit in ("", "prompt") else info.unit + "s"
     if max_rows is not None and total > max_rows:
         frame = frame.iloc[:max_rows]
     index_levels = 0
@@ -99,13 +105,15 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None, labels: dict[st
     hidden = {c for pair in cis.values() for c in pair}
     shown = [c for c in columns if c not in hidden]
     rows = []
-    for record in frame.to_dict("records"):
+    for r, record in enumerate(frame.to_dict("records")):
         row = []
         for position, col in enumerate(shown):
             if col in cis:
                 low, high = cis[col]
-                cell = _ci_cell(record[col], record[low], record[high])
-                if col in signed and record[low] <= 0 <= record[high]:
+                cell = _ci_cell(record[col], *((float("nan"),) * 2 if few[r] else (record[low], record[high])))
+                if few[r] and cell.numeric:
+                    cell = replace(cell, text=cell.text + f" (too few {plural} for a {CI_LEVEL_TEXT} CI)")
+                if col in significant and cell.numeric and not significant[col][r]:
                     cell = replace(cell, text=cell.text + " n.s.")
                 row.append(cell)
             else:
@@ -120,15 +128,15 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None, labels: dict[st
 
 # --- exports: the same formatted cells as the report, for LaTeX, Markdown and the terminal ----------------------
 
-FOOTNOTE_ATTR = "footnote"  # DataFrame.attrs key a benchmark sets to say how a table's numbers were made
 # DataFrame.attrs key: the columns (after CI merging: "X" stands for "X [low, high]") a .tex export keeps, so a
 # wide table fits the page at a readable size instead of shrinking to it; the CSV keeps every column
 LATEX_COLUMNS_ATTR = "latex_columns"
 
 
-def footnote(frame: pd.DataFrame) -> str:
-    """The table's footnote (``frame.attrs['footnote']``), or a generic one for a table with CI columns."""
-    note = str(frame.attrs.get(FOOTNOTE_ATTR, "") or "")
+def footnote(table: Table | pd.DataFrame) -> str:
+    """The table's footnote (``Table.footnote``), or a generic one for a table with CI columns."""
+    frame = table.frame if isinstance(table, Table) else table
+    note = table.footnote if isinstance(table, Table) else ""
     if not note and ci_columns([str(c) for c in frame.columns]):
         note = "Brackets: 95% confidence interval."
     return note
@@ -147,10 +155,10 @@ def frame_aliases(frame: pd.DataFrame) -> dict[str, str]:
     return generator_aliases(values)
 
 
-def display_frame(frame: pd.DataFrame, max_rows: int | None = None) -> pd.DataFrame:
-    """Strings as the report shows them: index as leading columns, ``X [low, high]`` for each CI'd column,
-    generator specs as their short labels."""
-    view = table_view(frame, max_rows, labels=frame_aliases(frame))
+def display_frame(frame: pd.DataFrame, max_rows: int | None = None, info: Table | None = None) -> pd.DataFrame:
+    """Strings as the report shows them: index as leading columns, ``X [low, high]`` for each CI'd column (with
+    the typed Table's marks), generator specs as their short labels."""
+    view = table_view(frame, max_rows, info, labels=frame_aliases(frame))
     return pd.DataFrame([[cell.text for cell in row] for row in view.rows], columns=view.columns)
 
 
@@ -176,7 +184,7 @@ def _metric_names(columns: list[str]) -> set[str]:
     return names
 
 
-def to_latex(frame: pd.DataFrame, name: str, note: str = "", run: str = "") -> str:
+def to_latex(frame: pd.DataFrame, name: str, note: str = "", run: str = "", info: Table | None = None) -> str:
     """A booktabs ``table`` that pastes into a paper unchanged and fits ``\\linewidth`` (see reports/latex.py).
 
     Cells are the report's formatted strings; numeric columns are right-aligned; the footnote (how the CIs were
@@ -185,7 +193,7 @@ def to_latex(frame: pd.DataFrame, name: str, note: str = "", run: str = "") -> s
     """
     from .latex import label, latex_table
 
-    shown = display_frame(frame)
+    shown = display_frame(frame, info=info)
     numeric = _numeric_columns(frame, list(shown.columns))
     caption = name.replace("_", " ") + (f". {note}" if note else "")
     chosen = [str(c) for c in frame.attrs.get(LATEX_COLUMNS_ATTR, ()) if str(c) in shown.columns]
@@ -204,9 +212,9 @@ def latex_escape(text: str) -> str:
     return _escape_latex(text)
 
 
-def to_markdown(frame: pd.DataFrame, note: str = "") -> str:
+def to_markdown(frame: pd.DataFrame, note: str = "", info: Table | None = None) -> str:
     """A GitHub-flavoured Markdown table (via pandas/tabulate) with the footnote under it."""
-    shown = display_frame(frame)
+    shown = display_frame(frame, info=info)
     numeric = _numeric_columns(frame, list(shown.columns))
     shown = shown.map(lambda text: text.replace("|", "\\|")).set_axis([c.replace("|", "\\|") for c in shown.columns],
                                                                        axis=1)

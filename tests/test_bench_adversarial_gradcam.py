@@ -92,9 +92,12 @@ def test_offline_run_guidance_on_a_registered_cnn(tmp_path):
     result = outcome.result
     matrix = result.tables["transfer_matrix"].set_index("method")
     assert list(matrix.index) == ["guidance on test_brightness_iqa"]
-    assert list(matrix.columns) == ["entropy", "entropy_ci_low", "entropy_ci_high", "test_brightness_iqa",
-                                    "test_brightness_iqa_ci_low", "test_brightness_iqa_ci_high"]
-    assert result.tables["transfer_matrix"].attrs["headline"]["signed"] is True
+    assert list(matrix.columns) == ["entropy", "entropy_ci_low", "entropy_ci_high", "entropy_p",
+                                    "test_brightness_iqa", "test_brightness_iqa_ci_low", "test_brightness_iqa_ci_high",
+                                    "test_brightness_iqa_p", "n_units", "entropy_p_holm", "test_brightness_iqa_p_holm"]
+    assert result.headline.source == "transfer_matrix" and result.headline.signed is True
+    assert result.table("transfer_matrix").effects == {"entropy": "entropy_p_holm",
+                                                       "test_brightness_iqa": "test_brightness_iqa_p_holm"}
     row = matrix.loc["guidance on test_brightness_iqa"]
     inflation = result.tables["inflation_index"].set_index("target").inflation_index
     assert inflation["test_brightness_iqa"] == pytest.approx(row["test_brightness_iqa"] - row["entropy"])

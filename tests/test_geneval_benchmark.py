@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from iqabench.api import run
-from iqabench.benchmarks.geneval.benchmark import GenEval, accuracy_table, reason_kind
+from iqabench.benchmarks.geneval.benchmark import GenEval, accuracy_footnote, accuracy_table, reason_kind
 from iqabench.benchmarks.geneval.clip import WeightsUnavailableError, build_clip
 from iqabench.benchmarks.geneval.colors import ColorClassifier, object_crop
 from iqabench.benchmarks.geneval.detectors import build_detector
@@ -76,8 +76,9 @@ def test_accuracy_table_has_cis_clustered_by_prompt_and_declares_the_headline():
     assert table.loc["a", "overall"] == pytest.approx(0.625)
     assert table.loc["a", "counting_ci_low"] == 0.0 and table.loc["a", "counting_ci_high"] == 1.0  # 2 prompts: 0 or 1
     assert table.loc["b", "n_prompts"] == 4
-    assert table.attrs["headline"]["columns"] == ["counting", "colors", "overall"]
-    assert "prompts" in table.attrs["footnote"]
+    assert (table.n_units == table.n_prompts).all()
+    note = accuracy_footnote(table)
+    assert "prompts" in note and "no bold" in note  # accuracies are levels: no test, no bold
 
 
 def test_offline_smoke_run_on_tiny_sd(tmp_path, monkeypatch):

@@ -76,9 +76,13 @@ def make_result(headline: float = 4.25) -> Result:
         ImageRef(BIG, f"{EVIL_PROMPT} / seed 0", {"piqe": 41.23456}, "tiny-sd"),
         ImageRef(SMALL, f"{EVIL_PROMPT} / seed 0", {"piqe": 35.5}, "iqa-adapter:topiq"),
     ]
+    from iqabench.decisions import wide_headline
+
+    head = wide_headline("scores", scores, row_key="generator", columns=["piqe"], quantity="piqe", signed=False,
+                         higher_better=False, n_units_column=None)
     return Result(
         benchmark="relgain",
-        tables={"scores": scores, "relgain": relgain_matrix()},
+        tables={"scores": scores, "relgain": relgain_matrix()}, headlines=[head],
         figures={"relgain_heatmap": heatmap_figure(relgain_matrix(), "RelGain (%)")},
         grids={"samples": grid},
         summary={"relgain_mean": headline, "n_images": 2, "failures": ["img 3: <NaN score> from piqe"]},
@@ -117,7 +121,7 @@ def test_save_writes_csv_svg_and_result_json(store):
 
 def test_tables_export_as_booktabs_latex_and_markdown_with_their_footnote(store):
     result = make_result()
-    result.tables["scores"].attrs["footnote"] = "Brackets: 95% CI, BCa bootstrap over images."
+    result.add_table("scores", result.tables["scores"], footnote="Brackets: 95% CI, BCa bootstrap over images.")
     save_result(store, "run-a", result)
     folder = store.run_dir("run-a") / "results"
     tex = (folder / "scores.tex").read_text()
@@ -140,12 +144,15 @@ def test_figures_export_as_300_dpi_png_and_pdf(store):
 
 def test_result_json_carries_estimates_with_ci_n_and_method(store):
     result = make_result()
-    result.tables["scores"].attrs["footnote"] = "Brackets: 95% CI, cluster BCa bootstrap over prompts."
+    result.add_table("scores", result.tables["scores"].assign(n_units=2),
+                     footnote="Brackets: 95% CI, cluster BCa bootstrap over prompts.", unit="prompt")
     save_result(store, "run-a", result)
     document = json.loads((store.run_dir("run-a") / "results" / "result.json").read_text())
+    assert document["schema_version"] == 2
     assert document["estimates"][1] == {
         "table": "scores", "row": {"generator": "iqa-adapter:topiq"}, "quantity": "piqe",
-        "estimate": 35.5, "ci_low": 33.25, "ci_high": 37.75, "n": 2,
+        "estimate": 35.5, "ci_low": 33.25, "ci_high": 37.75, "n": 2, "n_units": 2, "unit": "prompt",
+        "n_images": None, "p_holm": None, "significant": None,
         "method": "Brackets: 95% CI, cluster BCa bootstrap over prompts.",
     }
     assert load_result(store, "run-a").footnotes["scores"].startswith("Brackets")
@@ -398,29 +405,44 @@ def test_leftover_integer_index_is_not_written_or_shown(store):
     assert table_view(counts).columns == ["task", "n"]
 
 
-def _relgain_table() -> pd.DataFrame:
-    table = pd.DataFrame({
+def _relgain_result(footnote: str = "Brackets: 95% CI, BCa bootstrap over images.", **fields) -> Result:
+    """A relgain table with unit-level p-values, typed as the benchmark types it (Holm over its 4 cells)."""
+    from iqabench.decisions import effect_table, long_headline
+
+    frame = pd.DataFrame({
         "generator": ["g1", "g1", "g<2>", "g<2>"], "metric": ["piqe", "entropy", "piqe", "entropy"],
         "relgain": [2.2, 5.0, 8.0, -1.0], "relgain_ci_low": [-7.0, 1.0, 4.0, -3.0],
-        "relgain_ci_high": [11.0, 9.0, 12.0, -0.5], "n": [10, 10, 10, 10]})
-    table.attrs["footnote"] = "Brackets: 95% CI, BCa bootstrap over images."
-    return table
+        "relgain_ci_high": [11.0, 9.0, 12.0, -0.5], "n": [10, 10, 10, 10], "n_units": [10, 10, 10, 10],
+        # entropy of g1: its CI is clear of 0 but Holm over the table says no -> n.s., never bold
+        "p_value": [0.4, 0.03, 0.001, 0.004]})
+    table = effect_table(frame, {"relgain": "p_value"}, footnote=footnote, unit="prompt")
+    head = long_headline("relgain", table.frame, row_key="generator", column_key="metric", value="relgain",
+                         quantity="relgain", signed=True, higher_better=True, footnote=footnote, p_column="p_value",
+                         unit="prompt")
+    result = Result("relgain", headlines=[head], **fields)
+    result.add_table("relgain", table)
+    return result
 
 
 def test_headline_marks_best_and_not_significant_cells_with_styler(store):
-    save_result(store, "run-a", Result("relgain", tables={"relgain": _relgain_table()},
-                                       summary={"relgain": {"g1 | piqe": 2.2}, "n_items": 10}))
+    from statsmodels.stats.multitest import multipletests
+
+    save_result(store, "run-a", _relgain_result(summary={"relgain": {"g1 | piqe": 2.2}, "n_items": 10}))
     html = render_html(store, ["run-a"])
     head = html.split('class="headline"')[1].split("</table>")[0]
     by_text = {text.strip(): cls for cls, text in re.findall(r'<td [^>]*class="([^"]*)"\s*>([^<]*)</td>', head)}
     assert len(by_text) == 4
+    assert multipletests([0.4, 0.03, 0.001, 0.004], method="holm")[0].tolist() == [False, False, True, True]
     assert {"num", "ns"} <= set(by_text["2.2 [−7.0, 11.0] n.s."].split())
-    assert "best" in by_text["8.0 [4.0, 12.0]"].split()  # best piqe gain
-    assert "best" in by_text["5.00 [1.00, 9.00]"].split() and "ns" not in by_text["5.00 [1.00, 9.00]"].split()
+    assert "best" in by_text["8.0 [4.0, 12.0]"].split()  # best (and significant) piqe gain
+    # CI [1, 9] excludes 0 but the Holm-adjusted p (0.06) does not pass: n.s., and no bold in its column
+    assert {"ns"} <= set(by_text["5.00 [1.00, 9.00] n.s."].split())
+    assert "best" not in by_text["5.00 [1.00, 9.00] n.s."].split()
     assert "ns" not in by_text["−1.00 [−3.00, −0.50]"].split()  # a significant loss is not n.s.
+    assert "best" in by_text["−1.00 [−3.00, −0.50]"].split()  # the only significant entropy cell
     assert "g&lt;2&gt;" in head and "g<2>" not in head  # Styler escapes labels
     after = html.split('class="headline"')[1]
-    assert "n.s.: the 95% CI includes 0" in after and "BCa bootstrap over images" in after
+    assert "n.s.: Holm-adjusted p &gt;= 0.05" in after and "BCa bootstrap over images" in after
     assert "g1 | piqe: 2.2" not in html  # the summary mapping repeats the headline: left out
 
 
@@ -429,12 +451,17 @@ def test_scores_headline_marks_best_by_the_metrics_direction(store):
                           "direction": ["lower is better", "higher is better"] * 2,
                           "score": [30.0, 7.0, 20.0, 6.0], "score_ci_low": [29.0, 6.9, 19.0, 5.9],
                           "score_ci_high": [31.0, 7.1, 21.0, 6.1]})
-    save_result(store, "run-a", Result("scores", tables={"scores": table}))
-    head = render_html(store, ["run-a"]).split('class="headline"')[1].split("</table>")[0]
-    by_text = {text.strip(): cls.split() for cls, text in re.findall(r'<td [^>]*class="([^"]*)"\s*>([^<]*)</td>', head)}
-    assert "best" in by_text["20.0 [19.0, 21.0]"] and "best" not in by_text["30.0 [29.0, 31.0]"]  # piqe: lower
-    assert "best" in by_text["7.00 [6.90, 7.10]"]  # entropy: higher
-    assert "n.s." not in head  # raw scores have no null value
+    from iqabench.decisions import long_headline
+
+    head = long_headline("scores", table, row_key="generator", column_key="metric", value="score", quantity="score",
+                         signed=False, higher_better={"piqe": False, "entropy": True}, n_units_column=None)
+    save_result(store, "run-a", Result("scores", tables={"scores": table}, headlines=[head]))
+    html = render_html(store, ["run-a"])
+    grid = html.split('class="headline"')[1].split("</table>")[0]
+    by_text = {text.strip(): cls.split() for cls, text in re.findall(r'<td [^>]*class="([^"]*)"\s*>([^<]*)</td>', grid)}
+    # mean scores are levels without a test: no cell is bold (bold needs a significant cell) and none is "n.s."
+    assert len(by_text) == 4 and not any("best" in cls for cls in by_text.values())
+    assert "n.s." not in grid and "levels without a test: no cell is bold" in html
 
 
 def test_grid_says_showing_k_of_n_and_holds_the_rest_behind_show_all(store, monkeypatch):
@@ -465,7 +492,7 @@ def test_smoke_warning_is_at_the_top_and_figures_have_captions(store):
 
 
 def test_table_footnote_names_the_ci_method_in_the_html(store):
-    result = Result("relgain", tables={"relgain": _relgain_table()})
+    result = _relgain_result()
     save_result(store, "run-a", result)
     html = render_html(store, ["run-a"])
     table_part = html.split("<h3>Table: relgain</h3>")[1]
@@ -487,12 +514,14 @@ def test_latex_exports_escape_captions_and_carry_bold_best_and_ns(store):
     plain = pd.DataFrame({"generator": ["a"], "score": [1.0]})
     caption = to_latex(plain, "t", "a_b 50% #1 {x} ~ ^ $ &").split("\\caption{")[1].split("}\n")[0]
     assert "a\\_b 50\\% \\#1 \\{x\\}" in caption and "\\textasciitilde" in caption and "\\$ \\&" in caption
-    table = _relgain_table()
-    table.attrs["footnote"] = "a_b 50% #1 {x}"
-    save_result(store, "run-a", Result("relgain", tables={"relgain": table}))
+    save_result(store, "run-a", _relgain_result("a_b 50% #1 {x}"))
     tex = (store.run_dir("run-a") / "results" / "relgain.headline.tex").read_text()  # the grid as in the report
-    assert "\\textbf{8.0 [4.0, 12.0]}" in tex and "\\textbf{5.00 [1.00, 9.00]}" in tex  # best per column
+    # bold = the best significant cell per column (Holm), as in the HTML
+    assert "\\textbf{8.0 [4.0, 12.0]}" in tex and "\\textbf{$-$1.00 [$-$3.00, $-$0.50]}" in tex
+    assert "5.00 [1.00, 9.00] n.s." in tex and "\\textbf{5.00" not in tex
     assert "2.2 [$-$7.0, 11.0] n.s." in tex and "\\textbf{2.2" not in tex
+    table_tex = (store.run_dir("run-a") / "results" / "relgain.tex").read_text()
+    assert "5.000 [1.000, 9.000] n.s." in table_tex and "8.000 [4.000, 12.000] n.s." not in table_tex
     assert "a\\_b 50\\% \\#1 \\{x\\}" in tex and "g<2>" in tex and "\\toprule" in tex
 
 

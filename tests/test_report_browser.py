@@ -110,7 +110,16 @@ def _wide_report(tmp_path, run_id: str, generator: str, store: Store | None = No
                              "entropy": np.linspace(6, 7, 8)})
     matrix = pd.DataFrame([[1.5, -2.0]], index=pd.Index([generator], name="generator"),
                           columns=pd.Index(["piqe", "entropy"], name="metric"))
+    from iqabench.decisions import long_headline
+    from iqabench.results import PerItemScores
+
+    head = long_headline("scores", scores, row_key="generator", column_key="metric", value="score", quantity="score",
+                         signed=False, higher_better={"piqe": False, "entropy": True}, n_units_column=None)
+    long = per_item.melt(id_vars=["generator", "prompt_id", "prompt", "seed"], value_vars=["piqe", "entropy"],
+                         var_name="metric", value_name="score")
     result = Result("scores", tables={"scores": scores, "wide": wide, "scores_per_item": per_item},
+                    headlines=[head], per_item=PerItemScores(long.assign(condition="",
+                                                                         lower_better=long.metric == "piqe")),
                     figures={"relgain": heatmap_figure(matrix, "RelGain (%)", low=matrix - 3, high=matrix + 3)},
                     grids={"samples": [ImageRef(key, f"prompt {i} " + "long words " * 8, {"piqe": 1.0}, generator)
                                        for i in range(20)]},

@@ -8,13 +8,17 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats as sps
+from statsmodels.stats.multitest import multipletests
 from typer.testing import CliRunner
 
 from iqabench.cli import app
+from iqabench.compare import paired_differences
+from iqabench.decisions import long_headline, wide_headline
 from iqabench.reports import save_result
-from iqabench.reports.compare import paired_differences, render_comparison, resolve_run
+from iqabench.reports.compare import render_comparison, resolve_run
 from iqabench.reports.persist import load_result
-from iqabench.results import Result
+from iqabench.results import PerItemScores, Result
 from iqabench.stats import holm, paired_statistics
 from iqabench.store import Store
 
@@ -37,7 +41,14 @@ def _scores_run(store: Store, run_id: str, generator: str, shift: float, created
                                   "spec": {"benchmark": "scores", "generators": [generator],
                                            "metrics": ["piqe", "entropy"]},
                                   "metrics": {"piqe": "fp", "entropy": "fp"}})
-    save_result(store, run_id, Result("scores", tables={"scores": pd.DataFrame(rows), "scores_per_item": per_item}))
+    long = per_item.melt(id_vars=["generator", "prompt_id", "prompt", "seed"], value_vars=["piqe", "entropy"],
+                         var_name="metric", value_name="score")
+    scores = pd.DataFrame(rows)
+    head = long_headline("scores", scores, row_key="generator", column_key="metric", value="score", quantity="score",
+                         signed=False, higher_better={"piqe": False, "entropy": True}, n_units_column=None)
+    save_result(store, run_id, Result("scores", tables={"scores": scores, "scores_per_item": per_item},
+                                      headlines=[head], per_item=PerItemScores(long.assign(
+                                          condition="", lower_better=long.metric == "piqe"))))
     (store.run_dir(run_id) / "report.html").write_text("the run's own report")
     return piqe
 
@@ -54,16 +65,21 @@ def two_runs(tmp_path):
 def test_paired_differences_match_a_hand_computed_paired_test_with_holm(two_runs):
     store, other, base, better = two_runs
     results = {"run-base": load_result(store, "run-base"), "run-new": load_result(other, "run-new")}
-    table = paired_differences(results).set_index("metric")
+    typed = paired_differences(results)
+    table = typed.frame.set_index("metric")
     row = table.loc["piqe"]
     ref = paired_statistics(base, better, lower_better=True, clusters=np.repeat(PROMPTS, len(SEEDS)))
     assert row.difference == pytest.approx(ref["improvement"]) and row.difference > 0  # lower piqe = better
     assert row.difference_ci_low == pytest.approx(ref["improvement_ci_low"])
     assert row.t_p == pytest.approx(ref["p_value"]) and row.wilcoxon_p == pytest.approx(ref["wilcoxon_p_value"])
-    assert row.n_pairs == 12 and row.n_prompts == 6 and row.ci_method == "cluster BCa"
-    assert table.t_p_holm.tolist() == pytest.approx(holm(table.t_p.to_numpy()).tolist())
-    assert (table.t_p_holm >= table.t_p).all()
-    assert "Holm" in paired_differences(results).attrs["footnote"]
+    # the test is at the prompt: the paired t on per-prompt mean differences, n = 6 prompts (not 12 images)
+    per_prompt = (better - base).reshape(len(PROMPTS), len(SEEDS)).mean(axis=1)
+    assert row.t_p == pytest.approx(sps.ttest_1samp(-per_prompt, 0.0).pvalue)
+    assert row.n_images == 12 and row.n_units == 6 and row.unit == "prompt" and row.ci_method == "cluster BCa"
+    assert table.difference_p_holm.tolist() == pytest.approx(holm(table.t_p.to_numpy()).tolist())
+    assert table.difference_p_holm.tolist() == pytest.approx(multipletests(table.t_p, method="holm")[1].tolist())
+    assert typed.effects == {"difference": "difference_p_holm"}
+    assert "Holm" in typed.footnote and "Inference unit: the prompt (n = 6 prompts" in typed.footnote
 
 
 def test_comparison_page_merges_both_runs_and_never_touches_their_reports(two_runs):
@@ -116,18 +132,22 @@ def test_terminal_summary_fits_80_columns_and_shows_generators_and_all_columns(c
     table = pd.DataFrame({"generator": ["sdxl-long-generator-name", "iqa-adapter:x"],
                           **{t: [0.5, 0.6] for t in tasks}, **{f"{t}_ci_low": [0.4, 0.5] for t in tasks},
                           **{f"{t}_ci_high": [0.6, 0.7] for t in tasks}})
-    table.attrs["headline"] = {"columns": tasks, "quantity": "GenEval accuracy"}
+    for t in tasks:  # an effect, tested: the second row is significant in every column
+        table[f"{t}_p"] = [0.5, 0.001]
+    head = wide_headline("geneval", table, row_key="generator", columns=tasks, quantity="GenEval accuracy",
+                         signed=True, higher_better=True)
     console = Console(width=80, force_terminal=False, record=True)
     original, summary.out_console = summary.out_console, console
     try:
-        summary.print_summary(Result("geneval", tables={"geneval": table}))
+        summary.print_summary(Result("geneval", tables={"geneval": table}, headlines=[head]))
     finally:
         summary.out_console = original
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80
     for name in ["sdxl-long-generator-name", "iqa-adapter:x", *tasks]:
         assert name in text, name
-    assert "0.600 [0.500, 0.700] *" in text  # best per column marked
+    assert "0.600 (too few prompts for a 95% CI) *" not in text  # no n_units: CIs shown
+    assert "0.600 [0.500, 0.700] *" in text  # the best significant cell per column marked
 
 
 def test_help_imports_no_heavy_library():
@@ -150,7 +170,11 @@ def _sweep_run(store: Store, run_id: str, generator: str, shift: float) -> None:
             for condition, level in (("baseline", 0), ("p1", 1), ("p99", 99)) for p in PROMPTS for s in SEEDS]
     store.write_run_json(run_id, {"run_id": run_id, "benchmark": "condition-sweep", "status": "complete",
                                   "spec": {"benchmark": "condition-sweep", "generators": [generator]}})
-    save_result(store, run_id, Result("condition-sweep", tables={"per_image": pd.DataFrame(rows)}))
+    frame = pd.DataFrame(rows)
+    long = frame.melt(id_vars=["generator", "condition", "prompt_id", "seed"], value_vars=["piqe", "entropy"],
+                      var_name="metric", value_name="score")
+    save_result(store, run_id, Result("condition-sweep", tables={"per_image": frame},
+                                      per_item=PerItemScores(long.assign(lower_better=long.metric == "piqe"))))
 
 
 def test_sweeps_are_paired_per_condition_and_the_page_names_the_tables_it_compared(tmp_path):
@@ -162,18 +186,19 @@ def test_sweeps_are_paired_per_condition_and_the_page_names_the_tables_it_compar
     save_result(store, "fid-c", Result("fid-topk", tables={"fid_topk_numeric": pd.DataFrame(
         {"generator": ["sd15"], "FID": [80.0]})}))
     results = {r: load_result(store, r) for r in ("sweep-a", "sweep-b", "fid-c")}
-    table = paired_differences(results)
+    table = paired_differences(results).frame
     # p1 is paired with p1 only: 3 conditions x 2 metrics, never p1 against p99
     assert sorted(zip(table.condition, table.metric, strict=True)) == sorted(
         (c, m) for c in ("baseline", "p1", "p99") for m in ("piqe", "entropy"))
-    assert (table.run == "sweep-b").all() and (table.n_pairs == len(PROMPTS) * len(SEEDS)).all()
+    assert (table.run == "sweep-b").all() and (table.n_images == len(PROMPTS) * len(SEEDS)).all()
+    assert (table.n_units == len(PROMPTS)).all()
     piqe = table[table.metric == "piqe"].set_index("condition").difference
     assert piqe.tolist() == pytest.approx([1.0] * 3, abs=0.3)  # 1 point lower piqe = better, at every condition
     html = render_comparison([resolve_run(r, store.root) for r in results]).read_text()
     sources = html.split('class="paired-sources"')[1].split("</ul>")[0]
-    assert "sweep-a: compared item by item from table <code>per_image</code>" in sources
+    assert "sweep-a: compared item by item from table <code>per_item_scores</code>" in sources
     assert "(generator, condition, prompt_id, seed)" in sources
-    assert "fid-c: not compared pairwise" in sources and "fid_topk_numeric" in sources
+    assert "fid-c: not compared pairwise" in sources and "no per-item scores" in sources
 
 
 def test_identical_images_are_left_out_with_a_note_and_holm_sits_next_to_the_difference(two_runs):
@@ -181,17 +206,18 @@ def test_identical_images_are_left_out_with_a_note_and_holm_sits_next_to_the_dif
     _scores_run(store, "run-same", "sd15", 0.0, "2026-01-03T10:00:00+00:00")  # same rng, same scores as run-base
     results = {"run-base": load_result(store, "run-base"), "run-same": load_result(store, "run-same"),
                "run-new": load_result(other, "run-new")}
-    table = paired_differences(results)
+    typed = paired_differences(results)
+    table = typed.frame
     assert set(table.run) == {"run-new"}  # run-same's every difference is exactly 0: not a test, a note
-    assert "identical images" in table.attrs["footnote"] and "sd15 (run-same) vs sd15 (run-base), piqe" in \
-        table.attrs["footnote"]
+    assert "identical images" in typed.footnote and "sd15 (run-same) vs sd15 (run-base), piqe" in typed.footnote
     columns = list(table.columns)
-    assert columns[columns.index("difference_ci_high") + 1:][:2] == ["t_p_holm", "wilcoxon_p_holm"]
+    assert columns[columns.index("difference_ci_high") + 1:][:2] == ["difference_p_holm", "t_p"]
     from iqabench.reports.tables import display_frame
 
-    crossing = table.copy()  # attrs travel with the copy
-    crossing.loc[crossing.metric == "entropy", ["difference_ci_low", "difference_ci_high"]] = [-1.0, 1.0]
-    shown = display_frame(crossing).set_index("metric").difference  # the headline's n.s. marks
+    # the marks read the Holm column, never the CI: a CI clear of 0 with p_holm >= 0.05 is still "n.s."
+    table.loc[table.metric == "entropy", "difference_p_holm"] = 0.2
+    table.loc[table.metric == "piqe", "difference_p_holm"] = 0.01
+    shown = display_frame(table, info=typed).set_index("metric").difference
     assert shown["entropy"].endswith(" n.s.") and not shown["piqe"].endswith(" n.s.")
 
 
@@ -204,8 +230,10 @@ def test_relgain_baselines_are_not_paired_across_runs(tmp_path):
                               "generator_score": np.arange(12.0) + shift * np.linspace(0, 1, 12),
                               "baseline_score": np.arange(12.0)})
         store.write_run_json(run_id, {"run_id": run_id, "benchmark": "relgain", "status": "complete"})
-        save_result(store, run_id, Result("relgain", tables={"relgain_per_item": items}))
-    table = paired_differences({r: load_result(store, r) for r in ("rg-a", "rg-b")})
+        # relgain's PerItemScores hold the generators' scores only (benchmarks/relgain.py)
+        per_item = PerItemScores(items.assign(condition="", score=items.generator_score, lower_better=False))
+        save_result(store, run_id, Result("relgain", tables={"relgain_per_item": items}, per_item=per_item))
+    table = paired_differences({r: load_result(store, r) for r in ("rg-a", "rg-b")}).frame
     assert table.generator.tolist() == ["adapter"] and table.vs_generator.tolist() == ["adapter"]
 
 

@@ -10,17 +10,19 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from iqabench.benchmarks.adversarial_gradcam import relgain_cell, transfer_figure, transfer_table
+from iqabench.benchmarks.adversarial_gradcam import relgain_cell, transfer_figure, transfer_table, transfer_typed
 from iqabench.benchmarks.condition_sweep import (
+    correlation_headline,
     correlation_heatmap,
+    correlation_table,
     curves_figure,
     distributions_figure,
     target_correlations,
 )
 from iqabench.benchmarks.fid_topk.benchmark import best_and_worst
-from iqabench.benchmarks.fr_distances import extreme_pair_table, matrix_figure, matrix_table
-from iqabench.benchmarks.scale_sweep import gap_at_max_scale, scale_gap
-from iqabench.benchmarks.study.analyze import pairwise_figure, pairwise_with_ci
+from iqabench.benchmarks.fr_distances import extreme_pair_table, extremes_typed, matrix_figure, matrix_table
+from iqabench.benchmarks.scale_sweep import gap_at_max_scale, gap_headline, gap_table, scale_gap
+from iqabench.benchmarks.study.analyze import pairwise_figure, pairwise_footnote, pairwise_with_ci
 from iqabench.benchmarks.sweeps import mean_with_ci
 from iqabench.plotting import hatched_cells
 from iqabench.results import Result
@@ -55,8 +57,10 @@ def test_transfer_matrix_has_relgain_cis_and_hatches_the_cell_whose_ci_includes_
     _assert_ci_columns_bound(table, ["a", "b"])
     row = table.iloc[0]
     assert row.a_ci_low > 0 and row.b_ci_low <= 0 <= row.b_ci_high
-    assert "bootstrap over prompts" in table.attrs["footnote"]
-    fig = transfer_figure(table, ["a", "b"])
+    typed, head = transfer_typed(table, pd.DataFrame(cells), ["a", "b"])
+    assert "bootstrap over prompts" in typed.footnote
+    assert head.significant.iloc[0].tolist() == [True, False]  # Holm over the two cells: "a" significant, "b" not
+    fig = transfer_figure(table, ["a", "b"], head.significant)
     assert hatched_cells(fig) == [(0, 1)]  # row 0, column "b": n.s.; "a" is painted solidly
     assert all(p.get_alpha() == pytest.approx(0.55) for p in _hatch_patches(fig))
     svg = io.StringIO()
@@ -76,7 +80,7 @@ def test_pairwise_win_rates_have_participant_cis_and_hatch_no_preference():
     indexed = table.set_index("condition")
     assert indexed.loc["A", "B"] == 1.0 and indexed.loc["A", "C"] == 0.5
     assert indexed.loc["A", "C_ci_low"] < 0.5 < indexed.loc["A", "C_ci_high"]
-    assert "votes" in table.attrs["footnote"]
+    assert "votes" in pairwise_footnote([m for t in table.ci_method for m in t.split("; ")])
     assert hatched_cells(pairwise_figure(table)) == [(0, 2), (2, 0)]  # A vs C both ways; A vs B is clear
 
 
@@ -102,8 +106,11 @@ def test_condition_sweep_correlations_have_prompt_bootstrap_cis_and_hatch_the_un
     # piqe is lower-is-better: the aligned interval is the raw one mirrored
     assert by_metric.loc["piqe", "aligned_spearman_ci_low"] == pytest.approx(-by_metric.loc["piqe",
                                                                                             "spearman_ci_high"])
-    assert set(table.ci_method) == {"cluster percentile"} and "spearman_ci" in table.attrs["footnote"]
-    assert hatched_cells(correlation_heatmap(table, ["entropy", "piqe"])) == [(0, 1)]
+    typed = correlation_table(table)
+    assert set(table.ci_method) == {"cluster percentile"} and "spearman_ci" in typed.footnote
+    head = correlation_headline(typed)
+    assert head.significant.iloc[0].tolist() == [True, False]  # the permutation test agrees with the CIs here
+    assert hatched_cells(correlation_heatmap(table, ["entropy", "piqe"], head.significant)) == [(0, 1)]
 
 
 def test_fr_distance_matrix_has_cis_and_leaves_its_trivial_zero_diagonal_unhatched():
@@ -114,7 +121,8 @@ def test_fr_distance_matrix_has_cis_and_leaves_its_trivial_zero_diagonal_unhatch
             for p in PROMPTS for s in SEEDS for i, a in enumerate(conditions) for j, b in enumerate(conditions)]
     table = matrix_table(pd.DataFrame(rows), {"ssim": conditions})
     _assert_ci_columns_bound(table, ["mean_distance"])
-    assert (table.n == len(PROMPTS) * len(SEEDS)).all() and "prompts" in table.attrs["footnote"]
+    assert (table.n == len(PROMPTS) * len(SEEDS)).all() and (table.n_units == len(PROMPTS)).all()
+    assert set(table.quantity) == {"1-ssim"}  # the column holds 1 - SSIM and is named so
     fig = matrix_figure(table, "ssim", "G", "distance")
     # an image vs itself is exactly 0 with a zero-width CI: trivially so, not a failed test (issue 27); the rest moved
     assert hatched_cells(fig) == []
@@ -145,7 +153,7 @@ def test_scale_sweep_gap_has_a_paired_ci_aligned_for_lower_is_better_metrics():
     assert top.loc["entropy", "gap"] > 0
     assert top.loc["piqe", "aligned_gap"] == pytest.approx(-top.loc["piqe", "gap"])  # higher piqe = worse
     assert top.loc["piqe", "aligned_gap"] < 0 and top.loc["piqe", "aligned_gap_ci_high"] < 0
-    assert top.attrs["headline"]["value"] == "aligned_gap"
+    assert gap_table(gap_at_max_scale(gaps)).effects == {"aligned_gap": "aligned_gap_p_holm"}
 
 
 # --- 5. terminal headlines at 80 columns -----------------------------------------------------------------------
@@ -181,15 +189,23 @@ def _sweep_results() -> dict[str, tuple[Result, list[str]]]:
     cells = [relgain_cell(method, m, base, base * factor + rng.normal(0, 0.1, base.size), prompts, False)
              for method, factor in (("guidance on topiq_nr", 1.3), (LONG_NAME, 1.05)) for m in ("topiq_nr", "piqe")]
     transfer = transfer_table(cells, ["guidance on topiq_nr", LONG_NAME], ["topiq_nr", "piqe"])
+    typed_corr = correlation_table(correlations)
+    typed_top = gap_table(gap_at_max_scale(gaps))
+    extremes, extremes_head = extremes_typed(extreme_pair_table(distances, "p1", "p99"), "p1", "p99")
+    typed_transfer, transfer_head = transfer_typed(transfer, pd.DataFrame(cells), ["topiq_nr", "piqe"])
     return {
-        "condition-sweep": (Result("condition-sweep", tables={"correlation": correlations}),
+        "condition-sweep": (Result("condition-sweep", tables={"correlation": typed_corr.frame},
+                                   table_info={"correlation": typed_corr},
+                                   headlines=[correlation_headline(typed_corr)]),
                             [LONG_NAME[-20:], "Spearman correlation, target vs score", "entropy", "piqe"]),
-        "scale-sweep": (Result("scale-sweep", tables={"target_gap": gaps, "gap_at_max_lambda": gap_at_max_scale(gaps)}),
+        "scale-sweep": (Result("scale-sweep", tables={"target_gap": gaps, "gap_at_max_lambda": typed_top.frame},
+                               headlines=[gap_headline(typed_top)]),
                         [LONG_NAME[-20:], "Score gap", "entropy", "piqe"]),
-        "fr-distances": (Result("fr-distances", tables={"fr_extremes": extreme_pair_table(distances, "p1", "p99"),
-                                                        "fr_matrix": distances}),
-                         [LONG_NAME[-20:], "Mean distance, p1 vs p99", "ssim", "gmsd"]),
-        "adversarial-gradcam": (Result("adversarial-gradcam", tables={"transfer_matrix": transfer}),
+        "fr-distances": (Result("fr-distances", tables={"fr_extremes": extremes.frame, "fr_matrix": distances},
+                                headlines=[extremes_head]),
+                         [LONG_NAME[-20:], "Mean distance, p1 vs p99", "1-ssim", "gmsd"]),
+        "adversarial-gradcam": (Result("adversarial-gradcam", tables={"transfer_matrix": typed_transfer.frame},
+                                       headlines=[transfer_head]),
                                 ["RelGain", "guidance on topiq_nr", LONG_NAME[-20:], "topiq_nr", "piqe"]),
     }
 
@@ -202,7 +218,8 @@ def test_sweep_and_gradcam_benchmarks_print_a_headline_with_cis_at_80_columns(be
     flat = "".join(text.split())
     for word in expected:  # generator (folded at 80 columns: compare without line breaks), quantity, metrics
         assert "".join(word.split()) in flat, (word, text)
-    assert "[" in text and "]" in text  # estimates carry their CI
+    # 6 prompts: below MIN_UNITS the CI is not shown, and the legend says so and how many prompts each rests on
+    assert "toofewpromptsfora95%CI" in flat and "eachestimaterestson6prompts" in flat
     assert "Brackets:95%CI" in flat and "bootstrap" in flat  # the method is named under the table
 
 

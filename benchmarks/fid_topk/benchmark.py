@@ -25,6 +25,7 @@ Inception features anyway), ``topk`` (percents, ``25,10``), ``weights``
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
 
 from ..geneval.clip import RANDOM
-from .features import InceptionFeatures, fid, inception_identity, inception_score, kid, split
+from .features import InceptionFeatures, fid, fid_bootstrap_ci, inception_identity, inception_score, kid, split
 from .references import REFERENCE_GENERATOR, TOPK_PREFIX, load_reference, reference_item
 from .stats import FEATURE_DIM, check_compatible, fid_against, load_statistics
 from .topk import mean_z_scores, top_fraction
@@ -71,6 +72,7 @@ def options(spec: RunSpec) -> dict[str, Any]:
         "clip_weights": RANDOM if weights == RANDOM else str(o.get("clip_weights", "pretrained")),
         "isc_splits": int(o.get("isc_splits", 10)), "kid_subsets": int(o.get("kid_subsets", 100)),
         "kid_subset_size": int(o.get("kid_subset_size", 1000)),
+        "fid_bootstrap": _non_negative_int(o.get("fid_bootstrap", 0), "fid_bootstrap"),
     }
 
 
@@ -96,6 +98,16 @@ def check_topk_sizes(n_ranked: int, topk: list[float], allowed: bool) -> None:
                 "--option allow_small_topk=true to run it anyway")
 
 
+def _non_negative_int(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0 or str(value).strip() not in (str(number), f"{number}.0"):
+        raise UserInputError(f"--option {name}={value!r} must be a whole number >= 0")
+    return number
+
+
 @register_benchmark("fid-topk", description="FID vs real images and their top-k% IQA subsets, IS, KID, CLIP-T/I "
                                             "(paper Table 5)")
 class FidTopK(BaseBenchmark):
@@ -113,6 +125,8 @@ class FidTopK(BaseBenchmark):
         "isc_splits": "Inception Score splits (default 10)",
         "kid_subsets": "KID subsets (default 100)",
         "kid_subset_size": "KID subset size (default 1000)",
+        "fid_bootstrap": "resamples of the generated images for a 95% percentile CI of FID (default 0: none; "
+                         "each resample costs one 2048-d matrix square root, see docs/statistics.md)",
     }
 
     def _prompts(self, spec: RunSpec, pairs) -> list[str]:
@@ -123,10 +137,16 @@ class FidTopK(BaseBenchmark):
         return [p.text for p in load_prompts(spec.prompts, limit=spec.limit, column=spec.options.get("prompt_column"))]
 
     def plan(self, spec: RunSpec, generators: GeneratorPool) -> list[PlannedItem]:
+        if len(spec.seeds) > 1:  # refused before any work: a silent reduction to the first seed misreports the run
+            raise UserInputError(f"fid-topk makes one image per caption (one seed), but --seeds gave "
+                                 f"{len(spec.seeds)} seeds; pass one seed, e.g. --seeds {spec.seeds[0]}")
         opts = options(spec)
         pairs = load_reference(opts["reference"], spec.limit)
         ranked = pairs if opts["topk_reference"] == opts["reference"] else load_reference(opts["topk_reference"])
         check_topk_sizes(len(ranked), opts["topk"], opts["allow_small_topk"])
+        if opts["reference_stats"] and opts["fid_bootstrap"]:
+            raise UserInputError("--option fid_bootstrap compares resamples against the reference images' features; "
+                                 "--option reference_stats gives only their mean and covariance: drop one of the two")
         if opts["reference_stats"]:  # a bad or mismatched file fails now, before generation
             check_compatible(load_statistics(opts["reference_stats"]), *inception_identity(opts["inception_weights"]))
         plan = [PlannedItem(REFERENCE_GENERATOR, reference_item(i, p)) for i, p in enumerate(pairs)]
@@ -183,6 +203,7 @@ class FidTopK(BaseBenchmark):
         paired = all(p.item.params.get("captioned") for p, _ in ref)  # CLIP-I needs real images of the same caption
 
         rows = []
+        bootstrap_seconds = 0.0
         for g in generators:
             mine = [(p, k) for p, k in present if p.generator == g]
             if len(mine) < 2:
@@ -191,6 +212,10 @@ class FidTopK(BaseBenchmark):
             keys = [k for _, k in mine]
             pool, logits = split(np.stack([feats[k] for k in keys]))
             row: dict[str, Any] = {"generator": g, "FID": fid_against(pool, stats) if stats else fid(pool, ref_pool)}
+            if opts["fid_bootstrap"]:
+                started = time.perf_counter()
+                row["FID_ci_low"], row["FID_ci_high"] = fid_bootstrap_ci(pool, ref_pool, opts["fid_bootstrap"])
+                bootstrap_seconds += time.perf_counter() - started
             for p, sub in sub_pools.items():
                 row[f"FID top-{p:g}%"] = fid(pool, sub)
             row["IS"], row["IS_std"] = inception_score(logits, opts["isc_splits"])
@@ -207,7 +232,15 @@ class FidTopK(BaseBenchmark):
             row["n_images"] = len(mine)
             rows.append(row)
         ranked = [(p, k) for p, k in present if k in ranking]
-        return self._result(ctx, opts, rows, generators, ranking, subsets, ranked, missing, inception, clip, stats)
+        result = self._result(ctx, opts, rows, generators, ranking, subsets, ranked, missing, inception, clip, stats)
+        if opts["fid_bootstrap"]:
+            result.notes.append(
+                f"FID brackets: 95% percentile bootstrap of the generated images ({opts['fid_bootstrap']} resamples "
+                "with replacement, the reference set held fixed, so the interval covers the sampling of generated "
+                "images only). Duplicated images in a resample shrink its covariance, so resampled FIDs sit above "
+                "the estimate (FID is biased by set size): read the width, not the position; measured cost: "
+                f"{bootstrap_seconds:.1f} s for {len(rows)} generator(s).")
+        return result
 
     def _result(self, ctx, opts, rows, generators, ranking, subsets, ref, missing, inception, clip,
                 stats) -> Result:
@@ -230,13 +263,19 @@ class FidTopK(BaseBenchmark):
             notes.append(f"{missing} planned image(s) are missing (generation or reading failed) and were left out.")
         result = Result(self.name, notes=notes)
         numeric = pd.DataFrame(rows).set_index("generator")
-        shown = [c for c in numeric.columns if not c.endswith("_std") and c != "n_images"]
-        # the report's headline marks the best per column (lower FID/KID, higher IS/CLIP) with pandas Styler
-        numeric.attrs["headline"] = {"columns": shown, "lower_better": [c for c in shown if c.startswith(LOWER_BETTER)],
-                                     "quantity": "FID / IS / KID / CLIP scores"}
-        numeric.attrs["footnote"] = ("IS and KID: mean over splits/subsets (their standard deviations are the *_std "
-                                     "columns); FID has no CI (one number per image set).")
-        result.tables["fid_topk_numeric"] = numeric
+        shown = [c for c in numeric.columns if not c.endswith(("_std", "_ci_low", "_ci_high")) and c != "n_images"]
+        from iqabench.decisions import level_table, wide_headline
+
+        note = ("IS and KID: mean over splits/subsets, reported with their standard deviation over splits/subsets "
+                "(the *_std columns: the spread of the statistic, not a CI); FID: "
+                + ("95% percentile bootstrap CI over generated images (notes: cost)" if opts["fid_bootstrap"] else
+                   "no CI unless --option fid_bootstrap=N") + ". Levels of one image set each: no test, no bold.")
+        result.add_table("fid_topk_numeric", level_table(numeric, footnote=note, unit="image"))
+        result.headlines.append(wide_headline(
+            "fid_topk_numeric", numeric.reset_index(), row_key="generator", columns=shown,
+            quantity="FID / IS / KID / CLIP scores", signed=False,
+            higher_better={c: not c.startswith(LOWER_BETTER) for c in shown}, footnote=note, unit="image",
+            n_images=int(numeric["n_images"].max()) if len(numeric) else None, n_units_column=None))
         rank = sorted(ranking, key=lambda k: -ranking[k])
         by_key = {k: p for p, k in ref}
         result.tables["reference_ranking"] = pd.DataFrame([

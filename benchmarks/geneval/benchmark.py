@@ -252,7 +252,16 @@ class GenEval(BaseBenchmark):
         numeric = pd.DataFrame(table_rows).set_index("generator") if table_rows else pd.DataFrame()
         if not numeric.empty:
             columns = [t for t in TASKS if numeric[t].notna().any()] + ["overall"]
-            result.tables["geneval"] = accuracy_table(rows, generators, columns)
+            from iqabench.decisions import level_table, wide_headline
+
+            accuracy = accuracy_table(rows, generators, columns)
+            note = accuracy_footnote(accuracy)
+            result.add_table("geneval", level_table(accuracy, footnote=note, unit="prompt"))
+            if len(accuracy):
+                result.headlines.append(wide_headline(
+                    "geneval", accuracy, row_key="generator", columns=columns, quantity="GenEval accuracy",
+                    signed=False, higher_better=True, footnote=note, unit="prompt",
+                    n_images=int(accuracy["n_images"].max())))
             result.tables["geneval_numeric"] = numeric
             from iqabench.plotting import heatmap_figure
 
@@ -334,10 +343,20 @@ def accuracy_table(rows: list[dict[str, Any]], generators: list[str], columns: l
                    else mean_ci(correct[tags == task], prompts[tags == task]))
             row.update({task: est.value, f"{task}_ci_low": est.ci_low, f"{task}_ci_high": est.ci_high})
             methods.append(est.method)
-        row.update({"n_images": len(mine), "n_prompts": len(set(prompts.tolist()))})
+        n_prompts = len(set(prompts.tolist()))
+        row.update({"n_images": len(mine), "n_prompts": n_prompts, "n_units": n_prompts,
+                    "ci_method": "; ".join(dict.fromkeys(methods))})
         out.append(row)
-    table = pd.DataFrame(out)
-    table.attrs["footnote"] = ("Accuracy = share of correct images per task; overall = mean of the task accuracies. "
-                               + describe_method(methods if out else []))
-    table.attrs["headline"] = {"columns": columns, "quantity": "GenEval accuracy"}
-    return table
+    return pd.DataFrame(out)
+
+
+def accuracy_footnote(table: pd.DataFrame) -> str:
+    """How the accuracies' brackets were made; accuracies are levels (no test, no bold)."""
+    from iqabench.decisions import unit_sentence
+
+    methods = [m for text in table["ci_method"] for m in str(text).split("; ")] if len(table) else []
+    return ("Accuracy = share of correct images per task; overall = mean of the task accuracies. "
+            + describe_method(methods) + " "
+            + unit_sentence("prompt", table["n_units"].to_numpy(float) if len(table) else None,
+                            int(table["n_images"].max()) if len(table) else None)
+            + " Accuracies are levels: no test, no bold (compare runs with `iqabench report A B`).")

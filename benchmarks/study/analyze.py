@@ -31,7 +31,7 @@ import pandas as pd
 from iqabench.benchmark import Result
 from iqabench.errors import UserInputError
 from iqabench.run_folders import RunFolderError, read_json_document, typed_field
-from iqabench.stats import describe_method, mean_ci
+from iqabench.stats import describe_method, mean_ci, unit_test
 
 CHOICES = ("left", "right", "equal")
 BT_PRIOR_WHEN_DEGENERATE = 0.5
@@ -158,14 +158,26 @@ def win_rates(outcomes: pd.DataFrame) -> pd.DataFrame:
         scores = group.score.to_numpy(float)
         # one participant's votes are not independent: resample participants (cluster bootstrap)
         est = mean_ci(scores, group.participant.to_numpy())
+        # 0.5 = no preference: one-sample t of (score - 0.5) on per-participant means (the CI's unit)
+        test = unit_test(scores - 0.5, group.participant.to_numpy())
         low, high = est.ci_low, est.ci_high
         rows.append({"condition": condition, "n": int(scores.size), "wins": int((scores == 1).sum()),
                      "ties": int((scores == 0.5).sum()), "losses": int((scores == 0).sum()),
                      "win_rate": float(scores.mean()), "win_rate_ci_low": low, "win_rate_ci_high": high,
-                     "ci_method": est.method})
-    out = pd.DataFrame(rows).sort_values("win_rate", ascending=False, ignore_index=True)
-    out.attrs["footnote"] = describe_method(out["ci_method"].tolist(), cluster="participants (cluster bootstrap)")
-    return out
+                     "p_value": test.p_value, "n_units": test.n_units,
+                     "unit": "participant" if test.unit == "prompt" else "vote", "ci_method": est.method})
+    return pd.DataFrame(rows).sort_values("win_rate", ascending=False, ignore_index=True)
+
+
+def win_rate_table(out: pd.DataFrame):
+    """The win rates typed: ``win_rate`` is an effect around 0.5 (no preference), Holm over the conditions."""
+    from iqabench.decisions import decision_sentence, effect_table
+
+    unit = "/".join(dict.fromkeys(out["unit"])) if len(out) else ""
+    note = (describe_method(out["ci_method"].tolist(), cluster="participants (cluster bootstrap)")
+            + f" Inference unit: the {unit or 'participant'} (n_units). p_value: one-sample t-test of win rate 0.5 "
+            "(no preference) on per-participant mean scores. " + decision_sentence())
+    return effect_table(out, {"win_rate": "p_value"}, footnote=note, unit=unit)
 
 
 def pairwise_matrix(outcomes: pd.DataFrame, conditions: Sequence[str] | None = None) -> pd.DataFrame:
@@ -198,10 +210,15 @@ def pairwise_with_ci(outcomes: pd.DataFrame, conditions: Sequence[str] | None = 
         out[opponent] = [np.nan if e is None else e.value for e in picked]
         out[f"{opponent}_ci_low"] = [np.nan if e is None else e.ci_low for e in picked]
         out[f"{opponent}_ci_high"] = [np.nan if e is None else e.ci_high for e in picked]
-    out.attrs["footnote"] = ("Share of the row condition's votes won against the column condition (ties half). "
-                             + describe_method([e.method for e in estimates.values()],
-                                               cluster="participants (cluster bootstrap)", units="votes"))
+    out["ci_method"] = ["; ".join(dict.fromkeys(e.method for (c, _), e in estimates.items() if c == row))
+                        for row in conditions]
     return out
+
+
+def pairwise_footnote(methods: list[str]) -> str:
+    return ("Share of the row condition's votes won against the column condition (ties half). "
+            + describe_method(methods, cluster="participants (cluster bootstrap)", units="votes")
+            + " Descriptive: the tested decision is the win_rates table's (one test per condition).")
 
 
 def pairwise_figure(table: pd.DataFrame):
@@ -347,9 +364,17 @@ def analyze_study(study: str | os.PathLike[str], votes_paths: Sequence[str | os.
     rates = win_rates(outcomes)
     bt, bt_notes = bradley_terry(outcomes, conditions, n_boot=n_boot, seed=seed)
     result.notes += bt_notes
-    result.tables["win_rates"] = rates
+    typed = result.add_table("win_rates", win_rate_table(rates))
+    if len(rates):
+        from iqabench.decisions import wide_headline
+
+        result.headlines.append(wide_headline(
+            "win_rates", typed.frame.assign(win_rate_p=typed.frame.p_value), row_key="condition",
+            columns=["win_rate"], quantity="win rate", signed=True, higher_better=True, footnote=typed.footnote,
+            unit=typed.unit))
     pairwise = pairwise_with_ci(outcomes, conditions)
-    result.tables["pairwise_win_rate"] = pairwise
+    result.add_table("pairwise_win_rate", pairwise, footnote=pairwise_footnote(
+        [m for text in pairwise["ci_method"] for m in str(text).split("; ") if m]))
     result.tables["vote_shares"] = vote_shares(outcomes)
     result.tables["bradley_terry"] = bt
     result.tables["votes"] = outcomes

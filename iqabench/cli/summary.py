@@ -67,7 +67,7 @@ def print_summary(result) -> None:
         return
     from ..reports.headline import headline
 
-    head = headline(result.tables, {n: str(t.attrs.get("footnote", "") or "") for n, t in result.tables.items()})
+    head = headline(result)
     if head is not None:
         print_headline(head)
         return
