@@ -160,8 +160,13 @@ class DiffusersGenerator:
             self.location = self._require_weights()
         # issue 25: what this pipeline family means (baseline, options, wrappers), see adapters/families.py
         self.pipeline_family, transformer_config = resolve_family(tiny_builder, self.location)
-        self.family_settings = family_settings(self.pipeline_family, self.options, set(spec.options_dict),
-                                               transformer_config, f"generator {self.name!r}")
+        if tiny_builder is None and self.location is None:
+            # files missing, declared to the preflight: the family is unknown until they are there, so its option
+            # checks wait (the preflight stops the run before keys are made; a fetched snapshot is re-planned)
+            self.family_settings = {}
+        else:
+            self.family_settings = family_settings(self.pipeline_family, self.options, set(spec.options_dict),
+                                                   transformer_config, f"generator {self.name!r}")
 
     # -- construction -----------------------------------------------------------------------------------
     def _merge_options(self, spec: GeneratorSpec, defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,10 @@ def _unchanged(runner: Runner, outcome: RunOutcome) -> RunOutcome:
     run.json is written back (it said "running" while the run checked its images and scores)."""
     from .reports.persist import load_result
 
-    outcome.result = load_result(runner.store, runner.run_id)
+    try:
+        outcome.result = load_result(runner.store, runner.run_id)
+    except (OSError, ValueError):  # the saved result was damaged since: analyse again, as a changed run would
+        return _finish(runner, runner.analyse_into(outcome), report=True)
     outcome.report = runner.store.run_dir(runner.run_id) / "report.html"
     runner.store.write_run_json(runner.run_id, runner.manifest("complete", outcome.plan, failures=outcome.failures,
                                                                analysis_inputs=outcome.analysis_inputs))

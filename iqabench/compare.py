@@ -16,6 +16,8 @@ Signs are aligned so that positive means "better than the first run".
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -174,6 +176,17 @@ def paired_differences(results: dict[str, Result]) -> Table:
 
 def merged_frame(head: Headline) -> pd.DataFrame:
     """Flat export of a merged grid: row label, then ``X``, ``X_ci_low``, ``X_ci_high`` (and ``X_p_holm``)."""
+    from .labels import generator_aliases
+
+    rows = [str(r) for r in head.estimate.index]
+    specs = [r.rsplit(" (", 1)[0] for r in rows]  # "spec (run)": the exports name the spec by its short label
+    aliases = generator_aliases(specs)
+    index = pd.Index([aliases[s] + r[len(s):] for s, r in zip(specs, rows, strict=True)])
+    head = replace(head, estimate=head.estimate.set_axis(index), low=head.low.set_axis(index),
+                   high=head.high.set_axis(index),
+                   p_value=None if head.p_value is None else head.p_value.set_axis(index),
+                   p_adjusted=None if head.p_adjusted is None else head.p_adjusted.set_axis(index),
+                   n_units=None if head.n_units is None else head.n_units.set_axis(index))
     out = pd.DataFrame(index=head.estimate.index)
     for column in head.estimate.columns:
         out[str(column)] = head.estimate[column]

@@ -135,7 +135,7 @@ class GeneratorPool:
         own = generator.baseline()
         reason = getattr(generator, "no_baseline_reason", None)  # e.g. FLUX-schnell: no "without guidance"
         if own is None and required and reason:
-            raise ValueError(reason)
+            raise UserInputError(reason)
         if own is None and required:
             raise UserInputError(f"generator {canonical_spec(spec)!r} names no baseline to compare against; pass "
                                  "--baseline SPEC (e.g. --baseline tiny-sd[guidance_scale=1.0])")

@@ -27,6 +27,39 @@ from typing import Any
 SHIPPED_TABLE = Path(__file__).resolve().parent / "data" / "pyiqa_files.json"
 EXCLUDED = ("fid", "inception_score")  # dataset-level, not per-image: not registered as metrics
 
+# -- the prompt-aware preference metrics iqabench registers itself (iqabench.metrics.preference) ---------------------
+MODEL_FILES = ("config.json", "model.safetensors")
+PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json")
+#: metric -> (repository, files) its factory reads, in load order (kept here, torch-free, for the fast listing)
+PREFERENCE_FILES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    # PickScore (Kirstain et al. 2023): the released model with the processor of the CLIP it was fine-tuned from,
+    # exactly as the model card and X1716/IQA-Adapter metric_calculation/calc_hps_scores_CC3M.py load them.
+    "pickscore": (("yuvalkirstain/PickScore_v1", MODEL_FILES),
+                  ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", ("config.json", *PROCESSOR_FILES))),
+    # CLIPScore (Hessel et al. 2021): OpenAI CLIP ViT-B/32, the model of the paper and its reference code.
+    "clipscore": (("openai/clip-vit-base-patch32", (*MODEL_FILES, *PROCESSOR_FILES)),),
+    # HPSv2 (Wu et al. 2023): open_clip ViT-H-14 fine-tuned; hpsv2.score downloads this file from xswu/HPSv2.
+    "hpsv2": (("xswu/HPSv2", ("HPS_v2_compressed.pt",)),),
+    "hpsv2.1": (("xswu/HPSv2", ("HPS_v2.1_compressed.pt",)),),
+    # torchmetrics' CLIPScore default model (ViT-L/14) for the 100 x max(cos, 0) convention.
+    "clipscore_100": (("openai/clip-vit-large-patch14", (*MODEL_FILES, *PROCESSOR_FILES)),),
+}
+#: their score ranges as listed (None: unbounded logits)
+PREFERENCE_RANGES: dict[str, str | None] = {"pickscore": None, "clipscore": "0, 2.5", "clipscore_100": "0, 100",
+                                            "hpsv2": "~0.2, ~0.35", "hpsv2.1": "~0.2, ~0.35"}
+#: parameterised metric names registered on first use (``ipce:<checkpoint>``; see metrics.registration)
+FAMILY_PREFIXES = ("ipce:",)
+
+
+def known_names() -> list[str]:
+    """Every metric name iqabench knows without importing model code: pyiqa's plus the preference metrics."""
+    return list(dict.fromkeys([*pyiqa_configs(), *PREFERENCE_FILES]))
+
+
+def is_family_name(name: str) -> bool:
+    """``ipce:<file>``-style names, registered when first used."""
+    return any(name.startswith(p) and len(name) > len(p) for p in FAMILY_PREFIXES)
+
 
 def pyiqa_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -51,7 +84,9 @@ def pyiqa_configs() -> dict[str, dict[str, Any]]:
 
 
 def metadata(name: str) -> dict[str, Any]:
-    """mode (NR/FR), lower_better, score_range of a pyiqa metric, from its config."""
+    """mode (NR/FR), lower_better, score_range of a pyiqa metric, from its config (a preference metric: its own)."""
+    if name in PREFERENCE_FILES:
+        return {"mode": "NR", "lower_better": False, "score_range": PREFERENCE_RANGES[name], "prompt_aware": True}
     config = pyiqa_configs()[name]
     return {"mode": "FR" if config.get("metric_mode") == "FR" else "NR",
             "lower_better": bool(config.get("lower_better", False)), "score_range": config.get("score_range")}
@@ -146,6 +181,10 @@ def file_table() -> dict[str, Any]:
 
 def weights_status(name: str) -> tuple[bool | None, list[dict[str, Any]]]:
     """(present, entries missing): True when every file is there, None when iqabench cannot tell."""
+    if name in PREFERENCE_FILES:
+        absent = [{"path": str(path), "source": f"hub {repo}"} for repo, files in PREFERENCE_FILES[name]
+                  for f in files if not (path := _hub_file(repo, f)).is_file()]
+        return (not absent), absent
     entry = file_table().get(name)
     if entry is None or "error" in entry:
         return None, []

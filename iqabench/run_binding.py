@@ -26,7 +26,7 @@ from typing import Any
 from .errors import UserInputError
 
 #: RunSpec fields that change how a run executes, never what it computes: not a spec difference.
-HOW_FIELDS = frozenset({"batch_size"})
+HOW_FIELDS = frozenset({"batch_size", "device"})  # device: in run.json specs written before issue 22
 #: Core options with the same role (speed switches recorded in run.json, not in image keys).
 HOW_OPTIONS = frozenset({"compile", "attention_slicing", "channels_last", "fuse_qkv", "sdpa_backend",
                          "auto_batch_size"})

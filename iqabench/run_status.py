@@ -54,9 +54,11 @@ class Heartbeat:
 
 
 def _pid_alive(pid: int) -> bool:
+    if not 0 < pid < 2**31:  # a damaged or crafted run.json: no such process (os.kill would overflow)
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # someone else's process: it exists
         return True
@@ -73,10 +75,10 @@ def liveness(data: dict[str, Any], run_dir: Any, now: float | None = None) -> st
     status = str(data.get("status", ""))
     if status != "running":
         return status
-    who = data.get("owner") or {}
+    who = data.get("owner") if isinstance(data.get("owner"), dict) else {}  # a damaged run.json: no owner
     beat = run_dir / HEARTBEAT_FILE
     age = (now or time.time()) - beat.stat().st_mtime if beat.is_file() else None
-    if who.get("host") == platform.node() and isinstance(who.get("pid"), int):
+    if who.get("host") == platform.node() and isinstance(who.get("pid"), int) and not isinstance(who["pid"], bool):
         if not _pid_alive(who["pid"]):
             return f"dead (process {who['pid']} is gone; re-run to resume)"
         return status

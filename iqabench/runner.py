@@ -26,6 +26,7 @@ from .batch_autotune import recall as recall_batch_size
 from .batch_autotune import remember as remember_batch_size
 from .benchmark import AnalysisContext, PlannedItem, Result
 from .distributed import distributed_shard, owned_keys, wait_for_everyone
+from .errors import UserError
 from .execution import Execution
 from .generators import Generator, GeneratorPool
 from .image_checks import generated_image_problem
@@ -132,7 +133,8 @@ class Runner:
                  execution: Execution | None = None, progress: ProgressFactory = _silent,
                  log: Callable[[str], None] = lambda _: None, shard: tuple[int, int] | None = None,
                  score_in_memory: bool = True, decode_workers: int | None = None, overwrite: bool = False,
-                 trust_hub_code: bool = False, preflight: bool = True, fetch_hint: str = DEFAULT_FETCH_HINT):
+                 trust_hub_code: bool = False, preflight: bool = True, fetch_hint: str = DEFAULT_FETCH_HINT,
+                 download: bool = True):
         self.spec = spec
         #: ``--overwrite``: a run id whose run.json holds another spec may be replaced (see :mod:`.run_binding`).
         self.overwrite = overwrite
@@ -171,7 +173,7 @@ class Runner:
         work = plan_work(spec, self.pool)
         # Preflight (iqabench.preflight): every missing file at once, or downloaded first when online.
         if preflight and ensure_present(work.needs, log=self.log, fetch_hint=fetch_hint,
-                                        download=self._distributed is None):
+                                        download=download and self._distributed is None):
             self.pool = GeneratorPool(self.runtime)
             work = plan_work(spec, self.pool)  # the downloaded files are there now
         self.needs = work.needs
@@ -382,6 +384,8 @@ class Runner:
             if len(keys) == 1:
                 self.store.record_failure(keys[0], "generate", _one_line(exc))
                 self.log(f"generation failed for {items[0].prompt_id} seed {items[0].seed}: {_one_line(exc)}")
+                if generator.name not in self._generators_ok and isinstance(exc, UserError):
+                    raise exc  # the user's mistake (an argument the pipeline does not take): one sentence
                 if generator.name not in self._generators_ok and is_permanent_error(exc):
                     raise GeneratorBrokenError(
                         f"generator {generator.name!r} failed on its first image with {_one_line(exc)}; an error "
@@ -459,11 +463,10 @@ class Runner:
     def _build_metric(self, name: str) -> Metric:
         try:
             return build_metric(name, self.runtime, trust_hub_code=self.trust_hub_code)
-        except MetricUnavailableError:
-            raise
-        except Exception as exc:
+        except (ImportError, OSError) as exc:  # a missing package or file: the user's to provide, one sentence
             raise MetricUnavailableError(f"metric {name!r} could not be built: its factory raised "
                                          f"{_one_line(exc)}{_where(exc)}") from exc
+        # anything else a factory raises (a KeyError, a TypeError) is a bug, ours or a plugin's: its traceback
 
     def build_metrics(self) -> None:
         """Build every metric that has scores left to compute, before generation: a factory that raises
@@ -573,7 +576,8 @@ class Runner:
             wanted = sorted({self.image_keys[i] for i in indices})
             got = self.store.get_scores(wanted, metric, self.metric_fps[metric])
             scores[metric] = [[k, got.get(k, "absent")] for k in wanted]
-        document = {"spec": self.spec.to_dict(), "version": __version__, "code": _analysis_code_digest(self.benchmark),
+        document = {"spec": self.spec.to_dict(), "version": __version__,
+                    "code": _analysis_code_digest(self.benchmark, self.spec.options),
                     "metrics": self.metric_fps,
                     "images": [[k, self.store.image_digest(k)] for k in keys], "scores": scores,
                     "failures": sorted(self.store.failures(keys).items())}
@@ -611,6 +615,11 @@ class Runner:
             outcome.failures = self.store.failures(self.image_keys)
             self.completeness(outcome)
             return outcome
+        return self.analyse_into(outcome)
+
+    def analyse_into(self, outcome: RunOutcome) -> RunOutcome:
+        """Analyse (main process, every image and score in): the Result, the failures and completeness."""
+        outcome.unchanged = False
         result = self.analyze()
         random_weights = [name for name, gen in self.generators.items() if getattr(gen, "tiny_builder", None)]
         if random_weights:
@@ -623,25 +632,38 @@ class Runner:
         return outcome
 
 
-def _analysis_code_digest(benchmark: Any) -> str:
-    """sha256 of the code that turns scores into the result and the report: the benchmark's module and the report
-    package (its modules and templates). A development checkout changes them without a version bump, and a
-    resume must not keep a result or report the current code would not make."""
+def _analysis_code_digest(benchmark: Any, options: dict[str, Any]) -> str:
+    """sha256 of what turns scores into the result and the report besides the scores themselves: the benchmark's
+    code (its file, and for a built-in the whole benchmarks package: they share helpers), the core's analysis
+    modules, the report package (modules and templates), and every file an option names (by size and mtime: a
+    reference-statistics file rebuilt in place). A development checkout changes code without a version bump, and a
+    resume must not keep a result or report the current code or inputs would not make."""
     import hashlib
+    import importlib.util
     import inspect
 
-    digest = hashlib.sha256()
-    files = [inspect.getsourcefile(type(benchmark))]
-    import importlib.util
+    def package_dir(name: str) -> Path | None:
+        spec = importlib.util.find_spec(name)  # the runner never imports the report stage itself
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        return Path(locations[0]) if locations else None
 
-    spec = importlib.util.find_spec("iqabench.reports")  # the runner never imports the report stage itself
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    reports = Path(locations[0]) if locations else Path(__file__).resolve().parent.parent / "reports"
-    files += sorted(str(p) for p in reports.rglob("*") if p.suffix in (".py", ".j2", ".html", ".css", ".js"))
-    for name in files:
+    own = inspect.getsourcefile(type(benchmark))
+    core = Path(__file__).resolve().parent
+    files = [own] + [str(core / f"{m}.py") for m in ("benchmark", "stats", "decisions", "compare", "results",
+                                                     "plotting", "number_format", "labels", "identical")]
+    for package in ("iqabench.benchmarks", "iqabench.reports"):
+        folder = package_dir(package)
+        if folder is not None and (package == "iqabench.reports" or (own and folder in Path(own).parents)):
+            files += sorted(str(p) for p in folder.rglob("*") if p.suffix in (".py", ".j2", ".html", ".css", ".js"))
+    digest = hashlib.sha256()
+    for name in dict.fromkeys(files):
         if name and Path(name).is_file():
             digest.update(name.encode())
             digest.update(Path(name).read_bytes())
+    for key, value in sorted(options.items()):
+        if isinstance(value, str) and len(value) < 4096 and Path(value).expanduser().is_file():
+            info = Path(value).expanduser().stat()
+            digest.update(f"{key}={value}:{info.st_size}:{info.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 

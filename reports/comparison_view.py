@@ -20,15 +20,16 @@ from iqabench.results import Table
 from .headline import Headline
 
 # quantity (headline quantity or table column) -> unit the page prints next to it
-UNITS = {
+UNITS = {  # checked in this order: "spearman" before "score" ("Spearman correlation, target vs score")
     "relgain": "% of the baseline's score (sign aligned: positive = better)",
+    "spearman": "Spearman correlation (−1 to 1)",
+    "win rate": "share of pairs won (0 to 1)",
     "score": "each metric's own units",
     "difference": "each metric's own units (sign aligned: positive = better)",
     "accuracy": "share of correct images (0 to 1)",
     "overall": "share of correct images (0 to 1)",
     "win_rate": "share of pairs won (0 to 1)",
     "fid": "FID (lower is better)",
-    "spearman": "Spearman correlation (−1 to 1)",
     "bt_score": "Bradley-Terry strength (relative; shares sum to 1)",
 }
 

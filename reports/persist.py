@@ -234,6 +234,13 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
     tables_index, estimates = [], []
     # the table heading the run also exports as the report shows it: best significant cell in bold, "n.s." marks
     head = result.headline
+    if head is not None:  # the .headline.tex names generators as the page does: short labels, not local paths
+        from iqabench.labels import generator_aliases
+
+        from .headline import relabel
+
+        aliases = generator_aliases(head.estimate.index)
+        head = relabel(head, [aliases[str(r)] for r in head.estimate.index])
     for name, table in result.tables.items():
         frame, levels = _table_frame(name, table)
         info = result.table(name)

@@ -78,7 +78,7 @@ def print_metrics(names: list[str], *, missing: bool = False, mode: str | None =
     from .. import metric_catalog as catalog
     from ..hub_code import CODE_LOADING_METRICS, OPT_IN_FLAG
 
-    known = list(catalog.pyiqa_configs())
+    known = catalog.known_names()
     unknown = [n for n in names if n not in known]
     if unknown:
         from ..registry import unknown_name_message
@@ -95,6 +95,8 @@ def print_metrics(names: list[str], *, missing: bool = False, mode: str | None =
         if (mode and info["mode"] != mode) or (missing and present is not False):
             continue
         kind = f"{info['mode']}, {'lower' if info['lower_better'] else 'higher'} better"
+        if info.get("prompt_aware"):
+            kind += ", prompt-aware (scores the image against its prompt)"
         if name in CODE_LOADING_METRICS:  # refused without the opt-in (iqabench.hub_code)
             kind += f", runs cached code: needs {OPT_IN_FLAG}"
         table.add_row(name, kind + (f", {info['score_range']}" if info["score_range"] else ""),
@@ -109,8 +111,10 @@ def _weights_cell(name: str, present: bool | None, absent: list) -> str:
     from .. import metric_catalog as catalog
 
     if present is False:
-        return "; ".join(e["refused"] if "refused" in e else f"missing: {catalog.resolve(e)[0]} (from {e['source']})"
-                         for e in absent)
+        return "; ".join(e["refused"] if "refused" in e else
+                         f"missing: {e.get('path') or catalog.resolve(e)[0]} (from {e['source']})" for e in absent)
+    if name in catalog.PREFERENCE_FILES:
+        return "present"
     entry = catalog.file_table().get(name) or {}
     if present is None:
         return entry.get("error") or "unverified: iqabench does not know every file this arch loads"

@@ -103,7 +103,8 @@ def run_command(
     try:
         runner = Runner(spec, out, run_id=run_id, execution=how,
                         log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"), overwrite=overwrite,
-                        trust_hub_code=trust_hub_code, fetch_hint=current_fetch_hint())
+                        trust_hub_code=trust_hub_code, fetch_hint=current_fetch_hint(),
+                        download=not dry_run)  # a dry run reports what is missing, it never downloads
     except MissingPiecesError as exc:  # a table of every missing piece, not one sentence
         print_missing(exc)
         raise typer.Exit(EXIT_USER_ERROR) from None
@@ -132,8 +133,10 @@ def _check_metric_names(metrics: str) -> None:
     from .. import metric_catalog
     from ..registry import METRICS, unknown_name_message
 
-    known = list(dict.fromkeys([*metric_catalog.pyiqa_configs(), *METRICS._entries]))
+    known = list(dict.fromkeys([*metric_catalog.known_names(), *METRICS._entries]))
     for name in (n.strip() for n in metrics.split(",")):
+        if metric_catalog.is_family_name(name):  # ipce:<file>: checked when it registers
+            continue
         if name and known and name not in known and not _entry_point_metrics():
             print_error(unknown_name_message("metric", name, known))
             raise typer.Exit(2)

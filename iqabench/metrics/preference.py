@@ -143,14 +143,16 @@ def build_hpsv2_1(device: torch.device) -> nn.Module:
 
 def register_preference_metrics() -> None:
     """Register pickscore, clipscore, clipscore_100, hpsv2, hpsv2.1 (``ipce:<file>`` registers on first use)."""
+    from ..metric_catalog import PREFERENCE_RANGES
     from .registration import register_metric
 
-    table = (("pickscore", build_pickscore, "PickScore_v1", None),
-             ("clipscore", build_clipscore, "hessel2021-w2.5-vitb32", "0, 2.5"),
-             ("clipscore_100", build_clipscore_100, "torchmetrics-w100-vitl14", "0, 100"),
-             ("hpsv2", build_hpsv2, "HPS_v2_compressed", "~0.2, ~0.35"),
-             ("hpsv2.1", build_hpsv2_1, "HPS_v2.1_compressed", "~0.2, ~0.35"))
-    for name, factory, version, score_range in table:
+    table = (("pickscore", build_pickscore, "PickScore_v1"),
+             ("clipscore", build_clipscore, "hessel2021-w2.5-vitb32"),
+             ("clipscore_100", build_clipscore_100, "torchmetrics-w100-vitl14"),
+             ("hpsv2", build_hpsv2, "HPS_v2_compressed"),
+             ("hpsv2.1", build_hpsv2_1, "HPS_v2.1_compressed"))
+    for name, factory, version in table:
+        score_range = PREFERENCE_RANGES[name]
         register_metric(name, lower_better=False, differentiable=False, prompt_aware=True, score_range=score_range,
                         version=version, description=(factory.__doc__ or "").strip().splitlines()[0],
                         weights=lambda n=name: preference_weights_status(n), native_side=224,

@@ -10,24 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..metric_catalog import PREFERENCE_FILES
 from .pyiqa_weights import WeightFile
 
-#: metric -> (repository, files) read by its factory, in the order they are loaded.
-MODEL_FILES = ("config.json", "model.safetensors")
-PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json")
-HUB_FILES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    # PickScore (Kirstain et al. 2023): the released model with the processor of the CLIP it was fine-tuned from,
-    # exactly as the model card and X1716/IQA-Adapter metric_calculation/calc_hps_scores_CC3M.py load them.
-    "pickscore": (("yuvalkirstain/PickScore_v1", MODEL_FILES),
-                  ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", ("config.json", *PROCESSOR_FILES))),
-    # CLIPScore (Hessel et al. 2021): OpenAI CLIP ViT-B/32, the model of the paper and its reference code.
-    "clipscore": (("openai/clip-vit-base-patch32", (*MODEL_FILES, *PROCESSOR_FILES)),),
-    # HPSv2 (Wu et al. 2023): open_clip ViT-H-14 fine-tuned; hpsv2.score downloads this file from xswu/HPSv2.
-    "hpsv2": (("xswu/HPSv2", ("HPS_v2_compressed.pt",)),),
-    "hpsv2.1": (("xswu/HPSv2", ("HPS_v2.1_compressed.pt",)),),
-    # torchmetrics' CLIPScore default model (ViT-L/14) for the 100 x max(cos, 0) convention.
-    "clipscore_100": (("openai/clip-vit-large-patch14", (*MODEL_FILES, *PROCESSOR_FILES)),),
-}
+#: metric -> (repository, files) read by its factory, in the order they are loaded (iqabench.metric_catalog's table,
+#: which the torch-free listing reads too).
+HUB_FILES = PREFERENCE_FILES
 
 
 class HubFile(WeightFile):
