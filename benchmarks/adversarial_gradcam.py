@@ -148,7 +148,7 @@ def inflation_index(transfer: pd.DataFrame) -> pd.Series:
 
 
 def inflation_table(gains: dict[tuple[str, str], np.ndarray], targets: list[str], panel: list[str],
-                    prompts: list[str]) -> pd.DataFrame:
+                    prompts: list[str]):
     """The inflation index per target with a 95% CI: per item, the gain on the target minus the mean gain on the
     other panel metrics, averaged over items with a bootstrap CI clustered by prompt (equal to
     :func:`inflation_index` of the matrix when every gain is finite: a difference of means is a mean of
@@ -164,27 +164,30 @@ def inflation_table(gains: dict[tuple[str, str], np.ndarray], targets: list[str]
             per_item = own - np.nanmean(np.vstack(others), axis=0)
         est = mean_ci(per_item, np.asarray(prompts, dtype=object))
         rows.append({"target": target, "inflation_index": est.value, "inflation_index_ci_low": est.ci_low,
-                     "inflation_index_ci_high": est.ci_high, "n": est.n, "ci_method": est.method})
+                     "inflation_index_ci_high": est.ci_high, "n_images": est.n, "n_units": est.n_clusters,
+                     "ci_method": est.method})
     out = pd.DataFrame(rows, columns=["target", "inflation_index", "inflation_index_ci_low",
-                                      "inflation_index_ci_high", "n", "ci_method"])
-    out.attrs["footnote"] = ("Inflation index (percentage points): RelGain on the guided metric minus the mean "
-                             "RelGain on the other panel metrics, per item, averaged. "
-                             + describe_method(out["ci_method"].tolist()))
-    return out
+                                      "inflation_index_ci_high", "n_images", "n_units", "ci_method"])
+    from iqabench.decisions import level_table
+
+    return level_table(out, unit="prompt", footnote=(
+        "Inflation index (percentage points): RelGain on the guided metric minus the mean RelGain on the other "
+        "panel metrics, per item, averaged (a level: no test). " + describe_method(out["ci_method"].tolist())))
 
 
-def cam_shift_summary(shifts: pd.DataFrame) -> pd.DataFrame:
+def cam_shift_summary(shifts: pd.DataFrame):
     """Mean CAM shift per (target, method) with a 95% bootstrap CI clustered by prompt."""
     rows = []
     for (target, method), group in shifts.groupby(["target", "method"], sort=False):
         est = mean_ci(group.cam_shift.to_numpy(float), group.prompt_id.to_numpy(object))
         rows.append({"target": target, "method": method, "cam_shift": est.value, "cam_shift_ci_low": est.ci_low,
-                     "cam_shift_ci_high": est.ci_high, "n": est.n, "ci_method": est.method})
-    out = pd.DataFrame(rows)
-    out.attrs["footnote"] = ("cam_shift = 1 − Pearson correlation between the CAM of the base image and of the "
-                             "method's image (0: attention unchanged). "
-                             + describe_method(out["ci_method"].tolist() if rows else []))
-    return out
+                     "cam_shift_ci_high": est.ci_high, "n_images": est.n, "n_units": est.n_clusters,
+                     "ci_method": est.method})
+    from iqabench.decisions import level_table
+
+    return level_table(pd.DataFrame(rows), unit="prompt", footnote=(
+        "cam_shift = 1 − Pearson correlation between the CAM of the base image and of the method's image (0: "
+        "attention unchanged; a level: no test). " + describe_method([r["ci_method"] for r in rows])))
 
 
 def relgain_cell(method: str, metric: str, base: np.ndarray, other: np.ndarray, prompts: list[str],
@@ -325,7 +328,7 @@ class AdversarialGradCAM(BaseBenchmark):
         typed, head = transfer_typed(table, pd.DataFrame(rows), panel)
         result.add_table("transfer_matrix", typed)
         result.headlines.append(head)
-        result.tables["inflation_index"] = inflation_table(item_gains, targets, panel, [i.prompt_id for i in items])
+        result.add_table("inflation_index", inflation_table(item_gains, targets, panel, [i.prompt_id for i in items]))
         result.figures["transfer_matrix"] = transfer_figure(table, panel, head.significant)
         self._cams(ctx, result, base, targets, guided, adapters, items, key_of, scores)
         result.summary = {"base": base, "targets": targets, "panel": panel, "adapters": adapters,
@@ -382,7 +385,7 @@ class AdversarialGradCAM(BaseBenchmark):
         if shift_rows:
             shifts = pd.DataFrame(shift_rows)
             result.tables["cam_shift"] = shifts
-            result.tables["cam_shift_mean"] = cam_shift_summary(shifts)
+            result.add_table("cam_shift_mean", cam_shift_summary(shifts))
 
 
 def _v(value: float | None) -> float:

@@ -218,5 +218,6 @@ def compare_runs(results: dict[str, Result]) -> Result:
     if len(paired.frame):
         out.add_table("paired_differences", paired)
     out.summary = {"runs": list(results), "reference": next(iter(results), None),
+                   "paired_note": paired.footnote,  # e.g. which generators were compared unpaired, and why
                    "paired_sources": {run_id: per_item_source(r)[1] for run_id, r in results.items()}}
     return out

@@ -96,7 +96,7 @@ def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[s
     display = paired_display(paired) if paired is not None and len(paired.frame) else None
     html = env.get_template("comparison.html.j2").render(
         run_ids=list(results), merged=blocks, paired=table_view(display.frame, info=display) if display else None,
-        paired_note=display.footnote if display else (paired.footnote if paired is not None else ""),
+        paired_note=display.footnote if display else str(comparison.summary.get("paired_note") or ""),
         sources=sources)
     return Markup(html), {name: comparison.table(name) for name in comparison.tables}
 

@@ -170,7 +170,8 @@ def test_fid_topk_with_torch_fidelity_inception_and_open_clip(mirror, tmp_path):
     out = tmp_path / "out"
     args = run_args("fid-topk", out, f"sdxl[{SMALL}]", metrics="topiq_nr", limit=None)  # both reference images
     iqabench(mirror, *args, "--option", "reference=ref.csv", "--option", "topk=50", "--option", "isc_splits=1",
-             "--option", "kid_subsets=2", "--option", "kid_subset_size=2", cwd=tmp_path)
+             "--option", "kid_subsets=2", "--option", "kid_subset_size=2", "--option", "allow_small_topk=true",
+             cwd=tmp_path)
     run_dir = finished_run(out, "fid-topk")
     result = json.loads((run_dir / "results" / "result.json").read_text())
     text = json.dumps(result)

@@ -127,7 +127,8 @@ def test_batch_size_auto_reaches_fid_topk_inception_pass(tmp_path, monkeypatch):
 
     monkeypatch.setattr(InceptionFeatures, "_extract", record)
     folder = _reference(tmp_path, 4)
-    options = {"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50", "kid_subsets": 10}
+    options = {"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50", "kid_subsets": 10,
+               "allow_small_topk": True}
     spec = RunSpec("fid-topk", ["tiny-sd[steps=1]"], metrics=["entropy"], options=options)
     outcome = run(spec, out=tmp_path / "store", execution=Execution(device="cpu", batch_size="auto"), report=False)
     assert outcome.result.summary["features_extracted"] == 8

@@ -521,7 +521,7 @@ def test_latex_exports_escape_captions_and_carry_bold_best_and_ns(store):
     assert "5.00 [1.00, 9.00] n.s." in tex and "\\textbf{5.00" not in tex
     assert "2.2 [$-$7.0, 11.0] n.s." in tex and "\\textbf{2.2" not in tex
     table_tex = (store.run_dir("run-a") / "results" / "relgain.tex").read_text()
-    assert "5.000 [1.000, 9.000] n.s." in table_tex and "8.000 [4.000, 12.000] n.s." not in table_tex
+    assert "5.00 [1.00, 9.00] n.s." in table_tex and "8.0 [4.0, 12.0] n.s." not in table_tex
     assert "a\\_b 50\\% \\#1 \\{x\\}" in tex and "g<2>" in tex and "\\toprule" in tex
 
 

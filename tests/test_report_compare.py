@@ -171,7 +171,7 @@ def _sweep_run(store: Store, run_id: str, generator: str, shift: float) -> None:
     store.write_run_json(run_id, {"run_id": run_id, "benchmark": "condition-sweep", "status": "complete",
                                   "spec": {"benchmark": "condition-sweep", "generators": [generator]}})
     frame = pd.DataFrame(rows)
-    long = frame.melt(id_vars=["generator", "condition", "prompt_id", "seed"], value_vars=["piqe", "entropy"],
+    long = frame.melt(id_vars=["generator", "condition", "prompt_id", "prompt", "seed"], value_vars=["piqe", "entropy"],
                       var_name="metric", value_name="score")
     save_result(store, run_id, Result("condition-sweep", tables={"per_image": frame},
                                       per_item=PerItemScores(long.assign(lower_better=long.metric == "piqe"))))

@@ -21,7 +21,7 @@ def test_failed_save_or_render_marks_the_run_failed_with_its_error(tmp_path, mon
 
     runner = Runner(RunSpec("scores", ["tiny-sd"], metrics=["entropy"], limit=1, seeds=[0]), tmp_path)
 
-    def fake_execute(dry_run=False):  # the generate/score stages are not what this test is about
+    def fake_execute(dry_run=False, **_):  # the generate/score stages are not what this test is about
         plan = runner.summarize_plan()
         runner.store.write_run_json(runner.run_id, runner.manifest("running", plan))
         return RunOutcome(runner.run_id, runner.store.run_dir(runner.run_id), plan, result=Result("scores"))

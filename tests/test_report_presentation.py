@@ -172,19 +172,22 @@ def test_geneval_failure_grid_is_one_row_per_image_with_its_seed_and_reasons_cou
 
 # --- headline bold and LaTeX ------------------------------------------------------------------------------------
 
-def _head(signed: bool, est, low, high) -> Headline:
+def _head(signed: bool, est, low, high, p_holm=None) -> Headline:
     index = pd.Index(["a", "b", "c"][: len(est)], name="generator")
     frame = lambda v: pd.DataFrame({"m": v}, index=index)  # noqa: E731
-    return Headline("t", "q", frame(est), frame(low), frame(high), {"m": True}, signed)
+    return Headline("t", "q", frame(est), frame(low), frame(high), {"m": True}, signed,
+                    p_adjusted=None if p_holm is None else frame(p_holm))
 
 
 def test_bold_only_where_the_best_is_significant():
     from iqabench.reports.headline import bold_mask
 
-    # three generators at ~6.85 with overlapping CIs: no winner (the review found one bolded)
+    # three generators at ~6.85 (levels, no test): no winner (the review found one bolded)
     assert not bold_mask(_head(False, [6.851, 6.850, 6.849], [6.84, 6.84, 6.84], [6.86, 6.86, 6.86])).m.any()
-    assert bold_mask(_head(False, [9.0, 6.0], [8.5, 5.5], [9.5, 6.5])).m.tolist() == [True, False]
-    assert not bold_mask(_head(True, [2.0, 1.0], [-1.0, 0.5], [5.0, 1.5])).m.any()  # the best is n.s.
+    # effects under the one decision rule (Holm-adjusted p): the best significant cell only
+    assert bold_mask(_head(True, [9.0, 6.0], [8.5, 5.5], [9.5, 6.5], [0.001, 0.01])).m.tolist() == [True, False]
+    assert not bold_mask(_head(True, [2.0, 1.0], [-1.0, 0.5], [5.0, 1.5], [0.4, 0.2])).m.any()  # all n.s.
+    assert not bold_mask(_head(True, [3.0, 3.0], [2.0, 2.0], [4.0, 4.0], [0.01, 0.01])).m.any()  # a tie
 
 
 def _wide_paired() -> pd.DataFrame:
@@ -201,12 +204,13 @@ def _wide_paired() -> pd.DataFrame:
 
 
 def test_latex_exports_have_unique_labels_human_headers_and_math_minus(tmp_path):
-    from test_report import _relgain_table
+    from test_report import _relgain_result
 
     store = Store(tmp_path)
     store.write_run_json("r1", {"spec": {"benchmark": "relgain", "generators": ["g1"]}, "status": "complete"})
-    tables = {"relgain": _relgain_table(), "paired_statistics": _wide_paired()}
-    save_result(store, "r1", Result("relgain", tables=tables))
+    result = _relgain_result()
+    result.tables["paired_statistics"] = _wide_paired()
+    save_result(store, "r1", result)
     folder = store.run_dir("r1") / "results"
     texts = {p.name: p.read_text() for p in folder.glob("*.tex")}
     labels = [label for text in texts.values() for label in re.findall(r"\\label\{([^}]*)\}", text)]
@@ -222,7 +226,7 @@ def test_latex_exports_have_unique_labels_human_headers_and_math_minus(tmp_path)
 
 def test_every_exported_tex_compiles_with_pdflatex_without_overfull_boxes(tmp_path):
     from browser import in_ci
-    from test_report import _relgain_table, make_result
+    from test_report import _relgain_result, make_result
 
     if shutil.which("pdflatex") is None:  # part of the contract in CI (.ci/run installs it), optional elsewhere
         reason = "pdflatex is not installed: apt-get install texlive-latex-base texlive-latex-recommended"
@@ -233,8 +237,9 @@ def test_every_exported_tex_compiles_with_pdflatex_without_overfull_boxes(tmp_pa
     store = Store(tmp_path / "store")
     for run_id in ("r1", "r2"):
         store.write_run_json(run_id, {"spec": {"benchmark": "relgain", "generators": ["g1"]}, "status": "complete"})
-    tables = {"relgain": _relgain_table(), "paired_statistics": _wide_paired()}
-    save_result(store, "r1", Result("relgain", tables=tables))
+    result = _relgain_result()
+    result.tables["paired_statistics"] = _wide_paired()
+    save_result(store, "r1", result)
     save_result(store, "r2", make_result())
     from test_report_compare import _scores_run
 
@@ -320,14 +325,16 @@ def test_adversarial_inflation_index_and_cam_shift_have_cis():
 
     rng = np.random.default_rng(0)
     gains = {("a", "a"): rng.normal(5, 1, 8), ("a", "b"): rng.normal(0, 1, 8)}
-    table = inflation_table(gains, ["a"], ["a", "b"], [f"p{i // 2}" for i in range(8)])
-    row = table.iloc[0]
+    typed = inflation_table(gains, ["a"], ["a", "b"], [f"p{i // 2}" for i in range(8)])
+    row = typed.frame.iloc[0]
+    assert typed.unit == "prompt" and row.n_units == 4 and "Inflation index" in typed.footnote
     assert row.inflation_index == pytest.approx(gains[("a", "a")].mean() - gains[("a", "b")].mean())
     assert row.inflation_index_ci_low < row.inflation_index < row.inflation_index_ci_high
     shifts = pd.DataFrame({"target": "a", "method": "m", "prompt_id": [f"p{i}" for i in range(6)],
                            "cam_shift": rng.random(6)})
     summary = cam_shift_summary(shifts)
-    assert {"cam_shift", "cam_shift_ci_low", "cam_shift_ci_high"} <= set(summary.columns)
+    assert {"cam_shift", "cam_shift_ci_low", "cam_shift_ci_high", "n_units"} <= set(summary.frame.columns)
+    assert summary.too_few_units() == [True]  # 6 prompts: below the one threshold, no 95% CI is shown
 
 
 def test_study_bradley_terry_noise_reads_zero():
@@ -368,7 +375,7 @@ def test_comparison_banner_covers_every_run_and_states_units(tmp_path):
     paired = html.split("Paired differences against run-a")[1]
     assert "(unit: each metric" in paired.split("</h3>")[0]
     header = paired.split("<thead>")[1].split("</thead>")[0]
-    for column in ("comparison", "difference", "t p (Holm)", "Wilcoxon p (Holm)"):
+    for column in ("comparison", "difference", "p (Holm)", "t p"):
         assert f">{column}<" in header
     assert "ci_method" not in header and "vs_run" not in header
     assert "iqa-adapter:adB (run-b) vs sd15 (run-a)" in paired and "/home/u" not in paired.split("<thead>")[1]

@@ -72,9 +72,12 @@ def failure_reason_counts(rows: list[dict]) -> pd.DataFrame:
         return pd.DataFrame(columns=["generator", "task", "kind", "n"])
     counts = pd.DataFrame(reasons).value_counts().rename("n").reset_index()
     counts = counts.sort_values(["generator", "task", "n"], ascending=[True, True, False], ignore_index=True)
-    counts.attrs["footnote"] = ("n: incorrect images with at least one failure of this kind; an image that fails "
-                                "in two ways counts once under each kind.")
     return counts
+
+
+#: how failure_reasons counts (the table's footnote)
+FAILURE_REASONS_NOTE = ("n: incorrect images with at least one failure of this kind; an image that fails in two ways "
+                        "counts once under each kind.")
 
 
 def failure_grid(rows: list[dict], generators: list[str]) -> list[ImageRef]:
@@ -279,7 +282,7 @@ class GenEval(BaseBenchmark):
         if rows:
             counts = failure_reason_counts(rows)
             if len(counts):
-                result.tables["failure_reasons"] = counts
+                result.add_table("failure_reasons", counts, footnote=FAILURE_REASONS_NOTE)
             result.tables["geneval_per_image"] = frame.drop(columns=["metadata", "details"])
             result.grids["failures"] = failure_grid(rows, generators)
         export = spec.options.get("export")
