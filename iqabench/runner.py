@@ -463,10 +463,13 @@ class Runner:
     def _build_metric(self, name: str) -> Metric:
         try:
             return build_metric(name, self.runtime, trust_hub_code=self.trust_hub_code)
-        except (ImportError, OSError) as exc:  # a missing package or file: the user's to provide, one sentence
+        except (MetricUnavailableError, UserError):
+            raise  # already one sentence
+        except (ImportError, OSError, RuntimeError) as exc:
+            # a missing package or file, a model file torch cannot open: the environment's, one sentence. Anything
+            # else a factory raises (a KeyError, a TypeError) is a bug, ours or a plugin's: it keeps its traceback
             raise MetricUnavailableError(f"metric {name!r} could not be built: its factory raised "
                                          f"{_one_line(exc)}{_where(exc)}") from exc
-        # anything else a factory raises (a KeyError, a TypeError) is a bug, ours or a plugin's: its traceback
 
     def build_metrics(self) -> None:
         """Build every metric that has scores left to compute, before generation: a factory that raises
