@@ -58,14 +58,18 @@ def _grid(flat: pd.DataFrame, row_key: str, column_key: str, column: str | None)
 def long_headline(source: str, frame: pd.DataFrame, *, row_key: str, column_key: str, value: str, quantity: str,
                   signed: bool, higher_better: dict[str, bool | None] | bool | None, footnote: str = "",
                   p_column: str | None = None, n_units_column: str | None = "n_units", unit: str = "",
-                  n_images: int | None = None) -> Headline:
-    """The headline grid of a long table (one row per row_key x column_key), Holm-adjusted over its cells."""
+                  n_images: int | None = None, p_adjusted_column: str | None = None) -> Headline:
+    """The headline grid of a long table (one row per row_key x column_key), Holm-adjusted over its cells; or, with
+    ``p_adjusted_column``, carrying the table's own Holm-adjusted p-values (the grid is a subset of a larger family:
+    the same estimate then gets the same mark in the table and in the headline)."""
     est = _grid(frame, row_key, column_key, value)
     low = _grid(frame, row_key, column_key, value + "_ci_low")
     high = _grid(frame, row_key, column_key, value + "_ci_high")
     p = _grid(frame, row_key, column_key, p_column) if signed and p_column else None
     n_units = _grid(frame, row_key, column_key, n_units_column) if n_units_column else None
-    return _finish(source, quantity, est, low, high, higher_better, signed, footnote, p, n_units, unit, n_images)
+    adjusted = _grid(frame, row_key, column_key, p_adjusted_column) if p is not None and p_adjusted_column else None
+    return _finish(source, quantity, est, low, high, higher_better, signed, footnote, p, n_units, unit, n_images,
+                   adjusted)
 
 
 def wide_headline(source: str, frame: pd.DataFrame, *, row_key: str, columns: Sequence[str], quantity: str,
@@ -86,11 +90,11 @@ def wide_headline(source: str, frame: pd.DataFrame, *, row_key: str, columns: Se
                    part(p_suffix) if signed else None, n_units, unit, n_images)
 
 
-def _finish(source, quantity, est, low, high, higher_better, signed, footnote, p, n_units, unit, n_images) -> Headline:
+def _finish(source, quantity, est, low, high, higher_better, signed, footnote, p, n_units, unit, n_images,
+            adjusted: pd.DataFrame | None = None) -> Headline:
     if not isinstance(higher_better, dict):
         higher_better = {str(c): higher_better for c in est.columns}
-    adjusted = None
-    if p is not None:
+    if p is not None and adjusted is None:
         flat, _ = decide(p.to_numpy(dtype=float).ravel())
         adjusted = pd.DataFrame(flat.reshape(p.shape), index=p.index, columns=p.columns)
     return Headline(source, quantity, est, low, high, {str(k): v for k, v in higher_better.items()}, signed,

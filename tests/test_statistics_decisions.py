@@ -259,3 +259,27 @@ def test_fid_topk_refuses_several_seeds_before_any_work():
     spec = RunSpec("fid-topk", ["tiny-sd"], seeds=[0, 1, 2], options={"reference": "/nonexistent"})
     with pytest.raises(ValueError, match="one image per caption .* gave 3 seeds; pass one seed, e.g. --seeds 0"):
         FidTopK().plan(spec, GeneratorPool())
+
+
+def test_scale_sweep_headline_marks_an_estimate_as_target_gap_marks_it():
+    """The headline (largest lambda) is a subset of target_gap: its cells carry target_gap's Holm decision, never a
+    re-adjustment over the smaller family (which here would call two n.s. estimates significant)."""
+    from statsmodels.stats.multitest import multipletests
+
+    from iqabench.benchmarks.scale_sweep import gap_at_max_table, gap_headline, gap_table
+
+    p = [0.01, 0.04, 0.02, 0.03]  # (lambda 0.5: piqe, entropy), (lambda 1.0: piqe, entropy)
+    gaps = pd.DataFrame({
+        "generator": "iqa-adapter:a", "metric": ["piqe", "entropy"] * 2, "direction": "higher is better",
+        "scale": [0.5, 0.5, 1.0, 1.0], "low_target": "p1", "high_target": "p99", "aligned_gap": [1.0, 2.0, 3.0, 4.0],
+        "aligned_gap_ci_low": [0.5, 1.0, 1.5, 2.0], "aligned_gap_ci_high": [1.5, 3.0, 4.5, 6.0],
+        "gap": [1.0, 2.0, 3.0, 4.0], "p_value": p, "n": 40, "n_units": 20, "unit": "prompt", "n_images": 40,
+        "ci_method": "cluster BCa"})
+    every = gap_table(gaps)
+    top = gap_at_max_table(every)
+    head = gap_headline(top)
+    family = multipletests(p, method="holm")[0].tolist()
+    assert family[2:] == [False, False] and multipletests(p[2:], method="holm")[0].tolist() == [True, True]
+    assert head.significant.loc["iqa-adapter:a", ["piqe", "entropy"]].tolist() == family[2:]
+    assert top.significant("aligned_gap") == every.significant("aligned_gap")[2:]
+    assert_marks_agree(every)
