@@ -76,7 +76,7 @@ def test_accuracy_table_has_cis_clustered_by_prompt_and_declares_the_headline():
     assert table.loc["a", "overall"] == pytest.approx(0.625)
     assert table.loc["a", "counting_ci_low"] == 0.0 and table.loc["a", "counting_ci_high"] == 1.0  # 2 prompts: 0 or 1
     assert table.loc["b", "n_prompts"] == 4
-    assert (table.n_units == table.n_prompts).all()
+    assert (table.n_units == 2).all()  # each task rests on 2 of the 4 prompts: the row's CIs on its smallest task
     note = accuracy_footnote(table)
     assert "prompts" in note and "no bold" in note  # accuracies are levels: no test, no bold
 

@@ -347,7 +347,9 @@ def accuracy_table(rows: list[dict[str, Any]], generators: list[str], columns: l
             row.update({task: est.value, f"{task}_ci_low": est.ci_low, f"{task}_ci_high": est.ci_high})
             methods.append(est.method)
         n_prompts = len(set(prompts.tolist()))
-        row.update({"n_images": len(mine), "n_prompts": n_prompts, "n_units": n_prompts,
+        # each task's CI resamples that task's prompts only: the row's CIs rest on its smallest task's count
+        per_task = [len(set(prompts[tags == t].tolist())) for t in columns if t != "overall" and (tags == t).any()]
+        row.update({"n_images": len(mine), "n_prompts": n_prompts, "n_units": min(per_task or [n_prompts]),
                     "ci_method": "; ".join(dict.fromkeys(methods))})
         out.append(row)
     return pd.DataFrame(out)
