@@ -153,9 +153,11 @@ class RelGain(BaseBenchmark):
         result.figures["relgain_matrix"] = heatmap_figure(
             matrix, "RelGain, % (generators x metrics)", fmt=".2g", low=grid("relgain_ci_low"),
             high=grid("relgain_ci_high"), significant=result.headline.significant,
+            too_few=result.headline.too_few_units(),
             caption="Mean relative IQA gain (%) of each generator over its baseline on the same prompts and seeds, "
                     "per metric, signs flipped for lower-is-better metrics so that positive (blue) is better; "
-                    "brackets: 95% CI clustered by prompt; hatched, faded cells: not significant "
+                    "brackets: 95% CI clustered by prompt (not shown below 10 prompts, as in the tables); hatched, "
+                    "faded cells: not significant "
                     "(Holm-adjusted p >= 0.05 over the table's cells).")
         result.grids["baseline_vs_generator"] = self._grid(ctx, generators, baselines, items, key_of, scores)
         result.summary = {

@@ -28,7 +28,7 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
                    low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
                    scale: str = "diverging", vmin: float | None = None, vmax: float | None = None,
                    caption: str = "", null: float | None = None, spread: float | None = None,
-                   significant: pd.DataFrame | None = None) -> Figure:
+                   significant: pd.DataFrame | None = None, too_few: pd.DataFrame | None = None) -> Figure:
     """An annotated heatmap that carries its uncertainty.
 
     ``scale="diverging"`` (RelGain, correlations, differences: quantities with a
@@ -83,13 +83,16 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
         color_kw = {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1.0}
 
     annot = np.full(array.shape, "", dtype=object)
+    # cells resting on too few units (the tables' one small-sample rule): the estimate without its brackets
+    few = (too_few.reindex_like(matrix).fillna(False).astype(bool).to_numpy() if too_few is not None
+           else np.zeros(array.shape, dtype=bool))
     for (i, j), value in np.ndenumerate(array):
         if not np.isfinite(value):
             continue
         # the report's formatter (significant figures, true minus, no "-0.0", no "0.0 [0.0, 0.0]" for a small
         # non-zero effect), the estimate over its CI
-        annot[i, j] = format_ci(value, *(b[i, j] for b in bounds)).replace(" [", "\n[", 1) if bounds is not None \
-            else format_number(value)
+        annot[i, j] = format_ci(value, *(b[i, j] for b in bounds)).replace(" [", "\n[", 1) \
+            if bounds is not None and not few[i, j] else format_number(value)
     ns = np.zeros(array.shape, dtype=bool)
     reference = center if scale == "diverging" else null
     if bounds is not None and reference is not None:

@@ -411,3 +411,16 @@ def test_a_table_can_choose_the_columns_its_latex_export_prints():
     header = tex.split("\\toprule\n")[1].split("\n")[0]
     assert header == "generator & metric & improvement & p value (Holm) \\\\"
     assert "note. Other columns: paired\\_statistics.csv." in tex and "[$-$2.00, " in tex
+
+
+def test_heatmap_shows_no_ci_where_the_tables_show_none():
+    """A cell resting on too few units reads as the tables read it: the estimate, no 95% CI brackets."""
+    from iqabench.plotting import heatmap_figure
+
+    index = pd.Index(["g1", "g2"], name="generator")
+    frame = lambda a, b: pd.DataFrame({"piqe": [a, b]}, index=index)  # noqa: E731
+    fig = heatmap_figure(frame(-5.1, 2.0), "RelGain", low=frame(-11.2, 1.0), high=frame(1.3, 3.0),
+                         too_few=pd.DataFrame({"piqe": [True, False]}, index=index))
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "−5.1" in texts and not any("−11.2" in t for t in texts)  # no CI from too few prompts
+    assert any("[1.00, 3.00]" in t or "[1, 3]" in t for t in texts), texts  # the other cell keeps its CI
