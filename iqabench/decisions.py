@@ -121,6 +121,6 @@ def decision_sentence() -> str:
     """The one decision rule, as every footnote states it."""
     from .stats import ALPHA
 
-    return (f"Tests at the inference unit (two-sided one-sample t on per-unit means); significance: Holm-adjusted "
+    return (f"Tests at the inference unit (the test is named above); significance: Holm-adjusted "
             f"p < {ALPHA:g} over this table's cells (statsmodels multipletests, method='holm'); n.s. = not "
             "significant under that rule; bold = the best significant cell of a column (none on ties).")
