@@ -94,6 +94,8 @@ def merged_figure(head: Headline, title: str):
     estimate.columns.name = estimate.columns.name or "metric"
     bounds = {"low": head.low.set_axis(estimate.index), "high": head.high.set_axis(estimate.index)}
     kwargs = {"scale": "diverging"} if head.signed else {"scale": "sequential", "vmin": 0.0, "vmax": 1.0}
+    if "win" in head.quantity.lower():  # a win rate's "no preference" is 0.5: the neutral colour sits there
+        kwargs = {"scale": "diverging", "center": 0.5, "spread": 0.5}
     significant = head.significant.set_axis(estimate.index) if head.signed else None
     return heatmap_figure(estimate, title, **bounds, **kwargs, significant=significant,
                           caption=f"{title}: every run's rows on one colour scale (the runs' own figures below "
