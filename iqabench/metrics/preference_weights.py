@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..metric_catalog import PREFERENCE_FILES
-from .pyiqa_weights import WeightFile
+from .pyiqa_weights import WeightFile, files_problem
 
 #: metric -> (repository, files) read by its factory, in the order they are loaded (iqabench.metric_catalog's table,
 #: which the torch-free listing reads too).
@@ -56,10 +56,7 @@ def preference_weight_files(name: str) -> list[WeightFile]:
 def preference_weights_status(name: str) -> tuple[bool, str]:
     """(present, detail) for ``iqabench list metrics`` and the offline check before a run."""
     files = preference_weight_files(name)
-    missing = [f for f in files if f.found() is None]
-    if missing:
-        return False, "; ".join(f.missing_sentence() for f in missing)
-    refused = [reason for f in files if (reason := f.refused())]
-    if refused:
-        return False, "; ".join(refused)
+    problem = files_problem(files)
+    if problem:
+        return False, problem
     return True, ", ".join(sorted({f.what.removeprefix("Hugging Face ") for f in files}))

@@ -64,6 +64,15 @@ class WeightFile:
                     message=self.missing_sentence() if found is None else (refused or ""))
 
 
+def files_problem(files: list[WeightFile]) -> str | None:
+    """Why ``files`` cannot be loaded (the missing ones, else the ones safe_load would refuse), or None."""
+    missing = [f for f in files if f.found() is None]
+    if missing:
+        return "; ".join(f.missing_sentence() for f in missing)
+    refused = [reason for f in files if (reason := f.refused())]
+    return "; ".join(refused) if refused else None
+
+
 # -- where each library looks ----------------------------------------------------------------------------------------
 def pyiqa_cache_dir() -> Path:
     """pyiqa's weight cache, as its loader uses it now (``$TORCH_HOME/hub/pyiqa`` when pyiqa was imported)."""
@@ -233,12 +242,9 @@ def pyiqa_weights_status(name: str) -> tuple[bool | None, str]:
         return False, f"pyiqa cannot import its arch ({exc}); install the missing package"
     except LookupError as exc:
         return None, f"unverified: {exc}"
-    missing = [f for f in files if f.found() is None]
-    if missing:
-        return False, "; ".join(f.missing_sentence() for f in missing)
-    refused = [reason for f in files if (reason := f.refused())]
-    if refused:
-        return False, "; ".join(refused)
+    problem = files_problem(files)
+    if problem:
+        return False, problem
     if not verified:
         names = ", ".join(f.path.name for f in files) or "no pyiqa file needed"
         return None, f"unverified: {names} present, but iqabench does not know which backbones this arch loads"
