@@ -219,8 +219,12 @@ def snapshot_plan(need: Need) -> dict[str, tuple[int | None, str | None]]:
 
     files = _repo_files(need.source, need.revision)
     url = f"{hub_endpoint()}/{need.source}/resolve/{need.revision or 'main'}/model_index.json"
+    from huggingface_hub.utils import build_hf_headers
+
+    # the user's token, as huggingface_hub sends it: gated repositories (SD 3.5, FLUX.1-dev) answer 401 without it
+    request = urllib.request.Request(url, headers=build_hf_headers())
     try:  # read, not cached: `fetch --list` downloads nothing
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
             model_index = json.loads(response.read().decode("utf-8"))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise FetchError(f"{need.source}'s model_index.json could not be read from {url} ({exc})") from None

@@ -182,3 +182,14 @@ def test_a_planted_pickle_on_the_server_is_never_unpickled(plain, tmp_path):
         download_url("https://example.org/model.pth", target)
     assert not marker.exists() and not target.exists()
     assert target.with_name("model.pth.refused").is_file()
+
+
+def test_fetch_sends_the_users_token_for_gated_repositories(hub, tmp_path):
+    """SD 3.5 and FLUX.1-dev are gated: every hub request of `fetch`, model_index.json included, carries the token."""
+    caches = tmp_path / "caches"
+    env = empty_caches(caches, HF_ENDPOINT=hub.url, IQABENCH_URL_MIRROR=hub.url, HF_TOKEN="hf_gated_test")
+    seen = len(hub.authorization)  # the server may be shared with other tests: only this command's requests
+    listed = cli(env, "fetch", *ADAPTER_RUN, "--limit", "1", "--list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    index = [auth for path, auth in hub.authorization[seen:] if path.endswith("/model_index.json")]
+    assert index and all(auth == "Bearer hf_gated_test" for auth in index), hub.authorization

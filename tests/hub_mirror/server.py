@@ -61,6 +61,7 @@ class HubServer:
     truncate: dict[str, int] = field(default_factory=dict)  # last path part -> bytes sent by the next GET
     override: dict[str, bytes] = field(default_factory=dict)  # last path part -> bytes served instead
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
+    authorization: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Authorization header)
     url: str = ""
     _hashes: dict[Path, str] = field(default_factory=dict)
 
@@ -104,6 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, *, body: bool) -> None:
         state = self.state
         state.requests.append((self.command, self.path, self.headers.get("Range")))
+        state.authorization.append((self.path, self.headers.get("Authorization")))
         path = urlparse(self.path).path
         if path in ("", "/"):
             return self._send(200, b"", "text/plain", body=body)
