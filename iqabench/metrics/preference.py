@@ -31,7 +31,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .preference_weights import HUB_FILES, preference_weights_status
+from ..metric_catalog import PREFERENCE_FILES
+from .preference_weights import preference_weights_status
 
 HESSEL_W = 2.5  # CLIPScore paper, Sec. 3: w = 2.5 rescales CLIP-S to roughly [0, 1]
 HESSEL_PREFIX = "A photo depicts "  # the prompt prefix of the CLIPScore paper and its reference code
@@ -79,19 +80,19 @@ class ClipPreference(nn.Module):
 
 def build_pickscore(device: torch.device) -> nn.Module:
     """PickScore v1: logit_scale.exp() x cosine of the fine-tuned CLIP-H (about 18-23 for typical images)."""
-    (model_repo, _), (processor_repo, _) = HUB_FILES["pickscore"]
+    (model_repo, _), (processor_repo, _) = PREFERENCE_FILES["pickscore"]
     return ClipPreference(model_repo, processor_repo, scale=None, clamp=False)
 
 
 def build_clipscore(device: torch.device) -> nn.Module:
     """CLIPScore as Hessel et al. define it: 2.5 x max(cos, 0), ViT-B/32, "A photo depicts " prefix."""
-    ((repo, _),) = HUB_FILES["clipscore"]
+    ((repo, _),) = PREFERENCE_FILES["clipscore"]
     return ClipPreference(repo, repo, scale=HESSEL_W, clamp=True, prefix=HESSEL_PREFIX)
 
 
 def build_clipscore_100(device: torch.device) -> nn.Module:
     """CLIPScore as torchmetrics computes it: 100 x max(cos, 0), ViT-L/14, the bare prompt."""
-    ((repo, _),) = HUB_FILES["clipscore_100"]
+    ((repo, _),) = PREFERENCE_FILES["clipscore_100"]
     return ClipPreference(repo, repo, scale=100.0, clamp=True)
 
 
@@ -111,7 +112,7 @@ class HPSv2(nn.Module):
 
         from ..safe_load import load_tensors
 
-        ((repo, _),) = HUB_FILES["hpsv2"]
+        ((repo, _),) = PREFERENCE_FILES["hpsv2"]
         path = hf_hub_download(repo, filename)
         state = load_tensors(path)  # a torch.save file: read tensors-only, never unpickled
         state = state.get("state_dict", state)
@@ -133,12 +134,12 @@ class HPSv2(nn.Module):
 
 def build_hpsv2(device: torch.device) -> nn.Module:
     """HPSv2.0: cos(image, prompt) of the HPSv2 ViT-H-14 (the version the IQA-Adapter authors scored CC3M with)."""
-    return HPSv2(HUB_FILES["hpsv2"][0][1][0])
+    return HPSv2(PREFERENCE_FILES["hpsv2"][0][1][0])
 
 
 def build_hpsv2_1(device: torch.device) -> nn.Module:
     """HPSv2.1: the same model with the v2.1 weights."""
-    return HPSv2(HUB_FILES["hpsv2.1"][0][1][0])
+    return HPSv2(PREFERENCE_FILES["hpsv2.1"][0][1][0])
 
 
 def register_preference_metrics() -> None:

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..metric_catalog import PREFERENCE_FILES
+from ..metric_catalog import PREFERENCE_FILES  # metric -> (repository, files) its factory reads, in load order
 from .pyiqa_weights import WeightFile, files_problem
-
-#: metric -> (repository, files) read by its factory, in the order they are loaded (iqabench.metric_catalog's table,
-#: which the torch-free listing reads too).
-HUB_FILES = PREFERENCE_FILES
 
 
 class HubFile(WeightFile):
@@ -50,7 +46,7 @@ def hub_file(repo_id: str, filename: str) -> WeightFile:
 
 def preference_weight_files(name: str) -> list[WeightFile]:
     """Every file building preference metric ``name`` reads."""
-    return [hub_file(repo, f) for repo, files in HUB_FILES[name] for f in files]
+    return [hub_file(repo, f) for repo, files in PREFERENCE_FILES[name] for f in files]
 
 
 def preference_weights_status(name: str) -> tuple[bool, str]:

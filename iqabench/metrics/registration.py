@@ -165,9 +165,10 @@ def metric_needs(name: str) -> list[Need]:
 
         listed = needs(name)  # the per-version table: no arch module imported
         return pyiqa_needs(name) if listed is None else listed
-    from .preference_weights import HUB_FILES, preference_weight_files
+    from ..metric_catalog import PREFERENCE_FILES
+    from .preference_weights import preference_weight_files
 
-    if name in HUB_FILES:  # the released files in their hub repositories: `iqabench fetch` downloads them
+    if name in PREFERENCE_FILES:  # the released files in their hub repositories: `iqabench fetch` downloads them
         return [f.need(name) for f in preference_weight_files(name)]
     if entry.weights is None:
         return []

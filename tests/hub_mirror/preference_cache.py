@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from iqabench.metrics.preference_weights import HUB_FILES
+from iqabench.metric_catalog import PREFERENCE_FILES
 
 from .hf_cache import write_saved_pretrained, write_snapshot
 
@@ -79,9 +79,10 @@ def write_hpsv2(cache: Path, seed: int = 0) -> Path:
 
 
 def write_preference_cache(cache: Path, seed: int = 0) -> dict[str, Path]:
-    """Every repository of :data:`HUB_FILES`: models where a metric reads a model, processors where it reads one."""
+    """Every repository of :data:`iqabench.metric_catalog.PREFERENCE_FILES`: models where a metric reads a
+    model, processors where it reads one."""
     written: dict[str, Path] = {"xswu/HPSv2": write_hpsv2(cache, seed)}
-    for index, (_metric, repos) in enumerate(sorted(HUB_FILES.items())):
+    for index, (_metric, repos) in enumerate(sorted(PREFERENCE_FILES.items())):
         for repo_id, files in repos:
             if repo_id in written:
                 continue
