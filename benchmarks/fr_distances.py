@@ -29,11 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from iqabench.batching import BatchPolicy, run_batched
 from iqabench.benchmark import AnalysisContext, PlannedItem, Result, register_benchmark
 from iqabench.decisions import level_table, long_headline
 from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
 from iqabench.metrics import Metric, MetricUnavailableError, build_metric, metric_info, parse_metric_list
+from iqabench.oom import is_out_of_memory
 from iqabench.specs import RunSpec
 from iqabench.stats import describe_method
 from iqabench.store import Store, content_key
@@ -90,9 +92,16 @@ def image_tensor(store: Store, key: str) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def pair_scores(store: Store, metric: Metric, pairs: list[tuple[str, str]], batch_size: int = 8
-                ) -> dict[tuple[str, str], float | None]:
-    """Metric value for each ordered (image, reference) pair, from the cache or computed and cached."""
+def pair_scores(store: Store, metric: Metric, pairs: list[tuple[str, str]], batch_size: int | None = None,
+                policy: BatchPolicy | None = None) -> dict[tuple[str, str], float | None]:
+    """Metric value for each ordered (image, reference) pair, from the cache or computed and cached.
+
+    Chunks follow the run's batch policy (``policy``, else a fixed ``batch_size``, else 8): an out-of-memory
+    error halves the chunk and retries the same pairs (:func:`iqabench.batching.run_batched`), so a too-large
+    ``--batch-size`` costs time, never pair scores. Any other error in a chunk -- or an out-of-memory error on a
+    single pair -- is recorded as that chunk's pairs' score error, and the other chunks still run.
+    """
+    policy = policy or BatchPolicy(batch_size or 8)
     fp = metric.fingerprint()
     keys = {p: pair_key(*p) for p in dict.fromkeys(pairs)}
     cached = store.get_scores(keys.values(), metric.name, fp)
@@ -108,20 +117,25 @@ def pair_scores(store: Store, metric: Metric, pairs: list[tuple[str, str]], batc
             store.put_scores([(keys[(a, b)], metric.name, fp, None, "images differ in size")])
             continue
         by_size[tuple(ta.shape)].append(((a, b), ta, tb))
+
+    def score_chunk(chunk: list[tuple[tuple[str, str], torch.Tensor, torch.Tensor]]) -> list[tuple]:
+        try:
+            values = metric.score(torch.stack([c[1] for c in chunk]), torch.stack([c[2] for c in chunk])).tolist()
+            errors = [None] * len(chunk)
+        except Exception as exc:  # one bad batch must not lose the others; record why
+            if is_out_of_memory(exc) and len(chunk) > 1:
+                raise  # run_batched halves the chunk and retries these pairs
+            values, errors = [None] * len(chunk), [f"{type(exc).__name__}: {exc}"[:500]] * len(chunk)
+        rows = []
+        for (pair, _, _), value, error in zip(chunk, values, errors, strict=True):
+            finite = value is not None and np.isfinite(value)
+            rows.append((keys[pair], metric.name, fp, float(value) if finite else None,
+                         error or (None if finite else "non-finite value")))
+        store.put_scores(rows)
+        return rows
+
     for group in by_size.values():
-        for start in range(0, len(group), batch_size):
-            chunk = group[start:start + batch_size]
-            rows = []
-            try:
-                values = metric.score(torch.stack([c[1] for c in chunk]), torch.stack([c[2] for c in chunk])).tolist()
-                errors = [None] * len(chunk)
-            except Exception as exc:  # one bad batch must not lose the others; record why
-                values, errors = [None] * len(chunk), [f"{type(exc).__name__}: {exc}"[:500]] * len(chunk)
-            for (pair, _, _), value, error in zip(chunk, values, errors, strict=True):
-                finite = value is not None and np.isfinite(value)
-                rows.append((keys[pair], metric.name, fp, float(value) if finite else None,
-                             error or (None if finite else "non-finite value")))
-            store.put_scores(rows)
+        run_batched(group, score_chunk, policy)
     cached = store.get_scores(keys.values(), metric.name, fp)
     return {p: cached.get(k) for p, k in keys.items()}
 
@@ -272,7 +286,7 @@ class FRDistances(SweepBenchmark):
         rows = []
         n_failed = 0
         for metric in metrics:
-            values = pair_scores(ctx.store, metric, all_pairs, batch_size=runtime.batch.for_pass())
+            values = pair_scores(ctx.store, metric, all_pairs, policy=runtime.batch)
             transform = distance_transform(metric.name)
             for (generator, prompt_id, seed), members in groups.items():
                 for ca, ka in members.items():

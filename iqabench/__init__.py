@@ -12,12 +12,16 @@ from .lazy import lazy_exports
 
 # The public names load on first use (PEP 562): ``import iqabench`` (and so ``iqabench --help``) must not pay
 # for torch, diffusers and pyiqa; ``iqabench.run`` etc. import them when touched.
-_LAZY = {
-    "run": ".api", "BaseBenchmark": ".benchmark", "ImageRef": ".benchmark", "PlannedItem": ".benchmark",
-    "Result": ".benchmark", "register_benchmark": ".benchmark", "WorkItem": ".generators",
-    "build_generator": ".generators", "register_generator": ".generators", "build_metric": ".metrics",
-    "register_metric": ".metrics", "Runner": ".runner", "Runtime": ".runtime", "GeneratorSpec": ".specs",
-    "RunSpec": ".specs", "Store": ".store", "Execution": ".execution",
+_LAZY = {  # public name -> the module it lives in (one module per line or two)
+    "run": ".api",
+    "BaseBenchmark": ".benchmark", "ImageRef": ".benchmark", "PlannedItem": ".benchmark", "Result": ".benchmark",
+    "register_benchmark": ".benchmark",
+    "WorkItem": ".generators", "build_generator": ".generators",
+    "register_generator": ".generators",
+    "build_metric": ".metrics", "register_metric": ".metrics",
+    "Runner": ".runner", "Runtime": ".runtime",
+    "GeneratorSpec": ".specs", "RunSpec": ".specs",
+    "Store": ".store", "Execution": ".execution",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -650,10 +650,15 @@ def _analysis_code_digest(benchmark: Any, options: dict[str, Any]) -> str:
         locations = list(spec.submodule_search_locations or []) if spec is not None else []
         return Path(locations[0]) if locations else None
 
+    def module_file(name: str) -> str | None:
+        spec = importlib.util.find_spec(name)  # by module name, so a module can move without leaving the digest
+        return spec.origin if spec is not None else None
+
     own = inspect.getsourcefile(type(benchmark))
-    core = Path(__file__).resolve().parent
-    files = [own] + [str(core / f"{m}.py") for m in ("benchmark", "stats", "decisions", "compare", "results",
-                                                     "plotting", "number_format", "labels", "identical")]
+    files = [own] + [module_file(m) for m in (
+        "iqabench.benchmark", "iqabench.stats", "iqabench.decisions",
+        "iqabench.compare", "iqabench.results", "iqabench.plotting",
+        "iqabench.number_format", "iqabench.labels", "iqabench.identical")]
     for package in ("iqabench.benchmarks", "iqabench.reports"):
         folder = package_dir(package)
         if folder is not None and (package == "iqabench.reports" or (own and folder in Path(own).parents)):

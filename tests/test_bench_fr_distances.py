@@ -103,3 +103,55 @@ def test_offline_run_default_panel_falls_back_with_a_note(tmp_path):
     assert "fr_matrix_ssim" in result.figures
     with pytest.raises(MetricUnavailableError, match="lpips"):
         run(RunSpec(**{**spec.to_dict(), "metrics": ["lpips"]}), out=tmp_path / "out")
+
+
+def test_batch_size_auto_pair_pass_backs_off_on_out_of_memory(tmp_path, monkeypatch):
+    """The FR pair pass takes the run's batch policy: with ``--batch-size auto`` it starts at the pass size, and
+    an accelerator out-of-memory error halves the chunk and retries the same pairs, so every pair is scored."""
+    from iqabench.execution import Execution
+    from iqabench.metrics.wrapper import Metric
+
+    attempts: list[int] = []
+    original = Metric.score
+
+    def small_memory(self, images, refs=None, **kwargs):
+        attempts.append(len(images))
+        if len(images) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, images, refs, **kwargs)
+
+    monkeypatch.setattr(Metric, "score", small_memory)
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    spec = RunSpec("fr-distances", [f"iqa-adapter:{checkpoint}[steps=1]"], metrics=["ssim"], limit=1, seeds=[0],
+                   options={"targets": "1,99"})
+    result = run(spec, out=tmp_path / "out", execution=Execution(device="cpu", batch_size="auto")).result
+    pairs = result.tables["fr_pairs"]
+    assert len(pairs) == 9 and pairs.distance.notna().all()  # 3 x 3 ordered pairs of one (prompt, seed)
+    assert not any("could not be computed" in note for note in result.notes)
+    assert attempts[:3] == [9, 4, 2] and max(attempts[3:]) == 2  # auto starts at 16 (9 pairs), halved until it fits
+    assert sum(a for a in attempts if a <= 2) == 9  # each pair computed once, none dropped
+
+
+def test_a_non_memory_error_in_one_chunk_is_recorded_per_pair_while_others_back_off(store):
+    from iqabench.batching import BatchPolicy
+
+    keys = _images(store, n=3)
+    metric = build_metric("ssim")
+    original = metric.score
+    attempts: list[int] = []
+
+    def flaky(images, refs=None):
+        attempts.append(len(images))
+        if len(images) > 2:
+            raise RuntimeError("CUDA out of memory.")
+        if len(attempts) == 3:  # the first chunk that fits: a genuine bug in the metric
+            raise ValueError("broken chunk")
+        return original(images, refs)
+
+    metric.score = flaky
+    pairs = [(a, b) for a in keys for b in keys]
+    values = pair_scores(store, metric, pairs, policy=BatchPolicy("auto"))
+    failed = [p for p, v in values.items() if v is None]
+    assert len(values) == 9 and len(failed) == 2 and attempts[:3] == [9, 4, 2]
+    errors = store.get_score_errors([content_key("fr-pair/v1", *p) for p in failed], "ssim", metric.fingerprint())
+    assert all("ValueError: broken chunk" in e for e in errors.values()) and len(errors) == 2
