@@ -184,11 +184,11 @@ def test_imagereward_scores_depend_on_the_prompt_and_equal_the_official_formula(
 
 def test_a_planted_imagereward_checkpoint_is_refused_without_running(tmp_path, monkeypatch):
     import huggingface_hub.constants
-
     from hub_mirror.hf_cache import write_snapshot
     from hub_mirror.planted import plant
-    from iqabench.metrics.preference_weights import preference_weights_status
+
     from iqabench.metrics.imagereward import ImageReward
+    from iqabench.metrics.preference_weights import preference_weights_status
     from iqabench.safe_load import UnsafeCheckpointError
 
     marker = tmp_path / "pwned"
@@ -205,3 +205,28 @@ def test_a_planted_imagereward_checkpoint_is_refused_without_running(tmp_path, m
     with pytest.raises(UnsafeCheckpointError, match="ImageReward.pt holds pickled objects other than tensors"):
         ImageReward()
     assert not marker.exists()
+
+
+def test_fetch_downloads_imagereward_files_and_the_offline_run_scores_with_them(hub_mirror, tmp_path):
+    from hub_mirror.server import HubServer, serve
+    from test_fetch_preflight import cli, empty_caches
+
+    hub_mirror.ensure("preference")
+    state = HubServer()
+    state.add_hf_cache(hub_mirror.root / "hf" / "hub")
+    caches = tmp_path / "caches"
+    args = ["scores", "--generator", "tiny-sd[steps=1]", "--metrics", "imagereward", "--limit", "1"]
+    with serve(state) as hub:
+        env = empty_caches(caches, HF_ENDPOINT=hub.url)
+        fetched = cli(env, "fetch", *args, cwd=tmp_path)
+        assert fetched.returncode == 0, fetched.stderr[-3000:]
+    got = sorted(p.relative_to(caches / "hf" / "hub").parts[0] + "/" + p.name
+                 for p in (caches / "hf" / "hub").glob("models--*/snapshots/*/*"))
+    assert got == ["models--THUDM--ImageReward/ImageReward.pt", "models--THUDM--ImageReward/med_config.json",
+                   "models--bert-base-uncased/tokenizer_config.json", "models--bert-base-uncased/vocab.txt"]
+    offline = {**env, "HF_HUB_OFFLINE": "1", "IQABENCH_OFFLINE": "1"}
+    out = tmp_path / "out"
+    run = cli(offline, "run", *args, "--plugin", str(ROOT / "tests" / "tiny_imagereward_plugin.py"),
+              "--batch-size", "1", "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(next(out.glob("runs/*/run.json")).read_text())["status"] == "complete"
