@@ -115,10 +115,11 @@ class ImageReward(nn.Module):
             transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        from .preference import to_pil
+        from ..image_tensors import quantize, to_pil
 
         device = next(self.parameters()).device
-        pixels = torch.stack([self.preprocess(image) for image in to_pil(images)]).to(device)
+        pil = [to_pil(image) for image in quantize(images.detach().clamp(0, 1))]  # 8-bit, as the cached PNG
+        pixels = torch.stack([self.preprocess(image) for image in pil]).to(device)
         tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=PROMPT_TOKENS,
                                 return_tensors="pt").to(device)
         image_tokens = self.visual.forward_features(pixels)
