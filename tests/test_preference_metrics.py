@@ -165,7 +165,7 @@ def test_missing_preference_weights_are_named_before_any_work_offline(tmp_path, 
     assert [f.path.name for f in preference_weight_files("hpsv2")] == ["HPS_v2_compressed.pt"]
 
 
-def test_imagereward_files_are_the_released_ones_and_its_layout_loads_in_the_official_classes_names():
+def test_imagereward_reads_the_released_files_and_is_a_higher_is_better_prompt_aware_metric():
     from iqabench.metrics import metric_info, preference_weight_files
 
     files = preference_weight_files("imagereward")  # what `iqabench fetch`, `list metrics` and the preflight read
