@@ -43,10 +43,15 @@ PREFERENCE_FILES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "hpsv2.1": (("xswu/HPSv2", ("HPS_v2.1_compressed.pt",)),),
     # torchmetrics' CLIPScore default model (ViT-L/14) for the 100 x max(cos, 0) convention.
     "clipscore_100": (("openai/clip-vit-large-patch14", (*MODEL_FILES, *PROCESSOR_FILES)),),
+    # ImageReward (Xu et al. 2023): the BLIP reward model's config and weights (what ImageReward.load downloads),
+    # then the tokenizer its BLIP loads, bert-base-uncased (vocab.txt + tokenizer_config.json, as BertTokenizer).
+    "imagereward": (("THUDM/ImageReward", ("med_config.json", "ImageReward.pt")),
+                    ("bert-base-uncased", ("tokenizer_config.json", "vocab.txt"))),
 }
 #: their score ranges as listed (None: unbounded logits)
 PREFERENCE_RANGES: dict[str, str | None] = {"pickscore": None, "clipscore": "0, 2.5", "clipscore_100": "0, 100",
-                                            "hpsv2": "~0.2, ~0.35", "hpsv2.1": "~0.2, ~0.35"}
+                                            "hpsv2": "~0.2, ~0.35", "hpsv2.1": "~0.2, ~0.35",
+                                            "imagereward": None}
 #: parameterised metric names registered on first use (``ipce:<checkpoint>``; see metrics.registration)
 FAMILY_PREFIXES = ("ipce:",)
 

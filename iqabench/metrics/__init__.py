@@ -9,7 +9,8 @@ and the differentiable ``loss`` used by guidance and training.
 - ``registration``: :func:`register_metric`, :func:`build_metric` and the checks before a run;
 - ``pyiqa_metrics``: registers every pyiqa metric from pyiqa's ``DEFAULT_CONFIGS``;
 - ``pyiqa_weights``: which files each pyiqa metric loads and whether they are all present;
-- ``preference``: prompt-aware text-image metrics (pickscore, clipscore, clipscore_100, ``ipce:<file>``), with
+- ``preference``: prompt-aware text-image metrics (pickscore, clipscore, clipscore_100, hpsv2, imagereward,
+  ``ipce:<file>``), with
   their hub files in ``preference_weights``.
 
 Registering your own model takes a few lines::

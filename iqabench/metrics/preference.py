@@ -1,4 +1,4 @@
-"""Text-image preference metrics, scored against each image's prompt: PickScore, CLIPScore, HPSv2, IPCE checkpoints.
+"""Text-image preference metrics, scored against each image's prompt: PickScore, CLIPScore, HPSv2, ImageReward, IPCE.
 
 They are *prompt-aware* metrics (``MetricInfo.prompt_aware``): the module is called as ``module(images,
 prompts)`` with [N, 3, H, W] floats in [0, 1] and one prompt per image, and the scorer hands each image the
@@ -17,6 +17,9 @@ prompt it was generated from. Each loads the released weights from the Hugging F
 * ``hpsv2`` / ``hpsv2.1`` (Wu et al., *Human Preference Score v2*, 2023): cos(image, prompt) of open_clip
   ViT-H-14 with ``HPS_v2_compressed.pt`` / ``HPS_v2.1_compressed.pt`` from ``xswu/HPSv2`` (a ``torch.save`` file,
   read tensors-only), as ``hpsv2.score`` computes it.
+* ``imagereward`` (Xu et al., *ImageReward*, 2023): the BLIP reward model of ``THUDM/ImageReward``
+  (``ImageReward.pt``, read tensors-only, and ``med_config.json``) with the ``bert-base-uncased`` tokenizer,
+  standardised as ``ImageReward.score`` returns it (:mod:`.imagereward`).
 * ``ipce:<checkpoint>`` (the IPCE evaluator ``iqabench train ipce`` fits) is in the ACPO plugin,
   ``iqabench.adapters.acpo.metric``, registered on first use of the name (``registration.METRIC_FAMILIES``).
 
@@ -143,15 +146,18 @@ def build_hpsv2_1(device: torch.device) -> nn.Module:
 
 
 def register_preference_metrics() -> None:
-    """Register pickscore, clipscore, clipscore_100, hpsv2, hpsv2.1 (``ipce:<file>`` registers on first use)."""
+    """Register pickscore, clipscore, clipscore_100, hpsv2, hpsv2.1, imagereward (``ipce:<file>`` registers on
+    first use)."""
     from ..metric_catalog import PREFERENCE_RANGES
+    from .imagereward import build_imagereward
     from .registration import register_metric
 
     table = (("pickscore", build_pickscore, "PickScore_v1"),
              ("clipscore", build_clipscore, "hessel2021-w2.5-vitb32"),
              ("clipscore_100", build_clipscore_100, "torchmetrics-w100-vitl14"),
              ("hpsv2", build_hpsv2, "HPS_v2_compressed"),
-             ("hpsv2.1", build_hpsv2_1, "HPS_v2.1_compressed"))
+             ("hpsv2.1", build_hpsv2_1, "HPS_v2.1_compressed"),
+             ("imagereward", build_imagereward, "ImageReward-v1.0"))
     for name, factory, version in table:
         score_range = PREFERENCE_RANGES[name]
         register_metric(name, lower_better=False, differentiable=False, prompt_aware=True, score_range=score_range,

@@ -1,4 +1,4 @@
-"""Which hub files each text-image preference metric reads (PickScore, CLIPScore, HPSv2), where, and if they are there.
+"""Which hub files each text-image preference metric reads (PickScore, CLIPScore, HPSv2, ImageReward) and if present.
 
 The same :class:`~.pyiqa_weights.WeightFile` records the pyiqa metrics use, so ``iqabench list metrics`` and a
 ``fetch`` of a run's files list them the same way: one row per file in the Hugging Face hub cache folder

@@ -21,7 +21,7 @@ PixArt-Sigma, see ``modern``), ``clip``
 (open_clip ViT-L-14/openai; ``clip:ViT-B-32`` for the IPCE evaluator's),
 ``torch`` (torch-fidelity Inception, torchvision Mask R-CNN), ``tiny-decoders`` (TAESD / TAESDXL for
 guidance's ``decoder=tiny``, with a planted pickled ``.bin`` beside the safetensors), ``adapters``
-(IQA-Adapter presets), ``preference`` (PickScore, CLIPScore, HPSv2 hub repositories),
+(IQA-Adapter presets), ``preference`` (PickScore, CLIPScore, HPSv2, ImageReward hub repositories),
 and ``pyiqa`` (metric weights and their backbones;
 ``pyiqa:<metric>`` for one metric; see ``pyiqa_cache``).
 """

@@ -1,4 +1,6 @@
-"""The text-image preference metrics' hub repositories (PickScore, CLIPScore) with random weights, real layout.
+"""The text-image preference metrics' hub repositories (PickScore, CLIPScore, HPSv2) with random weights, real layout.
+
+ImageReward's two repositories are written by :mod:`.imagereward_cache`.
 
 Each repository gets what ``from_pretrained`` reads in the real one: ``config.json`` + ``model.safetensors`` of a
 ``CLIPModel`` (scaled down: transformers builds the model from the config, so the sizes need not be CLIP-H's),
@@ -81,7 +83,9 @@ def write_hpsv2(cache: Path, seed: int = 0) -> Path:
 def write_preference_cache(cache: Path, seed: int = 0) -> dict[str, Path]:
     """Every repository of :data:`iqabench.metric_catalog.PREFERENCE_FILES`: models where a metric reads a
     model, processors where it reads one."""
-    written: dict[str, Path] = {"xswu/HPSv2": write_hpsv2(cache, seed)}
+    from .imagereward_cache import write_imagereward
+
+    written: dict[str, Path] = {"xswu/HPSv2": write_hpsv2(cache, seed), **write_imagereward(cache, seed)}
     for index, (_metric, repos) in enumerate(sorted(PREFERENCE_FILES.items())):
         for repo_id, files in repos:
             if repo_id in written:
