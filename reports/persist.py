@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import pandas as pd
 
 from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
@@ -114,6 +113,8 @@ def figure_svg(fig: Figure, salt: str) -> str:
     clip-path ids share one namespace; matplotlib otherwise salts with a random
     uuid, which is unique but makes every save differ byte-wise.
     """
+    import matplotlib  # here, not at import: reading a result back (a resume) draws nothing
+
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
@@ -139,6 +140,8 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
     PDFs embed TrueType (Type 42) fonts: matplotlib's default Type 3 fonts are refused by many publishers'
     checks (IEEE PDF eXpress, ACM) and do not select or search as text.
     """
+    import matplotlib
+
     buffer = io.BytesIO()
     metadata = {"CreationDate": None} if fmt == "pdf" else {}
     with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
