@@ -221,11 +221,17 @@ _NO_FILES = frozenset({"PIQE", "Entropy", "SSIM", "MS_SSIM", "CW_SSIM", "PSNR", 
                        "NLPD"})
 
 
-def pyiqa_weight_files(name: str) -> tuple[list[WeightFile], bool]:
-    """Every file building pyiqa metric ``name`` reads, and whether its backbones are known (verified)."""
+def reads_no_files(name: str) -> bool:
+    """Building pyiqa metric ``name`` reads no file and downloads nothing (PIQE, Entropy, SSIM, ...)."""
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
-    if DEFAULT_CONFIGS[name]["metric_opts"]["type"] in _NO_FILES:
+    config = DEFAULT_CONFIGS.get(name)
+    return config is not None and config["metric_opts"]["type"] in _NO_FILES
+
+
+def pyiqa_weight_files(name: str) -> tuple[list[WeightFile], bool]:
+    """Every file building pyiqa metric ``name`` reads, and whether its backbones are known (verified)."""
+    if reads_no_files(name):
         return [], True
     arch_type, module, opts = _arch(name)
     files = _pyiqa_files(arch_type, module, opts)
