@@ -60,7 +60,8 @@ def test_resume_of_a_finished_run_imports_no_plotting_stack_and_no_scipy(tmp_pat
         assert done.returncode == 0, done.stderr[-3000:]
         seen.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert [s["unchanged"] for s in seen] == [False, True]
-    assert "matplotlib" in seen[0]["modules"]  # the probe sees what a run that draws imports
+    assert "iqabench.reports.render" in seen[0]["modules"]  # the probe sees what a run that renders imports
+    assert "matplotlib" not in seen[0]["modules"]  # scores draws no figure, so not even the first run needs it
     for heavy in ("matplotlib", "seaborn", "scipy", "iqabench.plotting", "iqabench.reports.render", "jinja2"):
         assert heavy not in seen[1]["modules"], f"{heavy} was imported by a resume whose result stands"
 
