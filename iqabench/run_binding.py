@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -57,26 +58,62 @@ def spec_differences(recorded: dict[str, Any], new: dict[str, Any]) -> list[str]
     return differ
 
 
-def recorded_spec(run_json: Path) -> dict[str, Any] | None:
-    """The spec a run.json records; None when there is no run.json. An unreadable one is treated as foreign."""
-    if not run_json.is_file():
-        return None
-    from .run_folders import read_json_document  # bounded, shape-checked read (issue 26, item 5)
+class RunJson:
+    """A run folder's run.json, read once per version of the file (issue 29).
 
-    document = read_json_document(run_json)
+    A run start looks at run.json three times: the spec check before planning, the same check under the run's
+    lock, and the resume's comparison with the finished run (``Runner._read_previous_manifest``). The document
+    is kept with the file's (device, inode, size, mtime_ns, ctime_ns) and read again only when those changed.
+    iqabench writes run.json by atomic rename, so every version is a new file; for a version written in between
+    to look unchanged, a whole run of another process would have to fit between two ticks of the file system's
+    clock. A document that failed to read is not kept: the next look reads (and fails) again.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._version: tuple[int, ...] | None = None
+        self._document: dict[str, Any] | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        """The document (do not modify it), None when there is no run.json; ValueError when it cannot be read."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):  # not a file: no run recorded (as before issue 29)
+            self._version = self._document = None
+            return None
+        version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        if version != self._version:
+            from .run_folders import read_json_document  # bounded, shape-checked read (issue 26, item 5)
+
+            self._version = None
+            self._document = read_json_document(self.path)
+            self._version = version
+        return self._document
+
+
+def recorded_spec(run_json: Path | RunJson) -> dict[str, Any] | None:
+    """The spec a run.json records; None when there is no run.json. An unreadable one is treated as foreign."""
+    reader = run_json if isinstance(run_json, RunJson) else RunJson(run_json)
+    document = reader.read()
+    if document is None:
+        return None
     spec = document.get("spec")
     if not isinstance(spec, dict):
-        raise RunIdInUseError(f"{run_json} records no spec; pass --overwrite to replace that run, or pick "
+        raise RunIdInUseError(f"{reader.path} records no spec; pass --overwrite to replace that run, or pick "
                               "another --run-id")
     return spec
 
 
-def check_run_id(run_dir: Path, spec: dict[str, Any], *, overwrite: bool = False) -> None:
-    """Refuse (RunIdInUseError, one sentence with the differing fields) a run id whose run.json holds another spec."""
+def check_run_id(run_dir: Path, spec: dict[str, Any], *, overwrite: bool = False,
+                 run_json: RunJson | None = None) -> None:
+    """Refuse (RunIdInUseError, one sentence with the differing fields) a run id whose run.json holds another spec.
+    ``run_json``: the folder's reader, shared by a run's checks so an unchanged file is read once."""
     if overwrite:
         return
     try:
-        old = recorded_spec(run_dir / "run.json")
+        old = recorded_spec(run_json if run_json is not None else run_dir / "run.json")
     except ValueError as exc:  # unreadable run.json: another run's, perhaps damaged; never overwritten silently
         raise RunIdInUseError(f"run id {run_dir.name!r} is taken by a run whose run.json cannot be read ({exc}); "
                               "pass --overwrite to replace it, or pick another --run-id") from None
@@ -105,7 +142,8 @@ class RunClaim:
         self.release()
 
 
-def claim_run(run_dir: Path, spec: dict[str, Any], *, overwrite: bool = False) -> RunClaim:
+def claim_run(run_dir: Path, spec: dict[str, Any], *, overwrite: bool = False,
+              run_json: RunJson | None = None) -> RunClaim:
     """Lock ``run_dir`` for this process (refusing a second one), then check its recorded spec (see module doc)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -120,7 +158,7 @@ def claim_run(run_dir: Path, spec: dict[str, Any], *, overwrite: bool = False) -
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        check_run_id(run_dir, spec, overwrite=overwrite)
+        check_run_id(run_dir, spec, overwrite=overwrite, run_json=run_json)
     except BaseException:
         claim.release()
         raise

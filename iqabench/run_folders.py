@@ -127,7 +127,11 @@ RUN_SPEC_FIELDS = {"generators": list, "metrics": list, "seeds": list, "options"
 def read_run_manifest(path: Path) -> dict[str, Any]:
     """A run.json, bounded and with every field a reader uses of the type iqabench writes (RunFolderError
     naming the file and the field otherwise)."""
-    document = read_json_document(path)
+    return checked_run_manifest(read_json_document(path), path)
+
+
+def checked_run_manifest(document: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``document`` (run.json's, already read) when every field a reader uses has the type iqabench writes."""
     for name, kind in RUN_JSON_FIELDS.items():
         typed_field(document, name, kind, path)
     spec = document.get("spec") or {}

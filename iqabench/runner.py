@@ -37,7 +37,7 @@ from .oom import free_accelerator_memory, is_out_of_memory
 from .planning import key_work, plan_work, planned_records
 from .preflight import DEFAULT_FETCH_HINT, ensure_present
 from .registry import load_plugin
-from .run_binding import RunClaim, check_run_id, claim_run
+from .run_binding import RunClaim, RunJson, check_run_id, claim_run
 from .run_status import Heartbeat, owner
 from .score_shards import ShardedStore, merge_shards, prepare_for_readers
 from .scoring import TensorScorer
@@ -163,9 +163,11 @@ class Runner:
         self._scored_in_memory: set[tuple[str, str]] = set()
         self._generators_ok: set[str] = set()  # generators with at least one image made in this run
         self._last_generate_s = 0.0
-        self.store.run_dir(self.run_id)  # a bad --run-id fails now (also under --dry-run), not after planning
+        # a bad --run-id fails now (also under --dry-run), not after planning; run.json is read once per version
+        self._run_json = RunJson(self.store.run_dir(self.run_id) / "run.json")
         if self.is_main_process:  # a run id of another spec fails now too; claim_run re-checks under its lock
-            check_run_id(self.store.run_dir(self.run_id), spec.to_dict(), overwrite=overwrite)
+            check_run_id(self.store.run_dir(self.run_id), spec.to_dict(), overwrite=overwrite,
+                         run_json=self._run_json)
         self.progress = progress if self.is_main_process else _silent
         # Every generator spec is built once (validates specs, declares weights, loads nothing heavy), and shared
         # with the benchmark's plan and analysis.
@@ -536,7 +538,8 @@ class Runner:
         if dry_run:
             return outcome
         if self.is_main_process and self._claim is None:
-            self._claim = claim_run(self.store.run_dir(self.run_id), self.spec.to_dict(), overwrite=self.overwrite)
+            self._claim = claim_run(self.store.run_dir(self.run_id), self.spec.to_dict(), overwrite=self.overwrite,
+                                    run_json=self._run_json)
         try:
             return self._execute(plan, outcome)
         finally:
@@ -559,8 +562,11 @@ class Runner:
 
     def _read_previous_manifest(self) -> dict[str, Any]:
         """The run.json a finished earlier run left here (empty when there is none or it cannot be read)."""
+        from .run_folders import checked_run_manifest
+
         try:
-            return self.store.read_run_json(self.run_id)
+            document = self._run_json.read()  # the document the checks under the lock read, unless it changed
+            return {} if document is None else checked_run_manifest(document, self._run_json.path)
         except (OSError, ValueError):
             return {}
 

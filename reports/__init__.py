@@ -1,18 +1,22 @@
-"""HTML reports: persist a benchmark Result, render saved runs into one self-contained HTML file."""
+"""HTML reports: persist a benchmark Result, render saved runs into one self-contained HTML file.
 
-from iqabench.plotting import heatmap_figure
+The names load on first access (PEP 562, :mod:`iqabench.lazy`): reading a saved result back (a resume whose
+result stands, issue 29) must not import matplotlib, seaborn and scipy.stats through the plotting helpers.
+"""
 
-from .persist import SavedResult, load_result, save_result
-from .render import render_html, render_report
-from .tables import format_number, table_view
+from iqabench.lazy import lazy_exports
 
-__all__ = [
-    "SavedResult",
-    "format_number",
-    "heatmap_figure",
-    "load_result",
-    "render_html",
-    "render_report",
-    "save_result",
-    "table_view",
-]
+_LAZY = {
+    "SavedResult": ".persist",
+    "format_number": ".tables",
+    "heatmap_figure": "iqabench.plotting",
+    "load_result": ".persist",
+    "render_html": ".render",
+    "render_report": ".render",
+    "save_result": ".persist",
+    "table_view": ".tables",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -48,3 +48,32 @@ def test_a_changed_score_or_a_missing_report_makes_the_resume_analyse_again(tmp_
     again.report.unlink()
     third = run(RunSpec(**SPEC), out=tmp_path)
     assert calls == [1, 1] and not third.unchanged and third.report.is_file()
+
+
+def test_a_run_start_reads_run_json_once_and_again_only_when_it_changed(tmp_path, monkeypatch):
+    """The spec check before planning, the one under the lock and the resume's comparison share one read."""
+    from pathlib import Path
+
+    from iqabench import run_folders
+
+    first = run(RunSpec(**SPEC), out=tmp_path)
+    reads = []
+    original = run_folders.read_json_document
+    monkeypatch.setattr(run_folders, "read_json_document",
+                        lambda path, **kw: reads.append(Path(path).name) or original(path, **kw))
+    again = run(RunSpec(**SPEC), out=tmp_path)
+    assert again.unchanged and reads.count("run.json") == 1
+
+    reads.clear()  # rewritten between the first check and the claim: read again, and the new spec is what counts
+    runner = Runner(RunSpec(**SPEC), tmp_path)
+    manifest = (first.run_dir / "run.json").read_text()
+    (first.run_dir / "run.json").write_text(manifest.replace('"entropy"', '"piqe"'))
+    from iqabench.run_binding import RunIdInUseError
+
+    try:
+        runner.execute()
+    except RunIdInUseError as exc:
+        assert "differing: metrics" in str(exc)
+    else:
+        raise AssertionError("a run.json rewritten with another spec after the first check was not read again")
+    assert reads.count("run.json") == 2

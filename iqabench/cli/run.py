@@ -115,7 +115,10 @@ def run_command(
         return
     columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not console.is_terminal and "CI" in os.environ) as bar:
+    # 2 redraws a second, not rich's 10: its refresh thread otherwise takes 1.3% of a core from the pipeline
+    # in a terminal (0.28% at 2/s; 0.4% -> 0.18% when not a terminal), and a batch takes seconds anyway
+    with Progress(*columns, console=console, disable=not console.is_terminal and "CI" in os.environ,
+                  refresh_per_second=2) as bar:
         runner.progress = RichProgress(bar)
         outcome = execute(runner)
     if not runner.is_main_process:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..registry import METRICS, Entry
-from .pyiqa_weights import pyiqa_cache_dir, pyiqa_weights_status
+from .pyiqa_weights import pyiqa_cache_dir, pyiqa_weights_status, reads_no_files
 from .registration import check_available
 from .wrapper import MetricInfo, MetricUnavailableError
 
@@ -72,7 +72,8 @@ def _pyiqa_factory(name: str) -> Callable[..., nn.Module]:
 
         from .. import safe_load
 
-        safe_load.import_clip_loaders()  # so that install() patches their CLIP downloads too
+        if not reads_no_files(name):  # a metric that reads no file downloads no CLIP either: `clip` costs ~0.5 s
+            safe_load.import_clip_loaders()  # so that install() patches their CLIP downloads too
         safe_load.install()
         check_available(name)
         try:

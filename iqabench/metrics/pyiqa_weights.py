@@ -214,8 +214,25 @@ def _pyiqa_files(arch_type: str, module: Any, opts: dict[str, Any]) -> list[Weig
     return [pyiqa_file(urls[k]) for k in keys]
 
 
+#: Archs that read no file at all: no ``default_model_urls`` and no backbone (pyiqa 0.1.16; a test checks each
+#: against its module). Their answer needs no import of the arch module, which for PIQE imports scipy through
+#: ``pyiqa.matlab_utils``: a resume whose scores are all cached never builds the metric (issue 29).
+_NO_FILES = frozenset({"PIQE", "Entropy", "SSIM", "MS_SSIM", "CW_SSIM", "PSNR", "FSIM", "VIF", "GMSD", "VSI", "MAD",
+                       "NLPD"})
+
+
+def reads_no_files(name: str) -> bool:
+    """Building pyiqa metric ``name`` reads no file and downloads nothing (PIQE, Entropy, SSIM, ...)."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    config = DEFAULT_CONFIGS.get(name)
+    return config is not None and config["metric_opts"]["type"] in _NO_FILES
+
+
 def pyiqa_weight_files(name: str) -> tuple[list[WeightFile], bool]:
     """Every file building pyiqa metric ``name`` reads, and whether its backbones are known (verified)."""
+    if reads_no_files(name):
+        return [], True
     arch_type, module, opts = _arch(name)
     files = _pyiqa_files(arch_type, module, opts)
     backbones = _BACKBONES[arch_type](opts) if arch_type in _BACKBONES else None
