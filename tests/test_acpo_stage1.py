@@ -252,6 +252,16 @@ def test_ipce_paper_schedule_trains_three_stages_each_from_the_last(tmp_path, ti
     bad = CliRunner().invoke(app, ["--schedule", "paper", "--table", str(tables[0]), "--out", str(tmp_path / "x"),
                                    *common])
     assert bad.exit_code != 0 and "one --table each" in bad.output
+    # A stage table on another MOS scale (AIGCIQA2023-like 0-100) is refused before the first stage is fitted.
+    import pandas as pd
+
+    frame = pd.read_csv(tables[2])
+    frame["score"] = frame["score"] * 20
+    frame.to_csv(tables[2], index=False)
+    scaled = CliRunner().invoke(app, ["--schedule", "paper", *[a for t in tables for a in ("--table", str(t))],
+                                      "--out", str(tmp_path / "scaled"), *common])
+    assert scaled.exit_code != 0 and "outside the MOS range 1,5" in str(scaled.exception), scaled.output
+    assert not (tmp_path / "scaled").exists()
 
 
 def test_ipce_checkpoint_is_a_prompt_aware_metric_in_a_run(tmp_path, tiny_clip_file):

@@ -216,6 +216,22 @@ def test_iqa_adapter_paper_preset_is_both_phases_with_the_estimate_first(offline
     assert no_phase2.exit_code != 0 and "--phase2-scores" in no_phase2.output
 
 
+def test_iqa_adapter_paper_preset_applies_and_prints_command_line_departures(offline):
+    """A shortened rehearsal of the paper's two phases: every given value reaches both phases and is named."""
+    from iqabench.cli.app import app
+
+    (argv,) = documented("iqa-train-paper")
+    dry = CliRunner().invoke(app, [*argv[1:], "--max-steps", "10", "--resolution", "64", "--learning-rate", "0.001",
+                                   "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    one, two = json.loads(dry.output.strip().splitlines()[-1])["phases"]
+    for phase in (one, two):
+        assert (phase["max_steps"], phase["resolution"], phase["learning_rate"]) == (10, 64, 1e-3)
+    assert two["init_from"].endswith("phase1/checkpoint-10/adapter.safetensors")
+    assert "departures from the paper's phases (applied to both): --resolution 64, --learning-rate 0.001, " \
+           "--max-steps 10" in dry.output
+
+
 def test_acpo_interpretations_are_named_settings(offline):
     from iqabench.adapters.acpo.config import LAMBDA_Q_SETTINGS, resolve_lambda_q
     from iqabench.adapters.acpo.rollout import rollout_timesteps

@@ -162,13 +162,23 @@ def train_ipce_cmd(
     from .mos_table import read_mos_table
 
     stages = ipce_stages(schedule, table, out)
+    scale = _range(mos_range)
+    # Every stage's table is read and checked before the first fit: the paper's three sets need not share one MOS
+    # scale, and a score outside the head's range is one a sigmoid onto that range can never reach.
+    tables = [read_mos_table(stage_table, path_column, prompt_column, score_column) for stage_table, _ in stages]
+    if scale is not None:
+        for (stage_table, _), rows in zip(stages, tables, strict=True):
+            low, high = float(rows.scores.min()), float(rows.scores.max())
+            if low < scale[0] or high > scale[1]:
+                raise UserInputError(f"{stage_table}'s scores run from {low:g} to {high:g}, outside the MOS range "
+                                     f"{scale[0]:g},{scale[1]:g}: rescale that table to it, or pass --mos-range "
+                                     "low,high covering every table (or auto to fit each table's own)")
     path = None
-    for number, (stage_table, stage_out) in enumerate(stages, 1):
+    for number, ((stage_table, stage_out), rows) in enumerate(zip(stages, tables, strict=True), 1):
         if len(stages) > 1:
             typer.echo(f"stage {number}/{len(stages)} ({IPCE_PAPER_SCHEDULE[number - 1]}): {stage_table}")
-        rows = read_mos_table(stage_table, path_column, prompt_column, score_column)
         path, fit = train_ipce(rows, stage_out, clip=clip, weights=weights, layers=_int_list(layers),
-                               mos_range=_range(mos_range), epochs=epochs, lr=lr, val_fraction=val_fraction,
+                               mos_range=scale, epochs=epochs, lr=lr, val_fraction=val_fraction,
                                batch_size=batch_size, seed=seed, device=Runtime(device=device).torch_device,
                                init_from=path)
     held_out = f"held-out SRCC {fit.srcc:.3f}, PLCC {fit.plcc:.3f}" if fit.srcc is not None else "no held-out split"

@@ -91,9 +91,17 @@ def train_cmd(
         if phase2_scores is None and not dry_run:
             raise typer.BadParameter("--preset paper trains phase 2 on a LAION subset: pass its scored table "
                                      "(score-dataset's scores.parquet) with --phase2-scores")
-        plans = [_phase_settings(1, None, None, None, None, None, init_from, scores, out / "phase1", common),
-                 _phase_settings(2, None, None, None, None, None, None, phase2_scores, out / "phase2", common)]
+        # The command line's values override both phases (a shortened rehearsal on a tiny base, say); each one
+        # is printed as a departure from the paper, never dropped silently.
+        plans = [_phase_settings(1, resolution, lr, batch_size, epochs, max_steps, init_from, scores,
+                                 out / "phase1", common),
+                 _phase_settings(2, resolution, lr, batch_size, epochs, max_steps, None, phase2_scores,
+                                 out / "phase2", common)]
         plans[1]["init_from"] = str(out / "phase1" / f"checkpoint-{plans[0]['max_steps']}" / "adapter.safetensors")
+        departures = _departures(resolution=resolution, learning_rate=lr, batch_size=batch_size, epochs=epochs,
+                                 max_steps=max_steps)
+        for plan in plans:
+            plan["departures_from_paper"] = departures
     else:
         plans = [_phase_settings(phase, resolution, lr, batch_size, epochs, max_steps, init_from, scores, out,
                                  common)]
@@ -101,6 +109,9 @@ def train_cmd(
             raise typer.BadParameter("--phase 2 fine-tunes the phase-1 adapter: pass it with --init-from")
     estimate = _estimate(plans, devices)
     typer.echo(estimate)  # first, before anything is loaded: what the settings cost on the paper's hardware
+    if preset is not None and plans[0]["departures_from_paper"]:
+        typer.echo("departures from the paper's phases (applied to both): "
+                   + ", ".join(plans[0]["departures_from_paper"]))
     if dry_run:
         typer.echo(json.dumps(plans[0] if preset is None else {"preset": preset, "phases": plans}, sort_keys=True))
         return
@@ -134,6 +145,11 @@ def _phase_settings(number: int, resolution: int | None, lr: float | None, batch
             "weight_decay": PAPER_OPTIMIZER["weight_decay"], "source": preset.source, **common}
 
 
+def _departures(**given: object) -> list[str]:
+    """The command-line values that replace a paper phase's own, as ``--flag value`` strings."""
+    return [f"--{name.replace('_', '-')} {value}" for name, value in given.items() if value is not None]
+
+
 def _estimate(plans: list[dict], devices: int) -> str:
     from .phases import TrainingPhase
 
@@ -148,8 +164,10 @@ def _estimate(plans: list[dict], devices: int) -> str:
         total += hours
         parts.append(f"phase {settings['phase']} {settings['max_steps']:,} steps x {settings['batch_size']} x "
                      f"{devices} GPUs at {settings['resolution']} px = {hours:,.0f}")
-    return (f"estimated cost: {total:,.0f} A100-hours ({'; '.join(parts)}; the project's cost model, "
-            "perf/cost_model.py, not a measurement)")
+    model = "the project's SDXL cost model, perf/cost_model.py, not a measurement"
+    if "xl" not in str(plans[0]["base"]).lower():
+        model += f"; the base {plans[0]['base']} is not SDXL, so this overstates its cost"
+    return f"estimated cost: {total:,.0f} A100-hours ({'; '.join(parts)}; {model})"
 
 
 def _train_phase(settings: dict, metrics: str, n_tokens: int, projection: str, use_flag: bool, pos_frequencies: int,
