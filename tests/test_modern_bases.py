@@ -205,6 +205,14 @@ def test_flux_schnell_needs_a_baseline_and_identical_sides_are_never_a_measured_
     assert any("pixel-identical images for all 2 paired item(s)" in note for note in outcome.result.notes)
     per_item = outcome.result.tables["relgain_per_item"]
     assert (per_item["status"] == "identical to baseline").all()
+    # seed-consistency over the same pairs (cached): its gains blanked too, never a 0.00 mean
+    seeds = run(RunSpec("seed-consistency", [TINY["flux-schnell"]], metrics=["entropy"], prompts="smoke", limit=1,
+                        seeds=[0, 1], baseline="tiny-flux-schnell[guidance_scale=5.0,steps=2]"), out=tmp_path)
+    summary = seeds.result.tables["seed_consistency"].iloc[0]
+    assert seeds.plan.n_to_generate == 0 and bool(summary["identical_to_baseline"])
+    assert summary[["mean", "mean_ci_low", "median", "improved_share", "p_value"]].isna().all()
+    assert seeds.result.tables["per_generation"]["relgain"].isna().all()
+    assert any("pixel-identical images for all 2 paired item(s)" in note for note in seeds.result.notes)
     # a real comparison on schnell (guided vs its base) is measured
     guided = _relgain(tmp_path, [f"guidance:test_bright25[alpha={ALPHA},base={TINY['flux-schnell']}]"])
     assert np.isfinite(guided.result.tables["relgain"]["relgain"]).all()
