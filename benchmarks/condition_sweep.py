@@ -23,10 +23,10 @@ from iqabench.specs import RunSpec
 
 from .sweeps import (
     DEFAULT_TARGETS,
-    identical_settings,
     Slot,
     SweepBenchmark,
     grid_refs,
+    identical_settings,
     mean_with_ci,
     means_footnote,
     missing_scores_note,

@@ -119,6 +119,6 @@ def test_guidance_that_leaves_the_base_pixels_is_blank_not_a_measured_zero(tmp_p
     noted = [n for n in result.notes if n.startswith("guidance:test_brightness_iqa[alpha=0.0,base=tiny-sd,steps=2] "
                                                      "and its baseline tiny-sd[steps=2] made pixel-identical images "
                                                      "for all 2 paired item(s)")]
-    assert len(noted) == 1 and "not a measured 0" in noted[0] and noted[0].endswith("raise alpha or guide on a "
-                                                                                 "metric whose gradient reaches the image")
+    assert len(noted) == 1 and "not a measured 0" in noted[0]
+    assert noted[0].endswith("raise alpha or guide on a metric whose gradient reaches the image")
     assert np.isnan(result.tables["inflation_index"].set_index("target").inflation_index["test_brightness_iqa"])
