@@ -219,8 +219,9 @@ def test_flux_schnell_needs_a_baseline_and_identical_sides_are_never_a_measured_
 
 
 def test_geneval_and_fid_topk_run_over_every_family_tiny_and_through_its_preset(hub_mirror, monkeypatch, tmp_path):
-    """One run of each over the four tiny models and the four presets on their hub-mirror snapshots: the
-    detector, CLIP and Inception are built once for all eight generators."""
+    """GenEval over the four tiny models and the four presets on their hub-mirror snapshots, in one run (the
+    detector and CLIP built once); fid-topk over each family once, two tiny and two presets (it reads only the
+    images, and every FID is a 2048-d matrix square root: one per generator and subset)."""
     from test_fid_topk import _reference
 
     hub_mirror.ensure("hf-modern").apply(monkeypatch)
@@ -230,6 +231,8 @@ def test_geneval_and_fid_topk_run_over_every_family_tiny_and_through_its_preset(
     table = geneval.result.tables["geneval_numeric"]
     assert geneval.complete and (table.loc[generators, "n_images"] == 2).all()
     folder = _reference(tmp_path, 2)
+    generators = [canonical_spec(g) for g in (TINY["sd3"], PRESETS["flux-dev"], TINY["flux-schnell"],
+                                              PRESETS["pixart"])]
     fid = run(RunSpec("fid-topk", generators, metrics=["entropy"], batch_size=1,
                       options={"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50",
                                "allow_small_topk": True, "kid_subsets": 2}), out=tmp_path)
