@@ -205,6 +205,19 @@ def test_flux_schnell_needs_a_baseline_and_identical_sides_are_never_a_measured_
     assert any("pixel-identical images for all 2 paired item(s)" in note for note in outcome.result.notes)
     per_item = outcome.result.tables["relgain_per_item"]
     assert (per_item["status"] == "identical to baseline").all()
+    # and the terminal says why the cell is blank, under the grid
+    from rich.console import Console
+
+    from iqabench.cli import summary
+
+    console = Console(width=100, record=True)
+    original, summary.out_console = summary.out_console, console
+    try:
+        summary.print_summary(outcome.result)
+    finally:
+        summary.out_console = original
+    assert "note: tiny-flux-schnell[steps=2] and its baseline tiny-flux-schnell[guidance_scale=5.0,steps=2] made " \
+           "pixel-identical images" in " ".join(console.export_text().split())
     # seed-consistency over the same pairs (cached): its gains blanked too, never a 0.00 mean
     seeds = run(RunSpec("seed-consistency", [TINY["flux-schnell"]], metrics=["entropy"], prompts="smoke", limit=1,
                         seeds=[0, 1], baseline="tiny-flux-schnell[guidance_scale=5.0,steps=2]"), out=tmp_path)
