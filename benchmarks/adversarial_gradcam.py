@@ -308,10 +308,14 @@ class AdversarialGradCAM(BaseBenchmark):
         methods = {f"guidance on {t}": g for t, g in guided.items()} | {a: a for a in adapters}
         rows = []
         item_gains: dict[tuple[str, str], np.ndarray] = {}
+        # issue 25: a method that made the base's pixels (alpha 0, a vanishing gradient) has no gain to measure
+        identical = {g: c for g, c in ctx.identical_to({g: base for g in methods.values()}).items() if c.all_identical}
         for label, generator in methods.items():
             for m in panel:
                 b = np.array([_v(scores[m].get(key_of[(base, i.prompt_id, i.seed)])) for i in items])
                 g = np.array([_v(scores[m].get(key_of[(generator, i.prompt_id, i.seed)])) for i in items])
+                if generator in identical:  # blank, not 0.00 [0.00, 0.00] (the notes say why)
+                    g = np.full_like(g, np.nan)
                 rows.append(relgain_cell(label, m, b, g, [i.prompt_id for i in items], metric_info(m).lower_better))
                 if label.startswith("guidance on "):
                     gains = relative_gains(b, g, metric_info(m).lower_better).gains
@@ -321,7 +325,8 @@ class AdversarialGradCAM(BaseBenchmark):
         transfer = matrix.loc[[f"guidance on {t}" for t in targets]].rename(index=lambda s: s[len("guidance on "):])
         inflation = inflation_index(transfer)
 
-        result = Result(self.name)
+        result = Result(self.name, notes=[c.sentence("raise alpha or guide on a metric whose gradient reaches the "
+                                                     "image") for c in identical.values()])
         result.notes.append(f"Base model: {base}. RelGain (%) of every panel metric over the base on the same prompts "
                             "and seeds; positive = better. Inflation index = gain on the guided metric minus the "
                             "mean gain on the other panel metrics.")

@@ -26,6 +26,7 @@ from .sweeps import (
     Slot,
     SweepBenchmark,
     grid_refs,
+    identical_settings,
     mean_with_ci,
     means_footnote,
     missing_scores_note,
@@ -99,6 +100,25 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
         row["aligned_spearman_of_means"] = sign * row["spearman_of_means"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: the correlation table's numbers that measure the condition's effect (blanked where every target made the
+#: same pixels: issue 25, identical sides are never a measured zero)
+CORRELATION_EFFECTS = ("spearman", "spearman_ci_low", "spearman_ci_high", "spearman_p", "pearson", "spearman_of_means",
+                       "aligned_spearman", "aligned_spearman_ci_low", "aligned_spearman_ci_high",
+                       "aligned_spearman_of_means")
+
+
+def blank_identical_correlations(ctx: AnalysisContext, frame: pd.DataFrame, correlations: pd.DataFrame,
+                                 by: list[str], setting: str) -> tuple[pd.DataFrame, list[str]]:
+    """``correlations`` with the rows blanked whose every ``setting`` made the same pixels, and the notes."""
+    from iqabench.identical import blank_rows
+
+    same = identical_settings(ctx, frame, by, setting)
+    if correlations.empty:
+        return correlations, list(same.values())
+    rows = [tuple(r) for r in correlations[by].itertuples(index=False)]
+    return blank_rows(correlations, [r in same for r in rows], CORRELATION_EFFECTS), list(same.values())
 
 
 def correlation_table(out: pd.DataFrame):
@@ -257,8 +277,9 @@ class ConditionSweep(SweepBenchmark):
         generated = frame[frame.role == "generator"]
         means = mean_with_ci(generated, ["generator", "metric", "target"])
         baselines = baseline_levels(frame)
-        correlations = target_correlations(frame)
-        result = Result(self.name)
+        correlations, same = blank_identical_correlations(ctx, frame, target_correlations(frame), ["generator"],
+                                                          "target")
+        result = Result(self.name, notes=same)
         result.notes.append(
             "Each prompt and seed is generated at every target percentile of the adapter's training-set score "
             "distribution; the dashed line is the baseline model (same prompts and seeds, no adapter). Spearman and "

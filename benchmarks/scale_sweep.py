@@ -21,11 +21,18 @@ from iqabench.decisions import level_table, long_headline
 from iqabench.generators import GeneratorPool
 from iqabench.specs import RunSpec
 
-from .condition_sweep import baseline_levels, correlation_table, curves_figure, target_correlations
+from .condition_sweep import (
+    baseline_levels,
+    blank_identical_correlations,
+    correlation_table,
+    curves_figure,
+    target_correlations,
+)
 from .sweeps import (
     Slot,
     SweepBenchmark,
     grid_refs,
+    identical_settings,
     mean_with_ci,
     means_footnote,
     missing_scores_note,
@@ -39,6 +46,10 @@ from .sweeps import (
 # Nine lambdas from 0.05 to 1.0 (paper Fig. 13 spans this range with 9 points; the exact inner values are ours).
 DEFAULT_SCALES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 DEFAULT_SCALE_TARGETS: tuple[float, ...] = (5, 99)
+#: the gap table's numbers that measure the condition (blanked at a lambda where the low and the high target made
+#: the same pixels, e.g. lambda = 0, the base model: issue 25, identical sides are never a measured zero)
+GAP_EFFECTS = ("gap", "gap_ci_low", "gap_ci_high", "aligned_gap", "aligned_gap_ci_low", "aligned_gap_ci_high",
+               "p_value")
 
 
 def sweep_scales(spec: RunSpec) -> list[float]:
@@ -182,8 +193,15 @@ class ScaleSweep(SweepBenchmark):
         generated = frame[frame.role == "generator"]
         means = mean_with_ci(generated, ["generator", "metric", "target", "scale"])
         baselines = baseline_levels(frame)
-        trend = pd.concat([target_correlations(generated[generated.target == t], by="scale").assign(
-            target=target_label(t)) for t in sorted(generated.target.unique())], ignore_index=True)
+        same: list[str] = []
+        trends = []
+        for t in sorted(generated.target.unique()):
+            at = generated[generated.target == t]
+            trend_t, notes = blank_identical_correlations(ctx, at, target_correlations(at, by="scale"), ["generator"],
+                                                          "scale")
+            trends.append(trend_t.assign(target=target_label(t)))
+            same += notes
+        trend = pd.concat(trends, ignore_index=True)
         result = Result(self.name)
         result.notes.append(
             "lambda weighs the quality branch of the decoupled cross-attention (lambda = 0 is the base model). "
@@ -198,6 +216,12 @@ class ScaleSweep(SweepBenchmark):
         result.add_table("scores_by_scale", level_table(labelled, footnote=means_footnote(labelled)))
         result.add_table("baseline", level_table(baselines, footnote=means_footnote(baselines)))
         gaps = scale_gap(means, generated)
+        flat = identical_settings(ctx, generated, ["generator", "scale"], "target")
+        if len(gaps):
+            from iqabench.identical import blank_rows
+
+            gaps = blank_rows(gaps, [(r.generator, r.scale) in flat for r in gaps.itertuples()], GAP_EFFECTS)
+        result.notes[:0] = list(flat.values()) + same
         every = gap_table(gaps)  # Holm over every (generator, metric, lambda) row: one family
         top = result.add_table("gap_at_max_lambda", gap_at_max_table(every))
         if "p_value" in top.frame:

@@ -19,6 +19,7 @@ from iqabench.benchmark import AnalysisContext, Result, register_benchmark
 from iqabench.decisions import decision_sentence, effect_table, long_headline, unit_sentence
 from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
+from iqabench.identical import blank_rows
 from iqabench.metrics import metric_info
 from iqabench.specs import RunSpec
 from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, relative_gains, unit_test
@@ -27,6 +28,9 @@ from .sweeps import Slot, SweepBenchmark, grid_refs, new_figure, sweep_slots
 
 # |RelGain| below this many percent counts as "no real change" (option near_zero=...).
 NEAR_ZERO_PERCENT = 1.0
+#: the summary's numbers that measure the gain (blanked where both sides made the same pixels)
+SUMMARY_EFFECTS = ("mean", "mean_ci_low", "mean_ci_high", "p_value", "median", "std", "q05", "q95",
+                   "improved_share", "worse_share", "near_zero_share")
 
 
 def seeded_spec(spec: RunSpec) -> RunSpec:
@@ -165,8 +169,13 @@ class SeedConsistency(SweepBenchmark):
     def analyze(self, ctx: AnalysisContext) -> Result:
         metrics, frame = self.score_table(ctx)
         gains = per_generation_gains(frame, {m: metric_info(m).lower_better for m in metrics})
+        # issue 25: a generator whose images are its baseline's pixels has no gain to measure: blank, not 0.00
+        same = {g for g, check in ctx.identical_to_baseline().items() if check.all_identical}
+        gains = blank_rows(gains, gains.generator.isin(same), ["relgain"])
         near_zero = float(ctx.spec.options.get("near_zero", NEAR_ZERO_PERCENT))
         summary = summarize_gains(gains, near_zero)
+        if len(summary):
+            summary = blank_rows(summary, summary.generator.isin(same), SUMMARY_EFFECTS)
         spec = seeded_spec(ctx.spec)
         n_prompts = frame.prompt_id.nunique()
         result = Result(self.name)

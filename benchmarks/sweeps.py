@@ -205,6 +205,39 @@ def score_frame(ctx: AnalysisContext, slots: list[Slot], metrics: Sequence[str])
     return pd.DataFrame(rows)
 
 
+def identical_settings(ctx: AnalysisContext, frame: pd.DataFrame, by: Sequence[str], setting: str) -> dict[tuple, str]:
+    """Groups of swept images (one per value of ``by``) whose every setting made the same pixels for each
+    (prompt, seed): group -> the note saying so (:func:`iqabench.identical.identical_sentence`).
+
+    ``frame`` is the generator rows of :func:`score_frame`. Such a group's correlation or gap compares
+    nothing (issue 25: identical sides are never a measured zero); its cells are blanked by the caller.
+    """
+    from iqabench.identical import identical_sentence
+
+    rows = frame[frame.role == "generator"].drop_duplicates("image_key")
+    notes: dict[tuple, str] = {}
+    for group, part in rows.groupby(list(by), sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        values = sorted(part[setting].unique())
+        if len(values) < 2:
+            continue
+        pairs = []
+        for _, item in part.groupby(["prompt_id", "seed"], sort=False):
+            item = item.sort_values(setting)
+            pairs += [(item.image_key.iloc[0], key) for key in item.image_key.iloc[1:]]
+        same, n_pairs = ctx.pixels.all_identical(pairs)
+        if same:
+            where = ", ".join(f"{name} {_shown(value)}" for name, value in zip(by, group, strict=True))
+            notes[group] = identical_sentence(f"{where}, at {setting} " + ", ".join(_shown(v) for v in values),
+                n_pairs, f"the {setting} has no effect on these images",
+                "check that the swept setting reaches the generator (e.g. an adapter scale above 0)")
+    return notes
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
 def missing_scores_note(frame: pd.DataFrame, cause: str = "") -> str | None:
     """The note counting the (image, metric) scores of ``frame`` that are missing (and left out); None if none."""
     n_missing = int(frame.score.isna().sum())

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import UserInputError
 from .generators import GeneratorPool, WorkItem
-from .identical import PairCheck, identical_pairs
+from .identical import PairCheck, PixelDigests, identical_pairs
 from .registry import BENCHMARKS
 from .results import ImageRef, Result
 
@@ -53,6 +53,7 @@ class AnalysisContext:
         if self.runtime is None:
             self.runtime = self.generators.runtime
     _identical: dict[str, PairCheck] | None = field(default=None, repr=False)
+    _pixels: PixelDigests | None = field(default=None, repr=False)
 
     def scores(self, metric: str) -> dict[str, float | None]:
         """image key -> score (None where scoring failed) for every planned image scored with ``metric``."""
@@ -68,8 +69,20 @@ class AnalysisContext:
         """generator -> how many of its images are pixel-identical to its baseline's (see :mod:`.identical`);
         a comparison identical throughout has no effect to measure and must not be reported as 0."""
         if self._identical is None:
-            self._identical = identical_pairs(self.plan, self.image_keys, self.baselines, self.store.image_path)
+            self._identical = self.identical_to(self.baselines)
         return self._identical
+
+    def identical_to(self, compared: dict[str, str | None]) -> dict[str, PairCheck]:
+        """generator -> :class:`PairCheck` against the spec it is compared with (a benchmark's own pairs, e.g.
+        adversarial-gradcam's guided runs against their base)."""
+        return identical_pairs(self.plan, self.image_keys, compared, self.pixels)
+
+    @property
+    def pixels(self) -> PixelDigests:
+        """Each image's pixel digest, decoded once per analysis (see :mod:`.identical`)."""
+        if self._pixels is None:
+            self._pixels = PixelDigests(self.store.image_path)
+        return self._pixels
 
 
 class Benchmark(Protocol):

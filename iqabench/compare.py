@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .decisions import decision_sentence, effect_table, unit_sentence
+from .identical import identical_scores_note
 from .results import Headline, Result, Table
 from .stats import decide, describe_method, paired_statistics
 
@@ -165,8 +166,7 @@ def paired_differences(results: dict[str, Result]) -> Table:
     else:
         table = Table(frame)
     if identical:
-        table.footnote = (table.footnote + " Left out, identical images (every difference exactly 0): "
-                          + "; ".join(identical) + ".").strip()
+        table.footnote = (table.footnote + " " + identical_scores_note(identical)).strip()
     if unpaired:
         table.footnote = (table.footnote + " Compared unpaired (fewer than 2 shared (prompt text, seed) items, so "
                           "only their merged estimates above compare them): "

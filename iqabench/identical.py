@@ -1,20 +1,44 @@
 """Comparisons whose two sides made the same pixels: flagged, never reported as a measured zero (issue 25).
 
 A generator and its baseline can differ in their spec and still make byte-identical images: FLUX.1-schnell
-ignores ``guidance_scale``, a wrapper may be a no-op at its setting. Their image keys differ (the specs do),
-so only the pixels tell. RelGain would then print 0.00 [0.00, 0.00], which reads as "measured, no effect"
-when nothing was compared. :func:`identical_pairs` compares the decoded pixels of every paired item (same
-prompt id and seed) of a generator and its baseline; the runner notes every comparison that is identical
-throughout, and benchmarks blank its numbers.
+ignores ``guidance_scale``, a wrapper may be a no-op at its setting (an IQA-Adapter at lambda = 0, guidance at
+alpha = 0). Their image keys differ (the specs do), so only the pixels tell. RelGain would then print
+0.00 [0.00, 0.00], which reads as "measured, no effect" when nothing was compared.
+
+One mechanism for every comparing benchmark:
+
+* :func:`identical_pairs` compares the decoded pixels of every paired item (same prompt id and seed) of a
+  generator and the spec it is compared with; the runner notes every comparison with its baseline that is
+  identical throughout (:meth:`PairCheck.sentence`);
+* :class:`PixelDigests` counts identical pairs of any two image keys (scale-sweep's low and high target at one
+  lambda), :func:`identical_sentence` says so in the same words;
+* :func:`blank_rows` blanks the effect cells of those rows and marks them ``identical_to_baseline``
+  (relgain, seed-consistency, condition-sweep, scale-sweep, adversarial-gradcam);
+* the cross-run comparison (``iqabench report A B``) holds scores, not pixels: pairs whose every score is equal
+  are left out with :func:`identical_scores_note`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: what every note about identical sides says about the numbers
+NOT_A_ZERO = "there is no effect to measure and its numbers are left blank (not a measured 0)"
+#: the column every comparing table carries, True on the rows blanked because both sides made the same pixels
+FLAG = "identical_to_baseline"
+
+
+def identical_sentence(sides: str, n_pairs: int, cause: str, remedy: str = "") -> str:
+    """The one note for a comparison whose two sides made the same pixels: who, how many pairs, why, the fix."""
+    return (f"{sides} made pixel-identical images for all {n_pairs} paired item(s): {cause}, so {NOT_A_ZERO}"
+            + (f"; {remedy}" if remedy else ""))
 
 
 @dataclass(frozen=True)
@@ -30,11 +54,9 @@ class PairCheck:
     def all_identical(self) -> bool:
         return self.n_pairs > 0 and self.n_identical == self.n_pairs
 
-    def sentence(self) -> str:
-        return (f"{self.generator} and its baseline {self.baseline} made pixel-identical images for all "
-                f"{self.n_pairs} paired item(s): what differs between the two specs has no effect on this pipeline, "
-                "so there is no effect to measure and its numbers are left blank (not a measured 0); pass "
-                "--baseline with a spec that changes the images")
+    def sentence(self, remedy: str = "pass --baseline with a spec that changes the images") -> str:
+        return identical_sentence(f"{self.generator} and its baseline {self.baseline}", self.n_pairs,
+                                  "what differs between the two specs has no effect on this pipeline", remedy)
 
 
 def pixel_digest(path: Path) -> str | None:
@@ -50,8 +72,36 @@ def pixel_digest(path: Path) -> str | None:
     return hashlib.sha256(data).hexdigest()
 
 
+class PixelDigests:
+    """Image key -> pixel digest, each file decoded once; counts identical pairs of keys."""
+
+    def __init__(self, path_of: Callable[[str], Path]):
+        self._path_of = path_of
+        self._digests: dict[str, str | None] = {}
+
+    def __call__(self, key: str) -> str | None:
+        if key not in self._digests:
+            self._digests[key] = pixel_digest(self._path_of(key))
+        return self._digests[key]
+
+    def count(self, pairs: Iterable[tuple[str, str]]) -> tuple[int, int]:
+        """(pairs compared, pairs with the same pixels); a pair of one key, or with an image missing, is skipped."""
+        n_pairs = n_same = 0
+        for left, right in pairs:
+            if left == right or (a := self(left)) is None or (b := self(right)) is None:
+                continue
+            n_pairs += 1
+            n_same += a == b
+        return n_pairs, n_same
+
+    def all_identical(self, pairs: Iterable[tuple[str, str]]) -> tuple[bool, int]:
+        """(every compared pair identical and at least one compared, number compared)."""
+        n_pairs, n_same = self.count(pairs)
+        return n_pairs > 0 and n_same == n_pairs, n_pairs
+
+
 def identical_pairs(plan: Sequence[Any], keys: Sequence[str], baselines: Mapping[str, str | None],
-                    path_of: Callable[[str], Path]) -> dict[str, PairCheck]:
+                    path_of: Callable[[str], Path] | PixelDigests) -> dict[str, PairCheck]:
     """generator -> :class:`PairCheck` against its baseline, over the planned items both sides made.
 
     ``plan`` holds :class:`~iqabench.benchmark.PlannedItem` (``.generator``, ``.item``) aligned with ``keys``.
@@ -62,26 +112,34 @@ def identical_pairs(plan: Sequence[Any], keys: Sequence[str], baselines: Mapping
     for planned, key in zip(plan, keys, strict=True):
         by_side.setdefault(planned.generator, {}).setdefault((planned.item.prompt_id, int(planned.item.seed)),
                                                               []).append(key)
-    digests: dict[str, str | None] = {}
-
-    def digest(key: str) -> str | None:
-        if key not in digests:
-            digests[key] = pixel_digest(path_of(key))
-        return digests[key]
-
+    digests = path_of if isinstance(path_of, PixelDigests) else PixelDigests(path_of)
     checks: dict[str, PairCheck] = {}
     for generator, baseline in baselines.items():
         if not baseline or baseline == generator or baseline not in by_side or generator not in by_side:
             continue
-        n_pairs = n_same = 0
-        for pair, gen_keys in by_side[generator].items():
-            base_keys = by_side[baseline].get(pair)
-            if not base_keys or (base := digest(base_keys[0])) is None:
-                continue
-            for key in gen_keys:
-                if key == base_keys[0] or (own := digest(key)) is None:
-                    continue
-                n_pairs += 1
-                n_same += own == base
-        checks[generator] = PairCheck(generator, baseline, n_pairs, n_same)
+        pairs = [(base_keys[0], key) for pair, gen_keys in by_side[generator].items()
+                 if (base_keys := by_side[baseline].get(pair)) for key in gen_keys]
+        checks[generator] = PairCheck(generator, baseline, *digests.count(pairs))
     return checks
+
+
+def blank_rows(frame: pd.DataFrame, identical: Sequence[bool] | pd.Series, columns: Iterable[str]) -> pd.DataFrame:
+    """``frame`` with ``columns`` blanked (NaN) on the rows whose two sides made the same pixels, and the
+    :data:`FLAG` column saying which: a table never shows 0.00 [0.00, 0.00] for what was not compared."""
+    import numpy as np
+
+    out = frame.copy()
+    mask = np.asarray(identical, dtype=bool)
+    out[FLAG] = mask
+    if mask.any():
+        for column in columns:
+            if column in out:
+                out[column] = out[column].astype(float)
+                out.loc[mask, column] = np.nan
+    return out
+
+
+def identical_scores_note(labels: Sequence[str]) -> str:
+    """The cross-run comparison's footnote for pairs left out because every score was equal on both sides."""
+    return ("Left out, identical images (every difference exactly 0: there is no effect to measure, not a "
+            "measured 0): " + "; ".join(labels) + ".")

@@ -106,3 +106,19 @@ def test_offline_run_guidance_on_a_registered_cnn(tmp_path):
     shifts = result.tables["cam_shift"]
     assert len(shifts) == 1 and np.isfinite(shifts.cam_shift).all()
     assert any("fixed hand-set weights" in n and "'conv'" in n for n in result.notes)
+
+
+def test_guidance_that_leaves_the_base_pixels_is_blank_not_a_measured_zero(tmp_path):
+    """Issue 25: alpha = 0 hands eps on untouched, so the guided images are the base's pixels under another key."""
+    spec = RunSpec("adversarial-gradcam", [], metrics=["entropy"], limit=1, seeds=[0, 1], batch_size=2,
+                   options={"guided_metrics": "test_brightness_iqa", "base": "tiny-sd[steps=2]", "alpha": 0.0,
+                            "cam_items": 1})
+    result = run(spec, out=tmp_path).result
+    row = result.tables["transfer_matrix"].set_index("method").loc["guidance on test_brightness_iqa"]
+    assert row[["entropy", "entropy_ci_low", "test_brightness_iqa", "test_brightness_iqa_p"]].isna().all()
+    noted = [n for n in result.notes if n.startswith("guidance:test_brightness_iqa[alpha=0.0,base=tiny-sd,steps=2] "
+                                                     "and its baseline tiny-sd[steps=2] made pixel-identical images "
+                                                     "for all 2 paired item(s)")]
+    assert len(noted) == 1 and "not a measured 0" in noted[0]
+    assert noted[0].endswith("raise alpha or guide on a metric whose gradient reaches the image")
+    assert np.isnan(result.tables["inflation_index"].set_index("target").inflation_index["test_brightness_iqa"])

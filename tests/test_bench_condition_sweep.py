@@ -67,6 +67,18 @@ def test_generator_without_a_target_is_refused(tmp_path):
         Runner(RunSpec("condition-sweep", ["tiny-sd"]), tmp_path)
 
 
+def test_a_sweep_whose_targets_make_the_same_pixels_is_blank_and_noted_not_a_measured_zero(adapter, tmp_path):
+    """Issue 25: at scale 0 every target is the base model's image, so no correlation is measured."""
+    flat = adapter.replace("[steps=2]", "[scale=0,steps=2]")
+    result = run(RunSpec("condition-sweep", [flat], metrics=["entropy"], limit=1, seeds=[0, 1], batch_size=2,
+                         options={"targets": "1,50,99"}), out=tmp_path).result
+    row = result.tables["correlation"].iloc[0]
+    assert bool(row["identical_to_baseline"]) and row[["aligned_spearman", "spearman_p", "pearson"]].isna().all()
+    sweep = [n for n in result.notes if n.startswith(f"generator {flat}, at target 1, 50, 99 made pixel-identical")]
+    assert len(sweep) == 1 and "4 paired item(s): the target has no effect" in sweep[0]
+    assert any(n.startswith(f"{flat} and its baseline ") and "6 paired item(s)" in n for n in result.notes)
+
+
 def test_sweep_then_fr_distances_and_scale_sweep_reuse_every_cached_image(adapter, tmp_path):
     common = dict(generators=[adapter], metrics=["piqe", "entropy"], limit=2, seeds=[0], batch_size=4)
     sweep = run(RunSpec("condition-sweep", options={"targets": "1,50,99"}, **common), out=tmp_path)

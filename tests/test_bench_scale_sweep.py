@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_iqa_adapter_generator import tiny_checkpoint
@@ -43,8 +44,13 @@ def test_offline_sweep_lambda_zero_scores_equal_the_baseline(tmp_path):
     means = result.tables["scores_by_scale"]
     assert len(means) == 2 * 2 * 2 and (means.n == 2).all()
     gap = result.tables["target_gap"].set_index(["metric", "scale"])
-    assert gap.loc[("piqe", 0.0), "gap"] == pytest.approx(0.0, abs=1e-9)
+    # issue 25: at lambda = 0 both targets made the same pixels: the gap is blank and flagged, not a measured 0.00
+    assert np.isnan(gap.loc[("piqe", 0.0), "gap"]) and np.isnan(gap.loc[("piqe", 0.0), "aligned_gap_ci_low"])
+    assert gap.loc[("piqe", 0.0), "identical_to_baseline"] and not gap.loc[("piqe", 1.0), "identical_to_baseline"]
     assert gap.loc[("piqe", 1.0), "gap"] != pytest.approx(0.0)
+    assert any(n.startswith(f"generator iqa-adapter:{checkpoint}[steps=2], scale 0, at target 1, 99 made "
+                            "pixel-identical images for all 2 paired item(s)") and "not a measured 0" in n
+               for n in result.notes), result.notes
     assert "mean_score_vs_scale" in result.figures
     assert "lambda" in outcome.report.read_text("utf-8")
 

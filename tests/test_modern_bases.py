@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from iqabench.api import run
-from iqabench.generators import GeneratorPool, WorkItem, build_generator, register_generator
+from iqabench.generators import GeneratorPool, WorkItem, build_generator, canonical_spec, register_generator
 from iqabench.metrics import register_metric
 from iqabench.runner import GeneratorBrokenError
 from iqabench.runtime import Runtime
@@ -205,20 +205,47 @@ def test_flux_schnell_needs_a_baseline_and_identical_sides_are_never_a_measured_
     assert any("pixel-identical images for all 2 paired item(s)" in note for note in outcome.result.notes)
     per_item = outcome.result.tables["relgain_per_item"]
     assert (per_item["status"] == "identical to baseline").all()
+    # and the terminal says why the cell is blank, under the grid
+    from rich.console import Console
+
+    from iqabench.cli import summary
+
+    console = Console(width=100, record=True)
+    original, summary.out_console = summary.out_console, console
+    try:
+        summary.print_summary(outcome.result)
+    finally:
+        summary.out_console = original
+    assert "note: tiny-flux-schnell[steps=2] and its baseline tiny-flux-schnell[guidance_scale=5.0,steps=2] made " \
+           "pixel-identical images" in " ".join(console.export_text().split())
+    # seed-consistency over the same pairs (cached): its gains blanked too, never a 0.00 mean
+    seeds = run(RunSpec("seed-consistency", [TINY["flux-schnell"]], metrics=["entropy"], prompts="smoke", limit=1,
+                        seeds=[0, 1], baseline="tiny-flux-schnell[guidance_scale=5.0,steps=2]"), out=tmp_path)
+    summary = seeds.result.tables["seed_consistency"].iloc[0]
+    assert seeds.plan.n_to_generate == 0 and bool(summary["identical_to_baseline"])
+    assert summary[["mean", "mean_ci_low", "median", "improved_share", "p_value"]].isna().all()
+    assert seeds.result.tables["per_generation"]["relgain"].isna().all()
+    assert any("pixel-identical images for all 2 paired item(s)" in note for note in seeds.result.notes)
     # a real comparison on schnell (guided vs its base) is measured
     guided = _relgain(tmp_path, [f"guidance:test_bright25[alpha={ALPHA},base={TINY['flux-schnell']}]"])
     assert np.isfinite(guided.result.tables["relgain"]["relgain"]).all()
 
 
-def test_geneval_and_fid_topk_run_over_every_family(tmp_path):
+def test_geneval_and_fid_topk_run_over_every_family_tiny_and_through_its_preset(hub_mirror, monkeypatch, tmp_path):
+    """GenEval over the four tiny models and the four presets on their hub-mirror snapshots, in one run (the
+    detector and CLIP built once); fid-topk over each family once, two tiny and two presets (it reads only the
+    images, and every FID is a 2048-d matrix square root: one per generator and subset)."""
     from test_fid_topk import _reference
 
-    generators = list(TINY.values())
-    geneval = run(RunSpec("geneval", generators, prompts="geneval", seeds=[0], batch_size=1,
+    hub_mirror.ensure("hf-modern").apply(monkeypatch)
+    generators = [canonical_spec(g) for g in [*TINY.values(), *PRESETS.values()]]
+    geneval = run(RunSpec("geneval", generators, prompts="geneval", seeds=[0], batch_size=1, limit=2,
                           options={"weights": "random", "per_task": 1, "images_per_prompt": 1}), out=tmp_path)
     table = geneval.result.tables["geneval_numeric"]
-    assert geneval.complete and (table.loc[generators, "n_images"] == 6).all()
+    assert geneval.complete and (table.loc[generators, "n_images"] == 2).all()
     folder = _reference(tmp_path, 2)
+    generators = [canonical_spec(g) for g in (TINY["sd3"], PRESETS["flux-dev"], TINY["flux-schnell"],
+                                              PRESETS["pixart"])]
     fid = run(RunSpec("fid-topk", generators, metrics=["entropy"], batch_size=1,
                       options={"reference": str(folder / "pairs.csv"), "weights": "random", "topk": "50",
                                "allow_small_topk": True, "kid_subsets": 2}), out=tmp_path)
@@ -260,6 +287,20 @@ def test_first_image_failing_with_a_permanent_error_stops_the_run(tmp_path):
     assert _Broken.calls == 1
 
 
+def test_non_finite_latents_are_caught_on_pixart_which_has_no_step_callback():
+    """PixArt-Sigma's pipeline takes no callback_on_step_end, so its decoded images are checked instead."""
+    import inspect
+
+    from iqabench.image_checks import GeneratedImageError
+
+    generator = build_generator(TINY["pixart"], RT)
+    assert "callback_on_step_end" not in inspect.signature(type(generator.pipeline).__call__).parameters
+    with torch.no_grad():
+        generator.pipeline.transformer.proj_out.weight.fill_(float("nan"))
+    with pytest.raises(GeneratedImageError, match="produced non-finite latents .* for p0"):
+        generator.generate([WorkItem("p0", "a cat", 0)])
+
+
 # -- the presets over their hub-mirror snapshots (real ids, real layouts) -----------------------------------
 SMALL = "steps=2,height=64,width=64,max_sequence_length=32"
 
@@ -291,3 +332,40 @@ def test_presets_load_their_hub_snapshots_and_run_relgain_and_guidance(hub_mirro
     assert direct.pipeline_family.name == "flux-schnell" and direct.baseline() is None
     image = direct.generate([WorkItem("p", "a cat", 0)])[0]
     assert isinstance(image, Image.Image) and pd.notna(image.size[0])
+
+
+#: every family through its preset over the hub-mirror snapshot (PixArt without its 1024-px bins at 64 px)
+PRESETS = {"sd3": f"sd35[{SMALL}]", "flux-dev": f"flux-dev[{SMALL}]", "flux-schnell": f"flux-schnell[{SMALL}]",
+           "pixart": f"pixart-sigma[{SMALL},use_resolution_binning=false]"}
+
+
+def test_presets_run_guidance_schnell_relgain_and_the_robustness_benchmarks_over_their_snapshots(
+        hub_mirror, monkeypatch, tmp_path):
+    """guidance:<metric>[base=preset] over every family, schnell's refusal and its --baseline, adversarial-gradcam
+    per family on the same images; the IQA-Adapter sweeps are refused in one sentence (no UNet to condition)."""
+    hub_mirror.ensure("hf-modern").apply(monkeypatch)
+    guided = {f: GeneratorPool.wrap("guidance", "test_bright25", spec, alpha=ALPHA) for f, spec in PRESETS.items()}
+    spec = {"metrics": ["entropy"], "prompts": "smoke", "limit": 1, "seeds": [0], "batch_size": 1}
+    outcome = run(RunSpec("relgain", [guided[f] for f in ("sd3", "flux-schnell", "pixart")], **spec), out=tmp_path)
+    table = outcome.result.tables["relgain"].set_index("generator")
+    assert outcome.complete and np.isfinite(table["relgain"]).all() and not table["identical_to_baseline"].any()
+    # guidance's baseline is its base as is (schnell's published guidance_scale 0 spelled out)
+    assert table.loc[guided["flux-schnell"], "baseline"] == canonical_spec(
+        PRESETS["flux-schnell"].replace("[", "[guidance_scale=0.0,"))
+    with pytest.raises(ValueError, match="no 'same model without guidance'; pass --baseline"):
+        run(RunSpec("relgain", [PRESETS["flux-schnell"]], **spec), out=tmp_path)
+    schnell = run(RunSpec("relgain", [PRESETS["flux-schnell"]], baseline=PRESETS["flux-schnell"].replace(
+        "steps=2", "steps=3"), **spec), out=tmp_path)
+    assert schnell.complete and np.isfinite(schnell.result.tables["relgain"]["relgain"]).all()
+    for family, preset in PRESETS.items():
+        gradcam = run(RunSpec("adversarial-gradcam", [], options={"guided_metrics": "test_bright25", "base": preset,
+                                                                   "alpha": ALPHA, "cam_items": 1}, **spec),
+                      out=tmp_path)
+        row = gradcam.result.tables["transfer_matrix"].set_index("method").loc["guidance on test_bright25"]
+        assert gradcam.complete and np.isfinite(row["test_bright25"]), family
+        if family != "flux-dev":  # the relgain run above made the base and guided images
+            assert gradcam.plan.n_to_generate == 0, family
+        for sweep in ("condition-sweep", "scale-sweep", "fr-distances"):
+            with pytest.raises(ValueError, match=f"benchmark '{sweep}' sweeps target.*which generator .* does not "
+                                                 "take; use a quality-conditioned generator"):
+                run(RunSpec(sweep, [preset], **spec), out=tmp_path)

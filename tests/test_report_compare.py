@@ -210,6 +210,7 @@ def test_identical_images_are_left_out_with_a_note_and_holm_sits_next_to_the_dif
     table = typed.frame
     assert set(table.run) == {"run-new"}  # run-same's every difference is exactly 0: not a test, a note
     assert "identical images" in typed.footnote and "sd15 (run-same) vs sd15 (run-base), piqe" in typed.footnote
+    assert "no effect to measure, not a measured 0" in typed.footnote  # issue 25's one wording (iqabench.identical)
     columns = list(table.columns)
     assert columns[columns.index("difference_ci_high") + 1:][:2] == ["difference_p_holm", "t_p"]
     from iqabench.reports.tables import display_frame
