@@ -80,6 +80,63 @@ def test_generator_labels_are_short_stable_and_unique():
     assert sorted(aliases.values()) == ["iqa-adapter:a/m", "iqa-adapter:b/m"]
 
 
+COLLIDING = ["iqa-adapter:/runs/a/final.safetensors", "iqa-adapter:/runs/b/final.safetensors",  # one file stem
+             "diffusers:/m/sd15[name=mine,steps=2]", "diffusers:/m/sd15[name=mine,steps=4]",  # one name=
+             "tiny-sd[guidance_scale=7.5,steps=8,height=64,width=64,seed_offset=1]",  # equal once cut to 36
+             "tiny-sd[guidance_scale=7.5,steps=8,height=64,width=64,seed_offset=2]"]
+
+
+def test_colliding_specs_get_distinct_deterministic_labels():
+    from iqabench.labels import figure_labels, generator_aliases
+
+    aliases = generator_aliases(COLLIDING)
+    assert aliases["diffusers:/m/sd15[name=mine,steps=2]"] == "mine[steps=2]"  # the option the name hid, no path
+    assert aliases["iqa-adapter:/runs/b/final.safetensors"] == "iqa-adapter:b/final"
+    for limit in (None, 36, 20, 12):
+        labels = figure_labels(COLLIDING, limit)
+        assert len(set(labels.values())) == len(COLLIDING), (limit, labels)  # was 3 distinct labels for 6 specs
+        assert all(len(v) <= limit for v in labels.values()) if limit else True
+        assert labels == figure_labels(list(reversed(COLLIDING)), limit)  # a function of the set, not the order
+    assert figure_labels(["base", "guidance on piqe"]) == {"base": "base", "guidance on piqe": "guidance on piqe"}
+    compound = figure_labels([f"{COLLIDING[0]} | 50", f"{COLLIDING[1]} | 50"])
+    assert sorted(compound.values()) == ["iqa-adapter:a/final | 50", "iqa-adapter:b/final | 50"]
+
+
+def test_every_figure_labels_colliding_generators_apart():
+    from iqabench.benchmarks.condition_sweep import curves_figure, distributions_figure
+    from iqabench.benchmarks.fr_distances import matrix_figure
+    from iqabench.benchmarks.seed_consistency import distribution_figure
+    from iqabench.benchmarks.study import analyze
+    from iqabench.plotting import heatmap_figure
+
+    n = len(COLLIDING)
+    heat = heatmap_figure(pd.DataFrame(np.eye(n), index=COLLIDING, columns=COLLIDING), "t")
+    for ticks in (heat.axes[0].get_xticklabels(), heat.axes[0].get_yticklabels()):
+        assert len({t.get_text() for t in ticks}) == n
+    means = pd.DataFrame([{"generator": g, "metric": "piqe", "target": t, "mean": 1.0, "mean_ci_low": 0.9,
+                           "mean_ci_high": 1.1} for g in COLLIDING for t in (1, 99)])
+    baselines = pd.DataFrame([{"generator": g, "metric": "piqe", "mean": float(i)} for i, g in enumerate(COLLIDING)])
+    curves = curves_figure(means, baselines, ["piqe"], "target", "target percentile")
+    entries = [t.get_text() for t in curves.legends[0].get_texts()]
+    assert len(entries) == len(set(entries)) == 2 * n  # a line and a baseline per generator; was 6 of 12
+    scores = pd.DataFrame([{"generator": g, "metric": "piqe", "target": t, "score": float(t), "role": "generator"}
+                           for g in COLLIDING for t in (1, 99)])
+    boxes = distributions_figure(scores, ["piqe"])
+    assert len({t.get_text() for t in boxes.legends[0].get_texts()}) == n
+    gains = pd.DataFrame([{"generator": g, "metric": "piqe", "relgain": float(i + k)}
+                          for i, g in enumerate(COLLIDING) for k in range(3)])
+    violins = distribution_figure(gains, ["piqe"])
+    assert len({t.get_text() for t in violins.axes[0].get_xticklabels()}) == n
+    bt = analyze._bt_figure(pd.DataFrame({"condition": COLLIDING, "bt_score": np.zeros(n), "ci_low": -np.ones(n),
+                                          "ci_high": np.ones(n)}))
+    assert len({t.get_text() for t in bt.axes[0].get_yticklabels()}) == n
+    matrix = pd.DataFrame([{"metric": "ssim", "generator": g, "image": c, "reference": r, "mean_distance": 0.1,
+                            "mean_distance_ci_low": 0.0, "mean_distance_ci_high": 0.2}
+                           for g in COLLIDING[:2] for c in ("p1", "p99") for r in ("p1", "p99")])
+    titles = {matrix_figure(matrix, "ssim", g, "distance").axes[0].get_title() for g in COLLIDING[:2]}
+    assert len(titles) == 2  # was one title for two generators' figures
+
+
 def test_report_shows_short_labels_and_the_full_spec_in_a_legend(tmp_path):
     store = Store(tmp_path)
     spec = "iqa-adapter:/data/ckpt/adA.safetensors"
