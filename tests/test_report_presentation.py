@@ -273,7 +273,7 @@ def test_latex_exports_have_unique_labels_human_headers_and_math_minus(tmp_path)
     labels = [label for text in texts.values() for label in re.findall(r"\\label\{([^}]*)\}", text)]
     assert len(labels) == len(set(labels)) == 3  # relgain, relgain-headline, paired_statistics (was tab:relgain twice)
     paired = texts["paired_statistics.tex"]
-    header = paired.split("\\toprule\n")[1].split("\n")[0]
+    header = " & ".join(re.findall(r"\\toprule\n(.*)\n", paired))  # every panel's header
     assert "_" not in header.replace("\\_", "") and "\\_" not in header.replace("topiq\\_nr", "")
     assert "p value (Holm)" in header and "CI method" not in header  # constant column moved to the caption
     assert "CI method: cluster BCa" in paired.split("\\caption{")[1].split("}\n")[0]
@@ -281,9 +281,24 @@ def test_latex_exports_have_unique_labels_human_headers_and_math_minus(tmp_path)
     assert "\\resizebox{\\ifdim\\width>\\linewidth" in paired and "/home/user" not in paired
 
 
+# Each \resizebox the writer emits also logs its content's natural width and \linewidth, so a test can see the
+# scale a table is printed at (the resizebox itself never overflows, whatever the width).
+MEASURE_TABLES = ("\\newsavebox{\\iqbMeasured}\\let\\iqbResizebox\\resizebox\n"
+                  "\\renewcommand{\\resizebox}[3]{\\sbox{\\iqbMeasured}{#3}\\typeout{iqabench-table-width="
+                  "\\the\\wd\\iqbMeasured\\space linewidth=\\the\\linewidth}\\iqbResizebox{#1}{#2}{#3}}\n")
+
+
+def table_scales(log: str) -> list[float]:
+    """The scale each measured table prints at: 1 when it fits, ``\\linewidth / natural width`` otherwise."""
+    pairs = re.findall(r"iqabench-table-width=([\d.]+)pt linewidth=([\d.]+)pt", log)
+    return [min(1.0, float(line) / float(width)) for width, line in pairs]
+
+
 def test_every_exported_tex_compiles_with_pdflatex_without_overfull_boxes(tmp_path):
     from browser import in_ci
     from test_report import _relgain_result, make_result
+
+    from iqabench.reports.latex import MIN_SCALE
 
     if shutil.which("pdflatex") is None:  # part of the contract in CI (.ci/run installs it), optional elsewhere
         reason = "pdflatex is not installed: apt-get install texlive-latex-base texlive-latex-recommended"
@@ -310,13 +325,38 @@ def test_every_exported_tex_compiles_with_pdflatex_without_overfull_boxes(tmp_pa
     body = "\n".join(f"\\input{{{p}}}\n\\clearpage" for p in tex_files)
     doc = tmp_path / "paper.tex"
     doc.write_text("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
-                   f"\\usepackage{{graphicx}}\n\\begin{{document}}\n{body}\n\\end{{document}}\n")
+                   f"\\usepackage{{graphicx}}\n{MEASURE_TABLES}\\begin{{document}}\n{body}\n\\end{{document}}\n")
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     log = (tmp_path / "paper.log").read_text(errors="replace")
     assert proc.returncode == 0, log[-3000:]
     assert "Overfull" not in log, [line for line in log.splitlines() if "Overfull" in line]
     assert "multiply defined" not in log
+    scales = table_scales(log)
+    assert len(scales) >= len(tex_files)  # every tabular measured (a wide one in several panels)
+    # a resizebox "fits" any table; what a reader sees is the scale: paired_statistics printed at 0.30, and the
+    # comparison's paired_differences at 0.38, before they were split into panels
+    assert min(scales) >= MIN_SCALE, sorted(scales)
+
+
+def test_a_table_too_wide_to_read_is_split_into_panels_that_repeat_the_row_labels():
+    from iqabench.reports.latex import MIN_SCALE, REFERENCE_LINEWIDTH_PT, column_width_pt, latex_table
+
+    wide = pd.DataFrame({"generator": ["iqa-adapter:adA", "tiny-sd"], "metric": ["piqe", "entropy"]}
+                        | {f"value_{k}": ["0.123 [0.101, 0.145]", "12.5 [11.0, 14.1]"] for k in range(12)})
+    numeric = {c for c in wide.columns if c.startswith("value")}
+    tex = latex_table(wide, caption="wide", tag="tab:w", numeric=numeric)
+    headers = re.findall(r"\\toprule\n(.*) \\\\\n", tex)
+    assert len(headers) >= 3 and tex.count("\\resizebox") == len(headers)  # was one tabular at scale ~0.25
+    cells = [h.split(" & ") for h in headers]
+    assert all(h[:2] == ["generator", "metric"] for h in cells)  # every panel names its rows
+    assert [c for h in cells for c in h[2:]] == [f"value {k}" for k in range(12)]  # each column once, in order
+    for h in cells:  # each panel needs no more than MIN_SCALE at an article's \linewidth
+        columns = ["generator", "metric"] + [c.replace(" ", "_") for c in h[2:]]
+        assert sum(column_width_pt(wide, c, c.replace("_", " ")) for c in columns) <= REFERENCE_LINEWIDTH_PT / MIN_SCALE
+    assert f"In {len(headers)} panels of columns" in tex
+    narrow = latex_table(wide.iloc[:, :4], caption="narrow", tag="tab:n", numeric=numeric)
+    assert narrow.count("\\resizebox") == 1 and "panels" not in narrow  # a table that reads well stays whole
 
 
 def test_figure_pdfs_embed_truetype_fonts_not_type3():
