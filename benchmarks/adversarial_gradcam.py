@@ -35,7 +35,7 @@ from torch import nn
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
 from iqabench.errors import UserInputError
 from iqabench.generators import GeneratorPool
-from iqabench.labels import generator_label
+from iqabench.labels import figure_labels
 from iqabench.metrics import build_metric, metric_info, parse_metric_list
 from iqabench.number_format import format_number
 from iqabench.registry import METRICS
@@ -365,6 +365,7 @@ class AdversarialGradCAM(BaseBenchmark):
                 result.notes.append(f"Grad-CAM of {target}: no item has all its images; nothing to show.")
                 continue
             fig, axes = new_figure(len(chosen) * len(columns), width=2.6, height=2.8, max_cols=len(columns))
+            titles = figure_labels(columns, 34)  # one label per column, unique within the figure
             panels = iter(axes)
             for item in chosen:
                 keys = [key_of[(g, item.prompt_id, item.seed)] for g in columns.values()]
@@ -376,7 +377,7 @@ class AdversarialGradCAM(BaseBenchmark):
                     ax.imshow(array)
                     ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
                     value = scores[target].get(key)
-                    title = f"{ellipsize(generator_label(label), 34)}\n{ellipsize(target, 24)} = {_fmt(value)}"
+                    title = f"{titles[label]}\n{ellipsize(target, 24)} = {_fmt(value)}"
                     ax.set_title(title, fontsize=MIN_FONT_PT)
                     ax.axis("off")
                     if label != "base":

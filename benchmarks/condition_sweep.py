@@ -159,18 +159,23 @@ def curves_figure(means: pd.DataFrame, baselines: pd.DataFrame, metrics: list[st
 
     fig, axes = new_figure(len(metrics))
     series = series or ["generator"]
+
+    def joined(label: object) -> str:
+        return " | ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
+
+    # one legend for all panels: every entry labelled in one set, so two series never share an entry
+    short = _short_labels([*(joined(k) for k, _ in means.groupby(series, sort=False)), *baselines.get("generator", [])])
     for ax, metric in zip(axes, metrics, strict=True):
         data = means[means.metric == metric]
         for label, group in data.groupby(series, sort=False):
             group = group.sort_values(x)
-            name = " | ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
-            line = ax.plot(group[x], group["mean"], marker="o", markersize=3, label=_short(name))[0]
+            line = ax.plot(group[x], group["mean"], marker="o", markersize=3, label=short[joined(label)])[0]
             ax.fill_between(group[x], group.mean_ci_low, group.mean_ci_high, color=line.get_color(), alpha=0.15)
         rows = baselines[baselines.metric == metric].drop_duplicates(["generator"])
         levels = rows.drop_duplicates(["mean"])  # generators sharing one base model share one baseline line
         for row in levels.itertuples():  # labelled as the baseline, not with the generator's name
             ax.axhline(row.mean, linestyle="--", color="grey", linewidth=1,
-                       label="baseline (no adapter)" if len(levels) == 1 else f"baseline · {_short(row.generator)}")
+                       label="baseline (no adapter)" if len(levels) == 1 else f"baseline · {short[str(row.generator)]}")
         direction = "lower is better" if _lower(metric) else "higher is better"
         ax.set_title(f"{metric} ({direction})")
         ax.set_xlabel(xlabel)
@@ -192,7 +197,8 @@ def distributions_figure(frame: pd.DataFrame, metrics: list[str]):
     fig, axes = new_figure(len(metrics))
     data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))].copy()
     data["target"] = data.target.map(target_label)
-    data["generator"] = data.generator.map(_short)
+    short = _short_labels(data.generator)
+    data["generator"] = data.generator.map(lambda g: short[str(g)])
     order = [target_label(t) for t in sorted(frame[frame.role == "generator"].target.unique())]
     for ax, metric in zip(axes, metrics, strict=True):
         subset = data[data.metric == metric]
@@ -220,7 +226,6 @@ def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str], signific
 
     def grid(column: str) -> pd.DataFrame:
         matrix = correlations.pivot(index="generator", columns="metric", values=column).reindex(columns=metrics)
-        matrix.index = [_short(i) for i in matrix.index]
         matrix.index.name, matrix.columns.name = "generator", "metric"
         return matrix
 
@@ -230,7 +235,7 @@ def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str], signific
     return heatmap_figure(
         matrix, "Spearman correlation, target vs score (aligned)", fmt=".2f", spread=1.0,  # one scale for all runs
         low=grid("aligned_spearman_ci_low"), high=grid("aligned_spearman_ci_high"),
-        significant=None if significant is None else significant.rename(index=_short),
+        significant=significant,  # full specs, as the matrix: heatmap_figure labels both alike
         caption="Spearman correlation between the target percentile and each image's score, sign flipped for "
                 "lower-is-better metrics, with its 95% CI (bootstrap over prompts): positive (blue) = a higher "
                 "target gives better scores, the condition works; negative (red) = it backfires. Hatched, faded "
@@ -246,13 +251,12 @@ def aligned_spearman_summary(correlations: pd.DataFrame) -> dict[str, float]:
     return {f"{r.generator} | {r.metric}": float(r.aligned_spearman) for r in correlations.itertuples()}
 
 
-def _short(text: str, limit: int = 40) -> str:
-    """Legend and axis labels: a checkpoint path as its file stem (``iqabench.labels``), cut with an ellipsis."""
-    from iqabench.labels import generator_label
-    from iqabench.plotting import ellipsize
+def _short_labels(texts: object, limit: int = 40) -> dict[str, str]:
+    """Legend and axis labels of one figure: checkpoint paths as file stems (``iqabench.labels.figure_labels``),
+    cut with an ellipsis, unique within the figure."""
+    from iqabench.labels import figure_labels
 
-    parts = str(text).split(" | ")
-    return ellipsize(" | ".join(generator_label(p) for p in parts), limit)
+    return figure_labels(texts, limit)
 
 
 def _lower(metric: str) -> bool:

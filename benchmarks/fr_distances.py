@@ -208,7 +208,7 @@ def extremes_typed(pair: pd.DataFrame, lowest: str, highest: str, n_images: int 
 def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
     """One sequential-colour heatmap (distances are >= 0, so no diverging scale) with each cell's CI; cells whose
     CI includes 0 (the pair is not measurably apart) are hatched and faded."""
-    from iqabench.labels import generator_label
+    from iqabench.labels import generator_aliases
     from iqabench.plotting import heatmap_figure
 
     mine = matrix[(matrix.metric == metric) & (matrix.generator == generator)]
@@ -219,7 +219,9 @@ def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
         out.index.name, out.columns.name = "image", "reference"
         return out.astype(float)
 
-    name = generator_label(generator)  # a path target as its file stem; the title ellipsizes what still overflows
+    # a path target as its file stem, labelled among all the matrix's generators so that two figures' titles never
+    # read the same; the title ellipsizes what still overflows
+    name = generator_aliases(matrix.generator.astype(str))[str(generator)]
     null = 0.0 if what == "distance" else None
     return heatmap_figure(
         grid("mean_distance"), f"{metric}: mean {what}\n{name}", fmt=".2f", scale="sequential",

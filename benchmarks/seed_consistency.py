@@ -130,8 +130,8 @@ def distribution_figure(gains: pd.DataFrame, metrics: list[str]):
     """Violin of per-generation RelGain per metric (one violin per generator), zero line drawn (Fig. 14)."""
     import seaborn as sns
 
-    from iqabench.labels import generator_label
-    from iqabench.plotting import ellipsize, style_axes
+    from iqabench.labels import figure_labels
+    from iqabench.plotting import style_axes
 
     fig, axes = new_figure(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
@@ -145,7 +145,9 @@ def distribution_figure(gains: pd.DataFrame, metrics: list[str]):
         ax.set_title(f"{metric}: per-generation RelGain")
         ax.set_xlabel("")
         ax.set_ylabel("RelGain, %")
-        ax.set_xticks(ax.get_xticks(), [ellipsize(generator_label(t.get_text()), 28) for t in ax.get_xticklabels()])
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        labels = figure_labels(ticks, 28)
+        ax.set_xticks(ax.get_xticks(), [labels[t] for t in ticks])
         ax.tick_params(axis="x", labelrotation=15)
         style_axes(ax)
     fig.tight_layout()

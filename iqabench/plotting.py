@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from iqabench.labels import generator_label
+from iqabench.labels import figure_labels
 from iqabench.number_format import format_ci, format_number
 
 MIN_FONT_PT = 8  # no text in a figure smaller than this at 100 %
@@ -103,8 +103,10 @@ def heatmap_figure(matrix: pd.DataFrame, title: str, center: float = 0.0, fmt: s
     if significant is not None:
         ns = np.isfinite(array) & ~significant.reindex_like(matrix).fillna(False).astype(bool).to_numpy()
 
-    # Generator specs can be long paths: shorten labels for the axes (the tables keep the full names).
-    values = values.rename(index=_short_label, columns=_short_label)
+    # Generator specs can be long paths: shorten labels for the axes (the tables keep the full names), one set of
+    # labels for rows and columns so that no two rows (or columns) read the same
+    labels = _short_labels([*values.index, *values.columns])
+    values = values.rename(index=lambda v: labels[str(v)], columns=lambda v: labels[str(v)])
     n_rows, n_cols = values.shape
     cell_w = 1.5 if bounds is not None else 1.1
     fig = Figure(figsize=(max(4.5, cell_w * n_cols + 3.0), max(2.6, (0.7 if bounds is not None else 0.5) * n_rows
@@ -173,9 +175,10 @@ def hatched_cells(fig: Figure) -> list[tuple[int, int]]:
                   if isinstance(p, Rectangle) and p.get_hatch())
 
 
-def _short_label(label: object, limit: int = 36) -> str:
-    """Axis labels: a generator spec as its short label (``iqabench.labels``), then cut at the end with an ellipsis."""
-    return ellipsize(generator_label(label), limit)
+def _short_labels(labels: list[object], limit: int = 36) -> dict[str, str]:
+    """Axis labels: generator specs as their short labels (``iqabench.labels.figure_labels``), cut to ``limit``
+    characters, unique within the figure."""
+    return figure_labels(labels, limit)
 
 
 def ellipsize(text: object, limit: int) -> str:

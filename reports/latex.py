@@ -9,6 +9,9 @@ One writer for every ``.tex`` export (a run's tables, its ``*.headline.tex``, a 
   table was made, not how rows differ, and they are what pushed ``paired_statistics.tex`` 819 pt past the page;
 * the tabular sits in ``\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{...}``: a table
   that fits keeps its natural size, a wider one shrinks to ``\\linewidth`` (needs ``graphicx``);
+* but never below :data:`MIN_SCALE` of an article's ``\\linewidth``: a resizebox makes any table "fit", and a
+  14-column table shrunk to 0.3 prints 3 pt digits. A table whose estimated natural width would need more is
+  split into panels of columns, stacked in the same ``table``, each repeating the row-label columns;
 * bold only where the caller's mask allows (``headline.bold_mask``: best *and* significant);
 * a label unique per run and table (``tab:<run>-<table>``; ``-headline`` for the headline grid).
 """
@@ -22,6 +25,10 @@ import pandas as pd
 from iqabench.number_format import latex_number
 
 PACKAGES = ("booktabs", "graphicx")  # what a document needs to \input these tables
+REFERENCE_LINEWIDTH_PT = 345.0  # \linewidth of LaTeX's article class (10 pt, one column)
+MIN_SCALE = 0.6  # the smallest resize a panel may need there: 10 pt text at 6 pt, still readable
+_CHAR_PT = 5.0  # Computer Modern 10 pt, per character of a cell; a slight overestimate (calibrated by pdflatex)
+_COLUMN_PT = 12.0  # 2 \tabcolsep around every column
 _WORDS = {"ci": "CI", "p": "p", "holm": "(Holm)", "n": "n", "fid": "FID", "kid": "KID", "is": "IS", "bt": "BT",
           "relgain": "RelGain", "iqa": "IQA", "clip": "CLIP", "id": "ID", "std": "SD", "se": "SE", "lpips": "LPIPS"}
 
@@ -58,21 +65,37 @@ def constant_columns(shown: pd.DataFrame, keep: int = 2) -> list[str]:
             and not any(ch.isdigit() for ch in str(shown[c].iloc[0]))]
 
 
-def latex_table(shown: pd.DataFrame, *, caption: str, tag: str, numeric: set[str] | None = None,
-                bold: pd.DataFrame | None = None, raw_headers: set[str] | None = None) -> str:
-    """A booktabs ``table`` of ``shown`` (formatted strings), fitted to ``\\linewidth``.
+def column_width_pt(shown: pd.DataFrame, column: object, header: str) -> float:
+    """Estimated natural width of one column in points: its widest cell or header, plus the column separation."""
+    longest = max([len(header), *(len(str(v)) for v in shown[column])])
+    return longest * _CHAR_PT + _COLUMN_PT
 
-    ``numeric``: right-aligned columns; ``bold``: same shape, True where a cell is set in ``\\textbf``;
-    ``raw_headers``: columns whose names are kept as written (metric names).
-    """
-    numeric = numeric or set()
-    raw_headers = raw_headers or set()
-    moved = constant_columns(shown)
-    notes = [f"{human_header(c) if c not in raw_headers else c}: {shown[c].iloc[0]}" for c in moved]
-    columns = [c for c in shown.columns if c not in moved]
-    full_caption = caption + "".join(f" {n}." for n in notes)
+
+def column_panels(widths: dict[object, float], labels: list[object]) -> list[list[object]]:
+    """The columns in panels whose estimated width needs a scale of at least :data:`MIN_SCALE` at
+    :data:`REFERENCE_LINEWIDTH_PT`; every panel starts with the row-label columns ``labels`` (one panel when the
+    whole table fits, and a column wider than a panel on its own still gets its own panel)."""
+    budget = REFERENCE_LINEWIDTH_PT / MIN_SCALE
+    base = sum(widths[c] for c in labels)
+    panels: list[list[object]] = [[]]
+    for column in (c for c in widths if c not in labels):
+        if panels[-1] and base + sum(widths[c] for c in panels[-1]) + widths[column] > budget:
+            panels.append([])
+        panels[-1].append(column)
+    return [[*labels, *panel] for panel in panels]
+
+
+def _row_labels(columns: list[object], numeric: set[str]) -> list[object]:
+    """The leading text columns (generator, baseline, metric ...) that name a row; at least the first column,
+    never all of them."""
+    leading = next((i for i, c in enumerate(columns) if c in numeric), len(columns))
+    return columns[: max(1, min(leading, len(columns) - 1))]
+
+
+def _tabular(shown: pd.DataFrame, columns: list[object], numeric: set[str], headers: dict[object, str],
+             bold: pd.DataFrame | None) -> str:
     align = "".join("r" if c in numeric else "l" for c in columns)
-    header = " & ".join(escape(c if c in raw_headers else human_header(c)) for c in columns) + r" \\"
+    header = " & ".join(escape(headers[c]) for c in columns) + r" \\"
     lines = []
     for i in range(len(shown)):
         cells = []
@@ -83,10 +106,34 @@ def latex_table(shown: pd.DataFrame, *, caption: str, tag: str, numeric: set[str
             cells.append(text)
         lines.append(" & ".join(cells) + r" \\")
     body = "\n".join(lines)
+    return ("\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            f"\\begin{{tabular}}{{{align}}}\n\\toprule\n{header}\n\\midrule\n{body}\n\\bottomrule\n"
+            "\\end{tabular}}\n")
+
+
+def latex_table(shown: pd.DataFrame, *, caption: str, tag: str, numeric: set[str] | None = None,
+                bold: pd.DataFrame | None = None, raw_headers: set[str] | None = None) -> str:
+    """A booktabs ``table`` of ``shown`` (formatted strings), fitted to ``\\linewidth``, in panels of columns
+    when one tabular would have to shrink below :data:`MIN_SCALE` (see the module docstring).
+
+    ``numeric``: right-aligned columns; ``bold``: same shape, True where a cell is set in ``\\textbf``;
+    ``raw_headers``: columns whose names are kept as written (metric names).
+    """
+    numeric = numeric or set()
+    raw_headers = raw_headers or set()
+    moved = constant_columns(shown)
+    notes = [f"{human_header(c) if c not in raw_headers else c}: {shown[c].iloc[0]}" for c in moved]
+    columns = [c for c in shown.columns if c not in moved]
+    headers = {c: str(c) if c in raw_headers else human_header(c) for c in columns}
+    labels = _row_labels(columns, numeric)
+    panels = column_panels({c: column_width_pt(shown, c, headers[c]) for c in columns}, labels)
+    if len(panels) > 1:
+        notes.append(f"In {len(panels)} panels of columns, each repeating "
+                     + ", ".join(headers[c] for c in labels))
+    full_caption = caption + "".join(f" {n}." for n in notes)
+    tabulars = "\\par\\medskip\n".join(_tabular(shown, panel, numeric, headers, bold) for panel in panels)
     return (
         "\\begin{table}\n\\centering\n"
         f"\\caption{{{escape(full_caption)}}}\n\\label{{{tag}}}\n"
-        "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
-        f"\\begin{{tabular}}{{{align}}}\n\\toprule\n{header}\n\\midrule\n{body}\n\\bottomrule\n"
-        "\\end{tabular}}\n\\end{table}\n"
+        f"{tabulars}\\end{{table}}\n"
     )

@@ -80,6 +80,63 @@ def test_generator_labels_are_short_stable_and_unique():
     assert sorted(aliases.values()) == ["iqa-adapter:a/m", "iqa-adapter:b/m"]
 
 
+COLLIDING = ["iqa-adapter:/runs/a/final.safetensors", "iqa-adapter:/runs/b/final.safetensors",  # one file stem
+             "diffusers:/m/sd15[name=mine,steps=2]", "diffusers:/m/sd15[name=mine,steps=4]",  # one name=
+             "tiny-sd[guidance_scale=7.5,steps=8,height=64,width=64,seed_offset=1]",  # equal once cut to 36
+             "tiny-sd[guidance_scale=7.5,steps=8,height=64,width=64,seed_offset=2]"]
+
+
+def test_colliding_specs_get_distinct_deterministic_labels():
+    from iqabench.labels import figure_labels, generator_aliases
+
+    aliases = generator_aliases(COLLIDING)
+    assert aliases["diffusers:/m/sd15[name=mine,steps=2]"] == "mine[steps=2]"  # the option the name hid, no path
+    assert aliases["iqa-adapter:/runs/b/final.safetensors"] == "iqa-adapter:b/final"
+    for limit in (None, 36, 20, 12):
+        labels = figure_labels(COLLIDING, limit)
+        assert len(set(labels.values())) == len(COLLIDING), (limit, labels)  # was 3 distinct labels for 6 specs
+        assert all(len(v) <= limit for v in labels.values()) if limit else True
+        assert labels == figure_labels(list(reversed(COLLIDING)), limit)  # a function of the set, not the order
+    assert figure_labels(["base", "guidance on piqe"]) == {"base": "base", "guidance on piqe": "guidance on piqe"}
+    compound = figure_labels([f"{COLLIDING[0]} | 50", f"{COLLIDING[1]} | 50"])
+    assert sorted(compound.values()) == ["iqa-adapter:a/final | 50", "iqa-adapter:b/final | 50"]
+
+
+def test_every_figure_labels_colliding_generators_apart():
+    from iqabench.benchmarks.condition_sweep import curves_figure, distributions_figure
+    from iqabench.benchmarks.fr_distances import matrix_figure
+    from iqabench.benchmarks.seed_consistency import distribution_figure
+    from iqabench.benchmarks.study import analyze
+    from iqabench.plotting import heatmap_figure
+
+    n = len(COLLIDING)
+    heat = heatmap_figure(pd.DataFrame(np.eye(n), index=COLLIDING, columns=COLLIDING), "t")
+    for ticks in (heat.axes[0].get_xticklabels(), heat.axes[0].get_yticklabels()):
+        assert len({t.get_text() for t in ticks}) == n
+    means = pd.DataFrame([{"generator": g, "metric": "piqe", "target": t, "mean": 1.0, "mean_ci_low": 0.9,
+                           "mean_ci_high": 1.1} for g in COLLIDING for t in (1, 99)])
+    baselines = pd.DataFrame([{"generator": g, "metric": "piqe", "mean": float(i)} for i, g in enumerate(COLLIDING)])
+    curves = curves_figure(means, baselines, ["piqe"], "target", "target percentile")
+    entries = [t.get_text() for t in curves.legends[0].get_texts()]
+    assert len(entries) == len(set(entries)) == 2 * n  # a line and a baseline per generator; was 6 of 12
+    scores = pd.DataFrame([{"generator": g, "metric": "piqe", "target": t, "score": float(t), "role": "generator"}
+                           for g in COLLIDING for t in (1, 99)])
+    boxes = distributions_figure(scores, ["piqe"])
+    assert len({t.get_text() for t in boxes.legends[0].get_texts()}) == n
+    gains = pd.DataFrame([{"generator": g, "metric": "piqe", "relgain": float(i + k)}
+                          for i, g in enumerate(COLLIDING) for k in range(3)])
+    violins = distribution_figure(gains, ["piqe"])
+    assert len({t.get_text() for t in violins.axes[0].get_xticklabels()}) == n
+    bt = analyze._bt_figure(pd.DataFrame({"condition": COLLIDING, "bt_score": np.zeros(n), "ci_low": -np.ones(n),
+                                          "ci_high": np.ones(n)}))
+    assert len({t.get_text() for t in bt.axes[0].get_yticklabels()}) == n
+    matrix = pd.DataFrame([{"metric": "ssim", "generator": g, "image": c, "reference": r, "mean_distance": 0.1,
+                            "mean_distance_ci_low": 0.0, "mean_distance_ci_high": 0.2}
+                           for g in COLLIDING[:2] for c in ("p1", "p99") for r in ("p1", "p99")])
+    titles = {matrix_figure(matrix, "ssim", g, "distance").axes[0].get_title() for g in COLLIDING[:2]}
+    assert len(titles) == 2  # was one title for two generators' figures
+
+
 def test_report_shows_short_labels_and_the_full_spec_in_a_legend(tmp_path):
     store = Store(tmp_path)
     spec = "iqa-adapter:/data/ckpt/adA.safetensors"
@@ -216,7 +273,7 @@ def test_latex_exports_have_unique_labels_human_headers_and_math_minus(tmp_path)
     labels = [label for text in texts.values() for label in re.findall(r"\\label\{([^}]*)\}", text)]
     assert len(labels) == len(set(labels)) == 3  # relgain, relgain-headline, paired_statistics (was tab:relgain twice)
     paired = texts["paired_statistics.tex"]
-    header = paired.split("\\toprule\n")[1].split("\n")[0]
+    header = " & ".join(re.findall(r"\\toprule\n(.*)\n", paired))  # every panel's header
     assert "_" not in header.replace("\\_", "") and "\\_" not in header.replace("topiq\\_nr", "")
     assert "p value (Holm)" in header and "CI method" not in header  # constant column moved to the caption
     assert "CI method: cluster BCa" in paired.split("\\caption{")[1].split("}\n")[0]
@@ -224,9 +281,24 @@ def test_latex_exports_have_unique_labels_human_headers_and_math_minus(tmp_path)
     assert "\\resizebox{\\ifdim\\width>\\linewidth" in paired and "/home/user" not in paired
 
 
+# Each \resizebox the writer emits also logs its content's natural width and \linewidth, so a test can see the
+# scale a table is printed at (the resizebox itself never overflows, whatever the width).
+MEASURE_TABLES = ("\\newsavebox{\\iqbMeasured}\\let\\iqbResizebox\\resizebox\n"
+                  "\\renewcommand{\\resizebox}[3]{\\sbox{\\iqbMeasured}{#3}\\typeout{iqabench-table-width="
+                  "\\the\\wd\\iqbMeasured\\space linewidth=\\the\\linewidth}\\iqbResizebox{#1}{#2}{#3}}\n")
+
+
+def table_scales(log: str) -> list[float]:
+    """The scale each measured table prints at: 1 when it fits, ``\\linewidth / natural width`` otherwise."""
+    pairs = re.findall(r"iqabench-table-width=([\d.]+)pt linewidth=([\d.]+)pt", log)
+    return [min(1.0, float(line) / float(width)) for width, line in pairs]
+
+
 def test_every_exported_tex_compiles_with_pdflatex_without_overfull_boxes(tmp_path):
     from browser import in_ci
     from test_report import _relgain_result, make_result
+
+    from iqabench.reports.latex import MIN_SCALE
 
     if shutil.which("pdflatex") is None:  # part of the contract in CI (.ci/run installs it), optional elsewhere
         reason = "pdflatex is not installed: apt-get install texlive-latex-base texlive-latex-recommended"
@@ -253,13 +325,38 @@ def test_every_exported_tex_compiles_with_pdflatex_without_overfull_boxes(tmp_pa
     body = "\n".join(f"\\input{{{p}}}\n\\clearpage" for p in tex_files)
     doc = tmp_path / "paper.tex"
     doc.write_text("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
-                   f"\\usepackage{{graphicx}}\n\\begin{{document}}\n{body}\n\\end{{document}}\n")
+                   f"\\usepackage{{graphicx}}\n{MEASURE_TABLES}\\begin{{document}}\n{body}\n\\end{{document}}\n")
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     log = (tmp_path / "paper.log").read_text(errors="replace")
     assert proc.returncode == 0, log[-3000:]
     assert "Overfull" not in log, [line for line in log.splitlines() if "Overfull" in line]
     assert "multiply defined" not in log
+    scales = table_scales(log)
+    assert len(scales) >= len(tex_files)  # every tabular measured (a wide one in several panels)
+    # a resizebox "fits" any table; what a reader sees is the scale: paired_statistics printed at 0.30, and the
+    # comparison's paired_differences at 0.38, before they were split into panels
+    assert min(scales) >= MIN_SCALE, sorted(scales)
+
+
+def test_a_table_too_wide_to_read_is_split_into_panels_that_repeat_the_row_labels():
+    from iqabench.reports.latex import MIN_SCALE, REFERENCE_LINEWIDTH_PT, column_width_pt, latex_table
+
+    wide = pd.DataFrame({"generator": ["iqa-adapter:adA", "tiny-sd"], "metric": ["piqe", "entropy"]}
+                        | {f"value_{k}": ["0.123 [0.101, 0.145]", "12.5 [11.0, 14.1]"] for k in range(12)})
+    numeric = {c for c in wide.columns if c.startswith("value")}
+    tex = latex_table(wide, caption="wide", tag="tab:w", numeric=numeric)
+    headers = re.findall(r"\\toprule\n(.*) \\\\\n", tex)
+    assert len(headers) >= 3 and tex.count("\\resizebox") == len(headers)  # was one tabular at scale ~0.25
+    cells = [h.split(" & ") for h in headers]
+    assert all(h[:2] == ["generator", "metric"] for h in cells)  # every panel names its rows
+    assert [c for h in cells for c in h[2:]] == [f"value {k}" for k in range(12)]  # each column once, in order
+    for h in cells:  # each panel needs no more than MIN_SCALE at an article's \linewidth
+        columns = ["generator", "metric"] + [c.replace(" ", "_") for c in h[2:]]
+        assert sum(column_width_pt(wide, c, c.replace("_", " ")) for c in columns) <= REFERENCE_LINEWIDTH_PT / MIN_SCALE
+    assert f"In {len(headers)} panels of columns" in tex
+    narrow = latex_table(wide.iloc[:, :4], caption="narrow", tag="tab:n", numeric=numeric)
+    assert narrow.count("\\resizebox") == 1 and "panels" not in narrow  # a table that reads well stays whole
 
 
 def test_figure_pdfs_embed_truetype_fonts_not_type3():

@@ -26,8 +26,10 @@ N_IMAGES = 12  # 3 prompts x 2 seeds x (generator + baseline)
 
 
 def _torchrun(out, extra_env=None, **kwargs):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29500 + os.getpid() % 1000), "-m", "iqabench", "run", *ARGS, "--out", str(out)]
+    # --standalone: torchrun picks a free local port, so two test workers (pytest-xdist) or another job on the
+    # machine never meet on one (a pid-derived port could)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "iqabench", "run", *ARGS, "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 

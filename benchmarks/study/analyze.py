@@ -393,8 +393,8 @@ def _bt_figure(bt: pd.DataFrame):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from iqabench.labels import generator_label
-    from iqabench.plotting import ellipsize, style_axes
+    from iqabench.labels import figure_labels
+    from iqabench.plotting import style_axes
 
     fig = Figure(figsize=(6.5, 0.45 * len(bt) + 1.5))
     FigureCanvasAgg(fig)
@@ -406,7 +406,8 @@ def _bt_figure(bt: pd.DataFrame):
     above = np.maximum(order.ci_high - order.bt_score, 0.0)
     ax.errorbar(order.bt_score, y, xerr=[below, above], fmt="o", capsize=3)
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(y, [ellipsize(generator_label(c), 45) for c in order.condition])
+    labels = figure_labels(order.condition, 45)
+    ax.set_yticks(y, [labels[str(c)] for c in order.condition])
     ax.set_xlabel("Bradley-Terry log-strength (95% CI)")
     style_axes(ax)
     fig.tight_layout()
