@@ -26,9 +26,15 @@ def mirror(hub_mirror):
     return hub_mirror.ensure("hf", "adapters", "pyiqa:topiq_nr", "pyiqa:laion_aes")
 
 
+#: The served files' sha256, shared by every test's server (the mirror's files do not change within a session).
+_HASHES: dict[Path, str] = {}
+#: The benchmarks' CLIP in these tests: ViT-B-32/openai, a third of the default ViT-L-14, on the same loader path.
+SMALL_CLIP = ["--option", "clip_arch=ViT-B-32"]
+
+
 def _state(mirror) -> HubServer:
     """Everything the mirror holds now, served: its hub repos and its plain files (pyiqa, torch hub, CLIP, adapters)."""
-    state = HubServer()
+    state = HubServer(_hashes=_HASHES)
     state.add_hf_cache(mirror.root / "hf" / "hub")
     state.add_plain(mirror.root / "torch" / "hub" / "pyiqa", mirror.root / "torch" / "hub" / "checkpoints",
                     mirror.root / "home" / ".cache" / "clip", mirror.root / "iqa-adapter")
@@ -47,8 +53,8 @@ def hub(mirror, tmp_path):
 @pytest.fixture
 def benchmark_hub(mirror):
     """The server with the benchmarks' files too: torch-fidelity's Inception, torchvision's Mask R-CNN (``torch``)
-    and open_clip ViT-L-14/openai (``clip``), as GenEval and fid-topk load them."""
-    mirror.ensure("torch", "clip")
+    and open_clip ViT-B-32/openai (``clip:ViT-B-32``), as GenEval and fid-topk load them."""
+    mirror.ensure("torch", "clip:ViT-B-32")
     with serve(_state(mirror)) as running:
         yield running
 
@@ -99,18 +105,32 @@ def _listed(env: dict[str, str], args: list[str], cwd: Path) -> list[dict]:
     return [json.loads(line) for line in listed.stdout.splitlines()]
 
 
-def _fetch_exactly_what_is_listed(env: dict[str, str], args: list[str], caches: Path, cwd: Path) -> set[str]:
-    """``fetch --list`` downloads nothing; ``fetch`` then brings exactly the listed files into the caches (none
-    missing, none extra); returns the names listed. Files the user provides (a reference set) are not cached."""
+def _cached_names(caches: Path) -> set[str]:
+    """The cached files as ``--list`` names them: a hub file by its path in the repository, any other by its name."""
+    return {"/".join(Path(p).parts[Path(p).parts.index("snapshots") + 2:]) if "snapshots" in Path(p).parts
+            else Path(p).name for p in _cached_files(caches)}
+
+
+def _fetch_exactly_what_is_listed(env: dict[str, str], args: list[str], caches: Path, cwd: Path, *,
+                                  relist: bool = False) -> set[str]:
+    """``fetch --list`` (online: every missing file sized by its server) downloads nothing; ``fetch`` then brings
+    exactly the listed files into the caches, none missing, none extra; returns the names listed. ``relist``:
+    list again and compare full paths (one more process). Files the user provides (a reference set) stay put."""
     before = _listed(env, args, cwd)
     assert not _cached_files(caches), "--list downloaded something"
-    assert before and not any(r["present"] for r in before if str(caches) in r["destination"])
+    cached_rows = [r for r in before if str(caches) in r["destination"]]
+    assert cached_rows and not any(r["present"] for r in cached_rows)
+    assert all(r["size"] for r in cached_rows), "a missing file was listed without its size"
     fetched = cli(env, "fetch", *args, cwd=cwd)
     assert fetched.returncode == 0, fetched.stderr[-3000:]
-    after = _listed(env, args, cwd)
-    assert all(r["present"] for r in after) and len(after) == len(before)
-    assert {r["destination"] for r in after if str(caches) in r["destination"]} == _cached_files(caches)
-    return {r["name"] for r in after}
+    assert _cached_names(caches) == {r["name"] for r in cached_rows}
+    if relist:
+        after = _listed(env, args, cwd)
+        assert all(r["present"] for r in after) and len(after) == len(before)
+        assert {r["destination"] for r in after if str(caches) in r["destination"]} == _cached_files(caches)
+        sizes = sorted((r["name"], r["size"]) for r in after)
+        assert sizes == sorted((r["name"], r["size"]) for r in before)  # the sizes announced are the sizes
+    return {r["name"] for r in before}
 
 
 def _offline(env: dict[str, str]) -> dict[str, str]:
@@ -130,13 +150,13 @@ def _images(folder: Path, n: int) -> list[Path]:
 
 def test_fetch_then_offline_geneval_with_a_detector_that_runs_here(benchmark_hub, tmp_path):
     """GenEval with torchvision's Mask R-CNN (detector=maskrcnn; the official Mask2Former needs mmdetection, see the
-    next test): fetch brings the detector and CLIP ViT-L-14, the run then judges offline on the real loaders."""
+    next test): fetch brings the detector and CLIP, the run then judges offline on the real loaders."""
     caches = tmp_path / "caches"
     env = empty_caches(caches, HF_ENDPOINT=benchmark_hub.url, IQABENCH_URL_MIRROR=benchmark_hub.url)
     prompt = {"tag": "single_object", "include": [{"class": "car", "count": 1}], "prompt": "a photo of a car"}
     (tmp_path / "geneval.jsonl").write_text(json.dumps(prompt) + "\n")
     args = ["geneval", "--generator", "tiny-sd[steps=1]", "--prompts", "geneval.jsonl", "--option",
-            "images_per_prompt=1", "--option", "detector=maskrcnn"]
+            "images_per_prompt=1", "--option", "detector=maskrcnn", *SMALL_CLIP]
     names = _fetch_exactly_what_is_listed(env, args, caches, tmp_path)
     assert names == {"maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "open_clip_model.safetensors"}
     benchmark_hub.requests.clear()
@@ -157,7 +177,7 @@ def test_fetch_for_the_official_geneval_detector_names_what_it_cannot_fetch(benc
         pytest.skip("mmdetection is installed here: the test needs it absent")
     caches = tmp_path / "caches"
     env = empty_caches(caches, HF_ENDPOINT=benchmark_hub.url, IQABENCH_URL_MIRROR=benchmark_hub.url)
-    args = ["geneval", "--generator", "tiny-sd", "--limit", "1"]
+    args = ["geneval", "--generator", "tiny-sd", "--limit", "1", *SMALL_CLIP]
     rows = {r["name"]: r for r in _listed(env, args, tmp_path)}
     assert rows["mmdet"]["source"].startswith("pip install mmdet") and not rows["mmdet"]["present"]
     mask2former = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"
@@ -177,7 +197,7 @@ def test_fetch_then_offline_fid_topk(benchmark_hub, tmp_path):
     (tmp_path / "ref.csv").write_text("caption,image\na red car,ref/0.png\na blue bench,ref/1.png\n")
     args = ["fid-topk", "--generator", "tiny-sd[steps=1]", "--metrics", "piqe", "--option", "reference=ref.csv",
             "--option", "topk=50", "--option", "isc_splits=1", "--option", "kid_subsets=2", "--option",
-            "kid_subset_size=2", "--option", "allow_small_topk=true"]
+            "kid_subset_size=2", "--option", "allow_small_topk=true", *SMALL_CLIP]
     names = _fetch_exactly_what_is_listed(env, args, caches, tmp_path)
     assert names == {"weights-inception-2015-12-05-6726825d.pth", "open_clip_model.safetensors", "ref.csv"}
     benchmark_hub.requests.clear()
@@ -206,7 +226,7 @@ def test_fetch_then_offline_train_acpo(hub, tmp_path):
     assert "3piece(s)thisrunneedsaremissing" in text and "iqabenchfetchtrainacpo--datadata--outlora" in text
     assert not (tmp_path / "lora").exists()
 
-    names = _fetch_exactly_what_is_listed(env, ["train", "acpo", *selection], caches, tmp_path)
+    names = _fetch_exactly_what_is_listed(env, ["train", "acpo", *selection], caches, tmp_path, relist=True)
     assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
             "text_encoder/model.safetensors", "cfanet_nr_koniq_res50-9a73138b.pth", "model.safetensors"} <= names
     assert not any(n.startswith("safety_checker/") for n in names)  # iqabench never loads SD 1.x's checker

@@ -253,9 +253,12 @@ def _print_rows(rows) -> None:
                       escape(f"{row.destination}\nfrom {row.source}"))
     out_console.print(table)
     known = [r.size for r in rows if r.size is not None]
-    out_console.print(f"{len(rows)} file(s), {human_size(sum(known))}"
-                      + (f" known ({len(rows) - len(known)} of unknown size)" if len(known) < len(rows) else ""),
-                      highlight=False)
+    if not known:
+        total = "sizes unknown (missing files are sized by asking their servers: run --list online)"
+    else:
+        total = human_size(sum(known)) + (f" known ({len(rows) - len(known)} of unknown size)"
+                                          if len(known) < len(rows) else "")
+    out_console.print(f"{len(rows)} file(s), {total}", highlight=False)
 
 
 def current_fetch_hint() -> str:
