@@ -102,6 +102,7 @@ def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_
 def _listed(env: dict[str, str], args: list[str], cwd: Path) -> list[dict]:
     listed = cli(env, "fetch", *args, "--list", "--json", cwd=cwd)
     assert listed.returncode == 0, listed.stderr[-3000:]
+    assert not (cwd / "iqabench_out").exists(), "fetch made a store or run folder"  # planning only
     return [json.loads(line) for line in listed.stdout.splitlines()]
 
 
