@@ -370,6 +370,25 @@ def _remote_size(need: Need) -> int | None:
     return None
 
 
+def announced_size(needs: list[Need]) -> str:
+    """``", 1.2 GB"``: what downloading ``needs`` will bring, as their servers announce it (a snapshot's listing,
+    a HEAD's length); ``""`` when no server says. Asked once before a first-use download, so the run says how
+    much it is about to fetch, as diffusers' and pyiqa's progress bars do."""
+    try:
+        rows = file_rows(needs, online=True)
+    except FetchError:
+        return ""  # the download itself will say what went wrong, in its own sentence
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in _NETWORK_MODULES:
+            raise
+        return ""
+    known = [r.size for r in rows if r.size is not None]
+    if not known:
+        return ""
+    return f", {human_size(sum(known))}" + (f" ({len(rows) - len(known)} of unknown size)"
+                                            if len(known) < len(rows) else "")
+
+
 def human_size(size: int | None) -> str:
     if size is None:
         return "size unknown"

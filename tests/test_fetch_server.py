@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -254,7 +255,7 @@ def test_an_online_run_downloads_on_first_use_and_says_what(hub, tmp_path):
     run = cli(env, "run", "scores", "--generator", "tiny-sd[steps=1]", "--metrics", "topiq_nr", "--limit", "1",
               "--batch-size", "1", "--out", str(out), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "first use: downloading 2 missing file(s)" in " ".join(run.stderr.split())
+    assert re.search(r"first use: downloading 2 missing file\(s\), \d+\.\d MB", " ".join(run.stderr.split()))
     assert json.loads(next(out.glob("runs/*/run.json")).read_text())["status"] == "complete"
 
 
