@@ -37,6 +37,8 @@ MIRROR_ENV = "IQABENCH_URL_MIRROR"
 PROBE_TIMEOUT_S = 3.0
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's HASH_REGEX convention
 CHUNK = 1 << 20
+#: Libraries whose exceptions mean "the server or the network said no" (one sentence, not a traceback).
+_NETWORK_MODULES = ("huggingface_hub", "httpx", "requests", "urllib3")
 
 
 class FetchError(RuntimeError):
@@ -317,13 +319,14 @@ def fetch(needs: list[Need], log: Callable[[str], None] = print) -> list[str]:
             elif need.kind == "hub-file":
                 fetch_hub_file(need, log)
             elif need.kind == "url":
-                download_url(need.source, need.destination, sha256=need.sha256)
+                path = download_url(need.source, need.destination, sha256=need.sha256)
+                log(f"{path.name}: {human_size(path.stat().st_size)} into {path.parent}")
             else:
                 fetch_gdrive(need, log)
         except FetchError as exc:
             failures.append(str(exc))
         except Exception as exc:  # huggingface_hub's errors: one sentence per file, the others still come
-            if type(exc).__module__.split(".")[0] not in ("huggingface_hub", "httpx", "requests", "urllib3"):
+            if type(exc).__module__.split(".")[0] not in _NETWORK_MODULES:
                 raise
             failures.append(f"{need.what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     return failures
@@ -341,8 +344,49 @@ def file_rows(needs: list[Need], *, online: bool) -> list[FileRow]:
                      for f, (size, _) in snapshot_plan(need).items()]
         else:
             name = need.filename or need.destination.name
-            rows.append(FileRow(need.what, name, need.size, need.destination, need.source, need.present))
+            size = need.size if need.present or not online else _remote_size(need)
+            rows.append(FileRow(need.what, name, size, need.destination, need.source, need.present))
     return rows
+
+
+def _remote_size(need: Need) -> int | None:
+    """The size a missing file's server announces (hub listing, or a HEAD's length); None when it says none."""
+    if need.size is not None or not need.fetchable:
+        return need.size
+    try:
+        if need.kind == "hub-file" and need.filename:
+            return _repo_files(need.source, need.revision).get(need.filename, (None, None))[0]
+        if need.kind == "url":
+            request = urllib.request.Request(mirrored(need.source), method="HEAD")
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http(s), user-configured
+                length = response.headers.get("X-Linked-Size") or response.headers.get("Content-Length")
+                return int(length) if length else None
+    except (OSError, ValueError):  # a listing must not fail on one server's answer: the size stays unknown
+        return None
+    except Exception as exc:  # huggingface_hub's own errors likewise; anything else is a bug and shows
+        if type(exc).__module__.split(".")[0] not in _NETWORK_MODULES:
+            raise
+        return None
+    return None
+
+
+def announced_size(needs: list[Need]) -> str:
+    """``", 1.2 GB"``: what downloading ``needs`` will bring, as their servers announce it (a snapshot's listing,
+    a HEAD's length); ``""`` when no server says. Asked once before a first-use download, so the run says how
+    much it is about to fetch, as diffusers' and pyiqa's progress bars do."""
+    try:
+        rows = file_rows(needs, online=True)
+    except FetchError:
+        return ""  # the download itself will say what went wrong, in its own sentence
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in _NETWORK_MODULES:
+            raise
+        return ""
+    known = [r.size for r in rows if r.size is not None]
+    if not known:
+        return ""
+    return f", {human_size(sum(known))}" + (f" ({len(rows) - len(known)} of unknown size)"
+                                            if len(known) < len(rows) else "")
 
 
 def human_size(size: int | None) -> str:

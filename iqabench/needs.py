@@ -92,3 +92,32 @@ def unique(needs: list[Need]) -> list[Need]:
     for need in needs:
         seen.setdefault(need.key(), need)
     return list(seen.values())
+
+
+#: The files ``open_clip`` tries in a pretrained tag's hub repository, in its order (safetensors first).
+OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def open_clip_needs(arch: str, pretrained: str) -> list[Need]:
+    """The file ``open_clip.create_model(arch, pretrained=tag)`` reads from the Hugging Face cache, as a need.
+
+    One place for every open_clip user (GenEval's colours, fid-topk's CLIP scores, ACPO's IPCE evaluator), so
+    ``fetch`` and the preflight name the same file the loader opens. A tag open_clip fetches from a plain URL
+    (no ``hf_hub``) is left to open_clip itself.
+    """
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    from .hub_files import hub_cache_dir
+
+    repo = str(open_clip.get_pretrained_cfg(arch, pretrained).get("hf_hub", "")).rstrip("/")
+    if not repo:
+        return []
+    what = f"CLIP {arch}/{pretrained}"
+    for name in OPEN_CLIP_FILES:
+        found = try_to_load_from_cache(repo, name, cache_dir=hub_cache_dir())
+        if isinstance(found, str):
+            return [Need(what, Path(found), "hub-file", repo, True, size=Path(found).stat().st_size, filename=name)]
+    folder = hub_cache_dir() / f"models--{repo.replace('/', '--')}"
+    return [Need(what, folder / OPEN_CLIP_FILES[0], "hub-file", repo, False, filename=OPEN_CLIP_FILES[0],
+                 message=f"{what} is not in the hub cache ({repo})")]

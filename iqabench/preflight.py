@@ -75,14 +75,13 @@ def ensure_present(needs: list[Need], *, log: Callable[[str], None] = lambda _: 
     fetchable = [n for n in missing if n.fetchable]
     if not download or offline_mode() or not fetchable or [n for n in missing if not n.fetchable]:
         raise MissingPiecesError(missing, fetch_hint)
-    from .fetch import fetch, human_size, unreachable
+    from .fetch import announced_size, fetch, unreachable
 
     reason = unreachable()
     if reason is not None:
         raise MissingPiecesError(missing, fetch_hint, network=f"{reason}, so nothing could be downloaded")
-    sizes = [n.size for n in fetchable]
-    total = "" if None in sizes else f", {human_size(sum(s or 0 for s in sizes))}"
-    log(f"first use: downloading {len(fetchable)} missing file(s){total} (pass --offline to refuse instead)")
+    log(f"first use: downloading {len(fetchable)} missing file(s){announced_size(fetchable)} (pass --offline to "
+        "refuse instead)")
     failures = fetch(fetchable, log)
     if failures:
         raise MissingPiecesError(missing, fetch_hint, network="downloading failed: " + "; ".join(failures))

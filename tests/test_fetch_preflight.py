@@ -198,3 +198,28 @@ def test_the_shipped_metric_file_table_matches_pyiqa_for_the_adapter_metrics():
     assert shipped["pyiqa"] == metric_catalog.pyiqa_version()
     for name, entry in live["metrics"].items():
         assert shipped["metrics"][name] == entry, name
+
+
+def test_training_commands_declare_their_files_like_a_run(tmp_path, monkeypatch):
+    """`train acpo/ipce/iqa-adapter` (and `fetch train ...`) read one list each, built by the same declarations a
+    run's planning collects: the base generator's factory, the metric table, open_clip's file; a user's missing
+    checkpoint is a missing piece of that list, not a second error later."""
+    from iqabench.adapters.acpo.needs import acpo_needs, ipce_training_needs
+    from iqabench.adapters.iqa_adapter.needs import adapter_training_needs
+
+    for key, value in empty_caches(tmp_path / "caches", HF_HUB_OFFLINE="1").items():
+        if key.startswith(("HF_", "TORCH", "IQABENCH", "XDG")):
+            monkeypatch.setenv(key, value)
+    acpo = acpo_needs("sd14", "topiq_nr")
+    assert [(n.kind, n.source, n.present) for n in acpo] == [
+        ("hub-snapshot", "CompVis/stable-diffusion-v1-4", False), ("hub-file", "timm/resnet50.a1_in1k", False),
+        ("url", "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/cfanet_nr_koniq_res50-9a73138b.pth",
+         False)]
+    [checkpoint] = acpo_needs("tiny-sd", f"ipce:{tmp_path}/missing.safetensors")
+    assert (checkpoint.kind, checkpoint.present) == ("manual", False) and "train ipce" in checkpoint.message
+    [clip] = ipce_training_needs("ViT-B-32", "openai")
+    assert (clip.kind, clip.source, clip.filename) == ("hub-file", "timm/vit_base_patch32_clip_224.openai",
+                                                      "open_clip_model.safetensors")
+    [init] = adapter_training_needs("tiny-sd", tmp_path / "adapter.safetensors")
+    assert (init.kind, init.present) == ("manual", False)
+    assert adapter_training_needs("tiny-sd") == []  # random weights built in-process: nothing to fetch

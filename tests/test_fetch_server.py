@@ -1,16 +1,17 @@
 """`iqabench fetch` against a real HTTP server on 127.0.0.1 that speaks the hub's API (tests/hub_mirror/server.py).
 
-Empty caches, the README's IQA-Adapter command: ``fetch --list`` names every file, ``fetch`` downloads exactly
-those (a variant and a safety checker the loader never reads stay on the server), and the run then succeeds
-with ``HF_HUB_OFFLINE=1``. Plain URLs: an interrupted download resumes with a Range request, a corrupted one
-is refused, a planted pickle is never unpickled. Online, a run downloads on first use; an unreachable hub is
-reported in one sentence.
+Empty caches, the README's IQA-Adapter command, GenEval, fid-topk and ``train acpo``: ``fetch --list`` names every
+file, ``fetch`` downloads exactly those (a variant and a safety checker the loader never reads stay on the
+server), and the run (or the training) then succeeds with ``HF_HUB_OFFLINE=1`` without a single request.
+Plain URLs: an interrupted download resumes with a Range request, a corrupted one is refused, a planted pickle
+is never unpickled. Online, a run downloads on first use; an unreachable hub is reported in one sentence.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -26,16 +27,36 @@ def mirror(hub_mirror):
     return hub_mirror.ensure("hf", "adapters", "pyiqa:topiq_nr", "pyiqa:laion_aes")
 
 
-@pytest.fixture
-def hub(mirror, tmp_path):
-    state = HubServer()
+#: The served files' sha256, shared by every test's server (the mirror's files do not change within a session).
+_HASHES: dict[Path, str] = {}
+#: The benchmarks' CLIP in these tests: ViT-B-32/openai, a third of the default ViT-L-14, on the same loader path.
+SMALL_CLIP = ["--option", "clip_arch=ViT-B-32"]
+
+
+def _state(mirror) -> HubServer:
+    """Everything the mirror holds now, served: its hub repos and its plain files (pyiqa, torch hub, CLIP, adapters)."""
+    state = HubServer(_hashes=_HASHES)
     state.add_hf_cache(mirror.root / "hf" / "hub")
     state.add_plain(mirror.root / "torch" / "hub" / "pyiqa", mirror.root / "torch" / "hub" / "checkpoints",
                     mirror.root / "home" / ".cache" / "clip", mirror.root / "iqa-adapter")
     unet = next(p for n, p in state.repos[SDXL].files().items() if n.startswith("unet/") and n.endswith(".safetensors"))
     state.repos[SDXL].extra.update({"unet/diffusion_pytorch_model.fp16.safetensors": unet,
                                     "safety_checker/model.safetensors": unet})
-    with serve(state) as running:
+    return state
+
+
+@pytest.fixture
+def hub(mirror, tmp_path):
+    with serve(_state(mirror)) as running:
+        yield running
+
+
+@pytest.fixture
+def benchmark_hub(mirror):
+    """The server with the benchmarks' files too: torch-fidelity's Inception, torchvision's Mask R-CNN (``torch``)
+    and open_clip ViT-B-32/openai (``clip:ViT-B-32``), as GenEval and fid-topk load them."""
+    mirror.ensure("torch", "clip:ViT-B-32")
+    with serve(_state(mirror)) as running:
         yield running
 
 
@@ -79,13 +100,162 @@ def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_
     assert hub.requests == [], "the offline run touched the network"
 
 
+def _listed(env: dict[str, str], args: list[str], cwd: Path) -> list[dict]:
+    listed = cli(env, "fetch", *args, "--list", "--json", cwd=cwd)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert not (cwd / "iqabench_out").exists(), "fetch made a store or run folder"  # planning only
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+def _cached_names(caches: Path) -> set[str]:
+    """The cached files as ``--list`` names them: a hub file by its path in the repository, any other by its name."""
+    return {"/".join(Path(p).parts[Path(p).parts.index("snapshots") + 2:]) if "snapshots" in Path(p).parts
+            else Path(p).name for p in _cached_files(caches)}
+
+
+def _fetch_exactly_what_is_listed(env: dict[str, str], args: list[str], caches: Path, cwd: Path, *,
+                                  relist: bool = False) -> set[str]:
+    """``fetch --list`` (online: every missing file sized by its server) downloads nothing; ``fetch`` then brings
+    exactly the listed files into the caches, none missing, none extra; returns the names listed. ``relist``:
+    list again and compare full paths (one more process). Files the user provides (a reference set) stay put."""
+    before = _listed(env, args, cwd)
+    assert not _cached_files(caches), "--list downloaded something"
+    cached_rows = [r for r in before if str(caches) in r["destination"]]
+    assert cached_rows and not any(r["present"] for r in cached_rows)
+    assert all(r["size"] for r in cached_rows), "a missing file was listed without its size"
+    fetched = cli(env, "fetch", *args, cwd=cwd)
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
+    assert _cached_names(caches) == {r["name"] for r in cached_rows}
+    if relist:
+        after = _listed(env, args, cwd)
+        assert all(r["present"] for r in after) and len(after) == len(before)
+        assert {r["destination"] for r in after if str(caches) in r["destination"]} == _cached_files(caches)
+        sizes = sorted((r["name"], r["size"]) for r in after)
+        assert sizes == sorted((r["name"], r["size"]) for r in before)  # the sizes announced are the sizes
+    return {r["name"] for r in before}
+
+
+def _offline(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "HF_HUB_OFFLINE": "1", "IQABENCH_OFFLINE": "1"}
+
+
+def _images(folder: Path, n: int) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"{i}.png")
+        Image.new("RGB", (64, 64), (40 * i + 30, 200 - 50 * i, 90)).save(paths[-1])
+    return paths
+
+
+def test_fetch_then_offline_geneval_with_a_detector_that_runs_here(benchmark_hub, tmp_path):
+    """GenEval with torchvision's Mask R-CNN (detector=maskrcnn; the official Mask2Former needs mmdetection, see the
+    next test): fetch brings the detector and CLIP, the run then judges offline on the real loaders."""
+    caches = tmp_path / "caches"
+    env = empty_caches(caches, HF_ENDPOINT=benchmark_hub.url, IQABENCH_URL_MIRROR=benchmark_hub.url)
+    prompt = {"tag": "single_object", "include": [{"class": "car", "count": 1}], "prompt": "a photo of a car"}
+    (tmp_path / "geneval.jsonl").write_text(json.dumps(prompt) + "\n")
+    args = ["geneval", "--generator", "tiny-sd[steps=1]", "--prompts", "geneval.jsonl", "--option",
+            "images_per_prompt=1", "--option", "detector=maskrcnn", *SMALL_CLIP]
+    names = _fetch_exactly_what_is_listed(env, args, caches, tmp_path)
+    assert names == {"maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "open_clip_model.safetensors"}
+    benchmark_hub.requests.clear()
+    out = tmp_path / "out"
+    run = cli(_offline(env), "run", *args, "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [manifest] = out.glob("runs/*/run.json")
+    assert json.loads(manifest.read_text())["status"] == "complete"
+    per_image = (manifest.parent / "results" / "geneval_per_image.csv").read_text()
+    assert "single_object" in per_image
+    assert benchmark_hub.requests == [], "the offline run touched the network"
+
+
+def test_fetch_for_the_official_geneval_detector_names_what_it_cannot_fetch(benchmark_hub, tmp_path):
+    """The official detector: mmdetection is a package (pip, by hand) and its Mask2Former checkpoint a URL of
+    download.openmmlab.com (not on the test server, so its download fails in one sentence); fetch exits 2."""
+    if __import__("importlib").util.find_spec("mmdet") is not None:
+        pytest.skip("mmdetection is installed here: the test needs it absent")
+    caches = tmp_path / "caches"
+    env = empty_caches(caches, HF_ENDPOINT=benchmark_hub.url, IQABENCH_URL_MIRROR=benchmark_hub.url)
+    args = ["geneval", "--generator", "tiny-sd", "--limit", "1", *SMALL_CLIP]
+    rows = {r["name"]: r for r in _listed(env, args, tmp_path)}
+    assert rows["mmdet"]["source"].startswith("pip install mmdet") and not rows["mmdet"]["present"]
+    mask2former = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"
+    assert rows[mask2former]["source"].startswith("https://download.openmmlab.com/")
+    fetched = cli(env, "fetch", *args, cwd=tmp_path)
+    assert fetched.returncode == 2
+    text = " ".join(fetched.stderr.split())
+    assert "by hand: mmdetection" in text and "HTTP 404" in text and "Traceback" not in text
+    assert {Path(p).name for p in _cached_files(caches)} == {"open_clip_model.safetensors"}  # the rest still came
+
+
+def test_fetch_then_offline_fid_topk(benchmark_hub, tmp_path):
+    """fid-topk: torch-fidelity's Inception and CLIP are fetched; the reference set is the user's (listed, present)."""
+    caches = tmp_path / "caches"
+    env = empty_caches(caches, HF_ENDPOINT=benchmark_hub.url, IQABENCH_URL_MIRROR=benchmark_hub.url)
+    _images(tmp_path / "ref", 2)
+    (tmp_path / "ref.csv").write_text("caption,image\na red car,ref/0.png\na blue bench,ref/1.png\n")
+    args = ["fid-topk", "--generator", "tiny-sd[steps=1]", "--metrics", "piqe", "--option", "reference=ref.csv",
+            "--option", "topk=50", "--option", "isc_splits=1", "--option", "kid_subsets=2", "--option",
+            "kid_subset_size=2", "--option", "allow_small_topk=true", *SMALL_CLIP]
+    names = _fetch_exactly_what_is_listed(env, args, caches, tmp_path)
+    assert names == {"weights-inception-2015-12-05-6726825d.pth", "open_clip_model.safetensors", "ref.csv"}
+    benchmark_hub.requests.clear()
+    out = tmp_path / "out"
+    run = cli(_offline(env), "run", *args, "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [manifest] = out.glob("runs/*/run.json")
+    assert json.loads(manifest.read_text())["status"] == "complete"
+    assert "weights-inception-2015-12-05-6726825d.pth" in (manifest.parent / "results" / "result.json").read_text()
+    assert benchmark_hub.requests == [], "the offline run touched the network"
+
+
+def test_fetch_then_offline_train_acpo(hub, tmp_path):
+    """`iqabench fetch train acpo` takes the training command's own arguments (--data/--out may be left out) and
+    brings the base pipeline (the files from_pretrained reads) and the evaluator's weights; the training then
+    runs offline. Before the fetch, the training itself names every missing piece in one table."""
+    caches = tmp_path / "caches"
+    env = empty_caches(caches, HF_ENDPOINT=hub.url, IQABENCH_URL_MIRROR=hub.url)
+    _images(tmp_path / "data", 2)
+    selection = ["--base", "sd14", "--evaluator", "topiq_nr"]
+    train = ["train", "acpo", "--data", "data", "--out", "lora", *selection, "--max-steps", "1", "--resolution",
+             "64", "--rollout-steps", "2", "--t-max", "20", "--save-every", "1"]
+    refused = cli(_offline(env), *train, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    text = "".join(refused.stderr.split())
+    assert "3piece(s)thisrunneedsaremissing" in text and "iqabenchfetchtrainacpo--datadata--outlora" in text
+    assert not (tmp_path / "lora").exists()
+
+    names = _fetch_exactly_what_is_listed(env, ["train", "acpo", *selection], caches, tmp_path, relist=True)
+    assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+            "text_encoder/model.safetensors", "cfanet_nr_koniq_res50-9a73138b.pth", "model.safetensors"} <= names
+    assert not any(n.startswith("safety_checker/") for n in names)  # iqabench never loads SD 1.x's checker
+    hub.requests.clear()
+    trained = cli(_offline(env), *train, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "use it as acpo:lora" in trained.stdout
+    assert hub.requests == [], "the offline training touched the network"
+
+
+def test_fetch_train_iqa_adapter_lists_the_base_pipeline_and_refuses_unknown_commands(hub, tmp_path):
+    env = empty_caches(tmp_path / "caches", HF_ENDPOINT=hub.url, IQABENCH_URL_MIRROR=hub.url)
+    rows = _listed(env, ["train", "iqa-adapter", "--base", "sdxl"], tmp_path)
+    assert {r["source"] for r in rows} == {SDXL}
+    assert "unet/diffusion_pytorch_model.safetensors" in {r["name"] for r in rows}
+    assert not any("fp16" in r["name"] or "safety_checker" in r["name"] for r in rows)
+    unknown = cli(env, "fetch", "train", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "known: acpo, ipce, iqa-adapter, two-stream" in " ".join(unknown.stderr.split())
+
+
 def test_an_online_run_downloads_on_first_use_and_says_what(hub, tmp_path):
     env = empty_caches(tmp_path / "caches", HF_ENDPOINT=hub.url, IQABENCH_URL_MIRROR=hub.url)
     out = tmp_path / "out"
     run = cli(env, "run", "scores", "--generator", "tiny-sd[steps=1]", "--metrics", "topiq_nr", "--limit", "1",
               "--batch-size", "1", "--out", str(out), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "first use: downloading 2 missing file(s)" in " ".join(run.stderr.split())
+    assert re.search(r"first use: downloading 2 missing file\(s\), \d+\.\d MB", " ".join(run.stderr.split()))
     assert json.loads(next(out.glob("runs/*/run.json")).read_text())["status"] == "complete"
 
 

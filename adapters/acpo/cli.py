@@ -71,11 +71,13 @@ def train_acpo_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved settings as JSON and stop"),
 ) -> None:
     """Fine-tune a LoRA with ACPO's late-window quality loss; resumes from the last checkpoint in --out."""
+    from iqabench.cli.fetch import check_before_training
     from iqabench.generators import build_generator
     from iqabench.runtime import Runtime
 
     from .data import ImageCaptionDataset
     from .evaluator_spec import build_evaluator, check_evaluator
+    from .needs import acpo_needs
     from .training import AcpoConfig, train_acpo
 
     runtime = Runtime(device="auto", dtype="fp32")
@@ -92,6 +94,7 @@ def train_acpo_cmd(
         typer.echo(json.dumps({**asdict(config), "evaluator_kind": kind, "evaluator": argument,
                                "resolution": resolution}, sort_keys=True))
         return
+    check_before_training(acpo_needs(base, evaluator, runtime))  # every missing file at once, before any load
     quality = build_evaluator(evaluator, runtime, score_low, score_high)
     pipe = build_generator(base, runtime).load_pipeline()
     rows = ImageCaptionDataset(data, resolution=resolution)
@@ -156,10 +159,12 @@ def train_ipce_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """ACPO stage 1: fit the IPCE-style evaluator's regression head on an image/MOS table (CLIP frozen)."""
+    from iqabench.cli.fetch import check_before_training
     from iqabench.runtime import Runtime
 
     from .ipce import train_ipce
     from .mos_table import read_mos_table
+    from .needs import ipce_training_needs
 
     stages = ipce_stages(schedule, table, out)
     scale = _range(mos_range)
@@ -173,6 +178,7 @@ def train_ipce_cmd(
                 raise UserInputError(f"{stage_table}'s scores run from {low:g} to {high:g}, outside the MOS range "
                                      f"{scale[0]:g},{scale[1]:g}: rescale that table to it, or pass --mos-range "
                                      "low,high covering every table (or auto to fit each table's own)")
+    check_before_training(ipce_training_needs(clip, weights))
     path = None
     for number, ((stage_table, stage_out), rows) in enumerate(zip(stages, tables, strict=True), 1):
         if len(stages) > 1:
@@ -221,6 +227,24 @@ def torch_seed(seed: int) -> None:
 
 def mount(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     """Entry point of the ``iqabench.cli`` group (see pyproject.toml)."""
+    from iqabench.cli.fetch import register_train_needs
+
     groups["train"].command("acpo")(train_acpo_cmd)
     groups["train"].command("ipce")(train_ipce_cmd)
     groups["train"].command("two-stream")(train_two_stream_cmd)
+    # `iqabench fetch train <command> ...`: the same needs each command checks before it trains
+    register_train_needs("acpo", _acpo_needs, uses=("base", "evaluator"))
+    register_train_needs("ipce", _ipce_needs, uses=("clip", "weights"))
+    register_train_needs("two-stream", lambda params: [])  # trained from scratch: it loads no weights
+
+
+def _acpo_needs(params: dict) -> list:
+    from .needs import acpo_needs
+
+    return acpo_needs(params["base"], params["evaluator"])
+
+
+def _ipce_needs(params: dict) -> list:
+    from .needs import ipce_training_needs
+
+    return ipce_training_needs(params["clip"], params["weights"])

@@ -115,6 +115,11 @@ def train_cmd(
     if dry_run:
         typer.echo(json.dumps(plans[0] if preset is None else {"preset": preset, "phases": plans}, sort_keys=True))
         return
+    from iqabench.cli.fetch import check_before_training
+
+    from .needs import adapter_training_needs
+
+    check_before_training(adapter_training_needs(base, init_from if preset is None else None))
     for settings in plans:
         typer.echo(f"phase {settings['phase']}: {settings['resolution']} px, lr {settings['learning_rate']:g}, "
                    f"batch {settings['batch_size']}/device, {settings['max_steps'] or 'epochs'} steps, precision "
@@ -203,5 +208,15 @@ def _train_phase(settings: dict, metrics: str, n_tokens: int, projection: str, u
 
 def mount(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     """Entry point of the ``iqabench.cli`` group (see pyproject.toml)."""
+    from iqabench.cli.fetch import register_train_needs
+
     app.command("score-dataset")(score_dataset_cmd)
     groups["train"].command("iqa-adapter")(train_cmd)
+    # `iqabench fetch train iqa-adapter ...`: the same needs the command checks before it trains
+    register_train_needs("iqa-adapter", _training_needs, uses=("base",))
+
+
+def _training_needs(params: dict) -> list:
+    from .needs import adapter_training_needs
+
+    return adapter_training_needs(params["base"], params["init_from"] if params["preset"] is None else None)

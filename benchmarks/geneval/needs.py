@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from iqabench.needs import Need
+from iqabench.needs import Need, open_clip_needs
 
 from .clip import RANDOM
 
@@ -19,7 +19,6 @@ MASK2FORMER_URL = ("https://download.openmmlab.com/mmdetection/v2.0/mask2former/
                    "50e_coco/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth")
 #: torchvision's MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1 (the non-official detector=maskrcnn).
 MASKRCNN_URL = "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"
-OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # the order open_clip tries
 
 
 def _torch_checkpoints() -> Path:
@@ -62,19 +61,4 @@ def clip_needs(arch: str, pretrained: str, weights: str) -> list[Need]:
         return []
     if weights != "pretrained":
         return [_file_need(f"CLIP {arch} weights", Path(weights).expanduser(), None, "pass an existing file")]
-    import open_clip
-    from huggingface_hub import try_to_load_from_cache
-
-    from iqabench.hub_files import hub_cache_dir
-
-    repo = str(open_clip.get_pretrained_cfg(arch, pretrained).get("hf_hub", "")).rstrip("/")
-    if not repo:
-        return []  # a URL-only tag: open_clip downloads it itself
-    for name in OPEN_CLIP_FILES:
-        found = try_to_load_from_cache(repo, name, cache_dir=hub_cache_dir())
-        if isinstance(found, str):
-            return [Need(f"CLIP {arch}/{pretrained}", Path(found), "hub-file", repo, True,
-                         size=Path(found).stat().st_size, filename=name)]
-    folder = hub_cache_dir() / f"models--{repo.replace('/', '--')}"
-    return [Need(f"CLIP {arch}/{pretrained}", folder / OPEN_CLIP_FILES[0], "hub-file", repo, False,
-                 filename=OPEN_CLIP_FILES[0], message=f"CLIP {arch}/{pretrained} is not in the hub cache ({repo})")]
+    return open_clip_needs(arch, pretrained)

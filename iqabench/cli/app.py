@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from .common import console, print_error
-from .fetch import fetch_command
+from .fetch import FetchCommand, fetch_command
 from .listing import list_command
 from .plugins import mount_plugin_commands
 from .report import report_command
@@ -70,7 +70,7 @@ def _root(
 
 
 app.command("run")(run_command)
-app.command("fetch")(fetch_command)
+app.command("fetch", cls=FetchCommand)(fetch_command)
 app.command("report")(report_command)
 app.command("list")(list_command)
 app.add_typer(store_app, name="store")

@@ -1,21 +1,27 @@
 """``iqabench fetch``: the files a run needs, listed (``--list``) or downloaded into the caches its loaders read.
 
-It takes ``run``'s selection arguments and plans the run exactly as ``run`` does (the same Runner, with the
-preflight collecting instead of refusing), so the list is what the run will load: nothing missing, nothing
-extra. The cluster workflow: ``iqabench fetch ...`` on a login node with internet, then ``iqabench run ...
---offline`` (or ``HF_HUB_OFFLINE=1``) on the compute nodes that share the caches.
+It takes ``run``'s selection arguments and plans the run exactly as ``run`` does
+(:func:`iqabench.planning.plan_work`, the pure planning step the Runner itself calls: no store, no run folder),
+so the list is what the run will load: nothing missing, nothing extra. ``iqabench fetch train <command> ...``
+takes a ``train`` command's own arguments instead and lists what that training loads, from the needs function
+the command registered (:func:`register_train_needs`; the command checks the same list before training).
+The cluster workflow: ``iqabench fetch ...`` on a login node with internet, then ``iqabench run ... --offline``
+(or ``HF_HUB_OFFLINE=1``) on the compute nodes that share the caches.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
-import tempfile
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
 
 from .common import PluginOption, console, load_plugins, out_console
 
@@ -27,7 +33,10 @@ SELECTION_OPTIONS = {"--generator": True, "-g": True, "--metrics": True, "--base
 
 
 def fetch_hint(argv: list[str]) -> str:
-    """``iqabench fetch`` with the selection arguments of this ``iqabench run`` command line."""
+    """``iqabench fetch`` with the selection arguments of this ``iqabench run`` command line (or, for ``iqabench
+    train <command> ...``, ``iqabench fetch train <command>`` with all of that command's arguments)."""
+    if "train" in argv and "run" not in argv[:argv.index("train")]:
+        return " ".join(_quote(w) for w in ["iqabench", "fetch", *argv[argv.index("train"):]])
     words, i = ["iqabench", "fetch"], 0
     args = argv[argv.index("run") + 1:] if "run" in argv else []
     while i < len(args):
@@ -93,11 +102,13 @@ def fetch_command(
     as_json: Annotated[bool, typer.Option("--json", help="With --list: one JSON object per file, for scripts.")]
     = False,
 ) -> None:
-    """Download every file a run needs (or --list them); then `iqabench run` the same arguments offline."""
+    """Download every file a run needs (or --list them); then `iqabench run` the same arguments offline.
+
+    `iqabench fetch train <command> <its arguments>` does the same for a training command (acpo, iqa-adapter,
+    ipce, two-stream)."""
     from ..execution import Execution
-    from ..fetch import FileRow, fetch, file_rows, human_size, unreachable
-    from ..metrics import offline_mode
-    from ..runner import Runner
+    from ..generators import GeneratorPool
+    from ..planning import plan_work
     from ..specs import RunSpec
     from .selection import parse_options, run_fields
 
@@ -105,8 +116,18 @@ def fetch_command(
     options = parse_options(option, prompt_column)
     fields = run_fields(benchmark, generator, metrics, prompts, seeds, limit, options, preset)
     spec = RunSpec(benchmark=benchmark, **fields, baseline=baseline, plugins=list(plugin or []))
-    with tempfile.TemporaryDirectory(prefix="iqabench-fetch-") as scratch:
-        needs = Runner(spec, scratch, execution=Execution(device="cpu"), preflight=False).needs
+    # Pure planning (what the Runner calls before it opens a store): generators declare their files, metrics and
+    # the benchmark add theirs; nothing is loaded, no store or run folder is made. The variant a pipeline loads
+    # comes from the spec, not the device, so planning on the CPU lists what a GPU run loads.
+    runtime = Execution(device="cpu").runtime(spec.dtype, device="cpu")
+    list_or_fetch(plan_work(spec, GeneratorPool(runtime)).needs, list_only=list_only, as_json=as_json)
+
+
+def list_or_fetch(needs: list, *, list_only: bool, as_json: bool) -> None:
+    """``--list`` (a table, or ``--json`` lines) of ``needs``, or download the missing fetchable ones."""
+    from ..fetch import FileRow, fetch, file_rows, human_size, unreachable
+    from ..metrics import offline_mode
+
     network = "offline mode (HF_HUB_OFFLINE/IQABENCH_OFFLINE)" if offline_mode() else unreachable()
     if list_only:
         rows: list[FileRow] = file_rows(needs, online=network is None)
@@ -121,7 +142,7 @@ def fetch_command(
     missing = [n for n in needs if not n.present]
     manual = [n for n in missing if not n.fetchable]
     if not missing:
-        out_console.print(f"all {len(needs)} file(s) this run needs are present", highlight=False)
+        out_console.print(f"all {len(needs)} file(s) this command needs are present", highlight=False)
         return
     if network is not None and any(n.fetchable for n in missing):
         console.print(f"[bold red]error:[/] {escape(network)}: nothing was downloaded", highlight=False)
@@ -137,7 +158,87 @@ def fetch_command(
     fetched = [n for n in missing if n.fetchable]
     total = sum(n.size or 0 for n in fetched)
     out_console.print(f"fetched {len(fetched)} missing piece(s){' (' + human_size(total) + ' known)' if total else ''}"
-                      "; the run can go offline now", highlight=False)
+                      "; the command can run offline now", highlight=False)
+
+
+# -- training commands ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainNeeds:
+    """How a ``train`` command's files are planned: ``plan(params)`` with the command's parsed parameters; ``uses``
+    names the parameters the plan reads (they keep their ``required``; the others, such as --data and --out, may
+    be left out of ``iqabench fetch train ...``)."""
+
+    plan: Callable[[dict[str, Any]], list]
+    uses: tuple[str, ...]
+
+
+#: ``train`` command name -> its needs plan (plugins register in their ``mount``).
+TRAIN_NEEDS: dict[str, TrainNeeds] = {}
+
+
+def register_train_needs(command: str, plan: Callable[[dict[str, Any]], list], uses: tuple[str, ...] = ()) -> None:
+    """Let ``iqabench fetch train <command> ...`` list and download what ``train <command>`` loads."""
+    TRAIN_NEEDS[command] = TrainNeeds(plan, tuple(uses))
+
+
+def check_before_training(needs: list) -> None:
+    """A training command's preflight: online, download what is missing (saying what); otherwise one table of
+    every missing piece with the ``iqabench fetch train ...`` command, and exit 2 before anything is loaded."""
+    from ..preflight import MissingPiecesError, ensure_present
+
+    try:
+        ensure_present(needs, log=lambda m: console.print(escape(m), highlight=False), fetch_hint=current_fetch_hint())
+    except MissingPiecesError as exc:
+        print_missing(exc)
+        raise typer.Exit(2) from None
+
+
+_TRAIN_ARGS = "iqabench.fetch.train_args"
+_FETCH_FLAGS = ("--list", "--json")
+
+
+class FetchCommand(TyperCommand):
+    """``fetch BENCHMARK [run's selection]``, or ``fetch train COMMAND [that command's arguments]``: the second
+    form is parsed by the training command's own options, so its command line can be pasted as is."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args[:1] == ["train"]:
+            ctx.meta[_TRAIN_ARGS] = list(args[1:])
+            return []
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        if _TRAIN_ARGS in ctx.meta:
+            return fetch_train(ctx, ctx.meta.pop(_TRAIN_ARGS))
+        return super().invoke(ctx)
+
+
+def fetch_train(ctx: Any, args: list[str]) -> None:
+    """``iqabench fetch train COMMAND ...``: the needs the command registered, listed or downloaded."""
+    flags = {flag: flag in args for flag in _FETCH_FLAGS}
+    rest = [a for a in args if a not in _FETCH_FLAGS]
+    known = ", ".join(sorted(TRAIN_NEEDS)) or "none"
+    if not rest or rest[0].startswith("-"):
+        raise typer.BadParameter(f"name the training command: iqabench fetch train {{{known}}} <its arguments> "
+                                 "[--list] [--json]", ctx=ctx)
+    name, rest = rest[0], rest[1:]
+    train = ctx.find_root().command.get_command(ctx, "train")
+    command = train.get_command(ctx, name) if hasattr(train, "get_command") else None
+    if command is None or name not in TRAIN_NEEDS:
+        raise typer.BadParameter(f"`iqabench fetch train {name}`: no training command {name!r} declares its "
+                                 f"files; known: {known}", ctx=ctx)
+    entry = TRAIN_NEEDS[name]
+    relaxed = copy.copy(command)  # only what the plan reads stays required: --data, --out may be left out
+    relaxed.params = [param if param.name in entry.uses else _optional(param) for param in command.params]
+    with relaxed.make_context(f"iqabench fetch train {name}", rest, parent=ctx) as sub:
+        params = dict(sub.params)
+    list_or_fetch(entry.plan(params), list_only=flags["--list"], as_json=flags["--json"])
+
+
+def _optional(param: Any) -> Any:
+    relaxed = copy.copy(param)
+    relaxed.required = False
+    return relaxed
 
 
 def _print_rows(rows) -> None:
@@ -152,9 +253,12 @@ def _print_rows(rows) -> None:
                       escape(f"{row.destination}\nfrom {row.source}"))
     out_console.print(table)
     known = [r.size for r in rows if r.size is not None]
-    out_console.print(f"{len(rows)} file(s), {human_size(sum(known))}"
-                      + (f" known ({len(rows) - len(known)} of unknown size)" if len(known) < len(rows) else ""),
-                      highlight=False)
+    if not known:
+        total = "sizes unknown (missing files are sized by asking their servers: run --list online)"
+    else:
+        total = human_size(sum(known)) + (f" known ({len(rows) - len(known)} of unknown size)"
+                                          if len(known) < len(rows) else "")
+    out_console.print(f"{len(rows)} file(s), {total}", highlight=False)
 
 
 def current_fetch_hint() -> str:
