@@ -47,14 +47,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from PIL import Image
 
-from iqabench import tiny_models
-from iqabench.errors import UserInputError
-from iqabench.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
-from iqabench.generators import WorkItem
-from iqabench.image_checks import GeneratedImageError, finite_per_item
-from iqabench.image_tensors import pil_to_uint8, quantize, to_pil
-from iqabench.needs import Need, declare
-from iqabench.options import (
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import WorkItem
+from iqabench.contracts.needs import Need, declare
+from iqabench.contracts.options import (
     OptionField,
     Options,
     check_option,
@@ -63,8 +59,12 @@ from iqabench.options import (
     pipeline_arguments,
     short_text,
 )
-from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec, SpecError
+from iqabench.contracts.specs import GeneratorSpec, SpecError
+from iqabench.execution.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
+from iqabench.execution.image_checks import GeneratedImageError, finite_per_item
+from iqabench.execution.image_tensors import pil_to_uint8, quantize, to_pil
+from iqabench.execution.runtime import Runtime
+from iqabench.support import tiny_models
 
 from .families import family_baseline, family_settings, resolve_family
 from .generator_options import (
@@ -102,7 +102,7 @@ class DiffusersGenerator:
 
     ``options`` is the family's option dataclass (default: :class:`HubOptions`, or :class:`TinyOptions` with a
     ``tiny_builder``); its fields say how each option is checked, which pipeline argument it becomes and what
-    enters the fingerprint (:mod:`iqabench.options`). ``defaults`` names every option the spec may set (a key
+    enters the fingerprint (:mod:`iqabench.contracts.options`). ``defaults`` names every option the spec may set (a key
     missing from it is an unknown option) together with its default, ``None`` meaning "the pipeline's own
     default"; it defaults to the dataclass's defaults (a preset passes ``HubOptions.defaults(steps=35)``).
     A key of ``defaults`` that is not a field is taken as it is (neither checked nor fingerprinted).
@@ -182,7 +182,8 @@ class DiffusersGenerator:
     def _require_weights(self) -> WeightsLocation | None:
         """Find the files now (cheap, offline) so a missing model fails before any work starts.
 
-        The snapshot is declared as a :class:`~iqabench.needs.Need` (what ``iqabench fetch`` lists and downloads);
+        The snapshot is declared as a :class:`~iqabench.contracts.needs.Need` (what ``iqabench fetch`` lists and
+        downloads);
         while the preflight collects needs, a missing one returns None instead of raising.
         """
         path = self.options.get("path")
@@ -348,7 +349,7 @@ class DiffusersGenerator:
 
         The bytes are exactly those of the PIL image :meth:`generate` returns (and of the cached PNG): the
         pipeline's [0, 1] output is quantised as diffusers' own PIL conversion does
-        (:func:`iqabench.image_tensors.quantize`), so the runner can score images in memory.
+        (:func:`iqabench.execution.image_tensors.quantize`), so the runner can score images in memory.
         """
         items = list(items)
         groups: dict[Hashable, list[int]] = {}

@@ -117,7 +117,7 @@ def caption_cleaning() -> dict[str, Any]:
 def resolve_family(tiny_builder: Any, location: Any) -> tuple[PipelineFamily, dict[str, Any] | None]:
     """(family, transformer config) of a generator's pipeline, from its tiny builder or its files' metadata."""
     if tiny_builder is not None:
-        from iqabench import tiny_modern
+        from iqabench.support import tiny_modern
 
         name = tiny_modern.PIPELINE_CLASS.get(tiny_builder)
         if name is None:
@@ -137,7 +137,7 @@ def family_settings(family: PipelineFamily, options: dict[str, Any], user_option
     changes its pixels beyond the common options (for the fingerprint): one sentence per problem."""
     import warnings
 
-    from iqabench.specs import SpecError
+    from iqabench.contracts.specs import SpecError
 
     for key in FAMILY_OPTIONS:
         if options.get(key) is not None and key not in family.options:
@@ -165,7 +165,7 @@ def _pixart_settings(options: dict[str, Any], config: dict[str, Any], where: str
     """PixArt's caption cleaning state and the resolution it really samples at (never resized silently)."""
     import warnings
 
-    from iqabench.specs import SpecError
+    from iqabench.contracts.specs import SpecError
 
     out = caption_cleaning()
     binning = options.get("use_resolution_binning")

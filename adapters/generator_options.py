@@ -1,7 +1,7 @@
 """The options a diffusers generator spec may set (``steps``, ``guidance_scale``, size, ...), as typed fields.
 
 Each field of :class:`GenerationOptions` / :class:`HubOptions` / :class:`TinyOptions` declares one option
-completely (see :mod:`iqabench.options`): its rule checks and normalises a value (``guidance_scale=7`` -> 7.0,
+completely (see :mod:`iqabench.contracts.options`): its rule checks and normalises a value (``guidance_scale=7`` -> 7.0,
 so two spellings of one setting give one fingerprint, hence one cache key), its pipeline argument, whether
 items may override it and whether it is fingerprinted. :class:`~.diffusers_base.DiffusersGenerator` iterates
 over the fields; adding an option is adding a field, here (every pipeline) or in a family's subclass of
@@ -23,9 +23,9 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from iqabench.errors import UserInputError
-from iqabench.options import INT64_MAX, Options, flag, integer, number, option, text
-from iqabench.specs import GeneratorSpec
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.options import INT64_MAX, Options, flag, integer, number, option, text
+from iqabench.contracts.specs import GeneratorSpec
 
 
 def unknown_option_message(key: str, known: Sequence[str], where: str, what: str) -> str:

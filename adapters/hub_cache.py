@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iqabench.hub_files import (  # noqa: F401 - re-exported: where the generators have always imported them
+from iqabench.io.hub_files import (  # noqa: F401 - re-exported: where the generators have always imported them
     _WEIGHT_SUFFIXES,
     NOT_LOADED,
     hub_cache_dir,

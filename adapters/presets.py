@@ -1,5 +1,5 @@
 """The built-in base generator presets: ``sdxl``, ``sd14``, ``sd15``, ``sd21``, ``diffusers:<id or folder>``, and the
-offline ``tiny-sd`` / ``tiny-sdxl`` (random weights built in-process, see :mod:`iqabench.tiny_models`).
+offline ``tiny-sd`` / ``tiny-sdxl`` (random weights built in-process, see :mod:`iqabench.support.tiny_models`).
 
 Each preset is a :class:`DiffusersGenerator` with its own source and defaults;
 the defaults follow the model cards / the IQA-Adapter paper's settings.
@@ -12,11 +12,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from iqabench import tiny_models
-from iqabench.generators import register_generator
-from iqabench.options import Options
-from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec, SpecError
+from iqabench.contracts.generators import register_generator
+from iqabench.contracts.options import Options
+from iqabench.contracts.specs import GeneratorSpec, SpecError
+from iqabench.execution.runtime import Runtime
+from iqabench.support import tiny_models
 
 from .diffusers_base import DiffusersGenerator
 from .generator_options import FamilyHubOptions, FamilyTinyOptions, HubOptions, TinyOptions
@@ -24,7 +24,7 @@ from .hub_cache import HUB_ID, weights_status
 
 # -- built-in generators -----------------------------------------------------------------------------------
 #: The fingerprint's ``source`` of the tiny presets. It names the module the tiny models lived in before it
-#: was renamed to :mod:`iqabench.tiny_models`; changing it would change every cached tiny image's key.
+#: was renamed to :mod:`iqabench.support.tiny_models`; changing it would change every cached tiny image's key.
 TINY_SOURCE_PREFIX = "iqabench.testing."
 
 
@@ -116,7 +116,7 @@ _MODERN_TINY = (
 
 
 def _register_modern_presets() -> None:
-    from iqabench import tiny_modern
+    from iqabench.support import tiny_modern
 
     for family, source, sampling, description in _MODERN_PRESETS:
         _preset(family, description, source=source, options=FamilyHubOptions, preset=sampling,

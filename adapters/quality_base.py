@@ -16,7 +16,7 @@ changes its pixels". What they share lives here, once:
   a cache key changes whenever the base or the wrapper changes pixels;
 * **one option table** — the base's option fields and the family's own ones are
   checked, passed to the pipeline and overridden by items the same way
-  (:mod:`iqabench.options`).
+  (:mod:`iqabench.contracts.options`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from iqabench.generators import build_generator
-from iqabench.options import Options, fingerprint_values, option_fields, short_text
-from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec, SpecError
+from iqabench.contracts.generators import build_generator
+from iqabench.contracts.options import Options, fingerprint_values, option_fields, short_text
+from iqabench.contracts.specs import GeneratorSpec, SpecError
+from iqabench.execution.runtime import Runtime
 
 from .diffusers_base import DiffusersGenerator
 from .generator_options import base_model_spec

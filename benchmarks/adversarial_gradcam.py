@@ -32,15 +32,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from iqabench.analysis.labels import figure_labels
+from iqabench.analysis.number_format import format_number
+from iqabench.analysis.stats import describe_method, mean_ci, relative_gains, unit_test
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem, Result, register_benchmark
-from iqabench.errors import UserInputError
-from iqabench.generators import GeneratorPool
-from iqabench.labels import figure_labels
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import GeneratorPool
+from iqabench.contracts.registry import METRICS
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import build_metric, metric_info, parse_metric_list
-from iqabench.number_format import format_number
-from iqabench.registry import METRICS
-from iqabench.specs import RunSpec
-from iqabench.stats import describe_method, mean_ci, relative_gains, unit_test
 
 from .sweeps import new_figure
 
@@ -168,7 +168,7 @@ def inflation_table(gains: dict[tuple[str, str], np.ndarray], targets: list[str]
                      "ci_method": est.method})
     out = pd.DataFrame(rows, columns=["target", "inflation_index", "inflation_index_ci_low",
                                       "inflation_index_ci_high", "n_images", "n_units", "ci_method"])
-    from iqabench.decisions import level_table
+    from iqabench.analysis.decisions import level_table
 
     return level_table(out, unit="prompt", footnote=(
         "Inflation index (percentage points): RelGain on the guided metric minus the mean RelGain on the other "
@@ -183,7 +183,7 @@ def cam_shift_summary(shifts: pd.DataFrame):
         rows.append({"target": target, "method": method, "cam_shift": est.value, "cam_shift_ci_low": est.ci_low,
                      "cam_shift_ci_high": est.ci_high, "n_images": est.n, "n_units": est.n_clusters,
                      "ci_method": est.method})
-    from iqabench.decisions import level_table
+    from iqabench.analysis.decisions import level_table
 
     return level_table(pd.DataFrame(rows), unit="prompt", footnote=(
         "cam_shift = 1 − Pearson correlation between the CAM of the base image and of the method's image (0: "
@@ -220,7 +220,7 @@ def transfer_table(cells: list[dict], methods: list[str], panel: list[str]) -> p
 
 def transfer_typed(out: pd.DataFrame, long: pd.DataFrame, panel: list[str]):
     """The transfer matrix as a typed Table (each panel column an effect, Holm over all cells) and its Headline."""
-    from iqabench.decisions import decision_sentence, effect_table, unit_sentence, wide_headline
+    from iqabench.analysis.decisions import decision_sentence, effect_table, unit_sentence, wide_headline
 
     unit = "/".join(dict.fromkeys(long["unit"])) if len(long) else ""
     note = ("RelGain (%) of each panel metric over the base model on the same prompts and seeds, "
@@ -237,7 +237,7 @@ def transfer_typed(out: pd.DataFrame, long: pd.DataFrame, panel: list[str]):
 
 def transfer_figure(table: pd.DataFrame, panel: list[str], significant: pd.DataFrame | None = None):
     """The transfer matrix as a heatmap with each cell's CI; cells whose CI includes 0 are hatched and faded."""
-    from iqabench.plotting import ci_table_heatmap
+    from iqabench.analysis.plotting import ci_table_heatmap
 
     return ci_table_heatmap(
         table, "method", panel, "RelGain, % (method x panel metric)", column_axis="metric", significant=significant,
@@ -341,7 +341,7 @@ class AdversarialGradCAM(BaseBenchmark):
         return result
 
     def _cams(self, ctx, result, base, targets, guided, adapters, items, key_of, scores) -> None:
-        from iqabench.plotting import MIN_FONT_PT, ellipsize
+        from iqabench.analysis.plotting import MIN_FONT_PT, ellipsize
 
         spec = ctx.spec
         n_items = int(spec.options.get("cam_items", 2))

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from iqabench.analysis.decisions import level_table, long_headline
 from iqabench.benchmark import AnalysisContext, Result, register_benchmark
-from iqabench.decisions import level_table, long_headline
-from iqabench.generators import GeneratorPool
+from iqabench.contracts.generators import GeneratorPool
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import metric_info
-from iqabench.specs import RunSpec
 
 from .sweeps import (
     DEFAULT_TARGETS,
@@ -59,16 +59,16 @@ def target_correlations(frame: pd.DataFrame, by: str = "target") -> pd.DataFrame
     always means "a higher target gives a better score".
 
     ``spearman`` and ``aligned_spearman`` carry a 95% bootstrap CI
-    (:func:`iqabench.stats.spearman_ci`): the correlation of the ranks is recomputed on
+    (:func:`iqabench.analysis.stats.spearman_ci`): the correlation of the ranks is recomputed on
     resampled *prompts* (all targets and seeds of a drawn prompt together, as
     they are not independent). ``spearman_p`` tests it at the same unit: a
-    cluster permutation test (:func:`iqabench.stats.cluster_permutation_p`,
+    cluster permutation test (:func:`iqabench.analysis.stats.cluster_permutation_p`,
     scores shuffled within each prompt), not scipy's image-level p-value, which
     counts ``targets x seeds`` images of one prompt as independent.
     """
     from scipy import stats
 
-    from iqabench.stats import cluster_permutation_p, inference_unit, pearson, spearman_ci
+    from iqabench.analysis.stats import cluster_permutation_p, inference_unit, pearson, spearman_ci
 
     rows = []
     data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))]
@@ -112,7 +112,7 @@ CORRELATION_EFFECTS = ("spearman", "spearman_ci_low", "spearman_ci_high", "spear
 def blank_identical_correlations(ctx: AnalysisContext, frame: pd.DataFrame, correlations: pd.DataFrame,
                                  by: list[str], setting: str) -> tuple[pd.DataFrame, list[str]]:
     """``correlations`` with the rows blanked whose every ``setting`` made the same pixels, and the notes."""
-    from iqabench.identical import blank_rows
+    from iqabench.analysis.identical import blank_rows
 
     same = identical_settings(ctx, frame, by, setting)
     if correlations.empty:
@@ -123,8 +123,8 @@ def blank_identical_correlations(ctx: AnalysisContext, frame: pd.DataFrame, corr
 
 def correlation_table(out: pd.DataFrame):
     """The correlation table typed: ``aligned_spearman`` is the effect (0 = the setting does nothing)."""
-    from iqabench.decisions import decision_sentence, effect_table, unit_sentence
-    from iqabench.stats import describe_method
+    from iqabench.analysis.decisions import decision_sentence, effect_table, unit_sentence
+    from iqabench.analysis.stats import describe_method
 
     if out.empty:
         return effect_table(out, {})
@@ -134,7 +134,7 @@ def correlation_table(out: pd.DataFrame):
             + describe_method(out["ci_method"].tolist(), helper="spearman_ci") + " "
             + unit_sentence(unit, out.n_units.to_numpy(float), int(out.n_images.max()))
             + " spearman_p: two-sided cluster permutation test (scores shuffled within each prompt, "
-            "iqabench.stats.cluster_permutation_p). " + decision_sentence())
+            "iqabench.analysis.stats.cluster_permutation_p). " + decision_sentence())
     return effect_table(out, {"aligned_spearman": "spearman_p"}, footnote=note, unit=unit)
 
 
@@ -155,7 +155,7 @@ def curves_figure(means: pd.DataFrame, baselines: pd.DataFrame, metrics: list[st
                   series: list[str] | None = None):
     """Mean score vs ``x`` per metric, one line per series (generator, or generator+target), CI band and
     each generator's baseline level as a dashed line."""
-    from iqabench.plotting import figure_legend, style_axes
+    from iqabench.analysis.plotting import figure_legend, style_axes
 
     fig, axes = new_figure(len(metrics))
     series = series or ["generator"]
@@ -192,7 +192,7 @@ def distributions_figure(frame: pd.DataFrame, metrics: list[str]):
     """Per-metric score distribution at every target (boxes), generators side by side (Fig. 10)."""
     import seaborn as sns
 
-    from iqabench.plotting import figure_legend, style_axes
+    from iqabench.analysis.plotting import figure_legend, style_axes
 
     fig, axes = new_figure(len(metrics))
     data = frame[(frame.role == "generator") & np.isfinite(frame.score.astype(float))].copy()
@@ -222,7 +222,7 @@ def correlation_heatmap(correlations: pd.DataFrame, metrics: list[str], signific
     higher target gives better scores" (the condition works) and red that it
     backfires, whatever the metric's direction. None when no correlation is defined.
     """
-    from iqabench.plotting import heatmap_figure
+    from iqabench.analysis.plotting import heatmap_figure
 
     def grid(column: str) -> pd.DataFrame:
         matrix = correlations.pivot(index="generator", columns="metric", values=column).reindex(columns=metrics)
@@ -252,9 +252,10 @@ def aligned_spearman_summary(correlations: pd.DataFrame) -> dict[str, float]:
 
 
 def _short_labels(texts: object, limit: int = 40) -> dict[str, str]:
-    """Legend and axis labels of one figure: checkpoint paths as file stems (``iqabench.labels.figure_labels``),
+    """Legend and axis labels of one figure: checkpoint paths as file stems
+    (``iqabench.analysis.labels.figure_labels``),
     cut with an ellipsis, unique within the figure."""
-    from iqabench.labels import figure_labels
+    from iqabench.analysis.labels import figure_labels
 
     return figure_labels(texts, limit)
 

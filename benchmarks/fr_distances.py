@@ -29,16 +29,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iqabench.batching import BatchPolicy, run_batched
+from iqabench.analysis.decisions import level_table, long_headline
+from iqabench.analysis.stats import describe_method
 from iqabench.benchmark import AnalysisContext, PlannedItem, Result, register_benchmark
-from iqabench.decisions import level_table, long_headline
-from iqabench.errors import UserInputError
-from iqabench.generators import GeneratorPool
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import GeneratorPool
+from iqabench.contracts.specs import RunSpec
+from iqabench.execution.batching import BatchPolicy, run_batched
+from iqabench.execution.oom import is_out_of_memory
 from iqabench.metrics import Metric, MetricUnavailableError, build_metric, metric_info, parse_metric_list
-from iqabench.oom import is_out_of_memory
-from iqabench.specs import RunSpec
-from iqabench.stats import describe_method
-from iqabench.store import Store, content_key
+from iqabench.store.store import Store, content_key
 
 from .condition_sweep import sweep_targets, target_slots
 from .sweeps import Slot, SweepBenchmark, target_label
@@ -97,7 +97,7 @@ def pair_scores(store: Store, metric: Metric, pairs: list[tuple[str, str]], batc
     """Metric value for each ordered (image, reference) pair, from the cache or computed and cached.
 
     Chunks follow the run's batch policy (``policy``, else a fixed ``batch_size``, else 8): an out-of-memory
-    error halves the chunk and retries the same pairs (:func:`iqabench.batching.run_batched`), so a too-large
+    error halves the chunk and retries the same pairs (:func:`iqabench.execution.batching.run_batched`), so a too-large
     ``--batch-size`` costs time, never pair scores. Any other error in a chunk -- or an out-of-memory error on a
     single pair -- is recorded as that chunk's pairs' score error, and the other chunks still run.
     """
@@ -152,11 +152,11 @@ def distance_matrix(pairs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 def matrix_table(pairs: pd.DataFrame, orders: dict[str, list[str]]) -> pd.DataFrame:
     """Long table of the matrices: mean distance per (generator, metric, image, reference) with a 95% CI.
 
-    The CI is :func:`iqabench.stats.mean_ci` over the (prompt, seed) groups of
+    The CI is :func:`iqabench.analysis.stats.mean_ci` over the (prompt, seed) groups of
     the cell, clustered by prompt when a prompt has several seeds. ``orders``
     gives each metric's condition order (rows and columns of its matrix).
     """
-    from iqabench.stats import mean_ci
+    from iqabench.analysis.stats import mean_ci
 
     rows = []
     for (metric, generator), subset in pairs.groupby(["metric", "generator"], sort=False):
@@ -186,8 +186,8 @@ def extreme_pair_table(matrix: pd.DataFrame, lowest: str, highest: str) -> pd.Da
 
 def distance_footnote(pair: pd.DataFrame, lowest: str, highest: str) -> str:
     """How the distances were made; ``quantity`` names what each column holds (1-ssim = 1 - SSIM)."""
-    from iqabench.decisions import unit_sentence
-    from iqabench.stats import describe_method
+    from iqabench.analysis.decisions import unit_sentence
+    from iqabench.analysis.stats import describe_method
 
     return (f"Mean distance between the {lowest} image (distorted) and the {highest} image (reference) of the same "
             "prompt and seed; quantity names what is averaged (1-ssim = 1 - SSIM: similarities bounded by 1 become "
@@ -208,8 +208,8 @@ def extremes_typed(pair: pd.DataFrame, lowest: str, highest: str, n_images: int 
 def matrix_figure(matrix: pd.DataFrame, metric: str, generator: str, what: str):
     """One sequential-colour heatmap (distances are >= 0, so no diverging scale) with each cell's CI; cells whose
     CI includes 0 (the pair is not measurably apart) are hatched and faded."""
-    from iqabench.labels import generator_aliases
-    from iqabench.plotting import heatmap_figure
+    from iqabench.analysis.labels import generator_aliases
+    from iqabench.analysis.plotting import heatmap_figure
 
     mine = matrix[(matrix.metric == metric) & (matrix.generator == generator)]
     order = list(dict.fromkeys(mine.image))

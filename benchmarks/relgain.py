@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from iqabench.analysis.decisions import decision_sentence, effect_table, long_headline, unit_sentence
+from iqabench.analysis.stats import RELGAIN_EPS, describe_method, mean_ci, paired_statistics, relative_gains, unit_test
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-from iqabench.decisions import decision_sentence, effect_table, long_headline, unit_sentence
-from iqabench.errors import UserInputError
-from iqabench.generators import GeneratorPool
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import GeneratorPool
+from iqabench.contracts.results import PerItemScores
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import metric_info
-from iqabench.results import PerItemScores
-from iqabench.specs import RunSpec
-from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, paired_statistics, relative_gains, unit_test
 
 
 @register_benchmark("relgain", description="Relative IQA gain of each generator over its baseline (paper Fig. 3a)")
@@ -144,7 +144,7 @@ class RelGain(BaseBenchmark):
         if failures or errors:
             rows = [{"image_key": k, "metric": "", "error": v} for k, v in failures.items()] + errors
             result.tables["failures"] = pd.DataFrame(rows)
-        from iqabench.plotting import heatmap_figure
+        from iqabench.analysis.plotting import heatmap_figure
 
         def grid(column: str) -> pd.DataFrame:
             return summary.pivot(index="generator", columns="metric", values=column).reindex(

@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from iqabench.analysis.decisions import level_table, long_headline
 from iqabench.benchmark import AnalysisContext, Result, register_benchmark
-from iqabench.decisions import level_table, long_headline
-from iqabench.generators import GeneratorPool
-from iqabench.specs import RunSpec
+from iqabench.contracts.generators import GeneratorPool
+from iqabench.contracts.specs import RunSpec
 
 from .condition_sweep import (
     baseline_levels,
@@ -67,11 +67,11 @@ def scale_gap(means: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Data
     With ``frame`` (per-image scores of the swept images) the gap also gets a
     95% CI: it is the mean paired difference over the (prompt, seed) items
     scored at both targets, bootstrapped over prompts
-    (:func:`iqabench.stats.mean_ci`; seeds of one prompt are not independent),
+    (:func:`iqabench.analysis.stats.mean_ci`; seeds of one prompt are not independent),
     and ``aligned_gap`` flips its sign for lower-is-better metrics so that
     positive always means "the higher target scores better".
     """
-    from iqabench.stats import mean_ci, unit_test
+    from iqabench.analysis.stats import mean_ci, unit_test
 
     from .condition_sweep import _lower
 
@@ -103,8 +103,8 @@ def scale_gap(means: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.Data
 
 def gap_footnote(gaps: pd.DataFrame) -> str:
     """How a gap table's brackets, tests and marks were made."""
-    from iqabench.decisions import decision_sentence, unit_sentence
-    from iqabench.stats import describe_method
+    from iqabench.analysis.decisions import decision_sentence, unit_sentence
+    from iqabench.analysis.stats import describe_method
 
     if gaps.empty or "ci_method" not in gaps:
         return ""
@@ -118,7 +118,7 @@ def gap_footnote(gaps: pd.DataFrame) -> str:
 
 def gap_table(gaps: pd.DataFrame):
     """The gap table typed: ``aligned_gap`` is the effect, Holm over the table's rows."""
-    from iqabench.decisions import effect_table
+    from iqabench.analysis.decisions import effect_table
 
     if gaps.empty or "p_value" not in gaps:
         return effect_table(gaps, {})
@@ -139,7 +139,7 @@ def gap_at_max_scale(gaps: pd.DataFrame) -> pd.DataFrame:
 def gap_at_max_table(every):
     """The max-lambda rows of the typed gap table, keeping its Holm-adjusted p-values: the headline and this table
     mark a cell exactly as ``target_gap`` marks the same estimate (a subset is not re-adjusted as a smaller family)."""
-    from iqabench.results import Table
+    from iqabench.contracts.results import Table
 
     frame = every.frame
     top = gap_at_max_scale(frame)
@@ -218,7 +218,7 @@ class ScaleSweep(SweepBenchmark):
         gaps = scale_gap(means, generated)
         flat = identical_settings(ctx, generated, ["generator", "scale"], "target")
         if len(gaps):
-            from iqabench.identical import blank_rows
+            from iqabench.analysis.identical import blank_rows
 
             gaps = blank_rows(gaps, [(r.generator, r.scale) in flat for r in gaps.itertuples()], GAP_EFFECTS)
         result.notes[:0] = list(flat.values()) + same

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from iqabench.analysis.decisions import level_table, unit_sentence
+from iqabench.analysis.stats import describe_method, inference_unit, mean_ci
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-from iqabench.decisions import level_table, unit_sentence
-from iqabench.generators import GeneratorPool
+from iqabench.contracts.generators import GeneratorPool
+from iqabench.contracts.results import PerItemScores
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import metric_info
-from iqabench.results import PerItemScores
-from iqabench.specs import RunSpec
-from iqabench.stats import describe_method, inference_unit, mean_ci
 
 
 @register_benchmark("scores", description="Mean IQA score per generator and metric, with 95% bootstrap CIs")
@@ -56,7 +56,7 @@ class Scores(BaseBenchmark):
         result.add_table("scores", level_table(table, footnote=note, unit=unit))
         result.tables["scores_per_item"] = pd.DataFrame(per_item)
         if rows:
-            from iqabench.decisions import long_headline
+            from iqabench.analysis.decisions import long_headline
 
             result.headlines.append(long_headline(
                 "scores", table, row_key="generator", column_key="metric", value="score", quantity="score",

@@ -15,14 +15,14 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from iqabench.analysis.decisions import decision_sentence, effect_table, long_headline, unit_sentence
+from iqabench.analysis.identical import blank_rows
+from iqabench.analysis.stats import RELGAIN_EPS, describe_method, mean_ci, relative_gains, unit_test
 from iqabench.benchmark import AnalysisContext, Result, register_benchmark
-from iqabench.decisions import decision_sentence, effect_table, long_headline, unit_sentence
-from iqabench.errors import UserInputError
-from iqabench.generators import GeneratorPool
-from iqabench.identical import blank_rows
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import GeneratorPool
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import metric_info
-from iqabench.specs import RunSpec
-from iqabench.stats import RELGAIN_EPS, describe_method, mean_ci, relative_gains, unit_test
 
 from .sweeps import Slot, SweepBenchmark, grid_refs, new_figure, sweep_slots
 
@@ -83,7 +83,7 @@ def summarize_gains(gains: pd.DataFrame, near_zero: float = NEAR_ZERO_PERCENT) -
     for (generator, metric), group in gains.groupby(["generator", "metric"], sort=False):
         finite = np.isfinite(group.baseline_score.to_numpy(float)) & np.isfinite(group.generator_score.to_numpy(float))
         values = group.relgain.to_numpy(float)
-        # several seeds per prompt: the CI resamples prompts (iqabench.stats.mean_ci)
+        # several seeds per prompt: the CI resamples prompts (iqabench.analysis.stats.mean_ci)
         est = mean_ci(values, group.prompt_id.to_numpy())
         test = unit_test(values, group.prompt_id.to_numpy())  # one-sample t on per-prompt mean gains
         values = values[np.isfinite(values)]
@@ -130,8 +130,8 @@ def distribution_figure(gains: pd.DataFrame, metrics: list[str]):
     """Violin of per-generation RelGain per metric (one violin per generator), zero line drawn (Fig. 14)."""
     import seaborn as sns
 
-    from iqabench.labels import figure_labels
-    from iqabench.plotting import style_axes
+    from iqabench.analysis.labels import figure_labels
+    from iqabench.analysis.plotting import style_axes
 
     fig, axes = new_figure(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):

@@ -20,11 +20,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from iqabench.analysis.stats import describe_method, mean_ci
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, PlannedItem
-from iqabench.errors import UserInputError
-from iqabench.generators import Generator, GeneratorPool, WorkItem
-from iqabench.specs import RunSpec
-from iqabench.stats import describe_method, mean_ci
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import Generator, GeneratorPool, WorkItem
+from iqabench.contracts.specs import RunSpec
 
 # IQA-Adapter paper Sec. 4.3 / Fig. 4a: the training-set percentiles the adapter is conditioned on.
 DEFAULT_TARGETS: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -207,12 +207,12 @@ def score_frame(ctx: AnalysisContext, slots: list[Slot], metrics: Sequence[str])
 
 def identical_settings(ctx: AnalysisContext, frame: pd.DataFrame, by: Sequence[str], setting: str) -> dict[tuple, str]:
     """Groups of swept images (one per value of ``by``) whose every setting made the same pixels for each
-    (prompt, seed): group -> the note saying so (:func:`iqabench.identical.identical_sentence`).
+    (prompt, seed): group -> the note saying so (:func:`iqabench.analysis.identical.identical_sentence`).
 
     ``frame`` is the generator rows of :func:`score_frame`. Such a group's correlation or gap compares
     nothing (issue 25: identical sides are never a measured zero); its cells are blanked by the caller.
     """
-    from iqabench.identical import identical_sentence
+    from iqabench.analysis.identical import identical_sentence
 
     rows = frame[frame.role == "generator"].drop_duplicates("image_key")
     notes: dict[tuple, str] = {}
@@ -270,8 +270,8 @@ def means_footnote(means: pd.DataFrame) -> str:
 
 def sweep_per_item(frame: pd.DataFrame):
     """The sweep's per-image scores as PerItemScores (``condition``: the swept setting; baselines "baseline")."""
+    from iqabench.contracts.results import PerItemScores
     from iqabench.metrics import metric_info
-    from iqabench.results import PerItemScores
 
     lower = {m: metric_info(m).lower_better for m in frame.metric.unique()}
     return PerItemScores(frame.assign(condition=frame["condition"].astype(str),
@@ -279,7 +279,7 @@ def sweep_per_item(frame: pd.DataFrame):
 
 
 def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.3, max_cols: int = 3) -> tuple[Figure, list]:
-    """A bare Agg figure with one axis per panel (no pyplot state; see iqabench/plotting.py)."""
+    """A bare Agg figure with one axis per panel (no pyplot state; see iqabench/analysis/plotting.py)."""
     n_panels = max(1, n_panels)
     cols = min(max_cols, n_panels)
     rows = math.ceil(n_panels / cols)
@@ -295,8 +295,8 @@ def grid_refs(ctx: AnalysisContext, frame: pd.DataFrame, group_col: str):
     No cap here: the report shows the first rows, says "Showing k of n" and keeps the rest behind "Show all"
     (reports/render.py); cutting rows here would make it report a wrong n.
     """
+    from iqabench.analysis.labels import generator_aliases
     from iqabench.benchmark import ImageRef
-    from iqabench.labels import generator_aliases
 
     wide = frame.pivot_table(index="image_key", columns="metric", values="score", aggfunc="first")
     refs: list[ImageRef] = []

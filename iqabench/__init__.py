@@ -7,8 +7,8 @@ The Python API mirrors the CLI: ``iqabench.run(RunSpec(...))`` does what
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from . import quiet  # noqa: F401  first: filters a dependency's import-time notice before diffusers/peft load
-from .lazy import lazy_exports
+from .support import quiet  # noqa: F401  first: filters a dependency's import-time notice before diffusers/peft load
+from .support.lazy import lazy_exports
 
 # The public names load on first use (PEP 562): ``import iqabench`` (and so ``iqabench --help``) must not pay
 # for torch, diffusers and pyiqa; ``iqabench.run`` etc. import them when touched.
@@ -16,24 +16,24 @@ _LAZY = {  # public name -> the module it lives in (one module per line or two)
     "run": ".api",
     "BaseBenchmark": ".benchmark", "ImageRef": ".benchmark", "PlannedItem": ".benchmark", "Result": ".benchmark",
     "register_benchmark": ".benchmark",
-    "WorkItem": ".generators", "build_generator": ".generators",
-    "register_generator": ".generators",
+    "WorkItem": ".contracts.generators", "build_generator": ".contracts.generators",
+    "register_generator": ".contracts.generators",
     "build_metric": ".metrics", "register_metric": ".metrics",
-    "Runner": ".runner", "Runtime": ".runtime",
-    "GeneratorSpec": ".specs", "RunSpec": ".specs",
-    "Store": ".store", "Execution": ".execution",
+    "Runner": ".engine.runner", "Runtime": ".execution.runtime",
+    "GeneratorSpec": ".contracts.specs", "RunSpec": ".contracts.specs",
+    "Store": ".store.store", "Execution": ".contracts.execution",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import run
     from .benchmark import BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-    from .execution import Execution
-    from .generators import WorkItem, build_generator, register_generator
+    from .contracts.execution import Execution
+    from .contracts.generators import WorkItem, build_generator, register_generator
+    from .contracts.specs import GeneratorSpec, RunSpec
+    from .engine.runner import Runner
+    from .execution.runtime import Runtime
     from .metrics import build_metric, register_metric
-    from .runner import Runner
-    from .runtime import Runtime
-    from .specs import GeneratorSpec, RunSpec
-    from .store import Store
+    from .store.store import Store
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

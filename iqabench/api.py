@@ -1,7 +1,7 @@
 """The public API: run the pipeline in one call, and everything a generator, metric or benchmark plugin needs.
 
-This is the top layer: :class:`~iqabench.runner.Runner` stops at a
-:class:`~iqabench.results.Result`; :func:`execute` hands it to ``reports``
+This is the top layer: :class:`~iqabench.engine.runner.Runner` stops at a
+:class:`~iqabench.contracts.results.Result`; :func:`execute` hands it to ``reports``
 (imported here, lazily, and nowhere below). ``iqabench run`` and
 ``iqabench.run`` both come through :func:`execute`.
 
@@ -22,16 +22,16 @@ import os
 from typing import Any
 
 from .benchmark import AnalysisContext, BaseBenchmark, PlannedItem, register_benchmark
-from .execution import Execution
-from .generators import GeneratorPool, WeightsMissingError, WorkItem, build_generator, register_generator
-from .lazy import lazy_exports
+from .contracts.execution import Execution
+from .contracts.generators import GeneratorPool, WeightsMissingError, WorkItem, build_generator, register_generator
+from .contracts.options import Options, flag, integer, number, option, text
+from .contracts.results import ImageRef, Result
+from .contracts.specs import GeneratorSpec, RunSpec, SpecError
+from .engine.runner import Runner, RunOutcome
+from .execution.runtime import Runtime
 from .metrics import build_metric, metric_info, register_metric
-from .options import Options, flag, integer, number, option, text
-from .results import ImageRef, Result
-from .runner import Runner, RunOutcome
-from .runtime import Runtime
-from .specs import GeneratorSpec, RunSpec, SpecError
-from .store import Store
+from .store.store import Store
+from .support.lazy import lazy_exports
 
 #: Names loaded from the generator plugin package on first access (PEP 562), not at ``import iqabench``.
 _LAZY = {
@@ -40,8 +40,8 @@ _LAZY = {
     "GenerationOptions": "iqabench.adapters.generator_options",
     "HubOptions": "iqabench.adapters.generator_options",
     "TinyOptions": "iqabench.adapters.generator_options",
-    "tiny_sd_pipeline": "iqabench.tiny_models",
-    "tiny_sdxl_pipeline": "iqabench.tiny_models",
+    "tiny_sd_pipeline": "iqabench.support.tiny_models",
+    "tiny_sdxl_pipeline": "iqabench.support.tiny_models",
 }
 
 __all__ = [
@@ -137,7 +137,7 @@ def run(spec: RunSpec, out: str | os.PathLike[str] = "iqabench_out", **kwargs: A
     """One call does what ``iqabench run`` does: ``run(RunSpec("relgain", ["tiny-sd"]), out="out")``.
 
     ``execution=Execution(device="cuda", batch_size="auto", compile=True)`` says how it runs (not part of the
-    run id); other keyword arguments go to :class:`~iqabench.runner.Runner` too.
+    run id); other keyword arguments go to :class:`~iqabench.engine.runner.Runner` too.
     """
     dry_run = kwargs.pop("dry_run", False)
     report = kwargs.pop("report", True)

@@ -12,16 +12,16 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import UserInputError
-from .generators import GeneratorPool, WorkItem
-from .identical import PairCheck, PixelDigests, identical_pairs
-from .registry import BENCHMARKS
-from .results import ImageRef, Result
+from .analysis.identical import PairCheck, PixelDigests, identical_pairs
+from .contracts.errors import UserInputError
+from .contracts.generators import GeneratorPool, WorkItem
+from .contracts.registry import BENCHMARKS
+from .contracts.results import ImageRef, Result
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .runtime import Runtime
-    from .specs import RunSpec
-    from .store import Store
+    from .contracts.specs import RunSpec
+    from .execution.runtime import Runtime
+    from .store.store import Store
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Benchmark(Protocol):
 
 
 # Options the core itself reads from RunSpec.options, whatever the benchmark (the CLI sets them from flags).
-# Execution settings (--compile, --batch-size, ...) are not options: they are an iqabench.execution.Execution.
+# Execution settings (--compile, --batch-size, ...) are not options: they are an iqabench.contracts.execution.Execution.
 CORE_OPTIONS: dict[str, str] = {
     "prompt_column": "column holding prompts in CSV/TSV/JSONL (--prompt-column)",
 }
@@ -174,7 +174,7 @@ class BaseBenchmark:
     options: dict[str, str] | None = None
 
     def work_items(self, spec: RunSpec, params: dict[str, Any] | None = None) -> list[WorkItem]:
-        from .prompts import load_prompts
+        from .io.prompts import load_prompts
 
         prompts = load_prompts(spec.prompts, limit=spec.limit, column=spec.options.get("prompt_column"))
         return [WorkItem(p.prompt_id, p.text, seed, dict(params or {})) for p in prompts for seed in spec.seeds]

@@ -107,7 +107,7 @@ def torch_hub_dir() -> Path:
 
 def _hub_file(repo_id: str, filename: str) -> Path:
     """The cached file of ``repo_id`` at its ``main`` ref (what ``try_to_load_from_cache`` answers)."""
-    from .hub_files import hub_cache_dir
+    from .io.hub_files import hub_cache_dir
 
     repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
     ref = repo / "refs" / "main"
@@ -211,16 +211,16 @@ def _refusal(path: Path | None) -> str | None:
     imports torch, so only a listing that finds such files pays for it."""
     if path is None or path.suffix == ".safetensors":
         return None
-    from .safe_load import check_file
+    from .io.safe_load import check_file
 
     return check_file(path)
 
 
 def needs(name: str) -> list[Any] | None:
-    """Every file building pyiqa metric ``name`` reads, as :class:`~iqabench.needs.Need`s, from the table (no
+    """Every file building pyiqa metric ``name`` reads, as :class:`~iqabench.contracts.needs.Need`s, from the table (no
     arch module imported: the preflight stays cheap); None when the table cannot tell (the loaders' own answer
     is then computed)."""
-    from .needs import Need
+    from .contracts.needs import Need
 
     entry = file_table().get(name)
     if entry is None or "error" in entry:

@@ -30,7 +30,7 @@ from iqabench.adapters.iqa_adapter.adapter import AdapterConfig
 from iqabench.adapters.iqa_adapter.dataset import Record, ScoredImageDataset, compute_stats
 from iqabench.adapters.iqa_adapter.sampling import quality_pipeline_kwargs, quality_scale
 from iqabench.adapters.iqa_adapter.training import TrainConfig, build_adapter_for_training, train_adapter
-from iqabench.tiny_models import tiny_sd_pipeline
+from iqabench.support.tiny_models import tiny_sd_pipeline
 
 PROMPTS = ["a red square", "blue stripes", "a green field"]
 TARGETS = ["p5", "p25", "p50", "p75", "p95"]

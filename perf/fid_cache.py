@@ -23,7 +23,7 @@ from PIL import Image
 
 from iqabench.api import run
 from iqabench.benchmarks.fid_topk import features as features_module
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
 
 
 def main() -> None:

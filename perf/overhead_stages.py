@@ -17,7 +17,7 @@ tables:
 The toolkit's runner also reports its own stage clock (wall time, device-busy
 time and idle time per stage: generation, scoring in memory, the PNG writer,
 the scoring stage, analysis, the report), printed as a table for the last repeat. "Idle" is the time outside
-device calls (see iqabench/stage_timing.py); gaps inside a pipeline call count as busy.
+device calls (see iqabench/execution/stage_timing.py); gaps inside a pipeline call count as busy.
 
 Usage: python perf/overhead_stages.py [--images 32] [--batch-size 4] [--generator tiny-sd] [--device cpu] [--dtype auto]
 """
@@ -39,7 +39,7 @@ def plain_loop(generator_spec: str, prompts: list[str], seeds: list[int], metric
     """What a researcher would write by hand: batched pipeline calls, then batched pyiqa on the tensors."""
     import pyiqa
 
-    from iqabench.generators import build_generator
+    from iqabench.contracts.generators import build_generator
 
     times: dict[str, float] = {}
     start = time.perf_counter()
@@ -73,9 +73,9 @@ def plain_loop(generator_spec: str, prompts: list[str], seeds: list[int], metric
 
 def toolkit_run(generator_spec: str, prompts: str, limit: int, seeds: list[int], metrics: list[str], batch_size: int,
                 device: str, root: Path, dtype: str = "auto", clock_out: list | None = None) -> dict[str, float]:
+    from iqabench.contracts.specs import RunSpec
+    from iqabench.engine.runner import Runner
     from iqabench.reports import render_report, save_result
-    from iqabench.runner import Runner
-    from iqabench.specs import RunSpec
 
     spec = RunSpec("scores", [generator_spec], metrics=metrics, prompts=prompts, limit=limit, seeds=seeds,
                    batch_size=batch_size, device=device, dtype=dtype)
@@ -122,8 +122,8 @@ def per_file_pyiqa(paths: list[Path], metrics: list[str], device: str) -> float:
 
 def toolkit_scoring(root: Path, generator_spec: str, prompts: str, limit: int, seeds: list[int], metrics: list[str],
                     batch_size: int, device: str, dtype: str = "auto") -> tuple[float, list[Path]]:
-    from iqabench.runner import Runner
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.specs import RunSpec
+    from iqabench.engine.runner import Runner
 
     spec = RunSpec("scores", [generator_spec], metrics=metrics, prompts=prompts, limit=limit, seeds=seeds,
                    batch_size=batch_size, device=device, dtype=dtype)
@@ -148,8 +148,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from iqabench.prompts import load_prompts
-    from iqabench.runtime import Runtime
+    from iqabench.execution.runtime import Runtime
+    from iqabench.io.prompts import load_prompts
 
     metrics = args.metrics.split(",")
     seeds = [0, 1]

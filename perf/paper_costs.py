@@ -1,4 +1,4 @@
-"""GPU-hours of every paper preset (iqabench.paper_presets), from the project's cost model (perf/cost_model.py).
+"""GPU-hours of every paper preset (iqabench.support.paper_presets), from the project's cost model (perf/cost_model.py).
 
 Same method as the cost model: FLOPs counted with FlopCounterMode on the real architectures built on the meta
 device (no weights), turned into GPU time with a stated peak throughput and an assumed MFU. Generation: steps x
@@ -32,7 +32,7 @@ def sd14_flops() -> tuple[float, float]:
 
 def main() -> None:
     from iqabench.adapters.acpo.config import AcpoConfig
-    from iqabench.paper_presets import SETTINGS
+    from iqabench.support.paper_presets import SETTINGS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpu", choices=sorted(PEAK_TFLOPS), default="a100")

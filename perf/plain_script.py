@@ -28,7 +28,7 @@ IMPORTS_S = time.perf_counter() - _T0
 
 def load_pipeline(model: str, dtype: torch.dtype, device: str):
     if model in ("tiny-sd", "tiny-sdxl"):
-        from iqabench import tiny_models
+        from iqabench.support import tiny_models
 
         pipe = tiny_models.tiny_sd_pipeline(0) if model == "tiny-sd" else tiny_models.tiny_sdxl_pipeline(0)
     else:

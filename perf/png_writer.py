@@ -44,7 +44,7 @@ def pipeline_call(x: torch.Tensor, conv: torch.nn.Module) -> float:
 
 def encode_and_write(store_root: str, key: str, array: np.ndarray) -> tuple[str, bytes, tuple[int, int]]:
     """Worker process: encode one PNG and write it atomically; the parent records it."""
-    from iqabench.atomic_io import atomic_write_bytes
+    from iqabench.store.atomic_io import atomic_write_bytes
 
     image = Image.fromarray(array)
     buffer = io.BytesIO()
@@ -57,7 +57,7 @@ def encode_and_write(store_root: str, key: str, array: np.ndarray) -> tuple[str,
 
 def run(strategy: str, pics: list[Image.Image], batch: int, root: Path) -> tuple[float, float]:
     """(pipeline seconds, writer seconds) for one strategy."""
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     store = Store(root)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1)

@@ -32,8 +32,8 @@ from scoring import _random_pngs  # noqa: E402
 def _result(keys: list[str]):
     import pandas as pd
 
-    from iqabench.plotting import heatmap_figure
-    from iqabench.results import ImageRef, Result
+    from iqabench.analysis.plotting import heatmap_figure
+    from iqabench.contracts.results import ImageRef, Result
 
     rng = np.random.default_rng(0)
     metrics = ["piqe", "entropy", "topiq_nr"]
@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="thumbnail threads (default: the decoder's)")
     args = parser.parse_args()
 
-    from iqabench.image_tensors import default_workers
-    from iqabench.store import Store
+    from iqabench.execution.image_tensors import default_workers
+    from iqabench.store.store import Store
 
     workers = args.workers or default_workers()
     with tempfile.TemporaryDirectory() as tmp:

@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--only", default="scoring,overhead,throughput,guidance,decode,memory,report,adapter-overhead")
     args = parser.parse_args()
     # "auto" means different things per device (bf16/fp16 on CUDA, fp32 elsewhere): the title names what ran
-    from iqabench.runtime import Runtime
+    from iqabench.execution.runtime import Runtime
 
     dtype = Runtime(args.device, args.dtype).dtype
     rows, failed = [], []

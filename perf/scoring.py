@@ -33,7 +33,7 @@ from common import device_name, emit, print_table, sync, timed  # noqa: E402
 
 
 def _spec(generator: str, images: int, batch_size: int, metrics: list[str], device: str, dtype: str):
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.specs import RunSpec
 
     seeds = [0, 1]
     return RunSpec("scores", [generator], metrics=metrics, prompts="parti", limit=max(1, images // len(seeds)),
@@ -49,7 +49,7 @@ def _scores(runner) -> dict[tuple[str, str], float | None]:
 
 
 def in_memory_vs_decode(args, root: Path) -> list[tuple]:
-    from iqabench.runner import Runner
+    from iqabench.engine.runner import Runner
 
     spec = _spec(args.generator, args.images, args.batch_size, args.metrics, args.device, args.dtype)
     Runner(spec, root / "warm", score_in_memory=True).execute()  # imports, first calls, metric construction
@@ -75,7 +75,7 @@ def in_memory_vs_decode(args, root: Path) -> list[tuple]:
 def _random_pngs(store, n: int, size: int) -> list[str]:
     from PIL import Image
 
-    from iqabench.store import content_key
+    from iqabench.store.store import content_key
 
     rng = np.random.default_rng(0)
     keys = []
@@ -102,10 +102,10 @@ def _register_mean_metric() -> None:
 
 
 def parallel_vs_serial(args, root: Path) -> list[tuple]:
-    from iqabench.image_tensors import ParallelDecoder, decode_serially, default_workers
-    from iqabench.runtime import Runtime
-    from iqabench.scoring import TensorScorer
-    from iqabench.store import Store
+    from iqabench.engine.scoring import TensorScorer
+    from iqabench.execution.image_tensors import ParallelDecoder, decode_serially, default_workers
+    from iqabench.execution.runtime import Runtime
+    from iqabench.store.store import Store
 
     store = Store(root / "decode")
     keys = _random_pngs(store, args.decode_images, args.decode_size)
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("in-memory", "decode"), default=None)
     parser.add_argument("--plugin", action="append", default=[], help="plugin file (e.g. perf/gpu/gpu_gens.py)")
     args = parser.parse_args()
-    from iqabench.registry import load_plugin
+    from iqabench.contracts.registry import load_plugin
 
     for plugin in args.plugin:
         load_plugin(plugin)

@@ -33,14 +33,14 @@ FAST_PATHS = {
 
 
 def _items(n: int):
-    from iqabench.generators import WorkItem
+    from iqabench.contracts.generators import WorkItem
 
     return [WorkItem(f"p{i}", f"a photo of object number {i}, detailed", i) for i in range(n)]
 
 
 def measure(generator_spec: str, runtime_kwargs: dict, images: int, batch_size: int):
-    from iqabench.generators import build_generator
-    from iqabench.runtime import Runtime
+    from iqabench.contracts.generators import build_generator
+    from iqabench.execution.runtime import Runtime
 
     runtime = Runtime(**runtime_kwargs, batch_size=batch_size)
     generator = build_generator(generator_spec, runtime)
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None)
     args = parser.parse_args()
 
-    from iqabench.runtime import Runtime
+    from iqabench.execution.runtime import Runtime
 
     base = Runtime(args.device, args.dtype)
     peak = args.peak_tflops or matmul_peak_tflops(base.torch_device, base.torch_dtype)

@@ -5,7 +5,7 @@ What a comparison adds to the runs' own sections:
 * one merged table per headline quantity (e.g. RelGain, mean score) and
 * the paired differences of every later run's generators against the first's,
 
-both computed in the core by :func:`iqabench.compare.compare_runs` (tests at the
+both computed in the core by :func:`iqabench.analysis.compare.compare_runs` (tests at the
 inference unit, Holm over each table: docs/statistics.md); this module renders
 them with the same Styler grid as a single run's headline, so numbers read the same.
 
@@ -21,11 +21,11 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from iqabench.atomic_io import atomic_write_text
-from iqabench.errors import UserInputError
-from iqabench.results import Table
-from iqabench.store import Store
-from iqabench.templating import html_environment
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.results import Table
+from iqabench.io.templating import html_environment
+from iqabench.store.atomic_io import atomic_write_text
+from iqabench.store.store import Store
 
 from .headline import headline_html, legend
 from .persist import SavedResult, load_result
@@ -71,14 +71,15 @@ def check_output(path: Path, refs: list[RunRef]) -> None:
                              "own report -- pick another -o path (or leave -o out for a new file)")
 
 
-# --- the page: renders iqabench.compare's Result ---------------------------------------------------------------
+# --- the page: renders iqabench.analysis.compare's Result -------------------------------------------------------------
 
 def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[str, Table]]:
     """The comparison's HTML (inserted above the runs' own sections) and its tables, for export.
 
-    Every number and decision comes from :func:`iqabench.compare.compare_runs`; this only renders it, with short
+    Every number and decision comes from :func:`iqabench.analysis.compare.compare_runs`; this only renders it, with
+    short
     generator labels, each quantity's unit and one colour scale for every run (:mod:`.comparison_view`)."""
-    from iqabench.compare import compare_runs, per_item_source
+    from iqabench.analysis.compare import compare_runs, per_item_source
 
     from .comparison_view import aliased, merged_svg, paired_display, unit_of
     from .tables import table_view

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from iqabench.labels import generator_aliases
-from iqabench.results import Table
+from iqabench.analysis.labels import generator_aliases
+from iqabench.contracts.results import Table
 
 from .headline import Headline
 
@@ -83,8 +83,8 @@ def paired_note(table: Table) -> str:
 
 
 def merged_figure(head: Headline, title: str):
-    """A heatmap of a merged grid on one colour scale for every run (``iqabench.plotting.heatmap_figure``)."""
-    from iqabench.plotting import heatmap_figure
+    """A heatmap of a merged grid on one colour scale for every run (``iqabench.analysis.plotting.heatmap_figure``)."""
+    from iqabench.analysis.plotting import heatmap_figure
 
     shares = unit_of(head.quantity).startswith("share")
     if not (head.signed or shares):
@@ -116,7 +116,7 @@ def merged_svg(head: Headline, index: int):
 
 
 def aliased(head: Headline) -> Headline:
-    """A copy of a merged headline whose ``spec (run)`` rows read ``label (run)`` (``iqabench.labels``)."""
+    """A copy of a merged headline whose ``spec (run)`` rows read ``label (run)`` (``iqabench.analysis.labels``)."""
     from .headline import relabel
 
     rows = [str(r) for r in head.estimate.index]

@@ -1,6 +1,6 @@
 """The headline table of a run: generators x metrics, each cell an estimate with its CI.
 
-The grid is the benchmark's typed :class:`iqabench.results.Headline`: this
+The grid is the benchmark's typed :class:`iqabench.contracts.results.Headline`: this
 module only renders it. Which cells are significant (Holm-adjusted p over the
 grid's cells, docs/statistics.md), which one is bold (the best significant cell
 of a column; none on ties) and which rest on too few units for a CI are fields
@@ -16,9 +16,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from iqabench.number_format import format_ci, format_number
-from iqabench.results import Headline, Result
-from iqabench.stats import ALPHA, CI_LEVEL_TEXT, MIN_UNITS
+from iqabench.analysis.number_format import format_ci, format_number
+from iqabench.analysis.stats import ALPHA, CI_LEVEL_TEXT, MIN_UNITS
+from iqabench.contracts.results import Headline, Result
 
 __all__ = ["Headline", "best_mask", "bold_mask", "cell_text", "headline", "headline_html", "headline_latex", "legend",
            "not_significant", "relabel"]
@@ -44,7 +44,8 @@ def _plural(unit: str) -> str:
 
 
 def _fmt(triple: tuple[float, float, float], ns: bool = False, few: str = "") -> str:
-    """``est [low, high]`` through the shared formatter (``iqabench.number_format``), plus " n.s."; ``few``: the
+    """``est [low, high]`` through the shared formatter (``iqabench.analysis.number_format``), plus " n.s."; ``few``:
+    the
     unit's plural when the estimate rests on too few units for a CI (said instead of it)."""
     value, low, high = triple
     if value is None or not np.isfinite(value):

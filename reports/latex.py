@@ -3,7 +3,7 @@
 One writer for every ``.tex`` export (a run's tables, its ``*.headline.tex``, a comparison's tables):
 
 * booktabs rules; cells are the report's formatted strings, LaTeX-escaped, with true minus signs as ``$-$`` and
-  exponents in math mode (``iqabench.number_format.latex_number``);
+  exponents in math mode (``iqabench.analysis.number_format.latex_number``);
 * human headers (``ci_method`` -> "CI method", ``t_p_holm`` -> "t p (Holm)"): :func:`human_header`;
 * columns that hold one value in every row (a CI method, a direction) move into the caption: they say how the
   table was made, not how rows differ, and they are what pushed ``paired_statistics.tex`` 819 pt past the page;
@@ -22,7 +22,7 @@ import re
 
 import pandas as pd
 
-from iqabench.number_format import latex_number
+from iqabench.analysis.number_format import latex_number
 
 PACKAGES = ("booktabs", "graphicx")  # what a document needs to \input these tables
 REFERENCE_LINEWIDTH_PT = 345.0  # \linewidth of LaTeX's article class (10 pt, one column)

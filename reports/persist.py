@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
-from iqabench.csv_safety import escape_frame, unescape_frame
-from iqabench.errors import UserInputError
-from iqabench.results import SCHEMA_VERSION, Headline, ImageRef, PerItemScores, Result, Table
-from iqabench.run_folders import RunFolderError, read_json_document, read_table, typed_field
-from iqabench.store import safe_child
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.results import SCHEMA_VERSION, Headline, ImageRef, PerItemScores, Result, Table
+from iqabench.io.csv_safety import escape_frame, unescape_frame
+from iqabench.store.atomic_io import atomic_write_bytes, atomic_write_text
+from iqabench.store.run_folders import RunFolderError, read_json_document, read_table, typed_field
+from iqabench.store.store import safe_child
 
 from .headline import headline_latex
 from .sanitize import UnsafeFigureError, sanitize_svg
@@ -48,7 +48,7 @@ from .tables import CI_HIGH, CI_LOW, ci_columns, footnote, has_row_labels, to_la
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
 RESULT_FORMAT = "iqabench-result/v1"
 RESULT_FILE = "result.json"
@@ -171,7 +171,7 @@ def table_estimates(name: str, frame: pd.DataFrame, note: str, info: Table | Non
               and c != "ci_method"]
     n_col = next((c for c in ("n", "n_pairs", "n_images") if c in columns), None)
     labels = [c for c in labels if c != "unit"]
-    from iqabench.stats import ALPHA
+    from iqabench.analysis.stats import ALPHA
 
     out = []
     for record in frame.to_dict("records"):
@@ -239,7 +239,7 @@ def save_result(store: Store, run_id: str, result: Result) -> None:
     # the table heading the run also exports as the report shows it: best significant cell in bold, "n.s." marks
     head = result.headline
     if head is not None:  # the .headline.tex names generators as the page does: short labels, not local paths
-        from iqabench.labels import generator_aliases
+        from iqabench.analysis.labels import generator_aliases
 
         from .headline import relabel
 
@@ -340,7 +340,7 @@ def load_result(store: Store, run_id: str) -> SavedResult:
     path = folder / RESULT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"run {run_id!r} has no saved result ({path} is missing); analyse the run first")
-    document = read_json_document(path)  # bounded, a JSON object, not nested absurdly (iqabench.run_folders)
+    document = read_json_document(path)  # bounded, a JSON object, not nested absurdly (iqabench.store.run_folders)
     if document.get("format") != RESULT_FORMAT:
         raise UserInputError(f"{path} has format {document.get('format')!r}; this version reads {RESULT_FORMAT!r}")
 

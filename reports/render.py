@@ -27,17 +27,17 @@ import jinja2
 from markupsafe import Markup
 from PIL import Image
 
-from iqabench.atomic_io import atomic_write_text
-from iqabench.image_tensors import default_workers
-from iqabench.templating import html_environment
+from iqabench.execution.image_tensors import default_workers
+from iqabench.io.templating import html_environment
+from iqabench.store.atomic_io import atomic_write_text
 
 from .headline import headline, headline_html, legend, relabel
 from .persist import SavedResult, load_result
 from .tables import MISSING, Cell, TableView, format_number, table_view
 
 if TYPE_CHECKING:  # pragma: no cover
-    from iqabench.results import ImageRef
-    from iqabench.store import Store
+    from iqabench.contracts.results import ImageRef
+    from iqabench.store.store import Store
 
 THUMBNAIL_PX = 160
 # Threads that make a page's thumbnails; None: as many as the scoring stage's decoder (default_workers()).
@@ -380,8 +380,8 @@ def _with_labels(text: str, labels: dict[str, str]) -> str:
 
 
 def _run_aliases(generators: list[str], result: SavedResult) -> dict[str, str]:
-    """Short labels (``iqabench.labels``) for the run's generators and every spec its tables and grids name."""
-    from iqabench.labels import generator_aliases
+    """Short labels (``iqabench.analysis.labels``) for the run's generators and every spec its tables and grids name."""
+    from iqabench.analysis.labels import generator_aliases
 
     from .tables import frame_aliases
 
@@ -393,7 +393,7 @@ def _run_aliases(generators: list[str], result: SavedResult) -> dict[str, str]:
 
 
 def _environment() -> jinja2.Environment:
-    """The reports' environment (:func:`iqabench.templating.html_environment`: compiled templates are kept)."""
+    """The reports' environment (:func:`iqabench.io.templating.html_environment`: compiled templates are kept)."""
     return html_environment("iqabench.reports")
 
 

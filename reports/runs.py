@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from iqabench.store import Store
+from iqabench.store.store import Store
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Turning DataFrames and summary values into report cells.
 
-Every number in the report goes through ``iqabench.number_format`` (``format_number``,
+Every number in the report goes through ``iqabench.analysis.number_format`` (``format_number``,
 ``format_ci``) so the same value reads the same in tables, figures and exports. A
 confidence interval is shown next to its point estimate: columns ``X``,
 ``X_ci_low``, ``X_ci_high`` become one column ``X`` reading ``X [low, high]``.
@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from iqabench.number_format import MISSING, format_ci, format_number, is_number
-from iqabench.results import Table
-from iqabench.stats import CI_LEVEL_TEXT
+from iqabench.analysis.number_format import MISSING, format_ci, format_number, is_number
+from iqabench.analysis.stats import CI_LEVEL_TEXT
+from iqabench.contracts.results import Table
 
 __all__ = ["MISSING", "Cell", "TableView", "format_ci", "format_number", "table_view"]
 
@@ -83,7 +83,7 @@ def table_view(frame: pd.DataFrame, max_rows: int | None = None, info: Table | N
     and records the full count in ``total_rows``. ``info`` (the typed Table) supplies the marks: " n.s." on an
     effect cell whose Holm-adjusted p-value column says not significant, and "too few ... for a 95% CI" in
     place of the brackets of a row resting on fewer than MIN_UNITS units. ``labels`` maps text cells (generator
-    specs) to the short labels the page uses (``iqabench.labels.generator_aliases``); the page's legend table
+    specs) to the short labels the page uses (``iqabench.analysis.labels.generator_aliases``); the page's legend table
     gives the full specs.
     """
     labels = {k: v for k, v in (labels or {}).items() if k != v}
@@ -148,7 +148,7 @@ GENERATOR_COLUMNS = ("generator", "vs_generator", "baseline", "method", "source"
 def frame_aliases(frame: pd.DataFrame) -> dict[str, str]:
     """Short labels for the generator specs a table holds (columns/index levels named in ``GENERATOR_COLUMNS``):
     what an export prints instead of a local path."""
-    from iqabench.labels import generator_aliases
+    from iqabench.analysis.labels import generator_aliases
 
     flat = frame.reset_index() if has_row_labels(frame) else frame
     values = [str(v) for c in flat.columns if str(c) in GENERATOR_COLUMNS for v in flat[c].dropna().unique()]

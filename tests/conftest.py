@@ -22,7 +22,7 @@ for _name in ("COLUMNS", "LINES"):
 
 @pytest.fixture
 def store(tmp_path):
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     s = Store(tmp_path / "store")
     yield s

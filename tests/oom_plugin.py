@@ -8,9 +8,9 @@ from pathlib import Path
 
 _SOURCE = '''
 import torch
-from iqabench.generators import register_generator
+from iqabench.contracts.generators import register_generator
 from iqabench.adapters.diffusers_base import DiffusersGenerator
-from iqabench.tiny_models import tiny_sd_pipeline
+from iqabench.support.tiny_models import tiny_sd_pipeline
 
 
 class SmallCard(DiffusersGenerator):

@@ -19,11 +19,11 @@ from iqabench.adapters.acpo import (
 )
 from iqabench.adapters.acpo.evaluators import tiny_open_clip
 from iqabench.adapters.acpo.lora import LORA_FILE
-from iqabench.generators import build_generator
+from iqabench.contracts.generators import build_generator
+from iqabench.contracts.specs import SpecError
+from iqabench.execution.runtime import Runtime
 from iqabench.metrics import build_metric, register_metric
-from iqabench.runtime import Runtime
-from iqabench.specs import SpecError
-from iqabench.tiny_models import tiny_sd_pipeline
+from iqabench.support.tiny_models import tiny_sd_pipeline
 
 RT = Runtime(device="cpu", dtype="fp32", batch_size=2)
 

@@ -21,7 +21,7 @@ from iqabench.adapters.acpo.ipce import (
     IPCE_PRETRAINED,
     save_ipce,
 )
-from iqabench.runtime import Runtime
+from iqabench.execution.runtime import Runtime
 
 RT = Runtime(device="cpu", dtype="fp32", batch_size=2)
 TINY_CLIP = "iqabench-test-tiny-clip"
@@ -268,10 +268,10 @@ def test_ipce_checkpoint_is_a_prompt_aware_metric_in_a_run(tmp_path, tiny_clip_f
     """Issue 28: ``ipce:<file>`` scores each generated image against its own prompt inside relgain, and the stored
     score equals the evaluator's MOS for that image and prompt."""
     from iqabench.api import run
+    from iqabench.contracts.specs import RunSpec
+    from iqabench.engine.runner import Runner
     from iqabench.metrics import metric_info
-    from iqabench.runner import Runner
-    from iqabench.specs import RunSpec
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     model = tiny_clip_file  # registered under TINY_CLIP by the fixture
     import open_clip

@@ -37,7 +37,7 @@ def test_renamed_modules_leave_nothing_behind():
     assert importlib.util.find_spec("iqabench.testing") is None
     assert not (ROOT / "iqabench" / "testing.py").exists() and not (ROOT / "bench").exists()
     assert not (ROOT / "reports" / "figures.py").exists()
-    assert (ROOT / "perf" / "overhead.py").is_file() and (ROOT / "iqabench" / "tiny_models.py").is_file()
+    assert (ROOT / "perf" / "overhead.py").is_file() and (ROOT / "iqabench" / "support" / "tiny_models.py").is_file()
 
 
 def test_plugin_commands_come_from_the_entry_point_group():
@@ -74,7 +74,7 @@ def test_no_benchmark_builds_a_generator_or_parses_run_specs_by_hand():
 
 
 def test_pool_wraps_a_base_in_one_canonical_spelling():
-    from iqabench.generators import GeneratorPool
+    from iqabench.contracts.generators import GeneratorPool
 
     wrapped = GeneratorPool.wrap("guidance", "topiq_nr", "tiny-sd[steps=2]", alpha=30.0)
     assert wrapped == "guidance:topiq_nr[alpha=30.0,base=tiny-sd,steps=2]"
@@ -83,9 +83,9 @@ def test_pool_wraps_a_base_in_one_canonical_spelling():
 
 
 def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(tmp_path, monkeypatch):
-    from iqabench.registry import GENERATORS
-    from iqabench.runner import Runner
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.registry import GENERATORS
+    from iqabench.contracts.specs import RunSpec
+    from iqabench.engine.runner import Runner
 
     entry = GENERATORS.get("tiny-sd")
     built: list[str] = []
@@ -111,12 +111,12 @@ def test_runner_builds_each_generator_spec_once_and_hands_baselines_to_analysis(
 
 
 def test_two_spellings_of_one_spec_are_one_generator_and_one_manifest_entry(tmp_path, monkeypatch):
-    import iqabench.planning as planning_module
-    import iqabench.runner as runner_module
+    import iqabench.engine.planning as planning_module
+    import iqabench.engine.runner as runner_module
     from iqabench.benchmark import PlannedItem
-    from iqabench.generators import WorkItem
-    from iqabench.registry import GENERATORS
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.generators import WorkItem
+    from iqabench.contracts.registry import GENERATORS
+    from iqabench.contracts.specs import RunSpec
 
     entry = GENERATORS.get("tiny-sd")
     built: list[str] = []
@@ -140,9 +140,9 @@ def test_quality_generator_own_options_follow_the_typed_options_and_base_default
     from iqabench.adapters.guidance.generator import GuidanceGenerator, GuidanceOptions
     from iqabench.adapters.iqa_adapter.generator import IQAAdapterGenerator
     from iqabench.adapters.quality_base import QualityGenerator
-    from iqabench.options import Options
-    from iqabench.runtime import Runtime
-    from iqabench.specs import GeneratorSpec, SpecError
+    from iqabench.contracts.options import Options
+    from iqabench.contracts.specs import GeneratorSpec, SpecError
+    from iqabench.execution.runtime import Runtime
 
     for cls in (GuidanceGenerator, IQAAdapterGenerator, AcpoGenerator):
         assert cls.own_options == cls.options_class.defaults() and "base" in cls.own_options
@@ -171,9 +171,9 @@ def test_fingerprint_class_label_is_derived_from_the_class():
     from iqabench.adapters.guidance.generator import GuidanceGenerator
     from iqabench.adapters.iqa_adapter.generator import IQAAdapterGenerator
     from iqabench.adapters.quality_base import QualityGenerator
-    from iqabench.generators import build_generator
-    from iqabench.runtime import Runtime
-    from iqabench.tiny_models import tiny_sd_pipeline
+    from iqabench.contracts.generators import build_generator
+    from iqabench.execution.runtime import Runtime
+    from iqabench.support.tiny_models import tiny_sd_pipeline
 
     assert [c.fingerprint_class for c in (DiffusersGenerator, IQAAdapterGenerator, GuidanceGenerator,
                                           AcpoGenerator)] == ["diffusers-base/v1", "iqa-adapter/v1", "guidance/v1",
@@ -201,7 +201,7 @@ def test_typed_options_validate_and_document_each_family():
 
     from iqabench.adapters.guidance.generator import GuidanceOptions
     from iqabench.cli import app
-    from iqabench.specs import SpecError
+    from iqabench.contracts.specs import SpecError
 
     settings = GuidanceOptions.parse({"alpha": 5, "decode": "x0", "steps": 3}, "generator 'x'")
     assert settings.alpha == 5 and settings.decode == "x0" and GuidanceOptions.defaults()["decode"] == "z"
@@ -219,7 +219,7 @@ def test_gradcam_guided_metrics_option_keeps_the_old_targets_spelling():
     import warnings
 
     from iqabench.benchmarks.adversarial_gradcam import AdversarialGradCAM
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.specs import RunSpec
 
     bench = AdversarialGradCAM()
     assert bench._targets(RunSpec("adversarial-gradcam", [], options={"guided_metrics": "piqe/entropy"})) == [

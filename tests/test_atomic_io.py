@@ -1,4 +1,4 @@
-"""Atomic writes (iqabench/atomic_io.py): whole files or nothing, clear refusals, only dead writers' leftovers."""
+"""Atomic writes (iqabench/store/atomic_io.py): whole files or nothing, clear refusals, only dead writers' leftovers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from iqabench.atomic_io import (
+from iqabench.cli.boundary import user_message
+from iqabench.store.atomic_io import (
     _HOST,
     UnwritablePathError,
     atomic_write_bytes,
@@ -14,7 +15,6 @@ from iqabench.atomic_io import (
     is_stale_temp_file,
     refuse_file_in_path,
 )
-from iqabench.cli.boundary import user_message
 
 
 def test_writes_replace_whole_files_and_leave_no_temporary_file(tmp_path):

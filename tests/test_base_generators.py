@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from iqabench.adapters.diffusers_base import DiffusersGenerator, find_weights
-from iqabench.generators import Generator, WeightsMissingError, WorkItem, build_generator
-from iqabench.registry import GENERATORS
-from iqabench.runtime import Runtime
-from iqabench.specs import SpecError
+from iqabench.contracts.generators import Generator, WeightsMissingError, WorkItem, build_generator
+from iqabench.contracts.registry import GENERATORS
+from iqabench.contracts.specs import SpecError
+from iqabench.execution.runtime import Runtime
 
 SDXL_ID = "stabilityai/stable-diffusion-xl-base-1.0"
 CPU4 = Runtime(device="cpu", dtype="fp32", batch_size=4)
@@ -205,7 +205,7 @@ def test_bad_specs_are_one_clear_error(spec, expected):
 
 # -- loading real folders -----------------------------------------------------------------------------------
 def test_local_folder_loads_offline_and_matches_the_tiny_model(tmp_path):
-    from iqabench.tiny_models import tiny_sd_pipeline
+    from iqabench.support.tiny_models import tiny_sd_pipeline
 
     tiny_sd_pipeline(0).save_pretrained(tmp_path / "pipe")
     expected = _pixels(build_generator("tiny-sd", CPU4).generate([A, B]))

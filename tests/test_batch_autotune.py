@@ -2,8 +2,8 @@
 
 import pytest
 
-from iqabench.batch_autotune import BatchSizeProbe, recall, remember
-from iqabench.store import Store
+from iqabench.engine.batch_autotune import BatchSizeProbe, recall, remember
+from iqabench.store.store import Store
 
 
 def _drive(probe, seconds_per_call, oom_from=None, calls=20):
@@ -65,7 +65,7 @@ def test_auto_dtype_is_the_gpus_on_every_cuda_device_of_a_multi_gpu_run(monkeypa
     keys than the single-GPU run's, and twice the memory)."""
     import torch
 
-    from iqabench.runtime import Runtime
+    from iqabench.execution.runtime import Runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

@@ -18,8 +18,8 @@ from iqabench.benchmarks.adversarial_gradcam import (
     resolve_cam_layer,
     vit_reshape_transform,
 )
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import register_metric
-from iqabench.specs import RunSpec
 
 
 class BrightnessIQA(nn.Module):

@@ -11,8 +11,8 @@ from test_iqa_adapter_generator import tiny_checkpoint
 from iqabench.api import run
 from iqabench.benchmarks.condition_sweep import target_correlations
 from iqabench.benchmarks.sweeps import missing_scores_note, parse_targets, target_label
-from iqabench.runner import Runner
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from test_iqa_adapter_generator import tiny_checkpoint
 
 from iqabench.api import run
 from iqabench.benchmarks.fr_distances import distance_matrix, distance_transform, fr_panel, pair_scores, to_distance
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import MetricUnavailableError, build_metric
-from iqabench.specs import RunSpec
-from iqabench.store import content_key
+from iqabench.store.store import content_key
 
 
 def _images(store, n=3, size=48):
@@ -108,7 +108,7 @@ def test_offline_run_default_panel_falls_back_with_a_note(tmp_path):
 def test_batch_size_auto_pair_pass_backs_off_on_out_of_memory(tmp_path, monkeypatch):
     """The FR pair pass takes the run's batch policy: with ``--batch-size auto`` it starts at the pass size, and
     an accelerator out-of-memory error halves the chunk and retries the same pairs, so every pair is scored."""
-    from iqabench.execution import Execution
+    from iqabench.contracts.execution import Execution
     from iqabench.metrics.wrapper import Metric
 
     attempts: list[int] = []
@@ -133,7 +133,7 @@ def test_batch_size_auto_pair_pass_backs_off_on_out_of_memory(tmp_path, monkeypa
 
 
 def test_a_non_memory_error_in_one_chunk_is_recorded_per_pair_while_others_back_off(store):
-    from iqabench.batching import BatchPolicy
+    from iqabench.execution.batching import BatchPolicy
 
     keys = _images(store, n=3)
     metric = build_metric("ssim")

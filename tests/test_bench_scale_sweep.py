@@ -9,7 +9,7 @@ from test_iqa_adapter_generator import tiny_checkpoint
 
 from iqabench.api import run
 from iqabench.benchmarks.scale_sweep import DEFAULT_SCALES, scale_gap, sweep_scales
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
 
 
 def test_default_scales_are_nine_from_005_to_1():

@@ -8,8 +8,8 @@ import pytest
 
 from iqabench.api import run
 from iqabench.benchmarks.seed_consistency import per_generation_gains, seeded_spec, summarize_gains
-from iqabench.runner import Runner
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner
 
 
 def _frame(base: list[float], method: list[float], metric: str = "m") -> pd.DataFrame:

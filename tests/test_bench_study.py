@@ -25,7 +25,7 @@ from iqabench.benchmarks.study import (
     win_rates,
 )
 from iqabench.benchmarks.study.analyze import fit_bradley_terry
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
 
 
 def _manifest() -> dict:
@@ -145,7 +145,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     outcome = run(RunSpec("relgain", ["tiny-sd[steps=2]"], metrics=["entropy"], limit=2, seeds=[0], batch_size=2),
                   out=root / "store", report=False)
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     store = Store(root / "store")
     images = collect_conditions(store, [outcome.run_id])

@@ -205,7 +205,7 @@ def test_geneval_official_detector_missing_is_one_sentence(mirror, monkeypatch):
     """GenEval's default detector (Mask2Former) needs mmdetection and its checkpoint; without them the loader
     stops with one sentence naming what is missing and the alternatives."""
     from iqabench.benchmarks.geneval.detectors import MASK2FORMER_CHECKPOINT, build_detector
-    from iqabench.generators import WeightsMissingError
+    from iqabench.contracts.generators import WeightsMissingError
 
     mirror.apply(monkeypatch)
     try:

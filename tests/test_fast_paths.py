@@ -1,6 +1,6 @@
 """Opt-in fast paths give the default path's images within the stated tolerance (tiny models, float32).
 
-Tolerance (see iqabench/fast_paths.py): every pixel within 2 of 255 levels, mean difference under 0.1 level.
+Tolerance (see iqabench/execution/fast_paths.py): every pixel within 2 of 255 levels, mean difference under 0.1 level.
 torch.compile is checked with the ``aot_eager`` backend (the same graph capture and functionalisation as
 inductor, without the C++ build, which takes minutes on a 2-core CI machine: inductor itself gave at most 1
 level, mean 1e-4, on both tiny models when checked by hand, in 168 s and 141 s); real runs use inductor.
@@ -11,9 +11,9 @@ import functools
 import pytest
 import torch
 
-from iqabench.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
-from iqabench.image_tensors import quantize
-from iqabench.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench.execution.fast_paths import FastPaths, apply_fast_paths, sdpa_backend
+from iqabench.execution.image_tensors import quantize
+from iqabench.support.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 MAX_LEVELS, MEAN_LEVELS = 2, 0.1
 
@@ -84,8 +84,8 @@ def test_unknown_sdpa_backend_is_one_clear_sentence():
 
 
 def test_generators_apply_the_runtime_fast_paths():
-    from iqabench.generators import WorkItem, build_generator
-    from iqabench.runtime import Runtime
+    from iqabench.contracts.generators import WorkItem, build_generator
+    from iqabench.execution.runtime import Runtime
 
     items = [WorkItem("p", "a red cube", 0)]
     default = build_generator("tiny-sd[steps=2]", Runtime("cpu", "fp32", batch_size=1))

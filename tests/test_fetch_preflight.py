@@ -70,8 +70,8 @@ def test_geneval_refuses_before_generating_when_the_official_detector_is_missing
 
 def test_the_preflight_builds_no_model(tmp_path, monkeypatch):
     """Planning with every file missing declares needs without constructing a pipeline or a metric."""
-    from iqabench.runner import Runner
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.specs import RunSpec
+    from iqabench.engine.runner import Runner
 
     for key, value in empty_caches(tmp_path / "caches", HF_HUB_OFFLINE="1").items():
         if key.startswith(("HF_", "TORCH", "IQABENCH", "XDG")):
@@ -104,7 +104,7 @@ def _failing_metric(name: str, exc: BaseException):
 @pytest.mark.parametrize(("exc", "status"), [(RuntimeError("boom"), "failed"), (KeyboardInterrupt(), "interrupted")])
 def test_a_run_that_raises_or_is_interrupted_is_never_left_running(tmp_path, exc, status):
     from iqabench.api import run
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.specs import RunSpec
 
     metric = _failing_metric(f"raising_{status}", exc)
     spec = RunSpec(benchmark="scores", generators=["tiny-sd[steps=1]"], metrics=[metric], prompts="smoke",

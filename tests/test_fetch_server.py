@@ -294,7 +294,7 @@ def plain(tmp_path, monkeypatch):
 
 
 def test_an_interrupted_download_resumes_where_it_stopped(plain, tmp_path):
-    from iqabench.fetch import FetchError, download_url
+    from iqabench.engine.fetch import FetchError, download_url
 
     state, files = plain
     data = bytes(range(256)) * 400
@@ -313,7 +313,7 @@ def test_an_interrupted_download_resumes_where_it_stopped(plain, tmp_path):
 
 def test_a_corrupted_download_is_refused_and_deleted(plain, tmp_path):
     """The server publishes the file's sha256 (as the hub does) but the bytes that arrive differ."""
-    from iqabench.fetch import FetchError, download_url
+    from iqabench.engine.fetch import FetchError, download_url
 
     state, files = plain
     (files / "weights.safetensors").write_bytes(b"what was published" * 100)
@@ -327,7 +327,7 @@ def test_a_corrupted_download_is_refused_and_deleted(plain, tmp_path):
 
 def test_a_torch_hub_name_whose_hash_does_not_match_is_refused(plain, tmp_path):
     """Without a published checksum, the sha256 prefix in a torch hub file name is checked (as check_hash does)."""
-    from iqabench.fetch import FetchError, download_url
+    from iqabench.engine.fetch import FetchError, download_url
 
     state, files = plain
     (files / "weights-deadbeef.npz").write_bytes(b"anything" * 100)  # not an LFS name: no checksum published
@@ -341,7 +341,7 @@ def test_a_torch_hub_name_whose_hash_does_not_match_is_refused(plain, tmp_path):
 def test_a_planted_pickle_on_the_server_is_never_unpickled(plain, tmp_path):
     from hub_mirror.planted import plant
 
-    from iqabench.fetch import FetchError, download_url
+    from iqabench.engine.fetch import FetchError, download_url
 
     state, files = plain
     marker = tmp_path / "pwned"

@@ -13,7 +13,7 @@ from iqabench.benchmarks.fid_topk.features import InceptionFeatures, fid, incept
 from iqabench.benchmarks.fid_topk.references import load_reference
 from iqabench.benchmarks.fid_topk.topk import mean_z_scores, top_fraction
 from iqabench.benchmarks.geneval.clip import WeightsUnavailableError
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
 
 
 def _images(n, seed, size=(48, 40)):
@@ -181,7 +181,7 @@ def test_fid_topk_with_a_statistics_file_equals_torch_fidelity_on_the_same_featu
 
     from iqabench.benchmarks.fid_topk.stats import load_statistics
     from iqabench.cli.app import app
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     folder = _reference(tmp_path, 5)
     out = tmp_path / "coco_train.npz"

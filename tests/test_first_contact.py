@@ -55,7 +55,7 @@ def test_bitsandbytes_kernels_notice_is_silenced_at_its_source():
     # and the filter is narrow: other records of that logger still pass
     import logging
 
-    from iqabench.quiet import BNB_CPU_LOGGER
+    from iqabench.support.quiet import BNB_CPU_LOGGER
 
     logger = logging.getLogger(BNB_CPU_LOGGER)
     drop = logging.LogRecord(BNB_CPU_LOGGER, logging.WARNING, "", 0, "Failed to load CPU gemm_4bit_forward x", (), None)

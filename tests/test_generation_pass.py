@@ -8,11 +8,11 @@ import torch
 from oom_plugin import write_small_card_plugin
 from PIL import Image
 
-from iqabench.generators import WorkItem, build_generator
-from iqabench.image_tensors import pil_to_uint8
-from iqabench.runner import Runner
-from iqabench.runtime import Runtime
-from iqabench.specs import RunSpec
+from iqabench.contracts.generators import WorkItem, build_generator
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner
+from iqabench.execution.image_tensors import pil_to_uint8
+from iqabench.execution.runtime import Runtime
 
 SPEC = dict(benchmark="scores", generators=["tiny-sd[steps=2]"], metrics=["piqe", "entropy"], prompts="smoke",
             limit=2, seeds=[0, 1], batch_size=2)
@@ -60,7 +60,7 @@ def test_batch_size_auto_probes_backs_off_on_out_of_memory_and_remembers(tmp_pat
     chosen = [m for m in messages if "--batch-size auto chose" in m]
     assert len(chosen) == 1 and "4 ran out of memory" in chosen[0]
     assert runner.runtime.batch_size in (1, 2)
-    from iqabench.batch_autotune import recall
+    from iqabench.engine.batch_autotune import recall
 
     generator = runner.generators["small-card-test"]
     assert recall(runner.store, generator.fingerprint(), "cpu", runner._speed_setup()) == runner.runtime.batch_size
@@ -78,7 +78,7 @@ def test_plugin_generators_without_tensors_are_scored_in_memory_too(tmp_path):
     plugin.write_text(textwrap.dedent('''
         import numpy as np
         from PIL import Image
-        from iqabench.generators import register_generator
+        from iqabench.contracts.generators import register_generator
 
         class Flat:
             def __init__(self, spec, runtime):

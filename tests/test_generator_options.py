@@ -14,11 +14,11 @@ import pytest
 from iqabench.adapters.diffusers_base import DiffusersGenerator
 from iqabench.adapters.generator_options import GENERATION_OPTIONS, GenerationOptions, HubOptions, TinyOptions
 from iqabench.cli import main
-from iqabench.generators import GENERATORS, WorkItem, build_generator, register_generator
-from iqabench.options import INT64_MAX, flag, integer, number, option, text
-from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec, SpecError
-from iqabench.tiny_models import tiny_sd_pipeline
+from iqabench.contracts.generators import GENERATORS, WorkItem, build_generator, register_generator
+from iqabench.contracts.options import INT64_MAX, flag, integer, number, option, text
+from iqabench.contracts.specs import GeneratorSpec, SpecError
+from iqabench.execution.runtime import Runtime
+from iqabench.support.tiny_models import tiny_sd_pipeline
 
 CPU = Runtime(device="cpu", dtype="fp32")
 HUGE = 10**400  # an integer no float holds: float() raises OverflowError
@@ -131,7 +131,7 @@ def test_a_field_redeclared_for_a_new_default_keeps_its_declaration():
 
 def test_a_quality_generator_own_fingerprinted_field_enters_its_fingerprint():
     from iqabench.adapters.quality_base import QualityGenerator
-    from iqabench.options import Options
+    from iqabench.contracts.options import Options
 
     @dataclasses.dataclass(frozen=True)
     class SharpOptions(Options):

@@ -14,7 +14,7 @@ from iqabench.benchmarks.geneval.colors import ColorClassifier, object_crop
 from iqabench.benchmarks.geneval.detectors import build_detector
 from iqabench.benchmarks.geneval.layout import read_official_folder, read_results_jsonl
 from iqabench.benchmarks.geneval.rules import COLORS, Detection, summarize
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ from iqabench.adapters.guidance import (
     omega,
     safe_log,
 )
-from iqabench.generators import WorkItem, build_generator
+from iqabench.contracts.generators import WorkItem, build_generator
+from iqabench.contracts.specs import SpecError
+from iqabench.execution.runtime import Runtime
 from iqabench.metrics import build_metric, register_metric
-from iqabench.runtime import Runtime
-from iqabench.specs import SpecError
-from iqabench.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench.support.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 
 class Brightness(nn.Module):

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from iqabench.api import execute
 from iqabench.cli import app
-from iqabench.registry import load_plugin
-from iqabench.runner import Runner
-from iqabench.specs import RunSpec
+from iqabench.contracts.registry import load_plugin
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner
 
 PLUGIN = '''
 import torch

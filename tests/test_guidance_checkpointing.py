@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from iqabench.adapters.guidance.checkpointing import checkpoint_guidance, decoder_layers, metric_layers
-from iqabench.tiny_models import tiny_sd_pipeline
+from iqabench.support.tiny_models import tiny_sd_pipeline
 
 
 class SequentialMetric(nn.Module):
@@ -49,10 +49,10 @@ def test_per_layer_checkpointing_gives_the_same_gradient_and_leaves_no_grad_call
 def test_guided_images_are_identical_for_every_checkpointing_mode():
     import pytest
 
-    from iqabench.generators import WorkItem, build_generator
+    from iqabench.contracts.generators import WorkItem, build_generator
+    from iqabench.contracts.specs import SpecError
+    from iqabench.execution.runtime import Runtime
     from iqabench.metrics import register_metric
-    from iqabench.runtime import Runtime
-    from iqabench.specs import SpecError
 
     register_metric("test_seq_metric", lower_better=False, overwrite=True)(lambda device: SequentialMetric())
     runtime = Runtime("cpu", "fp32", batch_size=1)

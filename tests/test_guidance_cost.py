@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from iqabench.generators import WeightsMissingError, WorkItem, build_generator
+from iqabench.contracts.generators import WeightsMissingError, WorkItem, build_generator
+from iqabench.contracts.specs import SpecError
+from iqabench.execution.runtime import Runtime
 from iqabench.metrics import metric_info, register_metric
-from iqabench.runtime import Runtime
-from iqabench.specs import SpecError
 
 RT = Runtime(device="cpu", dtype="fp32", batch_size=2)
 ITEMS = [WorkItem("p0", "a photo of a cat", 0), WorkItem("p1", "a red car at night", 1)]

@@ -29,7 +29,7 @@ def one_error(err: str) -> str:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     from iqabench.api import run
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.specs import RunSpec
 
     root = tmp_path_factory.mktemp("finished")
     outcome = run(RunSpec("scores", ["tiny-sd[steps=1]"], metrics=["entropy"], limit=1), out=root)
@@ -87,7 +87,7 @@ def test_report_output_directory_gets_report_html(finished, tmp_path, capsys):
 
 
 def test_disk_full_is_one_sentence_and_keeps_finished_work(tmp_path, capsys, monkeypatch):
-    from iqabench import store as store_module
+    from iqabench.store import store as store_module
 
     real = store_module.atomic_write_bytes
     written = []
@@ -189,9 +189,9 @@ def test_all_images_failing_exits_3_with_a_retry_hint(tmp_path, capsys):
     plugin = tmp_path / "black.py"
     plugin.write_text(textwrap.dedent('''
         from PIL import Image
-        from iqabench.generators import register_generator
+        from iqabench.contracts.generators import register_generator
         from iqabench.adapters.diffusers_base import DiffusersGenerator
-        from iqabench.tiny_models import tiny_sd_pipeline
+        from iqabench.support.tiny_models import tiny_sd_pipeline
 
         class Black(DiffusersGenerator):
             def generate(self, items):

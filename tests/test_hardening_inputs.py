@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from iqabench.csv_safety import escape_frame, unescape_frame
-from iqabench.prompts import PromptFileError, load_prompts
-from iqabench.specs import GeneratorSpec, SpecError, parse_seeds, parse_value
-from iqabench.store import CorruptImageError, Store, StoreError
-from iqabench.store_check import verify_store
+from iqabench.contracts.specs import GeneratorSpec, SpecError, parse_seeds, parse_value
+from iqabench.io.csv_safety import escape_frame, unescape_frame
+from iqabench.io.prompts import PromptFileError, load_prompts
+from iqabench.store.store import CorruptImageError, Store, StoreError
+from iqabench.store.store_check import verify_store
 
 KEY = "ab" * 32
 
@@ -202,7 +202,7 @@ def test_processes_opening_a_new_store_at_the_same_moment(tmp_path):
 
 def test_locked_wal_switch_is_retried(tmp_path, monkeypatch):
     """Fault injection: the first two PRAGMA journal_mode=WAL calls meet a lock, as under load."""
-    from iqabench import store as store_module
+    from iqabench.store import store as store_module
 
     calls = []
     real = store_module._ensure_wal
@@ -274,8 +274,8 @@ def _shape_metric(name, make):
 def test_metric_with_the_wrong_output_shape_is_a_clear_error(make, shape):
     import torch
 
+    from iqabench.contracts.registry import METRICS
     from iqabench.metrics import MetricContractError, build_metric
-    from iqabench.registry import METRICS
 
     _shape_metric("shape_test", make)
     try:
@@ -289,8 +289,8 @@ def test_metric_with_the_wrong_output_shape_is_a_clear_error(make, shape):
 def test_metric_returning_n_by_1_is_accepted():
     import torch
 
+    from iqabench.contracts.registry import METRICS
     from iqabench.metrics import build_metric
-    from iqabench.registry import METRICS
 
     _shape_metric("column_test", lambda x, t: x.mean(dim=(1, 2, 3)).unsqueeze(1))
     try:

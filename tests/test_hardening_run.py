@@ -9,11 +9,11 @@ from PIL import Image
 
 from iqabench.api import run
 from iqabench.benchmark import UnknownOptionError
+from iqabench.contracts.registry import METRICS
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner
 from iqabench.metrics import MetricContractError, MetricUnavailableError, metric_fingerprint, register_metric
-from iqabench.registry import METRICS
-from iqabench.runner import Runner
-from iqabench.specs import RunSpec
-from iqabench.store import Store, StoreError
+from iqabench.store.store import Store, StoreError
 
 SPEC = dict(benchmark="scores", generators=["tiny-sd[steps=1]"], metrics=["entropy"], prompts="smoke", limit=1,
             seeds=[0], batch_size=2)
@@ -22,9 +22,9 @@ SPEC = dict(benchmark="scores", generators=["tiny-sd[steps=1]"], metrics=["entro
 BROKEN_GENERATORS = textwrap.dedent('''
     import torch
     from PIL import Image
-    from iqabench.generators import register_generator
+    from iqabench.contracts.generators import register_generator
     from iqabench.adapters.diffusers_base import DiffusersGenerator
-    from iqabench.tiny_models import tiny_sd_pipeline
+    from iqabench.support.tiny_models import tiny_sd_pipeline
 
     def nan_pipeline(seed=0):
         pipe = tiny_sd_pipeline(seed)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from iqabench.generators import WorkItem, build_generator
-from iqabench.runtime import Runtime
-from iqabench.store import image_key
+from iqabench.contracts.generators import WorkItem, build_generator
+from iqabench.execution.runtime import Runtime
+from iqabench.store.store import image_key
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HUB_IDS = ("stabilityai/stable-diffusion-xl-base-1.0", "stable-diffusion-v1-5/stable-diffusion-v1-5",

@@ -7,8 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from iqabench.image_tensors import ParallelDecoder, decode_serially, pil_to_uint8, quantize, to_pil, to_unit_float
-from iqabench.store import Store, content_key
+from iqabench.execution.image_tensors import (
+    ParallelDecoder,
+    decode_serially,
+    pil_to_uint8,
+    quantize,
+    to_pil,
+    to_unit_float,
+)
+from iqabench.store.store import Store, content_key
 
 
 def _diffusers_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -83,7 +90,7 @@ def test_pil_round_trip_is_exact():
 
 
 def test_generate_uint8_prefers_tensors_unless_a_subclass_overrides_generate():
-    from iqabench.image_tensors import generate_uint8
+    from iqabench.execution.image_tensors import generate_uint8
 
     class Base:
         def generate(self, items):

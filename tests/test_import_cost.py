@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from iqabench.registry import BENCHMARKS
+from iqabench.contracts.registry import BENCHMARKS
 
 # Runs in a fresh interpreter so the suite's own imports do not hide what a real `run` pulls in.
 PROBE = textwrap.dedent("""
@@ -35,7 +35,7 @@ def test_run_of_scores_imports_no_other_benchmark_and_no_plotting_before_analysi
     modules = set(json.loads(done.stdout.strip().splitlines()[-1]))
     benchmarks = {m for m in modules if m.startswith("iqabench.benchmarks.")}
     assert benchmarks == {"iqabench.benchmarks.scores"}
-    for heavy in ("matplotlib", "seaborn", "iqabench.plotting", "iqabench.reports"):
+    for heavy in ("matplotlib", "seaborn", "iqabench.analysis.plotting", "iqabench.reports"):
         assert heavy not in modules, f"{heavy} was imported before analysis"
 
 
@@ -62,7 +62,7 @@ def test_resume_of_a_finished_run_imports_no_plotting_stack_and_no_scipy(tmp_pat
     assert [s["unchanged"] for s in seen] == [False, True]
     assert "iqabench.reports.render" in seen[0]["modules"]  # the probe sees what a run that renders imports
     assert "matplotlib" not in seen[0]["modules"]  # scores draws no figure, so not even the first run needs it
-    for heavy in ("matplotlib", "seaborn", "scipy", "iqabench.plotting", "iqabench.reports.render", "jinja2"):
+    for heavy in ("matplotlib", "seaborn", "scipy", "iqabench.analysis.plotting", "iqabench.reports.render", "jinja2"):
         assert heavy not in seen[1]["modules"], f"{heavy} was imported by a resume whose result stands"
 
 

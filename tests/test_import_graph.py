@@ -5,8 +5,9 @@ included: they are dependencies too), resolved to a module of this project and
 given the rank of its stage. A module may import modules of its own rank or a
 lower one. Order, lowest first:
 
-    core (registry, specs, runtime, options, generators, results, plotting, ...)
-    -> store -> metrics -> adapters (generators) -> benchmarks -> runner -> reports
+    core (iqabench.contracts, .execution, .io, .analysis, .support)
+    -> store (iqabench.store) -> metrics -> adapters (generators) -> benchmarks -> runner (iqabench.engine)
+    -> reports
     -> interface (iqabench.api, the CLI, plugins' ``cli.py`` command modules)
 
 Exceptions are listed in ``ALLOWED`` with the reason; a new one needs a reason too.
@@ -20,18 +21,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"iqabench": ROOT / "iqabench", "iqabench.adapters": ROOT / "adapters",
             "iqabench.benchmarks": ROOT / "benchmarks", "iqabench.reports": ROOT / "reports"}
-RANKS = [  # (module prefix, rank); the longest matching prefix wins
+RANKS = [  # (module prefix, rank); the longest matching prefix wins. Core subpackages (docs/architecture.md):
     ("iqabench", 0),
-    ("iqabench.store", 1), ("iqabench.store_check", 1), ("iqabench.score_shards", 1), ("iqabench.sqlite_tx", 1),
+    ("iqabench.contracts", 0), ("iqabench.execution", 0), ("iqabench.io", 0), ("iqabench.analysis", 0),
+    ("iqabench.support", 0),
+    ("iqabench.store", 1),
     # metrics sit below the generators: gradient guidance, ACPO's evaluator and `score-dataset` build registered
     # metrics, so the generators use the metric layer (while the data flows generators -> store -> metrics)
     ("iqabench.metrics", 2), ("iqabench.metric_catalog", 2),
     ("iqabench.adapters", 3),
     ("iqabench.benchmark", 4), ("iqabench.benchmarks", 4),
-    ("iqabench.runner", 5), ("iqabench.manifest", 5), ("iqabench.scoring", 5), ("iqabench.batch_autotune", 5),
-    ("iqabench.planning", 5), ("iqabench.run_status", 5), ("iqabench.preflight", 5), ("iqabench.fetch", 5),
+    ("iqabench.engine", 5),
     ("iqabench.reports", 6),
-    # iqabench.errors (the error classes) is core; the CLI's error boundary is iqabench.cli.boundary
+    # iqabench.contracts.errors (the error classes) is core; the CLI's error boundary is iqabench.cli.boundary
     ("iqabench.api", 7), ("iqabench.cli", 7), ("iqabench.__main__", 7),
     ("iqabench.__init__", 7),
 ]
@@ -122,11 +124,11 @@ def test_allowed_exceptions_are_still_needed():
 
 
 def test_store_verify_lives_in_its_own_module():
-    import iqabench.store as store
-    import iqabench.store_check as store_check
+    import iqabench.store.store as store
+    import iqabench.store.store_check as store_check
 
     assert callable(store_check.verify_store) and not hasattr(store, "verify_store")
-    assert "def verify_store" not in (ROOT / "iqabench" / "store.py").read_text("utf-8")
+    assert "def verify_store" not in (ROOT / "iqabench" / "store" / "store.py").read_text("utf-8")
 
 
 def test_no_import_circles():
@@ -134,3 +136,19 @@ def test_no_import_circles():
     found = set(edges())
     circles = sorted({tuple(sorted(pair)) for pair in found if (pair[1], pair[0]) in found})
     assert not circles, f"modules importing each other: {circles}"
+
+
+#: the only modules left directly in iqabench/ (docs/architecture.md says why); the rest of the core lives in
+#: the subpackages of RANKS
+TOP_LEVEL = {"__init__", "__main__", "api", "benchmark", "metric_catalog"}
+SUBPACKAGES = {"contracts", "execution", "io", "analysis", "support", "store", "engine", "cli", "metrics"}
+
+
+def test_the_core_lives_in_subpackages_that_have_a_rank():
+    flat = {p.stem for p in (ROOT / "iqabench").glob("*.py")}
+    assert flat == TOP_LEVEL, f"new top-level modules belong in a subpackage: {sorted(flat - TOP_LEVEL)}"
+    folders = {p.parent.name for p in (ROOT / "iqabench").glob("*/__init__.py")}
+    assert folders == SUBPACKAGES, sorted(folders ^ SUBPACKAGES)
+    prefixes = {p for p, _ in RANKS}
+    unranked = sorted(f"iqabench.{s}" for s in SUBPACKAGES - {"cli"} if f"iqabench.{s}" not in prefixes)
+    assert not unranked, f"subpackages without a rank of their own: {unranked}"

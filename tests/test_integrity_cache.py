@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from iqabench.api import run
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import metric_fingerprint
-from iqabench.specs import RunSpec
-from iqabench.store import CorruptImageError, Store
-from iqabench.store_check import verify_store
+from iqabench.store.store import CorruptImageError, Store
+from iqabench.store.store_check import verify_store
 
 SPEC = dict(benchmark="scores", generators=["tiny-sd[steps=1]"], metrics=["piqe"], prompts="smoke", limit=1,
             seeds=[0], batch_size=2)

@@ -42,8 +42,8 @@ def test_planted_hubconf_never_runs_by_default(planted):
 
 def test_torch_hub_load_is_refused_for_any_caller_without_the_opt_in(planted):
     """Not only the metrics in the table: once iqabench has built anything, a plugin's torch.hub.load is refused."""
-    from iqabench import hub_code, safe_load
-    from iqabench.hub_code import UntrustedCodeError
+    from iqabench.io import hub_code, safe_load
+    from iqabench.io.hub_code import UntrustedCodeError
 
     safe_load.install()
     with pytest.raises(UntrustedCodeError, match="hubconf.py.*--trust-hub-code"):
@@ -63,7 +63,7 @@ def test_planted_hubconf_runs_only_with_the_opt_in(planted):
 
 def test_run_refuses_a_code_loading_metric_before_any_work(planted, tmp_path):
     from iqabench.api import run
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.specs import RunSpec
 
     spec = RunSpec("scores", ["tiny-sd[steps=1]"], metrics=["fid_dinov2"], limit=1)
     with pytest.raises(MetricUnavailableError, match="--trust-hub-code"):

@@ -9,8 +9,8 @@ import threading
 import pytest
 from test_hardening_cli import RUN, cli, one_error
 
-from iqabench.prompts import PromptFileError, load_prompts
-from iqabench.specs import SpecError, parse_seeds
+from iqabench.contracts.specs import SpecError, parse_seeds
+from iqabench.io.prompts import PromptFileError, load_prompts
 
 
 def test_csv_with_an_unterminated_quote_is_refused_with_its_line(tmp_path):

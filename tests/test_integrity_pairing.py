@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqabench.compare import paired_differences
+from iqabench.analysis.compare import paired_differences
+from iqabench.contracts.results import PerItemScores, Result
 from iqabench.reports import save_result
 from iqabench.reports.compare import render_comparison, resolve_run
 from iqabench.reports.persist import load_result
-from iqabench.results import PerItemScores, Result
-from iqabench.store import Store
+from iqabench.store.store import Store
 
 
 def _per_item(rows: pd.DataFrame) -> PerItemScores:

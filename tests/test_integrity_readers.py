@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from test_hardening_cli import cli, one_error
 
+from iqabench.contracts.results import Result
 from iqabench.reports import save_result
-from iqabench.results import Result
-from iqabench.store import Store
+from iqabench.store.store import Store
 
 DEEP = "[" * 100_000 + "]" * 100_000
 BAD_RUN_JSON = {"a JSON list": "[1, 2]", "a JSON string": '"run"', "deeply nested": DEEP, "garbage": "\x00{nope",
@@ -83,7 +83,7 @@ def test_malformed_csv_table_is_one_sentence_naming_the_file(tmp_path, capsys):
 
 
 def test_depth_and_type_checks_of_the_reader(tmp_path):
-    from iqabench.run_folders import RunFolderError, read_json_document
+    from iqabench.store.run_folders import RunFolderError, read_json_document
 
     path = tmp_path / "x.json"
     path.write_text(json.dumps({"a": {"b": [1]}}))
@@ -97,7 +97,7 @@ def test_depth_and_type_checks_of_the_reader(tmp_path):
 
 def test_study_votes_nested_too_deeply_are_one_sentence(tmp_path):
     from iqabench.benchmarks.study.analyze import load_votes
-    from iqabench.run_folders import RunFolderError
+    from iqabench.store.run_folders import RunFolderError
 
     votes = tmp_path / "votes.json"
     votes.write_text(DEEP)

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from iqabench.api import run
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
 
 SPEC = dict(benchmark="scores", generators=["tiny-sd[steps=1]"], metrics=["entropy"], prompts="smoke", limit=1,
             seeds=[0], batch_size=2)
@@ -25,7 +25,7 @@ def finished(tmp_path_factory):
 
 
 def test_spec_differences_names_fields_and_ignores_speed_settings():
-    from iqabench.run_binding import spec_differences
+    from iqabench.engine.run_binding import spec_differences
 
     a = RunSpec(**SPEC).to_dict()
     assert spec_differences(a, {**a, "batch_size": 8, "options": {"compile": True}}) == []
@@ -33,7 +33,7 @@ def test_spec_differences_names_fields_and_ignores_speed_settings():
 
 
 def test_another_spec_under_a_used_run_id_is_refused_and_the_run_is_kept(finished):
-    from iqabench.run_binding import RunIdInUseError
+    from iqabench.engine.run_binding import RunIdInUseError
 
     before = (finished / "runs" / "mine" / "run.json").read_bytes()
     with pytest.raises(RunIdInUseError, match=r"run id 'mine' already holds a run of another spec \(differing: "
@@ -67,14 +67,14 @@ def test_cli_refusal_is_one_sentence_exit_2(finished, tmp_path):
 
 def test_a_second_process_claiming_a_run_id_in_use_is_refused(tmp_path):
     """The lock is held across processes: a child tries the run id this process holds and is refused."""
-    from iqabench.run_binding import claim_run
+    from iqabench.engine.run_binding import claim_run
 
     folder = tmp_path / "runs" / "race"
     claim = claim_run(folder, RunSpec(**SPEC).to_dict())
     try:
         child = textwrap.dedent(f'''
             from pathlib import Path
-            from iqabench.run_binding import RunIdInUseError, claim_run
+            from iqabench.engine.run_binding import RunIdInUseError, claim_run
             try:
                 claim_run(Path({str(folder)!r}), {{"benchmark": "scores"}})
             except RunIdInUseError as exc:

@@ -12,7 +12,7 @@ from iqabench.adapters.iqa_adapter.attention import (
     quality_processors,
     set_quality_scale,
 )
-from iqabench.tiny_models import tiny_cross_attention_unet
+from iqabench.support.tiny_models import tiny_cross_attention_unet
 
 
 def cross_attention(seed: int = 0) -> Attention:

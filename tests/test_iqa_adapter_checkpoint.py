@@ -18,8 +18,8 @@ from iqabench.adapters.iqa_adapter.checkpoint import (
 )
 from iqabench.adapters.iqa_adapter.conditioning import load_stats
 from iqabench.adapters.iqa_adapter.projection import CheckpointError
-from iqabench.generators import WeightsMissingError
-from iqabench.tiny_models import tiny_cross_attention_unet
+from iqabench.contracts.generators import WeightsMissingError
+from iqabench.support.tiny_models import tiny_cross_attention_unet
 
 
 def make_adapter(seed: int = 0, **kw) -> IQAAdapter:

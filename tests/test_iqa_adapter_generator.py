@@ -9,10 +9,10 @@ import torch
 from iqabench.adapters.iqa_adapter.adapter import AdapterConfig, IQAAdapter
 from iqabench.adapters.iqa_adapter.checkpoint import ENV_DIR, save_adapter
 from iqabench.adapters.iqa_adapter.conditioning import TargetError, load_stats
-from iqabench.generators import WeightsMissingError, WorkItem, build_generator
-from iqabench.runtime import Runtime
-from iqabench.specs import SpecError
-from iqabench.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench.contracts.generators import WeightsMissingError, WorkItem, build_generator
+from iqabench.contracts.specs import SpecError
+from iqabench.execution.runtime import Runtime
+from iqabench.support.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 RUNTIME = Runtime(device="cpu", dtype="fp32", batch_size=2)
 

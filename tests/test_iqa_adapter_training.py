@@ -20,7 +20,7 @@ from iqabench.adapters.iqa_adapter.training import (
     latest_checkpoint,
     train_adapter,
 )
-from iqabench.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench.support.tiny_models import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 STATS = {"blur": MetricStats("blur", 1.0, 1.0, {0: 0.0, 50: 1.0, 100: 2.0})}
 

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from iqabench.api import execute
 from iqabench.cli import app
-from iqabench.runner import Runner
-from iqabench.specs import RunSpec
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner
 
 
 def test_score_train_and_relgain_through_the_cli(tmp_path):

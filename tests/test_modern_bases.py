@@ -1,6 +1,6 @@
 """Issue 25: SD3 / FLUX.1 (dev-like and schnell-like) / PixArt-Sigma benchmarked correctly, offline.
 
-Tiny random pipelines of each family (iqabench.tiny_modern) and their hub-mirror snapshots under the real ids
+Tiny random pipelines of each family (iqabench.support.tiny_modern) and their hub-mirror snapshots under the real ids
 (tests/hub_mirror/modern.py); 2 steps, 64 px, one or two images per side. Numbers mean nothing (random
 weights); what is asserted is what each family's comparison *means* and that every benchmark runs over it.
 """
@@ -17,11 +17,11 @@ from PIL import Image
 from torch import nn
 
 from iqabench.api import run
-from iqabench.generators import GeneratorPool, WorkItem, build_generator, canonical_spec, register_generator
+from iqabench.contracts.generators import GeneratorPool, WorkItem, build_generator, canonical_spec, register_generator
+from iqabench.contracts.specs import RunSpec, SpecError
+from iqabench.engine.runner import GeneratorBrokenError
+from iqabench.execution.runtime import Runtime
 from iqabench.metrics import register_metric
-from iqabench.runner import GeneratorBrokenError
-from iqabench.runtime import Runtime
-from iqabench.specs import RunSpec, SpecError
 
 
 class Brightness(nn.Module):
@@ -46,7 +46,7 @@ def _pixels(images) -> list[np.ndarray]:
 
 # -- the tiny models and what each family means ----------------------------------------------------------------
 def test_tiny_models_are_the_real_classes_with_offline_tokenizers():
-    from iqabench import tiny_modern
+    from iqabench.support import tiny_modern
 
     t5 = tiny_modern.tiny_t5_tokenizer()
     ids = t5("a photo of a red cat").input_ids
@@ -291,7 +291,7 @@ def test_non_finite_latents_are_caught_on_pixart_which_has_no_step_callback():
     """PixArt-Sigma's pipeline takes no callback_on_step_end, so its decoded images are checked instead."""
     import inspect
 
-    from iqabench.image_checks import GeneratedImageError
+    from iqabench.execution.image_checks import GeneratedImageError
 
     generator = build_generator(TINY["pixart"], RT)
     assert "callback_on_step_end" not in inspect.signature(type(generator.pipeline).__call__).parameters

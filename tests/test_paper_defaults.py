@@ -18,7 +18,7 @@ from iqabench.adapters.iqa_adapter.training import TrainConfig
 def test_iqa_adapter_lambda_is_the_papers_0_5_and_1_0_stays_reachable():
     assert PAPER_SCALE == 0.5 and ADAPTER_OPTIONS["scale"] == 0.5  # every experiment of the paper; > 0.9 artifacts
     assert OFFICIAL_GENERATE_SCALE == 1.0  # X1716/IQA-Adapter IQAAdapter.generate(scale=1.0)
-    from iqabench.specs import GeneratorSpec
+    from iqabench.contracts.specs import GeneratorSpec
 
     assert GeneratorSpec.parse("iqa-adapter:topiq[scale=1.0]").options_dict["scale"] in (1.0, "1.0")
 
@@ -75,8 +75,8 @@ def test_train_iqa_adapter_phase_presets_resolve(tmp_path, phase, expected):
 def test_sd14_preset_is_stable_diffusion_v1_4(tmp_path, monkeypatch):
     """ACPO's base: CompVis/stable-diffusion-v1-4, next to sd15/sd21 (checked against a fake HF cache holding
     only the files the weights check reads)."""
-    from iqabench.generators import build_generator
-    from iqabench.runtime import Runtime
+    from iqabench.contracts.generators import build_generator
+    from iqabench.execution.runtime import Runtime
 
     commit = "0" * 40
     repo = tmp_path / "hub" / "models--CompVis--stable-diffusion-v1-4"
@@ -96,10 +96,10 @@ def test_sd14_preset_is_stable_diffusion_v1_4(tmp_path, monkeypatch):
 
 def test_guidance_generator_defaults_to_the_papers_formula():
     from iqabench.adapters.guidance.generator import GUIDANCE_OPTIONS
-    from iqabench.generators import build_generator
+    from iqabench.contracts.generators import build_generator
+    from iqabench.contracts.specs import SpecError
+    from iqabench.execution.runtime import Runtime
     from iqabench.metrics import register_metric
-    from iqabench.runtime import Runtime
-    from iqabench.specs import SpecError
 
     assert GUIDANCE_OPTIONS["alpha"] == 30.0 and GUIDANCE_OPTIONS["scaling"] == "paper"
     register_metric("test_paper_bright", lower_better=False, overwrite=True)(
@@ -135,8 +135,8 @@ def test_iqa_adapter_scale_above_0_9_warns_in_one_sentence(tmp_path, monkeypatch
     """The paper: lambda > 0.9 introduces artifacts. 0.9 itself and the default 0.5 stay silent."""
     import warnings
 
-    from iqabench.generators import build_generator
-    from iqabench.runtime import Runtime
+    from iqabench.contracts.generators import build_generator
+    from iqabench.execution.runtime import Runtime
 
     (tmp_path / "iqa_adapter_topiq_nr.safetensors").write_bytes(b"adapter bytes")
     monkeypatch.setenv("IQABENCH_ADAPTER_DIR", str(tmp_path))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from iqabench.generators import build_generator
-from iqabench.runtime import Runtime
+from iqabench.contracts.generators import build_generator
+from iqabench.execution.runtime import Runtime
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "paper_settings.md"
 COMMIT = "0" * 40
@@ -62,7 +62,7 @@ def offline(tmp_path, monkeypatch):
 
 def resolve_run(argv: list[str], monkeypatch) -> object:
     """Run ``iqabench run ...`` through the real CLI up to the RunSpec (the Runner is replaced: no generation)."""
-    import iqabench.runner
+    import iqabench.engine.runner
     from iqabench.cli.app import app
 
     captured = {}
@@ -76,7 +76,7 @@ def resolve_run(argv: list[str], monkeypatch) -> object:
         def summarize_plan(self):
             raise SystemExit(0)
 
-    monkeypatch.setattr(iqabench.runner, "Runner", Capture)
+    monkeypatch.setattr(iqabench.engine.runner, "Runner", Capture)
     assert argv[:2] == ["iqabench", "run"]
     result = CliRunner().invoke(app, argv[1:])
     assert "spec" in captured, result.output
@@ -109,7 +109,7 @@ def test_table5_command_is_the_papers_setting(offline, monkeypatch):
     assert spec.generators == ["sdxl", "iqa-adapter:topiq"]
     assert spec.options == {"topk": "25,10", "reference": "coco_10k.csv", "reference_stats": "coco_train.npz",
                             "topk_reference": "coco/train2017/"}
-    from iqabench.paper_presets import TABLE5_METRICS
+    from iqabench.support.paper_presets import TABLE5_METRICS
 
     assert spec.metrics == list(TABLE5_METRICS) and len(spec.metrics) == 18  # "all IQA/IAA metrics"
     assert {k: generation("sdxl")[k] for k in SDXL} == SDXL
@@ -119,7 +119,7 @@ def test_table5_command_is_the_papers_setting(offline, monkeypatch):
 
 
 def test_table5_preset_names_the_files_it_needs(offline, monkeypatch):
-    from iqabench import paper_presets
+    from iqabench.support import paper_presets
 
     with pytest.raises(ValueError, match=r"--option reference_stats=<coco_train.npz.*--option topk_reference="):
         paper_presets.apply("paper:iqa-table5", "fid-topk", {"options": {"reference": "coco_10k.csv"}})
@@ -255,7 +255,7 @@ def test_acpo_interpretations_are_named_settings(offline):
 
 
 def test_presets_refuse_a_wrong_benchmark_and_missing_prompts(offline, monkeypatch):
-    from iqabench import paper_presets
+    from iqabench.support import paper_presets
 
     with pytest.raises(ValueError, match="reproduces a relgain run"):
         paper_presets.apply("paper:iqa-fig3a", "fid-topk", {})
@@ -269,7 +269,7 @@ def test_presets_refuse_a_wrong_benchmark_and_missing_prompts(offline, monkeypat
 
 
 def test_every_preset_is_documented_with_its_cost():
-    from iqabench.paper_presets import SETTINGS
+    from iqabench.support.paper_presets import SETTINGS
 
     text = DOCS.read_text()
     for name in SETTINGS:
@@ -278,7 +278,7 @@ def test_every_preset_is_documented_with_its_cost():
 
 
 def test_plain_preset_paper_picks_the_benchmarks_only_setting():
-    from iqabench import paper_presets
+    from iqabench.support import paper_presets
 
     fields, _ = paper_presets.apply("paper", "seed-consistency", {"prompts": "p.txt"})
     assert fields["seeds"] == list(range(100)) and fields["limit"] == 25

@@ -9,12 +9,12 @@ import textwrap
 import pytest
 
 from iqabench.api import run
-from iqabench.execution import Execution
-from iqabench.manifest import default_run_id
-from iqabench.planning import plan_run
-from iqabench.runtime import Runtime
-from iqabench.specs import RunSpec
-from iqabench.store import content_key
+from iqabench.contracts.execution import Execution
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.manifest import default_run_id
+from iqabench.engine.planning import plan_run
+from iqabench.execution.runtime import Runtime
+from iqabench.store.store import content_key
 
 SPEC = dict(benchmark="relgain", generators=["tiny-sd[steps=1]"], metrics=["entropy"], limit=1)
 
@@ -77,10 +77,10 @@ def test_plan_run_has_no_side_effects(tmp_path, monkeypatch):
 def test_study_export_of_a_run_planned_on_another_device_keeps_its_rows(tmp_path, monkeypatch):
     """run.json records the resolved runtime and the planned keys; the export reads them and re-plans nothing,
     so a run planned on cuda/fp16 exports on this CPU machine, and no metric (or its weights) is needed."""
+    import iqabench.engine.planning as planning
     import iqabench.metrics.registration as registration
-    import iqabench.planning as planning
     from iqabench.benchmarks.study.export import collect_conditions
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     outcome = run(RunSpec(**SPEC), out=tmp_path, execution=Execution(device="cpu", batch_size=2))
     store = Store(tmp_path)
@@ -105,7 +105,7 @@ def test_study_export_of_a_run_planned_on_another_device_keeps_its_rows(tmp_path
 
 
 def outcome_keys(store, run_id):
-    from iqabench.runner import Runner
+    from iqabench.engine.runner import Runner
 
     return Runner(RunSpec(**SPEC), store, run_id=run_id, execution=Execution(device="cpu")).image_keys
 
@@ -136,7 +136,7 @@ def test_batch_size_auto_reaches_fid_topk_inception_pass(tmp_path, monkeypatch):
 
 
 def test_a_pass_backs_off_on_out_of_memory():
-    from iqabench.batching import BatchPolicy, run_batched
+    from iqabench.execution.batching import BatchPolicy, run_batched
 
     policy = BatchPolicy("auto")
     calls: list[int] = []
@@ -191,7 +191,7 @@ def test_a_user_mistake_is_still_one_sentence(tmp_path, capsys):
 
 
 def test_auto_scores_cached_images_in_batches_not_one_by_one():
-    from iqabench.batching import AUTO_PASS_START, BatchPolicy
+    from iqabench.execution.batching import AUTO_PASS_START, BatchPolicy
 
     auto = BatchPolicy("auto")
     assert auto.size == 1 and auto.for_scoring() == AUTO_PASS_START  # nothing probed: not one image per batch

@@ -24,8 +24,8 @@ SCRIPT = textwrap.dedent('''
 
     from iqabench.metrics import build_metric, metric_info
     from iqabench.api import run
-    from iqabench.specs import RunSpec
-    from iqabench.store import Store
+    from iqabench.contracts.specs import RunSpec
+    from iqabench.store.store import Store
 
     def reference(model_repo, processor_repo, image, prompt, kind):
         """The papers' formulas, straight from transformers (the PickScore model card's code; Hessel et al.'s
@@ -101,7 +101,7 @@ SCRIPT = textwrap.dedent('''
     spec = RunSpec("relgain", ["tiny-sd"], metrics=["pickscore", "imagereward"], prompts="smoke", limit=2)
     outcome = run(spec, out=sys.argv[1], report=False)
     store = Store(sys.argv[1])
-    from iqabench.runner import Runner
+    from iqabench.engine.runner import Runner
     runner = Runner(spec, sys.argv[1])
     pairs = []
     for name in spec.metrics:
@@ -187,9 +187,9 @@ def test_a_planted_imagereward_checkpoint_is_refused_without_running(tmp_path, m
     from hub_mirror.hf_cache import write_snapshot
     from hub_mirror.planted import plant
 
+    from iqabench.io.safe_load import UnsafeCheckpointError
     from iqabench.metrics.imagereward import ImageReward
     from iqabench.metrics.preference_weights import preference_weights_status
-    from iqabench.safe_load import UnsafeCheckpointError
 
     marker = tmp_path / "pwned"
     cache = tmp_path / "hub"

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iqabench.generators import WorkItem, build_generator
+from iqabench.contracts.generators import WorkItem, build_generator
+from iqabench.contracts.specs import GeneratorSpec
+from iqabench.execution.runtime import Runtime
 from iqabench.metrics import register_metric
-from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec
 
 SMALL = "steps=2,height=64,width=64"
 RT = Runtime("cpu", "fp32", 1)
@@ -159,7 +159,7 @@ def test_quality_generators_generate_over_fp16_variant_bases(bases, base):
 def test_sd21_and_sd14_load_from_their_hub_snapshots(bases):
     """The other hub ids the mirror holds: SD 2.1 (v-prediction) and SD 1.4 through their presets and by hub id,
     and `iqabench list generators`' weight probe sees the snapshots."""
-    from iqabench.registry import GENERATORS
+    from iqabench.contracts.registry import GENERATORS
 
     for spec in (f"sd21[{SMALL}]", f"sd14[{SMALL}]", f"diffusers:CompVis/stable-diffusion-v1-4[{SMALL}]"):
         generator = build_generator(spec, RT)

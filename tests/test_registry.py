@@ -2,7 +2,15 @@ import textwrap
 
 import pytest
 
-from iqabench.registry import GENERATORS, METRICS, Entry, Registry, RegistryError, UnknownNameError, load_plugin
+from iqabench.contracts.registry import (
+    GENERATORS,
+    METRICS,
+    Entry,
+    Registry,
+    RegistryError,
+    UnknownNameError,
+    load_plugin,
+)
 
 
 def test_unknown_generator_suggests_close_match():
@@ -45,7 +53,7 @@ def test_plugin_file_registers_a_benchmark(tmp_path):
             def plan(self, spec):
                 return []
     '''))
-    from iqabench.registry import BENCHMARKS
+    from iqabench.contracts.registry import BENCHMARKS
 
     load_plugin(str(plugin))
     try:
@@ -65,7 +73,7 @@ def test_plugin_file_loaded_twice_registers_once(tmp_path):
             def plan(self, spec):
                 return []
     '''))
-    from iqabench.registry import BENCHMARKS
+    from iqabench.contracts.registry import BENCHMARKS
 
     try:
         load_plugin(str(plugin))

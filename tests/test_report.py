@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from iqabench.contracts.results import ImageRef, Result
 from iqabench.reports import (
     heatmap_figure,
     load_result,
@@ -24,8 +25,7 @@ from iqabench.reports import (
     save_result,
     table_view,
 )
-from iqabench.results import ImageRef, Result
-from iqabench.store import Store, content_key
+from iqabench.store.store import Store, content_key
 
 EVIL_PROMPT = "<script>alert(1)</script> a cat"
 BIG, SMALL = content_key("big image"), content_key("small image")
@@ -76,7 +76,7 @@ def make_result(headline: float = 4.25) -> Result:
         ImageRef(BIG, f"{EVIL_PROMPT} / seed 0", {"piqe": 41.23456}, "tiny-sd"),
         ImageRef(SMALL, f"{EVIL_PROMPT} / seed 0", {"piqe": 35.5}, "iqa-adapter:topiq"),
     ]
-    from iqabench.decisions import wide_headline
+    from iqabench.analysis.decisions import wide_headline
 
     head = wide_headline("scores", scores, row_key="generator", columns=["piqe"], quantity="piqe", signed=False,
                          higher_better=False, n_units_column=None)
@@ -407,7 +407,7 @@ def test_leftover_integer_index_is_not_written_or_shown(store):
 
 def _relgain_result(footnote: str = "Brackets: 95% CI, BCa bootstrap over images.", **fields) -> Result:
     """A relgain table with unit-level p-values, typed as the benchmark types it (Holm over its 4 cells)."""
-    from iqabench.decisions import effect_table, long_headline
+    from iqabench.analysis.decisions import effect_table, long_headline
 
     frame = pd.DataFrame({
         "generator": ["g1", "g1", "g<2>", "g<2>"], "metric": ["piqe", "entropy", "piqe", "entropy"],
@@ -451,7 +451,7 @@ def test_scores_headline_marks_best_by_the_metrics_direction(store):
                           "direction": ["lower is better", "higher is better"] * 2,
                           "score": [30.0, 7.0, 20.0, 6.0], "score_ci_low": [29.0, 6.9, 19.0, 5.9],
                           "score_ci_high": [31.0, 7.1, 21.0, 6.1]})
-    from iqabench.decisions import long_headline
+    from iqabench.analysis.decisions import long_headline
 
     head = long_headline("scores", table, row_key="generator", column_key="metric", value="score", quantity="score",
                          signed=False, higher_better={"piqe": False, "entropy": True}, n_units_column=None)

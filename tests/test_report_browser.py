@@ -12,10 +12,10 @@ import pytest
 from browser import chromium  # noqa: F401  (pytest fixture)
 from PIL import Image
 
-from iqabench.plotting import heatmap_figure
+from iqabench.analysis.plotting import heatmap_figure
+from iqabench.contracts.results import ImageRef, Result
 from iqabench.reports import render_report, save_result
-from iqabench.results import ImageRef, Result
-from iqabench.store import Store, content_key
+from iqabench.store.store import Store, content_key
 
 # markup that would set window.__pwned if the report failed to escape it (and CSP let it through)
 HOSTILE_PROMPT = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
@@ -110,8 +110,8 @@ def _wide_report(tmp_path, run_id: str, generator: str, store: Store | None = No
                              "entropy": np.linspace(6, 7, 8)})
     matrix = pd.DataFrame([[1.5, -2.0]], index=pd.Index([generator], name="generator"),
                           columns=pd.Index(["piqe", "entropy"], name="metric"))
-    from iqabench.decisions import long_headline
-    from iqabench.results import PerItemScores
+    from iqabench.analysis.decisions import long_headline
+    from iqabench.contracts.results import PerItemScores
 
     head = long_headline("scores", scores, row_key="generator", column_key="metric", value="score", quantity="score",
                          signed=False, higher_better={"piqe": False, "entropy": True}, n_units_column=None)

@@ -12,15 +12,15 @@ import scipy.stats as sps
 from statsmodels.stats.multitest import multipletests
 from typer.testing import CliRunner
 
+from iqabench.analysis.compare import paired_differences
+from iqabench.analysis.decisions import long_headline, wide_headline
+from iqabench.analysis.stats import holm, paired_statistics
 from iqabench.cli import app
-from iqabench.compare import paired_differences
-from iqabench.decisions import long_headline, wide_headline
+from iqabench.contracts.results import PerItemScores, Result
 from iqabench.reports import save_result
 from iqabench.reports.compare import render_comparison, resolve_run
 from iqabench.reports.persist import load_result
-from iqabench.results import PerItemScores, Result
-from iqabench.stats import holm, paired_statistics
-from iqabench.store import Store
+from iqabench.store.store import Store
 
 PROMPTS = [f"p{i}" for i in range(6)]
 SEEDS = [0, 1]
@@ -210,7 +210,8 @@ def test_identical_images_are_left_out_with_a_note_and_holm_sits_next_to_the_dif
     table = typed.frame
     assert set(table.run) == {"run-new"}  # run-same's every difference is exactly 0: not a test, a note
     assert "identical images" in typed.footnote and "sd15 (run-same) vs sd15 (run-base), piqe" in typed.footnote
-    assert "no effect to measure, not a measured 0" in typed.footnote  # issue 25's one wording (iqabench.identical)
+    # issue 25's one wording (iqabench.analysis.identical)
+    assert "no effect to measure, not a measured 0" in typed.footnote
     columns = list(table.columns)
     assert columns[columns.index("difference_ci_high") + 1:][:2] == ["difference_p_holm", "t_p"]
     from iqabench.reports.tables import display_frame

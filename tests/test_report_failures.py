@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from iqabench.api import execute
+from iqabench.contracts.results import Result
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner, RunOutcome
 from iqabench.reports.tables import to_markdown
-from iqabench.results import Result
-from iqabench.runner import Runner, RunOutcome
-from iqabench.specs import RunSpec
 
 
 @pytest.mark.parametrize("broken", ["save_result", "render_report"])

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from iqabench.contracts.results import Result
 from iqabench.reports import save_result
 from iqabench.reports.headline import Headline
 from iqabench.reports.render import render_html
-from iqabench.results import Result
-from iqabench.store import Store
+from iqabench.store.store import Store
 
-M = "\u2212"  # the true minus sign (iqabench.number_format.MINUS)
+M = "\u2212"  # the true minus sign (iqabench.analysis.number_format.MINUS)
 
 
 # --- numbers: one formatter --------------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def test_format_number_uses_significant_figures_and_a_true_minus(value, text):
 
 
 def test_format_ci_resolves_a_narrow_interval_and_prints_no_false_precision():
-    from iqabench.number_format import format_ci
+    from iqabench.analysis.number_format import format_ci
 
     assert format_ci(6.8512, 6.8501, 6.8523) == "6.8512 [6.8501, 6.8523]"  # was "6.85 [6.85, 6.85]"
     assert format_ci(6.85, 6.85, 6.85) == "6.85"  # zero width: no brackets claiming a measured precision
@@ -49,14 +49,14 @@ def test_format_ci_resolves_a_narrow_interval_and_prints_no_false_precision():
 
 
 def test_latex_numbers_use_math_mode_minus_and_exponents():
-    from iqabench.number_format import latex_number
+    from iqabench.analysis.number_format import latex_number
 
     assert latex_number(f"{M}1.97×10⁻¹¹") == "$-$1.97$\\times 10^{-11}$"
     assert latex_number("– ∞") == "-- $\\infty$"
 
 
 def test_heatmap_annotations_show_a_small_non_zero_effect_and_no_minus_zero():
-    from iqabench.plotting import heatmap_figure
+    from iqabench.analysis.plotting import heatmap_figure
 
     est = pd.DataFrame([[0.0004, -0.00002]], index=["g"], columns=["a", "b"])
     low = pd.DataFrame([[0.0002, -0.00005]], index=["g"], columns=["a", "b"])
@@ -69,7 +69,7 @@ def test_heatmap_annotations_show_a_small_non_zero_effect_and_no_minus_zero():
 # --- labels -----------------------------------------------------------------------------------------------------
 
 def test_generator_labels_are_short_stable_and_unique():
-    from iqabench.labels import generator_aliases, generator_label
+    from iqabench.analysis.labels import generator_aliases, generator_label
 
     assert generator_label("iqa-adapter:/data/ckpt/adA.safetensors") == "iqa-adapter:adA"
     assert generator_label("iqa-adapter:/data/ckpt/adA.safetensors[scale=0.5]") == "iqa-adapter:adA[scale=0.5]"
@@ -87,7 +87,7 @@ COLLIDING = ["iqa-adapter:/runs/a/final.safetensors", "iqa-adapter:/runs/b/final
 
 
 def test_colliding_specs_get_distinct_deterministic_labels():
-    from iqabench.labels import figure_labels, generator_aliases
+    from iqabench.analysis.labels import figure_labels, generator_aliases
 
     aliases = generator_aliases(COLLIDING)
     assert aliases["diffusers:/m/sd15[name=mine,steps=2]"] == "mine[steps=2]"  # the option the name hid, no path
@@ -103,11 +103,11 @@ def test_colliding_specs_get_distinct_deterministic_labels():
 
 
 def test_every_figure_labels_colliding_generators_apart():
+    from iqabench.analysis.plotting import heatmap_figure
     from iqabench.benchmarks.condition_sweep import curves_figure, distributions_figure
     from iqabench.benchmarks.fr_distances import matrix_figure
     from iqabench.benchmarks.seed_consistency import distribution_figure
     from iqabench.benchmarks.study import analyze
-    from iqabench.plotting import heatmap_figure
 
     n = len(COLLIDING)
     heat = heatmap_figure(pd.DataFrame(np.eye(n), index=COLLIDING, columns=COLLIDING), "t")
@@ -360,7 +360,7 @@ def test_a_table_too_wide_to_read_is_split_into_panels_that_repeat_the_row_label
 
 
 def test_figure_pdfs_embed_truetype_fonts_not_type3():
-    from iqabench.plotting import heatmap_figure
+    from iqabench.analysis.plotting import heatmap_figure
     from iqabench.reports.persist import figure_bytes
 
     pdf = figure_bytes(heatmap_figure(pd.DataFrame([[1.0, -2.0]], index=["g"], columns=["a", "b"]), "t"), "pdf")
@@ -392,7 +392,7 @@ def test_sweep_curves_have_one_legend_outside_the_panels_one_entry_per_line_and_
 
 
 def test_long_titles_end_with_an_ellipsis():
-    from iqabench.plotting import ellipsize, heatmap_figure, short_title
+    from iqabench.analysis.plotting import ellipsize, heatmap_figure, short_title
 
     assert ellipsize("a" * 50, 10) == "a" * 9 + "…"
     title = heatmap_figure(pd.DataFrame([[1.0]], index=["g"], columns=["m"]), "x" * 300).axes[0].get_title()
@@ -512,7 +512,7 @@ def test_a_table_can_choose_the_columns_its_latex_export_prints():
 
 def test_heatmap_shows_no_ci_where_the_tables_show_none():
     """A cell resting on too few units reads as the tables read it: the estimate, no 95% CI brackets."""
-    from iqabench.plotting import heatmap_figure
+    from iqabench.analysis.plotting import heatmap_figure
 
     index = pd.Index(["g1", "g2"], name="generator")
     frame = lambda a, b: pd.DataFrame({"piqe": [a, b]}, index=index)  # noqa: E731

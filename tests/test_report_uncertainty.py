@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from iqabench.analysis.plotting import hatched_cells
 from iqabench.benchmarks.adversarial_gradcam import relgain_cell, transfer_figure, transfer_table, transfer_typed
 from iqabench.benchmarks.condition_sweep import (
     correlation_headline,
@@ -24,8 +25,7 @@ from iqabench.benchmarks.fr_distances import extreme_pair_table, extremes_typed,
 from iqabench.benchmarks.scale_sweep import gap_at_max_scale, gap_headline, gap_table, scale_gap
 from iqabench.benchmarks.study.analyze import pairwise_figure, pairwise_footnote, pairwise_with_ci
 from iqabench.benchmarks.sweeps import mean_with_ci
-from iqabench.plotting import hatched_cells
-from iqabench.results import Result
+from iqabench.contracts.results import Result
 
 PROMPTS = [f"p{i}" for i in range(6)]
 SEEDS = (0, 1)
@@ -130,7 +130,7 @@ def test_fr_distance_matrix_has_cis_and_leaves_its_trivial_zero_diagonal_unhatch
 
 
 def test_heatmap_hatches_a_ci_that_crosses_the_null_but_not_a_zero_width_one_at_it():
-    from iqabench.plotting import heatmap_figure
+    from iqabench.analysis.plotting import heatmap_figure
 
     grid = pd.DataFrame([[0.0, 0.05], [0.3, 0.0]])
     low, high = pd.DataFrame([[0.0, -0.02], [0.2, 0.0]]), pd.DataFrame([[0.0, 0.1], [0.4, 0.0]])

@@ -1,7 +1,7 @@
 """A resume of a finished run does no work it need not (issue 29): same inputs, no analysis, nothing rewritten."""
 
 from iqabench import RunSpec, run
-from iqabench.runner import Runner
+from iqabench.engine.runner import Runner
 
 SPEC = dict(benchmark="scores", generators=["tiny-sd"], metrics=["entropy"], prompts="smoke", limit=2, seeds=[0])
 
@@ -33,7 +33,7 @@ def test_resume_of_a_finished_run_rewrites_no_result_or_report_and_does_not_anal
 
 
 def test_a_changed_score_or_a_missing_report_makes_the_resume_analyse_again(tmp_path, monkeypatch):
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     first = run(RunSpec(**SPEC), out=tmp_path)
     store = Store(tmp_path)
@@ -54,7 +54,7 @@ def test_a_run_start_reads_run_json_once_and_again_only_when_it_changed(tmp_path
     """The spec check before planning, the one under the lock and the resume's comparison share one read."""
     from pathlib import Path
 
-    from iqabench import run_folders
+    from iqabench.store import run_folders
 
     first = run(RunSpec(**SPEC), out=tmp_path)
     reads = []
@@ -68,7 +68,7 @@ def test_a_run_start_reads_run_json_once_and_again_only_when_it_changed(tmp_path
     runner = Runner(RunSpec(**SPEC), tmp_path)
     manifest = (first.run_dir / "run.json").read_text()
     (first.run_dir / "run.json").write_text(manifest.replace('"entropy"', '"piqe"'))
-    from iqabench.run_binding import RunIdInUseError
+    from iqabench.engine.run_binding import RunIdInUseError
 
     try:
         runner.execute()

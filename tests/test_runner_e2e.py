@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from iqabench.api import run
-from iqabench.runner import Runner
-from iqabench.specs import RunSpec
-from iqabench.store import Store
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner
+from iqabench.store.store import Store
 
 SPEC = dict(benchmark="relgain", generators=["tiny-sd"], metrics=["piqe", "entropy"], prompts="smoke", limit=3,
             seeds=[0, 1], batch_size=2)
@@ -96,9 +96,9 @@ def test_resume_after_sigkill(tmp_path):
 def test_failing_image_is_reported_not_dropped(tmp_path):
     plugin = tmp_path / "flaky.py"
     plugin.write_text(textwrap.dedent('''
-        from iqabench.generators import register_generator
+        from iqabench.contracts.generators import register_generator
         from iqabench.adapters.diffusers_base import DiffusersGenerator
-        from iqabench.tiny_models import tiny_sd_pipeline
+        from iqabench.support.tiny_models import tiny_sd_pipeline
 
         class Flaky(DiffusersGenerator):
             def generate(self, items):
@@ -189,8 +189,8 @@ def test_metric_without_weights_fails_before_any_image_is_made(tmp_path, monkeyp
 
 def test_relgain_says_in_the_report_what_it_did_with_negative_and_zero_baselines(tmp_path):
     """Issue: handle f(x) near 0 or negative explicitly and say what was done in the report."""
+    from iqabench.contracts.registry import METRICS
     from iqabench.metrics import register_metric
-    from iqabench.registry import METRICS
 
     @register_metric("negative_test", lower_better=False, overwrite=True)
     def negative(device):
@@ -228,8 +228,8 @@ def test_relgain_says_in_the_report_what_it_did_with_negative_and_zero_baselines
 
 def test_metric_failing_on_one_image_records_it_and_a_rerun_retries_it(tmp_path):
     """Issue: a metric that fails on one image records the failure for that image and the run goes on."""
+    from iqabench.contracts.registry import METRICS
     from iqabench.metrics import register_metric
-    from iqabench.registry import METRICS
 
     state = {"fail_above": None}
 

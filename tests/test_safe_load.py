@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from iqabench import safe_load
+from iqabench.io import safe_load
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_mirror.planted import Planted, plant  # noqa: E402
@@ -35,7 +35,7 @@ def test_seam_is_installed_when_a_metric_is_built_not_at_import():
             "build_metric('piqe'); print(torch.load.__module__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.stdout.split() == ["torch.serialization", "iqabench.safe_load"], done.stderr[-2000:]
+    assert done.stdout.split() == ["torch.serialization", "iqabench.io.safe_load"], done.stderr[-2000:]
 
 
 def test_installing_the_seam_imports_no_clip_and_prints_no_warning():
@@ -100,7 +100,7 @@ def test_planted_pickle_in_the_adapter_dir_is_refused(tmp_path, monkeypatch):
 
 def test_planted_pickle_in_an_acpo_lora_folder_is_refused(tmp_path):
     from iqabench.adapters.acpo.lora import LORA_FILE, load_lora
-    from iqabench.tiny_models import tiny_sd_pipeline
+    from iqabench.support.tiny_models import tiny_sd_pipeline
 
     marker = tmp_path / "pwned"
     path = plant(tmp_path / "lora" / LORA_FILE, marker)  # a torch pickle under the safetensors name

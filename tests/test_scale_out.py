@@ -15,10 +15,10 @@ from oom_plugin import write_small_card_plugin
 from PIL import Image
 
 from iqabench.api import run
-from iqabench.oom import is_out_of_memory
-from iqabench.runner import Runner
-from iqabench.specs import RunSpec
-from iqabench.store import Store
+from iqabench.contracts.specs import RunSpec
+from iqabench.engine.runner import Runner
+from iqabench.execution.oom import is_out_of_memory
+from iqabench.store.store import Store
 
 ARGS = ["relgain", "--generator", "tiny-sd", "--metrics", "piqe,entropy", "--limit", "3", "--seeds", "0-1",
         "--batch-size", "2"]
@@ -118,9 +118,9 @@ def test_out_of_memory_while_isolating_a_failed_batch_retries_the_item_instead_o
     plugin = tmp_path / "moody.py"
     plugin.write_text(textwrap.dedent('''
         import torch
-        from iqabench.generators import register_generator
+        from iqabench.contracts.generators import register_generator
         from iqabench.adapters.diffusers_base import DiffusersGenerator
-        from iqabench.tiny_models import tiny_sd_pipeline
+        from iqabench.support.tiny_models import tiny_sd_pipeline
 
         class Moody(DiffusersGenerator):
             calls = 0

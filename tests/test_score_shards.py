@@ -3,8 +3,8 @@
 import hashlib
 import multiprocessing
 
-from iqabench.score_shards import ShardedStore, merge_shards, shard_dir
-from iqabench.store import Store, content_key
+from iqabench.store.score_shards import ShardedStore, merge_shards, shard_dir
+from iqabench.store.store import Store, content_key
 
 RUN = "scores-abc"
 
@@ -73,7 +73,7 @@ def test_during_a_sharded_run_the_shared_database_is_read_without_wal_and_never_
 
     import pytest
 
-    from iqabench.score_shards import prepare_for_readers
+    from iqabench.store.score_shards import prepare_for_readers
 
     shared = Store(tmp_path)
     shared.put_scores([(content_key("a"), "piqe", "fp", 2.0, None)])
@@ -96,7 +96,7 @@ def test_during_a_sharded_run_the_shared_database_is_read_without_wal_and_never_
 def test_leaving_wal_with_the_store_open_elsewhere_keeps_wal_instead_of_failing(tmp_path):
     import time
 
-    from iqabench.score_shards import prepare_for_readers
+    from iqabench.store.score_shards import prepare_for_readers
 
     other = Store(tmp_path)
     other.count_scores()  # another user of the store, connection open

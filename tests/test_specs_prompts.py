@@ -1,7 +1,7 @@
 import pytest
 
-from iqabench.prompts import PromptFileError, load_prompts
-from iqabench.specs import GeneratorSpec, SpecError, parse_seeds
+from iqabench.contracts.specs import GeneratorSpec, SpecError, parse_seeds
+from iqabench.io.prompts import PromptFileError, load_prompts
 
 
 def test_generator_spec_round_trip_and_canonical_order():

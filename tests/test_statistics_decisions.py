@@ -15,8 +15,8 @@ import pytest
 import scipy.stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from iqabench.results import Headline, Result, Table
-from iqabench.stats import ALPHA, MIN_UNITS, paired_statistics, unit_test
+from iqabench.analysis.stats import ALPHA, MIN_UNITS, paired_statistics, unit_test
+from iqabench.contracts.results import Headline, Result, Table
 
 PROMPTS = [f"p{i}" for i in range(6)]
 
@@ -172,10 +172,10 @@ def test_study_win_rates_test_participants_against_no_preference():
 
 def test_relgain_and_seed_consistency_runs_follow_the_rule_and_record_units(tmp_path):
     from iqabench.api import run
+    from iqabench.contracts.specs import RunSpec
     from iqabench.reports.persist import load_result
     from iqabench.reports.tables import display_frame
-    from iqabench.specs import RunSpec
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     results = {}
     for bench in ("relgain", "seed-consistency"):
@@ -200,7 +200,7 @@ def test_relgain_and_seed_consistency_runs_follow_the_rule_and_record_units(tmp_
 def test_no_typed_table_shows_a_mark_that_contradicts_its_p_column():
     """Generic: a table whose CI excludes 0 but whose Holm p says no, and one whose CI includes 0 but whose p says
     yes -- the marks follow the p-value column, whatever the brackets say."""
-    from iqabench.decisions import effect_table, long_headline
+    from iqabench.analysis.decisions import effect_table, long_headline
 
     frame = pd.DataFrame({"generator": ["a", "b", "c"], "metric": ["m", "m", "m"], "gain": [2.0, 1.0, 0.5],
                           "gain_ci_low": [0.5, -0.1, -0.1], "gain_ci_high": [3.0, 2.0, 1.0],
@@ -215,7 +215,7 @@ def test_no_typed_table_shows_a_mark_that_contradicts_its_p_column():
 
 
 def test_ties_and_all_not_significant_columns_get_no_bold():
-    from iqabench.decisions import long_headline
+    from iqabench.analysis.decisions import long_headline
 
     frame = pd.DataFrame({"generator": ["a", "b", "c", "a", "b", "c"], "metric": ["tie"] * 3 + ["ns"] * 3,
                           "v": [0.0, 0.0, -1.0, 1.0, 2.0, 3.0], "v_ci_low": [np.nan] * 6, "v_ci_high": [np.nan] * 6,
@@ -253,8 +253,8 @@ def test_fid_bootstrap_interval_comes_from_torch_fidelity_resamples_and_widens_w
 
 def test_fid_topk_refuses_several_seeds_before_any_work():
     from iqabench.benchmarks.fid_topk.benchmark import FidTopK
-    from iqabench.generators import GeneratorPool
-    from iqabench.specs import RunSpec
+    from iqabench.contracts.generators import GeneratorPool
+    from iqabench.contracts.specs import RunSpec
 
     spec = RunSpec("fid-topk", ["tiny-sd"], seeds=[0, 1, 2], options={"reference": "/nonexistent"})
     with pytest.raises(ValueError, match="one image per caption .* gave 3 seeds; pass one seed, e.g. --seeds 0"):

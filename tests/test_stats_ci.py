@@ -1,4 +1,4 @@
-"""Confidence intervals, paired tests and multiple-comparison correction of iqabench.stats, checked by hand."""
+"""Confidence intervals, paired tests and multiple-comparison correction of iqabench.analysis.stats, checked by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from iqabench.stats import describe_method, holm, mean_ci, paired_statistics
+from iqabench.analysis.stats import describe_method, holm, mean_ci, paired_statistics
 
 
 def test_iid_values_get_scipys_bca_interval():
@@ -113,7 +113,7 @@ def test_mean_of_task_means_by_exact_enumeration():
     # Two tasks; task "a" has prompts with means 0 and 1 (2 images each), task "b" one prompt per image: 1, 1, 0.
     # Point: mean(0.5, 2/3). The 4 x 27 equally likely stratified resamples (prompts redrawn within each task),
     # enumerated, give the exact bootstrap distribution and so the exact 2.5% / 97.5% percentile bounds.
-    from iqabench.stats import mean_of_strata_ci
+    from iqabench.analysis.stats import mean_of_strata_ci
 
     values = [0, 0, 1, 1, 1, 1, 0]
     strata = ["a"] * 4 + ["b"] * 3
@@ -135,7 +135,7 @@ def test_mean_of_task_means_by_exact_enumeration():
 
 
 def test_statistic_ci_resamples_whole_clusters_like_a_hand_written_bootstrap():
-    from iqabench.stats import pearson, statistic_ci
+    from iqabench.analysis.stats import pearson, statistic_ci
 
     rng = np.random.default_rng(7)
     clusters = np.repeat(["a", "b", "c", "d", "e"], 3)
@@ -154,7 +154,7 @@ def test_statistic_ci_resamples_whole_clusters_like_a_hand_written_bootstrap():
 def test_spearman_ci_matches_scipy_and_contains_its_estimate_with_tied_targets():
     from scipy import stats
 
-    from iqabench.stats import spearman_ci
+    from iqabench.analysis.stats import spearman_ci
 
     rng = np.random.default_rng(4)
     prompts = np.repeat(np.arange(6), 6)

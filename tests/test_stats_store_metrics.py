@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from iqabench.analysis.stats import bootstrap_ci, relative_gains
+from iqabench.contracts.registry import METRICS, UnknownNameError
 from iqabench.metrics import build_metric, metric_fingerprint, metric_info, parse_metric_list, register_metric
-from iqabench.registry import METRICS, UnknownNameError
-from iqabench.stats import bootstrap_ci, relative_gains
-from iqabench.store import Store, image_key, safe_child
+from iqabench.store.store import Store, image_key, safe_child
 
 
 def test_relative_gains_by_hand():
@@ -68,7 +68,7 @@ def test_store_scores_failures_and_replace(store):
 
 def test_generation_failure_is_stale_once_the_image_exists(store):
     """Killed between the PNG rename and the failure-row delete in put_image: the image wins."""
-    from iqabench.atomic_io import atomic_write_bytes
+    from iqabench.store.atomic_io import atomic_write_bytes
 
     key, other = "ab" * 32, "cd" * 32
     store.record_failure(key, "generate", "RuntimeError: transient")
@@ -108,7 +108,7 @@ def test_run_names_cannot_escape(store):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_asking_for_a_missing_gpu_is_one_sentence_not_a_driver_traceback():
-    from iqabench.runtime import Runtime
+    from iqabench.execution.runtime import Runtime
 
     for device in ("cuda", "cuda:1"):
         with pytest.raises(ValueError, match="torch sees no CUDA GPU here; use --device cpu"):
@@ -190,7 +190,7 @@ def test_unknown_metric_in_list():
 def test_paired_statistics_by_hand():
     from scipy import stats as sps
 
-    from iqabench.stats import paired_statistics
+    from iqabench.analysis.stats import paired_statistics
 
     base = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
     method = np.array([1.5, 2.0, 3.5, 3.0, 9.0])
@@ -210,7 +210,7 @@ def test_paired_statistics_by_hand():
 
 
 def test_sweep_removes_only_dead_writers_temp_files(store):
-    from iqabench.atomic_io import _HOST
+    from iqabench.store.atomic_io import _HOST
 
     folder = store.images_dir / "ab"
     folder.mkdir(parents=True)

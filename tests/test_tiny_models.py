@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from iqabench import tiny_models
-from iqabench.tiny_models import tiny_clip_tokenizer, tiny_sd_pipeline, tiny_sdxl_pipeline
+from iqabench.support import tiny_models
+from iqabench.support.tiny_models import tiny_clip_tokenizer, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 BUILDERS = [tiny_sd_pipeline, tiny_sdxl_pipeline]
 

@@ -8,9 +8,9 @@ checkpoints), ``lora`` (peft LoRA add / toggle / save / load), ``losses`` (the l
 ``generator`` (the ``acpo:<folder>`` generator), ``cli`` (``train acpo``, ``train ipce``, ``train two-stream``).
 """
 
-from iqabench.lazy import lazy_exports
+from iqabench.support.lazy import lazy_exports
 
-# names load on first use (iqabench/lazy.py): importing a submodule such as .cli stays cheap
+# names load on first use (iqabench/support/lazy.py): importing a submodule such as .cli stays cheap
 __getattr__, __dir__ = lazy_exports(__name__, {
     "AcpoConfig": ".config",
     "build_evaluator": ".evaluator_spec",

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from iqabench import checkpoints
+from iqabench.io import checkpoints
 
 from .config import AcpoConfig
 from .lora import LORA_FILE, save_lora

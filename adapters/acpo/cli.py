@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 from .config import (
     ALL_LINEAR,
@@ -72,8 +72,8 @@ def train_acpo_cmd(
 ) -> None:
     """Fine-tune a LoRA with ACPO's late-window quality loss; resumes from the last checkpoint in --out."""
     from iqabench.cli.fetch import check_before_training
-    from iqabench.generators import build_generator
-    from iqabench.runtime import Runtime
+    from iqabench.contracts.generators import build_generator
+    from iqabench.execution.runtime import Runtime
 
     from .data import ImageCaptionDataset
     from .evaluator_spec import build_evaluator, check_evaluator
@@ -160,7 +160,7 @@ def train_ipce_cmd(
 ) -> None:
     """ACPO stage 1: fit the IPCE-style evaluator's regression head on an image/MOS table (CLIP frozen)."""
     from iqabench.cli.fetch import check_before_training
-    from iqabench.runtime import Runtime
+    from iqabench.execution.runtime import Runtime
 
     from .ipce import train_ipce
     from .mos_table import read_mos_table

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 X0_MODES = ("one-step", "rollout")
 MSE_WINDOWS = ("all", "late")

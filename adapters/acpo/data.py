@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 from ..iqa_adapter.dataset import center_crop_resize, read_records
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 
 def save_evaluator_file(tensors: dict[str, torch.Tensor], path: str | Path, key: str, info: dict[str, Any]) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 from .evaluator_files import read_evaluator_info, save_evaluator_file
 from .evaluators import MetricEvaluator, TwoStreamIQA

@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from iqabench.generators import register_generator
-from iqabench.options import Options, option
-from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec, SpecError
+from iqabench.contracts.generators import register_generator
+from iqabench.contracts.options import Options, option
+from iqabench.contracts.specs import GeneratorSpec, SpecError
+from iqabench.execution.runtime import Runtime
 
 from ..quality_base import QualityGenerator
 from .lora import LORA_FILE, load_lora

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 from .evaluator_files import read_evaluator_info, save_evaluator_file
 from .evaluators import IPCEEvaluator

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 from .config import ALL_LINEAR, PAPER_LORA_TARGETS
 
@@ -133,7 +133,7 @@ def load_lora(unet: Any, folder: str | Path) -> None:
     if not file.is_file():
         raise FileNotFoundError(f"no LoRA weights at {file}; pass the folder `iqabench train acpo` wrote")
     info = json.loads((folder / "lora.json").read_text()) if (folder / "lora.json").is_file() else {}
-    from iqabench.safe_load import load_tensors
+    from iqabench.io.safe_load import load_tensors
 
     state = load_tensors(file)  # a damaged or planted file is refused in one sentence naming it
     if _has_mixin(unet):

@@ -38,8 +38,8 @@ def register_family_metric(name: str) -> None:
     import hashlib
     from pathlib import Path
 
+    from iqabench.contracts.registry import METRICS
     from iqabench.metrics import register_metric
-    from iqabench.registry import METRICS
 
     from .evaluator_files import read_evaluator_info
     from .ipce import METADATA_KEY

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 COLUMNS = ("path", "prompt", "score")
 

@@ -1,4 +1,4 @@
-"""Every file ``train acpo`` will load, declared the way a run declares its files (:mod:`iqabench.needs`).
+"""Every file ``train acpo`` will load, declared the way a run declares its files (:mod:`iqabench.contracts.needs`).
 
 The base generator's factory declares its pipeline snapshot while it is built (nothing is loaded), and the
 evaluator adds its own: a metric's files from the same table a run's preflight reads, an IPCE checkpoint and
@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from iqabench.needs import Need, collecting, open_clip_needs, unique
-from iqabench.runtime import Runtime
+from iqabench.contracts.needs import Need, collecting, open_clip_needs, unique
+from iqabench.execution.runtime import Runtime
 
 
 def _checkpoint_need(kind: str, path: Path, command: str) -> Need:
@@ -56,7 +56,7 @@ def acpo_needs(base: str, evaluator: str, runtime: Runtime | None = None) -> lis
     An unknown or non-differentiable metric is still one sentence (:func:`.evaluator_spec.check_evaluator`); a
     missing checkpoint is a missing need, so the table names it with the rest.
     """
-    from iqabench.generators import build_generator
+    from iqabench.contracts.generators import build_generator
     from iqabench.metrics import metric_needs
 
     from .evaluator_spec import check_evaluator, parse_evaluator

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 from .checkpoints import latest_checkpoint, metadata, resume, save_checkpoint
 from .config import X0_MODES, AcpoConfig
@@ -76,7 +76,7 @@ def train_acpo(pipe: Any, evaluator: Evaluator, dataset: Sequence[Mapping[str, A
     """
     from accelerate import Accelerator
 
-    from iqabench.progress import ProgressBar
+    from iqabench.support.progress import ProgressBar
 
     if len(dataset) == 0:
         raise UserInputError("the ACPO training set is empty")

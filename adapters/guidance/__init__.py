@@ -5,9 +5,9 @@ Modules: ``schedule`` (sigma_t per scheduler type, the omega ramp), ``guide``
 ``generator`` (the ``guidance:<metric>`` generator).
 """
 
-from iqabench.lazy import lazy_exports
+from iqabench.support.lazy import lazy_exports
 
-# names load on first use (iqabench/lazy.py): importing a submodule such as .cli stays cheap
+# names load on first use (iqabench/support/lazy.py): importing a submodule such as .cli stays cheap
 __getattr__, __dir__ = lazy_exports(__name__, {
     "GuidanceGenerator": ".generator",
     "build_guidance": ".generator",

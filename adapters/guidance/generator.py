@@ -40,12 +40,12 @@ from typing import Any
 
 import torch
 
-from iqabench.errors import UserInputError
-from iqabench.generators import WorkItem, register_generator
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import WorkItem, register_generator
+from iqabench.contracts.options import Options, number, option, short_repr, short_text
+from iqabench.contracts.specs import GeneratorSpec, SpecError
+from iqabench.execution.runtime import Runtime
 from iqabench.metrics import metric_fingerprint, metric_info
-from iqabench.options import Options, number, option, short_repr, short_text
-from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec, SpecError
 
 from ..generator_options import GENERATION_OPTIONS, MAX_SIDE
 from ..quality_base import QualityGenerator
@@ -261,7 +261,7 @@ class GuidanceGenerator(QualityGenerator):
         where = f"generator {self.name!r}"
         channels = int(pipe.vae.config.latent_channels)
         if self.tiny_decoder_files is None:
-            from iqabench.tiny_models import tiny_autoencoder
+            from iqabench.support.tiny_models import tiny_autoencoder
 
             decoder = tiny_autoencoder(int(self.options.get("seed", 0) or 0), latent_channels=channels)
         else:

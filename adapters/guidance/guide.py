@@ -81,7 +81,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 from .schedule import noise_level, omega
 

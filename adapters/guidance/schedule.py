@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from iqabench.errors import UserError
+from iqabench.contracts.errors import UserError
 
 
 class UnsupportedSchedulerError(UserError, TypeError):

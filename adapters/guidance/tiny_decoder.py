@@ -21,7 +21,7 @@ the GPU kit) only the mechanics and the cost can be checked.
 pipelines, TAESD for SD 1.x / 2.x. ``tiny_decoder=<hub id or folder>`` overrides
 it. Files are read only from the Hugging Face cache or a local folder and only as
 ``.safetensors`` (a ``.bin`` is a pickle and is refused). The tiny test pipelines
-get a seeded random tiny decoder of matching shape (``iqabench.tiny_models``).
+get a seeded random tiny decoder of matching shape (``iqabench.support.tiny_models``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iqabench.generators import WeightsMissingError
-from iqabench.specs import SpecError
+from iqabench.contracts.generators import WeightsMissingError
+from iqabench.contracts.specs import SpecError
 
 from ..hub_cache import HUB_ID, hub_cache_dir
 

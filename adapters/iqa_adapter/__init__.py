@@ -6,9 +6,9 @@ Modules: ``conditioning`` (stats, targets, positional encoding), ``projection``,
 ``iqa-adapter`` generator), ``training``, ``dataset`` (score-dataset), ``cli``.
 """
 
-from iqabench.lazy import lazy_exports
+from iqabench.support.lazy import lazy_exports
 
-# names load on first use (iqabench/lazy.py): importing a submodule such as .cli stays cheap
+# names load on first use (iqabench/support/lazy.py): importing a submodule such as .cli stays cheap
 __getattr__, __dir__ = lazy_exports(__name__, {
     "AdapterConfig": ".adapter",
     "IQAAdapter": ".adapter",

@@ -28,7 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from iqabench.needs import Need, declare
+from iqabench.contracts.needs import Need, declare
 
 from .adapter import ATTN_PREFIX, PROJ_PREFIX, AdapterConfig, IQAAdapter
 from .conditioning import QualityEncoding, load_stats, select_stats

@@ -25,7 +25,7 @@ def score_dataset_cmd(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Score every image with every metric (resumable); write the table and the stats the adapter uses."""
-    from iqabench.runtime import Runtime
+    from iqabench.execution.runtime import Runtime
 
     from .dataset import score_dataset
 
@@ -178,8 +178,8 @@ def _estimate(plans: list[dict], devices: int) -> str:
 def _train_phase(settings: dict, metrics: str, n_tokens: int, projection: str, use_flag: bool, pos_frequencies: int,
                  quality_drop: float, text_drop: float, both_drop: float, noise_offset: float, save_every: int,
                  seed: int) -> None:
-    from iqabench.generators import build_generator
-    from iqabench.runtime import Runtime
+    from iqabench.contracts.generators import build_generator
+    from iqabench.execution.runtime import Runtime
 
     from .adapter import AdapterConfig
     from .dataset import ScoredImageDataset

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 VENDORED_STATS = "cc3m_metric_stats.csv"
 _TERM_RE = re.compile(r"^(?:p(?P<pct>\d+(?:\.\d+)?)|z=(?P<z>[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)|"

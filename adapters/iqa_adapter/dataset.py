@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
-from ...csv_safety import escape_frame
+from ...io.csv_safety import escape_frame
 from .conditioning import MetricStats, load_stats, select_stats, write_stats_csv
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -137,9 +137,9 @@ def score_dataset(source: str | Path, metrics: Sequence[str], out_dir: str | Pat
     """
     import pandas as pd
 
-    from iqabench.distributed import distributed_shard
+    from iqabench.execution.distributed import distributed_shard
     from iqabench.metrics import build_metric
-    from iqabench.progress import ProgressBar
+    from iqabench.support.progress import ProgressBar
 
     state = None
     if shard is None:

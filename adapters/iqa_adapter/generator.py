@@ -38,10 +38,10 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from iqabench.generators import WorkItem, register_generator
-from iqabench.options import Options, fingerprint_values, number, option
-from iqabench.runtime import Runtime
-from iqabench.specs import GeneratorSpec, SpecError
+from iqabench.contracts.generators import WorkItem, register_generator
+from iqabench.contracts.options import Options, fingerprint_values, number, option
+from iqabench.contracts.specs import GeneratorSpec, SpecError
+from iqabench.execution.runtime import Runtime
 
 from ..generator_options import GENERATION_OPTIONS, GenerationOptions
 from ..quality_base import QualityGenerator

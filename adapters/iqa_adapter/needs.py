@@ -1,4 +1,5 @@
-"""Every file ``train iqa-adapter`` will load, declared the way a run declares its files (:mod:`iqabench.needs`).
+"""Every file ``train iqa-adapter`` will load, declared the way a run declares its files
+(:mod:`iqabench.contracts.needs`).
 
 The adapter trains on a scored table (``score-dataset``'s, whose metrics ran before), so what it loads is the
 base pipeline, whose factory declares its snapshot while it is built, and a ``--init-from`` adapter (the user's,
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iqabench.needs import Need, collecting, unique
-from iqabench.runtime import Runtime
+from iqabench.contracts.needs import Need, collecting, unique
+from iqabench.execution.runtime import Runtime
 
 
 def adapter_training_needs(base: str, init_from: Path | None = None, runtime: Runtime | None = None) -> list[Need]:
     """The base pipeline's files, and the ``--init-from`` adapter when one is given."""
-    from iqabench.generators import build_generator
+    from iqabench.contracts.generators import build_generator
 
     with collecting() as declared:
         build_generator(base, runtime or Runtime(device="cpu", dtype="fp32"))  # declares; loads nothing

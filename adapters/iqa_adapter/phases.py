@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 
 @dataclass(frozen=True)

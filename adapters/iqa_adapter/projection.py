@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 PROJECTIONS = ("linear", "mlp")
 

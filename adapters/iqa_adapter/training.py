@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqabench import checkpoints
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
+from iqabench.io import checkpoints
 
 from .adapter import AdapterConfig, IQAAdapter
 from .checkpoint import load_adapter, read_checkpoint, save_adapter
@@ -148,7 +148,7 @@ def train_adapter(pipe: Any, adapter: IQAAdapter, dataset: torch.utils.data.Data
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
-    from iqabench.progress import ProgressBar
+    from iqabench.support.progress import ProgressBar
 
     accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision,
                                              gradient_accumulation_steps=config.gradient_accumulation_steps)

@@ -33,10 +33,10 @@ import pandas as pd
 import torch
 
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-from iqabench.errors import UserInputError
-from iqabench.generators import GeneratorPool, WorkItem
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import GeneratorPool, WorkItem
+from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import metric_info
-from iqabench.specs import RunSpec
 
 from ..geneval.clip import RANDOM
 from .features import InceptionFeatures, fid, fid_bootstrap_ci, inception_identity, inception_score, kid, split
@@ -132,7 +132,7 @@ class FidTopK(BaseBenchmark):
     def _prompts(self, spec: RunSpec, pairs) -> list[str]:
         if all(p.caption is not None for p in pairs):
             return [p.caption for p in pairs]
-        from iqabench.prompts import load_prompts
+        from iqabench.io.prompts import load_prompts
 
         return [p.text for p in load_prompts(spec.prompts, limit=spec.limit, column=spec.options.get("prompt_column"))]
 
@@ -264,7 +264,7 @@ class FidTopK(BaseBenchmark):
         result = Result(self.name, notes=notes)
         numeric = pd.DataFrame(rows).set_index("generator")
         shown = [c for c in numeric.columns if not c.endswith(("_std", "_ci_low", "_ci_high")) and c != "n_images"]
-        from iqabench.decisions import level_table, wide_headline
+        from iqabench.analysis.decisions import level_table, wide_headline
 
         note = ("IS and KID: mean over splits/subsets, reported with their standard deviation over splits/subsets "
                 "(the *_std columns: the spread of the statistic, not a CI); FID: "

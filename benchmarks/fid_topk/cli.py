@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from iqabench.cli.common import out_console
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 fid_stats_app = typer.Typer(help="Reference Inception statistics for fid-topk (FID against a large real set).",
                             no_args_is_help=True)
@@ -30,7 +30,7 @@ def build_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
 ) -> None:
     """Extract torch-fidelity Inception features of every image and write their mean and covariance."""
-    from iqabench.runtime import Runtime
+    from iqabench.execution.runtime import Runtime
 
     from .stats import build_statistics, save_statistics
 

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iqabench.batching import BatchPolicy, run_batched
-from iqabench.errors import UserInputError
-from iqabench.store import Store, content_key
+from iqabench.contracts.errors import UserInputError
+from iqabench.execution.batching import BatchPolicy, run_batched
+from iqabench.store.store import Store, content_key
 
 from ..geneval.clip import RANDOM, WeightsUnavailableError
 
@@ -76,7 +76,7 @@ def default_inception_path() -> Path:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from iqabench.safe_load import load_tensors
+    from iqabench.io.safe_load import load_tensors
 
     return load_tensors(path)  # safetensors or a plain-tensor file; anything else refused in one sentence
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iqabench.needs import Need
+from iqabench.contracts.needs import Need
 
 from ..geneval.clip import RANDOM
 from ..geneval.needs import _file_need, clip_needs

@@ -21,8 +21,8 @@ from typing import Any
 
 from PIL import Image
 
-from iqabench.errors import UserInputError
-from iqabench.generators import WorkItem, register_generator
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import WorkItem, register_generator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 REFERENCE_GENERATOR = "fid-reference"
@@ -84,7 +84,7 @@ class ReferenceImages:
     """A 'generator' that returns the reference image named in each item's params."""
 
     name = REFERENCE_GENERATOR
-    # Real photos are data: a blank one is kept, not refused as a broken generation (iqabench.image_checks).
+    # Real photos are data: a blank one is kept, not refused as a broken generation (iqabench.execution.image_checks).
     check_outputs = False
 
     def fingerprint(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 FEATURE_DIM = 2048
 
@@ -54,7 +54,7 @@ def statistics_from_features(features: torch.Tensor, extractor: str = "", incept
 
 def save_statistics(stats: ReferenceStatistics, path: str | Path) -> Path:
     """Write ``stats`` as a compressed .npz (``mu``, ``sigma`` as torch-fidelity names them, plus provenance)."""
-    from iqabench.atomic_io import atomic_write_bytes
+    from iqabench.store.atomic_io import atomic_write_bytes
 
     path = Path(path)
     buffer = io.BytesIO()

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 
 def mean_z_scores(scores: Mapping[str, Mapping[str, float | None]], lower_better: Mapping[str, bool],

@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iqabench.analysis.labels import generator_aliases
+from iqabench.analysis.stats import describe_method, mean_ci, mean_of_strata_ci
 from iqabench.benchmark import AnalysisContext, BaseBenchmark, ImageRef, PlannedItem, Result, register_benchmark
-from iqabench.errors import UserInputError
-from iqabench.generators import GeneratorPool, WorkItem
-from iqabench.labels import generator_aliases
-from iqabench.specs import RunSpec
-from iqabench.stats import describe_method, mean_ci, mean_of_strata_ci
-from iqabench.store import content_key
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import GeneratorPool, WorkItem
+from iqabench.contracts.specs import RunSpec
+from iqabench.store.store import content_key
 
 from .clip import RANDOM
 from .layout import load_metadata, write_official_folder, write_results_jsonl
@@ -255,7 +255,7 @@ class GenEval(BaseBenchmark):
         numeric = pd.DataFrame(table_rows).set_index("generator") if table_rows else pd.DataFrame()
         if not numeric.empty:
             columns = [t for t in TASKS if numeric[t].notna().any()] + ["overall"]
-            from iqabench.decisions import level_table, wide_headline
+            from iqabench.analysis.decisions import level_table, wide_headline
 
             accuracy = accuracy_table(rows, generators, columns)
             note = accuracy_footnote(accuracy)
@@ -266,7 +266,7 @@ class GenEval(BaseBenchmark):
                     signed=False, higher_better=True, footnote=note, unit="prompt",
                     n_images=int(accuracy["n_images"].max())))
             result.tables["geneval_numeric"] = numeric
-            from iqabench.plotting import heatmap_figure
+            from iqabench.analysis.plotting import heatmap_figure
 
             accuracy = result.tables["geneval"].set_index("generator")
             low_columns = [f"{c}_ci_low" for c in columns]
@@ -357,7 +357,7 @@ def accuracy_table(rows: list[dict[str, Any]], generators: list[str], columns: l
 
 def accuracy_footnote(table: pd.DataFrame) -> str:
     """How the accuracies' brackets were made; accuracies are levels (no test, no bold)."""
-    from iqabench.decisions import unit_sentence
+    from iqabench.analysis.decisions import unit_sentence
 
     methods = [m for text in table["ci_method"] for m in str(text).split("; ")] if len(table) else []
     return ("Accuracy = share of correct images per task; overall = mean of the task accuracies. "

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from iqabench.errors import UserInputError
-from iqabench.generators import WeightsMissingError
+from iqabench.contracts.errors import UserInputError
+from iqabench.contracts.generators import WeightsMissingError
 
 RANDOM = "random"
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 from .clip import RANDOM, WeightsUnavailableError
 from .layout import load_object_names
@@ -48,7 +48,7 @@ class Detector(Protocol):
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from iqabench.safe_load import load_tensors
+    from iqabench.io.safe_load import load_tensors
 
     state = load_tensors(path)  # safetensors or a plain-tensor file; anything else refused in one sentence
     if isinstance(state, dict) and "state_dict" in state:

@@ -22,9 +22,9 @@ from typing import Any
 
 from PIL import Image
 
-from iqabench.atomic_io import atomic_write_bytes, atomic_write_text
-from iqabench.errors import UserInputError
-from iqabench.json_lines import json_lines
+from iqabench.contracts.errors import UserInputError
+from iqabench.io.json_lines import json_lines
+from iqabench.store.atomic_io import atomic_write_bytes, atomic_write_text
 
 RESULT_FIELDS = ("filename", "tag", "prompt", "correct", "reason", "metadata", "details")
 _DIGITS = re.compile(r"^\d+$")

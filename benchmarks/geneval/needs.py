@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from iqabench.needs import Need, open_clip_needs
+from iqabench.contracts.needs import Need, open_clip_needs
 
 from .clip import RANDOM
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")

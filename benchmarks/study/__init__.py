@@ -8,9 +8,9 @@ participants. ``export`` writes a static HTML page that needs no server;
 Bradley-Terry scores with bootstrap confidence intervals.
 """
 
-from iqabench.lazy import lazy_exports
+from iqabench.support.lazy import lazy_exports
 
-# names load on first use (iqabench/lazy.py): importing a submodule such as .cli stays cheap
+# names load on first use (iqabench/support/lazy.py): importing a submodule such as .cli stays cheap
 __getattr__, __dir__ = lazy_exports(__name__, {
     "analyze_study": ".analyze",
     "bradley_terry": ".analyze",

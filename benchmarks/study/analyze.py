@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iqabench.analysis.stats import describe_method, mean_ci, unit_test
 from iqabench.benchmark import Result
-from iqabench.errors import UserInputError
-from iqabench.run_folders import RunFolderError, read_json_document, typed_field
-from iqabench.stats import describe_method, mean_ci, unit_test
+from iqabench.contracts.errors import UserInputError
+from iqabench.store.run_folders import RunFolderError, read_json_document, typed_field
 
 CHOICES = ("left", "right", "equal")
 BT_PRIOR_WHEN_DEGENERATE = 0.5
@@ -171,7 +171,7 @@ def win_rates(outcomes: pd.DataFrame) -> pd.DataFrame:
 
 def win_rate_table(out: pd.DataFrame):
     """The win rates typed: ``win_rate`` is an effect around 0.5 (no preference), Holm over the conditions."""
-    from iqabench.decisions import decision_sentence, effect_table
+    from iqabench.analysis.decisions import decision_sentence, effect_table
 
     unit = "/".join(dict.fromkeys(out["unit"])) if len(out) else ""
     note = (describe_method(out["ci_method"].tolist(), cluster="participants (cluster bootstrap)")
@@ -194,7 +194,7 @@ def pairwise_with_ci(outcomes: pd.DataFrame, conditions: Sequence[str] | None = 
     """The pairwise matrix with a 95% CI per cell: row ``condition``, then per opponent its win rate and
     ``<opponent>_ci_low`` / ``<opponent>_ci_high`` (the report shows ``est [low, high]``).
 
-    Each cell's CI is :func:`iqabench.stats.mean_ci` over that pair's votes,
+    Each cell's CI is :func:`iqabench.analysis.stats.mean_ci` over that pair's votes,
     resampling participants (one person's votes are not independent), or votes
     when every participant voted once on the pair. A cell whose CI includes 0.5
     (no preference) is not significant.
@@ -224,7 +224,7 @@ def pairwise_footnote(methods: list[str]) -> str:
 def pairwise_figure(table: pd.DataFrame):
     """Heatmap of the pairwise win rates, diverging around 0.5 (no preference), cells annotated with their CI and
     hatched where the CI includes 0.5."""
-    from iqabench.plotting import ci_table_heatmap
+    from iqabench.analysis.plotting import ci_table_heatmap
 
     return ci_table_heatmap(
         table, "condition", table["condition"].tolist(), "Win rate of row over column", column_axis="opponent",
@@ -366,7 +366,7 @@ def analyze_study(study: str | os.PathLike[str], votes_paths: Sequence[str | os.
     result.notes += bt_notes
     typed = result.add_table("win_rates", win_rate_table(rates))
     if len(rates):
-        from iqabench.decisions import wide_headline
+        from iqabench.analysis.decisions import wide_headline
 
         result.headlines.append(wide_headline(
             "win_rates", typed.frame.assign(win_rate_p=typed.frame.p_value), row_key="condition",
@@ -393,8 +393,8 @@ def _bt_figure(bt: pd.DataFrame):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from iqabench.labels import figure_labels
-    from iqabench.plotting import style_axes
+    from iqabench.analysis.labels import figure_labels
+    from iqabench.analysis.plotting import style_axes
 
     fig = Figure(figsize=(6.5, 0.45 * len(bt) + 1.5))
     FigureCanvasAgg(fig)

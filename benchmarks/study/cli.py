@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from iqabench.errors import UserInputError
+from iqabench.contracts.errors import UserInputError
 
 
 def study_export_cmd(
@@ -26,7 +26,7 @@ def study_export_cmd(
     title: Annotated[str, typer.Option(help="Page title shown to participants.")] = "Which image looks better?",
 ) -> None:
     """Export a blind side-by-side voting page for the images of finished runs."""
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     from .export import collect_conditions, export_study
 
@@ -57,7 +57,7 @@ def study_analyze_cmd(
 ) -> None:
     """Win rates, pairwise matrix, vote shares and Bradley-Terry scores from the votes; writes an HTML report."""
     from iqabench.reports import render_report, save_result
-    from iqabench.store import Store
+    from iqabench.store.store import Store
 
     from .analyze import analyze_study, load_manifest
 

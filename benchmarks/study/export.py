@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from iqabench.atomic_io import atomic_write_text
-from iqabench.errors import UserInputError
-from iqabench.store import Store, content_key
-from iqabench.templating import html_environment
+from iqabench.contracts.errors import UserInputError
+from iqabench.io.templating import html_environment
+from iqabench.store.atomic_io import atomic_write_text
+from iqabench.store.store import Store, content_key
 
 STUDY_FORMAT = "iqabench-study/v1"
 TEMPLATE = Path(__file__).with_name("page.html.j2")

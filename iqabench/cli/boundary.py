@@ -3,7 +3,7 @@
 Every command, plugin commands included, runs inside :func:`iqabench.cli.app.main`, which asks
 :func:`user_message` what to print. One sentence and exit code 2 for:
 
-* :class:`~iqabench.errors.UserError` and its subclasses, raised where the user's mistake is detected;
+* :class:`~iqabench.contracts.errors.UserError` and its subclasses, raised where the user's mistake is detected;
 * ``OSError`` (a missing file, a full disk, a read-only folder), with a hint per errno;
 * SQLite's environment errors (a locked, full or damaged database), with a hint;
 * a missing optional package (``ModuleNotFoundError`` for a module outside iqabench).
@@ -20,7 +20,7 @@ import errno
 import os
 import sqlite3
 
-from ..errors import EXIT_INCOMPLETE, EXIT_USER_ERROR, UserError
+from ..contracts.errors import EXIT_INCOMPLETE, EXIT_USER_ERROR, UserError
 
 __all__ = ["EXIT_INCOMPLETE", "EXIT_USER_ERROR", "bug_report_line", "os_error_sentence", "user_message"]
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..registry import load_plugin
+from ..contracts.registry import load_plugin
 
 console = Console(stderr=True)
 out_console = Console()

@@ -1,7 +1,7 @@
 """``iqabench fetch``: the files a run needs, listed (``--list``) or downloaded into the caches its loaders read.
 
 It takes ``run``'s selection arguments and plans the run exactly as ``run`` does
-(:func:`iqabench.planning.plan_work`, the pure planning step the Runner itself calls: no store, no run folder),
+(:func:`iqabench.engine.planning.plan_work`, the pure planning step the Runner itself calls: no store, no run folder),
 so the list is what the run will load: nothing missing, nothing extra. ``iqabench fetch train <command> ...``
 takes a ``train`` command's own arguments instead and lists what that training loads, from the needs function
 the command registered (:func:`register_train_needs`; the command checks the same list before training).
@@ -69,8 +69,8 @@ def _quote(word: str) -> str:
 
 
 def print_missing(exc) -> None:
-    """A :class:`~iqabench.preflight.MissingPiecesError` as one sentence and one table (wrapping, never cut)."""
-    from ..preflight import as_rows
+    """A :class:`~iqabench.engine.preflight.MissingPiecesError` as one sentence and one table (wrapping, never cut)."""
+    from ..engine.preflight import as_rows
 
     console.print(f"[bold red]error:[/] {escape(exc.summary())}", highlight=False)  # wraps at the width
     table = Table("#", "missing piece: what (size), where it goes, where it comes from", box=box.SIMPLE_HEAD,
@@ -106,10 +106,10 @@ def fetch_command(
 
     `iqabench fetch train <command> <its arguments>` does the same for a training command (acpo, iqa-adapter,
     ipce, two-stream)."""
-    from ..execution import Execution
-    from ..generators import GeneratorPool
-    from ..planning import plan_work
-    from ..specs import RunSpec
+    from ..contracts.execution import Execution
+    from ..contracts.generators import GeneratorPool
+    from ..contracts.specs import RunSpec
+    from ..engine.planning import plan_work
     from .selection import parse_options, run_fields
 
     load_plugins(plugin)
@@ -125,7 +125,7 @@ def fetch_command(
 
 def list_or_fetch(needs: list, *, list_only: bool, as_json: bool) -> None:
     """``--list`` (a table, or ``--json`` lines) of ``needs``, or download the missing fetchable ones."""
-    from ..fetch import FileRow, fetch, file_rows, human_size, unreachable
+    from ..engine.fetch import FileRow, fetch, file_rows, human_size, unreachable
     from ..metrics import offline_mode
 
     network = "offline mode (HF_HUB_OFFLINE/IQABENCH_OFFLINE)" if offline_mode() else unreachable()
@@ -184,7 +184,7 @@ def register_train_needs(command: str, plan: Callable[[dict[str, Any]], list], u
 def check_before_training(needs: list) -> None:
     """A training command's preflight: online, download what is missing (saying what); otherwise one table of
     every missing piece with the ``iqabench fetch train ...`` command, and exit 2 before anything is loaded."""
-    from ..preflight import MissingPiecesError, ensure_present
+    from ..engine.preflight import MissingPiecesError, ensure_present
 
     try:
         ensure_present(needs, log=lambda m: console.print(escape(m), highlight=False), fetch_hint=current_fetch_hint())
@@ -193,7 +193,7 @@ def check_before_training(needs: list) -> None:
         raise typer.Exit(2) from None
 
 
-_TRAIN_ARGS = "iqabench.fetch.train_args"
+_TRAIN_ARGS = "iqabench.engine.fetch.train_args"
 _FETCH_FLAGS = ("--list", "--json")
 
 
@@ -242,7 +242,7 @@ def _optional(param: Any) -> Any:
 
 
 def _print_rows(rows) -> None:
-    from ..fetch import human_size
+    from ..engine.fetch import human_size
 
     table = Table("what", "file", "size", "destination / source", box=box.SIMPLE_HEAD)
     for column in table.columns:

@@ -10,8 +10,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import UserInputError
-from ..registry import BENCHMARKS, GENERATORS, METRICS
+from ..contracts.errors import UserInputError
+from ..contracts.registry import BENCHMARKS, GENERATORS, METRICS
 from .common import DEFAULT_OUT, OutOption, PluginOption, load_plugins, out_console, print_error
 
 
@@ -29,7 +29,7 @@ def list_command(
     out: OutOption = Path(DEFAULT_OUT),
 ) -> None:
     """Show what is available (with whether weights are present locally), or the runs in a store (--out)."""
-    from ..prompts import BUILTIN_SETS
+    from ..io.prompts import BUILTIN_SETS
 
     if what == "runs":
         print_runs(Path(out))
@@ -49,7 +49,7 @@ def list_command(
         out_console.print(table)
         return
     if what not in registries:
-        from ..registry import unknown_name_message
+        from ..contracts.registry import unknown_name_message
 
         raise UserInputError(unknown_name_message("list", what, [*registries, "prompts", "runs"]).split(" Run")[0])
     registry = registries[what]
@@ -59,7 +59,7 @@ def list_command(
     if what == "generators" and options:
         print_generator_options(registry)
         return
-    from ..hub_code import CODE_LOADING_METRICS, OPT_IN_FLAG
+    from ..io.hub_code import CODE_LOADING_METRICS, OPT_IN_FLAG
 
     table = Table("name", "description", *(["weights"] if what != "benchmarks" else []))
     for entry in registry:
@@ -76,12 +76,12 @@ def print_metrics(names: list[str], *, missing: bool = False, mode: str | None =
     """The pyiqa metrics from :mod:`iqabench.metric_catalog` (no model code imported): filtered, wrapped at any
     width (a path or URL folds onto the next line, never cut)."""
     from .. import metric_catalog as catalog
-    from ..hub_code import CODE_LOADING_METRICS, OPT_IN_FLAG
+    from ..io.hub_code import CODE_LOADING_METRICS, OPT_IN_FLAG
 
     known = catalog.known_names()
     unknown = [n for n in names if n not in known]
     if unknown:
-        from ..registry import unknown_name_message
+        from ..contracts.registry import unknown_name_message
 
         print_error(unknown_name_message("metric", unknown[0], known))  # not fail(): it imports the error classes
         raise typer.Exit(EXIT_USER_ERROR)
@@ -97,7 +97,7 @@ def print_metrics(names: list[str], *, missing: bool = False, mode: str | None =
         kind = f"{info['mode']}, {'lower' if info['lower_better'] else 'higher'} better"
         if info.get("prompt_aware"):
             kind += ", prompt-aware (scores the image against its prompt)"
-        if name in CODE_LOADING_METRICS:  # refused without the opt-in (iqabench.hub_code)
+        if name in CODE_LOADING_METRICS:  # refused without the opt-in (iqabench.io.hub_code)
             kind += f", runs cached code: needs {OPT_IN_FLAG}"
         table.add_row(name, kind + (f", {info['score_range']}" if info["score_range"] else ""),
                       escape(_weights_cell(name, present, absent)))
@@ -139,7 +139,7 @@ def _print_benchmark_options() -> None:
     out_console.print(table)
 
 
-EXIT_USER_ERROR = 2  # iqabench.errors.EXIT_USER_ERROR, without importing it (it loads the error classes)
+EXIT_USER_ERROR = 2  # iqabench.contracts.errors.EXIT_USER_ERROR, without importing it (it loads the error classes)
 WIDE_TERMINAL = 110  # columns from which `list runs` prints one table row per run
 
 
@@ -161,9 +161,9 @@ def run_rows(out: Path) -> list[dict[str, str]]:
 
 
 def _run_row(run_id: str, manifest: Path) -> dict[str, str]:
-    """The ``list runs`` row of one run.json, read bounded and type-checked (:mod:`iqabench.run_folders`)."""
-    from ..run_folders import read_run_manifest, typed_field
-    from ..run_status import liveness
+    """The ``list runs`` row of one run.json, read bounded and type-checked (:mod:`iqabench.store.run_folders`)."""
+    from ..engine.run_status import liveness
+    from ..store.run_folders import read_run_manifest, typed_field
 
     data = read_run_manifest(manifest)
     spec = typed_field(data, "spec", dict, manifest, {})

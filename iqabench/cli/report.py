@@ -22,9 +22,9 @@ def report_command(
     Never writes into a run's folder: by default a new file
     <out>/reports/compare-<ids>-<time>.html is written and its path printed.
     """
-    from ..atomic_io import refuse_file_in_path
     from ..reports.compare import render_comparison, resolve_run
     from ..reports.render import REPORT_FILE
+    from ..store.atomic_io import refuse_file_in_path
 
     if output is not None and output.is_dir():
         output = output / REPORT_FILE  # `-o some/folder` means "put the report there", not "replace the folder"

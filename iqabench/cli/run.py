@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import UserInputError
+from ..contracts.errors import UserInputError
 from .common import DEFAULT_OUT, OutOption, PluginOption, console, load_plugins, out_console, print_error
 from .progress import RichProgress
 from .relaunch import relaunch
@@ -74,12 +74,12 @@ def run_command(
     if metrics and not plugin:
         _check_metric_names(metrics)  # a typo answered in a second, before torch and the models are imported
     from ..api import execute
-    from ..batching import parse_batch_size
-    from ..errors import EXIT_INCOMPLETE, EXIT_USER_ERROR
-    from ..execution import Execution
-    from ..preflight import MissingPiecesError
-    from ..runner import Runner
-    from ..specs import RunSpec
+    from ..contracts.errors import EXIT_INCOMPLETE, EXIT_USER_ERROR
+    from ..contracts.execution import Execution
+    from ..contracts.specs import RunSpec
+    from ..engine.preflight import MissingPiecesError
+    from ..engine.runner import Runner
+    from ..execution.batching import parse_batch_size
     from .fetch import current_fetch_hint, print_missing
 
     if offline:  # before any library reads it (huggingface_hub freezes HF_HUB_OFFLINE at import)
@@ -134,7 +134,7 @@ def run_command(
 def _check_metric_names(metrics: str) -> None:
     """Refuse a name that is neither a pyiqa metric nor registered so far, with pyiqa's close matches, fast."""
     from .. import metric_catalog
-    from ..registry import METRICS, unknown_name_message
+    from ..contracts.registry import METRICS, unknown_name_message
 
     known = list(dict.fromkeys([*metric_catalog.known_names(), *METRICS._entries]))
     for name in (n.strip() for n in metrics.split(",")):

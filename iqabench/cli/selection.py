@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from ..errors import UserInputError
+from ..contracts.errors import UserInputError
 from .common import console
 
 
 def parse_options(option: list[str] | None, prompt_column: str | None) -> dict:
     """``--option key=value`` pairs (values as JSON scalars; a key given twice is refused) plus --prompt-column."""
-    from ..specs import SpecError, parse_value
+    from ..contracts.specs import SpecError, parse_value
 
     options: dict = {}
     for pair in option or []:
@@ -31,16 +31,16 @@ def parse_options(option: list[str] | None, prompt_column: str | None) -> dict:
 def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None, prompts: str | None,
                seeds: str | None, limit: int | None, options: dict, preset: str | None) -> dict:
     """generators/metrics/prompts/seeds/limit/options of the RunSpec: the command line's, over a ``--preset``'s
-    paper values (:mod:`iqabench.paper_presets`), over the plain defaults."""
+    paper values (:mod:`iqabench.support.paper_presets`), over the plain defaults."""
+    from ..contracts.specs import parse_seeds
     from ..metrics import parse_metric_list
-    from ..specs import parse_seeds
 
     given = {"generators": list(generator or []),
              "metrics": parse_metric_list(metrics) if metrics is not None else None,  # "" is refused, not defaulted
              "prompts": prompts, "seeds": parse_seeds(seeds) if seeds is not None else None, "limit": limit,
              "options": options}
     if preset is not None:
-        from .. import paper_presets
+        from ..support import paper_presets
 
         fields, departures = paper_presets.apply(preset, benchmark, given)
         for line in departures:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UserInputError
+from ..contracts.errors import UserInputError
 from .common import DEFAULT_OUT, OutOption, out_console
 
 store_app = typer.Typer(help="Check and repair a store (image cache, scores, runs).", no_args_is_help=True)
@@ -23,9 +23,9 @@ def verify_command(
 
     Exits 0 when the store is sound (or was repaired), 3 when damage was found and left in place.
     """
-    from ..errors import EXIT_INCOMPLETE
-    from ..store import Store
-    from ..store_check import verify_store
+    from ..contracts.errors import EXIT_INCOMPLETE
+    from ..store.store import Store
+    from ..store.store_check import verify_store
 
     if not out.is_dir():
         raise UserInputError(f"no store at {out}: pass --out the folder a run wrote")

@@ -65,11 +65,11 @@ def print_summary(result) -> None:
     """The run's headline grid (or its first table, trimmed) on the terminal; the report has everything.
 
     A blank cell because both sides of a comparison made the same pixels says why right under the grid
-    (issue 25: the notes of :mod:`iqabench.identical`), not only in the report."""
+    (issue 25: the notes of :mod:`iqabench.analysis.identical`), not only in the report."""
     if result is None or not result.tables:
         return
     _print_table(result)
-    from ..identical import NOT_A_ZERO
+    from ..analysis.identical import NOT_A_ZERO
 
     for note in result.notes:
         if NOT_A_ZERO in note:

@@ -17,7 +17,7 @@ What the released model computes (``ImageReward.score`` of THUDM/ImageReward, pa
    training prompts' images.
 
 The weights are the released files of the hub repository ``THUDM/ImageReward`` (``ImageReward.pt``: a
-``torch.save`` of the model's ``state_dict``, read tensors-only through :mod:`iqabench.safe_load`;
+``torch.save`` of the model's ``state_dict``, read tensors-only through :mod:`iqabench.io.safe_load`;
 ``med_config.json``) and the tokenizer files of ``bert-base-uncased``, the id the official code loads. The
 architecture is rebuilt from the field's classes whose parameter names are the checkpoint's own: timm's
 ``VisionTransformer`` (BLIP's ViT is timm's, ``blip.visual_encoder.*``) and transformers' ``BlipTextModel``
@@ -93,7 +93,7 @@ class ImageReward(nn.Module):
         from torchvision import transforms
         from transformers import BlipTextModel
 
-        from ..safe_load import load_tensors
+        from ..io.safe_load import load_tensors
 
         (repo, (config_file, weights_file)), (tokenizer_repo, _) = PREFERENCE_FILES["imagereward"]
         med = json.loads(Path(hf_hub_download(repo, config_file)).read_text("utf-8"))
@@ -115,7 +115,7 @@ class ImageReward(nn.Module):
             transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        from ..image_tensors import quantize, to_pil
+        from ..execution.image_tensors import quantize, to_pil
 
         device = next(self.parameters()).device
         pil = [to_pil(image) for image in quantize(images.detach().clamp(0, 1))]  # 8-bit, as the cached PNG

@@ -3,7 +3,7 @@
 They are *prompt-aware* metrics (``MetricInfo.prompt_aware``): the module is called as ``module(images,
 prompts)`` with [N, 3, H, W] floats in [0, 1] and one prompt per image, and the scorer hands each image the
 prompt it was generated from. Each loads the released weights from the Hugging Face hub cache with
-``from_pretrained`` (safetensors, or a ``.bin`` read tensors-only through :mod:`iqabench.safe_load`).
+``from_pretrained`` (safetensors, or a ``.bin`` read tensors-only through :mod:`iqabench.io.safe_load`).
 
 * ``pickscore`` (Kirstain et al., *Pick-a-Pic*, 2023): ``yuvalkirstain/PickScore_v1`` with the processor of
   ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``; score = ``logit_scale.exp() * cos(image, prompt)``, the model
@@ -113,7 +113,7 @@ class HPSv2(nn.Module):
         import open_clip
         from huggingface_hub import hf_hub_download
 
-        from ..safe_load import load_tensors
+        from ..io.safe_load import load_tensors
 
         ((repo, _),) = PREFERENCE_FILES["hpsv2"]
         path = hf_hub_download(repo, filename)

@@ -3,7 +3,7 @@
 The same :class:`~.pyiqa_weights.WeightFile` records the pyiqa metrics use, so ``iqabench list metrics`` and a
 ``fetch`` of a run's files list them the same way: one row per file in the Hugging Face hub cache folder
 ``from_pretrained`` reads. A model file may be ``model.safetensors`` or, for repositories that only have the
-pickled one, ``pytorch_model.bin`` (read tensors-only through :mod:`iqabench.safe_load`).
+pickled one, ``pytorch_model.bin`` (read tensors-only through :mod:`iqabench.io.safe_load`).
 """
 
 from __future__ import annotations

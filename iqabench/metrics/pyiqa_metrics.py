@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..registry import METRICS, Entry
+from ..contracts.registry import METRICS, Entry
 from .pyiqa_weights import pyiqa_cache_dir, pyiqa_weights_status, reads_no_files
 from .registration import check_available
 from .wrapper import MetricInfo, MetricUnavailableError
@@ -70,7 +70,7 @@ def _pyiqa_factory(name: str) -> Callable[..., nn.Module]:
     def build(device: torch.device, as_loss: bool = False) -> nn.Module:
         import pyiqa
 
-        from .. import safe_load
+        from ..io import safe_load
 
         if not reads_no_files(name):  # a metric that reads no file downloads no CLIP either: `clip` costs ~0.5 s
             safe_load.import_clip_loaders()  # so that install() patches their CLIP downloads too

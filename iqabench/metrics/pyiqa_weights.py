@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..needs import Need
+from ..contracts.needs import Need
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class WeightFile:
 
     def refused(self) -> str | None:
         """``safe_load``'s one-sentence refusal of the file found, checked without unpickling it; else ``None``."""
-        from .. import safe_load
+        from ..io import safe_load
 
         found = self.found()
         return safe_load.check_file(found) if found is not None else None
@@ -52,7 +52,8 @@ class WeightFile:
         return f"{self.what} {self.path.name} is not in {self.path.parent} ({self.how})"
 
     def need(self, metric: str = "") -> Need:
-        """This file as a run's :class:`~iqabench.needs.Need` (what the preflight lists and fetch downloads)."""
+        """This file as a run's :class:`~iqabench.contracts.needs.Need` (what the preflight lists and fetch
+        downloads)."""
         found = self.found()
         refused = self.refused()
         what = f"{self.what} of {metric}" if metric else self.what

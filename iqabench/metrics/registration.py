@@ -10,10 +10,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..errors import UserInputError
-from ..needs import Need
-from ..registry import METRICS, Entry
-from ..runtime import Runtime
+from ..contracts.errors import UserInputError
+from ..contracts.needs import Need
+from ..contracts.registry import METRICS, Entry
+from ..execution.runtime import Runtime
 from .wrapper import Metric, MetricInfo, MetricUnavailableError, fingerprint
 
 
@@ -85,7 +85,7 @@ def metric_fingerprint(name: str) -> str:
 
 def check_available(name: str, *, trust_hub_code: bool = False) -> None:
     """Fail before any work when a metric surely cannot be built here (a weights file missing, offline mode on),
-    or would run code from a cache without the user's opt-in (:mod:`iqabench.hub_code`)."""
+    or would run code from a cache without the user's opt-in (:mod:`iqabench.io.hub_code`)."""
     _refuse_cached_code(name, trust_hub_code)
     info = metric_info(name)
     if info.source == "pyiqa":
@@ -105,7 +105,7 @@ def check_available(name: str, *, trust_hub_code: bool = False) -> None:
 
 
 def _refuse_cached_code(name: str, trust_hub_code: bool) -> None:
-    from ..hub_code import is_trusted, refusal
+    from ..io.hub_code import is_trusted, refusal
 
     refused = None if trust_hub_code or is_trusted() else refusal(name)  # is_trusted: inside build_metric's opt-in
     if refused:
@@ -116,9 +116,9 @@ def build_metric(name: str, runtime: Runtime | None = None, *, as_loss: bool = F
                  trust_hub_code: bool = False) -> Metric:
     """Build a registered metric on the runtime's device. ``as_loss=True`` builds pyiqa models in loss mode.
 
-    ``trust_hub_code`` lets a metric import code from a cache (``torch.hub.load``; see :mod:`iqabench.hub_code`),
+    ``trust_hub_code`` lets a metric import code from a cache (``torch.hub.load``; see :mod:`iqabench.io.hub_code`),
     refused otherwise."""
-    from .. import hub_code, safe_load
+    from ..io import hub_code, safe_load
 
     _refuse_cached_code(name, trust_hub_code)
     safe_load.install()  # whatever the factory reads from a cache is read as tensors only

@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..errors import EnvironmentProblem, UserInputError
-from ..store import content_key
+from ..contracts.errors import EnvironmentProblem, UserInputError
+from ..store.store import content_key
 
 # pyiqa metrics whose batched implementation is slower than one image at a time: entropy builds a one-hot
 # tensor of 256 bins per pixel (N x H x W x 256 int64), which thrashes the cache as N grows (measured: a batch

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from iqabench.generators import build_generator, register_generator
-from iqabench.specs import GeneratorSpec, SpecError
+from iqabench.contracts.generators import build_generator, register_generator
+from iqabench.contracts.specs import GeneratorSpec, SpecError
 
 
 def _alias(env: str):

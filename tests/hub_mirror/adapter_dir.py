@@ -29,9 +29,9 @@ def released_layout(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.
 
 def write_adapter_dir(folder: Path, seed: int = 0) -> dict[str, Path]:
     """One ``<file_stem>.bin`` per preset in ``folder``; preset name -> file."""
-    from iqabench import tiny_models
     from iqabench.adapters.iqa_adapter.adapter import AdapterConfig, IQAAdapter
     from iqabench.adapters.iqa_adapter.checkpoint import PRESETS
+    from iqabench.support import tiny_models
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

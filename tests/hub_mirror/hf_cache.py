@@ -123,7 +123,7 @@ def sd1_pipeline(seed: int, *, safety_checker: bool = True):
     from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPImageProcessor
 
-    from iqabench import tiny_models
+    from iqabench.support import tiny_models
 
     comps = tiny_models._sd_components(seed)
     comps["scheduler"] = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -137,7 +137,7 @@ def sd21_pipeline(seed: int):
     """SD 2.1: v-prediction DDIM, no safety checker in model_index (``[null, null]``), ``!`` padding."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from iqabench import tiny_models
+    from iqabench.support import tiny_models
 
     comps = tiny_models._sd_components(seed)
     comps["scheduler"] = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -151,7 +151,7 @@ def sdxl_pipeline(seed: int):
     """SDXL base: two text encoders, ``text_time`` UNet, Euler; the VAE asks to be upcast in fp16 as the real one."""
     from diffusers import StableDiffusionXLPipeline
 
-    from iqabench import tiny_models
+    from iqabench.support import tiny_models
 
     comps = tiny_models._sdxl_components(seed)
     comps["vae"].register_to_config(force_upcast=True)

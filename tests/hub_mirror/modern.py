@@ -1,6 +1,6 @@
 """Hub snapshots of SD3.5 medium, FLUX.1-dev, FLUX.1-schnell and PixArt-Sigma with random weights (issue 25).
 
-The pipelines are :mod:`iqabench.tiny_modern`'s (the real classes, scaled down), saved under the real hub ids
+The pipelines are :mod:`iqabench.support.tiny_modern`'s (the real classes, scaled down), saved under the real hub ids
 in the real repositories' file layout: the component folders of ``model_index.json``; T5 encoders (and FLUX's
 transformer) sharded as the real repositories shard them (``model-00001-of-00002.safetensors`` +
 ``model.safetensors.index.json``, ``diffusion_pytorch_model-00001-of-00003.safetensors`` + index); T5
@@ -50,7 +50,7 @@ def _save_sharded(model: Any, folder: Path, shards: int) -> None:
 
 def _t5_tokenizer_files(folder: Path) -> None:
     """What the real T5 tokenizer folders hold beside tokenizer.json: the sentencepiece model, the special tokens."""
-    from iqabench.tiny_modern import t5_sentencepiece_model
+    from iqabench.support.tiny_modern import t5_sentencepiece_model
 
     (folder / "spiece.model").write_bytes(t5_sentencepiece_model())
     specials = {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -58,7 +58,7 @@ def _t5_tokenizer_files(folder: Path) -> None:
 
 
 def modern_pipeline(repo_id: str, seed: int = 0) -> Any:
-    from iqabench import tiny_modern
+    from iqabench.support import tiny_modern
 
     builder, _, _ = MODERN[repo_id]
     pipe = getattr(tiny_modern, builder)(seed)

@@ -24,7 +24,7 @@ from .hf_cache import write_saved_pretrained, write_snapshot
 def tiny_clip_model(seed: int):
     from transformers import CLIPConfig, CLIPModel
 
-    from iqabench import tiny_models
+    from iqabench.support import tiny_models
 
     torch.manual_seed(seed)
     config = CLIPConfig(
@@ -41,7 +41,7 @@ def tiny_clip_model(seed: int):
 def clip_processor():
     from transformers import CLIPImageProcessor, CLIPProcessor
 
-    from iqabench import tiny_models
+    from iqabench.support import tiny_models
 
     return CLIPProcessor(image_processor=CLIPImageProcessor(crop_size=224, size=224),
                          tokenizer=tiny_models.tiny_clip_tokenizer())

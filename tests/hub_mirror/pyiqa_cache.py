@@ -288,7 +288,7 @@ def write_metric(dirs: MirrorDirs, metric: str) -> list[Path]:
     """Every file ``pyiqa.create_metric(metric)`` reads, backbones first (the arch is built on top of them)."""
     import torchvision
 
-    from iqabench import safe_load
+    from iqabench.io import safe_load
 
     with use_mirror(dirs):
         safe_load.import_clip_loaders()  # so that install() covers pyiqa's and clip's CLIP downloads too
