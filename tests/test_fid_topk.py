@@ -237,3 +237,32 @@ def test_top_k_subsets_come_from_the_topk_reference_of_any_size(tmp_path):
     numeric = result.tables["fid_topk_numeric"]
     assert np.isfinite(numeric.loc["tiny-sd", ["FID", "FID top-50%", "KID", "CLIP-I"]].astype(float)).all()
     assert result.summary["features_extracted"] == 2 + 2 + 6  # generated, caption partners, ranked set
+
+
+def test_a_subset_that_falls_below_the_floor_after_failed_scores_is_noted(tmp_path, monkeypatch):
+    """The plan's size check counts reference images before they are scored; images without every metric's score
+    leave the ranking, so a subset can end below the floor: the result says so instead of passing silently."""
+    from iqabench.benchmarks.fid_topk import benchmark as fid_benchmark
+    from iqabench.metrics import register_metric
+
+    class SomeFail(torch.nn.Module):  # NaN (a failed score) for about half the images, decided by their pixels
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mean = x.mean(dim=(1, 2, 3))
+            odd = (mean * 1e4).floor().remainder(2) == 1
+            return torch.where(odd, torch.full_like(mean, float("nan")), mean)
+
+    register_metric("test_fid_some_fail", lower_better=False, overwrite=True)(lambda device: SomeFail())
+    monkeypatch.setattr(fid_benchmark, "FEATURE_DIM", 4)  # a floor the tiny set can cross: top-50% of 8 = 4
+    captions = _reference(tmp_path, 2)
+    ranked_folder = tmp_path / "train"
+    ranked_folder.mkdir()
+    for i, image in enumerate(_images(8, 5, size=(64, 64))):
+        image.save(ranked_folder / f"train_{i}.png")
+    options = {"reference": str(captions / "pairs.csv"), "topk_reference": str(ranked_folder), "weights": "random",
+               "topk": "50", "kid_subsets": 2}
+    outcome = run(RunSpec("fid-topk", ["tiny-sd"], metrics=["test_fid_some_fail"], options=options, limit=2),
+                  out=tmp_path / "store")
+    ranked = len(outcome.result.tables["reference_ranking"])
+    assert 2 <= ranked < 8  # some reference images failed (NaN), so the ranking lost them
+    note = next(n for n in outcome.result.notes if n.startswith("Below the 2048-image floor"))
+    assert f"only {ranked} of 8 reference images" in note

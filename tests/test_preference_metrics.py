@@ -230,3 +230,23 @@ def test_fetch_downloads_imagereward_files_and_the_offline_run_scores_with_them(
               "--batch-size", "1", "--out", str(out), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(next(out.glob("runs/*/run.json")).read_text())["status"] == "complete"
+
+
+def test_imagereward_real_vit_and_tokenizer_are_blips(tmp_path):
+    """The suite's model is scaled down, so the real sizes and the token layout are pinned here (values read from
+    the official ``create_vit('large')`` and BLIP's ``init_tokenizer``): a typo would otherwise go unnoticed."""
+    import json
+
+    from hub_mirror.imagereward_cache import bert_vocab
+
+    from iqabench.metrics.imagereward import BLIP_VIT_LARGE, PROMPT_TOKENS, blip_tokenizer
+
+    assert BLIP_VIT_LARGE == {"img_size": 224, "patch_size": 16, "embed_dim": 1024, "depth": 24, "num_heads": 16}
+    assert PROMPT_TOKENS == 35
+    (tmp_path / "vocab.txt").write_text("\n".join(bert_vocab()) + "\n", "utf-8")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}), "utf-8")
+    tokenizer = blip_tokenizer(str(tmp_path))
+    assert tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", "[DEC]", "[ENC]"]) == [101, 102, 30522, 30523]
+    long = tokenizer(["a b c d " * 40], padding="max_length", truncation=True, max_length=PROMPT_TOKENS)
+    ids = long["input_ids"][0]
+    assert len(ids) == PROMPT_TOKENS and ids[0] == 101 and ids[-1] == 102  # [CLS] first, [SEP] kept when cut

@@ -233,6 +233,12 @@ class FidTopK(BaseBenchmark):
             rows.append(row)
         ranked = [(p, k) for p, k in present if k in ranking]
         result = self._result(ctx, opts, rows, generators, ranking, subsets, ranked, missing, inception, clip, stats)
+        shrunk = {p: len(s) for p, s in subsets.items() if len(s) < FEATURE_DIM}
+        if shrunk and not opts["allow_small_topk"]:  # the plan's size check counted images not yet scored
+            result.notes.append(
+                "Below the 2048-image floor after ranking: " + ", ".join(f"top-{p:g}% = {n}" for p, n in shrunk.items())
+                + f" images, because only {len(ranking)} of {len(ranked_keys)} reference images have a score from "
+                "every metric; those subsets' covariance is singular and their FID biased upwards.")
         if opts["fid_bootstrap"]:
             result.notes.append(
                 f"FID brackets: 95% percentile bootstrap of the generated images ({opts['fid_bootstrap']} resamples "
