@@ -7,6 +7,7 @@ weights); what is asserted is what each family's comparison *means* and that eve
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -369,3 +370,21 @@ def test_presets_run_guidance_schnell_relgain_and_the_robustness_benchmarks_over
             with pytest.raises(ValueError, match=f"benchmark '{sweep}' sweeps target.*which generator .* does not "
                                                  "take; use a quality-conditioned generator"):
                 run(RunSpec(sweep, [preset], **spec), out=tmp_path)
+
+
+# -- review fixes ----------------------------------------------------------------------------------------------
+def test_two_spellings_of_one_model_are_refused_at_plan_time_and_a_shared_key_counts_as_identical(tmp_path):
+    """--baseline naming the generator's own defaults gives the same image keys: refused before any image."""
+    from iqabench.analysis.identical import PixelDigests
+
+    own = re.escape("its own baseline: both specs make the same images (same cache keys)")
+    for benchmark in ("relgain", "seed-consistency"):
+        spec = RunSpec(benchmark, ["tiny-sd[steps=2]"], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1],
+                       baseline="tiny-sd[steps=2,guidance_scale=7.5]")
+        with pytest.raises(ValueError, match=own):
+            run(spec, out=tmp_path)
+    assert not list(tmp_path.rglob("*.png"))  # refused before any work
+    # the backstop: a pair of one key is one image on both sides, an identical pair (no image read)
+    digests = PixelDigests(lambda key: tmp_path / f"{key}.png")
+    assert digests.count([("k1", "k1"), ("k2", "k2")]) == (2, 2)
+    assert digests.all_identical([("k1", "k1")]) == (True, 1)
