@@ -206,6 +206,13 @@ def test_flux_schnell_needs_a_baseline_and_identical_sides_are_never_a_measured_
     assert any("pixel-identical images for all 2 paired item(s)" in note for note in outcome.result.notes)
     per_item = outcome.result.tables["relgain_per_item"]
     assert (per_item["status"] == "identical to baseline").all()
+    # only the effect is blank: both sides' scores are measured levels, kept for `report A B`
+    assert np.isfinite(per_item["generator_score"]).all() and per_item["relgain"].isna().all()
+    assert (per_item["generator_score"] == per_item["baseline_score"]).all()
+    assert np.isfinite(row["generator_mean"]) and row["generator_mean"] == row["baseline_mean"]
+    paired = outcome.result.tables["paired_statistics"].iloc[0]
+    assert np.isfinite(paired["generator_mean"]) and paired[["improvement", "p_value", "win_rate"]].isna().all()
+    assert np.isfinite(outcome.result.per_item.frame["score"]).all()
     # and the terminal says why the cell is blank, under the grid
     from rich.console import Console
 
