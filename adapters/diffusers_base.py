@@ -66,7 +66,7 @@ from iqabench.execution.image_tensors import pil_to_uint8, quantize, to_pil
 from iqabench.execution.runtime import Runtime
 from iqabench.support import tiny_models
 
-from .families import family_baseline, family_settings, resolve_family
+from .families import PipelineFamily, family_baseline, family_settings, resolve_family
 from .generator_options import (
     GENERATION_OPTIONS,
     HubOptions,
@@ -137,7 +137,8 @@ class DiffusersGenerator:
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, source: str, defaults: Mapping[str, Any] | None = None,
                  tiny_builder: Callable[[int], DiffusionPipeline] | None = None,
-                 options: type[Options] | Mapping[str, OptionField] | None = None):
+                 options: type[Options] | Mapping[str, OptionField] | None = None,
+                 pipeline_family: PipelineFamily | None = None):
         self.spec = spec
         self.runtime = runtime
         self.family = spec.family
@@ -159,7 +160,7 @@ class DiffusersGenerator:
         if tiny_builder is None:
             self.location = self._require_weights()
         # issue 25: what this pipeline family means (baseline, options, wrappers), see adapters/families.py
-        self.pipeline_family, transformer_config = resolve_family(tiny_builder, self.location)
+        self.pipeline_family, transformer_config = resolve_family(tiny_builder, self.location, pipeline_family)
         if tiny_builder is None and self.location is None:
             # files missing, declared to the preflight: the family is unknown until they are there, so its option
             # checks wait (the preflight stops the run before keys are made; a fetched snapshot is re-planned)

@@ -114,8 +114,11 @@ def caption_cleaning() -> dict[str, Any]:
 
 
 # -- what a DiffusersGenerator asks of its family --------------------------------------------------------------
-def resolve_family(tiny_builder: Any, location: Any) -> tuple[PipelineFamily, dict[str, Any] | None]:
-    """(family, transformer config) of a generator's pipeline, from its tiny builder or its files' metadata."""
+def resolve_family(tiny_builder: Any, location: Any,
+                   known: PipelineFamily | None = None) -> tuple[PipelineFamily, dict[str, Any] | None]:
+    """(family, transformer config) of a generator's pipeline, from its tiny builder or its files' metadata;
+    ``known`` (a preset's family) stands in while the files are missing, so what cannot run on it is refused
+    before the preflight offers to download them."""
     if tiny_builder is not None:
         from iqabench.support import tiny_modern
 
@@ -126,7 +129,7 @@ def resolve_family(tiny_builder: Any, location: Any) -> tuple[PipelineFamily, di
                   "sample_size": tiny_modern.PIXART_SAMPLE_SIZE}
         return family_of(name, config), config
     if location is None:
-        return SD, None
+        return known or SD, None
     config = read_transformer_config(location.folder)
     return family_of(str(location.model_index.get("_class_name", "")), config), config
 

@@ -395,3 +395,21 @@ def test_two_spellings_of_one_model_are_refused_at_plan_time_and_a_shared_key_co
     digests = PixelDigests(lambda key: tmp_path / f"{key}.png")
     assert digests.count([("k1", "k1"), ("k2", "k2")]) == (2, 2)
     assert digests.all_identical([("k1", "k1")]) == (True, 1)
+
+
+def test_a_preset_with_its_files_missing_is_refused_for_what_its_family_cannot_do(tmp_path, monkeypatch):
+    """IQA-Adapter over sd35 with an empty HF cache: refused when built, before the preflight offers a download."""
+    from test_iqa_adapter_generator import tiny_checkpoint
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    from iqabench.contracts.needs import collecting
+
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    with collecting() as declared:  # as when planning: a missing file is declared to the preflight, not raised
+        for preset, label in (("sd35", "Stable Diffusion 3"), ("flux-dev", "FLUX.1-dev"), ("pixart-sigma", "PixArt")):
+            assert build_generator(preset, RT).location is None  # its files really are missing
+            with pytest.raises(SpecError, match=f"but base '{preset}' is a {label}.*no UNet"):
+                build_generator(f"iqa-adapter:{checkpoint}[base={preset}]", RT)
+        assert build_generator("flux-schnell", RT).baseline() is None  # no "CFG off" baseline planned either
+    assert declared and not any(need.present for need in declared)
