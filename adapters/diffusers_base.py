@@ -295,7 +295,7 @@ class DiffusersGenerator:
         """Same spec without classifier-free guidance (``guidance_scale=1.0``); None when already there.
 
         Per family (adapters/families.py): FLUX-dev's is embedded guidance 1.0, or true CFG off when
-        ``true_cfg_scale`` > 1; FLUX-schnell has none (:attr:`no_baseline_reason` says why)."""
+        ``true_cfg_scale`` > 1 with a ``negative_prompt``; FLUX-schnell has none (:attr:`no_baseline_reason`)."""
         return family_baseline(self.pipeline_family, self.spec, self.options)[0]
 
     @property

@@ -150,6 +150,9 @@ def family_settings(family: PipelineFamily, options: dict[str, Any], user_option
     if family.is_legacy:
         return {}
     true_cfg = (options.get("true_cfg_scale") or 1.0) > 1.0
+    if true_cfg and options.get("negative_prompt") is None:  # diffusers runs true CFG only with both
+        warnings.warn(f"{where}: true_cfg_scale has no effect without negative_prompt (FLUX runs true CFG only when "
+                      "true_cfg_scale > 1 and a negative prompt is given)", UserWarning, stacklevel=3)
     if family.guidance != "cfg" and options.get("negative_prompt") is not None and not true_cfg:
         warnings.warn(f"{where}: negative_prompt has no effect on a {family.label} unless true_cfg_scale > 1 "
                       "(it runs no classifier-free guidance otherwise)", UserWarning, stacklevel=3)
@@ -189,12 +192,17 @@ def _pixart_settings(options: dict[str, Any], config: dict[str, Any], where: str
     return out
 
 
+def runs_true_cfg(options: dict[str, Any]) -> bool:
+    """Whether FLUX runs true CFG: diffusers needs ``true_cfg_scale > 1`` *and* a negative prompt."""
+    return (options.get("true_cfg_scale") or 1.0) > 1.0 and options.get("negative_prompt") is not None
+
+
 def family_baseline(family: PipelineFamily, spec: Any, options: dict[str, Any]) -> tuple[str | None, str | None]:
     """(baseline spec, note): "the same model without guidance" as it means something for this family."""
     if family.guidance == "distilled":
         return None, (f"{spec} is a {family.label}: guidance_scale changes nothing and it runs no CFG, so it has "
                       "no 'same model without guidance'; pass --baseline SPEC (e.g. another step count or model)")
-    if (options.get("true_cfg_scale") or 1.0) > 1.0:
+    if runs_true_cfg(options):
         return str(spec.with_options(true_cfg_scale=1.0)), "baseline: the same FLUX model with true CFG off"
     if options.get("guidance_scale") == 1.0:
         return None, None

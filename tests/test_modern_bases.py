@@ -68,6 +68,11 @@ def test_each_family_has_an_honest_baseline():
     assert dev.baseline() == "tiny-flux[guidance_scale=1.0,steps=2]" and "embedded guidance 1.0" in dev.baseline_note
     true_cfg = pool.get("tiny-flux[negative_prompt=blurry,steps=2,true_cfg_scale=4.0]")
     assert true_cfg.baseline() == "tiny-flux[negative_prompt=blurry,steps=2,true_cfg_scale=1.0]"
+    # without a negative prompt diffusers runs no true CFG: said so, and the baseline is embedded guidance 1.0
+    with pytest.warns(UserWarning, match="true_cfg_scale has no effect without negative_prompt"):
+        no_negative = build_generator("tiny-flux[steps=2,true_cfg_scale=4.0]", RT)
+    assert no_negative.baseline() == "tiny-flux[guidance_scale=1.0,steps=2,true_cfg_scale=4.0]"
+    assert "embedded guidance 1.0" in no_negative.baseline_note
     with pytest.raises(ValueError, match="FLUX.1-schnell-like .* no 'same model without guidance'; pass --baseline"):
         pool.baseline("tiny-flux-schnell[steps=2]")
     assert pool.baseline("tiny-flux-schnell[steps=2]", "tiny-flux-schnell[steps=4]") == "tiny-flux-schnell[steps=4]"
