@@ -277,6 +277,10 @@ class DiffusersGenerator:
         }
         if self.tiny_builder is not None:
             fp["tiny_zoo_version"] = tiny_models.TINY_ZOO_VERSION
+            from iqabench.support import tiny_modern
+
+            if self.tiny_builder in tiny_modern.PIPELINE_CLASS:  # SD3 / FLUX / PixArt tiny: their own configs
+                fp.update(tiny_modern.fingerprint())
         if self.family_settings:  # SD3 / FLUX / PixArt only: SD 1.x/2.x/SDXL keys stay as pinned
             fp.update(self.family_settings)
         if self.location is not None:

@@ -418,3 +418,19 @@ def test_a_preset_with_its_files_missing_is_refused_for_what_its_family_cannot_d
                 build_generator(f"iqa-adapter:{checkpoint}[base={preset}]", RT)
         assert build_generator("flux-schnell", RT).baseline() is None  # no "CFG off" baseline planned either
     assert declared and not any(need.present for need in declared)
+
+
+def test_tiny_modern_models_fingerprint_their_version_and_tokenizer(monkeypatch):
+    """Bumping TINY_MODERN_VERSION changes the tiny modern models' keys (not tiny-sd's, pinned elsewhere)."""
+    from iqabench.support import tiny_modern
+
+    def fingerprints() -> dict[str, dict]:
+        return {name: build_generator(name, RT).fingerprint() for name in ("tiny-sd3", "tiny-pixart", "tiny-sd")}
+
+    before = fingerprints()
+    assert before["tiny-sd3"]["tiny_modern_version"] == tiny_modern.TINY_MODERN_VERSION
+    assert len(before["tiny-pixart"]["t5_tokenizer_sha256"]) == 16 and "tiny_modern_version" not in before["tiny-sd"]
+    monkeypatch.setattr(tiny_modern, "TINY_MODERN_VERSION", tiny_modern.TINY_MODERN_VERSION + 1)
+    after = fingerprints()
+    assert after["tiny-sd3"] != before["tiny-sd3"] and after["tiny-pixart"] != before["tiny-pixart"]
+    assert after["tiny-sd"] == before["tiny-sd"]
