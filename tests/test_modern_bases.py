@@ -434,3 +434,76 @@ def test_tiny_modern_models_fingerprint_their_version_and_tokenizer(monkeypatch)
     after = fingerprints()
     assert after["tiny-sd3"] != before["tiny-sd3"] and after["tiny-pixart"] != before["tiny-pixart"]
     assert after["tiny-sd"] == before["tiny-sd"]
+
+
+class _Identity:
+    """A decoder that returns its latent (config as a VAE's), so the image is x0 / 2 + 0.5 and g is known."""
+
+    class config:  # noqa: N801 - read as ``vae.config.scaling_factor``
+        scaling_factor = 1.0
+        shift_factor = None
+
+    dtype = torch.float32
+
+    def decode(self, latent):
+        return type("Out", (), {"sample": latent})()
+
+
+class _LinearLogF:
+    """log f(image) = <c, image>: g = grad_{x_t} log f = c / 2 through the identity decoder."""
+
+    lower_better = False
+
+    def __init__(self, c):
+        self.c, self.seen = c, []
+
+    def raw(self, images):
+        self.seen.append(images.detach().clone())
+        return torch.exp((self.c * images).sum(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("scaling", ["paper", "classifier"])
+@pytest.mark.parametrize("decode", ["z", "x0"])
+def test_flow_matching_guidance_formula_with_a_linear_metric(scaling, decode):
+    """v_hat - v = -alpha * omega * g / (1 - s) (times s for classifier scaling); x0_hat = x_t - s v."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from iqabench.adapters.guidance.guide import GuidanceConfig, IQAGuidance
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(4)
+    gen = torch.Generator().manual_seed(0)
+    x_t, v = 0.1 * torch.randn(1, 4, 4, 4, generator=gen), 0.1 * torch.randn(1, 4, 4, 4, generator=gen)
+    c = 0.01 * torch.randn(1, 4, 4, 4, generator=gen)
+    metric, alpha = _LinearLogF(c), 7.0
+    guidance = IQAGuidance(metric, _Identity(), GuidanceConfig(alpha=alpha, decode=decode, scaling=scaling))
+    v_hat = guidance.guided_output(scheduler, v, scheduler.timesteps[2], x_t)
+    s, w = float(scheduler.sigmas[2]), 2 / 3
+    assert guidance.trace[0].sigma == pytest.approx(s) and guidance.trace[0].omega == pytest.approx(w) and 0 < s < 1
+    expected = -alpha * w * (c / 2) / (1 - s) * (s if scaling == "classifier" else 1.0)
+    torch.testing.assert_close(v_hat - v, expected, rtol=1e-4, atol=1e-7)
+    decoded = x_t if decode == "z" else x_t - s * v
+    torch.testing.assert_close(metric.seen[0], decoded / 2 + 0.5)
+
+
+class _Shapes(nn.Module):
+    """A differentiable stand-in that records the (height, width) of every image guidance decodes."""
+
+    seen: list = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _Shapes.seen.append(tuple(x.shape[-2:]))
+        return 0.5 + x.mean(dim=(1, 2, 3))
+
+
+register_metric("test_shapes25", lower_better=False, overwrite=True)(lambda device: _Shapes())
+
+
+def test_flux_guidance_on_a_non_square_image_unpacks_height_then_width():
+    """FLUX's packed latents are unpacked with (height, width) in diffusers' order: a 64 x 32 image is decoded
+    64 x 32 for the gradient, never transposed."""
+    _Shapes.seen.clear()
+    generator = build_generator(f"guidance:test_shapes25[alpha={ALPHA},base=tiny-flux,steps=3,height=64,width=32]", RT)
+    image = generator.generate([WorkItem("p0", "a photo of a cat", 0)])[0]
+    assert image.size == (32, 64)
+    assert _Shapes.seen and set(_Shapes.seen) == {(64, 32)}
