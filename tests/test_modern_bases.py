@@ -94,8 +94,16 @@ def test_family_options_reach_the_pipeline_or_are_refused_or_warned_about():
     fp = binned.fingerprint()
     assert fp["sampled_size"] == [256, 256] and fp["use_resolution_binning"] is True
     assert set(fp["caption_libs"]) == {"bs4", "ftfy"} and isinstance(fp["clean_caption"], bool)
-    plain = build_generator("tiny-pixart", RT).fingerprint()
+    plain_generator = build_generator("tiny-pixart[steps=2]", RT)
+    plain = plain_generator.fingerprint()
     assert "sampled_size" not in plain and plain["use_resolution_binning"] is False
+    # and the option reaches the pipeline: binned, 64 px is sampled at 256 px and resized, so other pixels
+    with pytest.warns(UserWarning, match="PixArt samples at 256x256"):
+        binned_2 = build_generator("tiny-pixart[steps=2,use_resolution_binning=true]", RT)
+    cat = [WorkItem("p", "a cat", 0)]
+    binned_image, plain_image = binned_2.generate(cat)[0], plain_generator.generate(cat)[0]
+    assert binned_image.size == plain_image.size == (64, 64)
+    assert not np.array_equal(*_pixels([binned_image, plain_image]))
     # max_sequence_length and true_cfg_scale change the pipeline call, hence the images and the cache key
     long, short = (build_generator(f"tiny-flux[max_sequence_length={n},steps=2]", RT) for n in (32, 8))
     assert long.fingerprint() != short.fingerprint()
@@ -114,9 +122,13 @@ def test_iqa_adapter_and_acpo_are_refused_on_bases_without_unet_cross_attention(
         with pytest.raises(SpecError, match="IQA-Adapter adds decoupled quality keys and values to a UNet's "
                                             "cross-attention layers, but base .* no UNet"):
             build_generator(f"iqa-adapter:{checkpoint}[base={base}]", RT)
-    from iqabench.adapters.acpo.generator import AcpoGenerator
+    from iqabench.adapters.acpo.lora import LORA_FILE
 
-    assert "UNet" in AcpoGenerator.needs_unet_cross_attention
+    (tmp_path / "acpo").mkdir()
+    (tmp_path / "acpo" / LORA_FILE).write_bytes(b"")  # never read: the base is refused before the LoRA is loaded
+    with pytest.raises(SpecError, match="ACPO's checkpoints are LoRA weights for a UNet's attention layers, but base "
+                                        "'tiny-sd3' is a Stable Diffusion 3 pipeline .*no UNet"):
+        build_generator(f"acpo:{tmp_path / 'acpo'}[base=tiny-sd3]", RT)
 
 
 # -- gradient guidance on flow-matching and transformer bases ---------------------------------------------------
