@@ -519,3 +519,27 @@ def test_flux_guidance_on_a_non_square_image_unpacks_height_then_width():
     image = generator.generate([WorkItem("p0", "a photo of a cat", 0)])[0]
     assert image.size == (32, 64)
     assert _Shapes.seen and set(_Shapes.seen) == {(64, 32)}
+
+
+def test_training_commands_refuse_a_base_without_unet_before_loading_it(tmp_path, monkeypatch):
+    """train iqa-adapter --base tiny-sd3 / train acpo --base sd35 (files missing): the generator's sentence, no
+    pipeline loaded (it used to load it and fail on pipe.unet)."""
+    from typer.testing import CliRunner
+
+    from iqabench.adapters.diffusers_base import DiffusersGenerator
+    from iqabench.cli import app
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(DiffusersGenerator, "load_pipeline", lambda self: pytest.fail("the base was loaded"))
+    (tmp_path / "data").mkdir()
+    scores = tmp_path / "scores.parquet"
+    pd.DataFrame({"path": ["a.png"], "prompt": ["a cat"], "topiq_nr": [0.5]}).to_parquet(scores)
+    adapter = CliRunner().invoke(app, ["train", "iqa-adapter", "--scores", str(scores), "--base", "tiny-sd3",
+                                       "--metrics", "topiq_nr", "--out", str(tmp_path / "adapter")])
+    acpo = CliRunner().invoke(app, ["train", "acpo", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "lora"),
+                                    "--base", "sd35", "--evaluator", "test_bright25"])
+    for result, what, base, label in ((adapter, "IQA-Adapter adds decoupled quality keys", "tiny-sd3",
+                                       "Stable Diffusion 3"),
+                                      (acpo, "ACPO's checkpoints are LoRA weights", "sd35", "Stable Diffusion 3")):
+        text = " ".join(result.output.split())
+        assert result.exit_code != 0 and what in text and f"but base '{base}' is a {label}" in text, result.output
