@@ -36,8 +36,8 @@ class PipelineFamily:
 
     @property
     def is_legacy(self) -> bool:
-        """SD 1.x/2.x/SDXL: what iqabench supported before issue 25 (their fingerprints stay as they were)."""
-        return self.name == "sd"
+        """SD 1.x/2.x/SDXL, and any other pipeline: fingerprinted as before issue 25 (their keys stay as they were)."""
+        return self.name in ("sd", "other")
 
 
 SD = PipelineFamily("sd", "Stable Diffusion (UNet) pipeline", "cfg", True, frozenset(), None)
@@ -54,12 +54,18 @@ FLUX_SCHNELL = PipelineFamily("flux-schnell", "FLUX.1-schnell-like pipeline (gui
 PIXART = PipelineFamily("pixart", "PixArt pipeline (cross-attention inside a transformer, no UNet)", "cfg", False,
                         frozenset({"max_sequence_length", "use_resolution_binning"}), "madebyollin/taesdxl")
 
+#: Any other pipeline without a UNet (Sana, AuraFlow, ...): CFG as SD's, nothing a UNet method can attach to
+OTHER_NO_UNET = PipelineFamily("other", "pipeline without a UNet (its model_index.json names no 'unet')", "cfg", False,
+                               frozenset(), None)
+
 #: The options only some families take; a spec that sets one on a family without it is refused.
 FAMILY_OPTIONS = ("true_cfg_scale", "max_sequence_length", "use_resolution_binning")
 
 
-def family_of(pipeline_class: str, transformer_config: dict[str, Any] | None = None) -> PipelineFamily:
-    """The family of a pipeline class name (``model_index.json``'s ``_class_name``); SD for anything else."""
+def family_of(pipeline_class: str, transformer_config: dict[str, Any] | None = None,
+              model_index: dict[str, Any] | None = None) -> PipelineFamily:
+    """The family of a pipeline class name (``model_index.json``'s ``_class_name``); for anything else, SD when
+    ``model_index`` names a ``unet`` component (or is not known), else :data:`OTHER_NO_UNET`."""
     if pipeline_class.startswith("StableDiffusion3"):
         return SD3
     if pipeline_class.startswith("Flux"):
@@ -67,6 +73,8 @@ def family_of(pipeline_class: str, transformer_config: dict[str, Any] | None = N
         return FLUX_DEV if embeds else FLUX_SCHNELL
     if pipeline_class.startswith("PixArt"):
         return PIXART
+    if model_index is not None and "unet" not in model_index:
+        return OTHER_NO_UNET
     return SD
 
 
@@ -131,7 +139,8 @@ def resolve_family(tiny_builder: Any, location: Any,
     if location is None:
         return known or SD, None
     config = read_transformer_config(location.folder)
-    return family_of(str(location.model_index.get("_class_name", "")), config), config
+    index = location.model_index
+    return family_of(str(index.get("_class_name", "")), config, index), config
 
 
 def family_settings(family: PipelineFamily, options: dict[str, Any], user_options: set[str],

@@ -543,3 +543,26 @@ def test_training_commands_refuse_a_base_without_unet_before_loading_it(tmp_path
                                       (acpo, "ACPO's checkpoints are LoRA weights", "sd35", "Stable Diffusion 3")):
         text = " ".join(result.output.split())
         assert result.exit_code != 0 and what in text and f"but base '{base}' is a {label}" in text, result.output
+
+
+def test_an_unknown_diffusers_pipeline_without_unet_is_refused_for_unet_methods(tmp_path):
+    """diffusers:<Sana-like folder>: its model_index.json names no unet, so ACPO over it is refused up front; a
+    folder with a unet stays an SD pipeline."""
+    import json
+
+    from iqabench.adapters.acpo.lora import LORA_FILE
+
+    for name, denoiser in (("sana", ["transformer", "SanaTransformer2DModel"]),
+                           ("unet", ["unet", "UNet2DConditionModel"])):
+        folder = tmp_path / name
+        for component in ("vae", denoiser[0]):
+            (folder / component).mkdir(parents=True)
+            (folder / component / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+        index = {"_class_name": "SomeNewPipeline", "vae": ["diffusers", "AutoencoderKL"],
+                 denoiser[0]: ["diffusers", denoiser[1]]}
+        (folder / "model_index.json").write_text(json.dumps(index))
+    assert build_generator(f"diffusers:{tmp_path / 'unet'}", RT).pipeline_family.unet
+    (tmp_path / "acpo").mkdir()
+    (tmp_path / "acpo" / LORA_FILE).write_bytes(b"")
+    with pytest.raises(SpecError, match="is a pipeline without a UNet .* nothing to attach it to"):
+        build_generator(f"acpo:{tmp_path / 'acpo'}[base=diffusers:{tmp_path / 'sana'}]", RT)
