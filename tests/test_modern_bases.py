@@ -174,6 +174,9 @@ def test_tiny_decoder_defaults_follow_the_latent_space():
     assert default_tiny_decoder("StableDiffusion3Pipeline") == "madebyollin/taesd3"
     assert default_tiny_decoder("FluxPipeline") == "madebyollin/taef1"
     assert default_tiny_decoder("PixArtSigmaPipeline") == "madebyollin/taesdxl"
+    # PixArt by its VAE: Sigma's is SDXL's (0.13025), alpha's SD 1.x's (0.18215, TAESD)
+    assert default_tiny_decoder("PixArtSigmaPipeline", 0.13025) == "madebyollin/taesdxl"
+    assert default_tiny_decoder("PixArtAlphaPipeline", 0.18215) == "madebyollin/taesd"
     assert default_tiny_decoder("StableDiffusionXLPipeline") == "madebyollin/taesdxl"
     generator = build_generator(f"guidance:test_bright25[alpha={ALPHA},base=tiny-flux[steps=2],decoder=tiny]", RT)
     image = generator.generate([WorkItem("p0", "a cat", 0)])[0]
