@@ -205,6 +205,17 @@ def test_relgain_scores_seed_consistency_and_guidance_over_each_family(family, t
         assert [n for n in outcome.result.notes if "embedded guidance 1.0" in n] == [
             f"baseline of {base}: embedded guidance 1.0 (FLUX-dev's guidance_scale is an input of the distilled "
             "model, not CFG; it runs no CFG either way)"]
+        from rich.console import Console
+
+        from iqabench.cli import summary
+
+        console = Console(width=100, record=True)
+        original, summary.out_console = summary.out_console, console
+        try:  # said on the terminal too, under the grid, not only in the report
+            summary.print_summary(outcome.result)
+        finally:
+            summary.out_console = original
+        assert f"note: baseline of {base}: embedded guidance 1.0" in " ".join(console.export_text().split())
     scores = run(RunSpec("scores", [base], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1]), out=tmp_path)
     assert scores.plan.n_to_generate == 0 and scores.result.tables["scores"]["n"].tolist() == [2]
     seeds = run(RunSpec("seed-consistency", [base], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1]),
