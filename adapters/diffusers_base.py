@@ -66,7 +66,7 @@ from iqabench.execution.image_tensors import pil_to_uint8, quantize, to_pil
 from iqabench.execution.runtime import Runtime
 from iqabench.support import tiny_models
 
-from .families import family_baseline, family_settings, resolve_family
+from .families import PipelineFamily, family_baseline, family_settings, resolve_family
 from .generator_options import (
     GENERATION_OPTIONS,
     HubOptions,
@@ -137,7 +137,8 @@ class DiffusersGenerator:
 
     def __init__(self, spec: GeneratorSpec, runtime: Runtime, *, source: str, defaults: Mapping[str, Any] | None = None,
                  tiny_builder: Callable[[int], DiffusionPipeline] | None = None,
-                 options: type[Options] | Mapping[str, OptionField] | None = None):
+                 options: type[Options] | Mapping[str, OptionField] | None = None,
+                 pipeline_family: PipelineFamily | None = None):
         self.spec = spec
         self.runtime = runtime
         self.family = spec.family
@@ -159,7 +160,7 @@ class DiffusersGenerator:
         if tiny_builder is None:
             self.location = self._require_weights()
         # issue 25: what this pipeline family means (baseline, options, wrappers), see adapters/families.py
-        self.pipeline_family, transformer_config = resolve_family(tiny_builder, self.location)
+        self.pipeline_family, transformer_config = resolve_family(tiny_builder, self.location, pipeline_family)
         if tiny_builder is None and self.location is None:
             # files missing, declared to the preflight: the family is unknown until they are there, so its option
             # checks wait (the preflight stops the run before keys are made; a fetched snapshot is re-planned)
@@ -276,6 +277,10 @@ class DiffusersGenerator:
         }
         if self.tiny_builder is not None:
             fp["tiny_zoo_version"] = tiny_models.TINY_ZOO_VERSION
+            from iqabench.support import tiny_modern
+
+            if self.tiny_builder in tiny_modern.PIPELINE_CLASS:  # SD3 / FLUX / PixArt tiny: their own configs
+                fp.update(tiny_modern.fingerprint())
         if self.family_settings:  # SD3 / FLUX / PixArt only: SD 1.x/2.x/SDXL keys stay as pinned
             fp.update(self.family_settings)
         if self.location is not None:
@@ -294,7 +299,7 @@ class DiffusersGenerator:
         """Same spec without classifier-free guidance (``guidance_scale=1.0``); None when already there.
 
         Per family (adapters/families.py): FLUX-dev's is embedded guidance 1.0, or true CFG off when
-        ``true_cfg_scale`` > 1; FLUX-schnell has none (:attr:`no_baseline_reason` says why)."""
+        ``true_cfg_scale`` > 1 with a ``negative_prompt``; FLUX-schnell has none (:attr:`no_baseline_reason`)."""
         return family_baseline(self.pipeline_family, self.spec, self.options)[0]
 
     @property

@@ -36,8 +36,8 @@ class PipelineFamily:
 
     @property
     def is_legacy(self) -> bool:
-        """SD 1.x/2.x/SDXL: what iqabench supported before issue 25 (their fingerprints stay as they were)."""
-        return self.name == "sd"
+        """SD 1.x/2.x/SDXL, and any other pipeline: fingerprinted as before issue 25 (their keys stay as they were)."""
+        return self.name in ("sd", "other")
 
 
 SD = PipelineFamily("sd", "Stable Diffusion (UNet) pipeline", "cfg", True, frozenset(), None)
@@ -54,12 +54,18 @@ FLUX_SCHNELL = PipelineFamily("flux-schnell", "FLUX.1-schnell-like pipeline (gui
 PIXART = PipelineFamily("pixart", "PixArt pipeline (cross-attention inside a transformer, no UNet)", "cfg", False,
                         frozenset({"max_sequence_length", "use_resolution_binning"}), "madebyollin/taesdxl")
 
+#: Any other pipeline without a UNet (Sana, AuraFlow, ...): CFG as SD's, nothing a UNet method can attach to
+OTHER_NO_UNET = PipelineFamily("other", "pipeline without a UNet (its model_index.json names no 'unet')", "cfg", False,
+                               frozenset(), None)
+
 #: The options only some families take; a spec that sets one on a family without it is refused.
 FAMILY_OPTIONS = ("true_cfg_scale", "max_sequence_length", "use_resolution_binning")
 
 
-def family_of(pipeline_class: str, transformer_config: dict[str, Any] | None = None) -> PipelineFamily:
-    """The family of a pipeline class name (``model_index.json``'s ``_class_name``); SD for anything else."""
+def family_of(pipeline_class: str, transformer_config: dict[str, Any] | None = None,
+              model_index: dict[str, Any] | None = None) -> PipelineFamily:
+    """The family of a pipeline class name (``model_index.json``'s ``_class_name``); for anything else, SD when
+    ``model_index`` names a ``unet`` component (or is not known), else :data:`OTHER_NO_UNET`."""
     if pipeline_class.startswith("StableDiffusion3"):
         return SD3
     if pipeline_class.startswith("Flux"):
@@ -67,6 +73,8 @@ def family_of(pipeline_class: str, transformer_config: dict[str, Any] | None = N
         return FLUX_DEV if embeds else FLUX_SCHNELL
     if pipeline_class.startswith("PixArt"):
         return PIXART
+    if model_index is not None and "unet" not in model_index:
+        return OTHER_NO_UNET
     return SD
 
 
@@ -114,8 +122,11 @@ def caption_cleaning() -> dict[str, Any]:
 
 
 # -- what a DiffusersGenerator asks of its family --------------------------------------------------------------
-def resolve_family(tiny_builder: Any, location: Any) -> tuple[PipelineFamily, dict[str, Any] | None]:
-    """(family, transformer config) of a generator's pipeline, from its tiny builder or its files' metadata."""
+def resolve_family(tiny_builder: Any, location: Any,
+                   known: PipelineFamily | None = None) -> tuple[PipelineFamily, dict[str, Any] | None]:
+    """(family, transformer config) of a generator's pipeline, from its tiny builder or its files' metadata;
+    ``known`` (a preset's family) stands in while the files are missing, so what cannot run on it is refused
+    before the preflight offers to download them."""
     if tiny_builder is not None:
         from iqabench.support import tiny_modern
 
@@ -126,9 +137,10 @@ def resolve_family(tiny_builder: Any, location: Any) -> tuple[PipelineFamily, di
                   "sample_size": tiny_modern.PIXART_SAMPLE_SIZE}
         return family_of(name, config), config
     if location is None:
-        return SD, None
+        return known or SD, None
     config = read_transformer_config(location.folder)
-    return family_of(str(location.model_index.get("_class_name", "")), config), config
+    index = location.model_index
+    return family_of(str(index.get("_class_name", "")), config, index), config
 
 
 def family_settings(family: PipelineFamily, options: dict[str, Any], user_options: set[str],
@@ -147,6 +159,9 @@ def family_settings(family: PipelineFamily, options: dict[str, Any], user_option
     if family.is_legacy:
         return {}
     true_cfg = (options.get("true_cfg_scale") or 1.0) > 1.0
+    if true_cfg and options.get("negative_prompt") is None:  # diffusers runs true CFG only with both
+        warnings.warn(f"{where}: true_cfg_scale has no effect without negative_prompt (FLUX runs true CFG only when "
+                      "true_cfg_scale > 1 and a negative prompt is given)", UserWarning, stacklevel=3)
     if family.guidance != "cfg" and options.get("negative_prompt") is not None and not true_cfg:
         warnings.warn(f"{where}: negative_prompt has no effect on a {family.label} unless true_cfg_scale > 1 "
                       "(it runs no classifier-free guidance otherwise)", UserWarning, stacklevel=3)
@@ -186,12 +201,17 @@ def _pixart_settings(options: dict[str, Any], config: dict[str, Any], where: str
     return out
 
 
+def runs_true_cfg(options: dict[str, Any]) -> bool:
+    """Whether FLUX runs true CFG: diffusers needs ``true_cfg_scale > 1`` *and* a negative prompt."""
+    return (options.get("true_cfg_scale") or 1.0) > 1.0 and options.get("negative_prompt") is not None
+
+
 def family_baseline(family: PipelineFamily, spec: Any, options: dict[str, Any]) -> tuple[str | None, str | None]:
     """(baseline spec, note): "the same model without guidance" as it means something for this family."""
     if family.guidance == "distilled":
         return None, (f"{spec} is a {family.label}: guidance_scale changes nothing and it runs no CFG, so it has "
                       "no 'same model without guidance'; pass --baseline SPEC (e.g. another step count or model)")
-    if (options.get("true_cfg_scale") or 1.0) > 1.0:
+    if runs_true_cfg(options):
         return str(spec.with_options(true_cfg_scale=1.0)), "baseline: the same FLUX model with true CFG off"
     if options.get("guidance_scale") == 1.0:
         return None, None

@@ -19,6 +19,7 @@ from iqabench.execution.runtime import Runtime
 from iqabench.support import tiny_models
 
 from .diffusers_base import DiffusersGenerator
+from .families import FLUX_DEV, FLUX_SCHNELL, PIXART, SD3, PipelineFamily
 from .generator_options import FamilyHubOptions, FamilyTinyOptions, HubOptions, TinyOptions
 from .hub_cache import HUB_ID, weights_status
 
@@ -38,15 +39,16 @@ def _no_variant(spec: GeneratorSpec) -> None:
 
 def _preset(family: str, description: str, *, source: str, options: type[Options], preset: dict[str, Any],
             weights: Callable[[], tuple[bool, str]] | None = None,
-            tiny_builder: Callable[[int], Any] | None = None) -> None:
+            tiny_builder: Callable[[int], Any] | None = None, pipeline_family: PipelineFamily | None = None) -> None:
     """Register ``family``: a DiffusersGenerator of ``source`` whose ``options`` start from ``preset`` (no
-    ``:variant`` part); the listing shows the same defaults the generator starts from."""
+    ``:variant`` part); the listing shows the same defaults the generator starts from. ``pipeline_family``: what
+    the preset is before its files are there (a wrapper it cannot carry is refused before any download)."""
     defaults = options.defaults(**preset)
 
     def factory(spec: GeneratorSpec, runtime: Runtime) -> DiffusersGenerator:
         _no_variant(spec)
         return DiffusersGenerator(spec, runtime, source=source, defaults=defaults, tiny_builder=tiny_builder,
-                                  options=options)
+                                  options=options, pipeline_family=pipeline_family)
 
     factory.__name__ = factory.__qualname__ = f"build_{family.replace('-', '_')}"
     register_generator(family, description=description, weights=weights, options=options,
@@ -88,18 +90,19 @@ def _register_presets() -> None:
 _register_presets()
 
 # -- issue 25: SD3.5, FLUX.1, PixArt-Sigma ----------------------------------------------------------------------
-#: (family, hub id, sampling defaults, description): the model cards' / diffusers docs' settings (docs/weights.md)
+#: (family, hub id, pipeline family, sampling defaults, description): the model cards' / diffusers docs' settings
+#: (docs/weights.md); the pipeline family is known without the files (IQA-Adapter over sd35 refused up front)
 _MODERN_PRESETS = (
-    ("sd35", "stabilityai/stable-diffusion-3.5-medium",
+    ("sd35", "stabilityai/stable-diffusion-3.5-medium", SD3,
      {"steps": 40, "guidance_scale": 4.5, "height": 1024, "width": 1024},
      "Stable Diffusion 3.5 medium (40 steps, CFG 4.5, 1024 px: its model card)"),
-    ("flux-dev", "black-forest-labs/FLUX.1-dev",
+    ("flux-dev", "black-forest-labs/FLUX.1-dev", FLUX_DEV,
      {"steps": 50, "guidance_scale": 3.5, "height": 1024, "width": 1024, "max_sequence_length": 512},
      "FLUX.1-dev (50 steps, embedded guidance 3.5, 1024 px, 512 T5 tokens: its model card)"),
-    ("flux-schnell", "black-forest-labs/FLUX.1-schnell",
+    ("flux-schnell", "black-forest-labs/FLUX.1-schnell", FLUX_SCHNELL,
      {"steps": 4, "guidance_scale": 0.0, "height": 1024, "width": 1024, "max_sequence_length": 256},
      "FLUX.1-schnell (4 steps, guidance 0, 1024 px, 256 T5 tokens: diffusers' docs); no default baseline"),
-    ("pixart-sigma", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+    ("pixart-sigma", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", PIXART,
      {"steps": 20, "guidance_scale": 4.5, "height": 1024, "width": 1024, "use_resolution_binning": True},
      "PixArt-Sigma XL 1024 (20 steps, CFG 4.5, 1024 px, resolution binning: diffusers' defaults)"),
 )
@@ -118,9 +121,9 @@ _MODERN_TINY = (
 def _register_modern_presets() -> None:
     from iqabench.support import tiny_modern
 
-    for family, source, sampling, description in _MODERN_PRESETS:
+    for family, source, pipeline_family, sampling, description in _MODERN_PRESETS:
         _preset(family, description, source=source, options=FamilyHubOptions, preset=sampling,
-                weights=partial(weights_status, source))
+                weights=partial(weights_status, source), pipeline_family=pipeline_family)
     size = tiny_models.TINY_IMAGE_SIZE
     for family, name, sampling, description in _MODERN_TINY:
         preset = {"steps": tiny_models.TINY_STEPS, "height": size, "width": size, **sampling}

@@ -80,8 +80,7 @@ class QualityGenerator(DiffusersGenerator):
         own_fields = option_fields(self.options_class) if self.options_class else {}
         family = base_gen.pipeline_family
         if self.needs_unet_cross_attention and not family.unet:
-            raise SpecError(f"{where}: {self.needs_unet_cross_attention}, but base {str(self.base_spec)!r} is a "
-                            f"{family.label}, so there is nothing to attach it to; use an SD 1.x/2.x or SDXL base")
+            raise SpecError(f"{where}: {unet_refusal(self.needs_unet_cross_attention, str(self.base_spec), family)}")
         super().__init__(spec, runtime, source=base_gen.source, defaults={**base_gen.options, **self.own_options},
                          tiny_builder=base_gen.tiny_builder, options={**base_gen.option_fields, **own_fields})
         self._base_gen = base_gen
@@ -125,3 +124,23 @@ class QualityGenerator(DiffusersGenerator):
     def load_pipeline(self):
         """The base generator's pipeline (so an ``acpo:`` base comes with its LoRA); subclasses add theirs."""
         return self._base_gen.load_pipeline()
+
+
+def unet_refusal(needs: str, base: str, family: Any) -> str:
+    """Why a method that acts on a UNet's cross-attention cannot run on ``base`` (one sentence, shared by the
+    generator and its training command)."""
+    return (f"{needs}, but base {base!r} is a {family.label}, so there is nothing to attach it to; use an SD "
+            "1.x/2.x or SDXL base")
+
+
+def require_unet_base(base: str, needs: str, where: str, runtime: Runtime | None = None) -> None:
+    """Refuse a training ``--base`` without UNet cross-attention before anything is loaded (else the training
+    loads the whole pipeline and fails on ``pipe.unet``). Builds the base generator only, its files declared,
+    not required: a preset's family is known without them (adapters/families.py)."""
+    from iqabench.contracts.needs import collecting
+
+    with collecting():
+        generator = build_generator(base, runtime or Runtime(device="cpu", dtype="fp32"))
+    family = getattr(generator, "pipeline_family", None)
+    if family is not None and not family.unet:
+        raise SpecError(f"{where}: {unet_refusal(needs, str(GeneratorSpec.parse(base)), family)}")

@@ -20,6 +20,10 @@ from iqabench.contracts.results import PerItemScores
 from iqabench.contracts.specs import RunSpec
 from iqabench.metrics import metric_info
 
+#: the paired comparison's numbers that measure the effect (blank where both sides made the same pixels)
+PAIRED_EFFECTS = ("improvement", "improvement_ci_low", "improvement_ci_high", "improvement_std", "t_statistic",
+                  "p_value", "wilcoxon_statistic", "wilcoxon_p_value", "win_rate")
+
 
 @register_benchmark("relgain", description="Relative IQA gain of each generator over its baseline (paper Fig. 3a)")
 class RelGain(BaseBenchmark):
@@ -59,12 +63,14 @@ class RelGain(BaseBenchmark):
                 gen_keys = [key_of[(g, i.prompt_id, i.seed)] for i in items]
                 base = np.array([_value(scores[m].get(k)) for k in base_keys])
                 method = np.array([_value(scores[m].get(k)) for k in gen_keys])
-                if same:  # nothing was compared: blank, not 0.00 [0.00, 0.00] (the run notes say why)
-                    method = np.full_like(method, np.nan)
-                gains = relative_gains(base, method, info.lower_better)
+                # identical sides: nothing was compared, so the effects are blank, not 0.00 [0.00, 0.00] (the run
+                # notes say why); the scores are measured levels and stay (docs/robustness.md, `report A B`)
+                gains = relative_gains(base, np.full_like(method, np.nan) if same else method, info.lower_better)
                 prompts = [i.prompt_id for i in items]
-                paired_rows.append({"generator": g, "baseline": b, "metric": m,
-                                    **paired_statistics(base, method, info.lower_better, prompts)})
+                pair_stats = paired_statistics(base, method, info.lower_better, prompts)
+                if same:
+                    pair_stats.update(dict.fromkeys(PAIRED_EFFECTS, float("nan")))
+                paired_rows.append({"generator": g, "baseline": b, "metric": m, **pair_stats})
                 for i, item in enumerate(items):
                     per_item_rows.append({
                         "generator": g, "baseline": b, "metric": m, "prompt_id": item.prompt_id,
@@ -75,7 +81,7 @@ class RelGain(BaseBenchmark):
                 usable = gains.gains[gains.usable]
                 est = mean_ci(gains.gains, prompts)  # NaN (unusable) items dropped; clustered by prompt
                 test = unit_test(gains.gains, prompts)  # one-sample t on per-prompt mean gains (n = prompts)
-                n_missing = 0 if same else int((~np.isfinite(base) | ~np.isfinite(method)).sum())
+                n_missing = int((~np.isfinite(base) | ~np.isfinite(method)).sum())
                 summary_rows.append({
                     "generator": g, "baseline": b, "metric": m,
                     "direction": "lower is better" if info.lower_better else "higher is better",

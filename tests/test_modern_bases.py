@@ -7,6 +7,7 @@ weights); what is asserted is what each family's comparison *means* and that eve
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -67,6 +68,11 @@ def test_each_family_has_an_honest_baseline():
     assert dev.baseline() == "tiny-flux[guidance_scale=1.0,steps=2]" and "embedded guidance 1.0" in dev.baseline_note
     true_cfg = pool.get("tiny-flux[negative_prompt=blurry,steps=2,true_cfg_scale=4.0]")
     assert true_cfg.baseline() == "tiny-flux[negative_prompt=blurry,steps=2,true_cfg_scale=1.0]"
+    # without a negative prompt diffusers runs no true CFG: said so, and the baseline is embedded guidance 1.0
+    with pytest.warns(UserWarning, match="true_cfg_scale has no effect without negative_prompt"):
+        no_negative = build_generator("tiny-flux[steps=2,true_cfg_scale=4.0]", RT)
+    assert no_negative.baseline() == "tiny-flux[guidance_scale=1.0,steps=2,true_cfg_scale=4.0]"
+    assert "embedded guidance 1.0" in no_negative.baseline_note
     with pytest.raises(ValueError, match="FLUX.1-schnell-like .* no 'same model without guidance'; pass --baseline"):
         pool.baseline("tiny-flux-schnell[steps=2]")
     assert pool.baseline("tiny-flux-schnell[steps=2]", "tiny-flux-schnell[steps=4]") == "tiny-flux-schnell[steps=4]"
@@ -88,8 +94,16 @@ def test_family_options_reach_the_pipeline_or_are_refused_or_warned_about():
     fp = binned.fingerprint()
     assert fp["sampled_size"] == [256, 256] and fp["use_resolution_binning"] is True
     assert set(fp["caption_libs"]) == {"bs4", "ftfy"} and isinstance(fp["clean_caption"], bool)
-    plain = build_generator("tiny-pixart", RT).fingerprint()
+    plain_generator = build_generator("tiny-pixart[steps=2]", RT)
+    plain = plain_generator.fingerprint()
     assert "sampled_size" not in plain and plain["use_resolution_binning"] is False
+    # and the option reaches the pipeline: binned, 64 px is sampled at 256 px and resized, so other pixels
+    with pytest.warns(UserWarning, match="PixArt samples at 256x256"):
+        binned_2 = build_generator("tiny-pixart[steps=2,use_resolution_binning=true]", RT)
+    cat = [WorkItem("p", "a cat", 0)]
+    binned_image, plain_image = binned_2.generate(cat)[0], plain_generator.generate(cat)[0]
+    assert binned_image.size == plain_image.size == (64, 64)
+    assert not np.array_equal(*_pixels([binned_image, plain_image]))
     # max_sequence_length and true_cfg_scale change the pipeline call, hence the images and the cache key
     long, short = (build_generator(f"tiny-flux[max_sequence_length={n},steps=2]", RT) for n in (32, 8))
     assert long.fingerprint() != short.fingerprint()
@@ -108,9 +122,13 @@ def test_iqa_adapter_and_acpo_are_refused_on_bases_without_unet_cross_attention(
         with pytest.raises(SpecError, match="IQA-Adapter adds decoupled quality keys and values to a UNet's "
                                             "cross-attention layers, but base .* no UNet"):
             build_generator(f"iqa-adapter:{checkpoint}[base={base}]", RT)
-    from iqabench.adapters.acpo.generator import AcpoGenerator
+    from iqabench.adapters.acpo.lora import LORA_FILE
 
-    assert "UNet" in AcpoGenerator.needs_unet_cross_attention
+    (tmp_path / "acpo").mkdir()
+    (tmp_path / "acpo" / LORA_FILE).write_bytes(b"")  # never read: the base is refused before the LoRA is loaded
+    with pytest.raises(SpecError, match="ACPO's checkpoints are LoRA weights for a UNet's attention layers, but base "
+                                        "'tiny-sd3' is a Stable Diffusion 3 pipeline .*no UNet"):
+        build_generator(f"acpo:{tmp_path / 'acpo'}[base=tiny-sd3]", RT)
 
 
 # -- gradient guidance on flow-matching and transformer bases ---------------------------------------------------
@@ -156,6 +174,9 @@ def test_tiny_decoder_defaults_follow_the_latent_space():
     assert default_tiny_decoder("StableDiffusion3Pipeline") == "madebyollin/taesd3"
     assert default_tiny_decoder("FluxPipeline") == "madebyollin/taef1"
     assert default_tiny_decoder("PixArtSigmaPipeline") == "madebyollin/taesdxl"
+    # PixArt by its VAE: Sigma's is SDXL's (0.13025), alpha's SD 1.x's (0.18215, TAESD)
+    assert default_tiny_decoder("PixArtSigmaPipeline", 0.13025) == "madebyollin/taesdxl"
+    assert default_tiny_decoder("PixArtAlphaPipeline", 0.18215) == "madebyollin/taesd"
     assert default_tiny_decoder("StableDiffusionXLPipeline") == "madebyollin/taesdxl"
     generator = build_generator(f"guidance:test_bright25[alpha={ALPHA},base=tiny-flux[steps=2],decoder=tiny]", RT)
     image = generator.generate([WorkItem("p0", "a cat", 0)])[0]
@@ -184,6 +205,17 @@ def test_relgain_scores_seed_consistency_and_guidance_over_each_family(family, t
         assert [n for n in outcome.result.notes if "embedded guidance 1.0" in n] == [
             f"baseline of {base}: embedded guidance 1.0 (FLUX-dev's guidance_scale is an input of the distilled "
             "model, not CFG; it runs no CFG either way)"]
+        from rich.console import Console
+
+        from iqabench.cli import summary
+
+        console = Console(width=100, record=True)
+        original, summary.out_console = summary.out_console, console
+        try:  # said on the terminal too, under the grid, not only in the report
+            summary.print_summary(outcome.result)
+        finally:
+            summary.out_console = original
+        assert f"note: baseline of {base}: embedded guidance 1.0" in " ".join(console.export_text().split())
     scores = run(RunSpec("scores", [base], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1]), out=tmp_path)
     assert scores.plan.n_to_generate == 0 and scores.result.tables["scores"]["n"].tolist() == [2]
     seeds = run(RunSpec("seed-consistency", [base], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1]),
@@ -205,6 +237,13 @@ def test_flux_schnell_needs_a_baseline_and_identical_sides_are_never_a_measured_
     assert any("pixel-identical images for all 2 paired item(s)" in note for note in outcome.result.notes)
     per_item = outcome.result.tables["relgain_per_item"]
     assert (per_item["status"] == "identical to baseline").all()
+    # only the effect is blank: both sides' scores are measured levels, kept for `report A B`
+    assert np.isfinite(per_item["generator_score"]).all() and per_item["relgain"].isna().all()
+    assert (per_item["generator_score"] == per_item["baseline_score"]).all()
+    assert np.isfinite(row["generator_mean"]) and row["generator_mean"] == row["baseline_mean"]
+    paired = outcome.result.tables["paired_statistics"].iloc[0]
+    assert np.isfinite(paired["generator_mean"]) and paired[["improvement", "p_value", "win_rate"]].isna().all()
+    assert np.isfinite(outcome.result.per_item.frame["score"]).all()
     # and the terminal says why the cell is blank, under the grid
     from rich.console import Console
 
@@ -369,3 +408,175 @@ def test_presets_run_guidance_schnell_relgain_and_the_robustness_benchmarks_over
             with pytest.raises(ValueError, match=f"benchmark '{sweep}' sweeps target.*which generator .* does not "
                                                  "take; use a quality-conditioned generator"):
                 run(RunSpec(sweep, [preset], **spec), out=tmp_path)
+
+
+# -- review fixes ----------------------------------------------------------------------------------------------
+def test_two_spellings_of_one_model_are_refused_at_plan_time_and_a_shared_key_counts_as_identical(tmp_path):
+    """--baseline naming the generator's own defaults gives the same image keys: refused before any image."""
+    from iqabench.analysis.identical import PixelDigests
+
+    own = re.escape("its own baseline: both specs make the same images (same cache keys)")
+    for benchmark in ("relgain", "seed-consistency"):
+        spec = RunSpec(benchmark, ["tiny-sd[steps=2]"], metrics=["entropy"], prompts="smoke", limit=1, seeds=[0, 1],
+                       baseline="tiny-sd[steps=2,guidance_scale=7.5]")
+        with pytest.raises(ValueError, match=own):
+            run(spec, out=tmp_path)
+    assert not list(tmp_path.rglob("*.png"))  # refused before any work
+    # the backstop: a pair of one key is one image on both sides, an identical pair (no image read)
+    digests = PixelDigests(lambda key: tmp_path / f"{key}.png")
+    assert digests.count([("k1", "k1"), ("k2", "k2")]) == (2, 2)
+    assert digests.all_identical([("k1", "k1")]) == (True, 1)
+
+
+def test_a_preset_with_its_files_missing_is_refused_for_what_its_family_cannot_do(tmp_path, monkeypatch):
+    """IQA-Adapter over sd35 with an empty HF cache: refused when built, before the preflight offers a download."""
+    from test_iqa_adapter_generator import tiny_checkpoint
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    from iqabench.contracts.needs import collecting
+
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    with collecting() as declared:  # as when planning: a missing file is declared to the preflight, not raised
+        for preset, label in (("sd35", "Stable Diffusion 3"), ("flux-dev", "FLUX.1-dev"), ("pixart-sigma", "PixArt")):
+            assert build_generator(preset, RT).location is None  # its files really are missing
+            with pytest.raises(SpecError, match=f"but base '{preset}' is a {label}.*no UNet"):
+                build_generator(f"iqa-adapter:{checkpoint}[base={preset}]", RT)
+        assert build_generator("flux-schnell", RT).baseline() is None  # no "CFG off" baseline planned either
+    assert declared and not any(need.present for need in declared)
+
+
+def test_tiny_modern_models_fingerprint_their_version_and_tokenizer(monkeypatch):
+    """Bumping TINY_MODERN_VERSION changes the tiny modern models' keys (not tiny-sd's, pinned elsewhere)."""
+    from iqabench.support import tiny_modern
+
+    def fingerprints() -> dict[str, dict]:
+        return {name: build_generator(name, RT).fingerprint() for name in ("tiny-sd3", "tiny-pixart", "tiny-sd")}
+
+    before = fingerprints()
+    assert before["tiny-sd3"]["tiny_modern_version"] == tiny_modern.TINY_MODERN_VERSION
+    assert len(before["tiny-pixart"]["t5_tokenizer_sha256"]) == 16 and "tiny_modern_version" not in before["tiny-sd"]
+    monkeypatch.setattr(tiny_modern, "TINY_MODERN_VERSION", tiny_modern.TINY_MODERN_VERSION + 1)
+    after = fingerprints()
+    assert after["tiny-sd3"] != before["tiny-sd3"] and after["tiny-pixart"] != before["tiny-pixart"]
+    assert after["tiny-sd"] == before["tiny-sd"]
+
+
+class _Identity:
+    """A decoder that returns its latent (config as a VAE's), so the image is x0 / 2 + 0.5 and g is known."""
+
+    class config:  # noqa: N801 - read as ``vae.config.scaling_factor``
+        scaling_factor = 1.0
+        shift_factor = None
+
+    dtype = torch.float32
+
+    def decode(self, latent):
+        return type("Out", (), {"sample": latent})()
+
+
+class _LinearLogF:
+    """log f(image) = <c, image>: g = grad_{x_t} log f = c / 2 through the identity decoder."""
+
+    lower_better = False
+
+    def __init__(self, c):
+        self.c, self.seen = c, []
+
+    def raw(self, images):
+        self.seen.append(images.detach().clone())
+        return torch.exp((self.c * images).sum(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("scaling", ["paper", "classifier"])
+@pytest.mark.parametrize("decode", ["z", "x0"])
+def test_flow_matching_guidance_formula_with_a_linear_metric(scaling, decode):
+    """v_hat - v = -alpha * omega * g / (1 - s) (times s for classifier scaling); x0_hat = x_t - s v."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from iqabench.adapters.guidance.guide import GuidanceConfig, IQAGuidance
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(4)
+    gen = torch.Generator().manual_seed(0)
+    x_t, v = 0.1 * torch.randn(1, 4, 4, 4, generator=gen), 0.1 * torch.randn(1, 4, 4, 4, generator=gen)
+    c = 0.01 * torch.randn(1, 4, 4, 4, generator=gen)
+    metric, alpha = _LinearLogF(c), 7.0
+    guidance = IQAGuidance(metric, _Identity(), GuidanceConfig(alpha=alpha, decode=decode, scaling=scaling))
+    v_hat = guidance.guided_output(scheduler, v, scheduler.timesteps[2], x_t)
+    s, w = float(scheduler.sigmas[2]), 2 / 3
+    assert guidance.trace[0].sigma == pytest.approx(s) and guidance.trace[0].omega == pytest.approx(w) and 0 < s < 1
+    expected = -alpha * w * (c / 2) / (1 - s) * (s if scaling == "classifier" else 1.0)
+    torch.testing.assert_close(v_hat - v, expected, rtol=1e-4, atol=1e-7)
+    decoded = x_t if decode == "z" else x_t - s * v
+    torch.testing.assert_close(metric.seen[0], decoded / 2 + 0.5)
+
+
+class _Shapes(nn.Module):
+    """A differentiable stand-in that records the (height, width) of every image guidance decodes."""
+
+    seen: list = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _Shapes.seen.append(tuple(x.shape[-2:]))
+        return 0.5 + x.mean(dim=(1, 2, 3))
+
+
+register_metric("test_shapes25", lower_better=False, overwrite=True)(lambda device: _Shapes())
+
+
+def test_flux_guidance_on_a_non_square_image_unpacks_height_then_width():
+    """FLUX's packed latents are unpacked with (height, width) in diffusers' order: a 64 x 32 image is decoded
+    64 x 32 for the gradient, never transposed."""
+    _Shapes.seen.clear()
+    generator = build_generator(f"guidance:test_shapes25[alpha={ALPHA},base=tiny-flux,steps=3,height=64,width=32]", RT)
+    image = generator.generate([WorkItem("p0", "a photo of a cat", 0)])[0]
+    assert image.size == (32, 64)
+    assert _Shapes.seen and set(_Shapes.seen) == {(64, 32)}
+
+
+def test_training_commands_refuse_a_base_without_unet_before_loading_it(tmp_path, monkeypatch):
+    """train iqa-adapter --base tiny-sd3 / train acpo --base sd35 (files missing): the generator's sentence, no
+    pipeline loaded (it used to load it and fail on pipe.unet)."""
+    from typer.testing import CliRunner
+
+    from iqabench.adapters.diffusers_base import DiffusersGenerator
+    from iqabench.cli import app
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(DiffusersGenerator, "load_pipeline", lambda self: pytest.fail("the base was loaded"))
+    (tmp_path / "data").mkdir()
+    scores = tmp_path / "scores.parquet"
+    pd.DataFrame({"path": ["a.png"], "prompt": ["a cat"], "topiq_nr": [0.5]}).to_parquet(scores)
+    adapter = CliRunner().invoke(app, ["train", "iqa-adapter", "--scores", str(scores), "--base", "tiny-sd3",
+                                       "--metrics", "topiq_nr", "--out", str(tmp_path / "adapter")])
+    acpo = CliRunner().invoke(app, ["train", "acpo", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "lora"),
+                                    "--base", "sd35", "--evaluator", "test_bright25"])
+    for result, what, base, label in ((adapter, "IQA-Adapter adds decoupled quality keys", "tiny-sd3",
+                                       "Stable Diffusion 3"),
+                                      (acpo, "ACPO's checkpoints are LoRA weights", "sd35", "Stable Diffusion 3")):
+        text = " ".join(result.output.split())
+        assert result.exit_code != 0 and what in text and f"but base '{base}' is a {label}" in text, result.output
+
+
+def test_an_unknown_diffusers_pipeline_without_unet_is_refused_for_unet_methods(tmp_path):
+    """diffusers:<Sana-like folder>: its model_index.json names no unet, so ACPO over it is refused up front; a
+    folder with a unet stays an SD pipeline."""
+    import json
+
+    from iqabench.adapters.acpo.lora import LORA_FILE
+
+    for name, denoiser in (("sana", ["transformer", "SanaTransformer2DModel"]),
+                           ("unet", ["unet", "UNet2DConditionModel"])):
+        folder = tmp_path / name
+        for component in ("vae", denoiser[0]):
+            (folder / component).mkdir(parents=True)
+            (folder / component / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+        index = {"_class_name": "SomeNewPipeline", "vae": ["diffusers", "AutoencoderKL"],
+                 denoiser[0]: ["diffusers", denoiser[1]]}
+        (folder / "model_index.json").write_text(json.dumps(index))
+    assert build_generator(f"diffusers:{tmp_path / 'unet'}", RT).pipeline_family.unet
+    (tmp_path / "acpo").mkdir()
+    (tmp_path / "acpo" / LORA_FILE).write_bytes(b"")
+    with pytest.raises(SpecError, match="is a pipeline without a UNet .* nothing to attach it to"):
+        build_generator(f"acpo:{tmp_path / 'acpo'}[base=diffusers:{tmp_path / 'sana'}]", RT)

@@ -75,8 +75,10 @@ def train_acpo_cmd(
     from iqabench.contracts.generators import build_generator
     from iqabench.execution.runtime import Runtime
 
+    from ..quality_base import require_unet_base
     from .data import ImageCaptionDataset
     from .evaluator_spec import build_evaluator, check_evaluator
+    from .generator import AcpoGenerator
     from .needs import acpo_needs
     from .training import AcpoConfig, train_acpo
 
@@ -88,6 +90,7 @@ def train_acpo_cmd(
                         gradient_checkpointing=gradient_checkpointing, save_every=save_every, seed=seed,
                         base=base)
     kind, argument = check_evaluator(evaluator)  # unknown metric / missing file: one sentence, dry run too
+    require_unet_base(base, AcpoGenerator.needs_unet_cross_attention, "train acpo")  # SD3/FLUX: before any load
     if dry_run:
         from dataclasses import asdict
 

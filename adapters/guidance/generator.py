@@ -58,6 +58,7 @@ from .tiny_decoder import (
     find_tiny_decoder,
     load_tiny_decoder,
     vae_latent_channels,
+    vae_scaling_factor,
 )
 
 #: What the guidance gradient decodes with: the base model's VAE (the paper) or a distilled tiny decoder.
@@ -191,7 +192,8 @@ class GuidanceGenerator(QualityGenerator):
         if source is None:
             if location is None:
                 return None
-            source = default_tiny_decoder(str(location.model_index.get("_class_name", "")))
+            source = default_tiny_decoder(str(location.model_index.get("_class_name", "")),
+                                          vae_scaling_factor(location.folder))
         files = find_tiny_decoder(str(source), where)
         base_channels = vae_latent_channels(location.folder) if location is not None else None
         if base_channels is not None:  # refuse a decoder of another latent space now, not at the first batch

@@ -54,7 +54,7 @@ and v by ``d / (1 - s)``. So the paper's eps_hat = eps - alpha*omega*g becomes
 with ``x0_hat = x_t - s v`` for ``decode=x0``. FLUX hands the scheduler *packed* latents (2x2 patches as
 tokens): ``unpack`` (set by the generator from diffusers' ``FluxPipeline._unpack_latents``) unpacks them,
 inside the graph, before decoding. The paper's alpha = 30 is an SDXL eps value; on these models alpha is
-calibrated per family (docs/guidance.md).
+calibrated per family (docs/guidance_acpo.md).
 
 **log of a non-positive score.** f may return zero or negative numbers (a
 lower-is-better metric, a z-score, an untrained net). We use the *safe log*

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,22 @@ TINY_DECODER_SD = "madebyollin/taesd"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 
-def default_tiny_decoder(pipeline_class: str) -> str:
-    """TAESDXL for an SDXL pipeline, TAESD for SD 1.x / 2.x, TAESD3 for SD3, TAEF1 for FLUX.1 and TAESDXL for
-    PixArt-Sigma (it uses the SDXL VAE): the latent space decides, not the image size."""
-    from ..families import family_of
+#: the SD 1.x/2.x VAE's scaling factor (TAESD's latent space); the SDXL VAE's is 0.13025
+SD_VAE_SCALING = 0.18215
 
-    own = family_of(pipeline_class).tiny_decoder
-    if own is not None:
-        return own
+
+def default_tiny_decoder(pipeline_class: str, vae_scaling_factor: float | None = None) -> str:
+    """TAESDXL for an SDXL pipeline, TAESD for SD 1.x / 2.x, TAESD3 for SD3, TAEF1 for FLUX.1; PixArt by its
+    VAE's ``scaling_factor``: TAESDXL for PixArt-Sigma (the SDXL VAE), TAESD for PixArt-alpha (the SD 1.x VAE,
+    0.18215). The latent space decides, not the image size."""
+    from ..families import PIXART, family_of
+
+    family = family_of(pipeline_class)
+    if family is PIXART and vae_scaling_factor is not None and math.isclose(vae_scaling_factor, SD_VAE_SCALING,
+                                                                            rel_tol=1e-3):
+        return TINY_DECODER_SD
+    if family.tiny_decoder is not None:
+        return family.tiny_decoder
     return TINY_DECODER_SDXL if "XL" in pipeline_class else TINY_DECODER_SD
 
 
@@ -81,6 +90,13 @@ def vae_latent_channels(pipeline_folder: Path) -> int | None:
     """The base pipeline's VAE latent channels from ``vae/config.json``, or None where it has no such file."""
     config = pipeline_folder / "vae" / "config.json"
     return int(_read_json(config).get("latent_channels", 4)) if config.is_file() else None
+
+
+def vae_scaling_factor(pipeline_folder: Path) -> float | None:
+    """The base pipeline's VAE ``scaling_factor`` from ``vae/config.json``, or None where it has none."""
+    config = pipeline_folder / "vae" / "config.json"
+    value = _read_json(config).get("scaling_factor") if config.is_file() else None
+    return None if value is None else float(value)
 
 
 def find_tiny_decoder(source: str, where: str) -> TinyDecoderFiles:

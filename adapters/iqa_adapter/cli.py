@@ -81,8 +81,11 @@ def train_cmd(
     """Train an IQA-Adapter on a scored dataset; resumes from the last checkpoint in --out."""
     import json
 
+    from ..quality_base import require_unet_base
+    from .generator import IQAAdapterGenerator
     from .phases import resolve_mixed_precision
 
+    require_unet_base(base, IQAAdapterGenerator.needs_unet_cross_attention, "train iqa-adapter")  # before any load
     precision, why = resolve_mixed_precision(mixed_precision)
     common = {"base": base, "mixed_precision": precision, "grad_accum": grad_accum}
     if preset is not None:

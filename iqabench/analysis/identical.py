@@ -85,10 +85,17 @@ class PixelDigests:
         return self._digests[key]
 
     def count(self, pairs: Iterable[tuple[str, str]]) -> tuple[int, int]:
-        """(pairs compared, pairs with the same pixels); a pair of one key, or with an image missing, is skipped."""
+        """(pairs compared, pairs with the same pixels); a pair with an image missing is skipped.
+
+        A pair of one key (two specs whose fingerprints coincide) is the same image on both sides: an identical
+        pair, never skipped, else a run that slipped past the plan-time refusal would report a measured 0."""
         n_pairs = n_same = 0
         for left, right in pairs:
-            if left == right or (a := self(left)) is None or (b := self(right)) is None:
+            if left == right:
+                n_pairs += 1
+                n_same += 1
+                continue
+            if (a := self(left)) is None or (b := self(right)) is None:
                 continue
             n_pairs += 1
             n_same += a == b
@@ -121,6 +128,28 @@ def identical_pairs(plan: Sequence[Any], keys: Sequence[str], baselines: Mapping
                  if (base_keys := by_side[baseline].get(pair)) for key in gen_keys]
         checks[generator] = PairCheck(generator, baseline, *digests.count(pairs))
     return checks
+
+
+def shared_key_pairs(plan: Sequence[Any], keys: Sequence[str], compared: Mapping[str, str]) -> dict[str, str]:
+    """generator -> baseline, for every comparison whose paired items (same prompt id and seed) all have the same
+    image key on both sides: two spellings of one model (``--baseline sd35[guidance_scale=4.5]`` for ``sd35``).
+
+    Known once the keys are, before any image is made: the run is refused then, rather than comparing each
+    image with itself. ``plan`` and ``keys`` are aligned as in :func:`identical_pairs`.
+    """
+    by_side: dict[str, dict[tuple[str, int], set[str]]] = {}
+    for planned, key in zip(plan, keys, strict=True):
+        by_side.setdefault(planned.generator, {}).setdefault((planned.item.prompt_id, int(planned.item.seed)),
+                                                              set()).add(key)
+    shared: dict[str, str] = {}
+    for generator, baseline in compared.items():
+        if baseline == generator or generator not in by_side or baseline not in by_side:
+            continue
+        pairs = [(base, gen) for pair, gen_keys in by_side[generator].items()
+                 if (base_keys := by_side[baseline].get(pair)) for base in base_keys for gen in gen_keys]
+        if pairs and all(base == gen for base, gen in pairs):
+            shared[generator] = baseline
+    return shared
 
 
 def blank_rows(frame: pd.DataFrame, identical: Sequence[bool] | pd.Series, columns: Iterable[str]) -> pd.DataFrame:

@@ -65,7 +65,8 @@ def print_summary(result) -> None:
     """The run's headline grid (or its first table, trimmed) on the terminal; the report has everything.
 
     A blank cell because both sides of a comparison made the same pixels says why right under the grid
-    (issue 25: the notes of :mod:`iqabench.analysis.identical`), not only in the report."""
+    (issue 25: the notes of :mod:`iqabench.analysis.identical`), not only in the report; so does a baseline
+    that is not plainly "CFG off" (FLUX-dev's embedded guidance 1.0)."""
     if result is None or not result.tables:
         return
     _print_table(result)
@@ -74,6 +75,9 @@ def print_summary(result) -> None:
     for note in result.notes:
         if NOT_A_ZERO in note:
             out_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    # a baseline that is not plainly "CFG off" (FLUX-dev: embedded guidance 1.0) is said where the numbers are
+    for note in (result.summary or {}).get("baseline_notes", []):
+        out_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 def _print_table(result) -> None:

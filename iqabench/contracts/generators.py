@@ -94,6 +94,9 @@ class GeneratorPool:
     def __init__(self, runtime: Runtime | None = None):
         self.runtime = runtime or Runtime()
         self._built: dict[str, Generator] = {}
+        #: generator -> the baseline a benchmark asked for while planning (``required``): the comparisons the run
+        #: makes, checked for shared image keys once the keys are known (issue 25)
+        self.compared: dict[str, str] = {}
 
     canonical = staticmethod(canonical_spec)
 
@@ -130,6 +133,8 @@ class GeneratorPool:
         """What ``spec`` is compared against, canonical: ``override`` (``--baseline``) if given, else the
         generator's own baseline. With ``required``, a generator that names none fails with one sentence."""
         if override:
+            if required:
+                self.compared[canonical_spec(spec)] = canonical_spec(override)
             return canonical_spec(override)
         generator = self.get(spec)
         own = generator.baseline()
@@ -139,6 +144,8 @@ class GeneratorPool:
         if own is None and required:
             raise UserInputError(f"generator {canonical_spec(spec)!r} names no baseline to compare against; pass "
                                  "--baseline SPEC (e.g. --baseline tiny-sd[guidance_scale=1.0])")
+        if own is not None and required:
+            self.compared[canonical_spec(spec)] = canonical_spec(own)
         return None if own is None else canonical_spec(own)
 
     def __contains__(self, spec: object) -> bool:

@@ -13,9 +13,10 @@ whose resolved device type or dtype would give other keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..analysis.identical import shared_key_pairs
 from ..benchmark import Benchmark, PlannedItem, build_benchmark, check_options, plan_with
 from ..contracts.errors import UserInputError
 from ..contracts.generators import Generator, GeneratorPool
@@ -38,6 +39,8 @@ class PlannedWork:
     generators: dict[str, Generator]  # canonical spec -> the pool's generator (built, nothing loaded)
     metric_plan: dict[str, list[int]]  # metric -> indices into ``plan``
     needs: list[Need]
+    #: generator -> the baseline the benchmark compares it with (asked for while planning)
+    compared: dict[str, str] = field(default_factory=dict)
 
     @property
     def missing(self) -> list[Need]:
@@ -84,13 +87,20 @@ def plan_work(spec: RunSpec, pool: GeneratorPool) -> PlannedWork:
             if planned.generator not in generators:
                 generators[planned.generator] = pool.get(planned.generator)
     metric_plan = benchmark.metrics_for(spec, plan)
-    return PlannedWork(benchmark, plan, generators, metric_plan, run_needs(benchmark, spec, metric_plan, declared))
+    compared = {g: b for g, b in pool.compared.items() if g in generators and b in generators}
+    return PlannedWork(benchmark, plan, generators, metric_plan, run_needs(benchmark, spec, metric_plan, declared),
+                       compared)
 
 
 def key_work(spec: RunSpec, runtime: Runtime, work: PlannedWork) -> RunPlan:
     """The image key of every planned item and the fingerprint of every metric (needs the weights present)."""
     fingerprints = {name: gen.fingerprint() for name, gen in work.generators.items()}
     keys = [image_key(fingerprints[p.generator], p.item.key_fields()) for p in work.plan]
+    if shared := shared_key_pairs(work.plan, keys, work.compared):  # issue 25: each image compared with itself
+        generator, baseline = next(iter(shared.items()))
+        raise UserInputError(f"generator {generator!r} is its own baseline: both specs make the same images (same "
+                             f"cache keys), it and {baseline!r}; pass a --baseline that changes the images (e.g. "
+                             "guidance_scale=1.0)")
     metric_fps = {name: metric_fingerprint(name) for name in work.metric_plan}
     return RunPlan(spec, runtime, work.benchmark, work.plan, work.generators, keys, work.metric_plan, metric_fps,
                    work.needs)

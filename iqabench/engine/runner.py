@@ -515,8 +515,11 @@ class Runner:
         if same:
             result.summary["identical_to_baseline"] = {c.generator: c.baseline for c in same}
         if not self.spec.baseline:  # what "the same model without guidance" means where it is not CFG off
-            result.notes.extend(note for name in self.pool.canonical_list(self.spec.generators)
-                                if (note := getattr(self.pool.get(name), "baseline_note", None)))
+            notes = [note for name in self.pool.canonical_list(self.spec.generators)
+                     if (note := getattr(self.pool.get(name), "baseline_note", None))]
+            result.notes.extend(notes)
+            if notes:  # the terminal summary prints them too (iqabench.cli.summary)
+                result.summary["baseline_notes"] = notes
 
     # -- whole run -------------------------------------------------------------------------
     def manifest(self, status: str, plan: PlanSummary | None = None, **extra: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ All three sample at 64 px by default with latents at 1/4 of the side (three VAE 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from functools import lru_cache
@@ -30,7 +31,7 @@ from typing import Any
 
 from .tiny_models import TINY_IMAGE_SIZE, _check_seed, _finish, _seeded, clip_vocab_and_merges, tiny_clip_tokenizer
 
-#: Bump when a config below changes (part of these models' fingerprints, as TINY_ZOO_VERSION is).
+#: Bump when a config below changes (part of these models' fingerprints, :func:`fingerprint`).
 TINY_MODERN_VERSION = 1
 T5_VOCAB = 1000
 T5_MAX_LENGTH = 32  # tiny max_sequence_length default of the tiny presets (the real models take 256 / 512 / 300)
@@ -210,6 +211,17 @@ def tiny_pixart_pipeline(seed: int = 0, *, fresh: bool = True):
     with _lock:
         components = _pixart_components(_check_seed(seed))
     return _finish(PixArtSigmaPipeline(**components))
+
+
+def fingerprint() -> dict[str, Any]:
+    """What the tiny modern models' images depend on beyond their spec: the configs' version and the digest of the
+    T5 tokenizer trained here (another sentencepiece release may train other pieces, so other prompt ids).
+
+    Read by ``DiffusersGenerator.fingerprint`` for these builders only; the SD / SDXL tiny keys stay pinned.
+    Training the tokenizer takes ~0.5 s once per process (it is cached, and building the pipeline needs it).
+    """
+    return {"tiny_modern_version": TINY_MODERN_VERSION,
+            "t5_tokenizer_sha256": hashlib.sha256(t5_sentencepiece_model()).hexdigest()[:16]}
 
 
 #: builder -> the pipeline class name it builds (the family table in adapters/families.py reads it)
