@@ -40,7 +40,7 @@ def test_seam_is_installed_when_a_metric_is_built_not_at_import():
 
 def test_installing_the_seam_imports_no_clip_and_prints_no_warning():
     # `clip` imports pkg_resources, whose deprecation warning would become a CLI's first stderr line before `error:`.
-    code = ("import sys, pyiqa, pyiqa.archs.clip_model; from iqabench import safe_load; safe_load.install(); "
+    code = ("import sys, pyiqa, pyiqa.archs.clip_model; from iqabench.io import safe_load; safe_load.install(); "
             "print('clip' in sys.modules, pyiqa.archs.clip_model._download._iqabench_safe)")
     done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
