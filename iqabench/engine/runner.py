@@ -31,6 +31,7 @@ from ..execution.distributed import distributed_shard, owned_keys, wait_for_ever
 from ..execution.image_checks import generated_image_problem
 from ..execution.image_tensors import generate_uint8, stack_by_size, to_pil
 from ..execution.oom import free_accelerator_memory, is_out_of_memory
+from ..execution.runtime import Runtime
 from ..execution.stage_timing import StageClock
 from ..metrics import Metric, MetricUnavailableError, build_metric, check_available
 from ..store.score_shards import ShardedStore, merge_shards, prepare_for_readers
@@ -152,7 +153,7 @@ class Runner:
         device = self.execution.device
         if self._distributed is not None and device in ("auto", "cuda") and torch.cuda.is_available():
             device = f"cuda:{self._distributed.local_process_index}"  # one GPU per process
-        self.runtime = self.execution.runtime(spec.dtype, device=device)
+        self.runtime = Runtime.from_execution(self.execution, spec.dtype, device=device)
         self.run_id = default_run_id(spec, self.execution) if run_id is None else check_run_id_name(run_id)
         self.log = log  # before the store: opening a sharded one may warn
         self.store = self._open_store(store)

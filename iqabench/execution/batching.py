@@ -18,30 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-from ..contracts.errors import UserInputError
+from ..contracts.execution import BatchSize, parse_batch_size
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: ``auto``'s first size for a pass that is not probed (feature extractors are far lighter than a denoiser).
 AUTO_PASS_START = 16
-
-BatchSize = int | Literal["auto"]
-
-
-def parse_batch_size(value: int | str) -> BatchSize:
-    """``8`` or ``"8"`` -> 8, ``"auto"`` -> ``"auto"``; anything else is the user's mistake, in one sentence."""
-    if value == "auto":
-        return "auto"
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        raise UserInputError(f"--batch-size must be a number or 'auto', not {value!r}") from None
-    if size < 1 or str(size) != str(value).strip():
-        raise UserInputError(f"--batch-size must be a whole number of at least 1 or 'auto', not {value!r}")
-    return size
 
 
 @dataclass
