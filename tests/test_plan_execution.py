@@ -198,3 +198,49 @@ def test_auto_scores_cached_images_in_batches_not_one_by_one():
     auto.set(32)
     assert auto.for_scoring() == 32
     assert BatchPolicy(3).for_scoring() == 3
+
+
+def test_scoring_backs_off_through_the_batch_policy_on_out_of_memory():
+    """A metric that runs out of memory above 2 images, batch 16: the scorer halves through the policy (16, 8, 4,
+    then 2s) instead of going one by one, and the next batch starts at the backed-off size. A non-OOM error still
+    splits one by one and leaves the policy alone."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from iqabench.engine.scoring import TensorScorer
+    from iqabench.execution.runtime import Runtime
+
+    calls: list[int] = []
+
+    def score(batch, prompts=None):
+        calls.append(len(batch))
+        if len(batch) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.ones(len(batch))
+
+    metric = SimpleNamespace(name="m", info=SimpleNamespace(prompt_aware=False), score=score)
+    runtime = Runtime("cpu", "fp32", 16)
+    scorer = TensorScorer(None, runtime, {"m": "fp"}, metrics={"m": metric})
+    images = torch.zeros(16, 3, 4, 4, dtype=torch.uint8)
+    keys = [f"k{i}" for i in range(16)]
+    rows = scorer.score(keys, images, {k: ["m"] for k in keys}, write=False)
+    assert [r[3] for r in rows] == [1.0] * 16 and [r[0] for r in rows] == keys  # every image scored, in order
+    assert calls == [16, 8, 4] + [2] * 8
+    assert runtime.batch.for_scoring() == 2
+    calls.clear()
+    scorer.score(keys, images, {k: ["m"] for k in keys}, write=False)
+    assert calls == [2] * 8  # the next batch starts at the backed-off size
+
+    def broken(batch, prompts=None):
+        calls.append(len(batch))
+        if len(batch) > 1:
+            raise ValueError("shape mismatch")
+        return torch.ones(1)
+
+    calls.clear()
+    fixed = Runtime("cpu", "fp32", 4)
+    scorer = TensorScorer(None, fixed, {"m": "fp"}, metrics={"m": SimpleNamespace(
+        name="m", info=SimpleNamespace(prompt_aware=False), score=broken)})
+    rows = scorer.score(keys[:4], images[:4], {k: ["m"] for k in keys[:4]}, write=False)
+    assert calls == [4, 1, 1, 1, 1] and fixed.batch.for_scoring() == 4 and len(rows) == 4

@@ -63,8 +63,10 @@ class BatchPolicy:
 
     def for_scoring(self) -> int:
         """The scoring stage's size: the fixed size, or with ``auto`` the larger of the generation's current size
-        and :meth:`for_pass` (a run whose images are all cached never probes, and must not score one by one)."""
-        return max(self.size, self.for_pass()) if self.auto else self.size
+        and :meth:`for_pass` (a run whose images are all cached never probes, and must not score one by one); never
+        above a size a pass already ran out of memory at (:meth:`pass_back_off`), so later batches start there."""
+        size = max(self.size, self.for_pass()) if self.auto else self.size
+        return size if self._pass_size is None else min(size, self._pass_size)
 
     def pass_back_off(self, size: int) -> int:
         """A pass ran out of memory at ``size``: later passes of this run start at half of it."""
