@@ -182,6 +182,19 @@ def test_a_key_error_in_a_plugin_benchmark_is_a_bug_with_its_traceback(tmp_path,
     assert "this is a bug in iqabench, please report it" in err
 
 
+def test_a_key_error_in_iqabenchs_own_benchmark_code_is_a_bug_with_its_traceback(tmp_path, capsys, monkeypatch):
+    """The same rule for a KeyError whose innermost Python frame is iqabench's own code (relgain's analysis): the old
+    rule classified by that frame and printed it as the user's one-sentence mistake (exit 2)."""
+    import iqabench.benchmarks.relgain as relgain
+
+    monkeypatch.setattr(relgain, "metric_info", {}.__getitem__)  # relgain's own `metric_info(m)` line raises
+    code, err = _cli(["run", "relgain", "-g", "tiny-sd[steps=1]", "--metrics", "entropy", "--limit", "1",
+                      "--out", tmp_path / "out", "--device", "cpu"], capsys)
+    assert code == 1 and "Traceback" in err and "KeyError: 'entropy'" in err, err
+    assert 'benchmarks/relgain.py", line' in err  # raised from iqabench's code, not from a plugin file
+    assert "this is a bug in iqabench, please report it" in err
+
+
 def test_a_user_mistake_is_still_one_sentence(tmp_path, capsys):
     code, err = _cli(["run", "relgain", "-g", "tiny-sd", "--seeds", "3-1", "--out", tmp_path, "--dry-run"], capsys)
     assert code == 2 and "Traceback" not in err and "bug" not in err
