@@ -260,3 +260,21 @@ def test_scoring_backs_off_through_the_batch_policy_on_out_of_memory():
         name="m", info=SimpleNamespace(prompt_aware=False), score=broken)})
     rows = scorer.score(keys[:4], images[:4], {k: ["m"] for k in keys[:4]}, write=False)
     assert calls == [4, 1, 1, 1, 1] and fixed.batch.for_scoring() == 4 and len(rows) == 4
+
+
+def test_every_analysis_code_module_resolves_and_a_missing_one_fails_loudly(monkeypatch):
+    """The analysis cache's digest reads these modules by name; a name left behind by a move used to drop out of the
+    digest silently (a changed analysis could then reuse a stale result)."""
+    import importlib.util
+    from pathlib import Path
+
+    import iqabench.engine.runner as runner
+    from iqabench.benchmarks.relgain import RelGain
+
+    for name in runner.ANALYSIS_CODE_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin and Path(spec.origin).is_file(), name
+    assert len(runner._analysis_code_digest(RelGain(), {})) == 64
+    monkeypatch.setattr(runner, "ANALYSIS_CODE_MODULES", (*runner.ANALYSIS_CODE_MODULES, "iqabench.stats"))
+    with pytest.raises(RuntimeError, match="'iqabench.stats', which is not a module file"):
+        runner._analysis_code_digest(RelGain(), {})

@@ -642,6 +642,13 @@ class Runner:
         return outcome
 
 
+#: The core modules whose code shapes a benchmark's analysis: their source enters the analysis cache's digest.
+ANALYSIS_CODE_MODULES = (
+    "iqabench.benchmark", "iqabench.analysis.stats", "iqabench.analysis.decisions",
+    "iqabench.analysis.compare", "iqabench.contracts.results", "iqabench.analysis.plotting",
+    "iqabench.analysis.number_format", "iqabench.analysis.labels", "iqabench.analysis.identical")
+
+
 def _analysis_code_digest(benchmark: Any, options: dict[str, Any]) -> str:
     """sha256 of what turns scores into the result and the report besides the scores themselves: the benchmark's
     code (its file, and for a built-in the whole benchmarks package: they share helpers), the core's analysis
@@ -657,15 +664,15 @@ def _analysis_code_digest(benchmark: Any, options: dict[str, Any]) -> str:
         locations = list(spec.submodule_search_locations or []) if spec is not None else []
         return Path(locations[0]) if locations else None
 
-    def module_file(name: str) -> str | None:
+    def module_file(name: str) -> str:
         spec = importlib.util.find_spec(name)  # by module name, so a module can move without leaving the digest
-        return spec.origin if spec is not None else None
+        if spec is None or not spec.origin or not Path(spec.origin).is_file():
+            # a renamed module silently left out would let a changed analysis reuse stale results: a bug, loudly
+            raise RuntimeError(f"ANALYSIS_CODE_MODULES names {name!r}, which is not a module file")
+        return spec.origin
 
     own = inspect.getsourcefile(type(benchmark))
-    files = [own] + [module_file(m) for m in (
-        "iqabench.benchmark", "iqabench.analysis.stats", "iqabench.analysis.decisions",
-        "iqabench.analysis.compare", "iqabench.contracts.results", "iqabench.analysis.plotting",
-        "iqabench.analysis.number_format", "iqabench.analysis.labels", "iqabench.analysis.identical")]
+    files = [own] + [module_file(m) for m in ANALYSIS_CODE_MODULES]
     for package in ("iqabench.benchmarks", "iqabench.reports"):
         folder = package_dir(package)
         if folder is not None and (package == "iqabench.reports" or (own and folder in Path(own).parents)):
