@@ -194,7 +194,7 @@ def check_before_training(needs: list) -> None:
         raise typer.Exit(2) from None
 
 
-_TRAIN_ARGS = "iqabench.engine.fetch.train_args"
+_TRAIN_ARGS = "iqabench.cli.fetch.train_args"
 _FETCH_FLAGS = ("--list", "--json")
 
 

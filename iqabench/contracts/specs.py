@@ -193,7 +193,7 @@ def _too_many_seeds(count: int, limit: int) -> SpecError:
 
 
 #: RunSpec.options keys older versions used for execution settings; they moved to
-# iqabench.contracts.execution.Execution.
+#: iqabench.contracts.execution.Execution.
 SPEED_OPTIONS = ("compile", "attention_slicing", "channels_last", "fuse_qkv", "sdpa_backend", "auto_batch_size")
 
 

@@ -140,7 +140,7 @@ class Runner:
         #: ``--overwrite``: a run id whose run.json holds another spec may be replaced (see :mod:`.run_binding`).
         self.overwrite = overwrite
         self._claim: RunClaim | None = None
-        #: ``--trust-hub-code``: metrics may import code from torch hub's cache (see :mod:`.hub_code`).
+        #: ``--trust-hub-code``: metrics may import code from torch hub's cache (see :mod:`iqabench.io.hub_code`).
         self.trust_hub_code = trust_hub_code
         for plugin in spec.plugins:
             load_plugin(plugin)
@@ -206,7 +206,7 @@ class Runner:
         """The Store; with several processes, one whose SQLite writes go to this process's own shard.
 
         Process 0 creates the shared database (and merges shards a killed earlier attempt of this run left)
-        before the others open it, so nobody writes it concurrently (see :mod:`.score_shards`).
+        before the others open it, so nobody writes it concurrently (see :mod:`iqabench.store.score_shards`).
         """
         index, count = self.shard
         if count <= 1:
@@ -233,7 +233,7 @@ class Runner:
         return unique
 
     def _mine(self, keys: Sequence[str]) -> list[str]:
-        """This process's share of a key list (see :func:`.distributed.owned_keys`)."""
+        """This process's share of a key list (see :func:`iqabench.execution.distributed.owned_keys`)."""
         return owned_keys(keys, self.shard)
 
     def _score_targets(self) -> dict[str, list[str]]:

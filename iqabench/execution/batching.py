@@ -1,7 +1,7 @@
 """The batch policy: how many items go in one call, for every stage that batches.
 
 ``--batch-size N`` is a fixed policy; ``--batch-size auto`` probes the
-generation stage (:mod:`.batch_autotune`) and starts every other batched pass
+generation stage (:mod:`iqabench.engine.batch_autotune`) and starts every other batched pass
 (scoring, Inception features, full-reference pairs, detectors) at
 :data:`AUTO_PASS_START`. Either way an out-of-memory error halves the current
 size and the same items are retried (:meth:`BatchPolicy.back_off`,
