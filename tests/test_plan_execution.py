@@ -56,9 +56,6 @@ def test_old_spellings_land_in_the_execution_not_the_spec():
     assert "device" not in spec.to_dict() and "batch_size" not in spec.to_dict() and spec.options == {}
     assert spec.execution_hint() == Execution(device="cpu", batch_size="auto", compile=True)
     assert RunSpec.from_dict({**spec.to_dict(), "device": "cpu", "batch_size": 8}).execution_hint().batch_size == 8
-    # no compatibility views: a plugin reads ctx.runtime (an attribute read would otherwise be a silent default)
-    assert not hasattr(spec, "device") and not hasattr(spec, "batch_size") and RunSpec(**SPEC).execution_hint() \
-        == Execution()
 
 
 def test_runtime_is_immutable():

@@ -245,7 +245,6 @@ class RunSpec:
         return cls(**data)
 
 
-# ``device`` and ``batch_size`` are init-only (old spellings, read back by execution_hint()), not attributes: the
-# dataclass leaves their defaults on the class, where ``spec.device`` would silently read None. A plugin reads the
-# run's device and batch policy from ``ctx.runtime`` (``ctx.runtime.batch``).
-del RunSpec.device, RunSpec.batch_size
+# Read-only views of the hint for code written before the split (``spec.device``); new code reads the Execution.
+RunSpec.device = property(lambda self: self._execution_hint.get("device", "auto"))  # type: ignore[assignment]
+RunSpec.batch_size = property(lambda self: self._execution_hint.get("batch_size", 4))  # type: ignore[assignment]
