@@ -3,6 +3,7 @@ the batch policy reaching benchmarks' own passes, and errors classified by type 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 
@@ -56,6 +57,8 @@ def test_old_spellings_land_in_the_execution_not_the_spec():
     assert "device" not in spec.to_dict() and "batch_size" not in spec.to_dict() and spec.options == {}
     assert spec.execution_hint() == Execution(device="cpu", batch_size="auto", compile=True)
     assert RunSpec.from_dict({**spec.to_dict(), "device": "cpu", "batch_size": 8}).execution_hint().batch_size == 8
+    # dataclasses.replace (seed_consistency uses it) reads the init-only fields back: the hint survives it
+    assert dataclasses.replace(spec, limit=2).execution_hint() == spec.execution_hint()
 
 
 def test_runtime_is_immutable():
