@@ -106,36 +106,37 @@ def pair_scores(store: Store, metric: Metric, pairs: list[tuple[str, str]], batc
     keys = {p: pair_key(*p) for p in dict.fromkeys(pairs)}
     cached = store.get_scores(keys.values(), metric.name, fp)
     todo = [p for p, k in keys.items() if k not in cached]
-    by_size: dict[tuple[int, int], list[tuple[tuple[str, str], torch.Tensor, torch.Tensor]]] = defaultdict(list)
-    for a, b in todo:
-        try:
-            ta, tb = image_tensor(store, a), image_tensor(store, b)
-        except (FileNotFoundError, OSError) as exc:
-            store.put_scores([(keys[(a, b)], metric.name, fp, None, f"unreadable image: {exc}")])
-            continue
-        if ta.shape != tb.shape:
-            store.put_scores([(keys[(a, b)], metric.name, fp, None, "images differ in size")])
-            continue
-        by_size[tuple(ta.shape)].append(((a, b), ta, tb))
 
-    def score_chunk(chunk: list[tuple[tuple[str, str], torch.Tensor, torch.Tensor]]) -> list[tuple]:
-        try:
-            values = metric.score(torch.stack([c[1] for c in chunk]), torch.stack([c[2] for c in chunk])).tolist()
-            errors = [None] * len(chunk)
-        except Exception as exc:  # one bad batch must not lose the others; record why
-            if is_out_of_memory(exc) and len(chunk) > 1:
-                raise  # run_batched halves the chunk and retries these pairs
-            values, errors = [None] * len(chunk), [f"{type(exc).__name__}: {exc}"[:500]] * len(chunk)
-        rows = []
-        for (pair, _, _), value, error in zip(chunk, values, errors, strict=True):
-            finite = value is not None and np.isfinite(value)
-            rows.append((keys[pair], metric.name, fp, float(value) if finite else None,
-                         error or (None if finite else "non-finite value")))
+    def score_chunk(chunk: list[tuple[str, str]]) -> list[tuple]:
+        # Decoded here, one chunk at a time: memory holds one chunk's images, never every pair's up front.
+        rows: list[tuple] = []
+        by_size: dict[tuple[int, ...], list[tuple[tuple[str, str], torch.Tensor, torch.Tensor]]] = defaultdict(list)
+        for a, b in chunk:
+            try:
+                ta, tb = image_tensor(store, a), image_tensor(store, b)
+            except (FileNotFoundError, OSError) as exc:
+                rows.append((keys[(a, b)], metric.name, fp, None, f"unreadable image: {exc}"))
+                continue
+            if ta.shape != tb.shape:
+                rows.append((keys[(a, b)], metric.name, fp, None, "images differ in size"))
+                continue
+            by_size[tuple(ta.shape)].append(((a, b), ta, tb))
+        for group in by_size.values():
+            try:
+                values = metric.score(torch.stack([g[1] for g in group]), torch.stack([g[2] for g in group])).tolist()
+                errors = [None] * len(group)
+            except Exception as exc:  # one bad batch must not lose the others; record why
+                if is_out_of_memory(exc) and len(chunk) > 1:
+                    raise  # run_batched halves the chunk and retries these pairs
+                values, errors = [None] * len(group), [f"{type(exc).__name__}: {exc}"[:500]] * len(group)
+            for (pair, _, _), value, error in zip(group, values, errors, strict=True):
+                finite = value is not None and np.isfinite(value)
+                rows.append((keys[pair], metric.name, fp, float(value) if finite else None,
+                             error or (None if finite else "non-finite value")))
         store.put_scores(rows)
         return rows
 
-    for group in by_size.values():
-        run_batched(group, score_chunk, policy)
+    run_batched(todo, score_chunk, policy)
     cached = store.get_scores(keys.values(), metric.name, fp)
     return {p: cached.get(k) for p, k in keys.items()}
 

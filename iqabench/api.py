@@ -10,6 +10,7 @@ Plugins import from here only (examples in docs/plugins.md)::
     from iqabench.api import DiffusersGenerator, register_generator   # a generator
     from iqabench.api import register_metric                          # a metric
     from iqabench.api import BaseBenchmark, PlannedItem, Result, register_benchmark  # a benchmark
+    from iqabench.api import Need, UserInputError, declare, run_batched  # files, errors, batched passes
 
 ``DiffusersGenerator``, ``QualityGenerator`` and the option dataclasses live in
 the generator plugin package; they are loaded on first access, so
@@ -33,8 +34,16 @@ from .metrics import build_metric, metric_info, register_metric
 from .store.store import Store
 from .support.lazy import lazy_exports
 
-#: Names loaded from the generator plugin package on first access (PEP 562), not at ``import iqabench``.
+#: Names loaded on first access (PEP 562), not at ``import iqabench``: the generator plugin package's bases and
+#: options, and what a plugin raises (``UserError``), declares (``Need``, ``declare``) and batches with
+#: (``run_batched``, ``BatchPolicy``).
 _LAZY = {
+    "UserError": "iqabench.contracts.errors",
+    "UserInputError": "iqabench.contracts.errors",
+    "Need": "iqabench.contracts.needs",
+    "declare": "iqabench.contracts.needs",
+    "run_batched": "iqabench.execution.batching",
+    "BatchPolicy": "iqabench.execution.batching",
     "DiffusersGenerator": "iqabench.adapters.diffusers_base",
     "QualityGenerator": "iqabench.adapters.quality_base",
     "GenerationOptions": "iqabench.adapters.generator_options",

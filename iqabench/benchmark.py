@@ -1,4 +1,4 @@
-"""The benchmark plugin protocol: plan, metrics, analyze (the Result types live in :mod:`.results`).
+"""The benchmark plugin protocol: plan, metrics, analyze (the Result types live in :mod:`iqabench.contracts.results`).
 
 A benchmark states its plan (which images, from which generators) and its
 analysis (tables, figures, grids from what the Store holds). Generation,
@@ -66,8 +66,9 @@ class AnalysisContext:
         return self.store.failures(self.image_keys)
 
     def identical_to_baseline(self) -> dict[str, PairCheck]:
-        """generator -> how many of its images are pixel-identical to its baseline's (see :mod:`.identical`);
-        a comparison identical throughout has no effect to measure and must not be reported as 0."""
+        """generator -> how many of its images are pixel-identical to its baseline's (see
+        :mod:`iqabench.analysis.identical`); a comparison identical throughout has no effect to measure and must not
+        be reported as 0."""
         if self._identical is None:
             self._identical = self.identical_to(self.baselines)
         return self._identical
@@ -79,7 +80,7 @@ class AnalysisContext:
 
     @property
     def pixels(self) -> PixelDigests:
-        """Each image's pixel digest, decoded once per analysis (see :mod:`.identical`)."""
+        """Each image's pixel digest, decoded once per analysis (see :mod:`iqabench.analysis.identical`)."""
         if self._pixels is None:
             self._pixels = PixelDigests(self.store.image_path)
         return self._pixels

@@ -76,9 +76,9 @@ def check_output(path: Path, refs: list[RunRef]) -> None:
 def comparison_sections(results: dict[str, SavedResult]) -> tuple[Markup, dict[str, Table]]:
     """The comparison's HTML (inserted above the runs' own sections) and its tables, for export.
 
-    Every number and decision comes from :func:`iqabench.analysis.compare.compare_runs`; this only renders it, with
-    short
-    generator labels, each quantity's unit and one colour scale for every run (:mod:`.comparison_view`)."""
+    Every number and decision comes from :func:`iqabench.analysis.compare.compare_runs`; this only renders it,
+    with short generator labels, each quantity's unit and one colour scale for every run
+    (:mod:`iqabench.reports.comparison_view`)."""
     from iqabench.analysis.compare import compare_runs, per_item_source
 
     from .comparison_view import aliased, merged_svg, paired_display, unit_of

@@ -44,9 +44,8 @@ def _plural(unit: str) -> str:
 
 
 def _fmt(triple: tuple[float, float, float], ns: bool = False, few: str = "") -> str:
-    """``est [low, high]`` through the shared formatter (``iqabench.analysis.number_format``), plus " n.s."; ``few``:
-    the
-    unit's plural when the estimate rests on too few units for a CI (said instead of it)."""
+    """``est [low, high]`` through the shared formatter (``iqabench.analysis.number_format``), plus " n.s.";
+    ``few``: the unit's plural when the estimate rests on too few units for a CI (said instead of it)."""
     value, low, high = triple
     if value is None or not np.isfinite(value):
         return format_number(float("nan"))

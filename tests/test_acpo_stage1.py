@@ -292,3 +292,24 @@ def test_ipce_checkpoint_is_a_prompt_aware_metric_in_a_run(tmp_path, tiny_clip_f
         with torch.no_grad():
             expected = float(loaded.mos(image, [planned.item.prompt])[0])
         assert stored == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("scores, mos_range, sentence", [
+    ([1.0, 2.0, 3.0], "5,1", "--mos-range '5,1': low must be below high"),
+    ([3.0, 3.0, 3.0], "auto", "every MOS in the table is 3; a table whose scores are all equal has nothing"),
+])
+def test_train_two_stream_refuses_an_empty_mos_range_in_one_sentence(tmp_path, scores, mos_range, sentence):
+    """A reversed --mos-range or a table of equal scores is the user's input: exit 2 and one sentence, where it
+    used to be a ValueError shown as a bug (and the reversed range was called 'all equal')."""
+    from iqabench.cli import app  # the real CLI and its one error boundary
+
+    rows = []
+    for i, score in enumerate(scores):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{tmp_path / f'{i}.png'},{score}")
+    (tmp_path / "t.csv").write_text("path,score\n" + "\n".join(rows) + "\n")
+    done = CliRunner().invoke(app, ["train", "two-stream", "--table", str(tmp_path / "t.csv"), "--out",
+                                    str(tmp_path / "out"), "--mos-range", mos_range, "--epochs", "1", "--size", "16",
+                                    "--width", "2"], env={"COLUMNS": "500"})
+    assert done.exit_code == 2 and "Traceback" not in done.output and "bug" not in done.output, done.output
+    assert sentence in " ".join(done.output.replace("│", " ").split()), done.output

@@ -33,6 +33,26 @@ def test_import_iqabench_loads_no_plugin_package_and_no_report_module():
     assert not forbidden, f"`iqabench.run` loaded {forbidden}"
 
 
+def test_the_plugin_api_exports_what_docs_plugins_md_names():
+    """docs/plugins.md says a plugin imports from ``iqabench.api`` only: the errors it raises, the files it declares
+    and the batched pass it runs come from there too, and the page names no deeper module to import."""
+    import re
+
+    import iqabench.api as api
+    from iqabench.contracts.errors import UserError, UserInputError
+    from iqabench.contracts.needs import Need, declare
+    from iqabench.execution.batching import BatchPolicy, run_batched
+
+    for name, value in {"UserError": UserError, "UserInputError": UserInputError, "Need": Need, "declare": declare,
+                        "run_batched": run_batched, "BatchPolicy": BatchPolicy}.items():
+        assert getattr(api, name) is value and name in api.__all__, name
+    page = (ROOT / "docs" / "plugins.md").read_text("utf-8")
+    deeper = re.findall(r"`(iqabench\.(?:contracts|execution|io|engine)\.[\w.]+)", page)
+    assert not deeper, f"docs/plugins.md points plugins below iqabench.api: {deeper}"
+    named = set(re.findall(r"`iqabench\.api\.(\w+)", page))
+    assert named and all(hasattr(api, n) for n in named), sorted(n for n in named if not hasattr(api, n))
+
+
 def test_renamed_modules_leave_nothing_behind():
     assert importlib.util.find_spec("iqabench.testing") is None
     assert not (ROOT / "iqabench" / "testing.py").exists() and not (ROOT / "bench").exists()

@@ -155,3 +155,20 @@ def test_a_non_memory_error_in_one_chunk_is_recorded_per_pair_while_others_back_
     assert len(values) == 9 and len(failed) == 2 and attempts[:3] == [9, 4, 2]
     errors = store.get_score_errors([content_key("fr-pair/v1", *p) for p in failed], "ssim", metric.fingerprint())
     assert all("ValueError: broken chunk" in e for e in errors.values()) and len(errors) == 2
+
+
+def test_pairs_are_decoded_chunk_by_chunk_not_all_up_front(store, monkeypatch):
+    """Each chunk decodes its own pairs just before it is scored: memory holds one chunk's images, not every pair's."""
+    import iqabench.benchmarks.fr_distances as fr
+    from iqabench.execution.batching import BatchPolicy
+
+    keys = _images(store, n=3)
+    metric = build_metric("ssim")
+    events: list[str] = []
+    decode, score = fr.image_tensor, metric.score
+    monkeypatch.setattr(fr, "image_tensor", lambda s, k: (events.append("decode"), decode(s, k))[1])
+    metric.score = lambda images, refs=None: (events.append(f"score {len(images)}"), score(images, refs))[1]
+    pairs = [(a, b) for a in keys for b in keys]
+    values = pair_scores(store, metric, pairs, policy=BatchPolicy(4))
+    assert len(values) == 9 and all(v is not None for v in values.values())
+    assert events == ["decode"] * 8 + ["score 4"] + ["decode"] * 8 + ["score 4"] + ["decode"] * 2 + ["score 1"]

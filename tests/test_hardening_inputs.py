@@ -338,3 +338,28 @@ def test_error_boundary_rule():
                                   "space and re-run; finished images and scores are kept)")
     assert user_message(sqlite3.OperationalError("no such column: x")) is None  # an SQL bug stays a bug
     assert user_message(FileNotFoundError("/x/scores.parquet")) == "/x/scores.parquet: no such file or folder"
+
+
+def test_fetch_and_unsafe_checkpoint_errors_are_one_sentence(tmp_path):
+    """A download the server refuses (``FetchError``) and a cached pickle that holds objects
+    (``UnsafeCheckpointError``) are the environment's, not bugs: the boundary prints their sentence. Both used to
+    be plain RuntimeError / UnpicklingError subclasses, shown with a traceback and "this is a bug"."""
+    import collections
+    import pickle
+    from fractions import Fraction
+
+    import torch
+
+    from iqabench.cli.boundary import user_message
+    from iqabench.engine.fetch import FetchError, download_url
+    from iqabench.io.safe_load import UnsafeCheckpointError, load_checkpoint
+
+    with pytest.raises(FetchError) as refused:
+        download_url((tmp_path / "absent.bin").as_uri(), tmp_path / "out.bin")
+    assert user_message(refused.value).startswith(f"{(tmp_path / 'absent.bin').as_uri()} could not be downloaded")
+
+    torch.save({"x": collections.OrderedDict(a=Fraction(1, 3))}, tmp_path / "bad.pt")  # a Fraction: not a tensor
+    with pytest.raises(UnsafeCheckpointError) as unsafe:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert isinstance(unsafe.value, pickle.UnpicklingError)  # callers catching the loader's error still do
+    assert user_message(unsafe.value).startswith(f"{tmp_path / 'bad.pt'} holds pickled objects other than tensors")

@@ -3,6 +3,7 @@ the batch policy reaching benchmarks' own passes, and errors classified by type 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 
@@ -56,6 +57,9 @@ def test_old_spellings_land_in_the_execution_not_the_spec():
     assert "device" not in spec.to_dict() and "batch_size" not in spec.to_dict() and spec.options == {}
     assert spec.execution_hint() == Execution(device="cpu", batch_size="auto", compile=True)
     assert RunSpec.from_dict({**spec.to_dict(), "device": "cpu", "batch_size": 8}).execution_hint().batch_size == 8
+    # dataclasses.replace (seed_consistency uses it) reads the init-only fields back: the hint survives it
+    plain = RunSpec(**SPEC, device="cpu", batch_size=2)
+    assert dataclasses.replace(plain, limit=2).execution_hint() == Execution(device="cpu", batch_size=2)
 
 
 def test_runtime_is_immutable():
@@ -182,6 +186,19 @@ def test_a_key_error_in_a_plugin_benchmark_is_a_bug_with_its_traceback(tmp_path,
     assert "this is a bug in iqabench, please report it" in err
 
 
+def test_a_key_error_in_iqabenchs_own_benchmark_code_is_a_bug_with_its_traceback(tmp_path, capsys, monkeypatch):
+    """The same rule for a KeyError whose innermost Python frame is iqabench's own code (relgain's analysis): the old
+    rule classified by that frame and printed it as the user's one-sentence mistake (exit 2)."""
+    import iqabench.benchmarks.relgain as relgain
+
+    monkeypatch.setattr(relgain, "metric_info", {}.__getitem__)  # relgain's own `metric_info(m)` line raises
+    code, err = _cli(["run", "relgain", "-g", "tiny-sd[steps=1]", "--metrics", "entropy", "--limit", "1",
+                      "--out", tmp_path / "out", "--device", "cpu"], capsys)
+    assert code == 1 and "Traceback" in err and "KeyError: 'entropy'" in err, err
+    assert 'benchmarks/relgain.py", line' in err  # raised from iqabench's code, not from a plugin file
+    assert "this is a bug in iqabench, please report it" in err
+
+
 def test_a_user_mistake_is_still_one_sentence(tmp_path, capsys):
     code, err = _cli(["run", "relgain", "-g", "tiny-sd", "--seeds", "3-1", "--out", tmp_path, "--dry-run"], capsys)
     assert code == 2 and "Traceback" not in err and "bug" not in err
@@ -198,3 +215,67 @@ def test_auto_scores_cached_images_in_batches_not_one_by_one():
     auto.set(32)
     assert auto.for_scoring() == 32
     assert BatchPolicy(3).for_scoring() == 3
+
+
+def test_scoring_backs_off_through_the_batch_policy_on_out_of_memory():
+    """A metric that runs out of memory above 2 images, batch 16: the scorer halves through the policy (16, 8, 4,
+    then 2s) instead of going one by one, and the next batch starts at the backed-off size. A non-OOM error still
+    splits one by one and leaves the policy alone."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from iqabench.engine.scoring import TensorScorer
+    from iqabench.execution.runtime import Runtime
+
+    calls: list[int] = []
+
+    def score(batch, prompts=None):
+        calls.append(len(batch))
+        if len(batch) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.ones(len(batch))
+
+    metric = SimpleNamespace(name="m", info=SimpleNamespace(prompt_aware=False), score=score)
+    runtime = Runtime("cpu", "fp32", 16)
+    scorer = TensorScorer(None, runtime, {"m": "fp"}, metrics={"m": metric})
+    images = torch.zeros(16, 3, 4, 4, dtype=torch.uint8)
+    keys = [f"k{i}" for i in range(16)]
+    rows = scorer.score(keys, images, {k: ["m"] for k in keys}, write=False)
+    assert [r[3] for r in rows] == [1.0] * 16 and [r[0] for r in rows] == keys  # every image scored, in order
+    assert calls == [16, 8, 4] + [2] * 8
+    assert runtime.batch.for_scoring() == 2
+    calls.clear()
+    scorer.score(keys, images, {k: ["m"] for k in keys}, write=False)
+    assert calls == [2] * 8  # the next batch starts at the backed-off size
+
+    def broken(batch, prompts=None):
+        calls.append(len(batch))
+        if len(batch) > 1:
+            raise ValueError("shape mismatch")
+        return torch.ones(1)
+
+    calls.clear()
+    fixed = Runtime("cpu", "fp32", 4)
+    scorer = TensorScorer(None, fixed, {"m": "fp"}, metrics={"m": SimpleNamespace(
+        name="m", info=SimpleNamespace(prompt_aware=False), score=broken)})
+    rows = scorer.score(keys[:4], images[:4], {k: ["m"] for k in keys[:4]}, write=False)
+    assert calls == [4, 1, 1, 1, 1] and fixed.batch.for_scoring() == 4 and len(rows) == 4
+
+
+def test_every_analysis_code_module_resolves_and_a_missing_one_fails_loudly(monkeypatch):
+    """The analysis cache's digest reads these modules by name; a name left behind by a move used to drop out of the
+    digest silently (a changed analysis could then reuse a stale result)."""
+    import importlib.util
+    from pathlib import Path
+
+    import iqabench.engine.runner as runner
+    from iqabench.benchmarks.relgain import RelGain
+
+    for name in runner.ANALYSIS_CODE_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin and Path(spec.origin).is_file(), name
+    assert len(runner._analysis_code_digest(RelGain(), {})) == 64
+    monkeypatch.setattr(runner, "ANALYSIS_CODE_MODULES", (*runner.ANALYSIS_CODE_MODULES, "iqabench.stats"))
+    with pytest.raises(RuntimeError, match="'iqabench.stats', which is not a module file"):
+        runner._analysis_code_digest(RelGain(), {})

@@ -119,6 +119,8 @@ def _range(text: str | None) -> tuple[float, float] | None:
         low, high = (float(x) for x in text.split(","))
     except ValueError:
         raise UserInputError(f"--mos-range {text!r}: write low,high (e.g. 1,5) or auto") from None
+    if not high > low:  # an empty or reversed range would divide by zero or flip every target
+        raise UserInputError(f"--mos-range {text!r}: low must be below high (e.g. 1,5)")
     return low, high
 
 
@@ -212,11 +214,12 @@ def train_two_stream_cmd(
     from .evaluators import TwoStreamIQA, train_two_stream
     from .mos_table import read_mos_table
 
+    scale = _range(mos_range)  # a bad range is refused before any image is read
     rows = read_mos_table(table, path_column, None, score_column)
     torch_seed(seed)
     model = TwoStreamIQA(width=width, size=size)
     losses = train_two_stream(model, rows.images(range(len(rows)), size), rows.scores, epochs=epochs, lr=lr,
-                              batch_size=batch_size, seed=seed, mos_range=_range(mos_range))
+                              batch_size=batch_size, seed=seed, mos_range=scale)
     path = save_two_stream(model, out / "two_stream.safetensors", {"epochs": epochs, "final_loss": losses[-1]})
     typer.echo(f"trained {epochs} epochs (loss {losses[0]:.4f} -> {losses[-1]:.4f}); "
                f"use it as --evaluator two-stream:{path}")

@@ -216,8 +216,11 @@ def train_two_stream(model: TwoStreamIQA, images: torch.Tensor, mos: torch.Tenso
     if images.shape[0] != mos.shape[0] or images.shape[0] == 0:
         raise ValueError(f"need one MOS per image, got {images.shape[0]} images and {mos.shape[0]} scores")
     low, high = mos_range if mos_range is not None else (float(mos.min()), float(mos.max()))
-    if not high > low:
-        raise ValueError("MOS values are all equal; nothing to learn")
+    if not high > low:  # the user's table or range: one sentence, not a traceback
+        if mos_range is not None:
+            raise UserInputError(f"MOS range {low:g},{high:g} is empty: low must be below high")
+        raise UserInputError(f"every MOS in the table is {low:g}; a table whose scores are all equal has nothing "
+                             "to learn (pass --mos-range low,high or rate more varied images)")
     target = ((mos.float() - low) / (high - low)).clamp(0, 1)
     g = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

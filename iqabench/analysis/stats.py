@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contracts.results import ALPHA, MIN_UNITS, too_few_units  # noqa: F401 - re-exported
+
 # Below this |f(x)| a relative gain is meaningless (division by ~0); such items are excluded and counted.
 RELGAIN_EPS = 1e-6
 N_RESAMPLES = 2000
@@ -33,12 +35,8 @@ CONFIDENCE = 0.95
 CI_LEVEL_TEXT = f"{CONFIDENCE:.0%}"
 # BCa's jackknife recomputes the statistic once per unit; above this many units use the percentile interval.
 BCA_MAX_UNITS = 2000
-#: The one decision rule (docs/statistics.md): a cell is significant when its Holm-adjusted p-value, adjusted over
-#: the cells of its table, is below ALPHA.
-ALPHA = 0.05
-#: Below this many independent units (prompts, or images with one seed per prompt) no 95% CI is shown: the
-#: interval is still computed and stored, but the report reads "too few prompts for a 95% CI". Same everywhere.
-MIN_UNITS = 10
+# ALPHA (the one decision rule), MIN_UNITS and too_few_units are part of the result contract: they live in
+# iqabench.contracts.results (below this layer) and are re-exported here for the analyses.
 
 
 @dataclass(frozen=True)
@@ -376,15 +374,6 @@ def cluster_permutation_p(statistic: Callable[[np.ndarray, np.ndarray], float], 
         value = statistic(x, shuffled)
         hits += bool(np.isfinite(value) and abs(value) >= abs(observed) - 1e-12)
     return (1 + hits) / (1 + n_resamples)
-
-
-def too_few_units(n_units: float | int | None) -> bool:
-    """Whether an estimate rests on fewer than MIN_UNITS independent units (its CI is not shown)."""
-    try:
-        count = float(n_units)  # None, pd.NA or text: no count, so no CI
-    except (TypeError, ValueError):
-        return True
-    return not np.isfinite(count) or count < MIN_UNITS
 
 
 def statistic_ci(statistic: Callable[..., float], *columns: Sequence[float] | np.ndarray,

@@ -110,6 +110,7 @@ def fetch_command(
     from ..contracts.generators import GeneratorPool
     from ..contracts.specs import RunSpec
     from ..engine.planning import plan_work
+    from ..execution.runtime import Runtime
     from .selection import parse_options, run_fields
 
     load_plugins(plugin)
@@ -119,7 +120,7 @@ def fetch_command(
     # Pure planning (what the Runner calls before it opens a store): generators declare their files, metrics and
     # the benchmark add theirs; nothing is loaded, no store or run folder is made. The variant a pipeline loads
     # comes from the spec, not the device, so planning on the CPU lists what a GPU run loads.
-    runtime = Execution(device="cpu").runtime(spec.dtype, device="cpu")
+    runtime = Runtime.from_execution(Execution(device="cpu"), spec.dtype, device="cpu")
     list_or_fetch(plan_work(spec, GeneratorPool(runtime)).needs, list_only=list_only, as_json=as_json)
 
 
@@ -193,7 +194,7 @@ def check_before_training(needs: list) -> None:
         raise typer.Exit(2) from None
 
 
-_TRAIN_ARGS = "iqabench.engine.fetch.train_args"
+_TRAIN_ARGS = "iqabench.cli.fetch.train_args"
 _FETCH_FLAGS = ("--list", "--json")
 
 

@@ -8,16 +8,35 @@ the pipeline's arguments the same way), so nothing here enters image keys, and
 only the device enters the run id (see :func:`iqabench.engine.manifest.default_run_id`).
 Changing ``--batch-size``, ``--compile`` or ``--channels-last`` resumes the same
 run folder.
+
+A contract: it imports no torch and nothing above :mod:`iqabench.contracts`; the
+resolved :class:`~iqabench.execution.runtime.Runtime` is built from it by
+:meth:`~iqabench.execution.runtime.Runtime.from_execution`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
-from ..execution.batching import BatchPolicy, BatchSize, parse_batch_size
-from ..execution.runtime import Runtime
+from .errors import UserInputError
+
+#: a batch size as the user gives it: a number, or ``"auto"`` (probe upwards, back off on out-of-memory)
+BatchSize = int | Literal["auto"]
+
+
+def parse_batch_size(value: int | str) -> BatchSize:
+    """``8`` or ``"8"`` -> 8, ``"auto"`` -> ``"auto"``; anything else is the user's mistake, in one sentence."""
+    if value == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"--batch-size must be a number or 'auto', not {value!r}") from None
+    if size < 1 or str(size) != str(value).strip():
+        raise UserInputError(f"--batch-size must be a whole number of at least 1 or 'auto', not {value!r}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -35,12 +54,6 @@ class Execution:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_size", parse_batch_size(self.batch_size))
-
-    def runtime(self, dtype: str, *, device: str | None = None) -> Runtime:
-        """The resolved :class:`Runtime` for a spec's ``dtype`` (``device`` overrides, e.g. one GPU per process)."""
-        return Runtime(device or self.device, dtype, BatchPolicy(self.batch_size), compile=self.compile,
-                       attention_slicing=self.attention_slicing, channels_last=self.channels_last,
-                       fuse_qkv=self.fuse_qkv, sdpa_backend=self.sdpa_backend)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,6 +19,7 @@ carries ``higher_is_better`` per metric the same way):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: result.json's schema: 2 added typed tables, headlines and per-item scores (1: pandas ``attrs``).
 SCHEMA_VERSION = 2
+#: The one decision rule (docs/statistics.md): a cell is significant when its Holm-adjusted p-value, adjusted over
+#: the cells of its table, is below ALPHA. (Here, in the contract, so the analyses that make tables import it from
+#: below; :mod:`iqabench.analysis.stats` re-exports it.)
+ALPHA = 0.05
+#: Below this many independent units (prompts, or images with one seed per prompt) no 95% CI is shown: the
+#: interval is still computed and stored, but the report reads "too few prompts for a 95% CI". Same everywhere.
+MIN_UNITS = 10
+
+
+def too_few_units(n_units: float | int | None) -> bool:
+    """Whether an estimate rests on fewer than MIN_UNITS independent units (its CI is not shown)."""
+    try:
+        count = float(n_units)  # None, pd.NA or text: no count, so no CI
+    except (TypeError, ValueError):
+        return True
+    return not math.isfinite(count) or count < MIN_UNITS
 PER_ITEM_COLUMNS = ("generator", "condition", "prompt_id", "prompt", "seed", "metric", "score", "lower_better")
 
 
@@ -47,7 +64,7 @@ class Table:
 
     ``effects`` maps each effect column (``X`` with ``X_ci_low``/``X_ci_high``)
     to the column of ``frame`` holding its Holm-adjusted p-value; a cell of
-    ``X`` is significant iff that p-value is below :data:`iqabench.analysis.stats.ALPHA`.
+    ``X`` is significant iff that p-value is below :data:`ALPHA`.
     ``n_units_column`` names the column holding the number of independent
     units each row rests on (its CI is not shown below ``MIN_UNITS``).
     """
@@ -68,15 +85,11 @@ class Table:
         """Per row: the effect in ``column`` is significant under the table's one decision rule."""
         import numpy as np
 
-        from ..analysis.stats import ALPHA
-
         p = self.frame[self.effects[column]].to_numpy(dtype=float)
         return [bool(np.isfinite(v) and v < ALPHA) for v in p]
 
     def too_few_units(self) -> list[bool]:
         """Per row: fewer than MIN_UNITS independent units (no 95% CI is shown)."""
-        from ..analysis.stats import too_few_units
-
         if not self.n_units_column or self.n_units_column not in self.frame:
             return [False] * len(self.frame)
         return [too_few_units(v) for v in self.frame[self.n_units_column]]
@@ -117,7 +130,6 @@ class Headline:
         import numpy as np
         import pandas as pd
 
-        from ..analysis.stats import ALPHA
 
         if not self.signed or self.p_adjusted is None:
             return pd.DataFrame(False, index=self.estimate.index, columns=self.estimate.columns)
@@ -147,8 +159,6 @@ class Headline:
     def too_few_units(self) -> pd.DataFrame:
         """True where the cell rests on fewer than MIN_UNITS units (its CI is not shown)."""
         import pandas as pd
-
-        from ..analysis.stats import too_few_units
 
         if self.n_units is None:
             return pd.DataFrame(False, index=self.estimate.index, columns=self.estimate.columns)

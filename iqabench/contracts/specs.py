@@ -193,7 +193,7 @@ def _too_many_seeds(count: int, limit: int) -> SpecError:
 
 
 #: RunSpec.options keys older versions used for execution settings; they moved to
-# iqabench.contracts.execution.Execution.
+#: iqabench.contracts.execution.Execution.
 SPEED_OPTIONS = ("compile", "attention_slicing", "channels_last", "fuse_qkv", "sdpa_backend", "auto_batch_size")
 
 
@@ -245,6 +245,9 @@ class RunSpec:
         return cls(**data)
 
 
-# Read-only views of the hint for code written before the split (``spec.device``); new code reads the Execution.
+# Read-only views of the init-only hint. Not dead code: ``dataclasses.replace(spec, ...)`` (seed_consistency, any
+# plugin) re-reads every init argument by attribute, InitVars included, so without these a replaced spec would lose
+# its device/batch-size hint (the class default None) or, with the attributes deleted, fail. New code reads
+# ``ctx.runtime`` / the Execution.
 RunSpec.device = property(lambda self: self._execution_hint.get("device", "auto"))  # type: ignore[assignment]
 RunSpec.batch_size = property(lambda self: self._execution_hint.get("batch_size", 4))  # type: ignore[assignment]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..contracts.errors import EnvironmentProblem
 from ..contracts.needs import Need
 
 MIRROR_ENV = "IQABENCH_URL_MIRROR"
@@ -41,8 +42,11 @@ CHUNK = 1 << 20
 _NETWORK_MODULES = ("huggingface_hub", "httpx", "requests", "urllib3")
 
 
-class FetchError(RuntimeError):
-    """A download that failed or was refused; the message is one sentence naming the file and why."""
+class FetchError(EnvironmentProblem):
+    """A download that failed or was refused; the message is one sentence naming the file and why.
+
+    The network's or the server's answer, not a bug: the CLI boundary prints it as that sentence (it is still a
+    ``RuntimeError`` for callers that catch one)."""
 
 
 @dataclass(frozen=True)

@@ -68,11 +68,9 @@ class RunPlan:
 def plan_work(spec: RunSpec, pool: GeneratorPool) -> PlannedWork:
     """The benchmark's plan, its generators and metric plan, and every file they will load.
 
-    Generators declare their weights while they are built (:func:`iqabench.contracts.needs.collecting`): a missing file
-    is
-    recorded as a missing :class:`~iqabench.contracts.needs.Need` instead of failing the first generator, so a preflight
-    can
-    report all of them. Plugins named by ``spec.plugins`` must be loaded first.
+    Generators declare their weights while they are built (:func:`iqabench.contracts.needs.collecting`): a
+    missing file is recorded as a missing :class:`~iqabench.contracts.needs.Need` instead of failing the first
+    generator, so a preflight can report all of them. Plugins named by ``spec.plugins`` must be loaded first.
     """
     with collecting() as declared:
         benchmark = build_benchmark(spec.benchmark)

@@ -31,6 +31,7 @@ from ..execution.distributed import distributed_shard, owned_keys, wait_for_ever
 from ..execution.image_checks import generated_image_problem
 from ..execution.image_tensors import generate_uint8, stack_by_size, to_pil
 from ..execution.oom import free_accelerator_memory, is_out_of_memory
+from ..execution.runtime import Runtime
 from ..execution.stage_timing import StageClock
 from ..metrics import Metric, MetricUnavailableError, build_metric, check_available
 from ..store.score_shards import ShardedStore, merge_shards, prepare_for_readers
@@ -139,7 +140,7 @@ class Runner:
         #: ``--overwrite``: a run id whose run.json holds another spec may be replaced (see :mod:`.run_binding`).
         self.overwrite = overwrite
         self._claim: RunClaim | None = None
-        #: ``--trust-hub-code``: metrics may import code from torch hub's cache (see :mod:`.hub_code`).
+        #: ``--trust-hub-code``: metrics may import code from torch hub's cache (see :mod:`iqabench.io.hub_code`).
         self.trust_hub_code = trust_hub_code
         for plugin in spec.plugins:
             load_plugin(plugin)
@@ -152,7 +153,7 @@ class Runner:
         device = self.execution.device
         if self._distributed is not None and device in ("auto", "cuda") and torch.cuda.is_available():
             device = f"cuda:{self._distributed.local_process_index}"  # one GPU per process
-        self.runtime = self.execution.runtime(spec.dtype, device=device)
+        self.runtime = Runtime.from_execution(self.execution, spec.dtype, device=device)
         self.run_id = default_run_id(spec, self.execution) if run_id is None else check_run_id_name(run_id)
         self.log = log  # before the store: opening a sharded one may warn
         self.store = self._open_store(store)
@@ -205,7 +206,7 @@ class Runner:
         """The Store; with several processes, one whose SQLite writes go to this process's own shard.
 
         Process 0 creates the shared database (and merges shards a killed earlier attempt of this run left)
-        before the others open it, so nobody writes it concurrently (see :mod:`.score_shards`).
+        before the others open it, so nobody writes it concurrently (see :mod:`iqabench.store.score_shards`).
         """
         index, count = self.shard
         if count <= 1:
@@ -232,7 +233,7 @@ class Runner:
         return unique
 
     def _mine(self, keys: Sequence[str]) -> list[str]:
-        """This process's share of a key list (see :func:`.distributed.owned_keys`)."""
+        """This process's share of a key list (see :func:`iqabench.execution.distributed.owned_keys`)."""
         return owned_keys(keys, self.shard)
 
     def _score_targets(self) -> dict[str, list[str]]:
@@ -644,6 +645,13 @@ class Runner:
         return outcome
 
 
+#: The core modules whose code shapes a benchmark's analysis: their source enters the analysis cache's digest.
+ANALYSIS_CODE_MODULES = (
+    "iqabench.benchmark", "iqabench.analysis.stats", "iqabench.analysis.decisions",
+    "iqabench.analysis.compare", "iqabench.contracts.results", "iqabench.analysis.plotting",
+    "iqabench.analysis.number_format", "iqabench.analysis.labels", "iqabench.analysis.identical")
+
+
 def _analysis_code_digest(benchmark: Any, options: dict[str, Any]) -> str:
     """sha256 of what turns scores into the result and the report besides the scores themselves: the benchmark's
     code (its file, and for a built-in the whole benchmarks package: they share helpers), the core's analysis
@@ -659,15 +667,15 @@ def _analysis_code_digest(benchmark: Any, options: dict[str, Any]) -> str:
         locations = list(spec.submodule_search_locations or []) if spec is not None else []
         return Path(locations[0]) if locations else None
 
-    def module_file(name: str) -> str | None:
+    def module_file(name: str) -> str:
         spec = importlib.util.find_spec(name)  # by module name, so a module can move without leaving the digest
-        return spec.origin if spec is not None else None
+        if spec is None or not spec.origin or not Path(spec.origin).is_file():
+            # a renamed module silently left out would let a changed analysis reuse stale results: a bug, loudly
+            raise RuntimeError(f"ANALYSIS_CODE_MODULES names {name!r}, which is not a module file")
+        return spec.origin
 
     own = inspect.getsourcefile(type(benchmark))
-    files = [own] + [module_file(m) for m in (
-        "iqabench.benchmark", "iqabench.analysis.stats", "iqabench.analysis.decisions",
-        "iqabench.analysis.compare", "iqabench.contracts.results", "iqabench.analysis.plotting",
-        "iqabench.analysis.number_format", "iqabench.analysis.labels", "iqabench.analysis.identical")]
+    files = [own] + [module_file(m) for m in ANALYSIS_CODE_MODULES]
     for package in ("iqabench.benchmarks", "iqabench.reports"):
         folder = package_dir(package)
         if folder is not None and (package == "iqabench.reports" or (own and folder in Path(own).parents)):

@@ -75,6 +75,10 @@ class TensorScorer:
 
     def _rows(self, metric: Metric, keys: list[str], batch: torch.Tensor, stage: str) -> list[ScoreRow]:
         fp = self.metric_fps[metric.name]
+        cap = self.runtime.batch.for_scoring()
+        if len(keys) > cap:  # an earlier out-of-memory backed the policy off: score in chunks of that size
+            return [row for i in range(0, len(keys), cap)
+                    for row in self._rows(metric, keys[i : i + cap], batch[i : i + cap], stage)]
         try:
             with self.clock.busy(stage):
                 prompts = [self.prompts[k] for k in keys] if metric.info.prompt_aware else None
@@ -84,10 +88,14 @@ class TensorScorer:
         except MetricContractError:
             raise  # the metric itself is wrong, not one image: stop before any of its scores is stored
         except Exception as exc:
-            if is_out_of_memory(exc):
-                free_accelerator_memory()
             if len(keys) == 1:
+                if is_out_of_memory(exc):
+                    free_accelerator_memory()
                 return [(keys[0], metric.name, fp, None, _one_line_tb())]
+            if is_out_of_memory(exc):  # the batch policy's back-off: retry in halves, and later batches start there
+                free_accelerator_memory()
+                self.runtime.batch.pass_back_off(len(keys))
+                return self._rows(metric, keys, batch, stage)
         rows: list[ScoreRow] = []
         for i, key in enumerate(keys):  # find which image breaks the metric; score the others
             rows.extend(self._rows(metric, [key], batch[i : i + 1], stage))

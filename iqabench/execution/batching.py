@@ -1,7 +1,7 @@
 """The batch policy: how many items go in one call, for every stage that batches.
 
 ``--batch-size N`` is a fixed policy; ``--batch-size auto`` probes the
-generation stage (:mod:`.batch_autotune`) and starts every other batched pass
+generation stage (:mod:`iqabench.engine.batch_autotune`) and starts every other batched pass
 (scoring, Inception features, full-reference pairs, detectors) at
 :data:`AUTO_PASS_START`. Either way an out-of-memory error halves the current
 size and the same items are retried (:meth:`BatchPolicy.back_off`,
@@ -18,30 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-from ..contracts.errors import UserInputError
+from ..contracts.execution import BatchSize, parse_batch_size
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: ``auto``'s first size for a pass that is not probed (feature extractors are far lighter than a denoiser).
 AUTO_PASS_START = 16
-
-BatchSize = int | Literal["auto"]
-
-
-def parse_batch_size(value: int | str) -> BatchSize:
-    """``8`` or ``"8"`` -> 8, ``"auto"`` -> ``"auto"``; anything else is the user's mistake, in one sentence."""
-    if value == "auto":
-        return "auto"
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        raise UserInputError(f"--batch-size must be a number or 'auto', not {value!r}") from None
-    if size < 1 or str(size) != str(value).strip():
-        raise UserInputError(f"--batch-size must be a whole number of at least 1 or 'auto', not {value!r}")
-    return size
 
 
 @dataclass
@@ -78,8 +63,10 @@ class BatchPolicy:
 
     def for_scoring(self) -> int:
         """The scoring stage's size: the fixed size, or with ``auto`` the larger of the generation's current size
-        and :meth:`for_pass` (a run whose images are all cached never probes, and must not score one by one)."""
-        return max(self.size, self.for_pass()) if self.auto else self.size
+        and :meth:`for_pass` (a run whose images are all cached never probes, and must not score one by one); never
+        above a size a pass already ran out of memory at (:meth:`pass_back_off`), so later batches start there."""
+        size = max(self.size, self.for_pass()) if self.auto else self.size
+        return size if self._pass_size is None else min(size, self._pass_size)
 
     def pass_back_off(self, size: int) -> int:
         """A pass ran out of memory at ``size``: later passes of this run start at half of it."""

@@ -1,7 +1,8 @@
 """Out-of-memory back-off: recognise an OOM from any backend and free what can be freed before retrying.
 
-The runner halves its batch size on an OOM during generation and retries the
-same images, so a too-large ``--batch-size`` costs time, never images.
+The halving itself is the batch policy's (:class:`iqabench.execution.batching.BatchPolicy`:
+``back_off`` in generation, ``pass_back_off`` through :func:`iqabench.execution.batching.run_batched`
+and scoring), which retries the same images, so a too-large ``--batch-size`` costs time, never images.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..contracts.errors import UserInputError
+from ..contracts.execution import Execution
 from .batching import BatchPolicy
 
 DEVICE_KINDS = ("cuda", "mps", "cpu")
@@ -47,11 +48,21 @@ class Runtime:
                   "sdpa_backend": sdpa_backend, "batch": batch}
         for name, value in values.items():
             object.__setattr__(self, name, value)
+
         from .fast_paths import SDPA_BACKENDS
 
         if self.sdpa_backend not in SDPA_BACKENDS:
             raise UserInputError(f"unknown SDPA backend {self.sdpa_backend!r}: choose one of "
                                  f"{', '.join(SDPA_BACKENDS)}")
+
+    @classmethod
+    def from_execution(cls, execution: Execution, dtype: str, *, device: str | None = None) -> Runtime:
+        """The resolved runtime for an :class:`~iqabench.contracts.execution.Execution` and a spec's ``dtype``
+        (``device`` overrides, e.g. one GPU per process). Here, not on ``Execution``: the contract stays free of
+        torch and of this layer."""
+        return cls(device or execution.device, dtype, BatchPolicy(execution.batch_size), compile=execution.compile,
+                   attention_slicing=execution.attention_slicing, channels_last=execution.channels_last,
+                   fuse_qkv=execution.fuse_qkv, sdpa_backend=execution.sdpa_backend)
 
     @property
     def batch_size(self) -> int:

@@ -37,12 +37,17 @@ from typing import Any
 
 import torch
 
+from ..contracts.errors import UserError
+
 _LOCK = threading.Lock()
 _ORIGINAL: dict[str, Any] = {}
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A cached file holds more than plain tensors. The message is one sentence naming the file."""
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
+    """A cached file holds more than plain tensors. The message is one sentence naming the file.
+
+    A ``UserError`` (the file on the user's disk is the problem, so the CLI prints the sentence) and still a
+    ``pickle.UnpicklingError`` for callers that catch the loader's own error."""
 
 
 def refusal(path: object) -> str:
