@@ -41,8 +41,16 @@ def _state(mirror) -> HubServer:
                     mirror.root / "home" / ".cache" / "clip", mirror.root / "iqa-adapter")
     unet = next(p for n, p in state.repos[SDXL].files().items() if n.startswith("unet/") and n.endswith(".safetensors"))
     state.repos[SDXL].extra.update({"unet/diffusion_pytorch_model.fp16.safetensors": unet,
-                                    "safety_checker/model.safetensors": unet})
+                                    "safety_checker/model.safetensors": unet,
+                                    **{name: unet for name in DECOYS}})
     return state
+
+
+#: Other frameworks' copies of the weights, as the real SD XL repo holds them next to the PyTorch ones (10 GB each
+#: there): no diffusers loader reads them, so fetch neither lists nor downloads them.
+DECOYS = ("unet/diffusion_flax_model.msgpack", "unet/model.onnx", "unet/model.onnx_data", "unet/openvino_model.xml",
+          "unet/openvino_model.bin", "text_encoder/tf_model.h5", "text_encoder/flax_model.msgpack",
+          "vae_decoder/model.onnx", "sd_xl_base_1.0.ckpt", "text_encoder_2/saved_model.pb")
 
 
 @pytest.fixture
@@ -80,6 +88,7 @@ def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_
     assert {"iqa_adapter_topiq_nr.safetensors", "model_index.json", "unet/diffusion_pytorch_model.safetensors",
             "model.safetensors", "cfanet_nr_koniq_res50-9a73138b.pth", "ViT-L-14.pt"} <= names
     assert not {"unet/diffusion_pytorch_model.fp16.safetensors", "safety_checker/model.safetensors"} & names
+    assert not set(DECOYS) & names
 
     fetched = cli(env, *fetch_args, cwd=tmp_path)
     assert fetched.returncode == 0, fetched.stderr[-3000:]
@@ -88,6 +97,7 @@ def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_
     assert all(r["present"] for r in rows) and len(rows) == len(listed)
     assert {str(Path(r["destination"])) for r in rows} == _cached_files(caches)  # none missing, none extra
     assert not any("fp16" in p or "safety_checker" in p for p in hub.requested("GET"))
+    assert not any(p.endswith(DECOYS) for p in hub.requested("GET")), "another framework's weights were downloaded"
 
     offline = {**env, "HF_HUB_OFFLINE": "1", "IQABENCH_OFFLINE": "1"}
     hub.requests.clear()

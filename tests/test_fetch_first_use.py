@@ -1,0 +1,51 @@
+"""Issue 23's first-real-use review: what `fetch` downloads and counts as present, what it declares, run status
+under SIGTERM, the fetch hint, and the quick answers (fast tests; the server-side ones are in test_fetch_server)."""
+
+from __future__ import annotations
+
+from iqabench.io.hub_files import loaded_files
+
+SDXL_INDEX = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+              "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+              "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+              "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+              "scheduler": ["diffusers", "EulerDiscreteScheduler"]}
+#: The real SD XL base repo's layout (abridged): PyTorch weights next to Flax, ONNX and OpenVINO copies.
+SDXL_FILES = ["model_index.json", "sd_xl_base_1.0.safetensors", "sd_xl_base_1.0_0.9vae.safetensors",
+              "scheduler/scheduler_config.json",
+              "text_encoder/config.json", "text_encoder/model.safetensors", "text_encoder/model.fp16.safetensors",
+              "text_encoder/flax_model.msgpack", "text_encoder/model.onnx", "text_encoder/openvino_model.bin",
+              "text_encoder/openvino_model.xml", "text_encoder/tf_model.h5",
+              "text_encoder_2/config.json", "text_encoder_2/model.safetensors", "text_encoder_2/model.onnx",
+              "text_encoder_2/model.onnx_data", "text_encoder_2/openvino_model.bin",
+              "text_encoder_2/openvino_model.xml",
+              "tokenizer/merges.txt", "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
+              "tokenizer/vocab.json", "tokenizer_2/merges.txt", "tokenizer_2/special_tokens_map.json",
+              "tokenizer_2/tokenizer_config.json", "tokenizer_2/vocab.json",
+              "unet/config.json", "unet/diffusion_flax_model.msgpack", "unet/diffusion_pytorch_model.safetensors",
+              "unet/diffusion_pytorch_model.fp16.safetensors", "unet/model.onnx", "unet/model.onnx_data",
+              "unet/openvino_model.bin", "unet/openvino_model.xml",
+              "vae/config.json", "vae/diffusion_flax_model.msgpack", "vae/diffusion_pytorch_model.safetensors",
+              "vae_decoder/config.json", "vae_decoder/model.onnx", "vae_1_0/diffusion_pytorch_model.safetensors"]
+
+
+def test_sdxl_fetch_selects_only_what_diffusers_reads():
+    chosen = loaded_files(SDXL_INDEX, SDXL_FILES)
+    assert sorted(chosen) == sorted([
+        "model_index.json", "scheduler/scheduler_config.json",
+        "text_encoder/config.json", "text_encoder/model.safetensors",
+        "text_encoder_2/config.json", "text_encoder_2/model.safetensors",
+        "tokenizer/merges.txt", "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
+        "tokenizer/vocab.json", "tokenizer_2/merges.txt", "tokenizer_2/special_tokens_map.json",
+        "tokenizer_2/tokenizer_config.json", "tokenizer_2/vocab.json",
+        "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json", "vae/diffusion_pytorch_model.safetensors"])
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in loaded_files(SDXL_INDEX, SDXL_FILES, "fp16")
+
+
+def test_a_bin_only_component_never_takes_openvinos_bin():
+    index = {"text_encoder": ["transformers", "T5EncoderModel"]}
+    files = ["text_encoder/config.json", "text_encoder/pytorch_model.bin", "text_encoder/openvino_model.bin",
+             "text_encoder/spiece.model", "text_encoder/openvino_model.xml"]
+    assert loaded_files(index, files) == ["text_encoder/config.json", "text_encoder/spiece.model",
+                                          "text_encoder/pytorch_model.bin"]
