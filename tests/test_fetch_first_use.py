@@ -3,6 +3,8 @@ under SIGTERM, the fetch hint, and the quick answers (fast tests; the server-sid
 
 from __future__ import annotations
 
+import pytest
+
 from iqabench.io.hub_files import loaded_files
 
 SDXL_INDEX = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
@@ -49,3 +51,28 @@ def test_a_bin_only_component_never_takes_openvinos_bin():
              "text_encoder/spiece.model", "text_encoder/openvino_model.xml"]
     assert loaded_files(index, files) == ["text_encoder/config.json", "text_encoder/spiece.model",
                                           "text_encoder/pytorch_model.bin"]
+
+
+def _pipeline_folder(root, files):
+    import json
+
+    root.mkdir()
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(SDXL_INDEX) if name == "model_index.json" else "{}")
+    return root
+
+
+def test_a_snapshot_interrupted_before_text_encoder_2s_weights_is_missing(tmp_path):
+    from adapters.hub_cache import find_weights
+
+    complete = loaded_files(SDXL_INDEX, SDXL_FILES)
+    location, _ = find_weights("x/y", path=str(_pipeline_folder(tmp_path / "whole", complete)))
+    assert location is not None
+    partial = [f for f in complete if f != "text_encoder_2/model.safetensors"]
+    location, detail = find_weights("x/y", path=str(_pipeline_folder(tmp_path / "partial", partial)))
+    assert location is None and "text_encoder_2 weights" in detail
+    no_vocab = [f for f in complete if f != "tokenizer_2/vocab.json"]
+    location, detail = find_weights("x/y", path=str(_pipeline_folder(tmp_path / "vocab", no_vocab)))
+    assert location is None and "tokenizer_2 tokenizer files" in detail
+

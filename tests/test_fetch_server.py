@@ -99,6 +99,19 @@ def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_
     assert not any("fp16" in p or "safety_checker" in p for p in hub.requested("GET"))
     assert not any(p.endswith(DECOYS) for p in hub.requested("GET")), "another framework's weights were downloaded"
 
+    # an interrupted download (text_encoder_2 has no weights yet) is missing, and fetch completes it alone
+    [weights] = caches.glob("hf/hub/models--stabilityai--stable-diffusion-xl-base-1.0/snapshots/*/text_encoder_2/"
+                            "model*.safetensors")
+    weights.unlink()
+    partial = [json.loads(line) for line in cli(env, *fetch_args, "--list", "--json", cwd=tmp_path).stdout.splitlines()]
+    assert [r for r in partial if r["name"] == f"text_encoder_2/{weights.name}" and not r["present"]]
+    hub.requests.clear()
+    resumed = cli(env, *fetch_args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert weights.is_file()
+    assert [p for p in hub.requested("GET") if p.endswith(".safetensors")] == [
+        p for p in hub.requested("GET") if p.endswith(f"text_encoder_2/{weights.name}")]
+
     offline = {**env, "HF_HUB_OFFLINE": "1", "IQABENCH_OFFLINE": "1"}
     hub.requests.clear()
     out = tmp_path / "out"
