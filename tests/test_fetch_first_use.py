@@ -76,3 +76,34 @@ def test_a_snapshot_interrupted_before_text_encoder_2s_weights_is_missing(tmp_pa
     location, detail = find_weights("x/y", path=str(_pipeline_folder(tmp_path / "vocab", no_vocab)))
     assert location is None and "tokenizer_2 tokenizer files" in detail
 
+
+def test_guidance_declares_its_metric_and_its_tiny_decoder(tmp_path, monkeypatch, hub_mirror):
+    from iqabench.contracts.generators import WeightsMissingError, build_generator
+    from iqabench.contracts.needs import collecting
+    from iqabench.execution.runtime import Runtime
+
+    runtime = Runtime(device="cpu", dtype="fp32", batch_size=1)
+    spec = "guidance:topiq_nr[base=tiny-sd,decoder=tiny,tiny_decoder=madebyollin/taesd]"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    with collecting() as needs:
+        generator = build_generator(spec, runtime)
+    assert generator.tiny_decoder_files is None  # missing: declared, the preflight refuses the run
+    names = {(n.filename or n.destination.name) for n in needs}
+    assert any(name.startswith("cfanet_nr_koniq_res50") for name in names), names  # the guiding metric's file
+    decoder = [n for n in needs if n.source == "madebyollin/taesd"]
+    assert sorted(n.filename for n in decoder) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert all(n.kind == "hub-file" and n.fetchable and not n.present for n in decoder)
+
+    hub_mirror.ensure("hf", "tiny-decoders")
+    monkeypatch.setenv("HF_HUB_CACHE", hub_mirror.env["HF_HUB_CACHE"])
+    with collecting() as needs:
+        generator = build_generator(spec, runtime)
+    assert [n.present for n in needs if n.source == "madebyollin/taesd"] == [True, True]
+    assert generator.tiny_decoder_files.folder == needs[-1].destination.parent
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    with pytest.raises(WeightsMissingError, match="resnet50|cfanet"):  # outside the preflight: before any work
+        build_generator(spec, runtime)
+    from adapters.guidance.tiny_decoder import find_tiny_decoder
+
+    with pytest.raises(WeightsMissingError, match="madebyollin/taesd is not in the Hugging Face cache.*iqabench fetch"):
+        find_tiny_decoder("madebyollin/taesd", "test")
