@@ -42,7 +42,7 @@ import torch
 
 from iqabench.contracts.errors import UserInputError
 from iqabench.contracts.generators import WorkItem, register_generator
-from iqabench.contracts.needs import declare
+from iqabench.contracts.needs import declare, is_collecting
 from iqabench.contracts.options import Options, number, option, short_repr, short_text
 from iqabench.contracts.specs import GeneratorSpec, SpecError
 from iqabench.execution.runtime import Runtime
@@ -172,8 +172,9 @@ class GuidanceGenerator(QualityGenerator):
             raise SpecError(f"{where}: metric {spec.variant!r} is not a differentiable no-reference metric, so it "
                             "cannot guide sampling (pick e.g. topiq_nr, or register a differentiable model)")
         self.metric_name = spec.variant
-        for need in metric_needs(self.metric_name):  # the guiding metric's files: in the preflight and in fetch
-            declare(need)
+        if is_collecting():  # the guiding metric's files, for the preflight and fetch (a plain build, e.g. to key
+            for need in metric_needs(self.metric_name):  # images, does not need them: the metric is built later)
+                declare(need)
         spec = _renamed_options(spec)
         super().__init__(spec, runtime, where=where)
         self.config = _guidance_config(self.options, self.metric_name, where)
