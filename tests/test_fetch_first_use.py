@@ -105,3 +105,18 @@ def test_guidance_declares_its_metric_and_its_tiny_decoder(tmp_path, monkeypatch
 
     with pytest.raises(WeightsMissingError, match="madebyollin/taesd is not in the Hugging Face cache.*iqabench fetch"):
         find_tiny_decoder("madebyollin/taesd", "test")
+
+
+def test_a_live_pid_with_a_stale_heartbeat_is_a_reused_pid_not_a_running_run(tmp_path):
+    import os
+    import platform
+    import time
+
+    from iqabench.engine.run_status import HEARTBEAT_FILE, STALE_AFTER_S, liveness
+
+    data = {"status": "running", "owner": {"pid": os.getpid(), "host": platform.node()}}  # this pid is alive
+    (tmp_path / HEARTBEAT_FILE).touch()
+    assert liveness(data, tmp_path) == "running"
+    old = time.time() - STALE_AFTER_S - 600
+    os.utime(tmp_path / HEARTBEAT_FILE, (old, old))
+    assert liveness(data, tmp_path).startswith(f"dead (process {os.getpid()} has not beaten for 15 min")

@@ -68,7 +68,8 @@ def _pid_alive(pid: int) -> bool:
 def liveness(data: dict[str, Any], run_dir: Any, now: float | None = None) -> str:
     """The status to show: run.json's, except a ``running`` run whose writer is gone, which is ``dead``.
 
-    Same host: the recorded pid no longer exists. Another host: no heartbeat for :data:`STALE_AFTER_S`.
+    Same host: the recorded pid no longer exists, or exists but the heartbeat is older than
+    :data:`STALE_AFTER_S` (the pid was reused). Another host: no heartbeat for :data:`STALE_AFTER_S`.
     """
     import time
 
@@ -81,7 +82,11 @@ def liveness(data: dict[str, Any], run_dir: Any, now: float | None = None) -> st
     if who.get("host") == platform.node() and isinstance(who.get("pid"), int) and not isinstance(who["pid"], bool):
         if not _pid_alive(who["pid"]):
             return f"dead (process {who['pid']} is gone; re-run to resume)"
-        return status
+        if age is None or age <= STALE_AFTER_S:
+            return status
+        # the pid exists but the heartbeat thread stopped long ago: another process got the pid (containers
+        # restart pids from 1), so the run's writer is gone
+        return f"dead (process {who['pid']} has not beaten for {age / 60:.0f} min; re-run to resume)"
     if age is None or age > STALE_AFTER_S:
         since = "never" if age is None else f"{age / 60:.0f} min ago"
         return f"dead (last heartbeat {since}; re-run to resume)"
