@@ -120,3 +120,52 @@ def test_a_live_pid_with_a_stale_heartbeat_is_a_reused_pid_not_a_running_run(tmp
     old = time.time() - STALE_AFTER_S - 600
     os.utime(tmp_path / HEARTBEAT_FILE, (old, old))
     assert liveness(data, tmp_path).startswith(f"dead (process {os.getpid()} has not beaten for 15 min")
+
+
+_SLOW_RUN = """
+import sys, time
+from pathlib import Path
+from iqabench.api import run
+from iqabench.contracts.specs import RunSpec
+from iqabench.metrics import register_metric
+
+@register_metric("slow_for_sigterm", lower_better=False, overwrite=True)
+def build(device):
+    Path(sys.argv[2]).touch()  # the run has begun: the parent sends SIGTERM now
+    time.sleep(120)
+
+spec = RunSpec(benchmark="scores", generators=["tiny-sd[steps=1]"], metrics=["slow_for_sigterm"], prompts="smoke",
+               seeds=[0], limit=1)
+run(spec, sys.argv[1])
+"""
+
+
+def test_sigterm_during_a_run_marks_it_interrupted(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from iqabench.engine.run_status import sigterm_interrupts
+
+    marker = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(tmp_path / "out"), str(marker)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), proc.communicate()[1][-3000:] if proc.poll() is not None else "never started"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Terminated" in stderr  # raised as an interrupt, not the silent default death
+    [manifest] = (tmp_path / "out" / "runs").glob("*/run.json")
+    data = json.loads(manifest.read_text())
+    assert data["status"] == "interrupted" and data["error"].startswith("Terminated: SIGTERM")
+
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_interrupts():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
