@@ -32,11 +32,15 @@ SELECTION_OPTIONS = {"--generator": True, "-g": True, "--metrics": True, "--base
                      "--plugin": True}
 
 
-def fetch_hint(argv: list[str]) -> str:
+def fetch_hint(argv: list[str], flags: frozenset[str] | None = None) -> str:
     """``iqabench fetch`` with the selection arguments of this ``iqabench run`` command line (or, for ``iqabench
-    train <command> ...``, ``iqabench fetch train <command>`` with all of that command's arguments)."""
+    train <command> ...``, ``iqabench fetch train <command>`` with all of that command's arguments).
+
+    ``flags``: the options of ``run`` that take no value (default: read from the run command, :func:`run_flags`),
+    so the word after one (the benchmark, after ``--overwrite``) is never dropped as its value."""
     if "train" in argv and "run" not in argv[:argv.index("train")]:
         return " ".join(_quote(w) for w in ["iqabench", "fetch", *argv[argv.index("train"):]])
+    flags = run_flags() if flags is None else flags
     words, i = ["iqabench", "fetch"], 0
     args = argv[argv.index("run") + 1:] if "run" in argv else []
     while i < len(args):
@@ -48,18 +52,30 @@ def fetch_hint(argv: list[str]) -> str:
             takes = SELECTION_OPTIONS[name] and "=" not in word
             words += args[i:i + 1 + takes]
             i += takes
-        elif i + 1 < len(args) and not args[i + 1].startswith("-") and not _is_flag(name):
+        elif "=" not in word and i + 1 < len(args) and not args[i + 1].startswith("-") and name not in flags:
             i += 1  # another option's value
         i += 1
     return " ".join(_quote(w) for w in words)
 
 
-_FLAGS = {"--dry-run", "--compile", "--channels-last", "--fuse-qkv", "--attention-slicing", "--allow-failures",
-          "--offline"}
+def run_flags() -> frozenset[str]:
+    """Every option of ``iqabench run`` that takes no value, read from the command itself (a hand list falls
+    behind: it lacked ``--overwrite`` and ``--trust-hub-code``, and the hint lost the benchmark after them)."""
+    import click
 
+    context = click.get_current_context(silent=True)
+    if context is not None and context.info_name == "run":
+        command = context.command
+    else:  # called outside the run command (a test, the API): build the CLI's commands to read them
+        import typer
 
-def _is_flag(name: str) -> bool:
-    return name in _FLAGS
+        from .app import app
+
+        command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    # by duck type: Typer's options are not always click.Option subclasses
+    return frozenset(opt for param in command.params if getattr(param, "param_type_name", "") == "option"
+                     and (getattr(param, "is_flag", False) or getattr(param, "count", False))
+                     for opt in (*param.opts, *param.secondary_opts))
 
 
 def _quote(word: str) -> str:
