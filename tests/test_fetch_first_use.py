@@ -179,3 +179,24 @@ def test_the_fetch_hint_keeps_the_benchmark_after_any_flag_of_run(flag):
     assert {"--overwrite", "--trust-hub-code", "--dry-run", "--offline"} <= flags
     argv = ["iqabench", "run", flag, "relgain", "--generator", "sdxl", "--out", "o", "--metrics", "piqe"]
     assert fetch_hint(argv, flags) == "iqabench fetch relgain --generator sdxl --metrics piqe"
+
+
+def test_the_adapter_release_defaults_to_the_readmes_folder_and_says_when_gdown_is_missing(tmp_path, monkeypatch):
+    import importlib.util
+
+    from adapters.iqa_adapter import checkpoint
+
+    monkeypatch.delenv(checkpoint.RELEASE_ENV, raising=False)
+    monkeypatch.delenv("IQABENCH_URL_MIRROR", raising=False)
+    real = importlib.util.find_spec
+    for gdown in (True, False):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, gdown=gdown: (object() if gdown else None) if name == "gdown"
+                            else real(name, *a))
+        need = checkpoint._release_need("topiq", tmp_path / "iqa_adapter_topiq_nr.safetensors", False)
+        assert need.source.startswith("https://drive.google.com/drive/folders/1jVYM96nbk0pUV4HSHiUzWGlTSLg-dv5h")
+        assert need.fetchable is gdown
+        if not gdown:
+            assert need.kind == "manual" and "pip install iqabench[fetch]" in need.source
+    monkeypatch.setenv("IQABENCH_URL_MIRROR", "http://127.0.0.1:1")  # a mirror of the release needs no gdown
+    assert checkpoint._release_need("topiq", tmp_path / "x.safetensors", False).kind == "gdrive"

@@ -163,12 +163,12 @@ def list_or_fetch(needs: list, *, list_only: bool, as_json: bool) -> None:
     if network is not None and any(n.fetchable for n in missing):
         console.print(f"[bold red]error:[/] {escape(network)}: nothing was downloaded", highlight=False)
         raise typer.Exit(2)
+    for need in manual:  # said before any download starts, not after the others arrived
+        console.print(f"[yellow]by hand:[/] {escape(need.what)}: {escape(need.source)} "
+                      f"({escape(str(need.destination))})", highlight=False, soft_wrap=True)
     failures = fetch(missing, log=lambda m: console.print(escape(m), highlight=False))
     for line in failures:
         console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-    for need in manual:
-        console.print(f"[yellow]by hand:[/] {escape(need.what)}: {escape(need.source)} "
-                      f"({escape(str(need.destination))})", highlight=False, soft_wrap=True)
     if failures or manual:
         raise typer.Exit(2)
     fetched = [n for n in missing if n.fetchable]

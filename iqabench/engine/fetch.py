@@ -291,7 +291,7 @@ def fetch_gdrive(need: Need, log: Callable[[str], None]) -> None:
     try:
         import gdown
     except ImportError:
-        raise FetchError(f"{need.what} is on Google Drive: `pip install gdown` to fetch it, or put "
+        raise FetchError(f"{need.what} is on Google Drive: `pip install iqabench[fetch]` (gdown) to fetch it, or put "
                          f"{need.filename} in {need.destination.parent} by hand") from None
     scratch = need.destination.parent / ".gdrive-incomplete"
     gdown.download_folder(need.source, output=str(scratch), quiet=False, resume=True)
