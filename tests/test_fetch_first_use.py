@@ -200,3 +200,30 @@ def test_the_adapter_release_defaults_to_the_readmes_folder_and_says_when_gdown_
             assert need.kind == "manual" and "pip install iqabench[fetch]" in need.source
     monkeypatch.setenv("IQABENCH_URL_MIRROR", "http://127.0.0.1:1")  # a mirror of the release needs no gdown
     assert checkpoint._release_need("topiq", tmp_path / "x.safetensors", False).kind == "gdrive"
+
+
+def test_fetch_answers_a_metric_typo_at_once_and_says_when_nothing_is_needed(tmp_path):
+    from test_fetch_preflight import _in_process, cli, empty_caches
+
+    env = empty_caches(tmp_path / "caches", HF_HUB_OFFLINE="1")
+    typo = _in_process(["fetch", "relgain", "--generator", "tiny-sd", "--metrics", "topiq_nrr", "--list"], env,
+                       tmp_path)
+    text = " ".join(typo.stderr.split())
+    assert "EXIT 2 HEAVY []" in text, text[-2000:]  # answered before torch, pyiqa or diffusers is imported
+    assert "topiq_nrr" in text and "topiq_nr" in text.replace("topiq_nrr", "")  # the close match is suggested
+    for extra in ([], ["--list"]):
+        none = cli(env, "fetch", "scores", "--generator", "tiny-sd", "--metrics", "entropy", *extra, cwd=tmp_path)
+        assert none.returncode == 0, none.stderr[-2000:]
+        assert "this command needs no downloaded files" in none.stdout
+        assert "all 0" not in none.stdout
+
+
+@pytest.mark.parametrize("value", ["1", "ON", "on", "True", "yes"])
+def test_hf_hub_offline_truthy_values_count_as_offline(value, monkeypatch):
+    from iqabench.metrics import offline_mode
+
+    monkeypatch.delenv("IQABENCH_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert offline_mode()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert not offline_mode()

@@ -122,6 +122,10 @@ def fetch_command(
 
     `iqabench fetch train <command> <its arguments>` does the same for a training command (acpo, iqa-adapter,
     ipce, two-stream)."""
+    if metrics and not plugin:
+        from .run import _check_metric_names
+
+        _check_metric_names(metrics)  # a typo answered in a second, as `run` does, before the models' imports
     from ..contracts.execution import Execution
     from ..contracts.generators import GeneratorPool
     from ..contracts.specs import RunSpec
@@ -144,6 +148,10 @@ def list_or_fetch(needs: list, *, list_only: bool, as_json: bool) -> None:
     from ..engine.fetch import FileRow, fetch, file_rows, human_size, unreachable
     from ..metrics import offline_mode
 
+    if not needs:  # not an empty table, not "all 0 file(s)"; with --json: no lines
+        if not as_json:
+            out_console.print("this command needs no downloaded files", highlight=False)
+        return
     network = "offline mode (HF_HUB_OFFLINE/IQABENCH_OFFLINE)" if offline_mode() else unreachable()
     if list_only:
         rows: list[FileRow] = file_rows(needs, online=network is None)
