@@ -386,3 +386,35 @@ def test_fetch_sends_the_users_token_for_gated_repositories(hub, tmp_path):
     assert listed.returncode == 0, listed.stderr[-3000:]
     index = [auth for path, auth in hub.authorization[seen:] if path.endswith("/model_index.json")]
     assert index and all(auth == "Bearer hf_gated_test" for auth in index), hub.authorization
+
+
+def test_a_plain_url_download_shows_its_progress(plain, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    from iqabench.contracts.needs import Need
+    from iqabench.engine.fetch import fetch
+
+    state, files = plain
+    data = bytes(range(256)) * 400
+    served = _named_by_hash(files, "weights", data)
+    state.add_plain(files)
+    counted: list[int] = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            assert kwargs["total"] == len(data) and kwargs["unit"] == "B"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            counted.append(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    target = tmp_path / "cache" / served.name
+    need = Need("weights", target, "url", f"https://example.org/models/{served.name}", False, size=len(data))
+    assert fetch([need], log=lambda _: None) == []
+    assert target.read_bytes() == data and sum(counted) == len(data)
