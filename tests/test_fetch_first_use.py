@@ -173,9 +173,10 @@ def test_sigterm_during_a_run_marks_it_interrupted(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--overwrite", "--trust-hub-code", "--compile", "--out=elsewhere"])
 def test_the_fetch_hint_keeps_the_benchmark_after_any_flag_of_run(flag):
-    from iqabench.cli.fetch import fetch_hint, run_flags
+    from iqabench.cli.fetch import fetch_hint, value_less_options
+    from iqabench.cli.run import run_command
 
-    flags = run_flags()  # read from the run command, not a hand list
+    flags = value_less_options(run_command)  # read from the run command, not a hand list
     assert {"--overwrite", "--trust-hub-code", "--dry-run", "--offline"} <= flags
     argv = ["iqabench", "run", flag, "relgain", "--generator", "sdxl", "--out", "o", "--metrics", "piqe"]
     assert fetch_hint(argv, flags) == "iqabench fetch relgain --generator sdxl --metrics piqe"

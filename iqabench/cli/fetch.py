@@ -36,11 +36,11 @@ def fetch_hint(argv: list[str], flags: frozenset[str] | None = None) -> str:
     """``iqabench fetch`` with the selection arguments of this ``iqabench run`` command line (or, for ``iqabench
     train <command> ...``, ``iqabench fetch train <command>`` with all of that command's arguments).
 
-    ``flags``: the options of ``run`` that take no value (default: read from the run command, :func:`run_flags`),
+    ``flags``: the options of ``run`` that take no value (``run`` passes :func:`value_less_options` of itself),
     so the word after one (the benchmark, after ``--overwrite``) is never dropped as its value."""
     if "train" in argv and "run" not in argv[:argv.index("train")]:
         return " ".join(_quote(w) for w in ["iqabench", "fetch", *argv[argv.index("train"):]])
-    flags = run_flags() if flags is None else flags
+    flags = frozenset() if flags is None else flags
     words, i = ["iqabench", "fetch"], 0
     args = argv[argv.index("run") + 1:] if "run" in argv else []
     while i < len(args):
@@ -58,24 +58,26 @@ def fetch_hint(argv: list[str], flags: frozenset[str] | None = None) -> str:
     return " ".join(_quote(w) for w in words)
 
 
-def run_flags() -> frozenset[str]:
-    """Every option of ``iqabench run`` that takes no value, read from the command itself (a hand list falls
-    behind: it lacked ``--overwrite`` and ``--trust-hub-code``, and the hint lost the benchmark after them)."""
-    import click
+def value_less_options(command: Callable[..., Any]) -> frozenset[str]:
+    """Every option of a Typer command function that takes no value (its ``bool`` parameters), with all their
+    spellings, read from its annotations: ``run`` passes its own, so the list never falls behind the command (a
+    hand list lacked ``--overwrite`` and ``--trust-hub-code``, and the hint lost the benchmark after them)."""
+    import typing
 
-    context = click.get_current_context(silent=True)
-    if context is not None and context.info_name == "run":
-        command = context.command
-    else:  # called outside the run command (a test, the API): build the CLI's commands to read them
-        import typer
-
-        from .app import app
-
-        command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
-    # by duck type: Typer's options are not always click.Option subclasses
-    return frozenset(opt for param in command.params if getattr(param, "param_type_name", "") == "option"
-                     and (getattr(param, "is_flag", False) or getattr(param, "count", False))
-                     for opt in (*param.opts, *param.secondary_opts))
+    flags: set[str] = set()
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        base, *extras = typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint,)
+        if base is not bool:
+            continue
+        decls = []
+        for info in extras:  # typer.Option("--x/--no-x", "-x"): in Annotated its first argument is a declaration
+            first = getattr(info, "default", None)
+            decls += ([first] if isinstance(first, str) else []) + list(getattr(info, "param_decls", ()) or ())
+        names = [d for decl in decls for d in decl.split("/") if d.strip().startswith("-")]
+        flags.update(d.strip() for d in names)
+        if not names:  # a plain `flag: bool = False` parameter: Typer spells it from the name
+            flags.add(f"--{name.replace('_', '-')}")
+    return frozenset(flags)
 
 
 def _quote(word: str) -> str:
@@ -123,9 +125,9 @@ def fetch_command(
     `iqabench fetch train <command> <its arguments>` does the same for a training command (acpo, iqa-adapter,
     ipce, two-stream)."""
     if metrics and not plugin:
-        from .run import _check_metric_names
+        from .selection import check_metric_names
 
-        _check_metric_names(metrics)  # a typo answered in a second, as `run` does, before the models' imports
+        check_metric_names(metrics)  # a typo answered in a second, as `run` does, before the models' imports
     from ..contracts.execution import Execution
     from ..contracts.generators import GeneratorPool
     from ..contracts.specs import RunSpec
@@ -285,6 +287,6 @@ def _print_rows(rows) -> None:
     out_console.print(f"{len(rows)} file(s), {total}", highlight=False)
 
 
-def current_fetch_hint() -> str:
-    return fetch_hint(sys.argv)
+def current_fetch_hint(flags: frozenset[str] | None = None) -> str:
+    return fetch_hint(sys.argv, flags)
 
