@@ -38,8 +38,45 @@ class WeightsLocation:
     model_index: dict[str, Any]
 
 
+#: What a tokenizer folder needs besides its config: one of the vocabularies the tokenizers read.
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model",
+                    "sentencepiece.bpe.model")
+
+
+def _component_gap(sub: Path, cls: str, variant: str | None, denoiser: bool) -> str | None:
+    """What a present component folder lacks for its loader, or None when complete.
+
+    A download interrupted midway leaves some folders without their weights (hub files appear only when whole):
+    a model needs its ``config.json`` and weights (every shard its index names), a tokenizer a vocabulary, a
+    scheduler its config. Such a snapshot is missing, so the preflight names it and ``fetch`` completes it.
+    """
+    names = {p.name for p in sub.iterdir() if p.is_file()}
+    if cls.endswith("Scheduler"):
+        return None if "scheduler_config.json" in names else "scheduler_config.json"
+    if "Tokenizer" in cls:
+        return None if names & set(_TOKENIZER_FILES) else "tokenizer files"
+    if cls.endswith(("FeatureExtractor", "ImageProcessor", "Processor")):
+        return None if "preprocessor_config.json" in names else "preprocessor_config.json"
+    if "config.json" not in names:
+        return "config.json"
+    weights = [n for n in names if n.endswith(_WEIGHT_SUFFIXES) and not n.startswith("openvino_")]
+    if variant and denoiser:
+        weights = [n for n in weights if f".{variant}." in n]
+    if not weights:
+        return "weights" + (f" ({variant})" if variant and denoiser else "")
+    for index in (n for n in names if n.endswith(".index.json")):
+        try:
+            shards = set(json.loads((sub / index).read_text(encoding="utf-8")).get("weight_map", {}).values())
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return index
+        if shards - names:
+            return f"weight shard(s) {', '.join(sorted(shards - names))}"
+    return None
+
+
 def _missing_components(folder: Path, model_index: Mapping[str, Any], variant: str | None) -> list[str]:
-    """Components named in model_index.json without a folder, or a denoiser folder without weight files."""
+    """Every loaded component (per model_index.json, less :data:`NOT_LOADED`) without a folder, or whose folder
+    lacks what its loader reads (:func:`_component_gap`)."""
     missing = []
     for name, value in model_index.items():
         if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
@@ -49,12 +86,10 @@ def _missing_components(folder: Path, model_index: Mapping[str, Any], variant: s
         sub = folder / name
         if not sub.is_dir():
             missing.append(name)
-        elif name in ("unet", "transformer", "prior"):
-            files = [p.name for p in sub.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES)]
-            if variant:
-                files = [f for f in files if f".{variant}." in f]
-            if not files:
-                missing.append(f"{name} weights" + (f" ({variant})" if variant else ""))
+            continue
+        gap = _component_gap(sub, str(value[1] or ""), variant, name in ("unet", "transformer", "prior"))
+        if gap:
+            missing.append(f"{name} {gap}")
     return missing
 
 

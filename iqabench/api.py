@@ -66,7 +66,17 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 def execute(runner: Runner, *, dry_run: bool = False, report: bool = True) -> RunOutcome:
-    """Run ``runner``'s stages; on the main process, save the Result, mark the run complete, render the report."""
+    """Run ``runner``'s stages; on the main process, save the Result, mark the run complete, render the report.
+
+    SIGTERM (scancel, ``docker stop``) is turned into an interrupt meanwhile, so run.json says ``interrupted``.
+    """
+    from .engine.run_status import sigterm_interrupts
+
+    with sigterm_interrupts():
+        return _execute(runner, dry_run=dry_run, report=report)
+
+
+def _execute(runner: Runner, *, dry_run: bool, report: bool) -> RunOutcome:
     try:
         try:
             outcome = runner.execute(dry_run=dry_run, hold_run_id=True)  # held through the final writes below

@@ -39,16 +39,20 @@ def _pixels(images) -> list[np.ndarray]:
 
 
 def _fake_hub_snapshot(cache, repo=SDXL_ID, commit="0123456789abcdef0123456789abcdef01234567"):
-    """A hub-cache layout with empty files: enough for the offline presence check, never loaded."""
+    """A hub-cache layout with empty files: enough for the offline presence check (every loaded component's
+    config plus its weights or vocabulary), never loaded."""
     repo_dir = cache / ("models--" + repo.replace("/", "--"))
     snapshot = repo_dir / "snapshots" / commit
     index = {"_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.19.0",
              "scheduler": ["diffusers", "EulerDiscreteScheduler"], "unet": ["diffusers", "UNet2DConditionModel"],
              "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
              "tokenizer": ["transformers", "CLIPTokenizer"], "feature_extractor": [None, None]}
-    for name in ("scheduler", "unet", "vae", "text_encoder", "tokenizer"):
-        (snapshot / name).mkdir(parents=True)
-    (snapshot / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    files = ("scheduler/scheduler_config.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+             "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+             "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json", "tokenizer/vocab.json")
+    for name in files:
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).write_bytes(b"")
     (snapshot / "model_index.json").write_text(json.dumps(index))
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)

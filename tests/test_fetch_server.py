@@ -41,8 +41,16 @@ def _state(mirror) -> HubServer:
                     mirror.root / "home" / ".cache" / "clip", mirror.root / "iqa-adapter")
     unet = next(p for n, p in state.repos[SDXL].files().items() if n.startswith("unet/") and n.endswith(".safetensors"))
     state.repos[SDXL].extra.update({"unet/diffusion_pytorch_model.fp16.safetensors": unet,
-                                    "safety_checker/model.safetensors": unet})
+                                    "safety_checker/model.safetensors": unet,
+                                    **{name: unet for name in DECOYS}})
     return state
+
+
+#: Other frameworks' copies of the weights, as the real SD XL repo holds them next to the PyTorch ones (10 GB each
+#: there): no diffusers loader reads them, so fetch neither lists nor downloads them.
+DECOYS = ("unet/diffusion_flax_model.msgpack", "unet/model.onnx", "unet/model.onnx_data", "unet/openvino_model.xml",
+          "unet/openvino_model.bin", "text_encoder/tf_model.h5", "text_encoder/flax_model.msgpack",
+          "vae_decoder/model.onnx", "sd_xl_base_1.0.ckpt", "text_encoder_2/saved_model.pb")
 
 
 @pytest.fixture
@@ -80,6 +88,7 @@ def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_
     assert {"iqa_adapter_topiq_nr.safetensors", "model_index.json", "unet/diffusion_pytorch_model.safetensors",
             "model.safetensors", "cfanet_nr_koniq_res50-9a73138b.pth", "ViT-L-14.pt"} <= names
     assert not {"unet/diffusion_pytorch_model.fp16.safetensors", "safety_checker/model.safetensors"} & names
+    assert not set(DECOYS) & names
 
     fetched = cli(env, *fetch_args, cwd=tmp_path)
     assert fetched.returncode == 0, fetched.stderr[-3000:]
@@ -88,6 +97,20 @@ def test_fetch_lists_then_downloads_exactly_what_the_offline_run_loads(hub, tmp_
     assert all(r["present"] for r in rows) and len(rows) == len(listed)
     assert {str(Path(r["destination"])) for r in rows} == _cached_files(caches)  # none missing, none extra
     assert not any("fp16" in p or "safety_checker" in p for p in hub.requested("GET"))
+    assert not any(p.endswith(DECOYS) for p in hub.requested("GET")), "another framework's weights were downloaded"
+
+    # an interrupted download (text_encoder_2 has no weights yet) is missing, and fetch completes it alone
+    [weights] = caches.glob("hf/hub/models--stabilityai--stable-diffusion-xl-base-1.0/snapshots/*/text_encoder_2/"
+                            "model*.safetensors")
+    weights.unlink()
+    partial = [json.loads(line) for line in cli(env, *fetch_args, "--list", "--json", cwd=tmp_path).stdout.splitlines()]
+    assert [r for r in partial if r["name"] == f"text_encoder_2/{weights.name}" and not r["present"]]
+    hub.requests.clear()
+    resumed = cli(env, *fetch_args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert weights.is_file()
+    assert [p for p in hub.requested("GET") if p.endswith(".safetensors")] == [
+        p for p in hub.requested("GET") if p.endswith(f"text_encoder_2/{weights.name}")]
 
     offline = {**env, "HF_HUB_OFFLINE": "1", "IQABENCH_OFFLINE": "1"}
     hub.requests.clear()
@@ -363,3 +386,35 @@ def test_fetch_sends_the_users_token_for_gated_repositories(hub, tmp_path):
     assert listed.returncode == 0, listed.stderr[-3000:]
     index = [auth for path, auth in hub.authorization[seen:] if path.endswith("/model_index.json")]
     assert index and all(auth == "Bearer hf_gated_test" for auth in index), hub.authorization
+
+
+def test_a_plain_url_download_shows_its_progress(plain, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    from iqabench.contracts.needs import Need
+    from iqabench.engine.fetch import fetch
+
+    state, files = plain
+    data = bytes(range(256)) * 400
+    served = _named_by_hash(files, "weights", data)
+    state.add_plain(files)
+    counted: list[int] = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            assert kwargs["total"] == len(data) and kwargs["unit"] == "B"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            counted.append(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    target = tmp_path / "cache" / served.name
+    need = Need("weights", target, "url", f"https://example.org/models/{served.name}", False, size=len(data))
+    assert fetch([need], log=lambda _: None) == []
+    assert target.read_bytes() == data and sum(counted) == len(data)

@@ -46,6 +46,9 @@ def _fake_hub_cache(root: Path) -> Path:
         (snapshot / "model_index.json").write_text(json.dumps(index))
         (snapshot / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
         (snapshot / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"x")
+        for name in ("scheduler/scheduler_config.json", "unet/config.json", "vae/config.json",
+                     "vae/diffusion_pytorch_model.safetensors"):  # a complete snapshot's other files
+            (snapshot / name).write_bytes(b"x")
     return root
 
 

@@ -87,6 +87,7 @@ def test_sd14_preset_is_stable_diffusion_v1_4(tmp_path, monkeypatch):
     (snapshot / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
                                                            "unet": ["diffusers", "UNet2DConditionModel"]}))
     (snapshot / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    (snapshot / "unet" / "config.json").write_bytes(b"x")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     generator = build_generator("sd14", Runtime("cpu", "fp32", 1))
     assert generator.source == "CompVis/stable-diffusion-v1-4"

@@ -46,6 +46,7 @@ def offline(tmp_path, monkeypatch):
         (snapshot / "model_index.json").write_text(json.dumps({"_class_name": pipeline,
                                                                "unet": ["diffusers", "UNet2DConditionModel"]}))
         (snapshot / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+        (snapshot / "unet" / "config.json").write_bytes(b"x")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     adapters = tmp_path / "adapters"
     adapters.mkdir()

@@ -42,10 +42,11 @@ import torch
 
 from iqabench.contracts.errors import UserInputError
 from iqabench.contracts.generators import WorkItem, register_generator
+from iqabench.contracts.needs import declare, is_collecting
 from iqabench.contracts.options import Options, number, option, short_repr, short_text
 from iqabench.contracts.specs import GeneratorSpec, SpecError
 from iqabench.execution.runtime import Runtime
-from iqabench.metrics import metric_fingerprint, metric_info
+from iqabench.metrics import metric_fingerprint, metric_info, metric_needs
 
 from ..generator_options import GENERATION_OPTIONS, MAX_SIDE
 from ..quality_base import QualityGenerator
@@ -172,6 +173,9 @@ class GuidanceGenerator(QualityGenerator):
             raise SpecError(f"{where}: metric {spec.variant!r} is not a differentiable no-reference metric, so it "
                             "cannot guide sampling (pick e.g. topiq_nr, or register a differentiable model)")
         self.metric_name = spec.variant
+        if is_collecting():  # the guiding metric's files, for the preflight and fetch (a plain build, e.g. to key
+            for need in metric_needs(self.metric_name):  # images, does not need them: the metric is built later)
+                declare(need)
         spec = _renamed_options(spec)
         super().__init__(spec, runtime, where=where)
         self.config = _guidance_config(self.options, self.metric_name, where)
@@ -195,6 +199,8 @@ class GuidanceGenerator(QualityGenerator):
             source = default_tiny_decoder(str(location.model_index.get("_class_name", "")),
                                           vae_scaling_factor(location.folder))
         files = find_tiny_decoder(str(source), where)
+        if files is None:  # missing, declared to the preflight (which refuses the run before any work)
+            return None
         base_channels = vae_latent_channels(location.folder) if location is not None else None
         if base_channels is not None:  # refuse a decoder of another latent space now, not at the first batch
             check_latent_channels(files.config(), base_channels, where, files.source)

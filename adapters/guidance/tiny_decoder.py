@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from iqabench.contracts.generators import WeightsMissingError
+from iqabench.contracts.needs import Need, declare
 from iqabench.contracts.specs import SpecError
 
 from ..hub_cache import HUB_ID, hub_cache_dir
@@ -99,22 +100,43 @@ def vae_scaling_factor(pipeline_folder: Path) -> float | None:
     return None if value is None else float(value)
 
 
-def find_tiny_decoder(source: str, where: str) -> TinyDecoderFiles:
-    """Locate the files offline (nothing is loaded or downloaded); one sentence when they are missing."""
+def tiny_decoder_needs(source: str, where: str) -> list[Need]:
+    """The two hub files a tiny decoder is loaded from (``config.json`` and the safetensors weights, never the
+    pickled ``.bin`` beside them), as needs: what the preflight names and ``iqabench fetch`` downloads."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = hub_cache_dir()
+    message = (f"{where}: the tiny decoder {source} is not in the Hugging Face cache at {cache} (nothing is "
+               f"downloaded here): run `iqabench fetch` with the same arguments (or `hf download {source} config.json "
+               f"{WEIGHTS_FILE}`) on a connected machine and copy the cache over, pass tiny_decoder=<folder>, or use "
+               "decoder=vae")
+    needs = []
+    for name in ("config.json", WEIGHTS_FILE):
+        found = try_to_load_from_cache(source, name, cache_dir=cache)
+        if isinstance(found, str):
+            needs.append(Need(f"tiny decoder {source}", Path(found), "hub-file", source, True,
+                              size=Path(found).stat().st_size, filename=name))
+        else:
+            folder = cache / f"models--{source.replace('/', '--')}"
+            needs.append(Need(f"tiny decoder {source}", folder / name, "hub-file", source, False, filename=name,
+                              message=message))
+    return needs
+
+
+def find_tiny_decoder(source: str, where: str) -> TinyDecoderFiles | None:
+    """Locate the files offline (nothing is loaded or downloaded); one sentence when they are missing.
+
+    A hub decoder's files are declared as needs; while the preflight collects them, a missing one gives None.
+    """
     local = Path(source).expanduser()
     if local.is_dir():
         folder, revision = local.resolve(), ""
     elif HUB_ID.match(source):
-        from huggingface_hub import try_to_load_from_cache
-
-        cache = hub_cache_dir()
-        found = try_to_load_from_cache(source, "config.json", cache_dir=cache)
-        if not isinstance(found, str):
-            raise WeightsMissingError(
-                f"{where}: the tiny decoder {source} is not in the Hugging Face cache at {cache} (nothing is "
-                f"downloaded here): run `hf download {source}` on a connected machine and copy the cache over, "
-                "pass tiny_decoder=<folder>, or use decoder=vae")
-        folder = Path(found).parent
+        needs = tiny_decoder_needs(source, where)
+        present = [declare(need) for need in needs]  # outside collecting(), a missing one raises its sentence
+        if not all(present):
+            return None
+        folder = needs[0].destination.parent
         revision = folder.name
     else:
         raise SpecError(f"{where}: tiny_decoder={source!r} is neither a folder nor a hub id like "

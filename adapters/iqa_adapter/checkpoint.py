@@ -16,6 +16,7 @@ arbitrary objects. We turn that refusal into one clear sentence.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import pickle
@@ -38,7 +39,10 @@ METADATA_KEY = "iqabench.adapter"
 FORMAT_VERSION = "1"
 ENV_DIR = "IQABENCH_ADAPTER_DIR"
 DEFAULT_DIR = Path("~/.cache/iqabench/iqa-adapter")
-RELEASE_URL = "https://github.com/X1716/IQA-Adapter (Google Drive link in its README)"
+#: The authors' release folder, as the README of https://github.com/X1716/IQA-Adapter links it ("The weights for
+#: the IQA-Adapter can be downloaded from here (Google Drive)"); ``$IQABENCH_ADAPTER_RELEASE`` overrides it.
+RELEASE_FOLDER = "https://drive.google.com/drive/folders/1jVYM96nbk0pUV4HSHiUzWGlTSLg-dv5h"
+RELEASE_URL = f"{RELEASE_FOLDER} (the release linked from github.com/X1716/IQA-Adapter)"
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,20 @@ RELEASE_ENV = "IQABENCH_ADAPTER_RELEASE"
 
 
 def _release_need(name: str, path: Path, present: bool, message: str = "", names: list[str] | None = None) -> Need:
-    """The preset file as a need: fetched from the release folder on Google Drive (gdown) when one is known;
-    ``files`` are the names the release may use for it (the loader accepts either)."""
-    source = os.environ.get(RELEASE_ENV) or RELEASE_URL
-    return Need(f"IQA-Adapter preset {name}", path, "gdrive", source, present,
+    """The preset file as a need: fetched from the release folder on Google Drive with gdown (the
+    ``iqabench[fetch]`` extra); ``files`` are the names the release may use for it (the loader accepts either).
+
+    Without gdown (and without a mirror of the release, ``$IQABENCH_URL_MIRROR``) the need is one to provide by
+    hand, saying how to make it fetchable: the preflight and ``fetch`` know it before any other download starts,
+    instead of promising a download that would fail after the others.
+    """
+    source = os.environ.get(RELEASE_ENV) or RELEASE_FOLDER
+    kind = "gdrive"
+    if not present and not os.environ.get("IQABENCH_URL_MIRROR") and importlib.util.find_spec("gdown") is None:
+        kind = "manual"
+        source = (f"{source} on Google Drive: `pip install iqabench[fetch]` (gdown) so that `iqabench fetch` "
+                  "downloads it, or download it by hand")
+    return Need(f"IQA-Adapter preset {name}", path, kind, source, present,
                 size=path.stat().st_size if present else None, filename=path.name, message=message,
                 files=tuple(names or [path.name]))
 

@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the error boundary itself is :class:`BoundaryGroup` (see :mod:`iqabench.cli.boundary`)."""
     try:
         app(args=argv)  # usage errors are handled (and exit) inside; other exceptions come out here
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run (exit 143 then, as if killed by it)
         console.print("interrupted; re-run the same command to resume from the cache")
-        sys.exit(130)
+        sys.exit(getattr(exc, "exit_code", 130))
     except Exception as exc:
         if not getattr(exc, "iqabench_reported", False):  # raised outside a command (e.g. while mounting)
             from .boundary import EXIT_USER_ERROR, bug_report_line, user_message

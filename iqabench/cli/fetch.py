@@ -32,11 +32,15 @@ SELECTION_OPTIONS = {"--generator": True, "-g": True, "--metrics": True, "--base
                      "--plugin": True}
 
 
-def fetch_hint(argv: list[str]) -> str:
+def fetch_hint(argv: list[str], flags: frozenset[str] | None = None) -> str:
     """``iqabench fetch`` with the selection arguments of this ``iqabench run`` command line (or, for ``iqabench
-    train <command> ...``, ``iqabench fetch train <command>`` with all of that command's arguments)."""
+    train <command> ...``, ``iqabench fetch train <command>`` with all of that command's arguments).
+
+    ``flags``: the options of ``run`` that take no value (``run`` passes :func:`value_less_options` of itself),
+    so the word after one (the benchmark, after ``--overwrite``) is never dropped as its value."""
     if "train" in argv and "run" not in argv[:argv.index("train")]:
         return " ".join(_quote(w) for w in ["iqabench", "fetch", *argv[argv.index("train"):]])
+    flags = frozenset() if flags is None else flags
     words, i = ["iqabench", "fetch"], 0
     args = argv[argv.index("run") + 1:] if "run" in argv else []
     while i < len(args):
@@ -48,18 +52,32 @@ def fetch_hint(argv: list[str]) -> str:
             takes = SELECTION_OPTIONS[name] and "=" not in word
             words += args[i:i + 1 + takes]
             i += takes
-        elif i + 1 < len(args) and not args[i + 1].startswith("-") and not _is_flag(name):
+        elif "=" not in word and i + 1 < len(args) and not args[i + 1].startswith("-") and name not in flags:
             i += 1  # another option's value
         i += 1
     return " ".join(_quote(w) for w in words)
 
 
-_FLAGS = {"--dry-run", "--compile", "--channels-last", "--fuse-qkv", "--attention-slicing", "--allow-failures",
-          "--offline"}
+def value_less_options(command: Callable[..., Any]) -> frozenset[str]:
+    """Every option of a Typer command function that takes no value (its ``bool`` parameters), with all their
+    spellings, read from its annotations: ``run`` passes its own, so the list never falls behind the command (a
+    hand list lacked ``--overwrite`` and ``--trust-hub-code``, and the hint lost the benchmark after them)."""
+    import typing
 
-
-def _is_flag(name: str) -> bool:
-    return name in _FLAGS
+    flags: set[str] = set()
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        base, *extras = typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint,)
+        if base is not bool:
+            continue
+        decls = []
+        for info in extras:  # typer.Option("--x/--no-x", "-x"): in Annotated its first argument is a declaration
+            first = getattr(info, "default", None)
+            decls += ([first] if isinstance(first, str) else []) + list(getattr(info, "param_decls", ()) or ())
+        names = [d for decl in decls for d in decl.split("/") if d.strip().startswith("-")]
+        flags.update(d.strip() for d in names)
+        if not names:  # a plain `flag: bool = False` parameter: Typer spells it from the name
+            flags.add(f"--{name.replace('_', '-')}")
+    return frozenset(flags)
 
 
 def _quote(word: str) -> str:
@@ -106,6 +124,10 @@ def fetch_command(
 
     `iqabench fetch train <command> <its arguments>` does the same for a training command (acpo, iqa-adapter,
     ipce, two-stream)."""
+    if metrics and not plugin:
+        from .selection import check_metric_names
+
+        check_metric_names(metrics)  # a typo answered in a second, as `run` does, before the models' imports
     from ..contracts.execution import Execution
     from ..contracts.generators import GeneratorPool
     from ..contracts.specs import RunSpec
@@ -129,6 +151,10 @@ def list_or_fetch(needs: list, *, list_only: bool, as_json: bool) -> None:
     from ..engine.fetch import FileRow, fetch, file_rows, human_size, unreachable
     from ..metrics import offline_mode
 
+    if not needs:  # not an empty table, not "all 0 file(s)"; with --json: no lines
+        if not as_json:
+            out_console.print("this command needs no downloaded files", highlight=False)
+        return
     network = "offline mode (HF_HUB_OFFLINE/IQABENCH_OFFLINE)" if offline_mode() else unreachable()
     if list_only:
         rows: list[FileRow] = file_rows(needs, online=network is None)
@@ -148,12 +174,12 @@ def list_or_fetch(needs: list, *, list_only: bool, as_json: bool) -> None:
     if network is not None and any(n.fetchable for n in missing):
         console.print(f"[bold red]error:[/] {escape(network)}: nothing was downloaded", highlight=False)
         raise typer.Exit(2)
+    for need in manual:  # said before any download starts, not after the others arrived
+        console.print(f"[yellow]by hand:[/] {escape(need.what)}: {escape(need.source)} "
+                      f"({escape(str(need.destination))})", highlight=False, soft_wrap=True)
     failures = fetch(missing, log=lambda m: console.print(escape(m), highlight=False))
     for line in failures:
         console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-    for need in manual:
-        console.print(f"[yellow]by hand:[/] {escape(need.what)}: {escape(need.source)} "
-                      f"({escape(str(need.destination))})", highlight=False, soft_wrap=True)
     if failures or manual:
         raise typer.Exit(2)
     fetched = [n for n in missing if n.fetchable]
@@ -262,6 +288,6 @@ def _print_rows(rows) -> None:
     out_console.print(f"{len(rows)} file(s), {total}", highlight=False)
 
 
-def current_fetch_hint() -> str:
-    return fetch_hint(sys.argv)
+def current_fetch_hint(flags: frozenset[str] | None = None) -> str:
+    return fetch_hint(sys.argv, flags)
 

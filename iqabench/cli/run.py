@@ -11,9 +11,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..contracts.errors import UserInputError
-from .common import DEFAULT_OUT, OutOption, PluginOption, console, load_plugins, out_console, print_error
+from .common import DEFAULT_OUT, OutOption, PluginOption, console, load_plugins, out_console
 from .progress import RichProgress
 from .relaunch import relaunch
+from .selection import check_metric_names as _check_metric_names
 from .selection import parse_options, run_fields
 from .summary import print_summary
 
@@ -80,7 +81,7 @@ def run_command(
     from ..engine.preflight import MissingPiecesError
     from ..engine.runner import Runner
     from ..execution.batching import parse_batch_size
-    from .fetch import current_fetch_hint, print_missing
+    from .fetch import current_fetch_hint, print_missing, value_less_options
 
     if offline:  # before any library reads it (huggingface_hub freezes HF_HUB_OFFLINE at import)
         os.environ.update(HF_HUB_OFFLINE="1", IQABENCH_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -103,7 +104,7 @@ def run_command(
     try:
         runner = Runner(spec, out, run_id=run_id, execution=how,
                         log=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"), overwrite=overwrite,
-                        trust_hub_code=trust_hub_code, fetch_hint=current_fetch_hint(),
+                        trust_hub_code=trust_hub_code, fetch_hint=current_fetch_hint(value_less_options(run_command)),
                         download=not dry_run)  # a dry run reports what is missing, it never downloads
     except MissingPiecesError as exc:  # a table of every missing piece, not one sentence
         print_missing(exc)
@@ -130,23 +131,3 @@ def run_command(
         if not allow_failures:
             raise typer.Exit(EXIT_INCOMPLETE)
 
-
-def _check_metric_names(metrics: str) -> None:
-    """Refuse a name that is neither a pyiqa metric nor registered so far, with pyiqa's close matches, fast."""
-    from .. import metric_catalog
-    from ..contracts.registry import METRICS, unknown_name_message
-
-    known = list(dict.fromkeys([*metric_catalog.known_names(), *METRICS._entries]))
-    for name in (n.strip() for n in metrics.split(",")):
-        if metric_catalog.is_family_name(name):  # ipce:<file>: checked when it registers
-            continue
-        if name and known and name not in known and not _entry_point_metrics():
-            print_error(unknown_name_message("metric", name, known))
-            raise typer.Exit(2)
-
-
-def _entry_point_metrics() -> bool:
-    """Do installed packages register metrics (``iqabench.metrics`` entry points)? Then the registry decides."""
-    from importlib.metadata import entry_points
-
-    return bool(entry_points(group="iqabench.metrics"))

@@ -5,10 +5,11 @@ Kept apart from both commands so neither imports the other.
 
 from __future__ import annotations
 
+import typer
 from rich.markup import escape
 
 from ..contracts.errors import UserInputError
-from .common import console
+from .common import console, print_error
 
 
 def parse_options(option: list[str] | None, prompt_column: str | None) -> dict:
@@ -50,3 +51,25 @@ def run_fields(benchmark: str, generator: list[str] | None, metrics: str | None,
         raise UserInputError("give at least one --generator (or a --preset paper:<id>)")
     return {"generators": given["generators"], "metrics": given["metrics"] or parse_metric_list("piqe,entropy"),
             "prompts": prompts or "smoke", "seeds": given["seeds"] or [0], "limit": limit, "options": options}
+
+
+def check_metric_names(metrics: str) -> None:
+    """Refuse a name that is neither a pyiqa metric nor registered so far, with pyiqa's close matches, fast
+    (``run`` and ``fetch`` both ask, before torch and the models are imported)."""
+    from .. import metric_catalog
+    from ..contracts.registry import METRICS, unknown_name_message
+
+    known = list(dict.fromkeys([*metric_catalog.known_names(), *METRICS._entries]))
+    for name in (n.strip() for n in metrics.split(",")):
+        if metric_catalog.is_family_name(name):  # ipce:<file>: checked when it registers
+            continue
+        if name and known and name not in known and not _entry_point_metrics():
+            print_error(unknown_name_message("metric", name, known))
+            raise typer.Exit(2)
+
+
+def _entry_point_metrics() -> bool:
+    """Do installed packages register metrics (``iqabench.metrics`` entry points)? Then the registry decides."""
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group="iqabench.metrics"))

@@ -295,7 +295,7 @@ def fetch_gdrive(need: Need, log: Callable[[str], None]) -> None:
     try:
         import gdown
     except ImportError:
-        raise FetchError(f"{need.what} is on Google Drive: `pip install gdown` to fetch it, or put "
+        raise FetchError(f"{need.what} is on Google Drive: `pip install iqabench[fetch]` (gdown) to fetch it, or put "
                          f"{need.filename} in {need.destination.parent} by hand") from None
     scratch = need.destination.parent / ".gdrive-incomplete"
     gdown.download_folder(need.source, output=str(scratch), quiet=False, resume=True)
@@ -323,7 +323,11 @@ def fetch(needs: list[Need], log: Callable[[str], None] = print) -> list[str]:
             elif need.kind == "hub-file":
                 fetch_hub_file(need, log)
             elif need.kind == "url":
-                path = download_url(need.source, need.destination, sha256=need.sha256)
+                from tqdm.auto import tqdm  # huggingface_hub's own progress bars; off when stderr is no terminal
+
+                with tqdm(total=need.size, unit="B", unit_scale=True, desc=need.destination.name,
+                          disable=None) as bar:
+                    path = download_url(need.source, need.destination, sha256=need.sha256, progress=bar.update)
                 log(f"{path.name}: {human_size(path.stat().st_size)} into {path.parent}")
             else:
                 fetch_gdrive(need, log)

@@ -5,8 +5,12 @@ Light on purpose (no torch): ``iqabench list runs`` reads it for every run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 HEARTBEAT_FILE = "heartbeat"
@@ -68,7 +72,8 @@ def _pid_alive(pid: int) -> bool:
 def liveness(data: dict[str, Any], run_dir: Any, now: float | None = None) -> str:
     """The status to show: run.json's, except a ``running`` run whose writer is gone, which is ``dead``.
 
-    Same host: the recorded pid no longer exists. Another host: no heartbeat for :data:`STALE_AFTER_S`.
+    Same host: the recorded pid no longer exists, or exists but the heartbeat is older than
+    :data:`STALE_AFTER_S` (the pid was reused). Another host: no heartbeat for :data:`STALE_AFTER_S`.
     """
     import time
 
@@ -81,8 +86,41 @@ def liveness(data: dict[str, Any], run_dir: Any, now: float | None = None) -> st
     if who.get("host") == platform.node() and isinstance(who.get("pid"), int) and not isinstance(who["pid"], bool):
         if not _pid_alive(who["pid"]):
             return f"dead (process {who['pid']} is gone; re-run to resume)"
-        return status
+        if age is None or age <= STALE_AFTER_S:
+            return status
+        # the pid exists but the heartbeat thread stopped long ago: another process got the pid (containers
+        # restart pids from 1), so the run's writer is gone
+        return f"dead (process {who['pid']} has not beaten for {age / 60:.0f} min; re-run to resume)"
     if age is None or age > STALE_AFTER_S:
         since = "never" if age is None else f"{age / 60:.0f} min ago"
         return f"dead (last heartbeat {since}; re-run to resume)"
     return status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm's scancel or time limit, ``docker stop``, ``kill``) raised as an interrupt, so the run ends
+    down the Ctrl-C path: run.json says ``interrupted``, and a re-run resumes from the cache."""
+
+    exit_code = 128 + signal.SIGTERM
+
+    def __init__(self) -> None:
+        super().__init__("SIGTERM")
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While a run works, SIGTERM raises :class:`Terminated` (the default would end the process at once and
+    leave run.json ``running``); the previous handler is put back afterwards. Only the main thread can install
+    handlers: elsewhere (a run started from a worker thread) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

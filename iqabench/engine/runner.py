@@ -185,7 +185,7 @@ class Runner:
         self.generators: dict[str, Generator] = work.generators
         self.metric_plan = work.metric_plan
         if preflight is False and work.missing:
-            return  # a planning-only runner (`iqabench fetch`): it has its plan and needs, nothing to key yet
+            return  # a planning-only runner (tests inspect its needs): it has its plan and needs, nothing to key
         self.run_plan = key_work(spec, self.runtime, work)
         self.image_keys = self.run_plan.image_keys
         self.metric_fps = self.run_plan.metric_fps

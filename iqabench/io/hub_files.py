@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Any
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
+#: Besides weights, what ``from_pretrained`` reads in a component folder: configs (``config.json``,
+#: ``scheduler_config.json``, ``tokenizer_config.json``, shard indexes ...), vocabularies and merges
+#: (``vocab.json``, ``merges.txt``, ``vocab.txt``) and sentencepiece models (``spiece.model``, ``tokenizer.model``).
+#: Everything else in a hub repo (Flax ``*.msgpack``, ``*.onnx``/``*.onnx_data``, OpenVINO ``*.xml``/``*.bin``,
+#: TensorFlow ``*.h5``/``*.pb``/``*.tflite``, original ``*.ckpt``) is another framework's copy of the same weights,
+#: often 10 GB each: never listed, never downloaded.
+_READ_SUFFIXES = (".json", ".txt", ".model")
+#: Weight files of other runtimes that end like PyTorch's (OpenVINO's ``openvino_model.bin``).
+_FOREIGN_PREFIXES = ("openvino_",)
 
 
 def hub_cache_dir() -> Path:
@@ -45,7 +54,8 @@ def _weight_variant(name: str) -> str | None:
 def loaded_files(model_index: Mapping[str, Any], files: list[str], variant: str | None = None) -> list[str]:
     """The files of a pipeline repo (``files``: repo-relative paths) that ``from_pretrained`` reads.
 
-    ``model_index.json``; each loaded component's configs and tokenizer files; its weights in safetensors when
+    ``model_index.json``; each loaded component's configs and tokenizer files (:data:`_READ_SUFFIXES`, never
+    another framework's copy of the weights); its weights in safetensors when
     the repo has them (``.bin`` only where it has none), of the ``variant`` asked for (diffusers falls back to
     the plain files where a component has no variant). What :data:`NOT_LOADED` names is left out: ``iqabench
     fetch`` restricts ``snapshot_download`` to this list, so it downloads what the run loads and nothing else.
@@ -56,8 +66,9 @@ def loaded_files(model_index: Mapping[str, Any], files: list[str], variant: str 
     chosen = ["model_index.json"] if "model_index.json" in files else []
     for component in components:
         mine = sorted(f for f in files if f.startswith(f"{component}/"))
-        chosen += [f for f in mine if not f.endswith(_WEIGHT_SUFFIXES)]
-        weights = [f for f in mine if f.endswith(_WEIGHT_SUFFIXES)]
+        chosen += [f for f in mine if f.endswith(_READ_SUFFIXES) or f.rsplit("/", 1)[-1].startswith("vocab.")]
+        weights = [f for f in mine if f.endswith(_WEIGHT_SUFFIXES)
+                   and not f.rsplit("/", 1)[-1].startswith(_FOREIGN_PREFIXES)]
         for pick in ([f for f in weights if f.endswith(".safetensors")], [f for f in weights if f.endswith(".bin")]):
             if not pick:
                 continue

@@ -52,8 +52,8 @@ def register_metric(
 
 def offline_mode() -> bool:
     """True when the user said there is no network: we then fail at once instead of retrying downloads."""
-    flags = (os.environ.get(var, "").lower() for var in ("HF_HUB_OFFLINE", "IQABENCH_OFFLINE"))
-    return any(flag in ("1", "true", "yes") for flag in flags)
+    flags = (os.environ.get(var, "").strip().lower() for var in ("HF_HUB_OFFLINE", "IQABENCH_OFFLINE"))
+    return any(flag in ("1", "true", "yes", "on") for flag in flags)  # huggingface_hub's own truthy values
 
 
 #: Parameterised metric names: prefix -> the module whose ``register_family_metric(name)`` registers such a name on
