@@ -572,6 +572,7 @@ def test_an_unknown_diffusers_pipeline_without_unet_is_refused_for_unet_methods(
         for component in ("vae", denoiser[0]):
             (folder / component).mkdir(parents=True)
             (folder / component / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+            (folder / component / "config.json").write_text("{}")  # a complete component (config + weights)
         index = {"_class_name": "SomeNewPipeline", "vae": ["diffusers", "AutoencoderKL"],
                  denoiser[0]: ["diffusers", denoiser[1]]}
         (folder / "model_index.json").write_text(json.dumps(index))
