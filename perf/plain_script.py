@@ -79,7 +79,8 @@ def main() -> None:
             array = (image.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
             Image.fromarray(array).save(out / "images" / f"{index:05d}_{seed}.png")
         clock["png"] += time.perf_counter() - t
-        tensors.append(images.float().cpu())
+        # scored as the 8-bit values the PNGs hold, as iqabench scores its cache: the same scores on both sides
+        tensors.append((images.float().clamp(0, 1).cpu() * 255).round() / 255)
     t = time.perf_counter()
     batch = torch.cat(tensors)
     scores: dict[str, list[float]] = {}
