@@ -158,6 +158,18 @@ def _fetch_exactly_what_is_listed(env: dict[str, str], args: list[str], caches: 
     return {r["name"] for r in before}
 
 
+def _run_offline_to_completion(env: dict[str, str], args: list[str], cwd: Path, server) -> Path:
+    """``iqabench run`` offline after a fetch: exit 0, run.json ``complete``, and not one request to the server."""
+    server.requests.clear()
+    out = cwd / "out"
+    run = cli(_offline(env), "run", *args, "--out", str(out), cwd=cwd)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert server.requests == [], "the offline run touched the network"
+    [manifest] = out.glob("runs/*/run.json")
+    assert json.loads(manifest.read_text())["status"] == "complete"
+    return manifest
+
+
 def _offline(env: dict[str, str]) -> dict[str, str]:
     return {**env, "HF_HUB_OFFLINE": "1", "IQABENCH_OFFLINE": "1"}
 
@@ -184,15 +196,9 @@ def test_fetch_then_offline_geneval_with_a_detector_that_runs_here(benchmark_hub
             "images_per_prompt=1", "--option", "detector=maskrcnn", *SMALL_CLIP]
     names = _fetch_exactly_what_is_listed(env, args, caches, tmp_path)
     assert names == {"maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "open_clip_model.safetensors"}
-    benchmark_hub.requests.clear()
-    out = tmp_path / "out"
-    run = cli(_offline(env), "run", *args, "--out", str(out), cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    [manifest] = out.glob("runs/*/run.json")
-    assert json.loads(manifest.read_text())["status"] == "complete"
+    manifest = _run_offline_to_completion(env, args, tmp_path, benchmark_hub)
     per_image = (manifest.parent / "results" / "geneval_per_image.csv").read_text()
     assert "single_object" in per_image
-    assert benchmark_hub.requests == [], "the offline run touched the network"
 
 
 def test_fetch_for_the_official_geneval_detector_names_what_it_cannot_fetch(benchmark_hub, tmp_path):
@@ -225,14 +231,8 @@ def test_fetch_then_offline_fid_topk(benchmark_hub, tmp_path):
             "kid_subset_size=2", "--option", "allow_small_topk=true", *SMALL_CLIP]
     names = _fetch_exactly_what_is_listed(env, args, caches, tmp_path)
     assert names == {"weights-inception-2015-12-05-6726825d.pth", "open_clip_model.safetensors", "ref.csv"}
-    benchmark_hub.requests.clear()
-    out = tmp_path / "out"
-    run = cli(_offline(env), "run", *args, "--out", str(out), cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    [manifest] = out.glob("runs/*/run.json")
-    assert json.loads(manifest.read_text())["status"] == "complete"
+    manifest = _run_offline_to_completion(env, args, tmp_path, benchmark_hub)
     assert "weights-inception-2015-12-05-6726825d.pth" in (manifest.parent / "results" / "result.json").read_text()
-    assert benchmark_hub.requests == [], "the offline run touched the network"
 
 
 def test_fetch_then_offline_train_acpo(hub, tmp_path):
