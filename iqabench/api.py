@@ -116,11 +116,14 @@ def _finish(runner: Runner, outcome: RunOutcome, *, report: bool) -> RunOutcome:
         with runner.clock.stage("report"):  # the report: its fixed cost (perf/overhead_stages.py)
             reports.save_result(runner.store, runner.run_id, outcome.result)
             status = "complete" if outcome.complete else "incomplete"  # incomplete: images or scores missing
-            runner.store.write_run_json(runner.run_id, runner.manifest(status, outcome.plan, failures=outcome.failures,
-                                                                       analysis_inputs=outcome.analysis_inputs))
+            # the analysis inputs are recorded only once the report shows them: a render that was killed or
+            # skipped (report=False) must not let a later resume keep an older report as "unchanged"
+            manifest = runner.manifest(status, outcome.plan, failures=outcome.failures)
+            runner.store.write_run_json(runner.run_id, manifest)
             if report:
                 stage = "rendering the report"
                 outcome.report = reports.render_report(runner.store, [runner.run_id])
+                runner.store.write_run_json(runner.run_id, {**manifest, "analysis_inputs": outcome.analysis_inputs})
     except Exception as exc:
         # without this the run stays "running" in run.json (and in `iqabench list runs`) forever; the exception
         # still propagates, so the CLI exits non-zero with its sentence

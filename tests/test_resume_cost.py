@@ -77,3 +77,70 @@ def test_a_run_start_reads_run_json_once_and_again_only_when_it_changed(tmp_path
     else:
         raise AssertionError("a run.json rewritten with another spec after the first check was not read again")
     assert reads.count("run.json") == 2
+
+
+def _count_analyses(monkeypatch) -> list:
+    calls = []
+    original = Runner.analyze
+    monkeypatch.setattr(Runner, "analyze", lambda self: calls.append(1) or original(self))
+    return calls
+
+
+def _change_scores(tmp_path) -> None:
+    from iqabench.store.store import Store
+
+    store = Store(tmp_path)
+    with store._transaction() as db:
+        db.execute("UPDATE scores SET value = value + 1 WHERE metric = 'entropy'")
+    store.close()
+
+
+def test_a_report_that_was_not_rendered_for_the_new_inputs_is_rendered_by_the_next_resume(tmp_path, monkeypatch):
+    """Changed inputs analysed without a report (report=False), or with a render killed by a signal: the inputs
+    are not recorded as reported, so the next resume analyses and renders again instead of keeping the old page."""
+    import json
+
+    import pytest
+
+    from iqabench import reports
+
+    first = run(RunSpec(**SPEC), out=tmp_path)
+    old_page = first.report.read_text()
+    calls = _count_analyses(monkeypatch)
+
+    _change_scores(tmp_path)
+    no_report = run(RunSpec(**SPEC), out=tmp_path, report=False)
+    assert calls == [1] and not no_report.unchanged
+    assert "analysis_inputs" not in json.loads((first.run_dir / "run.json").read_text())
+    again = run(RunSpec(**SPEC), out=tmp_path)
+    assert calls == [1, 1] and not again.unchanged and again.report.read_text() != old_page
+
+    _change_scores(tmp_path)
+    page = again.report.read_text()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGTERM becomes while a run works
+
+    with monkeypatch.context() as patch:
+        patch.setattr(reports, "render_report", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(RunSpec(**SPEC), out=tmp_path)
+    assert calls == [1, 1, 1] and again.report.read_text() == page  # the old page is still there
+    third = run(RunSpec(**SPEC), out=tmp_path)
+    assert calls == [1, 1, 1, 1] and not third.unchanged and third.report.read_text() != page
+
+
+def test_an_upgraded_analysis_library_makes_the_resume_analyse_again_and_rewrite(tmp_path, monkeypatch):
+    """A new scipy or pandas can change CIs and tables: the resume analyses again and rewrites the result."""
+    from iqabench.engine import runner as runner_module
+
+    first = run(RunSpec(**SPEC), out=tmp_path)
+    result_file = first.run_dir / "results" / "result.json"
+    before = result_file.stat().st_mtime_ns
+    assert run(RunSpec(**SPEC), out=tmp_path).unchanged
+    calls = _count_analyses(monkeypatch)
+    installed = runner_module._analysis_library_versions()
+    assert installed["numpy"] and installed["scipy"]  # read from the installed metadata
+    monkeypatch.setattr(runner_module, "_analysis_library_versions", lambda: {**installed, "scipy": "999.0"})
+    again = run(RunSpec(**SPEC), out=tmp_path)
+    assert calls == [1] and not again.unchanged and result_file.stat().st_mtime_ns != before

@@ -575,9 +575,10 @@ class Runner:
             return {}
 
     def analysis_inputs(self) -> str:
-        """sha256 of everything the analysis reads: the spec, iqabench's version, every planned image key with
-        its recorded PNG digest, every planned score (value or error) and the failures. Equal inputs give an
-        equal result, so a resume of a finished run need not analyse, save or render again (issue 29)."""
+        """sha256 of everything the analysis reads: the spec, iqabench's version and the analysis libraries'
+        versions, every planned image key with its recorded PNG digest, every planned score (value or error) and
+        the failures. Equal inputs give an equal result, so a resume of a finished run need not analyse, save or
+        render again (issue 29)."""
         import hashlib
         import json
 
@@ -589,7 +590,7 @@ class Runner:
             wanted = sorted({self.image_keys[i] for i in indices})
             got = self.store.get_scores(wanted, metric, self.metric_fps[metric])
             scores[metric] = [[k, got.get(k, "absent")] for k in wanted]
-        document = {"spec": self.spec.to_dict(), "version": __version__,
+        document = {"spec": self.spec.to_dict(), "version": __version__, "libraries": _analysis_library_versions(),
                     "code": _analysis_code_digest(self.benchmark, self.spec.options),
                     "metrics": self.metric_fps,
                     "images": [[k, self.store.image_digest(k)] for k in keys], "scores": scores,
@@ -650,6 +651,24 @@ ANALYSIS_CODE_MODULES = (
     "iqabench.benchmark", "iqabench.analysis.stats", "iqabench.analysis.decisions",
     "iqabench.analysis.compare", "iqabench.contracts.results", "iqabench.analysis.plotting",
     "iqabench.analysis.number_format", "iqabench.analysis.labels", "iqabench.analysis.identical")
+
+
+#: The libraries whose code shapes a result or its report (statistics, tables, figures, the page): an upgrade of
+#: any of them must make a resume analyse and render again, as a change of iqabench's own code does.
+ANALYSIS_LIBRARIES = ("numpy", "scipy", "pandas", "statsmodels", "matplotlib", "seaborn", "jinja2")
+
+
+def _analysis_library_versions() -> dict[str, str | None]:
+    """Installed versions of :data:`ANALYSIS_LIBRARIES`, read from their metadata (nothing is imported)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in ANALYSIS_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _analysis_code_digest(benchmark: Any, options: dict[str, Any]) -> str:
