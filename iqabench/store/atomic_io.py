@@ -77,5 +77,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+def fsync_directory(folder: Path) -> None:
+    """Make the renames into ``folder`` durable (its entries reach the disk), where the platform allows it.
+
+    A file's own fsync does not persist the directory entry a rename made: after a power loss the name can be
+    gone although the bytes were flushed. Windows cannot open a folder for fsync; there this does nothing."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except (PermissionError, IsADirectoryError):  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
