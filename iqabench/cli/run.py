@@ -117,9 +117,11 @@ def run_command(
     columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     # 2 redraws a second, not rich's 10: its refresh thread otherwise takes 1.3% of a core from the pipeline
-    # in a terminal (0.28% at 2/s; 0.4% -> 0.18% when not a terminal), and a batch takes seconds anyway
+    # in a terminal (0.28% at 2/s), and a batch takes seconds anyway. Not a terminal (nohup, Slurm, a pipe): no
+    # refresh thread at all; it would build the bar twice a second for nobody, waking beside the pipeline's
+    # threads. The log gets the bar's final state when it stops.
     with Progress(*columns, console=console, disable=not console.is_terminal and "CI" in os.environ,
-                  refresh_per_second=2) as bar:
+                  refresh_per_second=2, auto_refresh=console.is_terminal) as bar:
         runner.progress = RichProgress(bar)
         outcome = execute(runner)
     if not runner.is_main_process:

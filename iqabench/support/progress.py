@@ -27,9 +27,12 @@ class ProgressBar:
             TimeRemainingColumn,
         )
 
+        console = Console(stderr=True)
+        # no refresh thread when stderr is not a terminal (nohup, Slurm): nobody sees the redraws; the final
+        # state is written when the bar stops
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[postfix]}"),
-                                  console=Console(stderr=True))
+                                  console=console, auto_refresh=console.is_terminal)
         self._task = self._progress.add_task(desc, total=total, completed=initial, postfix="")
         self._progress.start()
 
