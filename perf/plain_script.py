@@ -2,9 +2,10 @@
 
 What a researcher writes without a toolkit: load the pipeline, call it in batches with one seeded CPU generator
 per image, save each image as a PNG, score the in-memory tensors with pyiqa in batches, write a CSV. It prints one
-JSON line with its own clock (imports, load, pipeline calls, PNG writes, scoring) so the driver can put the two
-sides' stages side by side. ``--model`` is a diffusers folder or ``tiny-sd`` / ``tiny-sdxl`` (iqabench's offline
-random pipelines, built in-process: the plain script then imports that one module for the weights, nothing else).
+JSON line with its own clock (imports, load, pipeline calls, PNG writes, scoring: wall seconds, and the process's
+CPU seconds of each under ``cpu``) so the driver can put the two sides' stages side by side. ``--model`` is a
+diffusers folder or ``tiny-sd`` / ``tiny-sdxl`` (iqabench's offline random pipelines, built in-process: the plain
+script then imports that one module for the weights, nothing else).
 """
 
 from __future__ import annotations
@@ -56,32 +57,35 @@ def main() -> None:
     args = parser.parse_args()
 
     clock: dict[str, float] = {"imports": IMPORTS_S}
+    cpu: dict[str, float] = {"imports": time.process_time(), "pipeline": 0.0, "png": 0.0}
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     prompts = [line for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     pairs = [(i, p, s) for i, p in enumerate(prompts) for s in seeds]
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     pipe = load_pipeline(args.model, torch.float32, args.device)
-    clock["load"] = time.perf_counter() - t
+    clock["load"], cpu["load"] = time.perf_counter() - t, time.process_time() - c
     clock["pipeline"] = clock["png"] = 0.0
     tensors = []
     for start in range(0, len(pairs), args.batch_size):
         chunk = pairs[start : start + args.batch_size]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         images = pipe(prompt=[p for _, p, _ in chunk], num_inference_steps=args.steps,
                       guidance_scale=args.guidance_scale, height=args.height, width=args.width,
                       generator=[torch.Generator("cpu").manual_seed(s) for _, _, s in chunk], output_type="pt").images
         clock["pipeline"] += time.perf_counter() - t
-        t = time.perf_counter()
+        cpu["pipeline"] += time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
         for (index, _, seed), image in zip(chunk, images, strict=True):
             array = (image.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
             Image.fromarray(array).save(out / "images" / f"{index:05d}_{seed}.png")
         clock["png"] += time.perf_counter() - t
+        cpu["png"] += time.process_time() - c
         # scored as the 8-bit values the PNGs hold, as iqabench scores its cache: the same scores on both sides
         tensors.append((images.float().clamp(0, 1).cpu() * 255).round() / 255)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     batch = torch.cat(tensors)
     scores: dict[str, list[float]] = {}
     for name in args.metrics.split(","):
@@ -89,14 +93,14 @@ def main() -> None:
         values = [metric(batch[i : i + args.batch_size].to(args.device)) for i in range(0, len(batch),
                                                                                      args.batch_size)]
         scores[name] = torch.cat([v.flatten().float().cpu() for v in values]).tolist()
-    clock["score"] = time.perf_counter() - t
+    clock["score"], cpu["score"] = time.perf_counter() - t, time.process_time() - c
     with open(out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["prompt", "seed", *scores])
         for row, (index, _, seed) in enumerate(pairs):
             writer.writerow([index, seed, *(scores[m][row] for m in scores)])
-    clock["total_in_process"] = time.perf_counter() - _T0
-    print(json.dumps({"side": "plain", "images": len(pairs), "clock": clock,
+    clock["total_in_process"], cpu["total_in_process"] = time.perf_counter() - _T0, time.process_time()
+    print(json.dumps({"side": "plain", "images": len(pairs), "clock": clock, "cpu": cpu,
                       "mean_scores": {m: float(np.mean(v)) for m, v in scores.items()}}), flush=True)
 
 

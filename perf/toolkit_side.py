@@ -29,7 +29,7 @@ def main() -> int:
     api.execute = execute
     from iqabench.cli import main as cli_main
 
-    imports_s = time.perf_counter() - _T0
+    imports_s, imports_cpu_s = time.perf_counter() - _T0, time.process_time()
     code = 0
     try:
         cli_main(sys.argv[1:])
@@ -37,8 +37,9 @@ def main() -> int:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     runner = seen.get("runner")
     clock = runner.clock.table() if runner is not None else []
-    print(json.dumps({"side": "iqabench", "exit": code, "imports_s": imports_s, "clock": clock,
-                      "total_in_process": time.perf_counter() - _T0}), flush=True)
+    print(json.dumps({"side": "iqabench", "exit": code, "imports_s": imports_s, "imports_cpu_s": imports_cpu_s,
+                      "clock": clock, "total_in_process": time.perf_counter() - _T0,
+                      "total_cpu_in_process": time.process_time()}), flush=True)
     return code
 
 

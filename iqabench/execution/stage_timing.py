@@ -8,7 +8,10 @@ call (the device's own clock, not what the Python thread waited for), so
 decoding, PNG encoding, SQLite, Python. Gaps the GPU has *inside* a pipeline
 call (kernel-launch bound stretches) count as busy; a profiler shows those.
 On the CPU the busy time is the wall time of the bracketed calls, and idle is
-the toolkit's own work around them.
+the toolkit's own work around them. Each stage also counts the CPU seconds the
+whole process used while it ran (every thread: the PNG writer and decoders
+too), so a stage that waits (wall without CPU) tells itself apart from one that
+computes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class StageTime:
     wall: float = 0.0
     busy: float = 0.0
     calls: int = 0
+    cpu: float = 0.0  # process CPU seconds (user + system, all threads) while the stage ran
 
     @property
     def idle(self) -> float:
@@ -53,7 +57,7 @@ class StageClock:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
@@ -61,6 +65,7 @@ class StageClock:
                 torch.cuda.synchronize(self.device)
             record = self.stages.setdefault(name, StageTime())
             record.wall += time.perf_counter() - started
+            record.cpu += time.process_time() - cpu_started
             if self._cuda:
                 self._settle()
 
@@ -85,4 +90,5 @@ class StageClock:
 
     def table(self) -> list[dict[str, float | str | int]]:
         return [{"stage": name, "wall_s": round(t.wall, 4), "device_busy_s": round(t.busy, 4),
-                 "device_idle_s": round(t.idle, 4), "calls": t.calls} for name, t in self.stages.items()]
+                 "device_idle_s": round(t.idle, 4), "calls": t.calls, "cpu_s": round(t.cpu, 4)}
+                for name, t in self.stages.items()]
