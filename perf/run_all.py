@@ -52,6 +52,11 @@ def summarize(bench: str, row: dict) -> tuple[str, str] | None:
         return f"scoring images made in the run: {row['path']}", f"{row['images_per_s']:.1f} images/s"
     if bench == "decode":
         return f"cache-hit decode {row['size']} px: {row['path']}", f"{row['images'] / row['decode_s']:.1f} images/s"
+    if bench == "scoring_cache_read":
+        ratio = row["speedup"]
+        words = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+        return (f"scoring cached images at the run's batch {row['toolkit_batch']} (fastest: batch "
+                f"{row['fastest_batch']})", f"{words} than pyiqa per file")
     if bench == "overhead":
         return f"toolkit vs plain diffusers + pyiqa, {row['images']} images", f"{row['overhead_pct']:+.1f}%"
     if bench == "throughput":
