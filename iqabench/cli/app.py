@@ -86,6 +86,9 @@ mount_plugin_commands(app, groups)
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the error boundary itself is :class:`BoundaryGroup` (see :mod:`iqabench.cli.boundary`)."""
+    from ..execution.host_allocator import keep_freed_host_memory
+
+    keep_freed_host_memory()  # before the pipelines' buffers: CPU steps reuse memory instead of faulting it in
     try:
         app(args=argv)  # usage errors are handled (and exit) inside; other exceptions come out here
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run (exit 143 then, as if killed by it)
