@@ -35,9 +35,12 @@ def main() -> int:
         cli_main(sys.argv[1:])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    from iqabench.execution import host_allocator
+
     runner = seen.get("runner")
     clock = runner.clock.table() if runner is not None else []
     print(json.dumps({"side": "iqabench", "exit": code, "imports_s": imports_s, "imports_cpu_s": imports_cpu_s,
+                      "host_allocator": host_allocator._applied,
                       "clock": clock, "total_in_process": time.perf_counter() - _T0,
                       "total_cpu_in_process": time.process_time()}), flush=True)
     return code

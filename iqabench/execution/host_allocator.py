@@ -5,25 +5,33 @@ unmapped when freed, and a free area at the top of the heap larger than its trim
 thresholds adapt to the program's history. A diffusion step on the CPU allocates and frees activations of a few
 to a few tens of MiB, so whether they are reused or faulted in fresh, page by page, depends on how the heap
 happens to lie. Measured on a 2-core VM (``perf/overhead.py`` records page faults per side) with an SD-1.5-like
-pipeline at 256 px: two processes doing the same work (16 images, 10 steps) faulted 6 million and 41 million
-pages. One 2-image, 2-step call faulted 1.7-2.0 million pages and took 19.0-20.2 s; with the settings below, the
-calls after the first faulted 50-80 thousand and took 16.8-17.3 s. PyTorch's CPU performance guide gives the
+pipeline at 256 px: in one 16-image, 10-step pair the plain diffusers script faulted 6 million pages and iqabench
+41 million. One 2-image, 2-step call faulted 1.7-2.0 million pages and took 19.0-20.2 s; with the settings below,
+the calls after the first faulted 50-80 thousand and took 16.8-17.3 s. PyTorch's CPU performance guide gives the
 same reason for recommending jemalloc or tcmalloc.
 
 What it sets (glibc's ``mallopt``, the same knobs as its ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` environment variables): blocks up to 32 MiB (glibc's largest allowed threshold) come
-from the heap, and up to 1 GiB of freed heap is kept rather than trimmed. The price is a resident size up to that
-much above the peak the process needed anyway. Pixels do not change: only where the memory comes from does.
+from the heap, and up to 1 GiB of freed heap is kept rather than trimmed. The price: the resident size stays near
+the process's peak instead of falling back (+130 MiB in the call above), and freed heap below the top is never
+returned, so a long CPU training run keeps its high-water mark. Blocks above 32 MiB (SD-1.5's attention at 512 px,
+a VAE decoder's activations) are still mapped and unmapped each time. Pixels do not change: only where the memory
+comes from does.
 
 The CLI applies it once per process (``iqabench.cli``); a library user calls :func:`keep_freed_host_memory`.
-Nothing is set when malloc is not glibc's, when the user set either environment variable (their choice wins), or
-when ``IQABENCH_HOST_MALLOC=default``.
+Nothing is set when the C library is not glibc, when another allocator (jemalloc, tcmalloc via ``LD_PRELOAD``)
+serves ``malloc``, when the user chose glibc's malloc settings themselves (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_`` or ``glibc.malloc.*`` in ``GLIBC_TUNABLES``: their choice wins), or when
+``IQABENCH_HOST_MALLOC=default``.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
+import threading
+from collections.abc import Mapping
 
 #: glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -32,10 +40,12 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 << 20
 #: Freed memory at the top of the heap is kept up to this size.
 TRIM_THRESHOLD_BYTES = 1 << 30
-#: ``default`` leaves glibc's adaptive behaviour alone.
+#: ``keep`` (the default) applies the settings; ``default`` leaves glibc's adaptive behaviour alone.
 OPT_OUT_ENV = "IQABENCH_HOST_MALLOC"
+CHOICES = ("keep", "default")
 USER_SETTINGS_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
+_lock = threading.Lock()
 _applied: dict[str, int] | None = None
 
 
@@ -48,31 +58,58 @@ def _glibc() -> bool:
     """Is this process's C library glibc? (``confstr`` answers at once; ``platform.libc_ver`` reads the binary.)"""
     try:
         return platform.system() == "Linux" and os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
-    except (ValueError, OSError, AttributeError):  # musl, or a platform without the name
+    except (ValueError, OSError, AttributeError):  # musl (no such name, or None), a platform without confstr
         return False
 
 
-def keep_freed_host_memory() -> dict[str, int]:
-    """Apply the settings to this process (once); returns what was set, empty when nothing was (see module doc)."""
-    global _applied
-    if _applied is not None:
-        return dict(_applied)
-    _applied = {}
-    if os.environ.get(OPT_OUT_ENV, "").strip().lower() == "default":
-        return {}
-    if any(name in os.environ for name in USER_SETTINGS_ENV):
-        return {}
-    if not _glibc():
-        return {}
-    import ctypes
+def left_to_the_user(environ: Mapping[str, str]) -> bool:
+    """Did the user choose glibc's malloc settings (or ask iqabench to leave them) in this environment?"""
+    if environ.get(OPT_OUT_ENV, "").strip().lower() == "default":
+        return True
+    return (any(name in environ for name in USER_SETTINGS_ENV)
+            or "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""))
 
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # a static or unusual build: leave malloc as it is
+
+def _glibc_serves_malloc(ctypes) -> bool:
+    """Is ``malloc`` glibc's own? An allocator preloaded in front of it would ignore (or fake) ``mallopt``."""
+    process = ctypes.CDLL(None)
+    libc = ctypes.CDLL("libc.so.6")
+    return (ctypes.cast(process.malloc, ctypes.c_void_p).value == ctypes.cast(libc.malloc, ctypes.c_void_p).value)
+
+
+def keep_freed_host_memory() -> dict[str, int]:
+    """Apply the settings to this process; returns what was set, empty when nothing was (see the module doc).
+
+    Decided once per process: the first call's answer stands, later calls return it (malloc's settings cannot be
+    taken back, and a changed environment afterwards would not describe this process).
+    """
+    global _applied
+    with _lock:
+        if _applied is None:
+            _applied = _apply()
+        return dict(_applied)
+
+
+def _apply() -> dict[str, int]:
+    choice = os.environ.get(OPT_OUT_ENV, "").strip().lower()
+    if choice and choice not in CHOICES:
+        print(f"iqabench: {OPT_OUT_ENV}={choice!r} is not one of {', '.join(CHOICES)}; malloc is left as it is",
+              file=sys.stderr)
         return {}
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if left_to_the_user(os.environ) or not _glibc():
+        return {}
+    try:
+        import ctypes
+
+        if not _glibc_serves_malloc(ctypes):
+            return {}
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    except (ImportError, OSError, AttributeError):  # no ctypes, a static or unusual build: leave malloc as it is
+        return {}
+    applied = {}
     if mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1:
-        _applied["mmap_threshold"] = MMAP_THRESHOLD_BYTES
+        applied["mmap_threshold"] = MMAP_THRESHOLD_BYTES
     if mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1:
-        _applied["trim_threshold"] = TRIM_THRESHOLD_BYTES
-    return dict(_applied)
+        applied["trim_threshold"] = TRIM_THRESHOLD_BYTES
+    return applied
