@@ -105,6 +105,15 @@ def test_a_preloaded_allocator_is_left_alone():
     assert _run("preloaded")["applied"] == {}
 
 
+@pytest.mark.parametrize("env", [{}, {"IQABENCH_HOST_MALLOC": "keep"}, {"IQABENCH_HOST_MALLOC": "default"},
+                                 {"IQABENCH_HOST_MALLOC": "off"}, {"MALLOC_TRIM_THRESHOLD_": "131072"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"},
+                                 {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}])
+def test_applies_in_says_what_a_child_with_that_environment_does(env):
+    """perf/overhead.py gives a plain child the settings only where an iqabench child would apply them."""
+    assert host_allocator.applies_in(env) == (_run("tuned", **env)["applied"] == SETTINGS)
+
+
 def test_the_same_settings_as_environment_variables_for_other_processes():
     env = host_allocator.settings_as_environment()
     assert host_allocator.left_to_the_user(env)  # so an iqabench child given them would not apply its own

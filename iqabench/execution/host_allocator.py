@@ -70,6 +70,14 @@ def left_to_the_user(environ: Mapping[str, str]) -> bool:
             or "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""))
 
 
+def applies_in(environ: Mapping[str, str]) -> bool:
+    """Would iqabench set its malloc thresholds in a process with this environment? (Not where the user chose,
+    where the choice is not one it knows, or where the C library is not glibc.) The one rule :func:`_apply` and a
+    benchmark giving a plain child the same settings both follow."""
+    choice = environ.get(OPT_OUT_ENV, "").strip().lower()
+    return (not choice or choice in CHOICES) and not left_to_the_user(environ) and _glibc()
+
+
 def _glibc_serves_malloc(ctypes) -> bool:
     """Is ``malloc`` glibc's own? An allocator preloaded in front of it would ignore (or fake) ``mallopt``."""
     process = ctypes.CDLL(None)
@@ -95,8 +103,7 @@ def _apply() -> dict[str, int]:
     if choice and choice not in CHOICES:
         print(f"iqabench: {OPT_OUT_ENV}={choice!r} is not one of {', '.join(CHOICES)}; malloc is left as it is",
               file=sys.stderr)
-        return {}
-    if left_to_the_user(os.environ) or not _glibc():
+    if not applies_in(os.environ):
         return {}
     try:
         import ctypes
