@@ -31,7 +31,7 @@ if sys.argv[1] == "tuned":
     applied = keep_freed_host_memory()
 elif sys.argv[1] == "preloaded":  # as if jemalloc or tcmalloc served malloc
     from iqabench.execution import host_allocator
-    host_allocator._glibc_serves_malloc = lambda ctypes: False
+    host_allocator._glibc_serves_malloc = lambda ctypes, process: False
     applied = host_allocator.keep_freed_host_memory()
 elif sys.argv[1] == "cli":  # the settings the CLI's main() applied, read without applying them again
     from iqabench.cli import main

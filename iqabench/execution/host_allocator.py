@@ -62,9 +62,14 @@ def _glibc() -> bool:
         return False
 
 
+def _choice(environ: Mapping[str, str]) -> str:
+    """The value of ``IQABENCH_HOST_MALLOC`` as compared: case and surrounding spaces do not matter."""
+    return environ.get(OPT_OUT_ENV, "").strip().lower()
+
+
 def left_to_the_user(environ: Mapping[str, str]) -> bool:
     """Did the user choose glibc's malloc settings (or ask iqabench to leave them) in this environment?"""
-    if environ.get(OPT_OUT_ENV, "").strip().lower() == "default":
+    if _choice(environ) == "default":
         return True
     return (any(name in environ for name in USER_SETTINGS_ENV)
             or "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""))
@@ -74,13 +79,13 @@ def applies_in(environ: Mapping[str, str]) -> bool:
     """Would iqabench set its malloc thresholds in a process with this environment? (Not where the user chose,
     where the choice is not one it knows, or where the C library is not glibc.) The one rule :func:`_apply` and a
     benchmark giving a plain child the same settings both follow."""
-    choice = environ.get(OPT_OUT_ENV, "").strip().lower()
+    choice = _choice(environ)
     return (not choice or choice in CHOICES) and not left_to_the_user(environ) and _glibc()
 
 
-def _glibc_serves_malloc(ctypes) -> bool:
-    """Is ``malloc`` glibc's own? An allocator preloaded in front of it would ignore (or fake) ``mallopt``."""
-    process = ctypes.CDLL(None)
+def _glibc_serves_malloc(ctypes, process) -> bool:
+    """Is ``malloc`` (as ``process``, this process's symbol table, resolves it) glibc's own? An allocator preloaded
+    in front of it would ignore (or fake) ``mallopt``."""
     libc = ctypes.CDLL("libc.so.6")
     return (ctypes.cast(process.malloc, ctypes.c_void_p).value == ctypes.cast(libc.malloc, ctypes.c_void_p).value)
 
@@ -99,7 +104,7 @@ def keep_freed_host_memory() -> dict[str, int]:
 
 
 def _apply() -> dict[str, int]:
-    choice = os.environ.get(OPT_OUT_ENV, "").strip().lower()
+    choice = _choice(os.environ)
     if choice and choice not in CHOICES:
         print(f"iqabench: {OPT_OUT_ENV}={choice!r} is not one of {', '.join(CHOICES)}; malloc is left as it is",
               file=sys.stderr)
@@ -108,9 +113,10 @@ def _apply() -> dict[str, int]:
     try:
         import ctypes
 
-        if not _glibc_serves_malloc(ctypes):
+        process = ctypes.CDLL(None)
+        if not _glibc_serves_malloc(ctypes, process):
             return {}
-        mallopt = ctypes.CDLL(None).mallopt
+        mallopt = process.mallopt
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     except (ImportError, OSError, AttributeError):  # no ctypes, a static or unusual build: leave malloc as it is
         return {}
